@@ -1,0 +1,38 @@
+"""Packaging for SocketDock: the package plus its twistd plugin."""
+
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+_HERE = Path(__file__).parent
+_VERSION = re.search(
+    r'^__version__ = "([^"]+)"', (_HERE / "socketdock" / "__init__.py").read_text(), re.M
+).group(1)
+
+setup(
+    name="socketdock",
+    version=_VERSION,
+    description="A WebSocket relay for HTTP-only backends (Twisted/Autobahn)",
+    long_description=(_HERE / "README.rst").read_text(),
+    long_description_content_type="text/x-rst",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=["socketdock", "twisted.plugins"],
+    package_data={"twisted": ["plugins/socketdock_plugin.py"]},
+    install_requires=[
+        "twisted[tls]>=23.10",
+        "autobahn>=23.1",
+        "treq>=23.11",
+        "service-identity>=21.1",
+        "attrs>=22.2",
+    ],
+    extras_require={
+        "test": ["hypothesis>=6.80", "cryptography>=41"],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: Internet :: WWW/HTTP",
+    ],
+)

@@ -1,0 +1,1 @@
+"""Trial tests for SocketDock."""
