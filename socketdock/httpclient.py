@@ -1,0 +1,121 @@
+"""
+One POST to the backend, over the process's single pooled treq client.
+
+Everything the hot path needs is built once: the header template, the signer.
+The timeout covers the whole exchange, body included, not only the headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Callable, Optional
+
+import attrs
+import treq
+from treq.client import HTTPClient
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.ssl import Certificate
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.http_headers import Headers
+
+from socketdock import __version__
+
+USER_AGENT = f"SocketDock/{__version__}".encode("ascii")
+
+
+@attrs.frozen
+class HTTPResult:
+    """A complete answer from the backend: status, headers and body."""
+
+    code: int
+    headers: Headers
+    body: bytes
+
+
+def sign(secret: bytes, timestamp: int, body: bytes) -> bytes:
+    """
+    The ``X-SocketDock-Signature`` value (SPEC §3): HMAC-SHA256 of
+    ``"<t>." + body``, so a backend can check the sender and refuse replays.
+    """
+    t = str(timestamp).encode("ascii")
+    mac = hmac.new(secret, t + b"." + body, hashlib.sha256).hexdigest()
+    return b"t=" + t + b",v1=" + mac.encode("ascii")
+
+
+def make_pool(reactor, max_per_host: int = 64) -> HTTPConnectionPool:
+    """
+    The process's one persistent connection pool towards the backend.
+
+    Each client connection has at most one message in flight, so the number of
+    concurrent requests is about the number of busy clients; keep enough
+    idle connections per host that a busy instance does not reconnect.
+    """
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = max_per_host
+    pool.cachedConnectionTimeout = 120
+    return pool
+
+
+class BackendClient:
+    """
+    POSTs JSON bodies to the backend and collects the whole answer.
+
+    :param http: a treq ``HTTPClient`` (in tests, ``StubTreq``).
+    :param clock: for the timeout.
+    :param timeout: seconds for one whole exchange.
+    :param signing_secret: when set, every request is signed.
+    """
+
+    def __init__(
+        self,
+        http: HTTPClient,
+        clock: IReactorTime,
+        timeout: float,
+        signing_secret: Optional[str] = None,
+    ) -> None:
+        self._http = http
+        self._clock = clock
+        self._timeout = timeout
+        self._secret = signing_secret.encode("utf-8") if signing_secret else None
+
+    def post(self, url: str, body: bytes) -> "Deferred[HTTPResult]":
+        """One attempt: fails on connection errors and on timeout (cancelled)."""
+        headers = {
+            b"Content-Type": [b"application/json"],
+            b"User-Agent": [USER_AGENT],
+        }
+        if self._secret is not None:
+            headers[b"X-SocketDock-Signature"] = [
+                sign(self._secret, int(self._clock.seconds()), body)
+            ]
+        d = self._http.post(
+            url, data=body, headers=headers, allow_redirects=False
+        )
+        d.addCallback(_collect)
+        d.addTimeout(self._timeout, self._clock)
+        return d
+
+
+def _collect(response) -> "Deferred[HTTPResult]":
+    d = treq.content(response)
+    d.addCallback(lambda body: HTTPResult(response.code, response.headers, body))
+    return d
+
+
+def make_tls_policy(ca_path: Optional[str]) -> BrowserLikePolicyForHTTPS:
+    """
+    How https backends are verified: against the system trust store, or only
+    against the private CA in ``ca_path``; the hostname is always checked
+    (service-identity).
+    """
+    if ca_path is None:
+        return BrowserLikePolicyForHTTPS()
+    with open(ca_path, "rb") as f:
+        return BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))
+
+
+def make_http_client(reactor, pool: HTTPConnectionPool, tls_policy) -> HTTPClient:
+    """A treq client over the shared pool; ``tls_policy`` verifies https backends."""
+    return HTTPClient(Agent(reactor, contextFactory=tls_policy, pool=pool))

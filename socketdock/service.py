@@ -1,0 +1,66 @@
+"""
+The running instance: its listeners, and the order in which it stops.
+
+A stop (SIGTERM, SIGINT) drains first, with the listeners still open so that
+``/readyz`` can say 503 and backends can still reach ``send`` while queued
+messages finish; only then do the listeners close (SPEC §6).
+"""
+
+from __future__ import annotations
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web.client import HTTPConnectionPool
+
+from socketdock.relay import Relay
+
+
+class SocketDockService(MultiService):
+    """
+    The relay's listeners plus the drain that runs before they stop.
+
+    :param pool: the backend connection pool, closed last so the process
+        exits without waiting on idle keep-alive connections.
+    """
+
+    _log = Logger()
+
+    def __init__(self, relay: Relay, pool: "HTTPConnectionPool | None", shutdown_timeout: float) -> None:
+        super().__init__()
+        self._relay = relay
+        self._pool = pool
+        self._shutdown_timeout = shutdown_timeout
+
+    def stopService(self) -> "Deferred[None]":
+        self._log.info(
+            "draining: closing {count} connections, up to {timeout}s for the backend",
+            count=len(self._relay.registry), timeout=self._shutdown_timeout,
+        )
+        d = self._relay.drain(self._shutdown_timeout)
+        d.addCallback(self._drained)
+        d.addCallback(lambda _: MultiService.stopService(self))
+        if self._pool is not None:
+            d.addCallback(lambda _: self._pool.closeCachedConnections())
+        return d
+
+    def _drained(self, undelivered: int) -> None:
+        if undelivered:
+            self._log.warn(
+                "stopped with {count} disconnect notices undelivered after {timeout}s",
+                count=undelivered, timeout=self._shutdown_timeout,
+            )
+        else:
+            self._log.info("drained: every queued message and notice delivered")
+
+
+def add_listener(parent: MultiService, endpoint, factory) -> StreamServerEndpointService:
+    """
+    Listen on ``endpoint`` while ``parent`` runs; a listen failure (port in
+    use) stops start-up instead of being logged and ignored.
+    """
+    listener = StreamServerEndpointService(endpoint, factory)
+    listener._raiseSynchronously = True
+    listener.setServiceParent(parent)
+    return listener

@@ -1,0 +1,357 @@
+"""
+The client side: an Autobahn server protocol that adapts WebSocket frames to
+a relay L{Session}, and the resource that upgrades a twisted.web request to it.
+
+The protocol is one connection's state machine::
+
+    pending --(backend admits)--> open --(either side closes)--> closed
+       \\--(refused, client gone)------------------------------/
+
+It is registered (live) from the moment its handshake starts until it starts
+closing; sends that arrive while it is pending are held and delivered, in
+order, as soon as it opens.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Optional
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from socketdock.backend import ConnectRefused
+from socketdock.registry import IConnection, NotLive, OutboundFull
+from socketdock.relay import ISocket, Relay, Session
+from socketdock.wire import new_connection_id
+
+_PENDING, _OPEN, _CLOSED = "pending", "open", "closed"
+
+
+def rfc3339(seconds: float) -> str:
+    """A reactor time as an RFC 3339 UTC string, milliseconds kept."""
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@implementer(IConnection, ISocket, IPushProducer)
+class RelayServerProtocol(WebSocketServerProtocol):
+    """
+    One client connection.
+
+    It is also the transport's producer, so that it learns when the client
+    stops reading (the transport pauses it) and can refuse further sends
+    before the unsent bytes grow without bound.
+    """
+
+    _log = Logger()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connection_id = ""
+        self._state = _PENDING
+        self._session: Optional[Session] = None
+        self._held: list[tuple[bytes, bool, Deferred[None]]] = []
+        self._refusal: Optional[ConnectRefused] = None
+        self._closed_by: Optional[tuple[Optional[int], str, str]] = None
+        self._admitted = False
+        self._connected_at = 0.0
+        self._last_active_at = 0.0
+        self._messages_in = 0
+        self._messages_out = 0
+        self._client_paused = False
+        self._unsent = 0
+
+    # -- handshake ------------------------------------------------------------
+
+    def onConnect(self, request):
+        factory = self.factory
+        relay: Relay = factory.relay
+        if relay.draining:
+            return self._deny(503, "server shutting down")
+        if factory.max_connections and len(relay.registry) >= factory.max_connections:
+            return self._deny(503, "too many connections")
+        self.connection_id = new_connection_id()
+        self._connected_at = self._last_active_at = factory.reactor.seconds()
+        relay.registry.add(self)
+        self._log.info(
+            "client {connection_id} connecting from {peer}",
+            connection_id=self.connection_id, peer=self.peer,
+        )
+        d = relay.backend.connect(self.connection_id, request.headers, request.protocols)
+        d.addCallbacks(self._admit, self._refuse)
+        return d
+
+    def _deny(self, status: int, why: str):
+        self.factory.relay.metrics.handshake_refused(status)
+        raise ConnectionDeny(status, why)
+
+    def _admit(self, subprotocol: Optional[str]) -> Optional[str]:
+        self._admitted = True
+        relay: Relay = self.factory.relay
+        if self._state == _CLOSED or self._refusal is not None or relay.draining:
+            # The client left, or we were stopped, while the backend was
+            # deciding: a backend that admitted it still hears it is gone.
+            if relay.backend.admits:
+                if self._state == _CLOSED:
+                    relay.orphan(self.connection_id, "client left during the handshake", "client")
+                else:
+                    relay.orphan(self.connection_id, "server shutting down", "server")
+            if self._refusal is None:
+                self._refusal = ConnectRefused(503, "server shutting down")
+            return self._refused_now()
+        self._session = relay.open_session(self.connection_id, self)
+        return subprotocol
+
+    def _refuse(self, failure: Failure):
+        if not failure.check(ConnectRefused):
+            self._log.failure("admission of {connection_id} failed", failure,
+                              connection_id=self.connection_id)
+            self._refusal = ConnectRefused(503, "backend unavailable")
+        else:
+            self._refusal = failure.value
+        return self._refused_now()
+
+    def _refused_now(self):
+        refusal = self._refusal
+        assert refusal is not None
+        self.factory.relay.registry.discard(self.connection_id)
+        self._fail_held()
+        self._log.info(
+            "handshake of {connection_id} refused: {status} {why}",
+            connection_id=self.connection_id, status=refusal.status, why=refusal.why,
+        )
+        return self._deny(refusal.status, refusal.why)
+
+    def onOpen(self) -> None:
+        self._state = _OPEN
+        held, self._held = self._held, []
+        for payload, is_binary, d in held:
+            self._send_now(payload, is_binary, d)
+
+    # -- client to backend ----------------------------------------------------
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self._messages_in += 1
+        self._last_active_at = self.factory.reactor.seconds()
+        if self._session is not None:
+            self._session.received(payload, isBinary)
+
+    def pause_reading(self) -> None:
+        self.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        self.transport.resumeProducing()
+
+    # -- backend to client ----------------------------------------------------
+
+    def deliver(self, payload: bytes, is_binary: bool) -> "Deferred[None]":
+        if self._state == _OPEN and self._closed_by is None:
+            return self._send_now(payload, is_binary, None)
+        if self._state == _PENDING and self._refusal is None and self._closed_by is None:
+            d: Deferred[None] = Deferred()
+            self._held.append((payload, is_binary, d))
+            return d
+        return fail(NotLive())
+
+    def _send_now(self, payload: bytes, is_binary: bool, d: Optional[Deferred[None]]):
+        if self._client_paused:
+            self._unsent += len(payload)
+            if self._unsent > 2 * self.factory.max_message_size:
+                self._unsent -= len(payload)
+                if d is None:
+                    return fail(OutboundFull())
+                d.errback(OutboundFull())
+                return d
+        self.sendMessage(payload, is_binary)
+        self._messages_out += 1
+        self._last_active_at = self.factory.reactor.seconds()
+        self.factory.relay.metrics.message_out()
+        if d is None:
+            return succeed(None)
+        d.callback(None)
+        return d
+
+    def _fail_held(self) -> None:
+        held, self._held = self._held, []
+        for _, _, d in held:
+            d.errback(NotLive())
+
+    # IPushProducer: the transport tells us when the client stops reading.
+    def pauseProducing(self) -> None:
+        self._client_paused = True
+
+    def resumeProducing(self) -> None:
+        self._client_paused = False
+        self._unsent = 0
+
+    def stopProducing(self) -> None:
+        self._client_paused = True
+
+    # -- closing --------------------------------------------------------------
+
+    def close(self, code: int, reason: str, initiator: str) -> None:
+        if self._closed_by is not None or self._state == _CLOSED:
+            return
+        self._closed_by = (code, reason, initiator)
+        self.factory.relay.registry.discard(self.connection_id)
+        if self._state == _PENDING:
+            # Not open yet: the handshake is refused once admission ends.
+            self._refusal = ConnectRefused(503, reason)
+            self._fail_held()
+            return
+        self.sendClose(code, reason)
+
+    def onCloseFrame(self, code, reasonRaw):
+        if self._closed_by is None and self.state == self.STATE_OPEN:
+            # The client started the closing handshake; 1005 means its close
+            # frame carried no code.
+            reason = (reasonRaw or b"").decode("utf-8", "replace")
+            self._closed_by = (1005 if code is None else code, reason, "client")
+            self.factory.relay.registry.discard(self.connection_id)
+        return super().onCloseFrame(code, reasonRaw)
+
+    def onClose(self, wasClean: bool, code, reason) -> None:
+        state, self._state = self._state, _CLOSED
+        relay: Relay = self.factory.relay
+        if self.connection_id:
+            relay.registry.discard(self.connection_id)
+        self._fail_held()
+        if state == _PENDING:
+            return
+        if self._closed_by is None:
+            if self.localCloseCode is not None:
+                # Autobahn failed the connection itself (protocol error, 1009).
+                self._closed_by = (self.localCloseCode, self.localCloseReason or "", "server")
+            else:
+                self._closed_by = (None, "", "client")
+        notice_code, notice_reason, initiator = self._closed_by
+        relay.metrics.connection_closed(notice_code)
+        self._log.info(
+            "client {connection_id} closed: code {code}, initiator {initiator}",
+            connection_id=self.connection_id, code=notice_code, initiator=initiator,
+        )
+        if self._session is not None:
+            self._session.ended(notice_code, notice_reason, initiator)
+
+    # -- introspection --------------------------------------------------------
+
+    def describe(self) -> dict:
+        return {
+            "connection_id": self.connection_id,
+            "connected_at": rfc3339(self._connected_at),
+            "last_active_at": rfc3339(self._last_active_at),
+            "remote": self.peer,
+            "messages_in": self._messages_in,
+            "messages_out": self._messages_out,
+        }
+
+
+class RelayServerFactory(WebSocketServerFactory):
+    """
+    Builds one L{RelayServerProtocol} per client; holds only its collaborators.
+
+    :param relay: the sessions and the backend.
+    :param max_connections: live connections allowed (0: no limit).
+    :param max_message_size: also bounds a slow reader's unsent bytes (twice this).
+    """
+
+    protocol = RelayServerProtocol
+
+    def __init__(
+        self, relay: Relay, max_connections: int, max_message_size: int, reactor
+    ) -> None:
+        super().__init__(reactor=reactor)
+        self.relay = relay
+        self.max_connections = max_connections
+        self.max_message_size = max_message_size
+
+
+def make_ws_factory(config, relay: Relay, reactor) -> RelayServerFactory:
+    """The client-side factory, with Autobahn's options taken from the config."""
+    factory = RelayServerFactory(
+        relay, config.max_connections, config.max_message_size, reactor
+    )
+    options = dict(
+        webStatus=False,
+        allowedOrigins=list(config.allowed_origins),
+        maxMessagePayloadSize=config.max_message_size,
+        maxFramePayloadSize=config.max_message_size,
+        # twisted.web already bounded the request headers; the backend's
+        # admission has its own bound (timeout x retries).
+        openHandshakeTimeout=0,
+        closeHandshakeTimeout=1,
+        autoPingInterval=config.ping_interval,
+        autoPingTimeout=config.ping_timeout if config.ping_interval else 0,
+        # Messages are handed on whole; there is no use for partial frames.
+        autoFragmentSize=0,
+        failByDrop=False,
+    )
+    if config.permessage_deflate:
+        from autobahn.websocket.compress import (
+            PerMessageDeflateOffer,
+            PerMessageDeflateOfferAccept,
+        )
+
+        def accept(offers):
+            for offer in offers:
+                if isinstance(offer, PerMessageDeflateOffer):
+                    return PerMessageDeflateOfferAccept(offer)
+            return None
+
+        options["perMessageCompressionAccept"] = accept
+    factory.setProtocolOptions(**options)
+    return factory
+
+
+class WebSocketUpgrade(Resource):
+    """
+    Hands an upgrade request's connection over to the WebSocket protocol.
+
+    Unlike Autobahn's own ``WebSocketResource`` it replays each header value on
+    its own line, so repeated headers reach the backend joined by ``", "``
+    (SPEC §3), and it detaches twisted.web's idle timeout and producer from
+    the transport it gives away.
+    """
+
+    isLeaf = True
+
+    def __init__(self, factory: RelayServerFactory) -> None:
+        super().__init__()
+        self._factory = factory
+
+    def render(self, request):
+        if request.postpath not in ([], [b""]):
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"no WebSocket endpoint at this path\n"
+        channel = request.channel
+        transport = channel.transport
+        protocol = self._factory.buildProtocol(transport.getPeer())
+        channel.setTimeout(None)
+        transport.unregisterProducer()
+        channel.transport = None
+        if isinstance(transport, ProtocolWrapper):
+            transport.wrappedProtocol = protocol
+        elif isinstance(getattr(transport, "protocol", None), ProtocolWrapper):
+            transport.protocol.wrappedProtocol = protocol
+        else:
+            transport.protocol = protocol
+        protocol.makeConnection(transport)
+        transport.registerProducer(protocol, True)
+        # twisted.web paused reading while it handled the request; nothing else
+        # will come for it now.
+        transport.resumeProducing()
+        lines = [request.method + b" " + request.uri + b" HTTP/1.1"]
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            lines.extend(name + b": " + value for value in values)
+        protocol.dataReceived(b"\r\n".join(lines) + b"\r\n\r\n" + request.content.read())
+        return NOT_DONE_YET
