@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import configparser
 import difflib
+import re
 from typing import Callable, Mapping
 
 import attrs
@@ -25,6 +26,7 @@ __all__ = ["Config", "ConfigError", "Setting", "SETTINGS", "load_config", "ENV_P
 
 ENV_PREFIX = "SOCKETDOCK_"
 _SECTION = "socketdock"
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)
 # Keys whose values must never appear in a message or a log line.
 SECRET_KEYS = frozenset({"api_token", "signing_secret"})
 
@@ -42,7 +44,10 @@ class ConfigError(Exception):
         :param message: what is wrong and how to fix it, without the key.
         """
         self.key = key
-        super().__init__(f"{key}: {message}")
+        # A misspelt key from an INI file can hold any character but a newline, and
+        # str.splitlines() breaks on more than newlines: quote anything unusual.
+        shown = key if _PLAIN_KEY.fullmatch(key) else repr(key)
+        super().__init__(f"{shown}: {message}")
 
 
 @attrs.frozen
@@ -260,11 +265,11 @@ def _read_ini(path: str) -> dict[str, str]:
         parser.read_string(text, source=path)
     except configparser.DuplicateOptionError as e:
         raise ConfigError(
-            e.option, f"given twice in [{e.section}] of {path!r}; keep one"
+            e.option, f"given twice in section {e.section!r} of {path!r}; keep one"
         ) from None
     except configparser.DuplicateSectionError as e:
         raise ConfigError(
-            "config", f"section [{e.section}] appears twice in {path!r}; merge them"
+            "config", f"section {e.section!r} appears twice in {path!r}; merge them"
         ) from None
     except configparser.Error as e:
         # Not str(e): it can quote a line of the file, and that line may hold a secret.
