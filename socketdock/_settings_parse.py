@@ -16,28 +16,6 @@ import re
 
 from urllib.parse import urlsplit
 
-__all__ = [
-    "Invalid",
-    "show",
-    "parse_bool",
-    "parse_count",
-    "parse_seconds",
-    "parse_port",
-    "parse_url",
-    "parse_base_url",
-    "parse_endpoint",
-    "parse_bindip",
-    "parse_origins",
-    "parse_wspath",
-    "parse_token",
-    "parse_secret",
-    "parse_path",
-    "parse_ca_file",
-    "is_wildcard",
-    "endpoint_for",
-    "base_url_for",
-]
-
 
 class Invalid(Exception):
     """A value that cannot be used; the message says why and what to write instead."""
