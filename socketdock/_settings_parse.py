@@ -13,9 +13,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-
 from urllib.parse import urlsplit
-
 
 class Invalid(Exception):
     """A value that cannot be used; the message says why and what to write instead."""
