@@ -15,6 +15,7 @@ import math
 import re
 from urllib.parse import urlsplit
 
+
 class Invalid(Exception):
     """A value that cannot be used; the message says why and what to write instead."""
 
