@@ -1,0 +1,91 @@
+"""Tests for :class:`socketdock.tap.Options`: the twistd command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from socketdock.config import SETTINGS, Config, load_config
+from socketdock.tap import Options, makeService
+
+
+def _parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
+    """
+    :param argv: the plugin's arguments.
+    :param environ: the environment; empty by default so the real one never leaks in.
+    """
+    options = Options(environ={} if environ is None else environ)
+    options.parseOptions(argv)
+    config = options["settings"]
+    assert isinstance(config, Config)
+    return config
+
+
+class OptionsTests(SynchronousTestCase):
+    """Command-line options feed load_config."""
+
+    def test_no_options(self) -> None:
+        """Without options the settings are the defaults."""
+        self.assertEqual(_parse([]), load_config({}, {}, None))
+
+    def test_one_option_per_setting(self) -> None:
+        """Every SETTINGS key has a --dashed option whose help is the key's help."""
+        usage_text = Options(environ={}).getUsage(width=1000)
+        for s in SETTINGS:
+            self.assertIn("--" + s.key.replace("_", "-") + "=", usage_text)
+            self.assertIn(s.help, usage_text)
+
+    def test_last_repeat_wins(self) -> None:
+        """A repeated option's last value wins."""
+        self.assertEqual(_parse(["--bindport", "9000", "--bindport", "9001"]).bindport, 9001)
+
+    def test_dashed_option(self) -> None:
+        """--max-message-size sets max_message_size."""
+        self.assertEqual(_parse(["--max-message-size", "65536"]).max_message_size, 65536)
+
+    def test_equals_form(self) -> None:
+        """--key=value works as well as --key value."""
+        c = _parse(["--backend=http", "--messageuri=https://b.example/m"])
+        self.assertEqual((c.backend, c.messageuri), ("http", "https://b.example/m"))
+
+    def test_bad_value(self) -> None:
+        """A bad value raises UsageError with one line naming the key and the fix."""
+        e = self.assertRaises(usage.UsageError, _parse, ["--bindport", "abc"])
+        self.assertEqual(
+            str(e), "bindport: 'abc' is not a port number; use an integer from 0 to 65535"
+        )
+
+    def test_cross_key_error(self) -> None:
+        """A rule across keys is reported as a UsageError too."""
+        e = self.assertRaises(usage.UsageError, _parse, ["--backend", "http"])
+        self.assertTrue(str(e).startswith("messageuri: "), str(e))
+        self.assertEqual(len(str(e).splitlines()), 1)
+
+    def test_unknown_option(self) -> None:
+        """An option that is not a setting is refused by usage.Options."""
+        self.assertRaises(usage.UsageError, _parse, ["--bind-port", "1"])
+
+    def test_environ_injected(self) -> None:
+        """The constructor's environ is read, and the command line beats it."""
+        env = {"SOCKETDOCK_BINDPORT": "7000", "SOCKETDOCK_WSPATH": "/env"}
+        c = _parse(["--bindport", "7001"], env)
+        self.assertEqual((c.bindport, c.wspath), (7001, "/env"))
+
+    def test_config_file(self) -> None:
+        """--config reads the INI file, below the environment and the command line."""
+        path = Path(self.mktemp())
+        path.write_text("[socketdock]\nbindport = 6000\nwspath = /ini\nqueue_limit = 3\n")
+        c = _parse(["--config", str(path), "--wspath", "/cli"], {"SOCKETDOCK_BINDPORT": "6001"})
+        self.assertEqual((c.bindport, c.wspath, c.queue_limit), (6001, "/cli", 3))
+
+    def test_missing_config_file(self) -> None:
+        """A missing --config file is a UsageError naming it."""
+        e = self.assertRaises(usage.UsageError, _parse, ["-c", "/nonexistent/sd.ini"])
+        self.assertIn("'/nonexistent/sd.ini'", str(e))
+        self.assertTrue(str(e).startswith("config: "), str(e))
+
+    def test_make_service_not_yet(self) -> None:
+        """makeService is a placeholder until the core provides it."""
+        self.assertRaises(NotImplementedError, makeService, {"settings": _parse([])})
