@@ -8,12 +8,23 @@ a :class:`~socketdock.config.Config` through constructors.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from twisted.application.service import IService
+from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from socketdock.config import SETTINGS, ConfigError, load_config
+from socketdock.backend import HTTPBackend, LoopbackBackend
+from socketdock.config import SETTINGS, Config, ConfigError, load_config
+from socketdock.httpclient import BackendClient, make_http_client, make_pool, make_tls_policy
+from socketdock.metrics import Metrics
+from socketdock.preflight import check_startable
+from socketdock.registry import Registry
+from socketdock.relay import Relay
+from socketdock.retry import Backoff
+from socketdock.service import SocketDockService, add_listener
+from socketdock.web import Root, make_api_children, make_health, make_site
+from socketdock.websocket import WebSocketUpgrade, make_ws_factory
+from socketdock.wire import CallbackURLs
 
 __all__ = ["Options", "makeService"]
 
@@ -50,13 +61,18 @@ class Options(usage.Options):
     ]
     compData = usage.Completions(optActions={"config": usage.CompleteFiles("*.ini")})
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        environ: Mapping[str, str] | None = None,
+        preflight: Callable[[Config], None] | None = None,
+    ) -> None:
         """
         :param environ: the environment to read ``SOCKETDOCK_*`` from; tests pass their
             own so that they never depend on the real process environment.
         """
         super().__init__()
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
+        self._preflight = _check_with_global_reactor if preflight is None else preflight
 
     def postOptions(self) -> None:
         """
@@ -71,18 +87,70 @@ class Options(usage.Options):
             if self[_option_name(s.key)] is not None
         }
         try:
-            self["settings"] = load_config(cli, self._environ, self["config"])
+            self["settings"] = config = load_config(cli, self._environ, self["config"])
+            self._preflight(config)
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
 
 
-def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
-    """
-    Build the SocketDock service from parsed :class:`Options`.
+def _check_with_global_reactor(config: Config) -> None:
+    """Check endpoints and ports before twistd starts anything."""
+    from twisted.internet import reactor
 
-    Filled in by the core: the settings layer only provides ``options["settings"]``.
+    check_startable(config, reactor)
 
-    :param options: parsed options; ``options["settings"]`` is the Config.
-    :param reactor: the reactor to use; None means the global one, resolved lazily.
+
+def makeService(options: Options, reactor=None) -> SocketDockService:
     """
-    raise NotImplementedError("makeService is provided by the SocketDock core")
+    Build the whole instance from validated settings: the only place that
+    picks the global reactor.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    return make_service(options["settings"], reactor)
+
+
+def make_service(config: Config, reactor) -> SocketDockService:
+    """Wire the collaborators bottom-up and attach their listeners."""
+    registry = Registry()
+    urls = CallbackURLs(config.externalhostandport)
+    # The gauge reads the relay built below, only when scraped.
+    metrics = Metrics(active=registry.__len__, queued=lambda: relay.queued())
+    pool = None
+    if config.backend == "http":
+        pool = make_pool(reactor)
+        client = BackendClient(
+            make_http_client(reactor, pool, make_tls_policy(config.backend_ca)),
+            reactor,
+            config.backend_timeout,
+            config.signing_secret,
+        )
+        backend = HTTPBackend(
+            client, reactor, urls, metrics,
+            messageuri=config.messageuri,
+            connecturi=config.connecturi,
+            disconnecturi=config.disconnecturi,
+            backoff=Backoff(config.backend_retries),
+            inline_reply=config.inline_reply,
+        )
+    else:
+        backend = LoopbackBackend()
+    relay = Relay(backend, registry, metrics, reactor, config.queue_limit)
+
+    ws_factory = make_ws_factory(config, relay, reactor)
+    upgrade = WebSocketUpgrade(ws_factory)
+    health = make_health(relay)
+    api_children = make_api_children(registry, metrics, reactor, config.max_message_size)
+
+    service = SocketDockService(relay, pool, config.shutdown_timeout)
+    if config.api_listen is None:
+        front = Root((config.wspath, upgrade), api_children, health, config.api_token)
+        add_listener(service, serverFromString(reactor, config.listen), make_site(front, reactor))
+    else:
+        front = Root((config.wspath, upgrade), None, health, None)
+        back = Root(None, api_children, health, config.api_token)
+        add_listener(service, serverFromString(reactor, config.listen), make_site(front, reactor))
+        add_listener(service, serverFromString(reactor, config.api_listen), make_site(back, reactor))
+    return service

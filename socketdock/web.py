@@ -99,9 +99,20 @@ def make_health(relay: Relay) -> dict[bytes, Resource]:
     }
 
 
+class QuietSite(Site):
+    """
+    A ``Site`` tuned for an API: no form parsing of POST bodies (they are JSON
+    or frames, never forms) and no access log line per request (a relay's
+    requests are counted in ``/metrics`` instead, at a fraction of the cost).
+    """
+
+    def __init__(self, root: Resource, reactor) -> None:
+        super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor)
+
+    def log(self, request: Request) -> None:
+        pass
+
+
 def make_site(root: Resource, reactor) -> Site:
-    """
-    A ``Site`` tuned for an API: no form parsing of POST bodies (they are
-    JSON or frames, never forms) and no access log.
-    """
-    return Site(root, parsePOSTFormSubmission=False, reactor=reactor)
+    """The site that serves one listener."""
+    return QuietSite(root, reactor)

@@ -16,7 +16,7 @@ def _parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     :param argv: the plugin's arguments.
     :param environ: the environment; empty by default so the real one never leaks in.
     """
-    options = Options(environ={} if environ is None else environ)
+    options = Options(environ={} if environ is None else environ, preflight=lambda config: None)
     options.parseOptions(argv)
     config = options["settings"]
     assert isinstance(config, Config)
@@ -86,6 +86,15 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("'/nonexistent/sd.ini'", str(e))
         self.assertTrue(str(e).startswith("config: "), str(e))
 
-    def test_make_service_not_yet(self) -> None:
-        """makeService is a placeholder until the core provides it."""
-        self.assertRaises(NotImplementedError, makeService, {"settings": _parse([])})
+    def test_make_service_listens_on_the_configured_endpoints(self) -> None:
+        """makeService builds one listener per endpoint string, on the given reactor."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        reactor = MemoryReactorClock()
+        settings = _parse(["--listen", "tcp:0:interface=127.0.0.1", "--api-listen",
+                           "tcp:0:interface=127.0.0.2", "--externalhostandport", "h:1"])
+        service = makeService({"settings": settings}, reactor=reactor)
+        service.startService()
+        self.assertEqual(
+            sorted(port[3] for port in reactor.tcpServers), ["127.0.0.1", "127.0.0.2"]
+        )
