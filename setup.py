@@ -26,6 +26,7 @@ setup(
         "treq>=23.11",
         "service-identity>=21.1",
         "attrs>=22.2",
+        "prometheus-client>=0.17",
     ],
     extras_require={
         "test": ["hypothesis>=6.80", "cryptography>=41"],
