@@ -303,7 +303,7 @@ class _QuietSite(Site):
 
     noisy = False
 
-    def log(self, request: Request) -> None:
+    def log(self, request: Any) -> None:
         pass
 
 
@@ -341,7 +341,7 @@ def start_backend(
     return d.addCallback(listening)
 
 
-def stop_backend(port: IListeningPort, backend: FakeBackend) -> Deferred[object]:
+def stop_backend(port: IListeningPort, backend: FakeBackend) -> Deferred[Any]:
     """
     Stop listening, abort open connections (stalled ones included) and await them.
 

@@ -147,6 +147,7 @@ class _Factory(WebSocketClientFactory):
 
     def buildProtocol(self, addr: Any) -> _Protocol:
         proto = super().buildProtocol(addr)
+        assert isinstance(proto, _Protocol)
         self.client.protocol = proto
         return proto
 
@@ -213,6 +214,8 @@ class TestClient:
         Send a ping and fire on its pong: a barrier proving the server has read every
         frame sent before it (frames are processed in order).
         """
+        if self._close_info is not None:
+            return fail(ClientClosed(*self._close_info))
         payload = os.urandom(8).hex().encode("ascii")
         d: Deferred[None] = Deferred()
         self._pings[payload] = d
@@ -235,7 +238,8 @@ class TestClient:
 
     def abort(self) -> Deferred[CloseInfo]:
         """Drop the TCP connection with no close frame; fires like :attr:`closed`."""
-        self._proto().transport.abortConnection()
+        transport: Any = self._proto().transport
+        transport.abortConnection()
         return self.closed
 
     def shutdown(self) -> Deferred[CloseInfo]:
