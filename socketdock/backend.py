@@ -183,7 +183,8 @@ class HTTPBackend:
         return retrying(self._clock, backoff, attempt, judge, on_retry)
 
     def connect(self, connection_id, headers, offered):
-        assert self._connecturi is not None
+        if self._connecturi is None:
+            return succeed(None)
         body = wire.connect_body(self._urls, connection_id, headers)
 
         def judge(outcome):

@@ -1,0 +1,181 @@
+"""
+End to end over loopback: a real instance, a real Autobahn client and a real
+twisted.web backend (tests/fakebackend.py), one test per row of SPEC §3–4.
+"""
+
+import base64
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from tests.fakebackend import STALL, Answer, FakeBackend, start_backend, stop_backend
+from tests.harness import start_relay
+from tests.wsclient import HandshakeRefused, connect_client
+
+
+class RelayTestCase(TestCase):
+    """Starts a backend and an instance; clients are closed in cleanup."""
+
+    @inlineCallbacks
+    def start(self, **settings):
+        self.backend = FakeBackend(reactor)
+        port, url = yield start_backend(reactor, self.backend)
+        self.addCleanup(stop_backend, port, self.backend)
+        settings.setdefault("backend", "http")
+        settings.setdefault("messageuri", url + "/message")
+        settings.setdefault("disconnecturi", url + "/disconnect")
+        settings.setdefault("ping_interval", 0)
+        settings = {k: v.format(backend=url) if isinstance(v, str) else v
+                    for k, v in settings.items()}
+        self.backend_url = url
+        self.relay = start_relay(self, reactor, **settings)
+        return self.relay
+
+    @inlineCallbacks
+    def client(self, **kwargs):
+        client = yield connect_client(reactor, self.relay.ws_url(), **kwargs)
+        self.addCleanup(client.shutdown)
+        return client
+
+
+class LoopbackTests(RelayTestCase):
+    @inlineCallbacks
+    def test_loopback_echoes_text_and_binary(self):
+        """The default backend echoes a text and a binary message as the same frame types."""
+        relay = start_relay(self, reactor, backend="loopback", ping_interval=0)
+        client = yield connect_client(reactor, relay.ws_url())
+        self.addCleanup(client.shutdown)
+        client.send_text("hello")
+        client.send_binary(b"\xff\x00\x01")
+        self.assertEqual((yield client.next_message()), (b"hello", False))
+        self.assertEqual((yield client.next_message()), (b"\xff\x00\x01", True))
+
+
+class MessageTests(RelayTestCase):
+    @inlineCallbacks
+    def test_message_reaches_backend_in_compat_shape(self):
+        """A text message is POSTed as {"meta": {...}, "message": ...} with seq 1, 2."""
+        yield self.start()
+        client = yield self.client()
+        client.send_text("one")
+        client.send_text("two")
+        messages = yield self.backend.wait_for("message", 2)
+        first, second = messages
+        cid = first["meta"]["connection_id"]
+        self.assertRegex(cid, r"^[0-9a-f]{32}$")
+        self.assertEqual(first["message"], "one")
+        self.assertEqual([first["meta"]["seq"], second["meta"]["seq"]], [1, 2])
+        self.assertEqual(first["meta"]["send"], f"{self.relay.base}/socket/{cid}/send")
+        self.assertEqual(first["meta"]["disconnect"], f"{self.relay.base}/socket/{cid}/disconnect")
+        request = self.backend.received[0]
+        self.assertEqual(request.headers.getRawHeaders(b"content-type"), [b"application/json"])
+        self.assertTrue(request.headers.getRawHeaders(b"user-agent")[0].startswith(b"SocketDock/"))
+
+    @inlineCallbacks
+    def test_binary_messages(self):
+        """UTF-8 binary travels as a string with binary: true; other binary as base64."""
+        yield self.start()
+        client = yield self.client()
+        client.send_binary(b"plain")
+        client.send_binary(b"\xff\xfe")
+        a, b = yield self.backend.wait_for("message", 2)
+        self.assertEqual((a["message"], a["meta"]["binary"]), ("plain", True))
+        self.assertNotIn("encoding", a["meta"])
+        self.assertEqual(b["meta"]["encoding"], "base64")
+        self.assertEqual(base64.b64decode(b["message"]), b"\xff\xfe")
+
+    @inlineCallbacks
+    def test_one_at_a_time_in_order(self):
+        """The next message is not POSTed until the previous one is answered."""
+        yield self.start()
+        self.backend.answer_next("message", STALL)
+        client = yield self.client()
+        client.send_text("first")
+        client.send_text("second")
+        yield self.backend.wait_for("message", 1)
+        yield client.ping()
+        self.assertEqual(len(self.backend.messages), 1)
+        self.backend.release(self.backend.stalled[0], Answer())
+        messages = yield self.backend.wait_for("message", 2)
+        self.assertEqual([m["message"] for m in messages], ["first", "second"])
+
+
+class CallbackTests(RelayTestCase):
+    @inlineCallbacks
+    def test_send_text_and_binary(self):
+        """POST to send: text/* becomes a text frame, other types a binary frame."""
+        yield self.start()
+        client = yield self.client()
+        client.send_text("hi")
+        (msg,) = yield self.backend.wait_for("message", 1)
+        code, body = yield self.backend.post_send(msg["meta"]["send"], "ü".encode(),
+                                                  b"text/plain; charset=utf-8")
+        self.assertEqual((code, body.strip()), (200, b"OK"))
+        self.assertEqual((yield client.next_message()), ("ü".encode(), False))
+        code, _ = yield self.backend.post_send(msg["meta"]["send"], b"\x00\x01",
+                                               b"application/octet-stream")
+        self.assertEqual(code, 200)
+        self.assertEqual((yield client.next_message()), (b"\x00\x01", True))
+
+    @inlineCallbacks
+    def test_send_errors(self):
+        """Unknown id 404; text/* that is not UTF-8 400; over max_message_size 413."""
+        yield self.start(max_message_size=10)
+        client = yield self.client()
+        client.send_text("hi")
+        (msg,) = yield self.backend.wait_for("message", 1)
+        send = msg["meta"]["send"]
+        code, _ = yield self.backend.post_send(send.replace(msg["meta"]["connection_id"], "0" * 32), b"x")
+        self.assertEqual(code, 404)
+        code, _ = yield self.backend.post_send(send, b"\xff", b"text/plain")
+        self.assertEqual(code, 400)
+        code, _ = yield self.backend.post_send(send, b"x" * 11)
+        self.assertEqual(code, 413)
+
+    @inlineCallbacks
+    def test_backend_disconnect_with_code(self):
+        """POST to disconnect closes the client with that code; the notice says backend."""
+        yield self.start()
+        client = yield self.client()
+        client.send_text("hi")
+        (msg,) = yield self.backend.wait_for("message", 1)
+        code, _ = yield self.backend.post_json(msg["meta"]["disconnect"], {"code": 4000, "reason": "bye"})
+        self.assertEqual(code, 200)
+        was_clean, close_code, reason = yield client.closed
+        self.assertEqual((close_code, reason), (4000, "bye"))
+        (notice,) = yield self.backend.wait_for("disconnect", 1)
+        self.assertEqual(notice["connection_id"], msg["meta"]["connection_id"])
+        self.assertEqual(notice["meta"]["code"], 4000)
+        self.assertEqual(notice["meta"]["initiator"], "backend")
+
+
+class ConnectTests(RelayTestCase):
+    @inlineCallbacks
+    def test_connect_refused_with_backend_status(self):
+        """A 4xx answer to connect refuses the upgrade with that status."""
+        yield self.start(connecturi="{backend}/connect")
+        self.backend.answer("connect", status=403, body=b"no")
+        failure = yield self.assertFailure(
+            connect_client(reactor, self.relay.ws_url()), HandshakeRefused)
+        self.assertEqual(failure.status, 403)
+        self.assertEqual(len(self.backend.disconnects), 0)
+
+    @inlineCallbacks
+    def test_connect_notice_then_held_send_then_subprotocol(self):
+        """connect carries headers; a send during the pending handshake is delivered after it."""
+        yield self.start(connecturi="{backend}/connect")
+        self.backend.answer_next("connect", STALL)
+        pending = connect_client(reactor, self.relay.ws_url(), protocols=["didcomm/v2", "x"],
+                                 headers={"X-Test": "1"})
+        (connect,) = yield self.backend.wait_for("connect", 1)
+        self.assertEqual(connect["meta"]["headers"]["x-test"], "1")
+        sent = self.backend.post_send(connect["meta"]["send"], b"early")
+        self.backend.release(self.backend.stalled[0],
+                             Answer(200, b"", {"Sec-WebSocket-Protocol": "didcomm/v2"}))
+        client = yield pending
+        self.addCleanup(client.shutdown)
+        self.assertEqual(client.selected_protocol, "didcomm/v2")
+        self.assertEqual((yield client.next_message()), (b"early", False))
+        code, _ = yield sent
+        self.assertEqual(code, 200)
