@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.util import encode_truncate
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -208,7 +209,10 @@ class RelayServerProtocol(WebSocketServerProtocol):
             self._refusal = ConnectRefused(503, reason)
             self._fail_held()
             return
-        self.sendClose(code, reason)
+        # Autobahn's sendClose takes only the codes an application may pick
+        # (1000, 3000-4999) and raises on 1001 (shutdown) and 1011 (backend
+        # gone), which are the server's own: send the frame directly.
+        self.sendCloseFrame(code, encode_truncate(reason, 123) or None, isReply=False)
 
     def onCloseFrame(self, code, reasonRaw):
         if self._closed_by is None and self.state == self.STATE_OPEN:
