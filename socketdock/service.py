@@ -33,6 +33,11 @@ class SocketDockService(MultiService):
         self._pool = pool
         self._shutdown_timeout = shutdown_timeout
 
+    @property
+    def relay(self) -> Relay:
+        """The sessions this service drains (read-only; for tests and tools)."""
+        return self._relay
+
     def stopService(self) -> "Deferred[None]":
         self._log.info(
             "draining: closing {count} connections, up to {timeout}s for the backend",
