@@ -70,6 +70,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._messages_out = 0
         self._client_paused = False
         self._unsent = 0
+        self._reading_paused = False
+        self._consuming = False
 
     # -- handshake ------------------------------------------------------------
 
@@ -147,10 +149,29 @@ class RelayServerProtocol(WebSocketServerProtocol):
             self._session.received(payload, isBinary)
 
     def pause_reading(self) -> None:
+        self._reading_paused = True
         self.transport.pauseProducing()
 
     def resume_reading(self) -> None:
+        self._reading_paused = False
         self.transport.resumeProducing()
+        if not self._consuming:
+            # Frames read before the pause are still in Autobahn's buffer.
+            self.consumeData()
+
+    def consumeData(self) -> None:
+        self._consuming = True
+        try:
+            super().consumeData()
+        finally:
+            self._consuming = False
+
+    def processData(self) -> bool:
+        # Pausing the transport stops further reads, but one read may hold
+        # many frames: leave them buffered so the queue stays at queue_limit.
+        if self._reading_paused and self.state == self.STATE_OPEN:
+            return False
+        return super().processData()
 
     # -- backend to client ----------------------------------------------------
 
