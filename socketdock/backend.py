@@ -9,6 +9,7 @@ Both answer the same three questions for the relay: may this connection in
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 from typing import Mapping, Optional, Sequence
 
@@ -114,6 +115,9 @@ def retry_after(headers, now: float) -> Optional[float]:
         return None
     if when is None:
         return None
+    if when.tzinfo is None:
+        # The asctime form carries no zone; HTTP dates are always GMT.
+        when = when.replace(tzinfo=datetime.timezone.utc)
     return max(0.0, when.timestamp() - now)
 
 
