@@ -30,6 +30,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from socketdock.backend import ConnectRefused
+from socketdock.origins import OriginPolicy
 from socketdock.registry import IConnection, NotLive, OutboundFull
 from socketdock.relay import ISocket, Relay, Session
 from socketdock.wire import new_connection_id
@@ -78,6 +79,9 @@ class RelayServerProtocol(WebSocketServerProtocol):
     def onConnect(self, request):
         factory = self.factory
         relay: Relay = factory.relay
+        origin = request.origin
+        if origin and not factory.origins.allows(origin):
+            return self._deny(403, "origin not allowed")
         if relay.draining:
             return self._deny(503, "server shutting down")
         if factory.max_connections and len(relay.registry) >= factory.max_connections:
@@ -292,22 +296,27 @@ class RelayServerFactory(WebSocketServerFactory):
     protocol = RelayServerProtocol
 
     def __init__(
-        self, relay: Relay, max_connections: int, max_message_size: int, reactor
+        self, relay: Relay, max_connections: int, max_message_size: int, reactor,
+        origins: OriginPolicy = OriginPolicy(["*"]),
     ) -> None:
         super().__init__(reactor=reactor)
         self.relay = relay
         self.max_connections = max_connections
         self.max_message_size = max_message_size
+        self.origins = origins
 
 
 def make_ws_factory(config, relay: Relay, reactor) -> RelayServerFactory:
     """The client-side factory, with Autobahn's options taken from the config."""
     factory = RelayServerFactory(
-        relay, config.max_connections, config.max_message_size, reactor
+        relay, config.max_connections, config.max_message_size, reactor,
+        OriginPolicy(config.allowed_origins),
     )
     options = dict(
         webStatus=False,
-        allowedOrigins=list(config.allowed_origins),
+        # Origins are checked in onConnect (socketdock.origins): 403, and
+        # patterns without a port mean the default port.
+        allowedOrigins=["*"],
         maxMessagePayloadSize=config.max_message_size,
         maxFramePayloadSize=config.max_message_size,
         # twisted.web already bounded the request headers; the backend's
