@@ -18,7 +18,6 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.util import encode_truncate
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -36,6 +35,14 @@ from socketdock.relay import ISocket, Relay, Session
 from socketdock.wire import new_connection_id
 
 _PENDING, _OPEN, _CLOSED = "pending", "open", "closed"
+
+
+def _truncate(reason: str) -> bytes:
+    """A close reason cut to the 123 bytes a close frame holds, on a character boundary."""
+    raw = reason.encode("utf-8")
+    if len(raw) <= 123:
+        return raw
+    return raw[:123].decode("utf-8", "ignore").encode("utf-8")
 
 
 def rfc3339(seconds: float) -> str:
@@ -234,10 +241,9 @@ class RelayServerProtocol(WebSocketServerProtocol):
             self._refusal = ConnectRefused(503, reason)
             self._fail_held()
             return
-        # Autobahn's sendClose takes only the codes an application may pick
-        # (1000, 3000-4999) and raises on 1001 (shutdown) and 1011 (backend
-        # gone), which are the server's own: send the frame directly.
-        self.sendCloseFrame(code, encode_truncate(reason, 123) or None, isReply=False)
+        # Autobahn's sendClose admits only 1000 and 3000-4999 (the codes an
+        # application may choose); a server also sends 1001 and 1011.
+        self.sendCloseFrame(code=code, reasonUtf8=_truncate(reason), isReply=False)
 
     def onCloseFrame(self, code, reasonRaw):
         if self._closed_by is None and self.state == self.STATE_OPEN:
@@ -259,7 +265,10 @@ class RelayServerProtocol(WebSocketServerProtocol):
         if self._closed_by is None:
             if self.localCloseCode is not None:
                 # Autobahn failed the connection itself (protocol error, 1009).
-                self._closed_by = (self.localCloseCode, self.localCloseReason or "", "server")
+                reason = self.localCloseReason or ""
+                if isinstance(reason, bytes):
+                    reason = reason.decode("utf-8", "replace")
+                self._closed_by = (self.localCloseCode, reason, "server")
             else:
                 self._closed_by = (None, "", "client")
         notice_code, notice_reason, initiator = self._closed_by
