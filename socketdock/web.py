@@ -50,13 +50,15 @@ class Root(Resource):
             self._ws = resource
         self._api = api_children
         self._health = health
-        self._expected = b"Bearer " + token.encode("utf-8") if token else None
+        self._expected = b"bearer " + token.encode("utf-8") if token else None
 
     def _authorized(self, request: Request) -> bool:
         if self._expected is None:
             return True
         given = request.getHeader(b"authorization") or b""
-        return hmac.compare_digest(given, self._expected)
+        # The scheme name is case-insensitive (RFC 7235 §2.1); the token is not.
+        scheme, _, credentials = given.partition(b" ")
+        return hmac.compare_digest(scheme.lower() + b" " + credentials, self._expected)
 
     def getChildWithDefault(self, name: bytes, request: Request) -> Resource:
         if self._ws is not None and self._ws_segments and name == self._ws_segments[0]:
