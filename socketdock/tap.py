@@ -145,12 +145,13 @@ def make_service(config: Config, reactor) -> SocketDockService:
     api_children = make_api_children(registry, metrics, reactor, config.max_message_size)
 
     service = SocketDockService(relay, pool, config.shutdown_timeout)
+    max_body = config.max_message_size
     if config.api_listen is None:
         front = Root((config.wspath, upgrade), api_children, health, config.api_token)
-        add_listener(service, serverFromString(reactor, config.listen), make_site(front, reactor))
+        add_listener(service, serverFromString(reactor, config.listen), make_site(front, reactor, max_body))
     else:
         front = Root((config.wspath, upgrade), None, health, None)
         back = Root(None, api_children, health, config.api_token)
-        add_listener(service, serverFromString(reactor, config.listen), make_site(front, reactor))
-        add_listener(service, serverFromString(reactor, config.api_listen), make_site(back, reactor))
+        add_listener(service, serverFromString(reactor, config.listen), make_site(front, reactor, max_body))
+        add_listener(service, serverFromString(reactor, config.api_listen), make_site(back, reactor, max_body))
     return service

@@ -101,20 +101,78 @@ def make_health(relay: Relay) -> dict[bytes, Resource]:
     }
 
 
+class BoundedRequest(Request):
+    """
+    A request whose body may not pass its site's ``max_body``.
+
+    twisted.web would otherwise read any body into memory or a temporary file
+    before a resource sees it.  A declared ``Content-Length`` over the limit is
+    answered 413 before a byte of the body is read; a chunked body is cut off
+    with 413 once it passes the limit.  Either way the connection is closed, as
+    the rest of the body would otherwise have to be read to find the next request.
+    """
+
+    def __init__(self, channel, *args, **kwargs) -> None:
+        super().__init__(channel, *args, **kwargs)
+        self._body_left: int = channel.site.max_body
+        self._too_large = False
+
+    def gotLength(self, length: Optional[int]) -> None:
+        if length is not None and length > self._body_left:
+            self._refuse()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._too_large:
+            return
+        self._body_left -= len(data)
+        if self._body_left < 0:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        # Already answered; only reachable when the rest of a chunked body
+        # was in the same read as the chunk that passed the limit.
+        if not self._too_large:
+            super().requestReceived(command, path, version)
+
+    def _refuse(self) -> None:
+        self._too_large = True
+        # Answered here, so no "100 Continue" may follow.
+        self.requestHeaders.removeHeader(b"expect")
+        reason = f"body larger than max_message_size ({self.channel.site.max_body} bytes)\n"
+        body = reason.encode("ascii")
+        self.channel.transport.write(
+            b"HTTP/1.1 413 Content Too Large\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: " + str(len(body)).encode("ascii") + b"\r\n"
+            b"Connection: close\r\n\r\n" + body
+        )
+        self.channel.loseConnection()
+
+
 class QuietSite(Site):
     """
     A ``Site`` tuned for an API: no form parsing of POST bodies (they are JSON
     or frames, never forms) and no access log line per request (a relay's
     requests are counted in ``/metrics`` instead, at a fraction of the cost).
+
+    :param max_body: the largest request body accepted (see L{BoundedRequest});
+        None for no limit of our own.
     """
 
-    def __init__(self, root: Resource, reactor) -> None:
+    def __init__(self, root: Resource, reactor, max_body: Optional[int] = None) -> None:
         super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor)
+        if max_body is not None:
+            self.requestFactory = BoundedRequest
+        self.max_body = max_body
 
     def log(self, request: Request) -> None:
         pass
 
 
-def make_site(root: Resource, reactor) -> Site:
-    """The site that serves one listener."""
-    return QuietSite(root, reactor)
+def make_site(root: Resource, reactor, max_body: Optional[int] = None) -> Site:
+    """The site that serves one listener; bodies over ``max_body`` get 413."""
+    return QuietSite(root, reactor, max_body)
