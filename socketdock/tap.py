@@ -22,7 +22,7 @@ from socketdock.registry import Registry
 from socketdock.relay import Relay
 from socketdock.retry import Backoff
 from socketdock.service import SocketDockService, add_listener
-from socketdock.web import Root, make_api_children, make_health, make_site
+from socketdock.web import Root, make_api_children, make_health, make_site, warn_if_exposed
 from socketdock.websocket import WebSocketUpgrade, make_ws_factory
 from socketdock.wire import CallbackURLs
 
@@ -154,4 +154,5 @@ def make_service(config: Config, reactor) -> SocketDockService:
         back = Root(None, api_children, health, config.api_token)
         add_listener(service, serverFromString(reactor, config.listen), make_site(front, reactor, max_body))
         add_listener(service, serverFromString(reactor, config.api_listen), make_site(back, reactor, max_body))
+    warn_if_exposed(config.api_listen or config.listen, config.api_token)
     return service

@@ -11,14 +11,17 @@ learns nothing about which paths or ids exist.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from typing import Optional
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from socketdock import api
 from socketdock.metrics import Metrics
+from socketdock.preflight import tcp_address
 from socketdock.registry import Registry
 from socketdock.relay import Relay
 
@@ -176,3 +179,44 @@ class QuietSite(Site):
 def make_site(root: Resource, reactor, max_body: Optional[int] = None) -> Site:
     """The site that serves one listener; bodies over ``max_body`` get 413."""
     return QuietSite(root, reactor, max_body)
+
+
+_log = Logger()
+
+
+def warn_if_exposed(api_endpoint: str, token: Optional[str], log: Logger = _log) -> bool:
+    """
+    Log a warning when the callback API listens beyond loopback without a
+    token: anyone who can reach it and learns an id could then talk to, or
+    close, that client.
+
+    :param api_endpoint: the endpoint string the callback API is served on.
+    :returns: whether it warned.
+    """
+    if token:
+        return False
+    try:
+        address = tcp_address(api_endpoint)
+    except ValueError:  # preflight refuses such strings before we get here
+        return False
+    if address is None:  # unix sockets and the like: file permissions guard them
+        return False
+    interface = address[0]
+    if _is_loopback(interface):
+        return False
+    log.warn(
+        "the callback API listens on {interface} ({endpoint}) without api_token: "
+        "anyone who can reach it may send to or close any connection whose id they "
+        "learn; set api_token, or bind api_listen to a loopback or private interface",
+        interface=interface or "every interface", endpoint=api_endpoint,
+    )
+    return True
+
+
+def _is_loopback(interface: str) -> bool:
+    if interface.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(interface.strip("[]")).is_loopback
+    except ValueError:
+        return False
