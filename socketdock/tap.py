@@ -21,7 +21,7 @@ from socketdock.preflight import check_startable
 from socketdock.registry import Registry
 from socketdock.relay import Relay
 from socketdock.retry import Backoff
-from socketdock.service import SocketDockService, add_listener
+from socketdock.service import SocketDockService, add_listener, exit_zero_on_stop_signals
 from socketdock.web import Root, make_api_children, make_health, make_site, warn_if_exposed
 from socketdock.websocket import WebSocketUpgrade, make_ws_factory
 from socketdock.wire import CallbackURLs
@@ -109,6 +109,7 @@ def makeService(options: Options, reactor=None) -> SocketDockService:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+    reactor.callWhenRunning(exit_zero_on_stop_signals, reactor)
     return make_service(options["settings"], reactor)
 
 
