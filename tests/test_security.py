@@ -150,7 +150,7 @@ class TLSTests(_Case):
 
     @inlineCallbacks
     def assert_refused_backend(self, endpoint: str, backend_ca: Optional[str]):
-        """The message is not sent, the client gets 1011, and the log says why."""
+        """The message is not sent, the client gets 1011; returns the logged reasons."""
         url = yield self.backend(endpoint)
         observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         settings = dict(
@@ -165,28 +165,24 @@ class TLSTests(_Case):
         _, code, _ = yield client.closed
         self.assertEqual(code, 1011)
         self.assertEqual(self.fake.received, [])
-        lines = [eventAsText(e, includeTraceback=False, includeTimestamp=False)
-                 for e in observer if e["log_level"] >= LogLevel.error]
-        for line in lines:
-            print(line)
-        return lines
+        return [e.get("why", "") for e in observer if e["log_level"] >= LogLevel.error]
 
     @inlineCallbacks
     def test_wrong_hostname(self):
         """A backend certificate for another name is refused: no message, 1011, a clear log line."""
-        lines = yield self.assert_refused_backend(self.ssl_endpoint(["wrong.example"]), self.ca_path)
-        self.assertTrue(any("certificate" in line for line in lines), lines)
+        whys = yield self.assert_refused_backend(self.ssl_endpoint(["wrong.example"]), self.ca_path)
+        self.assertIn("TLS: the backend's certificate does not match its hostname", whys)
 
     @inlineCallbacks
     def test_unknown_ca(self):
         """A backend certificate from a CA other than backend_ca is refused."""
         other = make_ca("some other CA")
-        lines = yield self.assert_refused_backend(
+        whys = yield self.assert_refused_backend(
             self.ssl_endpoint(["127.0.0.1"], ca=other), self.ca_path)
-        self.assertTrue(any("certificate" in line for line in lines), lines)
+        self.assertIn("TLS: certificate verify failed", whys)
 
     @inlineCallbacks
     def test_system_trust_store(self):
         """Without backend_ca, a private CA is not trusted: the system trust store decides."""
-        lines = yield self.assert_refused_backend(self.ssl_endpoint(["127.0.0.1"]), None)
-        self.assertTrue(any("certificate" in line for line in lines), lines)
+        whys = yield self.assert_refused_backend(self.ssl_endpoint(["127.0.0.1"]), None)
+        self.assertIn("TLS: certificate verify failed", whys)
