@@ -21,6 +21,7 @@ from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from socketdock.backend import LoopbackBackend
+from socketdock.config import load_config
 from socketdock.metrics import Metrics
 from socketdock.registry import IConnection, Registry
 from socketdock.relay import Relay
@@ -311,9 +312,25 @@ class PropertyTests(_Requests):
             self.assertEqual(len(content.splitlines()), 1, asked)
 
 
-def _channel(max_body: int = 16):
+class TokenPropertyTests(_Requests):
+    """Any token the settings parser accepts authenticates, and nothing else does."""
+
+    @settings(max_examples=100, deadline=None)
+    @given(token=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), min_size=1, max_size=40),
+           other=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), min_size=1, max_size=40))
+    def test_token_round_trip(self, token: str, other: str) -> None:
+        """The configured token gets 200 on /status; any other token gets 401."""
+        token = load_config({"api_token": token}, {}, None).api_token
+        treq = Front(token=token).combined()
+        self.assertEqual(self.call(treq, "GET", "/status", headers=bearer(token))[0], 200)
+        if other != token:
+            self.assertEqual(self.call(treq, "GET", "/status", headers=bearer(other))[0], 401)
+
+
+def _channel(max_body: int = 16, clock: Optional[Clock] = None):
     """The real site's HTTP channel over a StringTransport."""
-    site = make_site(Root(("/ws", Upgrade()), Front(token=None).api, {}, None), Clock(), max_body)
+    site = make_site(Root(("/ws", Upgrade()), Front(token=None).api, {}, None),
+                     clock or Clock(), max_body)
     channel = site.buildProtocol(None)
     transport = StringTransport()
     channel.makeConnection(transport)
@@ -373,6 +390,16 @@ class BodyLimitTests(SynchronousTestCase):
         channel.dataReceived(b"GET /status HTTP/1.1\r\nX-Big: " + b"y" * 70_000 + b"\r\n\r\n")
         self.assertNotIn(b"200", transport.value())
         self.assertNotIn(b"500", transport.value())
+        self.assertTrue(transport.disconnecting)
+
+    def test_half_sent_handshake_times_out(self) -> None:
+        """A connection that stops sending mid-request is closed after 60 idle seconds."""
+        clock = Clock()
+        channel, transport = _channel(clock=clock)
+        channel.dataReceived(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+        clock.advance(59)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(2)
         self.assertTrue(transport.disconnecting)
 
     def test_garbage_request_line(self) -> None:
