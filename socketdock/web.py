@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from typing import Optional
+from typing import Any, Optional
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -145,15 +145,16 @@ class BoundedRequest(Request):
         self._too_large = True
         # Answered here, so no "100 Continue" may follow.
         self.requestHeaders.removeHeader(b"expect")
-        reason = f"body larger than max_message_size ({self.channel.site.max_body} bytes)\n"
+        channel: Any = self.channel  # an HTTPChannel built by QuietSite
+        reason = f"body larger than max_message_size ({channel.site.max_body} bytes)\n"
         body = reason.encode("ascii")
-        self.channel.transport.write(
+        channel.transport.write(
             b"HTTP/1.1 413 Content Too Large\r\n"
             b"Content-Type: text/plain; charset=utf-8\r\n"
             b"Content-Length: " + str(len(body)).encode("ascii") + b"\r\n"
             b"Connection: close\r\n\r\n" + body
         )
-        self.channel.loseConnection()
+        channel.loseConnection()
 
 
 class QuietSite(Site):
