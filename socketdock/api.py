@@ -47,6 +47,9 @@ class ApiResource(Resource):
     """
 
     def render(self, request: Request):
+        if self.isLeaf and request.postpath:
+            # A leaf would otherwise answer for any path below it (/status/x).
+            return plain(request, 404, "no such path")
         handler = getattr(self, "render_" + request.method.decode("ascii", "replace"), None)
         if handler is None and request.method == b"HEAD":
             handler = getattr(self, "render_GET", None)

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 from socketdock import wire
-from socketdock.httpclient import BackendClient, HTTPResult
+from socketdock.httpclient import BackendClient, HTTPResult, describe_failure
 from socketdock.metrics import Metrics
 from socketdock.retry import Again, Backoff, Done, Final, RetriesExhausted, retrying
 
@@ -123,7 +123,7 @@ def retry_after(headers, now: float) -> Optional[float]:
 
 def _why(outcome: object) -> str:
     if isinstance(outcome, Failure):
-        return outcome.type.__name__
+        return describe_failure(outcome)
     return f"HTTP {outcome.code}"  # type: ignore[attr-defined]
 
 

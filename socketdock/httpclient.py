@@ -13,10 +13,13 @@ from typing import Callable, Optional
 
 import attrs
 import treq
+from OpenSSL import SSL
+from service_identity import VerificationError
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.ssl import Certificate
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
@@ -114,6 +117,29 @@ def make_tls_policy(ca_path: Optional[str]) -> BrowserLikePolicyForHTTPS:
         return BrowserLikePolicyForHTTPS()
     with open(ca_path, "rb") as f:
         return BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))
+
+
+def describe_failure(failure: Failure) -> str:
+    """
+    A short, log-safe reason for a failed attempt: the exception's name, or
+    for a refused https certificate what was wrong with it, so that an
+    operator sees "certificate verify failed" rather than
+    "RequestTransmissionFailed".
+    """
+    for reason in getattr(failure.value, "reasons", None) or [failure]:
+        value = reason.value
+        if isinstance(value, VerificationError):
+            return "TLS: the backend's certificate does not match its hostname"
+        if isinstance(value, SSL.Error):
+            return "TLS: " + _openssl_reason(value)
+    return failure.type.__name__
+
+
+def _openssl_reason(error: SSL.Error) -> str:
+    # pyOpenSSL packs [(library, function, reason), ...] into args[0].
+    details = error.args[0] if error.args and isinstance(error.args[0], list) else []
+    reasons = [entry[-1] for entry in details if isinstance(entry, tuple) and entry]
+    return ", ".join(str(r) for r in reasons) or "handshake failed"
 
 
 def make_http_client(reactor, pool: HTTPConnectionPool, tls_policy) -> HTTPClient:

@@ -22,7 +22,7 @@ from socketdock.registry import Registry
 from socketdock.relay import Relay
 from socketdock.retry import Backoff
 from socketdock.service import SocketDockService, add_listener, exit_zero_on_stop_signals
-from socketdock.web import Root, make_api_children, make_health, make_site
+from socketdock.web import Root, make_api_children, make_health, make_site, warn_if_exposed
 from socketdock.websocket import WebSocketUpgrade, make_ws_factory
 from socketdock.wire import CallbackURLs
 
@@ -146,12 +146,14 @@ def make_service(config: Config, reactor) -> SocketDockService:
     api_children = make_api_children(registry, metrics, reactor, config.max_message_size)
 
     service = SocketDockService(relay, pool, config.shutdown_timeout)
+    max_body = config.max_message_size
     if config.api_listen is None:
         front = Root((config.wspath, upgrade), api_children, health, config.api_token)
-        add_listener(service, serverFromString(reactor, config.listen), make_site(front, reactor))
+        add_listener(service, serverFromString(reactor, config.listen), make_site(front, reactor, max_body))
     else:
         front = Root((config.wspath, upgrade), None, health, None)
         back = Root(None, api_children, health, config.api_token)
-        add_listener(service, serverFromString(reactor, config.listen), make_site(front, reactor))
-        add_listener(service, serverFromString(reactor, config.api_listen), make_site(back, reactor))
+        add_listener(service, serverFromString(reactor, config.listen), make_site(front, reactor, max_body))
+        add_listener(service, serverFromString(reactor, config.api_listen), make_site(back, reactor, max_body))
+    warn_if_exposed(config.api_listen or config.listen, config.api_token)
     return service
