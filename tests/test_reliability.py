@@ -8,6 +8,7 @@ wait is on a Deferred (a backend arrival, a client frame, a close).
 """
 
 import json
+import socket
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -211,9 +212,13 @@ class BackpressureTests(ReliabilityCase):
         client.send_text("hi")
         (msg,) = yield self.backend.wait_for("message", 1)
         (server,) = list(self.relay.service.relay.registry)
+        # Loopback buffers autotune up to tcp_rmem's maximum (32 MB here):
+        # keep them small so the test does not depend on the kernel's mood.
+        client.protocol.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        server.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
         client.protocol.transport.pauseProducing()
         accepted = 0
-        for i in range(400):  # loopback socket buffers hold a few MB
+        for i in range(1000):
             code, body = yield self.backend.post_send(
                 msg["meta"]["send"], b"%06d" % i + b"x" * (size - 6), b"application/octet-stream")
             if code != 200:
