@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.util import encode_truncate
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -208,7 +209,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
             self._refusal = ConnectRefused(503, reason)
             self._fail_held()
             return
-        self.sendClose(code, reason)
+        # Not sendClose: it refuses 1001 and 1011, which a server may send.
+        self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123), isReply=False)
 
     def onCloseFrame(self, code, reasonRaw):
         if self._closed_by is None and self.state == self.STATE_OPEN:
@@ -230,7 +232,10 @@ class RelayServerProtocol(WebSocketServerProtocol):
         if self._closed_by is None:
             if self.localCloseCode is not None:
                 # Autobahn failed the connection itself (protocol error, 1009).
-                self._closed_by = (self.localCloseCode, self.localCloseReason or "", "server")
+                reason = self.localCloseReason or ""
+                if isinstance(reason, bytes):  # Autobahn keeps its own reasons as bytes
+                    reason = reason.decode("utf-8", "replace")
+                self._closed_by = (self.localCloseCode, reason, "server")
             else:
                 self._closed_by = (None, "", "client")
         notice_code, notice_reason, initiator = self._closed_by
