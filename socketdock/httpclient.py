@@ -14,11 +14,13 @@ from typing import Callable, Optional
 import attrs
 import treq
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.ssl import Certificate
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
 from hyperlink import EncodedURL
 
 from socketdock import __version__
@@ -101,11 +103,38 @@ class BackendClient:
                 sign(self._secret, int(self._clock.seconds()), body)
             ]
         d = self._http.post(
-            self._url(url), data=body, headers=headers, allow_redirects=False
+            self._url(url), data=BytesProducer(body), headers=headers, allow_redirects=False
         )
         d.addCallback(_collect)
         d.addTimeout(self._timeout, self._clock)
         return d
+
+
+@implementer(IBodyProducer)
+class BytesProducer:
+    """
+    A body already in memory, written in one go: treq's default for bytes is
+    a ``FileBodyProducer`` over ``BytesIO``, which goes through a cooperator
+    and a ``callLater`` per request.  The transport buffers what it cannot
+    send yet; the body is at most ``max_message_size`` plus the envelope.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer) -> "Deferred[None]":
+        consumer.write(self._body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
 
 
 class PreparedURL(EncodedURL):
