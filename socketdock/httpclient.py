@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from http.cookiejar import CookieJar
 from typing import Callable, Optional
 
 import attrs
@@ -82,8 +83,13 @@ class BackendClient:
         self._clock = clock
         self._timeout = timeout
         self._secret = signing_secret.encode("utf-8") if signing_secret else None
-
         self._urls: dict[str, EncodedURL] = {}
+        # Never mutated: treq and the agents below copy before they add.
+        self._headers = Headers({
+            b"Content-Type": [b"application/json"],
+            b"User-Agent": [USER_AGENT],
+        })
+        self._no_cookies = NoCookies()
 
     def _url(self, url: str) -> EncodedURL:
         # A relay posts to two or three fixed URLs: parse and encode each once.
@@ -94,20 +100,40 @@ class BackendClient:
 
     def post(self, url: str, body: bytes) -> "Deferred[HTTPResult]":
         """One attempt: fails on connection errors and on timeout (cancelled)."""
-        headers = {
-            b"Content-Type": [b"application/json"],
-            b"User-Agent": [USER_AGENT],
-        }
+        headers = self._headers
         if self._secret is not None:
-            headers[b"X-SocketDock-Signature"] = [
-                sign(self._secret, int(self._clock.seconds()), body)
-            ]
+            headers = headers.copy()
+            headers.setRawHeaders(
+                b"X-SocketDock-Signature",
+                [sign(self._secret, int(self._clock.seconds()), body)],
+            )
         d = self._http.post(
-            self._url(url), data=BytesProducer(body), headers=headers, allow_redirects=False
+            self._url(url),
+            data=BytesProducer(body),
+            headers=headers,
+            cookies=self._no_cookies,
+            allow_redirects=False,
+            unbuffered=True,
         )
         d.addCallback(_collect)
         d.addTimeout(self._timeout, self._clock)
         return d
+
+
+class NoCookies(CookieJar):
+    """
+    A cookie jar that keeps nothing: a backend does not get to set state in
+    the relay, and an empty jar still costs a cookie-policy walk per request.
+    """
+
+    def add_cookie_header(self, request) -> None:
+        pass
+
+    def extract_cookies(self, response, request) -> None:
+        pass
+
+    def set_cookie(self, cookie) -> None:
+        pass
 
 
 @implementer(IBodyProducer)
@@ -200,4 +226,6 @@ def make_tls_policy(ca_path: Optional[str]) -> BrowserLikePolicyForHTTPS:
 
 def make_http_client(reactor, pool: HTTPConnectionPool, tls_policy) -> HTTPClient:
     """A treq client over the shared pool; ``tls_policy`` verifies https backends."""
-    return HTTPClient(CachingAgent(reactor, contextFactory=tls_policy, pool=pool))
+    return HTTPClient(
+        CachingAgent(reactor, contextFactory=tls_policy, pool=pool), cookiejar=NoCookies()
+    )
