@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.util import encode_truncate
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -35,14 +36,6 @@ from socketdock.relay import ISocket, Relay, Session
 from socketdock.wire import new_connection_id
 
 _PENDING, _OPEN, _CLOSED = "pending", "open", "closed"
-
-
-def _truncate(reason: str) -> bytes:
-    """A close reason cut to the 123 bytes a close frame holds, on a character boundary."""
-    raw = reason.encode("utf-8")
-    if len(raw) <= 123:
-        return raw
-    return raw[:123].decode("utf-8", "ignore").encode("utf-8")
 
 
 def rfc3339(seconds: float) -> str:
@@ -243,7 +236,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
             return
         # Autobahn's sendClose admits only 1000 and 3000-4999 (the codes an
         # application may choose); a server also sends 1001 and 1011.
-        self.sendCloseFrame(code=code, reasonUtf8=_truncate(reason), isReply=False)
+        self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123), isReply=False)
 
     def onCloseFrame(self, code, reasonRaw):
         if self._closed_by is None and self.state == self.STATE_OPEN:
