@@ -159,7 +159,21 @@ class HTTPBackend:
         self._inline_reply = inline_reply
         self.admits = connecturi is not None
 
-    def _post(self, kind: str, url: str, body: bytes, backoff: Backoff, judge, connection_id: str):
+    def _post(self, kind: str, url: str, body: bytes, backoff: Backoff, refuse, connection_id: str):
+        """
+        POST with retries: errors, 408, 429 and 5xx are retried, 2xx is done,
+        and ``refuse`` decides what any other answer means.
+        """
+
+        def judge(outcome):
+            if isinstance(outcome, Failure):
+                return Again(_why(outcome))
+            if 200 <= outcome.code < 300:
+                return Done(outcome)
+            if _retryable_status(outcome.code):
+                return Again(_why(outcome), retry_after(outcome.headers, self._clock.seconds()))
+            return refuse(outcome)
+
         def attempt() -> "Deferred[HTTPResult]":
             started = self._clock.seconds()
 
@@ -187,16 +201,10 @@ class HTTPBackend:
             return succeed(None)
         body = wire.connect_body(self._urls, connection_id, headers)
 
-        def judge(outcome):
-            if isinstance(outcome, Failure):
-                return Again(_why(outcome))
-            if 200 <= outcome.code < 300:
-                return Done(outcome)
-            if _retryable_status(outcome.code):
-                return Again(_why(outcome), retry_after(outcome.headers, self._clock.seconds()))
-            if 400 <= outcome.code < 500:
-                return Final(ConnectRefused(outcome.code, "refused by the backend"))
-            return Final(ConnectRefused(503, f"unexpected backend answer HTTP {outcome.code}"))
+        def refuse(result: HTTPResult):
+            if 400 <= result.code < 500:
+                return Final(ConnectRefused(result.code, "refused by the backend"))
+            return Final(ConnectRefused(503, f"unexpected backend answer HTTP {result.code}"))
 
         def chosen(result: HTTPResult) -> Optional[str]:
             picked = result.headers.getRawHeaders(b"sec-websocket-protocol")
@@ -217,22 +225,16 @@ class HTTPBackend:
             self._metrics.backend_failure()
             raise ConnectRefused(503, "backend unavailable")
 
-        d = self._post("connect", self._connecturi, body, self._backoff, judge, connection_id)
+        d = self._post("connect", self._connecturi, body, self._backoff, refuse, connection_id)
         return d.addCallbacks(chosen, exhausted)
 
     def message(self, connection_id, seq, payload, is_binary):
         body = wire.message_body(self._urls, connection_id, seq, payload, is_binary)
 
-        def judge(outcome):
-            if isinstance(outcome, Failure):
-                return Again(_why(outcome))
-            if 200 <= outcome.code < 300:
-                return Done(outcome)
-            if _retryable_status(outcome.code):
-                return Again(_why(outcome), retry_after(outcome.headers, self._clock.seconds()))
-            return Final(MessageRefused(outcome.code))
+        def refuse(result: HTTPResult):
+            return Final(MessageRefused(result.code))
 
-        d = self._post("message", self._messageuri, body, self._backoff, judge, connection_id)
+        d = self._post("message", self._messageuri, body, self._backoff, refuse, connection_id)
         d.addCallbacks(self._reply, self._failed)
         return d
 
@@ -250,24 +252,20 @@ class HTTPBackend:
             return succeed(None)
         body = wire.disconnect_body(connection_id, code, reason, initiator, recovered)
 
-        def judge(outcome):
-            if isinstance(outcome, Failure):
-                return Again(_why(outcome))
-            if _retryable_status(outcome.code):
-                return Again(_why(outcome), retry_after(outcome.headers, self._clock.seconds()))
-            if not 200 <= outcome.code < 300:
-                # The backend has heard the notice and said no: retrying would
-                # hear the same answer forever.
-                self._log.warn(
-                    "backend answered the disconnect notice for {connection_id} "
-                    "with HTTP {status}",
-                    connection_id=connection_id, status=outcome.code,
-                )
+        def refuse(result: HTTPResult):
+            # The backend has heard the notice and said no: retrying would
+            # hear the same answer forever.
+            self._log.warn(
+                "backend answered the disconnect notice for {connection_id} "
+                "with HTTP {status}",
+                connection_id=connection_id, status=result.code,
+            )
             return Done(None)
 
-        return self._post(
-            "disconnect", self._disconnecturi, body, self._notice_backoff, judge, connection_id
+        d = self._post(
+            "disconnect", self._disconnecturi, body, self._notice_backoff, refuse, connection_id
         )
+        return d.addCallback(lambda _: None)
 
 
 def is_text(headers) -> bool:

@@ -67,6 +67,8 @@ class Session:
         self._paused = False
         self._ended: Optional[tuple[Optional[int], str, str]] = None
         self._gave_up = False
+        self._inflight: Optional[Deferred[object]] = None
+        self._abandoned = False
 
     def __len__(self) -> int:
         """Messages waiting for the backend, the one in flight included."""
@@ -96,17 +98,31 @@ class Session:
         if self._queue:
             seq, payload, is_binary = self._queue.popleft()
             self._busy = True
-            d = self._relay.backend.message(self.connection_id, seq, payload, is_binary)
+            d = self._inflight = self._relay.backend.message(
+                self.connection_id, seq, payload, is_binary
+            )
             d.addBoth(self._delivered, seq)
         elif self._ended is not None:
             self._busy = True
             code, reason, initiator = self._ended
             extra = {"recovered": True} if self._recovered else {}
-            d = self._relay.backend.disconnect(self.connection_id, code, reason, initiator, **extra)
+            d = self._inflight = self._relay.backend.disconnect(
+                self.connection_id, code, reason, initiator, **extra
+            )
             d.addBoth(self._noticed)
+
+    def abandon(self) -> None:
+        """The process is stopping: give up the request in flight and its retries."""
+        self._abandoned = True
+        self._queue.clear()
+        if self._inflight is not None:
+            self._inflight.cancel()
 
     def _delivered(self, outcome: object, seq: int) -> None:
         self._busy = False
+        self._inflight = None
+        if self._abandoned:
+            return
         if isinstance(outcome, Reply):
             self._relay.reply(self._socket, outcome)
         elif isinstance(outcome, Failure):
@@ -144,6 +160,9 @@ class Session:
 
     def _noticed(self, outcome: object) -> None:
         self._busy = False
+        self._inflight = None
+        if self._abandoned:
+            return
         if isinstance(outcome, Failure):
             self._log.failure(
                 "disconnect notice for {connection_id} failed",
@@ -248,6 +267,11 @@ class Relay:
         d: Deferred[None] = Deferred()
         self._idle_waiters.append(d)
         return d
+
+    def abandon(self) -> None:
+        """After the drain: stop every request still in flight or waiting to retry."""
+        for session in list(self._unfinished):
+            session.abandon()
 
     def drain(self, timeout: float) -> "Deferred[int]":
         """

@@ -40,6 +40,7 @@ class SocketDockService(MultiService):
         )
         d = self._relay.drain(self._shutdown_timeout)
         d.addCallback(self._drained)
+        d.addCallback(lambda _: self._relay.abandon())
         d.addCallback(lambda _: MultiService.stopService(self))
         if self._pool is not None:
             d.addCallback(lambda _: self._pool.closeCachedConnections())

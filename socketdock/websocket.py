@@ -36,6 +36,14 @@ from socketdock.wire import new_connection_id
 _PENDING, _OPEN, _CLOSED = "pending", "open", "closed"
 
 
+def _truncate(reason: str) -> bytes:
+    """A close reason cut to the 123 bytes a close frame holds, on a character boundary."""
+    raw = reason.encode("utf-8")
+    if len(raw) <= 123:
+        return raw
+    return raw[:123].decode("utf-8", "ignore").encode("utf-8")
+
+
 def rfc3339(seconds: float) -> str:
     """A reactor time as an RFC 3339 UTC string, milliseconds kept."""
     moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
@@ -208,7 +216,9 @@ class RelayServerProtocol(WebSocketServerProtocol):
             self._refusal = ConnectRefused(503, reason)
             self._fail_held()
             return
-        self.sendClose(code, reason)
+        # Autobahn's sendClose admits only 1000 and 3000-4999 (the codes an
+        # application may choose); a server also sends 1001 and 1011.
+        self.sendCloseFrame(code=code, reasonUtf8=_truncate(reason), isReply=False)
 
     def onCloseFrame(self, code, reasonRaw):
         if self._closed_by is None and self.state == self.STATE_OPEN:
@@ -230,7 +240,10 @@ class RelayServerProtocol(WebSocketServerProtocol):
         if self._closed_by is None:
             if self.localCloseCode is not None:
                 # Autobahn failed the connection itself (protocol error, 1009).
-                self._closed_by = (self.localCloseCode, self.localCloseReason or "", "server")
+                reason = self.localCloseReason or ""
+                if isinstance(reason, bytes):
+                    reason = reason.decode("utf-8", "replace")
+                self._closed_by = (self.localCloseCode, reason, "server")
             else:
                 self._closed_by = (None, "", "client")
         notice_code, notice_reason, initiator = self._closed_by

@@ -4,6 +4,7 @@ twisted.web backend (tests/fakebackend.py), one test per row of SPEC §3–4.
 """
 
 import base64
+import json
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -179,3 +180,88 @@ class ConnectTests(RelayTestCase):
         self.assertEqual((yield client.next_message()), (b"early", False))
         code, _ = yield sent
         self.assertEqual(code, 200)
+
+
+class DisconnectNoticeTests(RelayTestCase):
+    @inlineCallbacks
+    def test_client_close_is_noticed_once_after_its_messages(self):
+        """A client close with code and reason reaches the backend once, after the messages."""
+        yield self.start()
+        client = yield self.client()
+        client.send_text("last words")
+        yield client.close(4001, "going")
+        (notice,) = yield self.backend.wait_for("disconnect", 1)
+        self.assertEqual(notice["meta"]["code"], 4001)
+        self.assertEqual(notice["meta"]["reason"], "going")
+        self.assertEqual(notice["meta"]["initiator"], "client")
+        paths = [r.path for r in self.backend.received]
+        self.assertEqual(paths, ["/message", "/disconnect"])
+
+    @inlineCallbacks
+    def test_dropped_connection_has_null_code(self):
+        """A connection dropped without a close frame is noticed with code null."""
+        yield self.start()
+        client = yield self.client()
+        yield client.abort()
+        (notice,) = yield self.backend.wait_for("disconnect", 1)
+        self.assertIsNone(notice["meta"]["code"])
+        self.assertEqual(notice["meta"]["initiator"], "client")
+
+    @inlineCallbacks
+    def test_oversized_message_closes_with_1009(self):
+        """A message over max_message_size closes the socket with 1009, initiator server."""
+        yield self.start(max_message_size=16)
+        client = yield self.client()
+        client.send_text("x" * 17)
+        _, code, _ = yield client.closed
+        self.assertEqual(code, 1009)
+        (notice,) = yield self.backend.wait_for("disconnect", 1)
+        self.assertEqual((notice["meta"]["code"], notice["meta"]["initiator"]), (1009, "server"))
+        self.assertEqual(self.backend.messages, [])
+
+
+class InspectionTests(RelayTestCase):
+    @inlineCallbacks
+    def test_get_and_delete_connection(self):
+        """GET /socket/<id> describes a live connection; DELETE closes it; then 404."""
+        yield self.start()
+        client = yield self.client()
+        client.send_text("hi")
+        (msg,) = yield self.backend.wait_for("message", 1)
+        url = f"{self.relay.base}/socket/{msg['meta']['connection_id']}"
+        code, headers, body = yield self.backend.request("GET", url)
+        self.assertEqual(code, 200)
+        info = json.loads(body)
+        self.assertEqual(info["connection_id"], msg["meta"]["connection_id"])
+        self.assertEqual((info["messages_in"], info["messages_out"]), (1, 0))
+        self.assertRegex(info["connected_at"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+        self.assertIn("127.0.0.1", info["remote"])
+        code, _, _ = yield self.backend.request("HEAD", url)
+        self.assertEqual(code, 200)
+        code, _, _ = yield self.backend.request("DELETE", url)
+        self.assertEqual(code, 200)
+        _, close_code, _ = yield client.closed
+        self.assertEqual(close_code, 1000)
+        code, _, body = yield self.backend.request("GET", url)
+        self.assertEqual((code, body), (404, b"no such live connection\n"))
+
+    @inlineCallbacks
+    def test_status_and_unknown_paths(self):
+        """GET /status has the SPEC fields; unknown paths 404; other methods 405."""
+        yield self.start()
+        code, _, body = yield self.backend.request("GET", f"{self.relay.base}/status")
+        status = json.loads(body)
+        self.assertEqual(set(status), {"version", "uptime_seconds", "connections", "messages", "backend"})
+        code, _, body = yield self.backend.request("GET", f"{self.relay.base}/nowhere")
+        self.assertEqual((code, body), (404, b"no such path\n"))
+        code, headers, _ = yield self.backend.request("PUT", f"{self.relay.base}/status")
+        self.assertEqual(code, 405)
+        self.assertIn(b"GET", headers.getRawHeaders(b"allow")[0])
+
+    @inlineCallbacks
+    def test_upgrade_only_on_wspath(self):
+        """A WebSocket upgrade on another path is refused with 404."""
+        yield self.start()
+        failure = yield self.assertFailure(
+            connect_client(reactor, self.relay.ws_url("/other")), HandshakeRefused)
+        self.assertEqual(failure.status, 404)
