@@ -24,6 +24,9 @@ from socketdock.metrics import Metrics
 from socketdock.registry import NotLive, OutboundFull, Registry
 from socketdock.retry import RetriesExhausted
 
+#: The reason of a notice sent by a restarted instance for a lost connection.
+RECOVERED_REASON = "instance restarted after a crash"
+
 
 class ISocket(Interface):
     """The client side of a session, as the relay drives it."""
@@ -51,8 +54,11 @@ class Session:
 
     _log = Logger()
 
-    def __init__(self, relay: "Relay", connection_id: str, socket: ISocket) -> None:
+    def __init__(
+        self, relay: "Relay", connection_id: str, socket: ISocket, recovered: bool = False
+    ) -> None:
         self.connection_id = connection_id
+        self._recovered = recovered
         self._relay = relay
         self._socket = socket
         self._seq = 0
@@ -99,8 +105,9 @@ class Session:
         elif self._ended is not None:
             self._busy = True
             code, reason, initiator = self._ended
+            extra = {"recovered": True} if self._recovered else {}
             d = self._inflight = self._relay.backend.disconnect(
-                self.connection_id, code, reason, initiator
+                self.connection_id, code, reason, initiator, **extra
             )
             d.addBoth(self._noticed)
 
@@ -161,6 +168,8 @@ class Session:
                 "disconnect notice for {connection_id} failed",
                 outcome, connection_id=self.connection_id,
             )
+        elif self._relay.journal is not None:
+            self._relay.journal.forget(self.connection_id)
         self._relay.finished(self)
 
 
@@ -169,6 +178,8 @@ class Relay:
     The sessions with work left, the backend they talk to, and the drain.
 
     :param queue_limit: messages waiting on one connection before reading stops.
+    :param journal: records accepted connections until their notice is
+        delivered (a L{socketdock.journal.Journal}), or None.
     """
 
     _log = Logger()
@@ -180,12 +191,14 @@ class Relay:
         metrics: Metrics,
         clock: IReactorTime,
         queue_limit: int,
+        journal=None,
     ) -> None:
         self.backend = backend
         self.registry = registry
         self.metrics = metrics
         self.queue_limit = queue_limit
         self._clock = clock
+        self.journal = journal
         self._unfinished: set[Session] = set()
         self._idle_waiters: list[Deferred[None]] = []
         self.draining = False
@@ -195,6 +208,8 @@ class Relay:
         session = Session(self, connection_id, socket)
         self._unfinished.add(session)
         self.metrics.connection_opened()
+        if self.journal is not None:
+            self.journal.record(connection_id)
         return session
 
     def orphan(self, connection_id: str, reason: str, initiator: str) -> None:
@@ -204,7 +219,20 @@ class Relay:
         """
         session = Session(self, connection_id, _GoneSocket())
         self._unfinished.add(session)
+        if self.journal is not None:
+            self.journal.record(connection_id)
         session.ended(None, reason, initiator)
+
+    def recover(self, connection_ids: list[str]) -> None:
+        """
+        At start-up: connections a crashed instance left in the journal get
+        their notice (code null, initiator server, marked recovered), sent and
+        retried like any other and waited for by a drain.
+        """
+        for connection_id in connection_ids:
+            session = Session(self, connection_id, _GoneSocket(), recovered=True)
+            self._unfinished.add(session)
+            session.ended(None, RECOVERED_REASON, "server")
 
     def reply(self, socket: ISocket, reply: Reply) -> None:
         """Hand a backend reply (loopback echo, inline reply) to the client."""

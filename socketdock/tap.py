@@ -16,6 +16,7 @@ from twisted.python import usage
 from socketdock.backend import HTTPBackend, LoopbackBackend
 from socketdock.config import SETTINGS, Config, ConfigError, load_config
 from socketdock.httpclient import BackendClient, make_http_client, make_pool, make_tls_policy
+from socketdock.journal import Journal, JournalService, ThreadWriter
 from socketdock.metrics import Metrics
 from socketdock.preflight import check_startable
 from socketdock.registry import Registry
@@ -138,7 +139,10 @@ def make_service(config: Config, reactor) -> SocketDockService:
         )
     else:
         backend = LoopbackBackend()
-    relay = Relay(backend, registry, metrics, reactor, config.queue_limit)
+    journal = None
+    if config.journal is not None:
+        journal = Journal(config.journal, reactor, ThreadWriter(reactor))
+    relay = Relay(backend, registry, metrics, reactor, config.queue_limit, journal)
 
     ws_factory = make_ws_factory(config, relay, reactor)
     upgrade = WebSocketUpgrade(ws_factory)
@@ -147,6 +151,10 @@ def make_service(config: Config, reactor) -> SocketDockService:
 
     service = SocketDockService(relay, pool, config.shutdown_timeout)
     max_body = config.max_message_size
+    if journal is not None:
+        # Started before the listeners, so the recovered notices are queued
+        # first; stopped after them, so it keeps what the drain left.
+        JournalService(journal, relay.recover).setServiceParent(service)
     if config.api_listen is None:
         front = Root((config.wspath, upgrade), api_children, health, config.api_token)
         add_listener(service, serverFromString(reactor, config.listen), make_site(front, reactor, max_body))

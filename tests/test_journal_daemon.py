@@ -1,0 +1,114 @@
+"""
+The journal end to end: a real ``twistd socketdock`` child process, real
+clients, a real backend, SIGKILL and SIGTERM (SPEC §3 recovered notices, §6).
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from socketdock.relay import RECOVERED_REASON
+from tests.fakebackend import FakeBackend, start_backend, stop_backend
+from tests.journaldaemon import start_daemon
+from tests.wsclient import connect_client
+
+CLIENTS = 3
+
+
+class JournalDaemonTests(TestCase):
+    """Crash and restart a real instance that has a journal."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        self.backend = FakeBackend(reactor)
+        port, url = yield start_backend(reactor, self.backend)
+        self.addCleanup(stop_backend, port, self.backend)
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        self.args = (
+            "--backend", "http",
+            "--messageuri", url + "/message",
+            "--disconnecturi", url + "/disconnect",
+            "--ping-interval", "0",
+            "--journal", os.path.join(directory, "journal.sqlite"),
+        )
+
+    @inlineCallbacks
+    def start(self, *extra: str):
+        """Start a child and wait until it listens and has read its journal."""
+        daemon = yield start_daemon(self, reactor, *self.args, *extra)
+        yield daemon.wait_for_text("connections left by the last run")
+        return daemon
+
+    @inlineCallbacks
+    def open_clients(self, daemon, count):
+        """Connect ``count`` clients, one message each; return their connection ids."""
+        clients = []
+        for _ in range(count):
+            client = yield connect_client(reactor, daemon.ws_url)
+            self.addCleanup(client.shutdown)
+            client.send_text("hello")
+            clients.append(client)
+        messages = yield self.backend.wait_for("message", count)
+        ids = {m["meta"]["connection_id"] for m in messages}
+        self.assertEqual(len(ids), count)
+        # Every accept reached the disk before the test goes on.
+        yield daemon.wait_for_journal(count, 0)
+        return clients, ids
+
+    def assert_recovered(self, notices, ids):
+        """Exactly one notice per id, each in the recovered shape."""
+        self.assertEqual(sorted(n["connection_id"] for n in notices), sorted(ids))
+        for notice in notices:
+            meta = notice["meta"]
+            self.assertEqual(
+                (meta["code"], meta["initiator"], meta["reason"], meta.get("recovered")),
+                (None, "server", RECOVERED_REASON, True),
+            )
+
+    @inlineCallbacks
+    def test_crash_then_restart_sends_each_lost_notice_once(self):
+        """After SIGKILL the next start notifies every lost connection once, the one after nothing."""
+        first = yield self.start()
+        clients, ids = yield self.open_clients(first, CLIENTS)
+        yield first.kill()
+        for client in clients:
+            yield client.closed
+        self.assertEqual(self.backend.disconnects, [])
+
+        second = yield self.start()
+        notices = yield self.backend.wait_for("disconnect", CLIENTS)
+        self.assert_recovered(notices, ids)
+        yield second.wait_for_journal(0, CLIENTS)
+        self.assertTrue((yield second.terminate()))
+        self.assertIn(f"{CLIENTS} connections left by the last run", second.output)
+
+        third = yield self.start()
+        self.assertIn("0 connections left by the last run", third.output)
+        self.assertTrue((yield third.terminate()))
+        self.assertEqual(len(self.backend.disconnects), CLIENTS)
+
+    @inlineCallbacks
+    def test_graceful_stop_with_backend_down_keeps_notices(self):
+        """Notices a drain could not deliver (backend answering 503) go out at the next start."""
+        self.backend.answer("disconnect", status=503, body=b"down")
+        first = yield self.start("--shutdown-timeout", "0.3")
+        clients, ids = yield self.open_clients(first, 2)
+        self.assertTrue((yield first.terminate()))
+        self.assertIn("2 disconnect notices undelivered", first.output)
+        tried = len(self.backend.disconnects)
+        self.assertGreaterEqual(tried, 2)
+        self.assertFalse(any(n["meta"].get("recovered") for n in self.backend.disconnects))
+
+        self.backend.answer("disconnect", status=200)
+        second = yield self.start()
+        notices = yield self.backend.wait_for("disconnect", tried + 2)
+        self.assert_recovered(notices[tried:], ids)
+        yield second.wait_for_journal(0, 2)
+        self.assertTrue((yield second.terminate()))
