@@ -27,17 +27,58 @@ HERE = Path(__file__).parent
 BIG = 1024 * 1024
 
 
-class ClientProcess(ProcessProtocol):
-    """A spawned client: its JSON events, its raw stdout and its end."""
+class EventLog:
+    """Events reported by a client, each a dict with an ``"event"`` name, to wait on."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
+        self.finished = False
+        self._waiters: list[tuple[str, Deferred[dict[str, Any]]]] = []
+
+    def record(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        for waiter in [w for w in self._waiters if w[0] == event.get("event")]:
+            self._waiters.remove(waiter)
+            waiter[1].callback(event)
+
+    def event(self, name: str) -> Deferred[dict[str, Any]]:
+        """
+        The first event called ``name``, whether it came already or comes later;
+        ``{"event": "missing", ...}`` once the client is gone without it.
+        """
+        for event in self.events:
+            if event.get("event") == name:
+                return succeed(event)
+        if self.finished:
+            return succeed(self._missing(name))
+        waiter: Deferred[dict[str, Any]] = Deferred()
+        self._waiters.append((name, waiter))
+        return waiter
+
+    def finish(self) -> None:
+        """No more events will come: answer every waiter with a "missing" event."""
+        self.finished = True
+        waiters, self._waiters = self._waiters, []
+        for name, waiter in waiters:
+            waiter.callback(self._missing(name))
+
+    def _missing(self, name: str) -> dict[str, Any]:
+        return {"event": "missing", "wanted": name}
+
+
+class ClientProcess(EventLog, ProcessProtocol):
+    """A spawned client: its JSON events (one a line), its raw output and its end."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self.stdout = b""
         self.stderr = b""
-        self.ended: Deferred[int] = Deferred()
-        self.running = True
+        self.ended: Deferred[Optional[int]] = Deferred()
         self._partial = b""
-        self._waiters: list[tuple[str, Deferred[dict[str, Any]]]] = []
+
+    @property
+    def running(self) -> bool:
+        return not self.ended.called
 
     def outReceived(self, data: bytes) -> None:
         self.stdout += data
@@ -49,36 +90,19 @@ class ClientProcess(ProcessProtocol):
             except ValueError:
                 continue
             if isinstance(event, dict):
-                self._record(event)
+                self.record(event)
 
     def errReceived(self, data: bytes) -> None:
         self.stderr += data
 
-    def _record(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
-        for waiter in [w for w in self._waiters if w[0] == event.get("event")]:
-            self._waiters.remove(waiter)
-            waiter[1].callback(event)
-
-    def event(self, name: str) -> Deferred[dict[str, Any]]:
-        """The first event called ``name``, whether it came already or comes later."""
-        for event in self.events:
-            if event.get("event") == name:
-                return succeed(event)
-        if not self.running:
-            return succeed({"event": "missing", "wanted": name, "stderr": self.stderr.decode()})
-        waiter: Deferred[dict[str, Any]] = Deferred()
-        self._waiters.append((name, waiter))
-        return waiter
+    def _missing(self, name: str) -> dict[str, Any]:
+        return {"event": "missing", "wanted": name, "stderr": self.stderr.decode(errors="replace")}
 
     def processEnded(self, reason: Any) -> None:
-        self.running = False
-        waiters, self._waiters = self._waiters, []
-        for name, waiter in waiters:
-            waiter.callback({"event": "missing", "wanted": name, "stderr": self.stderr.decode()})
+        self.finish()
         self.ended.callback(getattr(reason.value, "exitCode", None))
 
-    def stop(self) -> Deferred[int]:
+    def stop(self) -> Deferred[Optional[int]]:
         """Kill the client if it still runs; fires once it is gone."""
         if self.running:
             self.transport.signalProcess("KILL")
