@@ -330,6 +330,10 @@ def make_ws_factory(config, relay: Relay, reactor) -> RelayServerFactory:
         # Messages are handed on whole; there is no use for partial frames.
         autoFragmentSize=0,
         failByDrop=False,
+        # Answer a client's close with its own code and reason, as RFC 6455
+        # §5.5.1 suggests and ws, websockets and browsers do: their close
+        # events report the code of our reply, not the one they sent.
+        echoCloseCodeReason=True,
     )
     if config.permessage_deflate:
         from autobahn.websocket.compress import (
