@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from http.cookiejar import CookieJar
-from typing import Callable, Optional
+from typing import Optional
 
 import attrs
 import treq

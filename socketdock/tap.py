@@ -8,7 +8,7 @@ a :class:`~socketdock.config.Config` through constructors.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage

@@ -14,7 +14,7 @@ A refused upgrade errbacks :func:`connect_client` with :class:`HandshakeRefused`
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import attrs
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
