@@ -29,6 +29,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from socketdock.autobahn_tuning import defer_debug_pformat, with_options
 from socketdock.backend import ConnectRefused
 from socketdock.keepalive import Keepalive
 from socketdock.origins import OriginPolicy
@@ -340,6 +341,11 @@ class RelayServerFactory(WebSocketServerFactory):
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
 
+    def setProtocolOptions(self, **options) -> None:
+        """Set Autobahn's options; connections share them instead of copying."""
+        super().setProtocolOptions(**options)
+        self.protocol = with_options(RelayServerProtocol, self)
+
 
 def make_ws_factory(config, relay: Relay, reactor) -> RelayServerFactory:
     """The client-side factory, with Autobahn's options taken from the config."""
@@ -382,6 +388,7 @@ def make_ws_factory(config, relay: Relay, reactor) -> RelayServerFactory:
             return None
 
         options["perMessageCompressionAccept"] = accept
+    defer_debug_pformat()
     factory.setProtocolOptions(**options)
     return factory
 
