@@ -29,7 +29,7 @@ setup(
         "prometheus-client>=0.17",
     ],
     extras_require={
-        "test": ["hypothesis>=6.80", "cryptography>=41"],
+        "test": ["hypothesis>=6.80", "cryptography>=41", "websockets>=13"],
     },
     classifiers=[
         "Framework :: Twisted",

@@ -12,7 +12,6 @@ import json
 from typing import Callable, Optional
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -47,6 +46,9 @@ class ApiResource(Resource):
     """
 
     def render(self, request: Request):
+        if self.isLeaf and request.postpath:
+            # A leaf would otherwise answer for any path below it (/status/x).
+            return plain(request, 404, "no such path")
         handler = getattr(self, "render_" + request.method.decode("ascii", "replace"), None)
         if handler is None and request.method == b"HEAD":
             handler = getattr(self, "render_GET", None)

@@ -9,6 +9,7 @@ Both answer the same three questions for the relay: may this connection in
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 from typing import Mapping, Optional, Sequence
 
@@ -20,7 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 from socketdock import wire
-from socketdock.httpclient import BackendClient, HTTPResult
+from socketdock.httpclient import BackendClient, HTTPResult, describe_failure
 from socketdock.metrics import Metrics
 from socketdock.retry import Again, Backoff, Done, Final, RetriesExhausted, retrying
 
@@ -114,12 +115,15 @@ def retry_after(headers, now: float) -> Optional[float]:
         return None
     if when is None:
         return None
+    if when.tzinfo is None:
+        # The asctime form carries no zone; HTTP dates are always GMT.
+        when = when.replace(tzinfo=datetime.timezone.utc)
     return max(0.0, when.timestamp() - now)
 
 
 def _why(outcome: object) -> str:
     if isinstance(outcome, Failure):
-        return outcome.type.__name__
+        return describe_failure(outcome)
     return f"HTTP {outcome.code}"  # type: ignore[attr-defined]
 
 

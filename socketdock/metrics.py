@@ -79,6 +79,10 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        # Known label values get their series at once, so that dashboards and
+        # rate() see a zero before the first request instead of no data.
+        for kind in ("connect", "message", "disconnect"):
+            self._latency.labels(kind)
         self._active_fn = active
         self._lifetime = 0
 

@@ -8,9 +8,12 @@ messages finish; only then do the listeners close (SPEC §6).
 
 from __future__ import annotations
 
+import signal
+
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
 
@@ -32,6 +35,11 @@ class SocketDockService(MultiService):
         self._relay = relay
         self._pool = pool
         self._shutdown_timeout = shutdown_timeout
+
+    @property
+    def relay(self) -> Relay:
+        """The sessions this service drains (read-only; for tests and tools)."""
+        return self._relay
 
     def stopService(self) -> "Deferred[None]":
         self._log.info(
@@ -65,3 +73,26 @@ def add_listener(parent: MultiService, endpoint, factory) -> StreamServerEndpoin
     listener._raiseSynchronously = True
     listener.setServiceParent(parent)
     return listener
+
+
+def exit_zero_on_stop_signals(reactor) -> None:
+    """
+    Make SIGTERM and SIGINT stop the reactor without twistd re-raising the
+    signal afterwards: twistd would end a clean, drained stop by killing
+    itself with that signal (exit status 143), where SPEC §6 wants 0.  Call
+    once the reactor runs, after it installed its own handlers.
+    """
+    log = Logger()
+
+    def stop() -> None:
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass  # a second signal while the drain is under way
+
+    def handler(signum: int, frame: object) -> None:
+        log.info("Received {signal}, shutting down.", signal=signal.Signals(signum).name)
+        reactor.callFromThread(stop)
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, handler)

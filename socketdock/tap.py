@@ -8,7 +8,7 @@ a :class:`~socketdock.config.Config` through constructors.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
@@ -22,8 +22,8 @@ from socketdock.preflight import check_startable
 from socketdock.registry import Registry
 from socketdock.relay import Relay
 from socketdock.retry import Backoff
-from socketdock.service import SocketDockService, add_listener
-from socketdock.web import Root, make_api_children, make_health, make_site
+from socketdock.service import SocketDockService, add_listener, exit_zero_on_stop_signals
+from socketdock.web import Root, make_api_children, make_health, make_site, warn_if_exposed
 from socketdock.websocket import WebSocketUpgrade, make_ws_factory
 from socketdock.wire import CallbackURLs
 
@@ -110,6 +110,7 @@ def makeService(options: Options, reactor=None) -> SocketDockService:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+    reactor.callWhenRunning(exit_zero_on_stop_signals, reactor)
     return make_service(options["settings"], reactor)
 
 
@@ -149,16 +150,18 @@ def make_service(config: Config, reactor) -> SocketDockService:
     api_children = make_api_children(registry, metrics, reactor, config.max_message_size)
 
     service = SocketDockService(relay, pool, config.shutdown_timeout)
+    max_body = config.max_message_size
     if journal is not None:
         # Started before the listeners, so the recovered notices are queued
         # first; stopped after them, so it keeps what the drain left.
         JournalService(journal, relay.recover).setServiceParent(service)
     if config.api_listen is None:
         front = Root((config.wspath, upgrade), api_children, health, config.api_token)
-        add_listener(service, serverFromString(reactor, config.listen), make_site(front, reactor))
+        add_listener(service, serverFromString(reactor, config.listen), make_site(front, reactor, max_body))
     else:
         front = Root((config.wspath, upgrade), None, health, None)
         back = Root(None, api_children, health, config.api_token)
-        add_listener(service, serverFromString(reactor, config.listen), make_site(front, reactor))
-        add_listener(service, serverFromString(reactor, config.api_listen), make_site(back, reactor))
+        add_listener(service, serverFromString(reactor, config.listen), make_site(front, reactor, max_body))
+        add_listener(service, serverFromString(reactor, config.api_listen), make_site(back, reactor, max_body))
+    warn_if_exposed(config.api_listen or config.listen, config.api_token)
     return service

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.util import encode_truncate
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -29,19 +30,12 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from socketdock.backend import ConnectRefused
+from socketdock.origins import OriginPolicy
 from socketdock.registry import IConnection, NotLive, OutboundFull
 from socketdock.relay import ISocket, Relay, Session
 from socketdock.wire import new_connection_id
 
 _PENDING, _OPEN, _CLOSED = "pending", "open", "closed"
-
-
-def _truncate(reason: str) -> bytes:
-    """A close reason cut to the 123 bytes a close frame holds, on a character boundary."""
-    raw = reason.encode("utf-8")
-    if len(raw) <= 123:
-        return raw
-    return raw[:123].decode("utf-8", "ignore").encode("utf-8")
 
 
 def rfc3339(seconds: float) -> str:
@@ -77,12 +71,17 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._messages_out = 0
         self._client_paused = False
         self._unsent = 0
+        self._reading_paused = False
+        self._consuming = False
 
     # -- handshake ------------------------------------------------------------
 
     def onConnect(self, request):
         factory = self.factory
         relay: Relay = factory.relay
+        origin = request.origin
+        if origin and not factory.origins.allows(origin):
+            return self._deny(403, "origin not allowed")
         if relay.draining:
             return self._deny(503, "server shutting down")
         if factory.max_connections and len(relay.registry) >= factory.max_connections:
@@ -154,10 +153,29 @@ class RelayServerProtocol(WebSocketServerProtocol):
             self._session.received(payload, isBinary)
 
     def pause_reading(self) -> None:
+        self._reading_paused = True
         self.transport.pauseProducing()
 
     def resume_reading(self) -> None:
+        self._reading_paused = False
         self.transport.resumeProducing()
+        if not self._consuming:
+            # Frames read before the pause are still in Autobahn's buffer.
+            self.consumeData()
+
+    def consumeData(self) -> None:
+        self._consuming = True
+        try:
+            super().consumeData()
+        finally:
+            self._consuming = False
+
+    def processData(self) -> bool:
+        # Pausing the transport stops further reads, but one read may hold
+        # many frames: leave them buffered so the queue stays at queue_limit.
+        if self._reading_paused and self.state == self.STATE_OPEN:
+            return False
+        return super().processData()
 
     # -- backend to client ----------------------------------------------------
 
@@ -218,7 +236,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
             return
         # Autobahn's sendClose admits only 1000 and 3000-4999 (the codes an
         # application may choose); a server also sends 1001 and 1011.
-        self.sendCloseFrame(code=code, reasonUtf8=_truncate(reason), isReply=False)
+        self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123), isReply=False)
 
     def onCloseFrame(self, code, reasonRaw):
         if self._closed_by is None and self.state == self.STATE_OPEN:
@@ -280,22 +298,27 @@ class RelayServerFactory(WebSocketServerFactory):
     protocol = RelayServerProtocol
 
     def __init__(
-        self, relay: Relay, max_connections: int, max_message_size: int, reactor
+        self, relay: Relay, max_connections: int, max_message_size: int, reactor,
+        origins: OriginPolicy = OriginPolicy(["*"]),
     ) -> None:
         super().__init__(reactor=reactor)
         self.relay = relay
         self.max_connections = max_connections
         self.max_message_size = max_message_size
+        self.origins = origins
 
 
 def make_ws_factory(config, relay: Relay, reactor) -> RelayServerFactory:
     """The client-side factory, with Autobahn's options taken from the config."""
     factory = RelayServerFactory(
-        relay, config.max_connections, config.max_message_size, reactor
+        relay, config.max_connections, config.max_message_size, reactor,
+        OriginPolicy(config.allowed_origins),
     )
     options = dict(
         webStatus=False,
-        allowedOrigins=list(config.allowed_origins),
+        # Origins are checked in onConnect (socketdock.origins): 403, and
+        # patterns without a port mean the default port.
+        allowedOrigins=["*"],
         maxMessagePayloadSize=config.max_message_size,
         maxFramePayloadSize=config.max_message_size,
         # twisted.web already bounded the request headers; the backend's
@@ -307,6 +330,10 @@ def make_ws_factory(config, relay: Relay, reactor) -> RelayServerFactory:
         # Messages are handed on whole; there is no use for partial frames.
         autoFragmentSize=0,
         failByDrop=False,
+        # Answer a client's close with its own code and reason, as RFC 6455
+        # §5.5.1 suggests and ws, websockets and browsers do: their close
+        # events report the code of our reply, not the one they sent.
+        echoCloseCodeReason=True,
     )
     if config.permessage_deflate:
         from autobahn.websocket.compress import (

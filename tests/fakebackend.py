@@ -326,17 +326,22 @@ class _TrackingFactory(WrappingFactory):
 
 
 def start_backend(
-    reactor: Any, backend: FakeBackend
+    reactor: Any, backend: FakeBackend, endpoint: str = "tcp:0:interface=127.0.0.1",
+    host: str = "127.0.0.1",
 ) -> Deferred[tuple[IListeningPort, str]]:
     """
     Listen on a free loopback port.
 
+    :param endpoint: a server endpoint string; an ``ssl:`` one gives an
+        ``https://`` base URL naming ``host``.
+
     :returns: ``(port, base_url)``; clean up with ``stop_backend(port, backend)``.
     """
-    d = serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(backend._factory)
+    d = serverFromString(reactor, endpoint).listen(backend._factory)
+    scheme = "https" if endpoint.startswith("ssl:") else "http"
 
     def listening(port: IListeningPort) -> tuple[IListeningPort, str]:
-        return port, f"http://127.0.0.1:{port.getHost().port}"
+        return port, f"{scheme}://{host}:{port.getHost().port}"
 
     return d.addCallback(listening)
 

@@ -8,7 +8,7 @@ the real reactor, and stopped (drained) in the test's cleanup.
 from __future__ import annotations
 
 import socket
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, succeed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -418,3 +417,19 @@ class PropertyTests(_Files, SynchronousTestCase):
             self.assertIsInstance(load_config({}, {}, path), Config)
         except ConfigError as e:
             self.assertEqual(len(str(e).splitlines()), 1, str(e))
+
+
+class TokenPropertyTests(SynchronousTestCase):
+    """What the parser accepts as api_token can be sent in a header unchanged."""
+
+    @_HYPOTHESIS
+    @given(value=st.text(max_size=60))
+    def test_accepted_token_fits_a_header(self, value: str) -> None:
+        """Any accepted api_token is unset or printable ASCII without spaces."""
+        try:
+            token = load_config({"api_token": value}, {}, None).api_token
+        except ConfigError as e:
+            _check_error(self, e, {"api_token"})
+            return
+        if token is not None:
+            self.assertRegex(token, r"^[\x21-\x7e]+$")

@@ -2,7 +2,6 @@
 
 import base64
 import json
-import re
 
 from twisted.trial.unittest import SynchronousTestCase
 

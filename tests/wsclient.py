@@ -14,14 +14,14 @@ A refused upgrade errbacks :func:`connect_client` with :class:`HandshakeRefused`
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import attrs
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.protocol import parseHttpHeader
 from autobahn.websocket.types import ConnectionResponse
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.python.failure import Failure
 
 CloseInfo = tuple[bool, Optional[int], Optional[str]]
@@ -298,17 +298,20 @@ def connect_client(
     headers: Optional[dict[str, str]] = None,
     max_message_size: int = 0,
     open_handshake_timeout: float = 30,
+    context_factory: Any = None,
 ) -> Deferred[TestClient]:
     """
     Connect and complete the WebSocket handshake.
 
-    :param url: ``ws://127.0.0.1:<port>/<path>`` (plain TCP only).
+    :param url: ``ws://127.0.0.1:<port>/<path>``, or ``wss://`` with ``context_factory``.
     :param protocols: subprotocols to offer.
     :param headers: extra handshake request headers.
     :param max_message_size: client receive limit in bytes; 0 (Autobahn's client
         default) is unlimited.
     :param open_handshake_timeout: seconds; Autobahn's default of 5 can trip on a
         loaded CI box while SocketDock waits on a scripted connect answer.
+    :param context_factory: for ``wss://``: the client TLS options, e.g.
+        ``optionsForClientTLS(u"localhost", trustRoot=...)``.
     :returns: a Deferred firing with a :class:`TestClient` once open, or failing
         with :class:`HandshakeRefused` (non-101 answer), :class:`HandshakeFailed`
         or a connection error.
@@ -317,8 +320,8 @@ def connect_client(
     factory = _Factory(
         client, url, origin=origin, protocols=protocols, headers=headers, reactor=reactor
     )
-    if factory.isSecure:
-        raise ValueError("connect_client supports ws:// only")
+    if factory.isSecure and context_factory is None:
+        raise ValueError("wss:// needs a context_factory")
     # Autobahn's timers run on txaio's loop, not on ``reactor``: keep autoPing off so
     # no timer outlives a test.
     factory.setProtocolOptions(
@@ -329,5 +332,7 @@ def connect_client(
     )
     opening = client._opening
     assert opening is not None
-    endpoint = TCP4ClientEndpoint(reactor, factory.host, factory.port)
+    endpoint: Any = TCP4ClientEndpoint(reactor, factory.host, factory.port)
+    if factory.isSecure:
+        endpoint = wrapClientTLS(context_factory, endpoint)
     return endpoint.connect(factory).addCallback(lambda _: opening)

@@ -1,0 +1,104 @@
+"""
+CPU per request of each HTTP leg, in isolation, as SocketDock runs it.
+
+    python bench/legs.py [--n 5000] [--conns 50]
+
+``backend``: SocketDock's treq ``BackendClient`` POSTing to a trivial server
+in another process.  ``callback``: SocketDock's ``Site`` answering POSTs from
+a client in another process.  Only this process's CPU is counted, so the
+figures compare builds even on a busy machine better than the end-to-end run.
+"""
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from twisted.internet import defer, reactor, task
+from twisted.web.resource import Resource
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from socketdock.httpclient import BackendClient, make_http_client, make_pool, make_tls_policy  # noqa: E402
+from socketdock.web import make_site  # noqa: E402
+
+PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@defer.inlineCallbacks
+def backend_leg(n: int, conns: int):
+    port = free_port()
+    peer = subprocess.Popen([sys.executable, PEER, "server", str(port)], stdout=subprocess.PIPE)
+    try:
+        peer.stdout.readline()
+        pool = make_pool(reactor)
+        client = BackendClient(make_http_client(reactor, pool, make_tls_policy(None)), reactor, 30)
+        url = f"http://127.0.0.1:{port}/message"
+        body = b'{"meta":{"seq":1},"message":"' + b"x" * 64 + b'"}'
+        yield client.post(url, body)  # warm: connection and lazy imports
+        left = [n]
+
+        @defer.inlineCallbacks
+        def lane():
+            while left[0] > 0:
+                left[0] -= 1
+                result = yield client.post(url, body)
+                assert result.code == 200
+
+        c0, t0 = time.process_time(), time.perf_counter()
+        yield defer.gatherResults([lane() for _ in range(conns)])
+        c1, t1 = time.process_time(), time.perf_counter()
+        yield pool.closeCachedConnections()
+    finally:
+        peer.kill()
+        peer.wait()
+    return (c1 - c0) / n * 1e6, n / (t1 - t0)
+
+
+class _Sink(Resource):
+    """Stands in for the send resource: reads the body, answers 200."""
+
+    isLeaf = True
+
+    def render_POST(self, request):
+        request.content.read()
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"OK\n"
+
+
+@defer.inlineCallbacks
+def callback_leg(n: int, conns: int):
+    listening = reactor.listenTCP(0, make_site(_Sink(), reactor), interface="127.0.0.1")
+    port = listening.getHost().port
+    try:
+        c0, t0 = time.process_time(), time.perf_counter()
+        peer = subprocess.Popen(
+            [sys.executable, PEER, "client", str(port), str(conns), str(n), "/socket/x/send"])
+        while peer.poll() is None:
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        c1, t1 = time.process_time(), time.perf_counter()
+    finally:
+        yield listening.stopListening()
+    return (c1 - c0) / n * 1e6, n / (t1 - t0)
+
+
+@defer.inlineCallbacks
+def main(reactor_, args):
+    for name, leg in (("backend", backend_leg), ("callback", callback_leg)):
+        cpu, rate = yield leg(args.n, args.conns)
+        print(f"{name:9s} {cpu:7.1f} us CPU/request  {rate:8.0f} requests/s")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--conns", type=int, default=50)
+    task.react(main, [parser.parse_args()])

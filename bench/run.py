@@ -1,0 +1,155 @@
+"""
+Benchmark SocketDock on this machine: one command, loopback only.
+
+    python bench/run.py                       # round trips, burst, idle, edge cases
+    python bench/run.py --reps 3 --idle-n 2000,10000 --echo
+
+Starts SocketDock (``twistd socketdock`` from this checkout, http backend,
+``connecturi`` admission on) pinned to one core and drives it from a separate
+Node.js process pinned to another (``bench/relay-bench/bench.js``: the
+WebSocket clients and a fast keep-alive backend that answers every message by
+POSTing it to ``send``).  Prints round trips/s, latency percentiles, relay
+CPU per round trip, memory per idle connection, handshakes/s and whether every
+reply came back exactly once and in order.  ``--echo`` adds the floor: an
+Autobahn/Twisted echo server with no HTTP at all, on the same machine.
+
+Needs ``node`` and ``npm`` (``ws`` is installed once under ``--deps``) and
+``taskset`` (util-linux).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HARNESS = os.path.join(HERE, "relay-bench")
+ROOT = os.path.dirname(HERE)
+
+
+def relay_command(extra: str) -> str:
+    """The relay as the harness starts it: this checkout, settings on the command line."""
+    # (``python -m twisted.scripts.twistd`` does nothing: the module has no main)
+    twistd = f"{shlex.quote(sys.executable)} -c 'from twisted.scripts.twistd import run; run()'"
+    return (
+        f"env PYTHONPATH={shlex.quote(ROOT)} {twistd} -n --pidfile= socketdock "
+        "--bindip 127.0.0.1 --bindport {port} --backend http --externalhostandport {relay} "
+        "--messageuri {backend}/message --connecturi {backend}/connect "
+        "--disconnecturi {backend}/disconnect --ping-interval 0 " + extra
+    ).strip()
+
+
+def install_deps(deps: str) -> str:
+    """``npm ci`` the harness's one dependency (ws) once; returns NODE_PATH."""
+    modules = os.path.join(deps, "node_modules")
+    if not os.path.isdir(os.path.join(modules, "ws")):
+        os.makedirs(deps, exist_ok=True)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy(os.path.join(HARNESS, name), deps)
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=deps, check=True,
+                       stdout=subprocess.DEVNULL)
+    return modules
+
+
+def harness(args, node_path: str, label: str, mode: str, relay_cmd: str, tests: str,
+            out: str, port: int) -> dict:
+    """One harness run; returns its JSON document."""
+    cmd = [
+        "taskset", "-c", args.client_cpu, "node", os.path.join(HARNESS, "bench.js"),
+        "--label", label, "--mode", mode, "--relay-cmd", relay_cmd, "--relay-cwd", HARNESS,
+        "--port", str(port), "--backend-port", str(port + 1), "--relay-cpu", args.relay_cpu,
+        "--tests", tests, "--reps", str(args.reps), "--idle-n", args.idle_n,
+        "--conns", str(args.conns), "--duration", str(args.duration),
+        "--quiet-wait", str(args.quiet_wait), "--out", out,
+    ]
+    env = dict(os.environ, NODE_PATH=node_path)
+    log = out + ".log"
+    with open(log, "w") as f:
+        subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, check=True,
+                       timeout=45 * 60)
+    with open(out) as f:
+        return json.load(f)
+
+
+def report(label: str, doc: dict) -> None:
+    """The figures a user asks for, medians over the repetitions."""
+    s = doc["summary"]
+    print(f"== {label}")
+    rt = s.get("rt")
+    if rt:
+        med = {k: v["median"] for k, v in rt.items() if isinstance(v, dict)}
+        print(f"  round trips/s        {med['msgsPerSec']:10.0f}   ({args_conns(doc)} clients, closed loop)")
+        print(f"  latency p50 / p99    {med['latP50ms']:7.1f} ms / {med['latP99ms']:.1f} ms")
+        print(f"  relay CPU per rt     {med['relayCpuSecPer1000'] * 1000:10.0f} us"
+              f"   (relay core busy {med['relayCpuUtil']:.0%}, harness core {med['clientCpuUtil']:.0%})")
+        print(f"  every reply, once    {'yes' if rt['allCorrect'] else 'NO'}")
+    for key, idle in s.items():
+        if key.startswith("idle_"):
+            n = int(key[5:])
+            rates = [n / t for t in idle["openSec"] if t]
+            hs = sorted(rates)[len(rates) // 2] if rates else float("nan")
+            print(f"  idle x{n:<6d} RSS/conn {idle['rssPerConnKb']['median']:7.1f} KiB"
+                  f"   handshakes/s {hs:7.0f}   notices ok {'yes' if idle['allOk'] else 'NO'}")
+    if "burst" in s:
+        print(f"  burst exactly once, in order: {'yes' if s['burst']['allCorrect'] else 'NO'}")
+    for r in doc["results"]:
+        if r.get("test") == "edge":
+            cases = r.get("cases", {})
+            summary = ", ".join(
+                f"{name}: {len(c.get('replies', []))} reply"
+                + (f", close {c['close']['code']}" if c.get("close") and c["close"]["code"] != 1000 else "")
+                for name, c in cases.items())
+            print(f"  edge cases           {summary}; tracebacks in log: {r.get('relayTracebacks')}")
+    noisy = [r["otherBusyPerCore"] for r in doc["results"] if r.get("otherBusyPerCore")]
+    if any(max(x) > 0.1 for x in noisy):
+        print(f"  note: other load shared the machine during rt (busy per core {noisy}): figures are noisy")
+
+
+def args_conns(doc: dict) -> int:
+    return doc["meta"]["opts"]["conns"]
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tests", default="rt,burst,idle,edge")
+    p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--conns", type=int, default=50)
+    p.add_argument("--duration", type=int, default=10, help="seconds measured per rt run")
+    p.add_argument("--idle-n", default="2000", help="idle connection counts, comma-separated")
+    p.add_argument("--relay-args", default="", help="extra socketdock options, e.g. '--inline-reply'")
+    p.add_argument("--echo", action="store_true", help="also measure the Autobahn echo floor")
+    p.add_argument("--relay-cpu", default="0")
+    p.add_argument("--client-cpu", default="1")
+    p.add_argument("--port", type=int, default=18765)
+    p.add_argument("--quiet-wait", type=int, default=30,
+                   help="seconds to wait for the machine to go quiet before each test")
+    p.add_argument("--deps", default=os.path.join(tempfile.gettempdir(), "socketdock-bench-deps"))
+    p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "socketdock-bench"))
+    args = p.parse_args(argv)
+    for tool in ("node", "npm", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"bench/run.py needs {tool!r} on PATH", file=sys.stderr)
+            return 2
+    node_path = install_deps(args.deps)
+    os.makedirs(args.out, exist_ok=True)
+    doc = harness(args, node_path, "socketdock", "relay", relay_command(args.relay_args),
+                  args.tests, os.path.join(args.out, "socketdock.json"), args.port)
+    report("SocketDock (http backend, connecturi admission, send callbacks)", doc)
+    if args.echo:
+        floor = f"{shlex.quote(sys.executable)} floor_echo.py {{port}}"
+        tests = ",".join(t for t in args.tests.split(",") if t in ("rt", "idle")) or "rt"
+        doc = harness(args, node_path, "echo", "echo", floor, tests,
+                      os.path.join(args.out, "echo.json"), args.port + 10)
+        report("Autobahn/Twisted echo floor (no HTTP)", doc)
+    print(f"full results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Real client stacks (Node ws, Python websockets, Chromium) against SocketDock."""

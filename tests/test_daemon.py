@@ -1,0 +1,168 @@
+"""
+The real daemon (SPEC §1, §6): ``twistd -n socketdock`` as a child process,
+started from the README's command, refusing a bad setting, and stopped with
+SIGTERM while clients are connected and the backend is healthy, stalled or dead.
+"""
+
+import os
+
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from tests.daemon import TREE, ready, spawn_socketdock
+from tests.fakebackend import STALL, Answer, FakeBackend, start_backend, stop_backend
+from tests.harness import free_port
+from tests.test_reliability import folded
+from tests.wsclient import HandshakeRefused, connect_client
+
+
+class DaemonCase(TestCase):
+    """Starts a FakeBackend and, per test, one twistd child; both are cleaned up."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        self.backend = FakeBackend(reactor)
+        port, self.url = yield start_backend(reactor, self.backend)
+        self.addCleanup(stop_backend, port, self.backend)
+        self.port = free_port()
+
+    @inlineCallbacks
+    def daemon(self, *args, wait=True):
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        self.pidfile = os.path.join(workdir, "twistd.pid")
+        proc = spawn_socketdock(self, reactor, "--bindport", str(self.port), *args,
+                                twistd_args=("-n", "--pidfile", self.pidfile), path=workdir)
+        if wait:
+            yield ready(reactor, proc, f"http://127.0.0.1:{self.port}")
+        return proc
+
+    @inlineCallbacks
+    def exit_code(self, proc):
+        """The exit status; a death by signal fails the test."""
+        code, sig = yield proc.exited
+        self.assertIsNone(sig, f"killed by signal {sig}")
+        return code
+
+    @inlineCallbacks
+    def log_line(self, proc, text):
+        """The first output line holding ``text``, once it appears."""
+        yield proc.wait_for(text)
+        return next(line for line in proc.text().splitlines() if text in line)
+
+    def http_daemon(self, *args, messageuri=None, disconnecturi=None):
+        return self.daemon(
+            "--backend", "http", "--ping-interval", "0",
+            "--messageuri", messageuri or self.url + "/message",
+            "--disconnecturi", disconnecturi or self.url + "/disconnect", *args)
+
+    @inlineCallbacks
+    def client(self):
+        client = yield connect_client(reactor, f"ws://127.0.0.1:{self.port}/ws")
+        self.addCleanup(client.shutdown)
+        return client
+
+
+class StartTests(DaemonCase):
+    @inlineCallbacks
+    def test_readme_command_echoes(self):
+        """twistd -n socketdock --config etc/socketdock.ini runs the loopback relay, which echoes."""
+        proc = yield self.daemon("--config", str(TREE / "etc" / "socketdock.ini"))
+        client = yield self.client()
+        client.send_text("hello")
+        self.assertEqual((yield client.next_message()), (b"hello", False))
+        proc.signal("TERM")
+        _, code, _ = yield client.closed
+        self.assertEqual(code, 1001)
+        self.assertEqual((yield self.exit_code(proc)), 0)
+        self.assertFalse(os.path.exists(self.pidfile))
+
+    @inlineCallbacks
+    def test_bad_setting_exits_nonzero_naming_the_key(self):
+        """--bindport abc stops start-up with a non-zero exit, a last line naming bindport, no traceback."""
+        proc = yield self.daemon("--bindport", "abc", wait=False)
+        self.assertNotEqual((yield self.exit_code(proc)), 0)
+        lines = [line for line in proc.text().splitlines() if line.strip()]
+        self.assertIn("bindport", lines[-1])
+        self.assertNotIn("Traceback", proc.text())
+
+
+class DrainTests(DaemonCase):
+    @inlineCallbacks
+    def test_sigterm_with_healthy_backend_delivers_everything(self):
+        """SIGTERM: 1001 to all, readyz and handshakes 503, queued messages and every notice delivered, exit 0."""
+        proc = yield self.http_daemon("--shutdown-timeout", "10")
+        self.backend.answer_next("message", STALL)
+        a = yield self.client()
+        a.send_text("a1")
+        yield self.backend.wait_for("message", 1)
+        a.send_text("a2")
+        yield a.ping()  # a2 is queued behind the stalled a1
+        others = [(yield self.client()), (yield self.client())]
+        for i, client in enumerate(others):
+            client.send_text(f"x{i}")
+        yield self.backend.wait_for("message", 3)
+
+        proc.signal("TERM")
+        closes = yield gatherResults([c.closed for c in [a] + others])
+        self.assertEqual([code for _, code, _ in closes], [1001] * 3)
+        code, _, _ = yield self.backend.request("GET", f"http://127.0.0.1:{self.port}/readyz")
+        self.assertEqual(code, 503)
+        refused = yield self.assertFailure(
+            connect_client(reactor, f"ws://127.0.0.1:{self.port}/ws"), HandshakeRefused)
+        self.assertEqual(refused.status, 503)
+
+        self.backend.release(self.backend.stalled[0], Answer())
+        notices = yield self.backend.wait_for("disconnect", 3)
+        self.assertEqual((yield self.exit_code(proc)), 0)
+        self.assertFalse(os.path.exists(self.pidfile))
+        self.assertEqual({(n["meta"]["code"], n["meta"]["initiator"]) for n in notices},
+                         {(1001, "server")})
+        by_connection = {}
+        for m in self.backend.messages:
+            by_connection.setdefault(m["meta"]["connection_id"], []).append(m)
+        self.assertEqual(set(by_connection), {n["connection_id"] for n in notices})
+        a_id = self.backend.messages[0]["meta"]["connection_id"]
+        self.assertEqual(folded(self, by_connection[a_id]), [(1, "a1"), (2, "a2")])
+        yield proc.wait_for("every queued message and notice delivered")
+
+    @inlineCallbacks
+    def test_sigterm_with_dead_backend_exits_at_the_timeout(self):
+        """With the backend gone, a stop exits 0 right after shutdown_timeout and logs the notices lost."""
+        dead = f"http://127.0.0.1:{free_port()}"
+        proc = yield self.http_daemon(
+            "--shutdown-timeout", "1.5", "--backend-timeout", "0.5",
+            messageuri=dead + "/message", disconnecturi=dead + "/disconnect")
+        clients = [(yield self.client()), (yield self.client())]
+        stopped_at = reactor.seconds()
+        proc.signal("TERM")
+        closes = yield gatherResults([c.closed for c in clients])
+        self.assertEqual([code for _, code, _ in closes], [1001, 1001])
+        self.assertEqual((yield self.exit_code(proc)), 0)
+        elapsed = reactor.seconds() - stopped_at
+        self.assertGreaterEqual(elapsed, 1.4)
+        self.assertLess(elapsed, 1.5 + 2.0)
+        self.assertFalse(os.path.exists(self.pidfile))
+        line = yield self.log_line(proc, "undelivered")
+        self.assertIn("2 disconnect notices", line)
+
+    @inlineCallbacks
+    def test_sigterm_with_stalled_backend_exits_at_the_timeout(self):
+        """A message the backend never answers holds its notice; the stop still ends at shutdown_timeout."""
+        proc = yield self.http_daemon("--shutdown-timeout", "1.5", "--backend-timeout", "30")
+        self.backend.answer_next("message", STALL)
+        client = yield self.client()
+        client.send_text("never answered")
+        yield self.backend.wait_for("message", 1)
+        stopped_at = reactor.seconds()
+        proc.signal("TERM")
+        self.assertEqual((yield self.exit_code(proc)), 0)
+        elapsed = reactor.seconds() - stopped_at
+        self.assertGreaterEqual(elapsed, 1.4)
+        self.assertLess(elapsed, 1.5 + 2.0)
+        self.assertEqual(self.backend.disconnects, [])
+        line = yield self.log_line(proc, "undelivered")
+        self.assertIn("1 disconnect notices", line)

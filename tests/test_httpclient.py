@@ -1,0 +1,89 @@
+"""
+The backend client's fast options (prepared URL, one-write body, no cookies,
+shared headers) against a real twisted.web server on loopback.
+"""
+
+from hyperlink import EncodedURL
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.test.proto_helpers import StringTransport
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from socketdock.httpclient import (
+    BackendClient, BytesProducer, PreparedURL, make_http_client, make_pool, make_tls_policy,
+)
+
+
+class PreparedURLTests(SynchronousTestCase):
+    def test_encoded_once_like_treq(self):
+        """A prepared URL is what treq's per-call encoding would produce, and stays as is."""
+        text = "http://bücher.example:8080/ä b?x=ü"
+        prepared = PreparedURL.prepare(text)
+        expected = EncodedURL.from_text(text).to_uri().to_text()
+        self.assertEqual(prepared.to_text(), expected)
+        self.assertIs(prepared.to_uri(), prepared)
+        self.assertEqual(prepared.to_uri().to_text(), expected)
+
+
+class BytesProducerTests(SynchronousTestCase):
+    def test_writes_everything_at_once(self):
+        """The body is announced by length and written in one call; the Deferred has fired."""
+        consumer = StringTransport()
+        producer = BytesProducer(b"abc")
+        self.assertEqual(producer.length, 3)
+        d = producer.startProducing(consumer)
+        self.assertEqual(consumer.value(), b"abc")
+        self.assertIsNone(self.successResultOf(d))
+
+
+class _Recorder(Resource):
+    """Remembers each request's body, headers and client port; sets a cookie."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = []
+
+    def render_POST(self, request):
+        self.seen.append((request.content.read(), request.requestHeaders, request.getClientAddress().port))
+        request.addCookie(b"session", b"backend-state")
+        request.setHeader(b"content-type", b"text/plain")
+        return b"answer:" + str(len(self.seen)).encode("ascii")
+
+
+class BackendClientTests(TestCase):
+    def setUp(self):
+        self.resource = _Recorder()
+        port = reactor.listenTCP(0, Site(self.resource), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.url = f"http://127.0.0.1:{port.getHost().port}/message"
+        pool = make_pool(reactor)
+        self.addCleanup(pool.closeCachedConnections)
+        http = make_http_client(reactor, pool, make_tls_policy(None))
+        self.client = BackendClient(http, reactor, 10, signing_secret="s3cret")
+
+    @inlineCallbacks
+    def test_posts_reuse_one_connection_without_cookies(self):
+        """Two POSTs share one connection, carry body and headers, and never send a cookie back."""
+        first = yield self.client.post(self.url, b'{"n":1}')
+        second = yield self.client.post(self.url, b'{"n":2}')
+        self.assertEqual((first.code, first.body), (200, b"answer:1"))
+        self.assertEqual(second.body, b"answer:2")
+        (body1, headers1, port1), (body2, headers2, port2) = self.resource.seen
+        self.assertEqual((body1, body2), (b'{"n":1}', b'{"n":2}'))
+        self.assertEqual(port1, port2)
+        self.assertEqual(headers2.getRawHeaders(b"content-type"), [b"application/json"])
+        self.assertEqual(headers2.getRawHeaders(b"content-length"), [b"7"])
+        self.assertTrue(headers2.getRawHeaders(b"x-socketdock-signature")[0].startswith(b"t="))
+        self.assertIsNone(headers2.getRawHeaders(b"cookie"))
+
+    @inlineCallbacks
+    def test_large_body_arrives_whole(self):
+        """A 1 MiB body written in one go reaches the server intact."""
+        body = b"x" * (1 << 20)
+        result = yield self.client.post(self.url, body)
+        self.assertEqual(result.code, 200)
+        self.assertEqual(self.resource.seen[0][0], body)

@@ -1,0 +1,109 @@
+"""
+The limits of SPEC §2 and §4 end to end: max_connections, allowed_origins and
+inline_reply, on a real instance and backend over loopback.  (queue_limit is
+in test_reliability's backpressure tests.)
+"""
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+
+from tests.fakebackend import STALL, Answer
+from tests.test_end_to_end import RelayTestCase
+from tests.wsclient import HandshakeRefused, connect_client
+
+
+class LimitCase(RelayTestCase):
+    timeout = 30
+
+    def refused(self, **kwargs):
+        """Fires with the status of a handshake that must be refused."""
+        d = self.assertFailure(connect_client(reactor, self.relay.ws_url(), **kwargs),
+                               HandshakeRefused)
+        return d.addCallback(lambda failure: failure.status)
+
+
+class MaxConnectionsTests(LimitCase):
+    @inlineCallbacks
+    def test_past_max_connections_is_503(self):
+        """With max_connections 2 a third handshake gets 503; once one leaves a new one is admitted."""
+        yield self.start(max_connections=2)
+        first = yield self.client()
+        yield self.client()
+        self.assertEqual((yield self.refused()), 503)
+        yield first.close()
+        yield self.backend.wait_for("disconnect", 1)
+        yield self.client()
+
+    @inlineCallbacks
+    def test_pending_handshake_counts(self):
+        """A handshake still waiting for the backend's connect answer takes a place."""
+        yield self.start(max_connections=1, connecturi="{backend}/connect")
+        self.backend.answer_next("connect", STALL)
+        pending = connect_client(reactor, self.relay.ws_url())
+        yield self.backend.wait_for("connect", 1)
+        self.assertEqual((yield self.refused()), 503)
+        self.assertEqual(len(self.backend.connects), 1)
+        self.backend.release(self.backend.stalled[0], Answer(200, b""))
+        client = yield pending
+        self.addCleanup(client.shutdown)
+
+
+class OriginTests(LimitCase):
+    @inlineCallbacks
+    def test_foreign_origin_is_403(self):
+        """An Origin matching no pattern is refused with 403 before the backend hears of it."""
+        yield self.start(allowed_origins="https://*.example.com", connecturi="{backend}/connect")
+        self.assertEqual((yield self.refused(origin="https://evil.test")), 403)
+        self.assertEqual((yield self.refused(origin="https://example.com.evil.test")), 403)
+        self.assertEqual((yield self.refused(origin="http://app.example.com")), 403)
+        self.assertEqual(self.backend.connects, [])
+
+    @inlineCallbacks
+    def test_matching_pattern_is_101(self):
+        """https://*.example.com admits https://app.example.com, on its default port or not."""
+        yield self.start(allowed_origins="https://*.example.com, http://localhost:*")
+        for origin in ("https://app.example.com", "https://app.example.com:443",
+                       "http://localhost:3000"):
+            client = yield self.client(origin=origin)
+            yield client.close()
+
+    @inlineCallbacks
+    def test_no_origin_header_is_admitted(self):
+        """A non-browser client that sends no Origin is admitted whatever the patterns."""
+        yield self.start(allowed_origins="https://*.example.com")
+        client = yield self.client()
+        yield client.ping()
+
+
+class InlineReplyTests(LimitCase):
+    @inlineCallbacks
+    def test_2xx_body_goes_to_the_client(self):
+        """With inline_reply a text/* body arrives as a text frame, another type as binary."""
+        yield self.start(inline_reply=True)
+        self.backend.answer_next(
+            "message",
+            Answer(200, "réponse".encode(), {"Content-Type": "text/plain; charset=utf-8"}),
+            Answer(202, b"\x00\x01", {"Content-Type": "application/octet-stream"}),
+            Answer(200, b""),
+        )
+        client = yield self.client()
+        client.send_text("a")
+        client.send_text("b")
+        client.send_text("c")
+        self.assertEqual((yield client.next_message()), ("réponse".encode(), False))
+        self.assertEqual((yield client.next_message()), (b"\x00\x01", True))
+        yield self.backend.wait_for("message", 3)
+        yield client.ping()
+        code, _ = yield self.backend.post_send(self.backend.messages[0]["meta"]["send"], b"next")
+        self.assertEqual(code, 200)
+        self.assertEqual((yield client.next_message()), (b"next", False))
+
+    @inlineCallbacks
+    def test_off_by_default(self):
+        """Without inline_reply the backend's "OK" is not sent to the client."""
+        yield self.start()
+        client = yield self.client()
+        client.send_text("a")
+        (msg,) = yield self.backend.wait_for("message", 1)
+        yield self.backend.post_send(msg["meta"]["send"], b"only this")
+        self.assertEqual((yield client.next_message()), (b"only this", False))
