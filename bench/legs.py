@@ -39,7 +39,7 @@ def backend_leg(n: int, conns: int):
     peer = subprocess.Popen([sys.executable, PEER, "server", str(port)], stdout=subprocess.PIPE)
     try:
         peer.stdout.readline()
-        pool = make_pool(reactor)
+        pool = make_pool(reactor, 128)
         client = BackendClient(make_http_client(reactor, pool, make_tls_policy(None)), reactor, 30)
         url = f"http://127.0.0.1:{port}/message"
         body = b'{"meta":{"seq":1},"message":"' + b"x" * 64 + b'"}'

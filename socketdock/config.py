@@ -85,6 +85,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ping_timeout", "10", "Seconds to wait for a pong before dropping the peer (0: off)."),
     Setting("backend_timeout", "10", "Seconds for one request to the backend."),
     Setting("backend_retries", "5", "Further attempts after a failed backend request."),
+    Setting("backend_concurrency", "128", "Requests to the backend in flight at once; more wait in line."),
     Setting("queue_limit", "64", "Messages waiting for the backend per connection before reading pauses."),
     Setting("inline_reply", "false", "Send a non-empty 2xx body of a message POST back to the client."),
     Setting("shutdown_timeout", "10", "Seconds a stop may spend draining."),
@@ -116,6 +117,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "ping_timeout": p.parse_seconds,
     "backend_timeout": lambda t: p.parse_seconds(t, allow_zero=False),
     "backend_retries": p.parse_count,
+    "backend_concurrency": lambda t: p.parse_count(t, minimum=1),
     "queue_limit": lambda t: p.parse_count(t, minimum=1),
     "inline_reply": p.parse_bool,
     "shutdown_timeout": p.parse_seconds,
@@ -156,6 +158,7 @@ class Config:
     ping_timeout: float
     backend_timeout: float
     backend_retries: int
+    backend_concurrency: int
     queue_limit: int
     inline_reply: bool
     shutdown_timeout: float

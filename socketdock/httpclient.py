@@ -17,7 +17,7 @@ import treq
 from OpenSSL import SSL
 from service_identity import VerificationError
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.ssl import Certificate
 from twisted.python.failure import Failure
@@ -51,7 +51,7 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> bytes:
     return b"t=" + t + b",v1=" + mac.encode("ascii")
 
 
-def make_pool(reactor, max_per_host: int = 64) -> HTTPConnectionPool:
+def make_pool(reactor, max_per_host: int) -> HTTPConnectionPool:
     """
     The process's one persistent connection pool towards the backend.
 
@@ -73,6 +73,11 @@ class BackendClient:
     :param clock: for the timeout.
     :param timeout: seconds for one whole exchange.
     :param signing_secret: when set, every request is signed.
+    :param concurrency: requests in flight at once.  Ten thousand clients
+        closing together would otherwise open ten thousand connections to the
+        backend at once, run the process out of file descriptors and lose
+        notices to connection errors; past this many, requests wait in line
+        (first come, first served) and reuse the pooled connections.
     """
 
     def __init__(
@@ -81,8 +86,10 @@ class BackendClient:
         clock: IReactorTime,
         timeout: float,
         signing_secret: Optional[str] = None,
+        concurrency: int = 128,
     ) -> None:
         self._http = http
+        self._slots = DeferredSemaphore(concurrency)
         self._clock = clock
         self._timeout = timeout
         self._secret = signing_secret.encode("utf-8") if signing_secret else None
@@ -102,7 +109,16 @@ class BackendClient:
         return prepared
 
     def post(self, url: str, body: bytes) -> "Deferred[HTTPResult]":
-        """One attempt: fails on connection errors and on timeout (cancelled)."""
+        """
+        One attempt, once a slot is free: fails on connection errors and on
+        timeout (the timeout starts when the request does, not in the line).
+        Cancelling it while it waits for a slot just leaves the line.
+        """
+        d = self._slots.acquire()
+        d.addCallback(self._attempt, url, body)
+        return d
+
+    def _attempt(self, _: object, url: str, body: bytes) -> "Deferred[HTTPResult]":
         headers = self._headers
         if self._secret is not None:
             headers = headers.copy()
@@ -120,7 +136,11 @@ class BackendClient:
         )
         d.addCallback(_collect)
         d.addTimeout(self._timeout, self._clock)
-        return d
+        return d.addBoth(self._release)
+
+    def _release(self, outcome: object) -> object:
+        self._slots.release()
+        return outcome
 
 
 class NoCookies(CookieJar):

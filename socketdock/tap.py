@@ -122,12 +122,13 @@ def make_service(config: Config, reactor) -> SocketDockService:
     metrics = Metrics(active=registry.__len__, queued=lambda: relay.queued())
     pool = None
     if config.backend == "http":
-        pool = make_pool(reactor)
+        pool = make_pool(reactor, config.backend_concurrency)
         client = BackendClient(
             make_http_client(reactor, pool, make_tls_policy(config.backend_ca)),
             reactor,
             config.backend_timeout,
             config.signing_secret,
+            config.backend_concurrency,
         )
         backend = HTTPBackend(
             client, reactor, urls, metrics,

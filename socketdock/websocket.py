@@ -30,6 +30,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from socketdock.backend import ConnectRefused
+from socketdock.keepalive import Keepalive
 from socketdock.origins import OriginPolicy
 from socketdock.registry import IConnection, NotLive, OutboundFull
 from socketdock.relay import ISocket, Relay, Session
@@ -73,6 +74,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._unsent = 0
         self._reading_paused = False
         self._consuming = False
+        self._keepalive: Optional[Keepalive] = None
 
     # -- handshake ------------------------------------------------------------
 
@@ -140,9 +142,26 @@ class RelayServerProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         self._state = _OPEN
+        factory = self.factory
+        self._keepalive = Keepalive(
+            factory.reactor, factory.ping_interval, factory.ping_timeout,
+            self.sendPing, self._ping_timed_out,
+        )
+        self._keepalive.start()
         held, self._held = self._held, []
         for payload, is_binary, d in held:
             self._send_now(payload, is_binary, d)
+
+    def onPong(self, payload: bytes) -> None:
+        if self._keepalive is not None:
+            self._keepalive.pong(payload)
+
+    def _ping_timed_out(self) -> None:
+        self._log.info("client {connection_id} did not answer a ping; dropping it",
+                       connection_id=self.connection_id)
+        self.wasClean = False
+        self.wasNotCleanReason = "ping timeout"
+        self.dropConnection(abort=True)
 
     # -- client to backend ----------------------------------------------------
 
@@ -155,10 +174,14 @@ class RelayServerProtocol(WebSocketServerProtocol):
     def pause_reading(self) -> None:
         self._reading_paused = True
         self.transport.pauseProducing()
+        if self._keepalive is not None:
+            self._keepalive.reading(False)
 
     def resume_reading(self) -> None:
         self._reading_paused = False
         self.transport.resumeProducing()
+        if self._keepalive is not None:
+            self._keepalive.reading(True)
         if not self._consuming:
             # Frames read before the pause are still in Autobahn's buffer.
             self.consumeData()
@@ -249,6 +272,13 @@ class RelayServerProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code, reason) -> None:
         state, self._state = self._state, _CLOSED
+        if self._keepalive is not None:
+            self._keepalive.stop()
+        # Autobahn forgets this timer when the connection goes: a stopped
+        # instance would otherwise keep the reactor busy for another second.
+        if self.closeHandshakeTimeoutCall is not None:
+            self.closeHandshakeTimeoutCall.cancel()
+            self.closeHandshakeTimeoutCall = None
         relay: Relay = self.factory.relay
         if self.connection_id:
             relay.registry.discard(self.connection_id)
@@ -300,19 +330,22 @@ class RelayServerFactory(WebSocketServerFactory):
     def __init__(
         self, relay: Relay, max_connections: int, max_message_size: int, reactor,
         origins: OriginPolicy = OriginPolicy(["*"]),
+        ping_interval: float = 0, ping_timeout: float = 0,
     ) -> None:
         super().__init__(reactor=reactor)
         self.relay = relay
         self.max_connections = max_connections
         self.max_message_size = max_message_size
         self.origins = origins
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
 
 
 def make_ws_factory(config, relay: Relay, reactor) -> RelayServerFactory:
     """The client-side factory, with Autobahn's options taken from the config."""
     factory = RelayServerFactory(
         relay, config.max_connections, config.max_message_size, reactor,
-        OriginPolicy(config.allowed_origins),
+        OriginPolicy(config.allowed_origins), config.ping_interval, config.ping_timeout,
     )
     options = dict(
         webStatus=False,
@@ -325,8 +358,9 @@ def make_ws_factory(config, relay: Relay, reactor) -> RelayServerFactory:
         # admission has its own bound (timeout x retries).
         openHandshakeTimeout=0,
         closeHandshakeTimeout=1,
-        autoPingInterval=config.ping_interval,
-        autoPingTimeout=config.ping_timeout if config.ping_interval else 0,
+        # Pings are ours (socketdock.keepalive): Autobahn's timers truncate
+        # deadlines to whole seconds.
+        autoPingInterval=0,
         # Messages are handed on whole; there is no use for partial frames.
         autoFragmentSize=0,
         failByDrop=False,

@@ -50,7 +50,7 @@ class DefaultsTests(SynchronousTestCase):
                 api_listen=None, api_token=None, signing_secret=None,
                 allowed_origins=("*",), max_message_size=4194304, max_connections=0,
                 ping_interval=30.0, ping_timeout=10.0, backend_timeout=10.0,
-                backend_retries=5, queue_limit=64, inline_reply=False,
+                backend_retries=5, backend_concurrency=128, queue_limit=64, inline_reply=False,
                 shutdown_timeout=10.0, journal=None, backend_ca=None,
                 permessage_deflate=False,
             ),

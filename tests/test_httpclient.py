@@ -5,7 +5,8 @@ shared headers) against a real twisted.web server on loopback.
 
 from hyperlink import EncodedURL
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import Clock
 from twisted.test.proto_helpers import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
@@ -60,7 +61,7 @@ class BackendClientTests(TestCase):
         port = reactor.listenTCP(0, Site(self.resource), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.url = f"http://127.0.0.1:{port.getHost().port}/message"
-        pool = make_pool(reactor)
+        pool = make_pool(reactor, 4)
         self.addCleanup(pool.closeCachedConnections)
         http = make_http_client(reactor, pool, make_tls_policy(None))
         self.client = BackendClient(http, reactor, 10, signing_secret="s3cret")
@@ -87,3 +88,59 @@ class BackendClientTests(TestCase):
         result = yield self.client.post(self.url, body)
         self.assertEqual(result.code, 200)
         self.assertEqual(self.resource.seen[0][0], body)
+
+
+class ConcurrencyTests(SynchronousTestCase):
+    """BackendClient keeps at most ``concurrency`` requests in flight."""
+
+    def make(self, concurrency):
+        from socketdock.httpclient import BackendClient
+
+        self.started = []
+        self.answers = []
+
+        class Http:
+            def post(inner, url, **kwargs):
+                d = Deferred()
+                self.started.append(url.to_text())
+                self.answers.append(d)
+                return d
+
+        clock = Clock()
+        return clock, BackendClient(Http(), clock, 10, concurrency=concurrency)
+
+    def test_excess_requests_wait_in_line(self) -> None:
+        """With two slots the third request starts only when one finishes, in order."""
+        clock, client = self.make(2)
+        results = [client.post(f"http://b/{n}", b"{}") for n in range(3)]
+        self.assertEqual(self.started, ["http://b/0", "http://b/1"])
+        self.answers[0].errback(ConnectionRefusedError())
+        self.failureResultOf(results[0], ConnectionRefusedError)
+        self.assertEqual(len(self.started), 3)
+        self.assertEqual(self.started[2], "http://b/2")
+
+    def test_timeout_starts_with_the_request(self) -> None:
+        """Time spent waiting for a slot does not count against backend_timeout."""
+        clock, client = self.make(1)
+        first = client.post("http://b/0", b"{}")
+        second = client.post("http://b/1", b"{}")
+        clock.advance(9)
+        self.answers[0].errback(ConnectionRefusedError())
+        self.failureResultOf(first)
+        clock.advance(9)
+        self.assertNoResult(second)
+        clock.advance(1)
+        self.failureResultOf(second)
+
+    def test_cancel_while_waiting_leaves_the_line(self) -> None:
+        """A request cancelled before it started never starts and frees nothing twice."""
+        clock, client = self.make(1)
+        first = client.post("http://b/0", b"{}")
+        second = client.post("http://b/1", b"{}")
+        second.cancel()
+        self.failureResultOf(second)
+        self.answers[0].errback(ConnectionRefusedError())
+        self.failureResultOf(first)
+        third = client.post("http://b/2", b"{}")
+        self.assertEqual(len(self.started), 2)
+        self.assertNoResult(third)
