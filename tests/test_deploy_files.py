@@ -19,10 +19,10 @@ HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/us
 
 class DeployFilesTests(SynchronousTestCase):
     def test_instance_inis_load_and_differ(self):
-        """Each etc/instance-*.ini loads and has its own listen, api_listen and externalhostandport."""
+        """Each etc/instance-*.ini loads and has its own listen, api_listen, externalhostandport and journal."""
         configs = [load_config({}, {}, str(p)) for p in sorted(ETC.glob("instance-*.ini"))]
         self.assertGreaterEqual(len(configs), 3)
-        for key in ("listen", "api_listen", "externalhostandport"):
+        for key in ("listen", "api_listen", "externalhostandport", "journal"):
             values = [getattr(c, key) for c in configs]
             self.assertEqual(len(set(values)), len(values), key)
         for config in configs:

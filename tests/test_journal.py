@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from socketdock.config import ConfigError, load_config
 from socketdock.journal import (
+    BATCH_WINDOW,
     RETRY_DELAY,
     InlineWriter,
     Journal,
@@ -88,14 +89,15 @@ class JournalTests(SynchronousTestCase):
     def close(self) -> None:
         self.successResultOf(self.journal.close())
 
-    def test_one_transaction_per_turn(self) -> None:
-        """Changes made in one reactor turn are written together, after the turn."""
+    def test_one_transaction_per_window(self) -> None:
+        """Changes made within one batch window are written together, once it ends."""
         self.journal.record("a")
         self.journal.record("b")
+        self.clock.advance(BATCH_WINDOW / 2)
         self.journal.record("c")
         self.journal.forget("old")
         self.assertEqual(self.writer.transactions, 0)
-        self.clock.advance(0)
+        self.clock.advance(BATCH_WINDOW / 2)
         self.assertEqual((self.writer.transactions, self.journal.pending()), (1, 0))
         self.close()
         self.assertEqual(stored(self.path), ["a", "b", "c"])
@@ -105,7 +107,7 @@ class JournalTests(SynchronousTestCase):
         self.journal.record("a")
         self.journal.forget("a")
         self.assertEqual(self.journal.pending(), 0)
-        self.clock.advance(0)
+        self.clock.advance(BATCH_WINDOW)
         self.assertEqual(self.writer.transactions, 0)
         self.close()
         self.assertEqual(stored(self.path), [])
@@ -114,9 +116,9 @@ class JournalTests(SynchronousTestCase):
         """A forget after the record was written deletes it in a later batch."""
         self.journal.record("a")
         self.journal.record("b")
-        self.clock.advance(0)
+        self.clock.advance(BATCH_WINDOW)
         self.journal.forget("a")
-        self.clock.advance(0)
+        self.clock.advance(BATCH_WINDOW)
         self.assertEqual(self.writer.transactions, 2)
         self.close()
         self.assertEqual(stored(self.path), ["b"])
@@ -125,15 +127,15 @@ class JournalTests(SynchronousTestCase):
         """While a transaction runs, later changes collect and go out together after it."""
         self.writer.hold = True
         self.journal.record("a")
-        self.clock.advance(0)
+        self.clock.advance(BATCH_WINDOW)
         self.assertEqual(len(self.writer.held), 1)
         self.journal.forget("a")  # "a" is being written: its delete must follow
         self.journal.record("b")
         self.journal.record("c")
-        self.clock.advance(0)
+        self.clock.advance(BATCH_WINDOW)
         self.assertEqual(len(self.writer.held), 1)
         self.writer.release()
-        self.clock.advance(0)
+        self.clock.advance(BATCH_WINDOW)
         self.assertEqual(self.writer.transactions, 2)
         self.close()
         self.assertEqual(stored(self.path), ["b", "c"])
@@ -143,7 +145,7 @@ class JournalTests(SynchronousTestCase):
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.writer.fail_next = 2
         self.journal.record("a")
-        self.clock.advance(0)
+        self.clock.advance(BATCH_WINDOW)
         self.journal.record("b")
         self.journal.forget("a")
         self.clock.advance(RETRY_DELAY)
@@ -160,7 +162,7 @@ class JournalTests(SynchronousTestCase):
         """A stop writes what is pending; unforgotten connections stay for the next start."""
         self.journal.record("a")
         self.journal.record("b")
-        self.clock.advance(0)
+        self.clock.advance(BATCH_WINDOW)
         self.journal.forget("a")
         self.journal.record("c")
         self.close()
@@ -174,7 +176,7 @@ class JournalTests(SynchronousTestCase):
         """A stop during a write waits for it, then writes the rest."""
         self.writer.hold = True
         self.journal.record("a")
-        self.clock.advance(0)
+        self.clock.advance(BATCH_WINDOW)
         self.journal.record("b")
         closed = self.journal.close()
         self.assertNoResult(closed)
@@ -186,7 +188,7 @@ class JournalTests(SynchronousTestCase):
         """What an instance left in the journal is what the next one is given."""
         for cid in ("x", "y"):
             self.journal.record(cid)
-        self.clock.advance(0)
+        self.clock.advance(BATCH_WINDOW)
         # No close: as after a crash (SIGKILL), the WAL holds the commits.
         self.journal._db.close()
         self.assertEqual(stored(self.path), ["x", "y"])
@@ -300,6 +302,21 @@ class _Socket:
         pass
 
 
+class WindowTests(SynchronousTestCase):
+    """A zero window writes at the end of the reactor turn."""
+
+    def test_zero_window(self) -> None:
+        """With window 0 the batch goes out on the next reactor turn."""
+        clock, writer = Clock(), CountingWriter()
+        journal = Journal(self.mktemp(), clock, writer, window=0)
+        journal.open()
+        journal.record("a")
+        self.assertEqual(writer.transactions, 0)
+        clock.advance(0)
+        self.assertEqual(writer.transactions, 1)
+        self.successResultOf(journal.close())
+
+
 class RelayJournalTests(SynchronousTestCase):
     """The relay records accepted connections and forgets them once noticed."""
 
@@ -319,11 +336,11 @@ class RelayJournalTests(SynchronousTestCase):
         """An accepted connection is on disk until its notice is delivered."""
         session = self.relay.open_session("a" * 32, _Socket())
         self.relay.orphan("b" * 32, "client left during the handshake", "client")
-        self.clock.advance(0)
+        self.clock.advance(BATCH_WINDOW)
         session.ended(1000, "", "client")
         self.assertEqual(len(self.backend.notices), 2)
         self.backend.notices[0][2].callback(None)
-        self.clock.advance(0)
+        self.clock.advance(BATCH_WINDOW)
         self.successResultOf(self.journal.close())
         self.assertEqual(stored(self.path), ["a" * 32])
 
@@ -340,7 +357,7 @@ class RelayJournalTests(SynchronousTestCase):
         """Leftover ids get code null, initiator server, recovered, and are then forgotten."""
         self.journal.record("c" * 32)
         self.journal.record("d" * 32)
-        self.clock.advance(0)
+        self.clock.advance(BATCH_WINDOW)
         self.relay.recover(["c" * 32, "d" * 32])
         self.assertEqual(
             [(n[0], n[1]) for n in self.backend.notices],
