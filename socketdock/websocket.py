@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.util import encode_truncate
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -208,7 +209,10 @@ class RelayServerProtocol(WebSocketServerProtocol):
             self._refusal = ConnectRefused(503, reason)
             self._fail_held()
             return
-        self.sendClose(code, reason)
+        # Not sendClose: it takes only 1000 and 3000-4999 (the codes an
+        # application may pick), and raises on the 1001 of a shutdown and the
+        # 1011 of a backend that is gone.
+        self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123))
 
     def onCloseFrame(self, code, reasonRaw):
         if self._closed_by is None and self.state == self.STATE_OPEN:
