@@ -8,7 +8,7 @@
 //   echo    send text, binary and a 1 MiB binary message; report what came back
 //   close   send "hi", then close with 4002 "client bye"
 //   wait    send "hi" and wait for the server to close
-//   stall   send "hi", then stop reading the socket so pings go unanswered
+//   stall   stop reading the socket at once, so pings go unanswered
 // It exits by itself after 30 s, so a forgotten process cannot linger.
 "use strict";
 const WebSocket = require("ws");
@@ -57,11 +57,11 @@ ws.on("open", () => {
   } else if (mode === "wait") {
     ws.send("hi");
   } else if (mode === "stall") {
-    ws.send("hi", () => {
-      // ws answers pings as it reads them; a paused socket reads nothing.
-      ws._socket.pause();
-      say({ event: "stalled" });
-    });
+    // ws answers pings as it reads them; a paused socket reads nothing. Stop
+    // at once: a slow start must not let the first ping time out before the
+    // client reports that it stalled.
+    ws._socket.pause();
+    say({ event: "stalled" });
   } else {
     say({ event: "error", message: "unknown mode " + mode });
     process.exit(2);

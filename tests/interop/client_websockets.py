@@ -62,9 +62,8 @@ async def main(url, mode):
             except ConnectionClosed:
                 pass
         elif mode == "stall":
-            await ws.send("hi")
             # websockets answers pings from its reader; a transport that reads
-            # nothing answers none.
+            # nothing answers none. Stop at once, as client.js does.
             ws.transport.pause_reading()
             say(event="stalled")
         else:

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 
 from tests.fakebackend import FakeBackend, start_backend, stop_backend
@@ -96,7 +97,8 @@ class ClientProcess(EventLog, ProcessProtocol):
         self.stderr += data
 
     def _missing(self, name: str) -> dict[str, Any]:
-        return {"event": "missing", "wanted": name, "stderr": self.stderr.decode(errors="replace")}
+        return {"event": "missing", "wanted": name, "stdout": self.stdout.decode(errors="replace"),
+                "stderr": self.stderr.decode(errors="replace")}
 
     def processEnded(self, reason: Any) -> None:
         self.finish()
@@ -105,7 +107,10 @@ class ClientProcess(EventLog, ProcessProtocol):
     def stop(self) -> Deferred[Optional[int]]:
         """Kill the client if it still runs; fires once it is gone."""
         if self.running:
-            self.transport.signalProcess("KILL")
+            try:
+                self.transport.signalProcess("KILL")
+            except ProcessExitedAlready:
+                pass  # processEnded is on its way
         return self.ended
 
 
