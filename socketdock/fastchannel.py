@@ -242,6 +242,9 @@ class FastHTTPChannel(HTTPChannel):
         self.requests.append(request)
         add = request.requestHeaders.addRawHeader
         length: Optional[int] = 0
+        connection = expect = None
+        cookies = False
+        # One pass for what HTTPChannel looks up header by header afterwards.
         for name, value in headers:
             add(name, value)
             lowered = name.lower()
@@ -252,18 +255,33 @@ class FastHTTPChannel(HTTPChannel):
                     self._respondToBadRequestAndDisconnect()
                     return
                 length = None
-        request.parseCookies()
-        self.persistent = self.checkPersistence(request, version)
-        if upgrade and self.persistent:
+            elif lowered == b"connection":
+                connection = value if connection is None else connection
+            elif lowered == b"expect":
+                expect = value if expect is None else expect
+            elif lowered == b"cookie":
+                cookies = True
+        if cookies:
+            request.parseCookies()
+        # HTTPChannel.checkPersistence, from the values gathered above.
+        if version != b"HTTP/1.1":
+            self.persistent = False
+        elif connection is not None and b"close" in connection.lower().split(b" "):
+            self.persistent = False
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+        elif upgrade:
             # Nobody may take the connection over; it is not HTTP any more.
             self.persistent = False
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+        else:
+            self.persistent = True
         self._current = request
         self._line = (method, url, version)
         request.gotLength(length)
-        expect = request.requestHeaders.getRawHeaders(b"Expect")
-        if (expect and expect[0].lower() == b"100-continue"
-                and version == b"HTTP/1.1" and not self._closed):
+        if (expect is not None and version == b"HTTP/1.1" and not self._closed
+                and expect.lower() == b"100-continue"
+                # gotLength may have answered already and dropped the header
+                and request.requestHeaders.hasHeader(b"expect")):
             self._send100Continue()
 
     def _done(self) -> None:
