@@ -96,8 +96,9 @@ class FastHTTPChannel(HTTPChannel):
         parser = self._parser
         assert parser is not None
         method = parser.get_method()
-        version = _VERSIONS.get(parser.get_http_version()) or (
-            b"HTTP/" + parser.get_http_version().encode("ascii"))
+        version = _VERSIONS.get(parser.get_http_version())
+        if version is None:  # HTTP/0.9 has no version; HTTPChannel refuses it
+            raise _Refused()
         # Twisted counts the request line as a line of the head too.
         if self._headSize + len(method) + len(version) + 2 > self.totalHeadersSize:
             raise _Refused()
