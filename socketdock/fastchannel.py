@@ -156,9 +156,17 @@ class FastHTTPChannel(HTTPChannel):
             self.loseConnection()
             return
         self._handlingRequest = False
-        if self._savedTimeOut:
-            self.setTimeout(self._savedTimeOut)
+        self.resetTimeout()  # the idle time starts once the answer is sent
         self._drain()
+
+    def timeoutConnection(self) -> None:
+        # HTTPChannel cancels and re-creates the idle timer around each request;
+        # leaving it armed and ignoring it while a request is answered is the
+        # same to the peer and cheaper.
+        if self._handlingRequest:
+            self.setTimeout(self.timeOut)
+            return
+        super().timeoutConnection()
 
     def takeBuffered(self) -> bytes:
         """
@@ -287,7 +295,5 @@ class FastHTTPChannel(HTTPChannel):
 
     def _done(self) -> None:
         request, self._current = self._current, None
-        if self.timeOut:
-            self._savedTimeOut = self.setTimeout(None)
         self._handlingRequest = True
         request.requestReceived(*self._line)
