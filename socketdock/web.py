@@ -20,6 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from socketdock import api
+from socketdock.fastchannel import FastHTTPChannel
 from socketdock.metrics import Metrics
 from socketdock.preflight import tcp_address
 from socketdock.registry import Registry
@@ -166,6 +167,9 @@ class QuietSite(Site):
     :param max_body: the largest request body accepted (see L{BoundedRequest});
         None for no limit of our own.
     """
+
+    # httptools-parsed HTTP/1.1; resources still get real Requests.
+    protocol = FastHTTPChannel
 
     def __init__(self, root: Resource, reactor, max_body: Optional[int] = None) -> None:
         super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor)

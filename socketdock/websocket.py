@@ -434,5 +434,9 @@ class WebSocketUpgrade(Resource):
         lines = [request.method + b" " + request.uri + b" HTTP/1.1"]
         for name, values in request.requestHeaders.getAllRawHeaders():
             lines.extend(name + b": " + value for value in values)
-        protocol.dataReceived(b"\r\n".join(lines) + b"\r\n\r\n" + request.content.read())
+        # Bytes the client sent after the request's headers (FastHTTPChannel
+        # keeps them unparsed) belong to the WebSocket.
+        take = getattr(channel, "takeBuffered", None)
+        rest = take() if take is not None else b""
+        protocol.dataReceived(b"\r\n".join(lines) + b"\r\n\r\n" + request.content.read() + rest)
         return NOT_DONE_YET
