@@ -27,6 +27,7 @@ setup(
         "service-identity>=21.1",
         "attrs>=22.2",
         "prometheus-client>=0.17",
+        "httptools>=0.6",
     ],
     extras_require={
         "test": ["hypothesis>=6.80", "cryptography>=41", "websockets>=13"],

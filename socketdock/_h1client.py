@@ -1,0 +1,380 @@
+"""
+One persistent HTTP/1.1 client connection, parsed with ``httptools``.
+
+One request at a time (no pipelining), and no ``Expect: 100-continue``: the
+body goes out right after the head.  The response is read whole, up to a
+byte cap, before its Deferred fires: the relay reads every body anyway, the
+cap bounds the memory, and a cancel (treq's timeout) then always lands on a
+Deferred this connection owns, which aborts the connection instead of leaving
+it half-read.  Errors are Twisted's own (``ResponseNeverReceived``,
+``ResponseFailed``, ``RequestTransmissionFailed``) so callers see what the
+stock ``Agent`` would give them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import httptools
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    PotentialDataLoss, RequestTransmissionFailed, ResponseDone, ResponseFailed,
+    ResponseNeverReceived,
+)
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IClientRequest, IResponse
+from zope.interface import implementer
+
+# We write these ourselves from the request line and the body producer.
+_OURS = frozenset([b"host", b"content-length", b"transfer-encoding"])
+_VERSIONS = {"1.1": (b"HTTP", 1, 1), "1.0": (b"HTTP", 1, 0)}
+MAX_HEAD = 64 * 1024
+
+
+class ResponseTooLarge(Exception):
+    """The response head or body is larger than this client accepts."""
+
+
+@implementer(IClientRequest)
+class RequestInfo:
+    """What ``IResponse.request`` describes: the request that was sent."""
+
+    __slots__ = ("method", "absoluteURI", "headers")
+
+    def __init__(self, method: bytes, uri: bytes, headers: Headers) -> None:
+        self.method = method
+        self.absoluteURI = uri
+        self.headers = headers
+
+
+@implementer(IPushProducer)
+class _Finished:
+    """The transport handed to a body protocol: the body is already here."""
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+    def loseConnection(self) -> None:
+        pass
+
+
+@implementer(IResponse)
+class Response:
+    """A whole response; ``deliverBody`` hands over the body and ends at once."""
+
+    previousResponse: Optional[IResponse] = None
+
+    def __init__(self, version, code: int, phrase: bytes, headers: Headers, body: bytes,
+                 request: RequestInfo, complete: bool) -> None:
+        self.version = version
+        self.code = code
+        self.phrase = phrase
+        self.headers = headers
+        self.length = len(body)
+        self.request = request
+        self._body = body
+        self._complete = complete
+        self._delivered = False
+
+    def deliverBody(self, protocol) -> None:
+        """Body then ``ResponseDone`` (``PotentialDataLoss`` when the close ended it)."""
+        if self._delivered:
+            raise RuntimeError("the response body was already delivered")
+        self._delivered = True
+        body, self._body = self._body, b""
+        protocol.makeConnection(_Finished())
+        if body:
+            protocol.dataReceived(body)
+        protocol.connectionLost(Failure(ResponseDone() if self._complete else PotentialDataLoss()))
+
+    def setPreviousResponse(self, response: IResponse) -> None:
+        self.previousResponse = response
+
+
+class _BodyConsumer:
+    """Writes the request body to the transport; framed by length or by chunks."""
+
+    def __init__(self, transport, length) -> None:
+        self._transport = transport
+        self._chunked = length == UNKNOWN_LENGTH
+        self._left = None if self._chunked else length
+
+    def write(self, data: bytes) -> None:
+        if self._chunked:
+            if data:
+                self._transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+            return
+        self._left -= len(data)
+        if self._left < 0:
+            raise ValueError("the body producer wrote more than its length")
+        self._transport.write(data)
+
+    def finish(self) -> None:
+        """The producer is done: end the chunks, or check that the length was met."""
+        if self._chunked:
+            self._transport.write(b"0\r\n\r\n")
+        elif self._left:
+            raise ValueError("the body producer wrote less than its length")
+
+    def registerProducer(self, producer, streaming: bool) -> None:
+        self._transport.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._transport.unregisterProducer()
+
+
+class HTTP11Connection(Protocol):
+    """
+    A keep-alive connection to one origin.
+
+    :param on_idle: called with this connection when it may take another request.
+    :param on_gone: called with this connection once it is closed.
+    :param max_body: the largest response body accepted, in bytes.
+    """
+
+    def __init__(self, on_idle: Callable, on_gone: Callable, max_body: int) -> None:
+        self._on_idle = on_idle
+        self._on_gone = on_gone
+        self._max_body = max_body
+        self.connected = False
+        self.served = 0
+        self.idle_since = 0.0
+        self._waiters: list[Deferred] = []
+        self._d: Optional[Deferred] = None
+        self._consumer: Optional[_BodyConsumer] = None
+        self._producer = None
+        self._registered = False
+
+    # --- the request ----------------------------------------------------
+
+    def request(self, method: bytes, target: bytes, host: bytes, uri: bytes,
+                headers: Headers, producer) -> "Deferred[Response]":
+        """Send one request; fires with the whole response."""
+        self._d = d = Deferred(self._cancel)
+        self._info = RequestInfo(method, uri, headers)
+        self._parser = httptools.HttpResponseParser(self)
+        self._got_bytes = False
+        self._head_size = 0
+        self._headers: dict[bytes, list[bytes]] = {}
+        self._phrase = b""
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._framed = True
+        self._complete = False
+        self._sent = producer is None
+        self._error: Optional[BaseException] = None
+
+        lines = []
+        for name, values in headers.getAllRawHeaders():
+            lower = name.lower()
+            if lower in _OURS:
+                if lower != b"host":
+                    continue
+                host = None  # the caller's Host wins, as with twisted's Agent
+            for value in values:
+                lines.append(b"%b: %b\r\n" % (name, value))
+        if producer is None:
+            if method in (b"POST", b"PUT"):
+                lines.append(b"Content-Length: 0\r\n")
+        elif producer.length == UNKNOWN_LENGTH:
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        else:
+            lines.append(b"Content-Length: %d\r\n" % (producer.length,))
+        start = b"%b %b HTTP/1.1\r\n" % (method, target)
+        if host is not None:
+            start += b"Host: " + host + b"\r\n"
+        self.transport.write(start + b"".join(lines) + b"\r\n")
+        if producer is not None:
+            self._write_body(producer)
+        return d
+
+    def _write_body(self, producer) -> None:
+        self._producer = producer
+        self._consumer = consumer = _BodyConsumer(self.transport, producer.length)
+        try:
+            produced = producer.startProducing(consumer)
+        except BaseException:
+            self._body_failed(Failure(), consumer)
+            return
+        if not produced.called:
+            # Only a producer that is still at work needs the transport's
+            # pause/resume; one that wrote everything is done already.
+            self.transport.registerProducer(producer, True)
+            self._registered = True
+        produced.addCallbacks(self._body_done, self._body_failed,
+                              callbackArgs=(consumer,), errbackArgs=(consumer,))
+
+    def _body_done(self, _, consumer: _BodyConsumer) -> None:
+        if consumer is not self._consumer:
+            return  # a request this connection already gave up on
+        try:
+            consumer.finish()
+        except ValueError:
+            self._body_failed(Failure(), consumer)
+            return
+        self._end_body()
+        self._sent = True
+
+    def _body_failed(self, failure: Failure, consumer: _BodyConsumer) -> None:
+        if consumer is not self._consumer:
+            return
+        self._end_body()
+        self._fail(RequestTransmissionFailed([failure]))
+
+    def _end_body(self) -> None:
+        if self._registered:
+            self._registered = False
+            self.transport.unregisterProducer()
+        self._producer = self._consumer = None
+
+    def _stop_body(self) -> None:
+        producer = self._producer
+        if producer is not None:
+            self._end_body()
+            producer.stopProducing()
+
+    def _cancel(self, d: Deferred) -> None:
+        self._d = None
+        self._stop_body()
+        self.transport.abortConnection()
+
+    def _fail(self, error: Exception) -> None:
+        d, self._d = self._d, None
+        self._stop_body()
+        self.transport.abortConnection()
+        if d is not None:
+            d.errback(Failure(error))
+
+    # --- the response (httptools callbacks) -----------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._d is None:
+            # Bytes nobody asked for (or after a cancel): the stream can no
+            # longer be trusted to line up with requests.
+            self.transport.abortConnection()
+            return
+        self._got_bytes = True
+        try:
+            self._parser.feed_data(data)
+        except Exception as e:
+            if self._error is not None or not self._complete:
+                self._fail(ResponseFailed([Failure(self._error or e)]))
+                return
+            # else: a HEAD response, ended by on_headers_complete
+        if self._complete:
+            # A server may answer before it has read the whole body (413, say):
+            # stop sending; the connection cannot be reused.
+            self._stop_body()
+            self._finish()
+
+    def on_message_begin(self) -> None:
+        if self._complete:
+            self._error = ValueError("bytes after the end of the response")
+            raise self._error
+
+    def on_status(self, phrase: bytes) -> None:
+        self._phrase += phrase
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_HEAD:
+            self._error = ResponseTooLarge(f"response head over {MAX_HEAD} bytes")
+            raise self._error
+        self._headers.setdefault(name.lower(), []).append(value)
+
+    def on_headers_complete(self) -> None:
+        code = self._parser.get_status_code()
+        headers = self._headers
+        if code < 200 or code in (204, 304):
+            return
+        if self._info.method == b"HEAD":
+            # httptools cannot be told that no body follows: stop it here.
+            self._keep_alive = self._parser.should_keep_alive()
+            self._complete = True
+            raise StopIteration
+        lengths = headers.get(b"content-length")
+        if lengths is not None:
+            if int(lengths[0]) > self._max_body:
+                self._error = ResponseTooLarge(f"response body over {self._max_body} bytes")
+                raise self._error
+        elif b"transfer-encoding" not in headers:
+            self._framed = False  # read until the server closes
+
+    def on_body(self, chunk: bytes) -> None:
+        self._body_size += len(chunk)
+        if self._body_size > self._max_body:
+            self._error = ResponseTooLarge(f"response body over {self._max_body} bytes")
+            raise self._error
+        self._body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        if 100 <= self._parser.get_status_code() < 200:
+            # An interim answer (100 Continue, 103 Early Hints): the real one follows.
+            self._headers = {}
+            self._phrase = b""
+            self._head_size = 0
+            return
+        # Asked now: llhttp forgets once the callback returns.
+        self._keep_alive = self._parser.should_keep_alive()
+        self._complete = True
+
+    def _response(self, complete: bool) -> Response:
+        parser = self._parser
+        return Response(
+            _VERSIONS.get(parser.get_http_version()) or (b"HTTP", 1, 1),
+            parser.get_status_code(), self._phrase, Headers(self._headers),
+            b"".join(self._body), self._info, complete,
+        )
+
+    def _finish(self) -> None:
+        response = self._response(True)
+        reusable = self._framed and self._sent and self._keep_alive
+        d, self._d = self._d, None
+        self._parser = None
+        self.served += 1
+        if reusable:
+            self._on_idle(self)
+        else:
+            self.transport.loseConnection()
+        d.callback(response)
+
+    # --- the connection -------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.connected = True
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.connected = False
+        self._on_gone(self)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+        d, self._d = self._d, None
+        if d is None:
+            return
+        sending = self._producer is not None
+        self._stop_body()
+        if not self._framed and not sending and self._error is None:
+            d.callback(self._response(False))  # the close was the end of the body
+        elif not self._got_bytes:
+            d.errback((RequestTransmissionFailed if sending else ResponseNeverReceived)([reason]))
+        else:
+            d.errback(ResponseFailed([reason]))
+
+    def when_closed(self) -> "Deferred[None]":
+        """Fires once this connection is closed."""
+        d: Deferred[None] = Deferred()
+        if self.connected:
+            self._waiters.append(d)
+        else:
+            d.callback(None)
+        return d
