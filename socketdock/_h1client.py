@@ -101,29 +101,51 @@ class Response:
 
 
 class _BodyConsumer:
-    """Writes the request body to the transport; framed by length or by chunks."""
+    """
+    Writes the request body, framed by length or by chunks.  Until
+    :meth:`flush` it gathers what it is given behind the request head, so a
+    producer that writes everything at once costs a single transport write.
+    """
 
-    def __init__(self, transport, length) -> None:
+    def __init__(self, transport, length, head: bytes) -> None:
         self._transport = transport
         self._chunked = length == UNKNOWN_LENGTH
         self._left = None if self._chunked else length
+        self._pending: Optional[list[bytes]] = [head]
 
     def write(self, data: bytes) -> None:
         if self._chunked:
-            if data:
-                self._transport.write(b"%x\r\n%b\r\n" % (len(data), data))
-            return
-        self._left -= len(data)
-        if self._left < 0:
-            raise ValueError("the body producer wrote more than its length")
-        self._transport.write(data)
+            if not data:
+                return
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        else:
+            self._left -= len(data)
+            if self._left < 0:
+                raise ValueError("the body producer wrote more than its length")
+        if self._pending is not None:
+            self._pending.append(data)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        """Write what was gathered; from now on every write goes straight out."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._transport.write(b"".join(pending))
 
     def finish(self) -> None:
         """The producer is done: end the chunks, or check that the length was met."""
         if self._chunked:
-            self._transport.write(b"0\r\n\r\n")
+            self.write_raw(b"0\r\n\r\n")
         elif self._left:
             raise ValueError("the body producer wrote less than its length")
+        self.flush()
+
+    def write_raw(self, data: bytes) -> None:
+        if self._pending is not None:
+            self._pending.append(data)
+        else:
+            self._transport.write(data)
 
     def registerProducer(self, producer, streaming: bool) -> None:
         self._transport.registerProducer(producer, streaming)
@@ -192,14 +214,16 @@ class HTTP11Connection(Protocol):
         start = b"%b %b HTTP/1.1\r\n" % (method, target)
         if host is not None:
             start += b"Host: " + host + b"\r\n"
-        self.transport.write(start + b"".join(lines) + b"\r\n")
-        if producer is not None:
-            self._write_body(producer)
+        head = start + b"".join(lines) + b"\r\n"
+        if producer is None:
+            self.transport.write(head)
+        else:
+            self._write_body(producer, head)
         return d
 
-    def _write_body(self, producer) -> None:
+    def _write_body(self, producer, head: bytes) -> None:
         self._producer = producer
-        self._consumer = consumer = _BodyConsumer(self.transport, producer.length)
+        self._consumer = consumer = _BodyConsumer(self.transport, producer.length, head)
         try:
             produced = producer.startProducing(consumer)
         except BaseException:
@@ -208,6 +232,7 @@ class HTTP11Connection(Protocol):
         if not produced.called:
             # Only a producer that is still at work needs the transport's
             # pause/resume; one that wrote everything is done already.
+            consumer.flush()
             self.transport.registerProducer(producer, True)
             self._registered = True
         produced.addCallbacks(self._body_done, self._body_failed,
