@@ -34,6 +34,11 @@ _VERSIONS = {"1.1": (b"HTTP", 1, 1), "1.0": (b"HTTP", 1, 0)}
 MAX_HEAD = 64 * 1024
 
 
+def _chunked(codings: Optional[list[bytes]]) -> bool:
+    # Chunked framing only when chunked is the last transfer-coding (RFC 9112 6.3).
+    return bool(codings) and codings[-1].rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+
+
 class ResponseTooLarge(Exception):
     """The response head or body is larger than this client accepts."""
 
@@ -331,7 +336,7 @@ class HTTP11Connection(Protocol):
             if int(lengths[0]) > self._max_body:
                 self._error = ResponseTooLarge(f"response body over {self._max_body} bytes")
                 raise self._error
-        elif b"transfer-encoding" not in headers:
+        elif not _chunked(headers.get(b"transfer-encoding")):
             self._framed = False  # read until the server closes
 
     def on_body(self, chunk: bytes) -> None:

@@ -328,17 +328,18 @@ class _RawServer(Protocol):
     """Answers any request with a body framed only by the close."""
 
     def dataReceived(self, data: bytes) -> None:
-        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close")
+        self.transport.write(self.factory.head + b"\r\n\r\nuntil close")
         self.transport.loseConnection()
 
 
 class ReadUntilCloseTests(TestCase):
-    """A response without Content-Length or chunking ends at the close."""
+    """A response without Content-Length or chunked framing ends at the close."""
 
     @inlineCallbacks
-    def test_body_until_close(self):
-        """The body is delivered and ends with PotentialDataLoss, which treq accepts."""
-        port = reactor.listenTCP(0, Factory.forProtocol(_RawServer), interface="127.0.0.1")
+    def fetch(self, head: bytes):
+        factory = Factory.forProtocol(_RawServer)
+        factory.head = head
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         pool = ConnectionPool(reactor)
         self.addCleanup(pool.close_cached_connections)
@@ -355,9 +356,22 @@ class ReadUntilCloseTests(TestCase):
                 ended.append(reason)
 
         response.deliverBody(Body())
+        self.assertRaises(RuntimeError, response.deliverBody, Body())
+        return ended
+
+    @inlineCallbacks
+    def test_body_until_close(self):
+        """The body is delivered and ends with PotentialDataLoss, which treq accepts."""
+        ended = yield self.fetch(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain")
         self.assertEqual(ended[0], b"until close")
         self.assertTrue(ended[1].check(PotentialDataLoss))
-        self.assertRaises(RuntimeError, response.deliverBody, Body())
+
+    @inlineCallbacks
+    def test_transfer_coding_without_chunked(self):
+        """A Transfer-Encoding that does not end in chunked also means: read until the close."""
+        ended = yield self.fetch(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity")
+        self.assertEqual(ended[0], b"until close")
+        self.assertTrue(ended[1].check(PotentialDataLoss))
 
 
 class RefusedRequestTests(SynchronousTestCase):
