@@ -17,16 +17,13 @@ from typing import Callable, Optional
 
 import httptools
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import (
-    PotentialDataLoss, RequestTransmissionFailed, ResponseDone, ResponseFailed,
-    ResponseNeverReceived,
-)
+from twisted.web.client import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IClientRequest, IResponse
-from zope.interface import implementer
+from twisted.web.iweb import UNKNOWN_LENGTH
+
+from socketdock._h1message import BodyConsumer, RequestInfo, Response
 
 # We write these ourselves from the request line and the body producer.
 _OURS = frozenset([b"host", b"content-length", b"transfer-encoding"])
@@ -41,122 +38,6 @@ def _chunked(codings: Optional[list[bytes]]) -> bool:
 
 class ResponseTooLarge(Exception):
     """The response head or body is larger than this client accepts."""
-
-
-@implementer(IClientRequest)
-class RequestInfo:
-    """What ``IResponse.request`` describes: the request that was sent."""
-
-    __slots__ = ("method", "absoluteURI", "headers")
-
-    def __init__(self, method: bytes, uri: bytes, headers: Headers) -> None:
-        self.method = method
-        self.absoluteURI = uri
-        self.headers = headers
-
-
-@implementer(IPushProducer)
-class _Finished:
-    """The transport handed to a body protocol: the body is already here."""
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-    def loseConnection(self) -> None:
-        pass
-
-
-@implementer(IResponse)
-class Response:
-    """A whole response; ``deliverBody`` hands over the body and ends at once."""
-
-    previousResponse: Optional[IResponse] = None
-
-    def __init__(self, version, code: int, phrase: bytes, headers: Headers, body: bytes,
-                 request: RequestInfo, complete: bool) -> None:
-        self.version = version
-        self.code = code
-        self.phrase = phrase
-        self.headers = headers
-        self.length = len(body)
-        self.request = request
-        self._body = body
-        self._complete = complete
-        self._delivered = False
-
-    def deliverBody(self, protocol) -> None:
-        """Body then ``ResponseDone`` (``PotentialDataLoss`` when the close ended it)."""
-        if self._delivered:
-            raise RuntimeError("the response body was already delivered")
-        self._delivered = True
-        body, self._body = self._body, b""
-        protocol.makeConnection(_Finished())
-        if body:
-            protocol.dataReceived(body)
-        protocol.connectionLost(Failure(ResponseDone() if self._complete else PotentialDataLoss()))
-
-    def setPreviousResponse(self, response: IResponse) -> None:
-        self.previousResponse = response
-
-
-class _BodyConsumer:
-    """
-    Writes the request body, framed by length or by chunks.  Until
-    :meth:`flush` it gathers what it is given behind the request head, so a
-    producer that writes everything at once costs a single transport write.
-    """
-
-    def __init__(self, transport, length, head: bytes) -> None:
-        self._transport = transport
-        self._chunked = length == UNKNOWN_LENGTH
-        self._left = None if self._chunked else length
-        self._pending: Optional[list[bytes]] = [head]
-
-    def write(self, data: bytes) -> None:
-        if self._chunked:
-            if not data:
-                return
-            data = b"%x\r\n%b\r\n" % (len(data), data)
-        else:
-            self._left -= len(data)
-            if self._left < 0:
-                raise ValueError("the body producer wrote more than its length")
-        if self._pending is not None:
-            self._pending.append(data)
-        else:
-            self._transport.write(data)
-
-    def flush(self) -> None:
-        """Write what was gathered; from now on every write goes straight out."""
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            self._transport.write(b"".join(pending))
-
-    def finish(self) -> None:
-        """The producer is done: end the chunks, or check that the length was met."""
-        if self._chunked:
-            self.write_raw(b"0\r\n\r\n")
-        elif self._left:
-            raise ValueError("the body producer wrote less than its length")
-        self.flush()
-
-    def write_raw(self, data: bytes) -> None:
-        if self._pending is not None:
-            self._pending.append(data)
-        else:
-            self._transport.write(data)
-
-    def registerProducer(self, producer, streaming: bool) -> None:
-        self._transport.registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        self._transport.unregisterProducer()
 
 
 class HTTP11Connection(Protocol):
@@ -177,7 +58,7 @@ class HTTP11Connection(Protocol):
         self.idle_since = 0.0
         self._waiters: list[Deferred] = []
         self._d: Optional[Deferred] = None
-        self._consumer: Optional[_BodyConsumer] = None
+        self._consumer: Optional[BodyConsumer] = None
         self._producer = None
         self._registered = False
 
@@ -228,7 +109,7 @@ class HTTP11Connection(Protocol):
 
     def _write_body(self, producer, head: bytes) -> None:
         self._producer = producer
-        self._consumer = consumer = _BodyConsumer(self.transport, producer.length, head)
+        self._consumer = consumer = BodyConsumer(self.transport, producer.length, head)
         try:
             produced = producer.startProducing(consumer)
         except BaseException:
@@ -243,7 +124,7 @@ class HTTP11Connection(Protocol):
         produced.addCallbacks(self._body_done, self._body_failed,
                               callbackArgs=(consumer,), errbackArgs=(consumer,))
 
-    def _body_done(self, _, consumer: _BodyConsumer) -> None:
+    def _body_done(self, _, consumer: BodyConsumer) -> None:
         if consumer is not self._consumer:
             return  # a request this connection already gave up on
         try:
@@ -254,7 +135,7 @@ class HTTP11Connection(Protocol):
         self._end_body()
         self._sent = True
 
-    def _body_failed(self, failure: Failure, consumer: _BodyConsumer) -> None:
+    def _body_failed(self, failure: Failure, consumer: BodyConsumer) -> None:
         if consumer is not self._consumer:
             return
         self._end_body()

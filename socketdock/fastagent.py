@@ -176,6 +176,8 @@ class FastAgent:
         key = (parsed.scheme, parsed.host, parsed.port)
         made = self._endpoints.get(key)
         if made is None:
+            if len(self._endpoints) >= 256:
+                self._endpoints.clear()
             made = self._endpoints[key] = self._endpoint(*key)
         host = parsed.host
         if b":" in host:
