@@ -177,10 +177,12 @@ class HTTP11Connection(Protocol):
         try:
             self._parser.feed_data(data)
         except Exception as e:
-            if self._error is not None or not self._complete:
+            if not self._complete:
                 self._fail(ResponseFailed([Failure(self._error or e)]))
                 return
-            # else: a HEAD response, ended by on_headers_complete
+            if self._info.method != b"HEAD":
+                # Bytes after a whole response: it stands, the stream is suspect.
+                self._keep_alive = False
         if self._complete:
             # A server may answer before it has read the whole body (413, say):
             # stop sending; the connection cannot be reused.
@@ -189,8 +191,7 @@ class HTTP11Connection(Protocol):
 
     def on_message_begin(self) -> None:
         if self._complete:
-            self._error = ValueError("bytes after the end of the response")
-            raise self._error
+            raise ValueError("bytes after the end of the response")
 
     def on_status(self, phrase: bytes) -> None:
         self._phrase += phrase

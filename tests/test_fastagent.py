@@ -332,6 +332,45 @@ class _RawServer(Protocol):
         self.transport.loseConnection()
 
 
+class _TrailingJunk(Protocol):
+    """Answers each request with a framed body followed by stray bytes."""
+
+    def connectionMade(self) -> None:
+        self.factory.connections += 1
+
+    def connectionLost(self, reason) -> None:
+        self.factory.closed.append(reason)
+        if len(self.factory.closed) == 2:
+            self.factory.all_closed.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOKjunk")
+
+
+class TrailingBytesTests(TestCase):
+    """Bytes after a whole response leave the response intact but the connection unused."""
+
+    @inlineCallbacks
+    def test_not_reused(self):
+        """Both requests get their answer, each on its own connection."""
+        factory = Factory.forProtocol(_TrailingJunk)
+        factory.connections = 0
+        factory.closed = []
+        factory.all_closed = Deferred()
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        pool = ConnectionPool(reactor)
+        self.addCleanup(pool.close_cached_connections)
+        agent = FastAgent(reactor, pool)
+        url = f"http://127.0.0.1:{port.getHost().port}/".encode("ascii")
+        for _ in range(2):
+            response = yield agent.request(b"GET", url)
+            body = yield treq.content(response)
+            self.assertEqual(body, b"OK")
+        self.assertEqual(factory.connections, 2)
+        yield factory.all_closed
+
+
 class ReadUntilCloseTests(TestCase):
     """A response without Content-Length or chunked framing ends at the close."""
 
