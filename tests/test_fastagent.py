@@ -16,6 +16,7 @@ from twisted.internet.defer import (
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.client import (
@@ -23,6 +24,7 @@ from twisted.web.client import (
     ResponseNeverReceived,
 )
 from twisted.web.error import SchemeNotSupported
+from twisted.web.http_headers import Headers
 from twisted.web.http import HTTPChannel
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
@@ -30,7 +32,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 import treq
 from treq.client import HTTPClient
 
-from socketdock._h1client import ResponseTooLarge
+from socketdock._h1client import HTTP11Connection, ResponseTooLarge
 from socketdock.fastagent import ConnectionPool, FastAgent
 from socketdock.httpclient import (
     BackendClient, BytesProducer, NoCookies, describe_failure, make_tls_policy,
@@ -493,3 +495,59 @@ class NodeTests(TestCase):
         response, body = yield self.fetch("/echo", producer)
         self.assertEqual(body, b"z" * 50000)
         self.assertEqual(response.headers.getRawHeaders(b"x-chunked-request"), [b"true"])
+
+
+class _SlowProducer:
+    """A body of unknown length that the test writes and ends by hand."""
+
+    length = UNKNOWN_LENGTH
+
+    def __init__(self) -> None:
+        self.finished: Deferred = Deferred()
+        self.stopped = False
+
+    def startProducing(self, consumer) -> Deferred:
+        self.consumer = consumer
+        return self.finished
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+
+
+class BodyProducerTests(SynchronousTestCase):
+    """The request body side of one connection, over a fake transport."""
+
+    def setUp(self) -> None:
+        self.idle: list = []
+        self.conn = HTTP11Connection(self.idle.append, lambda conn: None, 1000)
+        self.transport = StringTransport()
+        self.conn.makeConnection(self.transport)
+        self.producer = _SlowProducer()
+        self.d = self.conn.request(b"POST", b"/up", b"h", b"http://h/up", Headers(), self.producer)
+
+    def test_registered_while_producing(self):
+        """A body still being produced is registered with the transport (pause/resume) until it ends."""
+        self.assertIs(self.transport.producer, self.producer)
+        self.assertTrue(self.transport.streaming)
+        self.producer.consumer.write(b"abc")
+        self.producer.finished.callback(None)
+        self.assertIsNone(self.transport.producer)
+        self.assertTrue(self.transport.value().endswith(b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n"))
+        self.conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.successResultOf(self.d).code, 200)
+        self.assertEqual(self.idle, [self.conn])
+
+    def test_early_answer_stops_the_body(self):
+        """An answer before the body is done stops the producer and retires the connection."""
+        self.conn.dataReceived(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.successResultOf(self.d).code, 413)
+        self.assertTrue(self.producer.stopped)
+        self.assertIsNone(self.transport.producer)
+        self.assertEqual(self.idle, [])
+        self.assertTrue(self.transport.disconnecting)
