@@ -21,15 +21,19 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.ssl import Certificate
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 from hyperlink import EncodedURL
 
 from socketdock import __version__
+from socketdock.fastagent import ConnectionPool, FastAgent
 
 USER_AGENT = f"SocketDock/{__version__}".encode("ascii")
+# Twice the default max_message_size (an inline reply is at most one message),
+# plus room for headers and an envelope.
+DEFAULT_MAX_RESPONSE_BODY = 2 * 4194304 + 64 * 1024
 
 
 @attrs.frozen
@@ -51,7 +55,7 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> bytes:
     return b"t=" + t + b",v1=" + mac.encode("ascii")
 
 
-def make_pool(reactor, max_per_host: int) -> HTTPConnectionPool:
+def make_pool(reactor, max_per_host: int) -> ConnectionPool:
     """
     The process's one persistent connection pool towards the backend.
 
@@ -59,10 +63,7 @@ def make_pool(reactor, max_per_host: int) -> HTTPConnectionPool:
     concurrent requests is about the number of busy clients; keep enough
     idle connections per host that a busy instance does not reconnect.
     """
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = max_per_host
-    pool.cachedConnectionTimeout = 120
-    return pool
+    return ConnectionPool(reactor, max_per_host=max_per_host, idle_timeout=120)
 
 
 class BackendClient:
@@ -168,6 +169,9 @@ class BytesProducer:
     send yet; the body is at most ``max_message_size`` plus the envelope.
     """
 
+    # The agent may send it again on a fresh connection (socketdock.fastagent).
+    replayable = True
+
     def __init__(self, body: bytes) -> None:
         self._body = body
         self.length = len(body)
@@ -211,24 +215,6 @@ class PreparedURL(EncodedURL):
         return self._text
 
 
-class CachingAgent(Agent):
-    """
-    An ``Agent`` that builds the endpoint for a scheme/host/port once: the
-    stock one makes a new endpoint (and TLS connection creator) per request.
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._endpoints: dict[tuple, object] = {}
-
-    def _getEndpoint(self, uri):
-        key = (uri.scheme, uri.host, uri.port)
-        endpoint = self._endpoints.get(key)
-        if endpoint is None:
-            endpoint = self._endpoints[key] = super()._getEndpoint(uri)
-        return endpoint
-
-
 def _collect(response) -> "Deferred[HTTPResult]":
     d = treq.content(response)
     d.addCallback(lambda body: HTTPResult(response.code, response.headers, body))
@@ -270,8 +256,13 @@ def _openssl_reason(error: SSL.Error) -> str:
     return ", ".join(str(r) for r in reasons) or "handshake failed"
 
 
-def make_http_client(reactor, pool: HTTPConnectionPool, tls_policy) -> HTTPClient:
-    """A treq client over the shared pool; ``tls_policy`` verifies https backends."""
+def make_http_client(
+    reactor, pool: ConnectionPool, tls_policy, max_response_body: int = DEFAULT_MAX_RESPONSE_BODY,
+) -> HTTPClient:
+    """
+    A treq client over the shared pool; ``tls_policy`` verifies https backends.
+    Response bodies over ``max_response_body`` bytes fail the request.
+    """
     return HTTPClient(
-        CachingAgent(reactor, contextFactory=tls_policy, pool=pool), cookiejar=NoCookies()
+        FastAgent(reactor, pool, tls_policy, max_response_body), cookiejar=NoCookies()
     )

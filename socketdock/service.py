@@ -15,8 +15,8 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
-from twisted.web.client import HTTPConnectionPool
 
+from socketdock.fastagent import ConnectionPool
 from socketdock.relay import Relay
 
 
@@ -30,7 +30,7 @@ class SocketDockService(MultiService):
 
     _log = Logger()
 
-    def __init__(self, relay: Relay, pool: "HTTPConnectionPool | None", shutdown_timeout: float) -> None:
+    def __init__(self, relay: Relay, pool: "ConnectionPool | None", shutdown_timeout: float) -> None:
         super().__init__()
         self._relay = relay
         self._pool = pool

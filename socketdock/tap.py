@@ -124,7 +124,11 @@ def make_service(config: Config, reactor) -> SocketDockService:
     if config.backend == "http":
         pool = make_pool(reactor, config.backend_concurrency)
         client = BackendClient(
-            make_http_client(reactor, pool, make_tls_policy(config.backend_ca)),
+            make_http_client(
+                reactor, pool, make_tls_policy(config.backend_ca),
+                # An inline reply is at most one message: room for twice that.
+                max_response_body=2 * config.max_message_size + 64 * 1024,
+            ),
             reactor,
             config.backend_timeout,
             config.signing_secret,
