@@ -17,6 +17,7 @@ cannot afford, and what we do about them.
 from __future__ import annotations
 
 from pprint import pformat
+from types import FunctionType
 from typing import Any
 
 import autobahn.websocket.protocol as _protocol_module
@@ -49,6 +50,15 @@ def with_options(protocol: type, factory: Any) -> type:
     A subclass of ``protocol`` with ``factory``'s current protocol options as
     class attributes, so instances do not copy them (see the module doc).
     """
-    attributes = {name: getattr(factory, name) for name in protocol.CONFIG_ATTRS}
+    attributes = {name: _as_class_attribute(getattr(factory, name))
+                  for name in protocol.CONFIG_ATTRS}
     attributes["__module__"] = protocol.__module__
     return type(protocol.__name__, (protocol,), attributes)
+
+
+def _as_class_attribute(value: Any) -> Any:
+    # A function stored on a class would turn into a method and receive the
+    # protocol as its first argument (perMessageCompressionAccept is one).
+    if isinstance(value, FunctionType):
+        return staticmethod(value)
+    return value
