@@ -24,7 +24,8 @@ from socketdock.relay import Relay
 from socketdock.retry import Backoff
 from socketdock.service import SocketDockService, add_listener, exit_zero_on_stop_signals
 from socketdock.web import Root, make_api_children, make_health, make_site, warn_if_exposed
-from socketdock.websocket import WebSocketUpgrade, make_ws_factory
+from socketdock.upgrade import WebSocketUpgrade
+from socketdock.websocket import make_ws_factory
 from socketdock.wire import CallbackURLs
 
 __all__ = ["Options", "makeService"]
