@@ -115,36 +115,43 @@ def makeService(options: Options, reactor=None) -> SocketDockService:
     return make_service(options["settings"], reactor)
 
 
+def make_backend(config: Config, reactor, urls: CallbackURLs, metrics: Metrics):
+    """
+    The backend the settings name, and the connection pool to close at stop
+    (None for loopback).
+    """
+    if config.backend != "http":
+        return LoopbackBackend(), None
+    pool = make_pool(reactor, config.backend_concurrency)
+    client = BackendClient(
+        make_http_client(
+            reactor, pool, make_tls_policy(config.backend_ca),
+            # An inline reply is at most one message: room for twice that.
+            max_response_body=2 * config.max_message_size + 64 * 1024,
+        ),
+        reactor,
+        config.backend_timeout,
+        config.signing_secret,
+        config.backend_concurrency,
+    )
+    backend = HTTPBackend(
+        client, reactor, urls, metrics,
+        messageuri=config.messageuri,
+        connecturi=config.connecturi,
+        disconnecturi=config.disconnecturi,
+        backoff=Backoff(config.backend_retries),
+        inline_reply=config.inline_reply,
+    )
+    return backend, pool
+
+
 def make_service(config: Config, reactor) -> SocketDockService:
     """Wire the collaborators bottom-up and attach their listeners."""
     registry = Registry()
     urls = CallbackURLs(config.externalhostandport)
     # The gauge reads the relay built below, only when scraped.
     metrics = Metrics(active=registry.__len__, queued=lambda: relay.queued())
-    pool = None
-    if config.backend == "http":
-        pool = make_pool(reactor, config.backend_concurrency)
-        client = BackendClient(
-            make_http_client(
-                reactor, pool, make_tls_policy(config.backend_ca),
-                # An inline reply is at most one message: room for twice that.
-                max_response_body=2 * config.max_message_size + 64 * 1024,
-            ),
-            reactor,
-            config.backend_timeout,
-            config.signing_secret,
-            config.backend_concurrency,
-        )
-        backend = HTTPBackend(
-            client, reactor, urls, metrics,
-            messageuri=config.messageuri,
-            connecturi=config.connecturi,
-            disconnecturi=config.disconnecturi,
-            backoff=Backoff(config.backend_retries),
-            inline_reply=config.inline_reply,
-        )
-    else:
-        backend = LoopbackBackend()
+    backend, pool = make_backend(config, reactor, urls, metrics)
     journal = None
     if config.journal is not None:
         journal = Journal(config.journal, reactor, ThreadWriter(reactor))
