@@ -65,6 +65,14 @@ class FastHTTPChannel(HTTPChannel):
         # The request being received and its request line.
         self._current = None
         self._line: tuple[bytes, bytes, bytes] = (b"", b"", b"")
+        self._host = None
+
+    def getHost(self):
+        # twisted.web asks for every request, and each ask is a getsockname()
+        # call; a connection's local address never changes.
+        if self._host is None:
+            self._host = self.transport.getHost()
+        return self._host
 
     # httptools callbacks: record, never act (see the module docstring).
 

@@ -350,3 +350,17 @@ class UpgradeTests(SynchronousTestCase):
         self.assertEqual(transport.value().count(b"now:/now"), 1)
         self.assertIn(b"Connection: close", transport.value())
         self.assertTrue(transport.disconnecting)
+
+
+class HostAddressTests(SynchronousTestCase):
+    def test_local_address_is_asked_once_per_connection(self) -> None:
+        """Pipelined requests share one getsockname(): the channel keeps the host address."""
+        clock = Clock()
+        root, _ = _root(clock)
+        channel, transport = _connect(root, clock)
+        asked = []
+        real = transport.getHost
+        transport.getHost = lambda: asked.append(1) or real()
+        channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        self.assertEqual(re.findall(rb"HTTP/1.1 (\d+) ", transport.value()), [b"200"] * 3)
+        self.assertEqual(len(asked), 1)
