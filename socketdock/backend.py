@@ -179,17 +179,7 @@ class HTTPBackend:
             return refuse(outcome)
 
         def attempt() -> "Deferred[HTTPResult]":
-            started = self._clock.seconds()
-
-            def timed(outcome):
-                self._metrics.backend_request(
-                    kind,
-                    "error" if isinstance(outcome, Failure) else str(outcome.code),
-                    self._clock.seconds() - started,
-                )
-                return outcome
-
-            return self._client.post(url, body).addBoth(timed)
+            return self._client.post(url, body, kind)
 
         def on_retry(n: int, why: str, delay: float) -> None:
             self._metrics.backend_retry()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from http.cookiejar import CookieJar
-from typing import Optional
+from typing import Callable, Optional
 
 import attrs
 import treq
@@ -79,6 +79,9 @@ class BackendClient:
         backend at once, run the process out of file descriptors and lose
         notices to connection errors; past this many, requests wait in line
         (first come, first served) and reuse the pooled connections.
+    :param observe: told ``(kind, outcome, seconds)`` of every attempt, timed
+        from when it leaves the line (``outcome`` is the status code as text,
+        or ``error``), so the latency it reports is the backend's alone.
     """
 
     def __init__(
@@ -88,8 +91,10 @@ class BackendClient:
         timeout: float,
         signing_secret: Optional[str] = None,
         concurrency: int = 128,
+        observe: Callable[[str, str, float], None] = lambda kind, outcome, seconds: None,
     ) -> None:
         self._http = http
+        self._observe = observe
         self._slots = DeferredSemaphore(concurrency)
         self._clock = clock
         self._timeout = timeout
@@ -109,17 +114,21 @@ class BackendClient:
             prepared = self._urls[url] = PreparedURL.prepare(url)
         return prepared
 
-    def post(self, url: str, body: bytes) -> "Deferred[HTTPResult]":
+    def post(self, url: str, body: bytes, kind: str = "request") -> "Deferred[HTTPResult]":
         """
         One attempt, once a slot is free: fails on connection errors and on
         timeout (the timeout starts when the request does, not in the line).
         Cancelling it while it waits for a slot just leaves the line.
+
+        :param kind: what the request is (connect, message, disconnect), for
+            ``observe``.
         """
         d = self._slots.acquire()
-        d.addCallback(self._attempt, url, body)
+        d.addCallback(self._attempt, url, body, kind)
         return d
 
-    def _attempt(self, _: object, url: str, body: bytes) -> "Deferred[HTTPResult]":
+    def _attempt(self, _: object, url: str, body: bytes, kind: str) -> "Deferred[HTTPResult]":
+        started = self._clock.seconds()
         headers = self._headers
         if self._secret is not None:
             headers = headers.copy()
@@ -137,10 +146,12 @@ class BackendClient:
         )
         d.addCallback(_collect)
         d.addTimeout(self._timeout, self._clock)
-        return d.addBoth(self._release)
+        return d.addBoth(self._done, kind, started)
 
-    def _release(self, outcome: object) -> object:
+    def _done(self, outcome: object, kind: str, started: float) -> object:
         self._slots.release()
+        label = outcome.code if isinstance(outcome, HTTPResult) else "error"
+        self._observe(kind, str(label), self._clock.seconds() - started)
         return outcome
 
 

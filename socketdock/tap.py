@@ -133,6 +133,7 @@ def make_backend(config: Config, reactor, urls: CallbackURLs, metrics: Metrics):
         config.backend_timeout,
         config.signing_secret,
         config.backend_concurrency,
+        metrics.backend_request,
     )
     backend = HTTPBackend(
         client, reactor, urls, metrics,

@@ -45,7 +45,7 @@ class ScriptedClient:
         self.script = list(script)
         self.sent = []
 
-    def post(self, url, body):
+    def post(self, url, body, kind="request"):
         self.sent.append((self.clock.seconds(), url, json.loads(body)))
         outcome = self.script.pop(0)
         if outcome is REFUSED:

@@ -107,7 +107,9 @@ class ConcurrencyTests(SynchronousTestCase):
                 return d
 
         clock = Clock()
-        return clock, BackendClient(Http(), clock, 10, concurrency=concurrency)
+        self.observed = []
+        return clock, BackendClient(Http(), clock, 10, concurrency=concurrency,
+                                    observe=lambda *seen: self.observed.append(seen))
 
     def test_excess_requests_wait_in_line(self) -> None:
         """With two slots the third request starts only when one finishes, in order."""
@@ -144,3 +146,16 @@ class ConcurrencyTests(SynchronousTestCase):
         third = client.post("http://b/2", b"{}")
         self.assertEqual(len(self.started), 2)
         self.assertNoResult(third)
+
+    def test_latency_is_timed_from_leaving_the_line(self) -> None:
+        """The observed seconds of an attempt exclude its wait for a slot."""
+        clock, client = self.make(1)
+        first = client.post("http://b/0", b"{}", "message")
+        second = client.post("http://b/1", b"{}", "disconnect")
+        clock.advance(9)
+        self.answers[0].errback(ConnectionRefusedError())
+        self.failureResultOf(first)
+        clock.advance(1)
+        self.answers[1].errback(ConnectionRefusedError())
+        self.failureResultOf(second)
+        self.assertEqual(self.observed, [("message", "error", 9.0), ("disconnect", "error", 1.0)])
