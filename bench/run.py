@@ -10,7 +10,9 @@ Node.js process pinned to another (``bench/relay-bench/bench.js``: the
 WebSocket clients and a fast keep-alive backend that answers every message by
 POSTing it to ``send``).  Prints round trips/s, latency percentiles, relay
 CPU per round trip, memory per idle connection, handshakes/s and whether every
-reply came back exactly once and in order.  ``--echo`` adds the floor: an
+reply came back exactly once and in order.  ``--inline`` adds a run with
+``inline_reply`` on, the backend answering in its response body (a mode this
+copy of the reference harness adds).  ``--echo`` adds the floor: an
 Autobahn/Twisted echo server with no HTTP at all, on the same machine.
 
 Needs ``node`` and ``npm`` (``ws`` is installed once under ``--deps``) and
@@ -58,7 +60,7 @@ def install_deps(deps: str) -> str:
 
 
 def harness(args, node_path: str, label: str, mode: str, relay_cmd: str, tests: str,
-            out: str, port: int) -> dict:
+            out: str, port: int, backend_reply: str = "send") -> dict:
     """One harness run; returns its JSON document."""
     cmd = [
         "taskset", "-c", args.client_cpu, "node", os.path.join(HARNESS, "bench.js"),
@@ -66,7 +68,7 @@ def harness(args, node_path: str, label: str, mode: str, relay_cmd: str, tests: 
         "--port", str(port), "--backend-port", str(port + 1), "--relay-cpu", args.relay_cpu,
         "--tests", tests, "--reps", str(args.reps), "--idle-n", args.idle_n,
         "--conns", str(args.conns), "--duration", str(args.duration),
-        "--quiet-wait", str(args.quiet_wait), "--out", out,
+        "--quiet-wait", str(args.quiet_wait), "--out", out, "--backend-reply", backend_reply,
     ]
     env = dict(os.environ, NODE_PATH=node_path)
     log = out + ".log"
@@ -122,8 +124,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--conns", type=int, default=50)
     p.add_argument("--duration", type=int, default=10, help="seconds measured per rt run")
     p.add_argument("--idle-n", default="2000", help="idle connection counts, comma-separated")
-    p.add_argument("--relay-args", default="", help="extra socketdock options, e.g. '--inline-reply'")
+    p.add_argument("--relay-args", default="", help="extra socketdock options, e.g. '--queue-limit 64'")
     p.add_argument("--echo", action="store_true", help="also measure the Autobahn echo floor")
+    p.add_argument("--inline", action="store_true",
+                   help="also measure inline_reply: the backend answers each message "
+                        "in its response body instead of POSTing to send")
     p.add_argument("--relay-cpu", default="0")
     p.add_argument("--client-cpu", default="1")
     p.add_argument("--port", type=int, default=18765)
@@ -141,6 +146,12 @@ def main(argv: list[str]) -> int:
     doc = harness(args, node_path, "socketdock", "relay", relay_command(args.relay_args),
                   args.tests, os.path.join(args.out, "socketdock.json"), args.port)
     report("SocketDock (http backend, connecturi admission, send callbacks)", doc)
+    if args.inline:
+        tests = ",".join(t for t in args.tests.split(",") if t in ("rt", "burst")) or "rt"
+        doc = harness(args, node_path, "inline", "relay",
+                      relay_command(args.relay_args + " --inline-reply true"), tests,
+                      os.path.join(args.out, "inline.json"), args.port + 20, "inline")
+        report("SocketDock (http backend, inline_reply: replies in the response body)", doc)
     if args.echo:
         floor = f"{shlex.quote(sys.executable)} floor_echo.py {{port}}"
         tests = ",".join(t for t in args.tests.split(",") if t in ("rt", "idle")) or "rt"
