@@ -85,6 +85,9 @@ class Metrics:
             self._latency.labels(kind)
         self._active_fn = active
         self._lifetime = 0
+        # labels() hashes and locks on every call; a relay repeats the same few
+        # (kind, outcome) pairs, so keep the children it hands out.
+        self._request_series: dict[tuple[str, str], tuple] = {}
 
     def connection_opened(self) -> None:
         self._lifetime += 1
@@ -104,8 +107,13 @@ class Metrics:
 
     def backend_request(self, kind: str, outcome: str, seconds: float) -> None:
         """One attempt of a ``kind`` (connect/message/disconnect) request."""
-        self._requests.labels(kind, outcome).inc()
-        self._latency.labels(kind).observe(seconds)
+        series = self._request_series.get((kind, outcome))
+        if series is None:
+            series = self._request_series[kind, outcome] = (
+                self._requests.labels(kind, outcome), self._latency.labels(kind)
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
     def backend_retry(self) -> None:
         self._retries.inc()
