@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from socketdock.autobahn_tuning import defer_debug_pformat, with_options
+from socketdock.autobahn_tuning import defer_debug_formatting, with_options
 from socketdock.backend import ConnectRefused
 from socketdock.keepalive import Keepalive
 from socketdock.origins import OriginPolicy
@@ -386,6 +386,6 @@ def make_ws_factory(config, relay: Relay, reactor) -> RelayServerFactory:
             return None
 
         options["perMessageCompressionAccept"] = accept
-    defer_debug_pformat()
+    defer_debug_formatting()
     factory.setProtocolOptions(**options)
     return factory

@@ -32,3 +32,23 @@ class OptionsAsClassAttributesTests(SynchronousTestCase):
         b.setProtocolOptions(maxMessagePayloadSize=2)
         self.assertEqual((a.protocol.maxMessagePayloadSize, b.protocol.maxMessagePayloadSize), (1, 2))
         self.assertIsNot(with_options(RelayServerProtocol, a), a.protocol)
+
+
+class DeferredDebugFormattingTests(SynchronousTestCase):
+    def test_debug_arguments_render_only_when_formatted(self) -> None:
+        """Autobahn's per-frame log arguments cost nothing until a line is emitted, then read the same."""
+        import autobahn.twisted.websocket as twisted_module
+        import autobahn.websocket.protocol as protocol_module
+        from autobahn.util import hltype, hlval
+
+        from socketdock.autobahn_tuning import defer_debug_formatting
+
+        defer_debug_formatting()
+        calls = []
+        value = type("Counted", (), {"__str__": lambda self: calls.append(1) or "x"})()
+        lazy = protocol_module.hlval(value)
+        self.assertEqual(calls, [])
+        self.assertEqual(f"{lazy}", hlval(value))
+        self.assertEqual(str(twisted_module.hltype(DeferredDebugFormattingTests)),
+                         hltype(DeferredDebugFormattingTests))
+        self.assertEqual(str(protocol_module.pformat({"a": 1})), "{'a': 1}")
