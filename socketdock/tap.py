@@ -14,6 +14,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from socketdock.backend import HTTPBackend, LoopbackBackend
+from socketdock.collector import tune_collector
 from socketdock.config import SETTINGS, Config, ConfigError, load_config
 from socketdock.httpclient import BackendClient, make_http_client, make_pool, make_tls_policy
 from socketdock.journal import Journal, JournalService, ThreadWriter
@@ -112,6 +113,7 @@ def makeService(options: Options, reactor=None) -> SocketDockService:
 
         reactor = _reactor
     reactor.callWhenRunning(exit_zero_on_stop_signals, reactor)
+    reactor.callWhenRunning(tune_collector)
     return make_service(options["settings"], reactor)
 
 
