@@ -107,13 +107,13 @@ class TwistdLogTests(TestCase):
         rotated = yield wait_for_file(self, reactor, directory / "socketdock.log.1", "starting on")
         client = yield connect_client(reactor, f"ws://127.0.0.1:{port}/ws")
         self.addCleanup(client.shutdown)
-        fresh = yield wait_for_file(self, reactor, log, "connecting from")
-        self.assertNotIn(b"connecting from", rotated)
+        yield client.shutdown()
+        fresh = yield wait_for_file(self, reactor, log, " closed after ")
+        self.assertNotIn(b" closed after ", rotated)
         self.assertNotIn(b"starting on", fresh)
         if json_lines:
             for line in (rotated + fresh).splitlines():
                 self.assertIsInstance(json.loads(line), dict)
-        yield client.shutdown()
         instance.signal("TERM")
         code, _ = yield instance.exited
         self.assertEqual(code, 0)
