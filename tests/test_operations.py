@@ -170,6 +170,21 @@ class FreshMetricsTests(SynchronousTestCase):
         for kind in ("connect", "message", "disconnect"):
             self.assertEqual(_value(latency, "_count", kind=kind), 0)
 
+    def test_latency_buckets_are_cumulative_and_inclusive(self):
+        """A time equal to a bound counts in that bucket; one past every bound only in +Inf."""
+        metrics = Metrics(active=lambda: 0, queued=lambda: 0)
+        for seconds in (0.0025, 0.003, 60.0):
+            metrics.backend_request("message", "200", seconds)
+        families = _families(metrics.exposition())
+        latency = families["socketdock_backend_latency_seconds"]
+        self.assertEqual(_value(latency, "_bucket", kind="message", le="0.001"), 0)
+        self.assertEqual(_value(latency, "_bucket", kind="message", le="0.0025"), 1)
+        self.assertEqual(_value(latency, "_bucket", kind="message", le="10.0"), 2)
+        self.assertEqual(_value(latency, "_bucket", kind="message", le="+Inf"), 3)
+        self.assertAlmostEqual(_value(latency, "_sum", kind="message"), 60.0055)
+        requests = families["socketdock_backend_requests"]
+        self.assertEqual(_value(requests, "_total", kind="message", outcome="200"), 3)
+
 
 class HealthTests(OperationsTestCase):
     @inlineCallbacks
