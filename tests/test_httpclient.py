@@ -147,6 +147,16 @@ class ConcurrencyTests(SynchronousTestCase):
         self.assertEqual(len(self.started), 2)
         self.assertNoResult(third)
 
+    def test_a_request_that_raises_gives_its_place_back(self) -> None:
+        """An attempt that fails before it is sent is a failed result, and the next request still runs."""
+        class Broken:
+            def post(inner, url, **kwargs):
+                raise ValueError("bad URL")
+
+        client = BackendClient(Broken(), Clock(), 10, concurrency=1)
+        self.failureResultOf(client.post("http://b/0", b"{}"), ValueError)
+        self.failureResultOf(client.post("http://b/1", b"{}"), ValueError)
+
     def test_latency_is_timed_from_leaving_the_line(self) -> None:
         """The observed seconds of an attempt exclude its wait for a slot."""
         clock, client = self.make(1)
