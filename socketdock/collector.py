@@ -7,8 +7,9 @@ threshold of 700 the collector ran a young-generation pass every few dozen
 round trips, and each pass also walked whatever was mid-flight.  Measured with
 ``bench/run.py`` (10,000 idle connections opened, held and closed), the
 collector took 2.96 s of the relay's 13.05 s CPU at the defaults and 0.94 s of
-10.86 s with a threshold of 10,000.  Memory is unaffected: objects are freed
-by reference counting as before; only cyclic garbage waits a little longer.
+10.86 s with a threshold of 10,000.  Objects are still freed by reference
+counting the moment they are dropped; only cyclic garbage waits a little
+longer, and RSS per idle connection stayed at 8.6 KiB.
 """
 
 from __future__ import annotations
