@@ -259,6 +259,18 @@ class HTTPTests(_Case):
         self.assertEqual(len(self.site.channels), 1)
 
     @inlineCallbacks
+    def test_expect_100_continue(self):
+        """A caller's Expect: 100-continue goes out with the body; the server's 100 is skipped and the connection reused."""
+        headers = Headers({b"Expect": [b"100-continue"]})
+        url = (self.base + "/echo").encode("ascii")
+        response = yield self.agent.request(b"POST", url, headers, FileBodyProducer(BytesIO(b"c" * 5000)))
+        body = yield treq.content(response)
+        self.assertEqual((response.code, body), (200, b"c" * 5000))
+        _, after = yield self.get("/cl")
+        self.assertEqual(after, b"hello")
+        self.assertEqual(len(self.site.channels), 1)
+
+    @inlineCallbacks
     def test_body_over_cap(self):
         """A body over the cap (declared or chunked) fails the request and its connection is dropped."""
         self.use_agent(max_response_body=10)
