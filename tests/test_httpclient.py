@@ -1,6 +1,7 @@
 """
 The backend client's fast options (prepared URL, one-write body, no cookies,
-shared headers) against a real twisted.web server on loopback.
+shared headers) against a real twisted.web server on loopback, its
+backend_concurrency line, and how an answer's body becomes a result.
 """
 
 from hyperlink import EncodedURL
@@ -8,12 +9,17 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.test.proto_helpers import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import ResponseDone, ResponseFailed
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from socketdock.httpclient import (
-    BackendClient, BytesProducer, PreparedURL, make_http_client, make_pool, make_tls_policy,
+    BackendClient, BytesProducer, PreparedURL, _collect, make_http_client, make_pool,
+    make_tls_policy,
 )
 
 
@@ -169,3 +175,54 @@ class ConcurrencyTests(SynchronousTestCase):
         self.answers[1].errback(ConnectionRefusedError())
         self.failureResultOf(second)
         self.assertEqual(self.observed, [("message", "error", 9.0), ("disconnect", "error", 1.0)])
+
+
+class _Answer:
+    """An IResponse stand-in that delivers its body now or when told."""
+
+    code = 200
+
+    def __init__(self, parts, reason, later=False):
+        self.headers = Headers()
+        self._parts, self._reason, self._later = parts, reason, later
+        self.deliver = None
+
+    def deliverBody(self, protocol):
+        def go():
+            for part in self._parts:
+                protocol.dataReceived(part)
+            protocol.connectionLost(self._reason)
+
+        if self._later:
+            self.deliver = go
+        else:
+            go()
+
+
+class CollectTests(SynchronousTestCase):
+    """How a backend answer's body becomes an HTTPResult."""
+
+    def collect(self, *args, **kwargs):
+        answer = _Answer(*args, **kwargs)
+        return answer, _collect(answer)
+
+    def test_a_body_read_at_once_is_the_result_itself(self) -> None:
+        """A buffered body needs no Deferred; the parts are joined in order."""
+        _, result = self.collect([b"a", b"b"], Failure(ResponseDone()))
+        self.assertEqual((result.code, result.body), (200, b"ab"))
+
+    def test_a_body_ended_by_close_counts_as_complete(self) -> None:
+        """PotentialDataLoss (no length, the server closed) is a complete body, as in treq.content."""
+        answer, d = self.collect([b"x"], Failure(PotentialDataLoss()), later=True)
+        self.assertNoResult(d)
+        answer.deliver()
+        self.assertEqual(self.successResultOf(d).body, b"x")
+
+    def test_a_body_cut_short_is_a_failure(self) -> None:
+        """Any other end of the body fails the request, now or later."""
+        _, now = self.collect([b"x"], Failure(ResponseFailed([])))
+        self.assertIsInstance(now, Failure)
+        self.assertTrue(now.check(ResponseFailed))
+        answer, later = self.collect([], Failure(ResponseFailed([])), later=True)
+        answer.deliver()
+        self.failureResultOf(later, ResponseFailed)
