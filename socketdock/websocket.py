@@ -27,7 +27,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from socketdock.autobahn_tuning import defer_debug_formatting, with_options
+from socketdock.autobahn_tuning import (
+    defer_debug_formatting, use_small_frame_masker, with_options,
+)
 from socketdock.backend import ConnectRefused
 from socketdock.keepalive import Keepalive
 from socketdock.origins import OriginPolicy
@@ -389,5 +391,6 @@ def make_ws_factory(config, relay: Relay, reactor) -> RelayServerFactory:
 
         options["perMessageCompressionAccept"] = accept
     defer_debug_formatting()
+    use_small_frame_masker()
     factory.setProtocolOptions(**options)
     return factory

@@ -1,9 +1,18 @@
-"""The WebSocket factory's protocol options, as connections see them."""
+"""The WebSocket factory's protocol options, and what we change in Autobahn, as connections see them."""
 
+import os
+import random
+
+import autobahn.twisted.websocket as twisted_module
+import autobahn.websocket.protocol as protocol_module
+from autobahn.util import hltype, hlval
+from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from socketdock.autobahn_tuning import with_options
+from socketdock.autobahn_tuning import (
+    SmallFrameMasker, defer_debug_formatting, use_small_frame_masker, with_options,
+)
 from socketdock.websocket import RelayServerFactory, RelayServerProtocol
 
 
@@ -37,12 +46,6 @@ class OptionsAsClassAttributesTests(SynchronousTestCase):
 class DeferredDebugFormattingTests(SynchronousTestCase):
     def test_debug_arguments_render_only_when_formatted(self) -> None:
         """Autobahn's per-frame log arguments cost nothing until a line is emitted, then read the same."""
-        import autobahn.twisted.websocket as twisted_module
-        import autobahn.websocket.protocol as protocol_module
-        from autobahn.util import hltype, hlval
-
-        from socketdock.autobahn_tuning import defer_debug_formatting
-
         defer_debug_formatting()
         calls = []
         value = type("Counted", (), {"__str__": lambda self: calls.append(1) or "x"})()
@@ -52,3 +55,30 @@ class DeferredDebugFormattingTests(SynchronousTestCase):
         self.assertEqual(str(twisted_module.hltype(DeferredDebugFormattingTests)),
                          hltype(DeferredDebugFormattingTests))
         self.assertEqual(str(protocol_module.pformat({"a": 1})), "{'a': 1}")
+
+
+class SmallFrameMaskerTests(SynchronousTestCase):
+    def test_unmasks_like_autobahn_in_any_chunks(self) -> None:
+        """Every length under 128, cut into chunks anywhere, unmasks exactly as Autobahn's own masker."""
+        rnd = random.Random(8)
+        for length in range(0, 128):
+            mask, payload = os.urandom(4), os.urandom(length)
+            expected = create_xor_masker(mask, length).process(payload)
+            ours, out, at = SmallFrameMasker(mask), [], 0
+            while at < length:
+                step = rnd.randint(1, 7)
+                out.append(ours.process(payload[at:at + step]))
+                at += step
+            self.assertEqual(b"".join(out), expected, length)
+            self.assertEqual(ours.pointer(), length)
+            ours.reset()
+            self.assertEqual((ours.pointer(), ours.process(b"")), (0, b""))
+
+    def test_only_small_frames_use_it(self) -> None:
+        """Frames of 128 bytes and more, and unknown lengths, keep Autobahn's masker."""
+
+        use_small_frame_masker()
+        create = protocol_module.create_xor_masker
+        self.assertIsInstance(create(b"abcd", 127), SmallFrameMasker)
+        self.assertNotIsInstance(create(b"abcd", 128), SmallFrameMasker)
+        self.assertNotIsInstance(create(b"abcd"), SmallFrameMasker)
