@@ -15,25 +15,16 @@ import time
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from legs import Sink  # noqa: E402  (bench/ is this script's directory)
 from socketdock.web import make_site  # noqa: E402
 
 
-class _Sink(Resource):
-    isLeaf = True
-
-    def render_POST(self, request):
-        request.content.read()
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return b"OK\n"
-
-
 def main(args) -> None:
-    site = make_site(_Sink(), Clock(), 1 << 20)
+    site = make_site(Sink(), Clock(), 1 << 20)
     if args.stock:
         site.protocol = lambda: Site.protocol(site)
     channel = site.buildProtocol(None)

@@ -64,7 +64,7 @@ def backend_leg(n: int, conns: int):
     return (c1 - c0) / n * 1e6, n / (t1 - t0)
 
 
-class _Sink(Resource):
+class Sink(Resource):
     """Stands in for the send resource: reads the body, answers 200."""
 
     isLeaf = True
@@ -77,7 +77,7 @@ class _Sink(Resource):
 
 @defer.inlineCallbacks
 def callback_leg(n: int, conns: int):
-    listening = reactor.listenTCP(0, make_site(_Sink(), reactor), interface="127.0.0.1")
+    listening = reactor.listenTCP(0, make_site(Sink(), reactor), interface="127.0.0.1")
     port = listening.getHost().port
     try:
         c0, t0 = time.process_time(), time.perf_counter()
