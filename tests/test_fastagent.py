@@ -361,6 +361,15 @@ class _TrailingJunk(Protocol):
         self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOKjunk")
 
 
+def _agent_for(test: TestCase, factory) -> tuple[FastAgent, bytes]:
+    """``factory`` listening on loopback, an agent over a pool of its own, and its URL."""
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    test.addCleanup(port.stopListening)
+    pool = ConnectionPool(reactor)
+    test.addCleanup(pool.close_cached_connections)
+    return FastAgent(reactor, pool), f"http://127.0.0.1:{port.getHost().port}/".encode("ascii")
+
+
 class TrailingBytesTests(TestCase):
     """Bytes after a whole response leave the response intact but the connection unused."""
 
@@ -371,12 +380,7 @@ class TrailingBytesTests(TestCase):
         factory.connections = 0
         factory.closed = []
         factory.all_closed = Deferred()
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        pool = ConnectionPool(reactor)
-        self.addCleanup(pool.close_cached_connections)
-        agent = FastAgent(reactor, pool)
-        url = f"http://127.0.0.1:{port.getHost().port}/".encode("ascii")
+        agent, url = _agent_for(self, factory)
         for _ in range(2):
             response = yield agent.request(b"GET", url)
             body = yield treq.content(response)
@@ -392,12 +396,7 @@ class ReadUntilCloseTests(TestCase):
     def fetch(self, head: bytes):
         factory = Factory.forProtocol(_RawServer)
         factory.head = head
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        pool = ConnectionPool(reactor)
-        self.addCleanup(pool.close_cached_connections)
-        agent = FastAgent(reactor, pool)
-        url = f"http://127.0.0.1:{port.getHost().port}/".encode("ascii")
+        agent, url = _agent_for(self, factory)
         response = yield agent.request(b"GET", url)
         ended = []
 
