@@ -100,8 +100,6 @@ class ConcurrencyTests(SynchronousTestCase):
     """BackendClient keeps at most ``concurrency`` requests in flight."""
 
     def make(self, concurrency):
-        from socketdock.httpclient import BackendClient
-
         self.started = []
         self.answers = []
 
