@@ -25,6 +25,8 @@ from prometheus_client.exposition import generate_latest
 _LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
+#: The ``le`` label of each bucket, as prometheus-client writes it.
+_BUCKET_LABELS = tuple(repr(float(b)) for b in _LATENCY_BUCKETS) + ("+Inf",)
 
 
 class Metrics:
@@ -171,10 +173,9 @@ class _HotFigures:
             "socketdock_backend_latency_seconds", "Time for one backend request attempt.",
             labels=["kind"],
         )
-        bounds = [repr(float(b)) for b in _LATENCY_BUCKETS] + ["+Inf"]
         for kind, (counts, total) in self._latency.items():
             cumulative, buckets = 0, []
-            for bound, count in zip(bounds, counts):
+            for bound, count in zip(_BUCKET_LABELS, counts):
                 cumulative += count
                 buckets.append((bound, cumulative))
             latency.add_metric([kind], buckets, total)
