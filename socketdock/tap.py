@@ -14,6 +14,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from socketdock.backend import HTTPBackend, LoopbackBackend
+from socketdock.batchedtcp import batching
 from socketdock.collector import tune_collector
 from socketdock.config import SETTINGS, Config, ConfigError, load_config
 from socketdock.httpclient import BackendClient, make_http_client, make_pool, make_tls_policy
@@ -117,17 +118,17 @@ def makeService(options: Options, reactor=None) -> SocketDockService:
     return make_service(options["settings"], reactor)
 
 
-def make_backend(config: Config, reactor, urls: CallbackURLs, metrics: Metrics):
+def make_backend(config: Config, reactor, net, urls: CallbackURLs, metrics: Metrics):
     """
     The backend the settings name, and the connection pool to close at stop
-    (None for loopback).
+    (None for loopback).  Backend connections are made through ``net``.
     """
     if config.backend != "http":
         return LoopbackBackend(), None
     pool = make_pool(reactor, config.backend_concurrency)
     client = BackendClient(
         make_http_client(
-            reactor, pool, make_tls_policy(config.backend_ca),
+            net, pool, make_tls_policy(config.backend_ca),
             # An inline reply is at most one message: room for twice that.
             max_response_body=2 * config.max_message_size + 64 * 1024,
         ),
@@ -151,10 +152,12 @@ def make_backend(config: Config, reactor, urls: CallbackURLs, metrics: Metrics):
 def make_service(config: Config, reactor) -> SocketDockService:
     """Wire the collaborators bottom-up and attach their listeners."""
     registry = Registry()
+    # Listeners and backend connections use it; timers and the rest use the reactor.
+    net = batching(reactor)
     urls = CallbackURLs(config.externalhostandport)
     # The gauge reads the relay built below, only when scraped.
     metrics = Metrics(active=registry.__len__, queued=lambda: relay.queued())
-    backend, pool = make_backend(config, reactor, urls, metrics)
+    backend, pool = make_backend(config, reactor, net, urls, metrics)
     journal = None
     if config.journal is not None:
         journal = Journal(config.journal, reactor, ThreadWriter(reactor))
@@ -173,11 +176,11 @@ def make_service(config: Config, reactor) -> SocketDockService:
         JournalService(journal, relay.recover).setServiceParent(service)
     if config.api_listen is None:
         front = Root((config.wspath, upgrade), api_children, health, config.api_token)
-        add_listener(service, serverFromString(reactor, config.listen), make_site(front, reactor, max_body))
+        add_listener(service, serverFromString(net, config.listen), make_site(front, reactor, max_body))
     else:
         front = Root((config.wspath, upgrade), None, health, None)
         back = Root(None, api_children, health, config.api_token)
-        add_listener(service, serverFromString(reactor, config.listen), make_site(front, reactor, max_body))
-        add_listener(service, serverFromString(reactor, config.api_listen), make_site(back, reactor, max_body))
+        add_listener(service, serverFromString(net, config.listen), make_site(front, reactor, max_body))
+        add_listener(service, serverFromString(net, config.api_listen), make_site(back, reactor, max_body))
     warn_if_exposed(config.api_listen or config.listen, config.api_token)
     return service
