@@ -1,12 +1,14 @@
 """
 CPU per request of each HTTP leg, in isolation, as SocketDock runs it.
 
-    python bench/legs.py [--n 5000] [--conns 50]
+    python bench/legs.py [--n 5000] [--conns 50] [--reps 1] [--tcp batched|plain|both]
 
 ``backend``: SocketDock's treq ``BackendClient`` POSTing to a trivial server
 in another process.  ``callback``: SocketDock's ``Site`` answering POSTs from
 a client in another process.  Only this process's CPU is counted, so the
 figures compare builds even on a busy machine better than the end-to-end run.
+``--tcp both`` alternates Twisted's own TCP transports with the batched ones
+the daemon uses (``socketdock.batchedtcp``), rep by rep, in one process.
 """
 
 import argparse
@@ -14,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import statistics
 import time
 
 from twisted.internet import defer, reactor, task
@@ -21,6 +24,7 @@ from twisted.web.resource import Resource
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from socketdock.batchedtcp import batching  # noqa: E402
 from socketdock.collector import tune_collector  # noqa: E402
 from socketdock.httpclient import BackendClient, make_http_client, make_pool, make_tls_policy  # noqa: E402
 from socketdock.web import make_site  # noqa: E402
@@ -35,13 +39,13 @@ def free_port() -> int:
 
 
 @defer.inlineCallbacks
-def backend_leg(n: int, conns: int):
+def backend_leg(net, n: int, conns: int):
     port = free_port()
     peer = subprocess.Popen([sys.executable, PEER, "server", str(port)], stdout=subprocess.PIPE)
     try:
         peer.stdout.readline()
         pool = make_pool(reactor, 128)
-        client = BackendClient(make_http_client(reactor, pool, make_tls_policy(None)), reactor, 30)
+        client = BackendClient(make_http_client(net, pool, make_tls_policy(None)), reactor, 30)
         url = f"http://127.0.0.1:{port}/message"
         body = b'{"meta":{"seq":1},"message":"' + b"x" * 64 + b'"}'
         yield client.post(url, body)  # warm: connection and lazy imports
@@ -76,8 +80,8 @@ class Sink(Resource):
 
 
 @defer.inlineCallbacks
-def callback_leg(n: int, conns: int):
-    listening = reactor.listenTCP(0, make_site(Sink(), reactor), interface="127.0.0.1")
+def callback_leg(net, n: int, conns: int):
+    listening = net.listenTCP(0, make_site(Sink(), reactor), interface="127.0.0.1")
     port = listening.getHost().port
     try:
         c0, t0 = time.process_time(), time.perf_counter()
@@ -94,13 +98,24 @@ def callback_leg(n: int, conns: int):
 @defer.inlineCallbacks
 def main(reactor_, args):
     tune_collector()  # as the daemon runs
-    for name, leg in (("backend", backend_leg), ("callback", callback_leg)):
-        cpu, rate = yield leg(args.n, args.conns)
-        print(f"{name:9s} {cpu:7.1f} us CPU/request  {rate:8.0f} requests/s")
+    kinds = {"batched": [batching(reactor)], "plain": [reactor], "both": [reactor, batching(reactor)]}
+    figures: dict = {}
+    for _ in range(args.reps):
+        for net in kinds[args.tcp]:
+            tcp = "plain" if net is reactor else "batched"
+            for name, leg in (("backend", backend_leg), ("callback", callback_leg)):
+                cpu, rate = yield leg(net, args.n, args.conns)
+                figures.setdefault((name, tcp), []).append(cpu)
+                print(f"{name:9s} {tcp:8s} {cpu:7.1f} us CPU/request  {rate:8.0f} requests/s")
+    if args.reps > 1:
+        for (name, tcp), cpus in figures.items():
+            print(f"median {name:9s} {tcp:8s} {statistics.median(cpus):7.1f} us CPU/request")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--conns", type=int, default=50)
+    parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--tcp", choices=["batched", "plain", "both"], default="batched")
     task.react(main, [parser.parse_args()])
