@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import deque
-from http.cookiejar import CookieJar
 from typing import Callable, Optional
 
 import attrs
@@ -31,6 +30,7 @@ from hyperlink import EncodedURL
 
 from socketdock import __version__
 from socketdock.fastagent import ConnectionPool, FastAgent
+from socketdock.treq_tuning import NoCookies, skip_cookie_agent_for_no_cookies
 
 USER_AGENT = f"SocketDock/{__version__}".encode("ascii")
 # Twice the default max_message_size (an inline reply is at most one message),
@@ -194,22 +194,6 @@ class _Line:
             self._free += 1
 
 
-class NoCookies(CookieJar):
-    """
-    A cookie jar that keeps nothing: a backend does not get to set state in
-    the relay, and an empty jar still costs a cookie-policy walk per request.
-    """
-
-    def add_cookie_header(self, request) -> None:
-        pass
-
-    def extract_cookies(self, response, request) -> None:
-        pass
-
-    def set_cookie(self, cookie) -> None:
-        pass
-
-
 @implementer(IBodyProducer)
 class BytesProducer:
     """
@@ -353,6 +337,7 @@ def make_http_client(
     A treq client over the shared pool; ``tls_policy`` verifies https backends.
     Response bodies over ``max_response_body`` bytes fail the request.
     """
+    skip_cookie_agent_for_no_cookies()
     return HTTPClient(
         FastAgent(reactor, pool, tls_policy, max_response_body), cookiejar=NoCookies()
     )
