@@ -81,19 +81,18 @@ class _SendAfterRead:
             self._maybePauseProducer()
 
     def writeSequence(self, iovec: Iterable[bytes]) -> None:
-        if not self._batch.reading or not self.connected or self._writeDisconnected:
-            super().writeSequence(iovec)
-            return
         iovec = list(iovec)
-        for data in iovec:
-            if type(data) is not bytes:
-                super().writeSequence(iovec)  # raises Twisted's TypeError
-                return
-        for data in iovec:
-            if data:
-                self._gather(data)
-                self._tempDataLen += len(data)
-        self._maybePauseProducer()
+        if not self._batch.reading or not self.connected or self._writeDisconnected or (
+            iovec and set(map(type, iovec)) != {bytes}
+        ):
+            super().writeSequence(iovec)  # Twisted's path, and its TypeError for text
+            return
+        # twisted.web hands over a response head in ~20 pieces: gather one.
+        data = b"".join(iovec)
+        if data:
+            self._gather(data)
+            self._tempDataLen += len(data)
+            self._maybePauseProducer()
 
     def _gather(self, data: bytes) -> None:
         self._tempDataBuffer.append(data)
