@@ -27,7 +27,9 @@ from zope.interface import implementer
 
 from socketdock.batchedtcp import BatchingReactor, batching
 from tests.certs import make_ca
+from tests.fakebackend import FakeBackend, start_backend, stop_backend
 from tests.harness import start_relay
+from tests.wsclient import connect_client
 
 # Larger than a loopback socket's send and receive buffers together, so the
 # kernel cannot take it in one send.
@@ -333,8 +335,27 @@ class BatchingTests(TestCase):
 
 
 class RelayWiringTests(TestCase):
-    def test_the_relays_listener_is_batched(self) -> None:
-        """make_service listens through batching(reactor), so every test of the relay runs over it."""
-        relay = start_relay(self, reactor, backend="http", messageuri="http://127.0.0.1:9/m")
-        ports = [r for r in reactor.getReaders() if isinstance(r, tcp.Port) and r.getHost().port == relay.port]
-        self.assertEqual([type(p).__name__ for p in ports], ["_BatchedPort"])
+    """make_service uses batching(reactor), so every end-to-end test of the relay runs over it."""
+
+    @inlineCallbacks
+    def test_the_listener_and_the_backend_connections_are_batched(self) -> None:
+        backend = FakeBackend(reactor)
+        backend_port, url = yield start_backend(reactor, backend)
+        self.addCleanup(stop_backend, backend_port, backend)
+        relay = start_relay(self, reactor, backend="http", messageuri=url + "/message", ping_interval=0)
+        client = yield connect_client(reactor, relay.ws_url())
+        self.addCleanup(client.shutdown)
+        client.send_text("hello")
+        yield backend.wait_for("message", 1)
+        relay_side = {
+            type(r).__name__
+            for r in reactor.getReaders()
+            if isinstance(r, (tcp.Port, tcp.Server)) and r.getHost().port == relay.port
+        }
+        self.assertEqual(relay_side, {"_BatchedPort", "_BatchedServer"})
+        to_backend = {
+            type(r).__name__
+            for r in reactor.getReaders()
+            if isinstance(r, tcp.Client) and r.getPeer().port == backend_port.getHost().port
+        }
+        self.assertEqual(to_backend, {"_BatchedClient"})
