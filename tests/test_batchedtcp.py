@@ -88,6 +88,12 @@ class BatchedTCPTests(TestCase):
         return port.getHost().port
 
     @inlineCallbacks
+    def exchange(self, on_read):
+        """Connect, send one read's worth, and wait for the close: (bytes received, reason)."""
+        peer = yield self.connect(self.listen(on_read))
+        return (yield peer.closed)
+
+    @inlineCallbacks
     def connect(self, port: int, first: bytes = b"go"):
         peer = Peer()
         peer.factory = None
@@ -109,8 +115,7 @@ class BatchedTCPTests(TestCase):
             next_turn().addCallback(lambda _: armed.append(server.transport in reactor.getWriters()))
             next_turn().addCallback(lambda _: server.transport.loseConnection())
 
-        peer = yield self.connect(self.listen(on_read))
-        received, reason = yield peer.closed
+        received, reason = yield self.exchange(on_read)
         self.assertEqual(received, b"abcd")
         self.assertEqual(armed, [False])
         reason.trap(ConnectionDone)
@@ -128,8 +133,7 @@ class BatchedTCPTests(TestCase):
 
             reactor.callLater(0, later)
 
-        peer = yield self.connect(self.listen(on_read))
-        received, _ = yield peer.closed
+        received, _ = yield self.exchange(on_read)
         self.assertEqual((received, armed), (b"late", [True]))
 
     @inlineCallbacks
@@ -162,8 +166,7 @@ class BatchedTCPTests(TestCase):
             next_turn().addCallback(lambda _: armed.append(server.transport in reactor.getWriters()))
             server.transport.loseConnection()
 
-        peer = yield self.connect(self.listen(on_read))
-        received, reason = yield peer.closed
+        received, reason = yield self.exchange(on_read)
         self.assertEqual(len(received), len(BIG) + 3)
         self.assertTrue(received == BIG + b"END")
         self.assertEqual(armed, [None, True])
@@ -195,8 +198,7 @@ class BatchedTCPTests(TestCase):
             s.transport.registerProducer(Producer(), True)
             s.transport.write(BIG)
 
-        peer = yield self.connect(self.listen(on_read))
-        received, _ = yield peer.closed
+        received, _ = yield self.exchange(on_read)
         self.assertEqual(len(received), len(BIG))
         self.assertEqual(calls, ["pause", "resume"])
 
@@ -225,8 +227,7 @@ class BatchedTCPTests(TestCase):
             # inside this read; the rest are asked for by doWrite.
             server.transport.registerProducer(Counter(server.transport), False)
 
-        peer = yield self.connect(self.listen(on_read))
-        received, reason = yield peer.closed
+        received, reason = yield self.exchange(on_read)
         self.assertEqual(received, b"012")
         reason.trap(ConnectionDone)
 
@@ -236,22 +237,20 @@ class BatchedTCPTests(TestCase):
             server.transport.write(b"bye")
             server.transport.loseConnection()
 
-        peer = yield self.connect(self.listen(on_read))
-        received, reason = yield peer.closed
+        received, reason = yield self.exchange(on_read)
         self.assertEqual(received, b"bye")
         reason.trap(ConnectionDone)
         self.assertIsInstance((yield self.servers[0].lost), ConnectionDone)
 
     @inlineCallbacks
     def test_lose_write_connection_half_closes_after_the_gathered_bytes(self) -> None:
-        """The peer reads the bytes, then end of file; its side stays open."""
+        """The peer reads the bytes, then end of file."""
 
         def on_read(server):
             server.transport.write(b"half")
             server.transport.loseWriteConnection()
 
-        peer = yield self.connect(self.listen(on_read))
-        received, reason = yield peer.closed
+        received, reason = yield self.exchange(on_read)
         self.assertEqual(received, b"half")
         reason.trap(ConnectionDone)
 
@@ -261,8 +260,7 @@ class BatchedTCPTests(TestCase):
             server.transport.write(b"never")
             server.transport.abortConnection()
 
-        peer = yield self.connect(self.listen(on_read))
-        received, _ = yield peer.closed
+        received, _ = yield self.exchange(on_read)
         self.assertEqual(received, b"")
         self.assertIsInstance((yield self.servers[0].lost), ConnectionAborted)
 
@@ -291,8 +289,7 @@ class BatchedTCPTests(TestCase):
                     refused.append(True)
             server.transport.loseConnection()
 
-        peer = yield self.connect(self.listen(on_read))
-        received, _ = yield peer.closed
+        received, _ = yield self.exchange(on_read)
         self.assertEqual((received, refused), (b"", [True, True]))
 
     @inlineCallbacks
