@@ -14,9 +14,9 @@ the daemon uses (``socketdock.batchedtcp``), rep by rep, in one process.
 import argparse
 import os
 import socket
+import statistics
 import subprocess
 import sys
-import statistics
 import time
 
 from twisted.internet import defer, reactor, task
