@@ -34,6 +34,7 @@ from typing import Iterable
 
 from twisted.internet import tcp
 from twisted.internet.posixbase import PosixReactorBase
+from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import directlyProvides, providedBy
 
@@ -47,6 +48,8 @@ class WriteBatch:
     that read ends.
     """
 
+    _log = Logger()
+
     def __init__(self) -> None:
         self.reading = False
         self._gathered: list[_SendAfterRead] = []
@@ -55,11 +58,20 @@ class WriteBatch:
         self._gathered.append(transport)
 
     def flush(self) -> None:
-        """Send what each transport gathered, in the order they were first written to."""
+        """
+        Send what each transport gathered, in the order they were first
+        written to.  A transport that fails unexpectedly is logged and
+        aborted, and does not keep the others from sending.
+        """
         while self._gathered:
             gathered, self._gathered = self._gathered, []
             for transport in gathered:
-                transport._send_gathered()
+                try:
+                    transport._send_gathered()
+                except Exception:
+                    self._log.failure("sending to {peer} failed; aborting that connection",
+                                      peer=transport.getPeer())
+                    transport.abortConnection()
 
 
 class _SendAfterRead:

@@ -277,6 +277,37 @@ class BatchedTCPTests(TestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
 
     @inlineCallbacks
+    def test_an_unexpected_failure_aborts_only_its_own_connection(self) -> None:
+        """The error is logged, that connection aborted, and the next one still sent."""
+
+        class Broken:
+            def __init__(self, sock):
+                self._sock = sock
+
+            def send(self, data):
+                raise RuntimeError("broken socket")
+
+            def __getattr__(self, name):
+                return getattr(self._sock, name)
+
+        def on_read(server):
+            first, second = self.servers[0].transport, self.servers[1].transport
+            first.socket = Broken(first.socket)
+            first.write(b"lost")
+            second.write(b"sent")
+            second.loseConnection()
+
+        port = self.listen(on_read)
+        broken = yield self.connect(port, first=b"")
+        peer = yield self.connect(port)
+        received, _ = yield peer.closed
+        self.assertEqual(received, b"sent")
+        self.assertIsInstance((yield self.servers[0].lost), ConnectionAborted)
+        lost, _ = yield broken.closed
+        self.assertEqual(lost, b"")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    @inlineCallbacks
     def test_writing_text_is_refused_as_twisted_refuses_it(self) -> None:
         refused = []
 
