@@ -66,6 +66,7 @@ class FastHTTPChannel(HTTPChannel):
         self._current = None
         self._line: tuple[bytes, bytes, bytes] = (b"", b"", b"")
         self._host = None
+        self._peer = None
 
     def getHost(self):
         # twisted.web asks for every request, and each ask is a getsockname()
@@ -73,6 +74,12 @@ class FastHTTPChannel(HTTPChannel):
         if self._host is None:
             self._host = self.transport.getHost()
         return self._host
+
+    def getPeer(self):
+        # Asked for every request too; each ask built a new address object.
+        if self._peer is None:
+            self._peer = self.transport.getPeer()
+        return self._peer
 
     # httptools callbacks: record, never act (see the module docstring).
 

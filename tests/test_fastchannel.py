@@ -364,3 +364,16 @@ class HostAddressTests(SynchronousTestCase):
         channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
         self.assertEqual(re.findall(rb"HTTP/1.1 (\d+) ", transport.value()), [b"200"] * 3)
         self.assertEqual(len(asked), 1)
+
+    def test_peer_address_is_asked_once_per_connection(self) -> None:
+        """Pipelined requests share one peer address, and each request sees it."""
+        clock = Clock()
+        root, _ = _root(clock)
+        channel, transport = _connect(root, clock)
+        asked = []
+        real = transport.getPeer
+        transport.getPeer = lambda: asked.append(1) or real()
+        channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        self.assertEqual(re.findall(rb"HTTP/1.1 (\d+) ", transport.value()), [b"200"] * 3)
+        self.assertEqual(len(asked), 1)
+        self.assertEqual(channel.getPeer(), real())
