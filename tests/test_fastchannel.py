@@ -352,28 +352,24 @@ class UpgradeTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
 
-class HostAddressTests(SynchronousTestCase):
+class AddressTests(SynchronousTestCase):
+    def _asks_over_three_requests(self, name: str):
+        """Serve three pipelined requests; how often the transport was asked ``name``."""
+        clock = Clock()
+        root, _ = _root(clock)
+        channel, transport = _connect(root, clock)
+        asked = []
+        real = getattr(transport, name)
+        setattr(transport, name, lambda: asked.append(1) or real())
+        channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        self.assertEqual(re.findall(rb"HTTP/1.1 (\d+) ", transport.value()), [b"200"] * 3)
+        self.assertEqual(getattr(channel, name)(), real())
+        return len(asked)
+
     def test_local_address_is_asked_once_per_connection(self) -> None:
         """Pipelined requests share one getsockname(): the channel keeps the host address."""
-        clock = Clock()
-        root, _ = _root(clock)
-        channel, transport = _connect(root, clock)
-        asked = []
-        real = transport.getHost
-        transport.getHost = lambda: asked.append(1) or real()
-        channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
-        self.assertEqual(re.findall(rb"HTTP/1.1 (\d+) ", transport.value()), [b"200"] * 3)
-        self.assertEqual(len(asked), 1)
+        self.assertEqual(self._asks_over_three_requests("getHost"), 1)
 
     def test_peer_address_is_asked_once_per_connection(self) -> None:
-        """Pipelined requests share one peer address, and each request sees it."""
-        clock = Clock()
-        root, _ = _root(clock)
-        channel, transport = _connect(root, clock)
-        asked = []
-        real = transport.getPeer
-        transport.getPeer = lambda: asked.append(1) or real()
-        channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
-        self.assertEqual(re.findall(rb"HTTP/1.1 (\d+) ", transport.value()), [b"200"] * 3)
-        self.assertEqual(len(asked), 1)
-        self.assertEqual(channel.getPeer(), real())
+        """Each request is told the peer; the channel asks the transport once."""
+        self.assertEqual(self._asks_over_three_requests("getPeer"), 1)
