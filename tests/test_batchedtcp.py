@@ -64,6 +64,20 @@ class Scripted(Protocol):
         self.lost.callback(reason.value)
 
 
+class ScriptedFactory(Factory):
+    """Builds :class:`Scripted` connections and keeps them in ``built``, in order."""
+
+    def __init__(self, on_read, built: list) -> None:
+        self.on_read = on_read
+        self.built = built
+
+    def buildProtocol(self, addr) -> Scripted:
+        protocol = Scripted(self.on_read)
+        protocol.factory = self
+        self.built.append(protocol)
+        return protocol
+
+
 def next_turn():
     """Fires on the reactor's next turn, before it polls again."""
     return deferLater(reactor, 0, lambda: None)
@@ -77,13 +91,8 @@ class BatchedTCPTests(TestCase):
         self.servers: list[Scripted] = []
 
     def listen(self, on_read) -> int:
-        def build(addr):
-            protocol = Scripted(on_read)
-            self.servers.append(protocol)
-            return protocol
-
-        port = self.net.listenTCP(0, Factory.forProtocol(lambda: None), interface="127.0.0.1")
-        port.factory.buildProtocol = build
+        """A batched listener whose connections run ``on_read``; its port."""
+        port = self.net.listenTCP(0, ScriptedFactory(on_read, self.servers), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         return port.getHost().port
 
@@ -96,7 +105,6 @@ class BatchedTCPTests(TestCase):
     @inlineCallbacks
     def connect(self, port: int, first: bytes = b"go"):
         peer = Peer()
-        peer.factory = None
         yield HostnameEndpoint(reactor, "127.0.0.1", port).connect(Factory.forProtocol(lambda: peer))
         self.addCleanup(lambda: peer.transport.abortConnection() if peer.transport.connected else None)
         if first:
@@ -162,14 +170,13 @@ class BatchedTCPTests(TestCase):
         def on_read(server):
             server.transport.write(BIG)
             server.transport.write(b"END")
-            armed.append(None)
             next_turn().addCallback(lambda _: armed.append(server.transport in reactor.getWriters()))
             server.transport.loseConnection()
 
         received, reason = yield self.exchange(on_read)
         self.assertEqual(len(received), len(BIG) + 3)
         self.assertTrue(received == BIG + b"END")
-        self.assertEqual(armed, [None, True])
+        self.assertEqual(armed, [True])
         reason.trap(ConnectionDone)
 
     @inlineCallbacks
@@ -179,24 +186,23 @@ class BatchedTCPTests(TestCase):
 
         @implementer(IPushProducer)
         class Producer:
+            def __init__(self, transport):
+                self.transport = transport
+
             def pauseProducing(self):
                 calls.append("pause")
 
             def resumeProducing(self):
                 calls.append("resume")
-                server.transport.unregisterProducer()
-                server.transport.loseConnection()
+                self.transport.unregisterProducer()
+                self.transport.loseConnection()
 
             def stopProducing(self):
                 calls.append("stop")
 
-        server = None
-
-        def on_read(s):
-            nonlocal server
-            server = s
-            s.transport.registerProducer(Producer(), True)
-            s.transport.write(BIG)
+        def on_read(server):
+            server.transport.registerProducer(Producer(server.transport), True)
+            server.transport.write(BIG)
 
         received, _ = yield self.exchange(on_read)
         self.assertEqual(len(received), len(BIG))
