@@ -60,6 +60,21 @@ def parse_bool(text: str) -> bool:
     raise Invalid(f"{show(text)} is not a boolean; use true, false, yes, no, 1 or 0")
 
 
+_LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warn", "warning": "warn",
+               "error": "error", "critical": "critical"}
+
+
+def parse_log_level(text: str) -> str:
+    """
+    :param text: debug, info, warn (or warning), error or critical, any case.
+    :return: the name of a ``twisted.logger.LogLevel``.
+    """
+    level = _LOG_LEVELS.get(text.strip().lower())
+    if level is None:
+        raise Invalid(f"{show(text)} is not a log level; use debug, info, warn, error or critical")
+    return level
+
+
 def parse_count(text: str, minimum: int = 0) -> int:
     """
     :param text: a whole number in decimal digits.

@@ -92,6 +92,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("journal", None, "Path of an SQLite file recording open connections across crashes."),
     Setting("backend_ca", None, "PEM file of a private CA for https backends."),
     Setting("permessage_deflate", "false", "Offer and accept the permessage-deflate extension."),
+    Setting("log_level", "info", "Lowest level written to the log: debug, info, warn, error or critical."),
 )
 
 _KEYS = tuple(s.key for s in SETTINGS)
@@ -124,6 +125,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "journal": p.parse_path,
     "backend_ca": p.parse_ca_file,
     "permessage_deflate": p.parse_bool,
+    "log_level": p.parse_log_level,
 }
 assert set(_PARSERS) == set(_KEYS)
 
@@ -165,6 +167,7 @@ class Config:
     journal: str | None
     backend_ca: str | None
     permessage_deflate: bool
+    log_level: str
 
 
 def load_config(

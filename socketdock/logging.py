@@ -27,10 +27,18 @@ import sys
 from datetime import datetime, timezone
 from typing import IO, Any, Optional, Sequence
 
-from twisted.logger import FileLogObserver, ILogObserver, formatEvent
+from twisted.logger import (
+    FileLogObserver,
+    FilteringLogObserver,
+    ILogObserver,
+    LogBeginner,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+)
 from twisted.python.logfile import LogFile
 
-__all__ = ["json_observer", "json_file_observer", "event_as_json_line"]
+__all__ = ["json_observer", "json_file_observer", "event_as_json_line", "log_from_level"]
 
 #: Keys of events from twisted.python.log, repeated in ``text`` or ``time``.
 _LEGACY = frozenset({"format", "message", "isError", "system", "time", "failure"})
@@ -71,6 +79,29 @@ def json_observer(argv: Optional[Sequence[str]] = None) -> ILogObserver:
     log_file = LogFile.fromFullPath(logfile or "twistd.log")
     _rotate_on_sigusr1(log_file)
     return json_file_observer(log_file)
+
+
+def log_from_level(level: str, beginner: LogBeginner) -> None:
+    """
+    Drop events below ``level`` (a ``LogLevel`` name) from whatever log
+    twistd is about to start: text, syslog or a ``--logger`` factory's.
+
+    twistd has no log level of its own and writes debug events too.  It
+    starts logging after ``makeService``, through ``beginner`` (the global
+    ``LogBeginner``), so each observer it hands over is wrapped in a level
+    filter on the way in; events buffered before that are filtered as they
+    are replayed.
+    """
+    if level == "debug":
+        return  # the lowest level: nothing to drop
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    begin = beginner.beginLoggingTo
+
+    def begin_filtered(observers, *args, **kwargs):
+        filtered = [FilteringLogObserver(observer, [predicate]) for observer in observers]
+        return begin(filtered, *args, **kwargs)
+
+    beginner.beginLoggingTo = begin_filtered  # type: ignore[method-assign]
 
 
 def _twistd_log_options(argv: Sequence[str]) -> tuple[bool, Optional[str]]:

@@ -19,6 +19,7 @@ from socketdock.collector import tune_collector
 from socketdock.config import SETTINGS, Config, ConfigError, load_config
 from socketdock.httpclient import BackendClient, make_http_client, make_pool, make_tls_policy
 from socketdock.journal import Journal, JournalService, ThreadWriter
+from socketdock.logging import log_from_level
 from socketdock.metrics import Metrics
 from socketdock.preflight import check_startable
 from socketdock.registry import Registry
@@ -104,15 +105,19 @@ def _check_with_global_reactor(config: Config) -> None:
     check_startable(config, reactor)
 
 
-def makeService(options: Options, reactor=None) -> SocketDockService:
+def makeService(options: Options, reactor=None, log_beginner=None) -> SocketDockService:
     """
     Build the whole instance from validated settings: the only place that
-    picks the global reactor.
+    picks the global reactor and the global log beginner (the one twistd
+    starts its log through, after this returns).
     """
     if reactor is None:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+    if log_beginner is None:
+        from twisted.logger import globalLogBeginner as log_beginner
+    log_from_level(options["settings"].log_level, log_beginner)
     reactor.callWhenRunning(exit_zero_on_stop_signals, reactor)
     reactor.callWhenRunning(tune_collector)
     return make_service(options["settings"], reactor)

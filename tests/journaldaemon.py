@@ -3,7 +3,8 @@ Run the real ``twistd socketdock`` as a child process, for the journal's
 crash tests: start it, read its log (stdout), SIGKILL or SIGTERM it.
 
 Tests synchronise on log lines instead of sleeping: ``QuietSite starting on``
-means it listens; the journal's debug lines say what reached the disk.
+means it listens; the journal's debug lines (the child runs with
+``--log-level debug``) say what reached the disk.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def start_daemon(testcase, reactor, *args: str) -> "Deferred[Daemon]":
     env["PYTHONPATH"] = TREE
     argv = [
         sys.executable, "-c", _RUN_TWISTD, "-n", "--pidfile=", "socketdock",
-        "--bindip", "127.0.0.1", "--bindport", str(port), *args,
+        "--bindip", "127.0.0.1", "--bindport", str(port), "--log-level", "debug", *args,
     ]
     workdir = testcase.mktemp()
     os.makedirs(workdir)

@@ -7,7 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from socketdock.collector import YOUNG_THRESHOLD, tune_collector
 from socketdock.tap import makeService
-from tests.test_tap_options import _parse
+from tests.test_tap_options import _parse, private_log_beginner
 
 
 class TuneCollectorTests(SynchronousTestCase):
@@ -32,7 +32,8 @@ class TuneCollectorTests(SynchronousTestCase):
         """makeService leaves the tuning for reactor start, after every startup import."""
         gc.set_threshold(700, 10, 10)
         reactor = MemoryReactorClock()
-        makeService({"settings": _parse(["--externalhostandport", "h:1"])}, reactor=reactor)
+        makeService({"settings": _parse(["--externalhostandport", "h:1"])}, reactor=reactor,
+                    log_beginner=private_log_beginner())
         self.assertEqual(gc.get_threshold()[0], 700)
         for hook, args, kwargs in reactor.whenRunningHooks:
             if hook is tune_collector:

@@ -52,7 +52,7 @@ class DefaultsTests(SynchronousTestCase):
                 ping_interval=30.0, ping_timeout=10.0, backend_timeout=10.0,
                 backend_retries=5, backend_concurrency=128, queue_limit=64, inline_reply=False,
                 shutdown_timeout=10.0, journal=None, backend_ca=None,
-                permessage_deflate=False,
+                permessage_deflate=False, log_level="info",
             ),
         )
 
@@ -200,6 +200,12 @@ class ValueTests(SynchronousTestCase):
                            ("no", False), (" 0 ", False)]:
             self.assertIs(load_config({"permessage_deflate": text}, {}, None).permessage_deflate, want)
 
+    def test_log_levels(self) -> None:
+        """log_level takes Twisted's level names in any case, and warning for warn."""
+        for text, want in [("debug", "debug"), ("INFO", "info"), ("warn", "warn"),
+                           ("Warning", "warn"), (" error ", "error"), ("critical", "critical")]:
+            self.assertEqual(load_config({"log_level": text}, {}, None).log_level, want)
+
     def test_origins_split(self) -> None:
         """allowed_origins is split on commas, stripped, with empties dropped."""
         c = load_config({"allowed_origins": " https://a.example, ,https://b.example,"}, {}, None)
@@ -227,6 +233,7 @@ _BAD_CLI = [
     ({"bindport": "65536"}, "bindport", "not a port number"),
     ({"bindport": "-1"}, "bindport", "not a port number"),
     ({"backend": "carrier-pigeon"}, "backend", "use loopback or http"),
+    ({"log_level": "loud"}, "log_level", "'loud' is not a log level; use debug, info, warn, error or critical"),
     ({"backend": "http"}, "messageuri", "set messageuri"),
     ({"messageuri": "ftp://b/m"}, "messageuri", "not an http(s) URL"),
     ({"connecturi": "http:///nohost"}, "connecturi", "has no host"),

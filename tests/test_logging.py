@@ -10,13 +10,15 @@ from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.logger import LogLevel
+from twisted.logger import Logger, LogLevel, LogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from socketdock.logging import _twistd_log_options, event_as_json_line
+from socketdock.logging import _twistd_log_options, event_as_json_line, log_from_level
 from tests.daemon import get, ready, spawn_socketdock, wait_for_file
+from tests.fakebackend import FakeBackend, start_backend, stop_backend
 from tests.harness import free_port
+from tests.test_tap_options import private_log_beginner
 from tests.wsclient import connect_client
 
 JSON_LOGGER = ("--logger", "socketdock.logging.json_observer")
@@ -61,6 +63,45 @@ class JsonLineTests(SynchronousTestCase):
         self.assertEqual(_twistd_log_options(["socketdock", "-n"]), (False, None))
 
 
+class LogLevelTests(SynchronousTestCase):
+    """log_from_level filters what a LogBeginner starts logging to, as twistd's does."""
+
+    def setUp(self) -> None:
+        self.publisher = LogPublisher()
+        self.beginner = private_log_beginner(self.publisher)
+        self.log = Logger(namespace="test", observer=self.publisher)
+        self.seen: list[str] = []
+
+    def _begin(self) -> None:
+        self.beginner.beginLoggingTo(
+            [lambda event: self.seen.append(event["log_level"].name)], redirectStandardIO=False)
+
+    def _emit_one_of_each(self) -> None:
+        self.log.debug("d")
+        self.log.info("i")
+        self.log.warn("w")
+        self.log.error("e")
+
+    def test_events_below_the_level_are_dropped(self) -> None:
+        log_from_level("warn", self.beginner)
+        self._begin()
+        self._emit_one_of_each()
+        self.assertEqual(self.seen, ["warn", "error"])
+
+    def test_events_buffered_before_logging_began_are_filtered_too(self) -> None:
+        log_from_level("info", self.beginner)
+        self._emit_one_of_each()
+        self._begin()
+        self.assertEqual(self.seen, ["info", "warn", "error"])
+
+    def test_debug_leaves_the_beginner_alone(self) -> None:
+        log_from_level("debug", self.beginner)
+        self.assertNotIn("beginLoggingTo", vars(self.beginner))
+        self._begin()
+        self._emit_one_of_each()
+        self.assertEqual(self.seen, ["debug", "info", "warn", "error"])
+
+
 class TwistdLogTests(TestCase):
     """Real twistd processes writing their logs."""
 
@@ -82,6 +123,34 @@ class TwistdLogTests(TestCase):
         self.assertEqual(len(draining), 1)
         self.assertEqual(draining[0]["namespace"], "socketdock.service.SocketDockService")
         self.assertEqual((draining[0]["level"], draining[0]["count"]), ("info", 0))
+
+    @inlineCallbacks
+    def test_debug_events_are_left_out_by_default(self):
+        """log_level defaults to info: the journal's per-batch debug lines stay out of the log."""
+        backend = FakeBackend(reactor)
+        backend_port, url = yield start_backend(reactor, backend)
+        self.addCleanup(stop_backend, backend_port, backend)
+        port = free_port()
+        journal = Path(self.mktemp()).resolve()
+        journal.mkdir(parents=True)
+        instance = spawn_socketdock(
+            self, reactor, "--bindport", str(port), "--ping-interval", "0",
+            "--backend", "http", "--messageuri", url + "/message", "--connecturi", url + "/connect",
+            "--journal", str(journal / "j.sqlite"),
+            twistd_args=("-n", "--pidfile=", *JSON_LOGGER))
+        yield Deferred.fromCoroutine(ready(reactor, instance, f"http://127.0.0.1:{port}"))
+        client = yield connect_client(reactor, f"ws://127.0.0.1:{port}/ws")
+        self.addCleanup(client.shutdown)
+        (notice,) = yield backend.wait_for("connect", 1)
+        # The journal wrote the connection (its id is in the write-ahead log):
+        # at debug level that write would have logged a line.
+        yield wait_for_file(self, reactor, journal / "j.sqlite-wal", notice["meta"]["connection_id"])
+        instance.signal("TERM")
+        code, _ = yield instance.exited
+        self.assertEqual(code, 0, instance.text())
+        records = [json.loads(line) for line in instance.text().splitlines() if line.strip()]
+        self.assertIn("info", {r["level"] for r in records})
+        self.assertEqual([r["text"] for r in records if r["level"] == "debug"], [])
 
     def test_json_logfile_rotates_on_sigusr1(self):
         """JSON lines go to --logfile; SIGUSR1 renames it to .1 and later lines go to a fresh file."""

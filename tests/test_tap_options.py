@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
+from twisted.logger import LogBeginner, LogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from socketdock.config import SETTINGS, Config, load_config
 from socketdock.tap import Options, makeService
+
+
+def private_log_beginner(publisher: LogPublisher | None = None) -> LogBeginner:
+    """A LogBeginner of the test's own, so makeService leaves the process's log alone."""
+    stdio = SimpleNamespace(stdout=io.StringIO(), stderr=io.StringIO())
+    return LogBeginner(publisher or LogPublisher(), io.StringIO(), stdio, warnings)
 
 
 def _parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
@@ -93,7 +103,8 @@ class OptionsTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         settings = _parse(["--listen", "tcp:0:interface=127.0.0.1", "--api-listen",
                            "tcp:0:interface=127.0.0.2", "--externalhostandport", "h:1"])
-        service = makeService({"settings": settings}, reactor=reactor)
+        service = makeService({"settings": settings}, reactor=reactor,
+                              log_beginner=private_log_beginner())
         service.startService()
         self.assertEqual(
             sorted(port[3] for port in reactor.tcpServers), ["127.0.0.1", "127.0.0.2"]
