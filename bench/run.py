@@ -35,12 +35,12 @@ HARNESS = os.path.join(HERE, "relay-bench")
 ROOT = os.path.dirname(HERE)
 
 
-def relay_command(extra: str) -> str:
-    """The relay as the harness starts it: this checkout, settings on the command line."""
+def relay_command(extra: str, tree: str = ROOT) -> str:
+    """The relay as the harness starts it: ``tree``'s code, settings on the command line."""
     # (``python -m twisted.scripts.twistd`` does nothing: the module has no main)
     twistd = f"{shlex.quote(sys.executable)} -c 'from twisted.scripts.twistd import run; run()'"
     return (
-        f"env PYTHONPATH={shlex.quote(ROOT)} {twistd} -n --pidfile= socketdock "
+        f"env PYTHONPATH={shlex.quote(tree)} {twistd} -n --pidfile= socketdock "
         "--bindip 127.0.0.1 --bindport {port} --backend http --externalhostandport {relay} "
         "--messageuri {backend}/message --connecturi {backend}/connect "
         "--disconnecturi {backend}/disconnect --ping-interval 0 " + extra
@@ -136,6 +136,9 @@ def main(argv: list[str]) -> int:
                    help="seconds to wait for the machine to go quiet before each test")
     p.add_argument("--deps", default=os.path.join(tempfile.gettempdir(), "socketdock-bench-deps"))
     p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "socketdock-bench"))
+    p.add_argument("--tree", default=ROOT,
+                   help="source tree whose socketdock the relay runs (default: this checkout); "
+                        "bench/ab.py uses it to compare builds")
     args = p.parse_args(argv)
     for tool in ("node", "npm", "taskset"):
         if shutil.which(tool) is None:
@@ -143,13 +146,13 @@ def main(argv: list[str]) -> int:
             return 2
     node_path = install_deps(args.deps)
     os.makedirs(args.out, exist_ok=True)
-    doc = harness(args, node_path, "socketdock", "relay", relay_command(args.relay_args),
+    doc = harness(args, node_path, "socketdock", "relay", relay_command(args.relay_args, args.tree),
                   args.tests, os.path.join(args.out, "socketdock.json"), args.port)
     report("SocketDock (http backend, connecturi admission, send callbacks)", doc)
     if args.inline:
         tests = ",".join(t for t in args.tests.split(",") if t in ("rt", "burst")) or "rt"
         doc = harness(args, node_path, "inline", "relay",
-                      relay_command(args.relay_args + " --inline-reply true"), tests,
+                      relay_command(args.relay_args + " --inline-reply true", args.tree), tests,
                       os.path.join(args.out, "inline.json"), args.port + 20, "inline")
         report("SocketDock (http backend, inline_reply: replies in the response body)", doc)
     if args.echo:

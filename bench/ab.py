@@ -1,0 +1,93 @@
+"""
+Compare this checkout with another revision on a noisy machine: ABBA blocks.
+
+    python bench/ab.py BASE [--blocks 4] [--inline] [--duration 10]
+
+This VM's speed drifts by 10-20% over minutes, more than most single changes
+are worth, so one run of each build says little.  This script checks BASE
+(any git revision) out into a temporary worktree and runs ``bench/run.py
+--tests rt`` from this checkout against the two relays in the order A B B A,
+``--blocks`` times, so slow drift falls on both alike.  It prints every run,
+then for each figure the median of each build and how many blocks the
+checkout won; a change is only worth believing if it wins nearly every block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+#: (label, key in the harness summary, scale, unit, lower is better)
+FIGURES = (
+    ("CPU/rt", "relayCpuSecPer1000", 1000, "us", True),
+    ("rt/s", "msgsPerSec", 1, "", False),
+    ("p99", "latP99ms", 1, "ms", True),
+)
+
+
+def run_once(tree: str, args, out: str) -> dict:
+    """One bench/run.py run of ``tree``'s relay: {(send or inline, figure): value}."""
+    cmd = [sys.executable, os.path.join(HERE, "run.py"), "--tests", "rt", "--reps", "1",
+           "--duration", str(args.duration), "--tree", tree, "--out", out]
+    if args.inline:
+        cmd.append("--inline")
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=30 * 60)
+    figures = {}
+    for mode, doc in (("send", "socketdock"), ("inline", "inline"))[:2 if args.inline else 1]:
+        with open(os.path.join(out, doc + ".json")) as f:
+            rt = json.load(f)["summary"]["rt"]
+        for label, key, scale, _, _ in FIGURES:
+            figures[(mode, label)] = rt[key]["median"] * scale
+    return figures
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("base", help="git revision to compare this checkout with")
+    p.add_argument("--blocks", type=int, default=4, help="ABBA blocks (four runs each)")
+    p.add_argument("--inline", action="store_true", help="also compare inline_reply")
+    p.add_argument("--duration", type=int, default=10, help="seconds measured per run")
+    args = p.parse_args(argv)
+
+    scratch = tempfile.mkdtemp(prefix="socketdock-ab-")
+    base_tree = os.path.join(scratch, "base")
+    subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", base_tree, args.base],
+                   check=True, stdout=subprocess.DEVNULL)
+    runs: dict[str, list[dict]] = {"base": [], "this": []}
+    try:
+        for block in range(args.blocks):
+            for n, name in enumerate(("base", "this", "this", "base")):
+                tree = base_tree if name == "base" else ROOT
+                figures = run_once(tree, args, os.path.join(scratch, f"{block}-{n}"))
+                runs[name].append(figures)
+                shown = "  ".join(f"{mode} {label} {value:.0f}" for (mode, label), value in figures.items())
+                print(f"block {block + 1} {name:4s}  {shown}", flush=True)
+    finally:
+        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", base_tree], check=False)
+
+    print(f"\nmedians, base ({args.base}) -> this checkout; blocks this checkout won:")
+    for key in runs["this"][0]:
+        mode, label = key
+        lower_better = next(f[4] for f in FIGURES if f[0] == label)
+        unit = next(f[3] for f in FIGURES if f[0] == label)
+        base = [r[key] for r in runs["base"]]
+        this = [r[key] for r in runs["this"]]
+        won = sum(
+            (sum(this[2 * b:2 * b + 2]) < sum(base[2 * b:2 * b + 2])) == lower_better
+            for b in range(args.blocks)
+        )
+        print(f"  {mode:6s} {label:6s} {statistics.median(base):8.1f} -> {statistics.median(this):8.1f} {unit:2s}"
+              f"   won {won} of {args.blocks}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
