@@ -98,7 +98,8 @@ def callback_leg(net, n: int, conns: int):
 @defer.inlineCallbacks
 def main(reactor_, args):
     tune_collector()  # as the daemon runs
-    kinds = {"batched": [batching(reactor)], "plain": [reactor], "both": [reactor, batching(reactor)]}
+    net = batching(reactor)
+    kinds = {"batched": [net], "plain": [reactor], "both": [reactor, net]}
     figures: dict = {}
     for _ in range(args.reps):
         for net in kinds[args.tcp]:

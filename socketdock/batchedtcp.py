@@ -89,8 +89,6 @@ class _SendAfterRead:
             super().write(data)
         elif data:
             self._gather(data)
-            self._tempDataLen += len(data)
-            self._maybePauseProducer()
 
     def writeSequence(self, iovec: Iterable[bytes]) -> None:
         iovec = list(iovec)
@@ -103,11 +101,12 @@ class _SendAfterRead:
         data = b"".join(iovec)
         if data:
             self._gather(data)
-            self._tempDataLen += len(data)
-            self._maybePauseProducer()
 
     def _gather(self, data: bytes) -> None:
+        """Buffer ``data`` as Twisted's write does, without arming the watch."""
         self._tempDataBuffer.append(data)
+        self._tempDataLen += len(data)
+        self._maybePauseProducer()
         if not self._gathering:
             self._gathering = True
             self._batch.add(self)
