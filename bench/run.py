@@ -10,7 +10,10 @@ Node.js process pinned to another (``bench/relay-bench/bench.js``: the
 WebSocket clients and a fast keep-alive backend that answers every message by
 POSTing it to ``send``).  Prints round trips/s, latency percentiles, relay
 CPU per round trip, memory per idle connection, handshakes/s and whether every
-reply came back exactly once and in order.  ``--inline`` adds a run with
+reply came back exactly once and in order.  Idle connections come from
+127.0.0.1, 127.0.0.2, ... (one address per 20,000), and the open-file limit is
+raised to the hard limit first, so ``--idle-n 50000`` works wherever that limit
+allows it.  ``--inline`` adds a run with
 ``inline_reply`` on, the backend answering in its response body (a mode this
 copy of the reference harness adds).  ``--echo`` adds the floor: an
 Autobahn/Twisted echo server with no HTTP at all, on the same machine.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import shutil
 import subprocess
@@ -59,6 +63,36 @@ def install_deps(deps: str) -> str:
     return modules
 
 
+#: Connections opened from one 127.0.0.x source address: each has about
+#: 28,000 ephemeral ports, some still in TIME_WAIT from the previous repetition.
+PER_SOURCE = 20000
+#: File descriptors beyond the idle connections themselves: the relay's pooled
+#: backend connections, the harness's backend side of them, logs, epoll.
+FD_MARGIN = 1000
+
+
+def sources_for(idle_counts: list[int]) -> int:
+    """Source addresses the idle test needs so that no one runs out of ports."""
+    return max(1, -(-max(idle_counts, default=0) // PER_SOURCE))
+
+
+def raise_file_limit(idle_counts: list[int]) -> "str | None":
+    """
+    Raise this process's open-file limit (which the relay and the harness
+    inherit) as far as the hard limit allows; a one-line complaint if that is
+    still too few for the largest idle count.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    needed = max(idle_counts, default=0) + FD_MARGIN
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        return (f"--idle-n {max(idle_counts)} needs about {needed} open files per process, "
+                f"but the hard limit here is {hard}: raise it (ulimit -Hn as root, "
+                "LimitNOFILE=, docker --ulimit nofile=) or ask for fewer")
+    return None
+
+
 def harness(args, node_path: str, label: str, mode: str, relay_cmd: str, tests: str,
             out: str, port: int, backend_reply: str = "send") -> dict:
     """One harness run; returns its JSON document."""
@@ -69,6 +103,7 @@ def harness(args, node_path: str, label: str, mode: str, relay_cmd: str, tests: 
         "--tests", tests, "--reps", str(args.reps), "--idle-n", args.idle_n,
         "--conns", str(args.conns), "--duration", str(args.duration),
         "--quiet-wait", str(args.quiet_wait), "--out", out, "--backend-reply", backend_reply,
+        "--sources", str(args.sources),
     ]
     env = dict(os.environ, NODE_PATH=node_path)
     log = out + ".log"
@@ -124,6 +159,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--conns", type=int, default=50)
     p.add_argument("--duration", type=int, default=10, help="seconds measured per rt run")
     p.add_argument("--idle-n", default="2000", help="idle connection counts, comma-separated")
+    p.add_argument("--sources", type=int, default=0,
+                   help="127.0.0.x source addresses to open idle connections from "
+                        f"(default: one per {PER_SOURCE:,} connections)")
     p.add_argument("--relay-args", default="", help="extra socketdock options, e.g. '--queue-limit 64'")
     p.add_argument("--echo", action="store_true", help="also measure the Autobahn echo floor")
     p.add_argument("--inline", action="store_true",
@@ -140,6 +178,13 @@ def main(argv: list[str]) -> int:
                    help="source tree whose socketdock the relay runs (default: this checkout); "
                         "bench/ab.py uses it to compare builds")
     args = p.parse_args(argv)
+    idle_counts = [int(n) for n in args.idle_n.split(",") if n.strip()]
+    args.sources = args.sources or sources_for(idle_counts)
+    if "idle" in args.tests.split(","):
+        complaint = raise_file_limit(idle_counts)
+        if complaint:
+            print(f"bench/run.py: {complaint}", file=sys.stderr)
+            return 2
     for tool in ("node", "npm", "taskset"):
         if shutil.which(tool) is None:
             print(f"bench/run.py needs {tool!r} on PATH", file=sys.stderr)
