@@ -17,6 +17,7 @@ from socketdock.backend import HTTPBackend, LoopbackBackend
 from socketdock.batchedtcp import batching
 from socketdock.collector import tune_collector
 from socketdock.config import SETTINGS, Config, ConfigError, load_config
+from socketdock.filelimit import raise_open_file_limit
 from socketdock.httpclient import BackendClient, make_http_client, make_pool, make_tls_policy
 from socketdock.journal import Journal, JournalService, ThreadWriter
 from socketdock.logging import log_from_level
@@ -118,6 +119,7 @@ def makeService(options: Options, reactor=None, log_beginner=None) -> SocketDock
     if log_beginner is None:
         from twisted.logger import globalLogBeginner as log_beginner
     log_from_level(options["settings"].log_level, log_beginner)
+    raise_open_file_limit()
     reactor.callWhenRunning(exit_zero_on_stop_signals, reactor)
     reactor.callWhenRunning(tune_collector)
     return make_service(options["settings"], reactor)
