@@ -85,9 +85,10 @@ def raise_file_limit(idle_counts: list[int]) -> "str | None":
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    needed = max(idle_counts, default=0) + FD_MARGIN
+    largest = max(idle_counts, default=0)
+    needed = largest + FD_MARGIN
     if hard != resource.RLIM_INFINITY and hard < needed:
-        return (f"--idle-n {max(idle_counts)} needs about {needed} open files per process, "
+        return (f"--idle-n {largest} needs about {needed} open files per process, "
                 f"but the hard limit here is {hard}: raise it (ulimit -Hn as root, "
                 "LimitNOFILE=, docker --ulimit nofile=) or ask for fewer")
     return None

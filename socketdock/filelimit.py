@@ -26,18 +26,15 @@ def raise_open_file_limit(rlimits=resource) -> "tuple[int, int]":
     :return: the soft limit before and after.
     """
     soft, hard = rlimits.getrlimit(rlimits.RLIMIT_NOFILE)
-    after = soft
-    if soft != hard:
-        try:
-            rlimits.setrlimit(rlimits.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError) as e:
-            # An unlimited hard limit (some BSDs) cannot be the soft one.
-            _log.warn("open-file limit left at {soft}: {error}", soft=soft, error=e)
-            return soft, soft
-        after = hard
-    if after != soft:
-        _log.info("open-file limit raised from {before} to {after}, the hard limit",
-                  before=soft, after=after)
-    else:
-        _log.info("open-file limit: {limit}", limit=after)
-    return soft, after
+    if soft == hard:
+        _log.info("open-file limit: {limit}", limit=soft)
+        return soft, soft
+    try:
+        rlimits.setrlimit(rlimits.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as e:
+        # An unlimited hard limit (some BSDs) cannot be the soft one.
+        _log.warn("open-file limit left at {soft}: {error}", soft=soft, error=e)
+        return soft, soft
+    _log.info("open-file limit raised from {before} to {after}, the hard limit",
+              before=soft, after=hard)
+    return soft, hard
