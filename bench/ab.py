@@ -10,6 +10,10 @@ are worth, so one run of each build says little.  This script checks BASE
 ``--blocks`` times, so slow drift falls on both alike.  It prints every run,
 then for each figure the median of each build and how many blocks the
 checkout won; a change is only worth believing if it wins nearly every block.
+Each run also shows how busy other processes kept the busiest core (the
+harness measures it); when some runs were disturbed, the medians of the
+undisturbed ones follow, since one neighbour's burst can take a fifth of a
+core and make one build look worse than it is.
 """
 
 from __future__ import annotations
@@ -32,21 +36,32 @@ FIGURES = (
     ("p99", "latP99ms", 1, "ms", True),
 )
 
+#: Share of a core that other processes kept busy during a run (the harness
+#: measures it) above which the run is left out of the clean medians.
+NOISY = 0.05
 
-def run_once(tree: str, args, out: str) -> dict:
-    """One bench/run.py run of ``tree``'s relay: {(send or inline, figure): value}."""
+
+def run_once(tree: str, args, out: str) -> "tuple[dict, float]":
+    """
+    One bench/run.py run of ``tree``'s relay: {(send or inline, figure):
+    value}, and the most any core was busy with other processes meanwhile.
+    """
     cmd = [sys.executable, os.path.join(HERE, "run.py"), "--tests", "rt", "--reps", "1",
            "--duration", str(args.duration), "--tree", tree, "--out", out]
     if args.inline:
         cmd.append("--inline")
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=30 * 60)
     figures = {}
+    other = 0.0
     for mode, doc in (("send", "socketdock"), ("inline", "inline"))[:2 if args.inline else 1]:
         with open(os.path.join(out, doc + ".json")) as f:
-            rt = json.load(f)["summary"]["rt"]
+            document = json.load(f)
+        rt = document["summary"]["rt"]
         for label, key, scale, _, _ in FIGURES:
             figures[(mode, label)] = rt[key]["median"] * scale
-    return figures
+        for result in document["results"]:
+            other = max(other, *(result.get("otherBusyPerCore") or [0.0]))
+    return figures, other
 
 
 def main(argv: list[str]) -> int:
@@ -62,14 +77,16 @@ def main(argv: list[str]) -> int:
     subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", base_tree, args.base],
                    check=True, stdout=subprocess.DEVNULL)
     runs: dict[str, list[dict]] = {"base": [], "this": []}
+    noisy: dict[str, list[bool]] = {"base": [], "this": []}
     try:
         for block in range(args.blocks):
             for n, name in enumerate(("base", "this", "this", "base")):
                 tree = base_tree if name == "base" else ROOT
-                figures = run_once(tree, args, os.path.join(scratch, f"{block}-{n}"))
+                figures, other = run_once(tree, args, os.path.join(scratch, f"{block}-{n}"))
                 runs[name].append(figures)
+                noisy[name].append(other > NOISY)
                 shown = "  ".join(f"{mode} {label} {value:.0f}" for (mode, label), value in figures.items())
-                print(f"block {block + 1} {name:4s}  {shown}", flush=True)
+                print(f"block {block + 1} {name:4s}  {shown}  other load {other:.0%}", flush=True)
     finally:
         subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", base_tree], check=False)
 
@@ -86,6 +103,16 @@ def main(argv: list[str]) -> int:
         )
         print(f"  {mode:6s} {label:6s} {statistics.median(base):8.1f} -> {statistics.median(this):8.1f} {unit:2s}"
               f"   won {won} of {args.blocks}")
+    clean = {name: [r for r, bad in zip(runs[name], noisy[name]) if not bad] for name in runs}
+    if any(any(flags) for flags in noisy.values()) and all(clean.values()):
+        print(f"\nmedians of the runs during which no core was over {NOISY:.0%} busy with other "
+              f"processes ({len(clean['base'])} base, {len(clean['this'])} this checkout):")
+        for key in clean["this"][0]:
+            mode, label = key
+            unit = next(f[3] for f in FIGURES if f[0] == label)
+            base = statistics.median(r[key] for r in clean["base"])
+            this = statistics.median(r[key] for r in clean["this"])
+            print(f"  {mode:6s} {label:6s} {base:8.1f} -> {this:8.1f} {unit:2s}")
     return 0
 
 
