@@ -38,6 +38,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 HARNESS = os.path.join(HERE, "relay-bench")
 ROOT = os.path.dirname(HERE)
 
+sys.path.insert(0, ROOT)
+
+from socketdock.filelimit import raise_open_file_limit  # noqa: E402
+
 
 def relay_command(extra: str, tree: str = ROOT) -> str:
     """The relay as the harness starts it: ``tree``'s code, settings on the command line."""
@@ -79,18 +83,16 @@ def sources_for(idle_counts: list[int]) -> int:
 def raise_file_limit(idle_counts: list[int]) -> "str | None":
     """
     Raise this process's open-file limit (which the relay and the harness
-    inherit) as far as the hard limit allows; a one-line complaint if that is
-    still too few for the largest idle count.
+    inherit) as far as the hard limit allows, as the daemon does for itself;
+    a one-line complaint if that is still too few for the largest idle count.
     """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    _, limit = raise_open_file_limit()
     largest = max(idle_counts, default=0)
     needed = largest + FD_MARGIN
-    if hard != resource.RLIM_INFINITY and hard < needed:
+    if limit != resource.RLIM_INFINITY and limit < needed:
         return (f"--idle-n {largest} needs about {needed} open files per process, "
-                f"but the hard limit here is {hard}: raise it (ulimit -Hn as root, "
-                "LimitNOFILE=, docker --ulimit nofile=) or ask for fewer")
+                f"but the limit here is {limit}: raise the hard limit (ulimit -Hn as "
+                "root, LimitNOFILE=, docker --ulimit nofile=) or ask for fewer")
     return None
 
 
