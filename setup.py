@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 _HERE = Path(__file__).parent
 _VERSION = re.search(
@@ -18,7 +18,7 @@ setup(
     long_description_content_type="text/x-rst",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["socketdock", "twisted.plugins"],
+    packages=find_packages(include=["socketdock", "socketdock.*"]) + ["twisted.plugins"],
     package_data={"twisted": ["plugins/socketdock_plugin.py"]},
     install_requires=[
         "twisted[tls]>=23.10",

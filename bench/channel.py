@@ -20,7 +20,7 @@ from twisted.web.server import Site
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from legs import Sink  # noqa: E402  (bench/ is this script's directory)
-from socketdock.web import make_site  # noqa: E402
+from socketdock.api.site import make_site  # noqa: E402
 
 
 def main(args) -> None:

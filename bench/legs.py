@@ -8,7 +8,7 @@ in another process.  ``callback``: SocketDock's ``Site`` answering POSTs from
 a client in another process.  Only this process's CPU is counted, so the
 figures compare builds even on a busy machine better than the end-to-end run.
 ``--tcp both`` alternates Twisted's own TCP transports with the batched ones
-the daemon uses (``socketdock.batchedtcp``), rep by rep, in one process.
+the daemon uses (``socketdock.tuned.batchedtcp``), rep by rep, in one process.
 """
 
 import argparse
@@ -24,10 +24,10 @@ from twisted.web.resource import Resource
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from socketdock.batchedtcp import batching  # noqa: E402
-from socketdock.collector import tune_collector  # noqa: E402
-from socketdock.httpclient import BackendClient, make_http_client, make_pool, make_tls_policy  # noqa: E402
-from socketdock.web import make_site  # noqa: E402
+from socketdock.tuned.batchedtcp import batching  # noqa: E402
+from socketdock.tuned.collector import tune_collector  # noqa: E402
+from socketdock.relay.httpclient import BackendClient, make_http_client, make_pool, make_tls_policy  # noqa: E402
+from socketdock.api.site import make_site  # noqa: E402
 
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer.py")
 

@@ -40,7 +40,7 @@ ROOT = os.path.dirname(HERE)
 
 sys.path.insert(0, ROOT)
 
-from socketdock.filelimit import raise_open_file_limit  # noqa: E402
+from socketdock.ops.filelimit import raise_open_file_limit  # noqa: E402
 
 
 def relay_command(extra: str, tree: str = ROOT) -> str:

@@ -16,8 +16,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 
-from socketdock.fastagent import ConnectionPool
-from socketdock.relay import Relay
+from socketdock.tuned.fastagent import ConnectionPool
+from socketdock.relay.session import Relay
 
 
 class SocketDockService(MultiService):

@@ -2,7 +2,7 @@
 The twistd plugin's entry points: :class:`Options` and :func:`makeService`.
 
 This is the only module that reads the process environment; everything below it gets
-a :class:`~socketdock.config.Config` through constructors.
+a :class:`~socketdock.config.settings.Config` through constructors.
 """
 
 from __future__ import annotations
@@ -13,24 +13,24 @@ from typing import Callable, Mapping
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from socketdock.backend import HTTPBackend, LoopbackBackend
-from socketdock.batchedtcp import batching
-from socketdock.collector import tune_collector
-from socketdock.config import SETTINGS, Config, ConfigError, load_config
-from socketdock.filelimit import raise_open_file_limit
-from socketdock.httpclient import BackendClient, make_http_client, make_pool, make_tls_policy
-from socketdock.journal import Journal, JournalService, ThreadWriter
-from socketdock.logging import log_from_level
-from socketdock.metrics import Metrics
-from socketdock.preflight import check_startable
-from socketdock.registry import Registry
-from socketdock.relay import Relay
-from socketdock.retry import Backoff
+from socketdock.relay.backend import HTTPBackend, LoopbackBackend
+from socketdock.tuned.batchedtcp import batching
+from socketdock.tuned.collector import tune_collector
+from socketdock.config.settings import SETTINGS, Config, ConfigError, load_config
+from socketdock.ops.filelimit import raise_open_file_limit
+from socketdock.relay.httpclient import BackendClient, make_http_client, make_pool, make_tls_policy
+from socketdock.relay.journal import Journal, JournalService, ThreadWriter
+from socketdock.ops.jsonlog import log_from_level
+from socketdock.ops.metrics import Metrics
+from socketdock.config.preflight import check_startable
+from socketdock.relay.registry import Registry
+from socketdock.relay.session import Relay
+from socketdock.relay.retry import Backoff
 from socketdock.service import SocketDockService, add_listener, exit_zero_on_stop_signals
-from socketdock.web import Root, make_api_children, make_health, make_site, warn_if_exposed
-from socketdock.upgrade import WebSocketUpgrade
-from socketdock.websocket import make_ws_factory
-from socketdock.wire import CallbackURLs
+from socketdock.api.site import Root, make_api_children, make_health, make_site, warn_if_exposed
+from socketdock.ws.upgrade import WebSocketUpgrade
+from socketdock.ws.protocol import make_ws_factory
+from socketdock.relay.wire import CallbackURLs
 
 __all__ = ["Options", "makeService"]
 
@@ -43,7 +43,7 @@ class Options(usage.Options):
     """
     ``twistd socketdock`` options: ``--config`` plus one ``--key-with-dashes`` per
     setting.  After parsing, ``self["settings"]`` holds the validated
-    :class:`~socketdock.config.Config`.
+    :class:`~socketdock.config.settings.Config`.
     """
 
     synopsis = "[--config FILE] [--<setting> VALUE ...]"

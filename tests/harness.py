@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred, succeed
 
-from socketdock.config import Config, load_config
+from socketdock.config.settings import Config, load_config
 from socketdock.service import SocketDockService
 from socketdock.tap import make_service
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from socketdock.config import load_config
+from socketdock.config.settings import load_config
 
 ETC = Path(__file__).resolve().parent.parent / "etc"
 HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")

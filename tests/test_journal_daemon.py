@@ -11,7 +11,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from socketdock.relay import RECOVERED_REASON
+from socketdock.relay.session import RECOVERED_REASON
 from tests.fakebackend import FakeBackend, start_backend, stop_backend
 from tests.journaldaemon import start_daemon
 from tests.wsclient import connect_client

@@ -11,7 +11,7 @@ from twisted.logger import LogBeginner, LogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from socketdock.config import SETTINGS, Config, load_config
+from socketdock.config.settings import SETTINGS, Config, load_config
 from socketdock.tap import Options, makeService
 
 

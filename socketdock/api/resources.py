@@ -1,0 +1,295 @@
+"""
+The callback API (SPEC §4): how the backend reaches its clients, and how an
+operator reads the instance's state.
+
+Every error is a status with a one-line plain-text reason, never an HTML page
+or a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable, Optional
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from socketdock import __version__
+from socketdock.relay.backend import is_text
+from socketdock.ops.metrics import Metrics
+from socketdock.relay.registry import IConnection, NotLive, OutboundFull, Registry
+
+_PLAIN = b"text/plain; charset=utf-8"
+_JSON = b"application/json"
+_MAX_REASON_BYTES = 123  # what fits in a close frame (RFC 6455 §5.5)
+
+
+def plain(request: Request, status: int, text: str) -> bytes:
+    """Answer with ``status`` and a one-line plain-text reason."""
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", _PLAIN)
+    return text.encode("utf-8") + b"\n"
+
+
+def as_json(request: Request, value: object) -> bytes:
+    """Answer 200 with a JSON document."""
+    request.setHeader(b"content-type", _JSON)
+    return json.dumps(value).encode("utf-8")
+
+
+class ApiResource(Resource):
+    """
+    A resource whose unsupported methods get a plain-text 405 (twisted.web's
+    default is an HTML page).  ``HEAD`` is served wherever ``GET`` is.
+    """
+
+    def render(self, request: Request):
+        if self.isLeaf and request.postpath:
+            # A leaf would otherwise answer for any path below it (/status/x).
+            return plain(request, 404, "no such path")
+        handler = getattr(self, "render_" + request.method.decode("ascii", "replace"), None)
+        if handler is None and request.method == b"HEAD":
+            handler = getattr(self, "render_GET", None)
+        if handler is None:
+            allowed = sorted(
+                name[len("render_"):] for name in dir(self) if name.startswith("render_")
+                and name != "render_HEAD"
+            )
+            if "GET" in allowed:
+                allowed.append("HEAD")
+            request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
+            return plain(request, 405, f"method {request.method.decode('latin-1')} not allowed here")
+        return handler(request)
+
+
+class NotFound(ApiResource):
+    """Every unknown path: 404 with a plain-text reason."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        return plain(request, 404, "no such path")
+
+
+class Unauthorized(ApiResource):
+    """Any path without the right bearer token: nothing about it is revealed."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        request.setHeader(b"www-authenticate", b'Bearer realm="socketdock"')
+        return plain(request, 401, "missing or wrong bearer token")
+
+
+class SendResource(ApiResource):
+    """``POST /socket/<id>/send``: the body becomes one frame to the client."""
+
+    isLeaf = True
+
+    def __init__(self, registry: Registry, connection_id: str, max_message_size: int) -> None:
+        super().__init__()
+        self._registry = registry
+        self._id = connection_id
+        self._max = max_message_size
+
+    def render_POST(self, request: Request):
+        connection = self._registry.get(self._id)
+        if connection is None:
+            return plain(request, 404, "no such live connection")
+        body = request.content.read(self._max + 1)
+        if len(body) > self._max:
+            return plain(request, 413, f"message larger than max_message_size ({self._max} bytes)")
+        is_binary = not is_text(request.requestHeaders)
+        if not is_binary:
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError:
+                return plain(request, 400, "text/* body is not valid UTF-8")
+        d = connection.deliver(body, is_binary)
+        if d.called:
+            # The common case: the connection is open and took it at once.
+            return _delivered_now(request, d)
+        # Held until the handshake completes; the backend may give up first.
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def answer(outcome: object) -> None:
+            if gone:
+                return
+            if isinstance(outcome, Failure):
+                request.write(_failed_answer(request, outcome))
+            else:
+                request.write(plain(request, 200, "OK"))
+            request.finish()
+
+        d.addBoth(answer)
+        return NOT_DONE_YET
+
+
+def _delivered_now(request: Request, d) -> bytes:
+    outcome: list = []
+    d.addBoth(outcome.append)
+    if isinstance(outcome[0], Failure):
+        return _failed_answer(request, outcome[0])
+    return plain(request, 200, "OK")
+
+
+def _failed_answer(request: Request, failure: Failure) -> bytes:
+    if failure.check(NotLive):
+        return plain(request, 404, "no such live connection")
+    if failure.check(OutboundFull):
+        request.setHeader(b"retry-after", b"1")
+        return plain(request, 503, "client is not reading; retry later")
+    failure.raiseException()
+    raise AssertionError("unreachable")
+
+
+def close_request(body: bytes) -> "tuple[int, str] | str":
+    """
+    The close code and reason a backend asked for, or a one-line complaint.
+
+    An empty body means a normal close (1000) with no reason, as the
+    original accepted it.
+    """
+    if not body.strip():
+        return 1000, ""
+    try:
+        asked = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return "body must be empty or a JSON object"
+    if not isinstance(asked, dict):
+        return "body must be empty or a JSON object"
+    code = asked.get("code", 1000)
+    reason = asked.get("reason", "")
+    if type(code) is not int or not (code == 1000 or 3000 <= code <= 4999):
+        return "code must be 1000 or 3000-4999"
+    if not isinstance(reason, str):
+        return "reason must be a string"
+    if len(reason.encode("utf-8")) > _MAX_REASON_BYTES:
+        return f"reason longer than {_MAX_REASON_BYTES} bytes"
+    return code, reason
+
+
+def _close(request: Request, connection: Optional[IConnection]) -> bytes:
+    if connection is None:
+        return plain(request, 404, "no such live connection")
+    asked = close_request(request.content.read(4096))
+    if isinstance(asked, str):
+        return plain(request, 400, asked)
+    code, reason = asked
+    connection.close(code, reason, "backend")
+    return plain(request, 200, "OK")
+
+
+class DisconnectResource(ApiResource):
+    """``POST /socket/<id>/disconnect``: the backend closes a connection."""
+
+    isLeaf = True
+
+    def __init__(self, registry: Registry, connection_id: str) -> None:
+        super().__init__()
+        self._registry = registry
+        self._id = connection_id
+
+    def render_POST(self, request: Request) -> bytes:
+        return _close(request, self._registry.get(self._id))
+
+
+class ConnectionResource(ApiResource):
+    """``/socket/<id>``: read (GET) or close (DELETE) one connection."""
+
+    def __init__(self, registry: Registry, connection_id: str, max_message_size: int) -> None:
+        super().__init__()
+        self._registry = registry
+        self._id = connection_id
+        self._max = max_message_size
+
+    def getChild(self, name: bytes, request: Request) -> Resource:
+        if request.postpath:
+            return NotFound()
+        if name == b"send":
+            return SendResource(self._registry, self._id, self._max)
+        if name == b"disconnect":
+            return DisconnectResource(self._registry, self._id)
+        return NotFound()
+
+    def render_GET(self, request: Request) -> bytes:
+        connection = self._registry.get(self._id)
+        if connection is None:
+            return plain(request, 404, "no such live connection")
+        return as_json(request, connection.describe())
+
+    def render_DELETE(self, request: Request) -> bytes:
+        return _close(request, self._registry.get(self._id))
+
+
+class SocketsResource(Resource):
+    """``/socket/``: one child per connection id."""
+
+    def __init__(self, registry: Registry, max_message_size: int) -> None:
+        super().__init__()
+        self._registry = registry
+        self._max = max_message_size
+
+    def getChild(self, name: bytes, request: Request) -> Resource:
+        try:
+            connection_id = name.decode("ascii")
+        except UnicodeDecodeError:
+            return NotFound()
+        if not connection_id or (name == b"" and not request.postpath):
+            return NotFound()
+        return ConnectionResource(self._registry, connection_id, self._max)
+
+    def render(self, request: Request) -> bytes:
+        return plain(request, 404, "no such path")
+
+
+class StatusResource(ApiResource):
+    """``GET /status``: the instance's figures as JSON."""
+
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics, clock: IReactorTime, started: float) -> None:
+        super().__init__()
+        self._metrics = metrics
+        self._clock = clock
+        self._started = started
+
+    def render_GET(self, request: Request) -> bytes:
+        status = {
+            "version": __version__,
+            "uptime_seconds": round(self._clock.seconds() - self._started, 3),
+        }
+        status.update(self._metrics.status())
+        return as_json(request, status)
+
+
+class MetricsResource(ApiResource):
+    """``GET /metrics``: Prometheus text format."""
+
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        return self._metrics.exposition()
+
+
+class HealthResource(ApiResource):
+    """``/healthz`` (always 200) or ``/readyz`` (503 while draining)."""
+
+    isLeaf = True
+
+    def __init__(self, draining: Callable[[], bool] = lambda: False) -> None:
+        super().__init__()
+        self._draining = draining
+
+    def render_GET(self, request: Request) -> bytes:
+        if self._draining():
+            return plain(request, 503, "draining")
+        return plain(request, 200, "OK")

@@ -1,0 +1,75 @@
+"""
+Checks that need the operating system, run while twistd parses options.
+
+twistd prints a parse-time error as one clean line and exits 1; a failure
+later, when the listeners start, comes out as a traceback (or, daemonized, as a
+truncated message).  So what can be known before starting is checked here:
+endpoint strings parse, TCP ports are free, and the journal is usable.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from typing import Optional
+
+from twisted.internet import endpoints
+
+from socketdock.config.settings import Config, ConfigError
+from socketdock.relay.journal import check_journal
+
+_UNESCAPED_COLON = re.compile(r"(?<!\\):")
+
+
+def check_startable(config: Config, reactor) -> None:
+    """Raise L{ConfigError} naming the key if a listener could not start."""
+    listeners = [("listen", config.listen)]
+    if config.api_listen is not None:
+        listeners.append(("api_listen", config.api_listen))
+    for key, description in listeners:
+        try:
+            endpoints.serverFromString(reactor, description)
+        except (ValueError, TypeError, KeyError) as e:
+            raise ConfigError(
+                key, f"{description!r} is not a Twisted endpoint string ({e}); "
+                "see the README's endpoint examples"
+            ) from None
+        address = tcp_address(description)
+        if address is not None:
+            _check_port_free(key, *address)
+    if config.journal is not None:
+        check_journal(config.journal)
+
+
+def tcp_address(description: str) -> Optional[tuple[str, int]]:
+    """
+    The (interface, port) of a ``tcp``/``tcp6``/``ssl`` endpoint string, or
+    None for other kinds.
+    """
+    kind, *args = _UNESCAPED_COLON.split(description)
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return None
+    positional = [a for a in args if "=" not in a]
+    named = dict(a.split("=", 1) for a in args if "=" in a)
+    port = named.get("port", positional[0] if positional else "0")
+    interface = named.get("interface", "::" if kind == "tcp6" else "")
+    return interface.replace("\\:", ":"), int(port)
+
+
+def _check_port_free(key: str, interface: str, port: int) -> None:
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # As Twisted's listener will: an old connection in TIME_WAIT is no clash.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((interface, port))
+    except OSError as e:
+        where = f"{interface or '*'}:{port}"
+        raise ConfigError(
+            key, f"cannot listen on {where} ({e.strerror}); "
+            "choose another port or stop what is using it"
+        ) from None
+    finally:
+        probe.close()

@@ -1,0 +1,314 @@
+"""
+Settings: layered string sources in, one validated, frozen :class:`Config` out.
+
+Sources, highest first: command-line options, ``SOCKETDOCK_<KEY>`` environment
+variables, the ``[socketdock]`` section of an INI file, built-in defaults.  Every
+mistake becomes a :class:`ConfigError` whose one-line message names the key and the fix,
+so ``tap`` can show it to the operator without a traceback.  :data:`SETTINGS` is the one
+table of keys that options, environment variables and the sample INI follow.
+
+This module is pure: no Twisted, no reactor; the only I/O is reading the INI file and
+checking that ``backend_ca`` is readable.
+"""
+
+from __future__ import annotations
+
+import configparser
+import difflib
+import re
+from typing import Callable, Mapping
+
+import attrs
+
+from socketdock.config import parse as p
+
+__all__ = ["Config", "ConfigError", "Setting", "SETTINGS", "load_config", "ENV_PREFIX", "SECRET_KEYS"]
+
+ENV_PREFIX = "SOCKETDOCK_"
+_SECTION = "socketdock"
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)
+# Keys whose values must never appear in a message or a log line.
+SECRET_KEYS = frozenset({"api_token", "signing_secret"})
+
+
+class ConfigError(Exception):
+    """
+    A configuration mistake.  ``str(e)`` is one readable line, ``"<key>: <what>; <fix>"``.
+
+    :ivar key: the offending key, or ``"config"`` for the config file itself.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        """
+        :param key: the setting at fault, so callers can point at it.
+        :param message: what is wrong and how to fix it, without the key.
+        """
+        self.key = key
+        # A misspelt key from an INI file can hold any character but a newline, and
+        # str.splitlines() breaks on more than newlines: quote anything unusual.
+        shown = key if _PLAIN_KEY.fullmatch(key) else repr(key)
+        super().__init__(f"{shown}: {message}")
+
+
+@attrs.frozen
+class Setting:
+    """
+    One row of :data:`SETTINGS`.
+
+    :ivar key: the INI key; ``--key-with-dashes`` and ``SOCKETDOCK_KEY`` derive from it.
+    :ivar default: the default as text, or None when unset (or derived) by default.
+    :ivar help: one line for ``--help``, the sample INI and the README.
+    """
+
+    key: str
+    default: str | None
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("bindip", "127.0.0.1", "Interface the WebSocket listener binds."),
+    Setting("bindport", "8765", "Port of the WebSocket listener."),
+    Setting("listen", None, "Twisted endpoint string for the WebSocket listener; overrides bindip/bindport."),
+    Setting("externalhostandport", None, "Base URL at which the backend reaches this instance (default http://<bindip>:<bindport>)."),
+    Setting("backend", "loopback", "loopback (echo every message) or http."),
+    Setting("messageuri", None, "Backend URL for messages; required with backend = http."),
+    Setting("connecturi", None, "Backend URL told of new connections; it also admits or refuses them."),
+    Setting("disconnecturi", None, "Backend URL told of closed connections."),
+    Setting("wspath", "/ws", "Path that accepts WebSocket upgrades."),
+    Setting("api_listen", None, "Endpoint string of a separate callback-API listener."),
+    Setting("api_token", None, "Bearer token every callback-API request must carry."),
+    Setting("signing_secret", None, "Secret that signs every request to the backend."),
+    Setting("allowed_origins", "*", "Comma-separated Origin patterns accepted at the handshake."),
+    Setting("max_message_size", "4194304", "Largest message in either direction, in bytes."),
+    Setting("max_connections", "0", "Most live connections; further handshakes get 503 (0: no limit)."),
+    Setting("ping_interval", "30", "Seconds between WebSocket pings (0: off)."),
+    Setting("ping_timeout", "10", "Seconds to wait for a pong before dropping the peer (0: off)."),
+    Setting("backend_timeout", "10", "Seconds for one request to the backend."),
+    Setting("backend_retries", "5", "Further attempts after a failed backend request."),
+    Setting("backend_concurrency", "128", "Requests to the backend in flight at once; more wait in line."),
+    Setting("queue_limit", "64", "Messages waiting for the backend per connection before reading pauses."),
+    Setting("inline_reply", "false", "Send a non-empty 2xx body of a message POST back to the client."),
+    Setting("shutdown_timeout", "10", "Seconds a stop may spend draining."),
+    Setting("journal", None, "Path of an SQLite file recording open connections across crashes."),
+    Setting("backend_ca", None, "PEM file of a private CA for https backends."),
+    Setting("permessage_deflate", "false", "Offer and accept the permessage-deflate extension."),
+    Setting("log_level", "info", "Lowest level written to the log: debug, info, warn, error or critical."),
+)
+
+_KEYS = tuple(s.key for s in SETTINGS)
+_DEFAULTS = {s.key: s.default for s in SETTINGS}
+
+_PARSERS: dict[str, Callable[[str], object]] = {
+    "bindip": p.parse_bindip,
+    "bindport": p.parse_port,
+    "listen": p.parse_endpoint,
+    "externalhostandport": p.parse_base_url,
+    "backend": lambda t: _parse_backend(t),
+    "messageuri": p.parse_url,
+    "connecturi": p.parse_url,
+    "disconnecturi": p.parse_url,
+    "wspath": p.parse_wspath,
+    "api_listen": p.parse_endpoint,
+    "api_token": p.parse_token,
+    "signing_secret": p.parse_secret,
+    "allowed_origins": p.parse_origins,
+    "max_message_size": lambda t: p.parse_count(t, minimum=1),
+    "max_connections": p.parse_count,
+    "ping_interval": p.parse_seconds,
+    "ping_timeout": p.parse_seconds,
+    "backend_timeout": lambda t: p.parse_seconds(t, allow_zero=False),
+    "backend_retries": p.parse_count,
+    "backend_concurrency": lambda t: p.parse_count(t, minimum=1),
+    "queue_limit": lambda t: p.parse_count(t, minimum=1),
+    "inline_reply": p.parse_bool,
+    "shutdown_timeout": p.parse_seconds,
+    "journal": p.parse_path,
+    "backend_ca": p.parse_ca_file,
+    "permessage_deflate": p.parse_bool,
+    "log_level": p.parse_log_level,
+}
+assert set(_PARSERS) == set(_KEYS)
+
+
+def _parse_backend(text: str) -> str:
+    word = text.strip().lower()
+    if word not in ("loopback", "http"):
+        raise p.Invalid(f"{text!r} is not a known backend; use loopback or http")
+    return word
+
+
+@attrs.frozen
+class Config:
+    """The validated settings of one SocketDock instance; see SPEC §2 for each field."""
+
+    bindip: str
+    bindport: int
+    listen: str
+    externalhostandport: str
+    backend: str
+    messageuri: str | None
+    connecturi: str | None
+    disconnecturi: str | None
+    wspath: str
+    api_listen: str | None
+    api_token: str | None = attrs.field(repr=False)
+    signing_secret: str | None = attrs.field(repr=False)
+    allowed_origins: tuple[str, ...]
+    max_message_size: int
+    max_connections: int
+    ping_interval: float
+    ping_timeout: float
+    backend_timeout: float
+    backend_retries: int
+    backend_concurrency: int
+    queue_limit: int
+    inline_reply: bool
+    shutdown_timeout: float
+    journal: str | None
+    backend_ca: str | None
+    permessage_deflate: bool
+    log_level: str
+
+
+def load_config(
+    cli: Mapping[str, str], environ: Mapping[str, str], ini_path: str | None
+) -> Config:
+    """
+    Merge the layers and validate the result.
+
+    :param cli: key (with underscores) to value, for the options actually given.
+    :param environ: the process environment; only ``SOCKETDOCK_<KEY>`` for known keys is
+        read, because deployment tools may set other ``SOCKETDOCK_`` variables.
+    :param ini_path: the INI file to read, or None for none.
+    :raises ConfigError: for any mistake, naming the key and the fix.
+    """
+    raw: dict[str, str | None] = dict(_DEFAULTS)
+    if ini_path is not None:
+        raw.update(_read_ini(ini_path))
+    for key in _KEYS:
+        if ENV_PREFIX + key.upper() in environ:
+            raw[key] = environ[ENV_PREFIX + key.upper()]
+    for key, value in cli.items():
+        if key not in _PARSERS:
+            raise ConfigError(str(key), f"unknown option{_did_you_mean(str(key))}")
+        raw[key] = value
+    values = {key: _parse_one(key, raw[key]) for key in _KEYS}
+    return _finish(values)
+
+
+def _parse_one(key: str, text: str | None) -> object:
+    # An empty value of a key with no default means "not set", so an environment
+    # variable or a later layer can switch off a setting from the INI file.
+    if text is None or (_DEFAULTS[key] is None and text.strip() == ""):
+        return None
+    try:
+        return _PARSERS[key](text)
+    except p.Invalid as e:
+        # The parsers of SECRET_KEYS never quote the value; tests hold them to it.
+        raise ConfigError(key, str(e)) from None
+
+
+def _finish(values: dict[str, object]) -> Config:
+    """Fill in derived values and check rules that involve more than one key."""
+    bindip, bindport = str(values["bindip"]), int(values["bindport"])  # type: ignore[call-overload]
+    if values["backend"] == "http" and values["messageuri"] is None:
+        raise ConfigError(
+            "messageuri",
+            "not set, but backend is http; set messageuri to the backend's message URL "
+            "or use backend = loopback",
+        )
+    if values["externalhostandport"] is None:
+        reason = (
+            "listen is set"
+            if values["listen"] is not None
+            else "api_listen is set"
+            if values["api_listen"] is not None
+            else f"bindip {bindip!r} binds every interface"
+            if p.is_wildcard(bindip)
+            else None
+        )
+        if reason is not None:
+            raise ConfigError(
+                "externalhostandport",
+                f"not set, but {reason}; set it to the URL at which the backend reaches "
+                "this instance, e.g. http://socketdock-1.internal:8765",
+            )
+        values["externalhostandport"] = p.base_url_for(bindip, bindport)
+    if values["listen"] is None:
+        values["listen"] = p.endpoint_for(bindip, bindport)
+    if values["api_listen"] is None:
+        try:
+            p.check_wspath_free(str(values["wspath"]))
+        except p.Invalid as e:
+            raise ConfigError("wspath", str(e)) from None
+    return Config(**values)  # type: ignore[arg-type]
+
+
+def _read_ini(path: str) -> dict[str, str]:
+    """
+    Read the ``[socketdock]`` section.  A file with no section at all is fine (an empty
+    sample); one with other sections but not ours is almost surely the wrong file.
+    """
+    parser = configparser.ConfigParser(
+        interpolation=None,
+        # configparser honours these only after whitespace, so "a#b" stays a value.
+        inline_comment_prefixes=(";", "#"),
+        # No [DEFAULT] magic: its keys would silently join our section.
+        default_section="\x00",
+        strict=True,
+    )
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:  # a ValueError, so it must come first
+        raise ConfigError("config", f"{path!r} is not UTF-8 text; save it as UTF-8") from None
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or "not a readable file"
+        raise ConfigError(
+            "config", f"cannot read {path!r} ({reason}); check the --config path"
+        ) from None
+    try:
+        parser.read_string(text, source=path)
+    except configparser.DuplicateOptionError as e:
+        raise ConfigError(
+            e.option, f"given twice in section {e.section!r} of {path!r}; keep one"
+        ) from None
+    except configparser.DuplicateSectionError as e:
+        raise ConfigError(
+            "config", f"section {e.section!r} appears twice in {path!r}; merge them"
+        ) from None
+    except configparser.Error as e:
+        # Not str(e): it can quote a line of the file, and that line may hold a secret.
+        line = getattr(e, "lineno", None) or _first_error_line(e)
+        where = f" at line {line}" if line else ""
+        raise ConfigError(
+            "config",
+            f"cannot parse {path!r}{where}; write 'key = value' lines under [socketdock]",
+        ) from None
+    if not parser.has_section(_SECTION):
+        if parser.sections():
+            raise ConfigError(
+                "config", f"{path!r} has no [socketdock] section; put the settings under it"
+            )
+        return {}
+    values = dict(parser.items(_SECTION))
+    for key in values:
+        if key not in _PARSERS:
+            raise ConfigError(
+                key, f"unknown key in [socketdock] of {path!r}{_did_you_mean(key)}"
+            )
+    return values
+
+
+def _first_error_line(e: configparser.Error) -> int | None:
+    errors = getattr(e, "errors", None)
+    return errors[0][0] if errors else None
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key.replace("-", "_").lower(), _KEYS, n=1)
+    return (
+        f"; did you mean {close[0]}?"
+        if close
+        else "; remove it, or see etc/socketdock.ini for the known keys"
+    )

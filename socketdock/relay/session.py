@@ -1,0 +1,304 @@
+"""
+What happens between a client's socket and the backend, without the socket.
+
+A L{Session} is one accepted connection's ordered lane towards the backend:
+its messages go out one at a time, in the order sent, and its disconnect
+notice goes last, after every earlier message was delivered or given up.
+The L{Relay} owns the sessions that still have work, so a stop can wait for
+them (SPEC §6).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Optional
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface
+
+from socketdock.relay.backend import IBackend, MessageRefused, Reply
+from socketdock.ops.metrics import Metrics
+from socketdock.relay.registry import NotLive, OutboundFull, Registry
+from socketdock.relay.retry import RetriesExhausted
+
+#: The reason of a notice sent by a restarted instance for a lost connection.
+RECOVERED_REASON = "instance restarted after a crash"
+
+
+class ISocket(Interface):
+    """The client side of a session, as the relay drives it."""
+
+    def deliver(payload: bytes, is_binary: bool) -> "Deferred[None]":
+        """Send one message to the client."""
+
+    def close(code: int, reason: str, initiator: str) -> None:
+        """Close the connection; the notice will name ``initiator``."""
+
+    def pause_reading() -> None:
+        """Stop reading from the client (TCP backpressure)."""
+
+    def resume_reading() -> None:
+        """Read from the client again."""
+
+
+class Session:
+    """
+    One accepted connection's lane towards the backend.
+
+    :param socket: an L{ISocket}; it tells the session what the client sent
+        (L{received}) and when the connection ended (L{ended}).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, relay: "Relay", connection_id: str, socket: ISocket, recovered: bool = False
+    ) -> None:
+        self.connection_id = connection_id
+        self._recovered = recovered
+        self._relay = relay
+        self._socket = socket
+        self._seq = 0
+        self._queue: deque[tuple[int, bytes, bool]] = deque()
+        self._busy = False
+        self._paused = False
+        self._ended: Optional[tuple[Optional[int], str, str]] = None
+        self._gave_up = False
+        self._inflight: Optional[Deferred[object]] = None
+        self._abandoned = False
+
+    def __len__(self) -> int:
+        """Messages waiting for the backend, the one in flight included."""
+        return len(self._queue) + self._busy
+
+    def received(self, payload: bytes, is_binary: bool) -> None:
+        """A message from the client: queue it for the backend."""
+        if self._gave_up:
+            return
+        self._seq += 1
+        self._queue.append((self._seq, payload, is_binary))
+        self._relay.metrics.message_in()
+        if not self._paused and len(self) >= self._relay.queue_limit:
+            self._paused = True
+            self._socket.pause_reading()
+        self._pump()
+
+    def ended(self, code: Optional[int], reason: str, initiator: str) -> None:
+        """The connection is gone: send the notice once the queue is done."""
+        if self._ended is None:
+            self._ended = (code, reason, initiator)
+            self._pump()
+
+    def _pump(self) -> None:
+        if self._busy:
+            return
+        if self._queue:
+            seq, payload, is_binary = self._queue.popleft()
+            self._busy = True
+            d = self._inflight = self._relay.backend.message(
+                self.connection_id, seq, payload, is_binary
+            )
+            d.addBoth(self._delivered, seq)
+        elif self._ended is not None:
+            self._busy = True
+            code, reason, initiator = self._ended
+            extra = {"recovered": True} if self._recovered else {}
+            d = self._inflight = self._relay.backend.disconnect(
+                self.connection_id, code, reason, initiator, **extra
+            )
+            d.addBoth(self._noticed)
+
+    def abandon(self) -> None:
+        """The process is stopping: give up the request in flight and its retries."""
+        self._abandoned = True
+        self._queue.clear()
+        if self._inflight is not None:
+            self._inflight.cancel()
+
+    def _delivered(self, outcome: object, seq: int) -> None:
+        self._busy = False
+        self._inflight = None
+        if self._abandoned:
+            return
+        if isinstance(outcome, Reply):
+            self._relay.reply(self._socket, outcome)
+        elif isinstance(outcome, Failure):
+            self._message_failed(outcome, seq)
+        if self._paused and len(self) < self._relay.queue_limit and not self._gave_up:
+            self._paused = False
+            self._socket.resume_reading()
+        self._pump()
+
+    def _message_failed(self, failure: Failure, seq: int) -> None:
+        if failure.check(MessageRefused):
+            self._log.warn(
+                "backend refused message {seq} of {connection_id} with HTTP {status}",
+                seq=seq, connection_id=self.connection_id, status=failure.value.status,
+            )
+            return
+        # Retries used up, or something unexpected: the message must not be
+        # dropped in silence, and later ones would arrive out of order.
+        dropped = len(self._queue)
+        self._queue.clear()
+        self._gave_up = True
+        if failure.check(RetriesExhausted):
+            self._log.error(
+                "backend did not take message {seq} of {connection_id} ({why}); "
+                "closing it with 1011, {dropped} later messages not sent",
+                seq=seq, connection_id=self.connection_id, why=failure.value.why,
+                dropped=dropped,
+            )
+        else:
+            self._log.failure(
+                "delivering message {seq} of {connection_id} failed",
+                failure, seq=seq, connection_id=self.connection_id,
+            )
+        self._socket.close(1011, "backend unavailable", "backend")
+
+    def _noticed(self, outcome: object) -> None:
+        self._busy = False
+        self._inflight = None
+        if self._abandoned:
+            return
+        if isinstance(outcome, Failure):
+            self._log.failure(
+                "disconnect notice for {connection_id} failed",
+                outcome, connection_id=self.connection_id,
+            )
+        elif self._relay.journal is not None:
+            self._relay.journal.forget(self.connection_id)
+        self._relay.finished(self)
+
+
+class Relay:
+    """
+    The sessions with work left, the backend they talk to, and the drain.
+
+    :param queue_limit: messages waiting on one connection before reading stops.
+    :param journal: records accepted connections until their notice is
+        delivered (a L{socketdock.relay.journal.Journal}), or None.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        backend: IBackend,
+        registry: Registry,
+        metrics: Metrics,
+        clock: IReactorTime,
+        queue_limit: int,
+        journal=None,
+    ) -> None:
+        self.backend = backend
+        self.registry = registry
+        self.metrics = metrics
+        self.queue_limit = queue_limit
+        self._clock = clock
+        self.journal = journal
+        self._unfinished: set[Session] = set()
+        self._idle_waiters: list[Deferred[None]] = []
+        self.draining = False
+
+    def open_session(self, connection_id: str, socket: ISocket) -> Session:
+        """A handshake succeeded: its session holds work until the notice is sent."""
+        session = Session(self, connection_id, socket)
+        self._unfinished.add(session)
+        self.metrics.connection_opened()
+        if self.journal is not None:
+            self.journal.record(connection_id)
+        return session
+
+    def orphan(self, connection_id: str, reason: str, initiator: str) -> None:
+        """
+        The backend admitted a connection whose handshake then did not finish
+        (the client left, or we are stopping): it still hears it is gone.
+        """
+        session = Session(self, connection_id, _GoneSocket())
+        self._unfinished.add(session)
+        if self.journal is not None:
+            self.journal.record(connection_id)
+        session.ended(None, reason, initiator)
+
+    def recover(self, connection_ids: list[str]) -> None:
+        """
+        At start-up: connections a crashed instance left in the journal get
+        their notice (code null, initiator server, marked recovered), sent and
+        retried like any other and waited for by a drain.
+        """
+        for connection_id in connection_ids:
+            session = Session(self, connection_id, _GoneSocket(), recovered=True)
+            self._unfinished.add(session)
+            session.ended(None, RECOVERED_REASON, "server")
+
+    def reply(self, socket: ISocket, reply: Reply) -> None:
+        """Hand a backend reply (loopback echo, inline reply) to the client."""
+        d = socket.deliver(reply.payload, reply.is_binary)
+        d.addErrback(self._reply_lost)
+
+    def _reply_lost(self, failure: Failure) -> None:
+        failure.trap(NotLive, OutboundFull)
+        self._log.info("a reply for a closed or stalled client was dropped ({why})",
+                       why=failure.type.__name__)
+
+    def finished(self, session: Session) -> None:
+        """A session's notice went out: it has no work left."""
+        self._unfinished.discard(session)
+        if not self._unfinished:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def queued(self) -> int:
+        """Messages waiting for the backend, over all connections."""
+        return sum(len(s) for s in self._unfinished)
+
+    def unfinished(self) -> int:
+        """Connections whose disconnect notice has not been delivered yet."""
+        return len(self._unfinished)
+
+    def idle(self) -> "Deferred[None]":
+        """Fires once no session has work left."""
+        if not self._unfinished:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle_waiters.append(d)
+        return d
+
+    def abandon(self) -> None:
+        """After the drain: stop every request still in flight or waiting to retry."""
+        for session in list(self._unfinished):
+            session.abandon()
+
+    def drain(self, timeout: float) -> "Deferred[int]":
+        """
+        Stop: refuse new handshakes, close every socket with 1001, and wait up
+        to ``timeout`` for queued messages and notices.  Fires with how many
+        connections' notices were still undelivered.
+        """
+        self.draining = True
+        for connection in self.registry:
+            connection.close(1001, "server shutting down", "server")
+        d = self.idle()
+        d.addTimeout(timeout, self._clock, onTimeoutCancel=lambda *_: None)
+        d.addCallback(lambda _: self.unfinished())
+        return d
+
+
+class _GoneSocket:
+    """Stands in for a client that left before its handshake completed."""
+
+    def deliver(self, payload: bytes, is_binary: bool) -> "Deferred[None]":
+        return fail(NotLive())
+
+    def close(self, code: int, reason: str, initiator: str) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass

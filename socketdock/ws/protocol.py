@@ -1,0 +1,396 @@
+"""
+The client side: an Autobahn server protocol that adapts WebSocket frames to
+a relay L{Session}, and its factory (the upgrade itself is in
+L{socketdock.ws.upgrade}).
+
+The protocol is one connection's state machine::
+
+    pending --(backend admits)--> open --(either side closes)--> closed
+       \\--(refused, client gone)------------------------------/
+
+It is registered (live) from the moment its handshake starts until it starts
+closing; sends that arrive while it is pending are held and delivered, in
+order, as soon as it opens.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Optional
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.util import encode_truncate
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from socketdock.tuned.autobahn import (
+    defer_debug_formatting, use_small_frame_masker, with_options,
+)
+from socketdock.relay.backend import ConnectRefused
+from socketdock.ws.keepalive import Keepalive
+from socketdock.ws.origins import OriginPolicy
+from socketdock.relay.registry import IConnection, NotLive, OutboundFull
+from socketdock.relay.session import ISocket, Relay, Session
+from socketdock.relay.wire import new_connection_id
+
+_PENDING, _OPEN, _CLOSED = "pending", "open", "closed"
+
+
+def rfc3339(seconds: float) -> str:
+    """A reactor time as an RFC 3339 UTC string, milliseconds kept."""
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@implementer(IConnection, ISocket, IPushProducer)
+class RelayServerProtocol(WebSocketServerProtocol):
+    """
+    One client connection.
+
+    It is also the transport's producer, so that it learns when the client
+    stops reading (the transport pauses it) and can refuse further sends
+    before the unsent bytes grow without bound.
+    """
+
+    _log = Logger()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connection_id = ""
+        self._state = _PENDING
+        self._session: Optional[Session] = None
+        self._held: list[tuple[bytes, bool, Deferred[None]]] = []
+        self._refusal: Optional[ConnectRefused] = None
+        self._closed_by: Optional[tuple[Optional[int], str, str]] = None
+        self._admitted = False
+        self._connected_at = 0.0
+        self._last_active_at = 0.0
+        self._messages_in = 0
+        self._messages_out = 0
+        self._client_paused = False
+        self._unsent = 0
+        self._reading_paused = False
+        self._consuming = False
+        self._keepalive: Optional[Keepalive] = None
+
+    # -- handshake ------------------------------------------------------------
+
+    def onConnect(self, request):
+        factory = self.factory
+        relay: Relay = factory.relay
+        origin = request.origin
+        if origin and not factory.origins.allows(origin):
+            return self._deny(403, "origin not allowed")
+        if relay.draining:
+            return self._deny(503, "server shutting down")
+        if factory.max_connections and len(relay.registry) >= factory.max_connections:
+            return self._deny(503, "too many connections")
+        self.connection_id = new_connection_id()
+        self._connected_at = self._last_active_at = factory.reactor.seconds()
+        relay.registry.add(self)
+        # No line here: twistd writes every level it is given, and formatting
+        # one per handshake was ~12% of a handshake's CPU.  The close line (or
+        # the refusal line) names the client and its peer once.
+        d = relay.backend.connect(self.connection_id, request.headers, request.protocols)
+        d.addCallbacks(self._admit, self._refuse)
+        return d
+
+    def _deny(self, status: int, why: str):
+        self.factory.relay.metrics.handshake_refused(status)
+        raise ConnectionDeny(status, why)
+
+    def _admit(self, subprotocol: Optional[str]) -> Optional[str]:
+        self._admitted = True
+        relay: Relay = self.factory.relay
+        if self._state == _CLOSED or self._refusal is not None or relay.draining:
+            # The client left, or we were stopped, while the backend was
+            # deciding: a backend that admitted it still hears it is gone.
+            if relay.backend.admits:
+                if self._state == _CLOSED:
+                    relay.orphan(self.connection_id, "client left during the handshake", "client")
+                else:
+                    relay.orphan(self.connection_id, "server shutting down", "server")
+            if self._refusal is None:
+                self._refusal = ConnectRefused(503, "server shutting down")
+            return self._refused_now()
+        self._session = relay.open_session(self.connection_id, self)
+        return subprotocol
+
+    def _refuse(self, failure: Failure):
+        if not failure.check(ConnectRefused):
+            self._log.failure("admission of {connection_id} failed", failure,
+                              connection_id=self.connection_id)
+            self._refusal = ConnectRefused(503, "backend unavailable")
+        else:
+            self._refusal = failure.value
+        return self._refused_now()
+
+    def _refused_now(self):
+        refusal = self._refusal
+        assert refusal is not None
+        self.factory.relay.registry.discard(self.connection_id)
+        self._fail_held()
+        self._log.info(
+            "handshake of {connection_id} from {peer} refused: {status} {why}",
+            connection_id=self.connection_id, peer=self.peer, status=refusal.status,
+            why=refusal.why,
+        )
+        return self._deny(refusal.status, refusal.why)
+
+    def onOpen(self) -> None:
+        self._state = _OPEN
+        factory = self.factory
+        self._keepalive = Keepalive(
+            factory.reactor, factory.ping_interval, factory.ping_timeout,
+            self.sendPing, self._ping_timed_out,
+        )
+        self._keepalive.start()
+        held, self._held = self._held, []
+        for payload, is_binary, d in held:
+            self._send_now(payload, is_binary, d)
+
+    def onPong(self, payload: bytes) -> None:
+        if self._keepalive is not None:
+            self._keepalive.pong(payload)
+
+    def _ping_timed_out(self) -> None:
+        self._log.info("client {connection_id} did not answer a ping; dropping it",
+                       connection_id=self.connection_id)
+        self.wasClean = False
+        self.wasNotCleanReason = "ping timeout"
+        self.dropConnection(abort=True)
+
+    # -- client to backend ----------------------------------------------------
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self._messages_in += 1
+        self._last_active_at = self.factory.reactor.seconds()
+        if self._session is not None:
+            self._session.received(payload, isBinary)
+
+    def pause_reading(self) -> None:
+        self._reading_paused = True
+        self.transport.pauseProducing()
+        if self._keepalive is not None:
+            self._keepalive.reading(False)
+
+    def resume_reading(self) -> None:
+        self._reading_paused = False
+        self.transport.resumeProducing()
+        if self._keepalive is not None:
+            self._keepalive.reading(True)
+        if not self._consuming:
+            # Frames read before the pause are still in Autobahn's buffer.
+            self.consumeData()
+
+    def consumeData(self) -> None:
+        self._consuming = True
+        try:
+            super().consumeData()
+        finally:
+            self._consuming = False
+
+    def processData(self) -> bool:
+        # Pausing the transport stops further reads, but one read may hold
+        # many frames: leave them buffered so the queue stays at queue_limit.
+        if self._reading_paused and self.state == self.STATE_OPEN:
+            return False
+        return super().processData()
+
+    # -- backend to client ----------------------------------------------------
+
+    def deliver(self, payload: bytes, is_binary: bool) -> "Deferred[None]":
+        if self._state == _OPEN and self._closed_by is None:
+            return self._send_now(payload, is_binary, None)
+        if self._state == _PENDING and self._refusal is None and self._closed_by is None:
+            d: Deferred[None] = Deferred()
+            self._held.append((payload, is_binary, d))
+            return d
+        return fail(NotLive())
+
+    def _send_now(self, payload: bytes, is_binary: bool, d: Optional[Deferred[None]]):
+        if self._client_paused:
+            self._unsent += len(payload)
+            if self._unsent > 2 * self.factory.max_message_size:
+                self._unsent -= len(payload)
+                if d is None:
+                    return fail(OutboundFull())
+                d.errback(OutboundFull())
+                return d
+        self.sendMessage(payload, is_binary)
+        self._messages_out += 1
+        self._last_active_at = self.factory.reactor.seconds()
+        self.factory.relay.metrics.message_out()
+        if d is None:
+            return succeed(None)
+        d.callback(None)
+        return d
+
+    def _fail_held(self) -> None:
+        held, self._held = self._held, []
+        for _, _, d in held:
+            d.errback(NotLive())
+
+    # IPushProducer: the transport tells us when the client stops reading.
+    def pauseProducing(self) -> None:
+        self._client_paused = True
+
+    def resumeProducing(self) -> None:
+        self._client_paused = False
+        self._unsent = 0
+
+    def stopProducing(self) -> None:
+        self._client_paused = True
+
+    # -- closing --------------------------------------------------------------
+
+    def close(self, code: int, reason: str, initiator: str) -> None:
+        if self._closed_by is not None or self._state == _CLOSED:
+            return
+        self._closed_by = (code, reason, initiator)
+        self.factory.relay.registry.discard(self.connection_id)
+        if self._state == _PENDING:
+            # Not open yet: the handshake is refused once admission ends.
+            self._refusal = ConnectRefused(503, reason)
+            self._fail_held()
+            return
+        # Autobahn's sendClose admits only 1000 and 3000-4999 (the codes an
+        # application may choose); a server also sends 1001 and 1011.
+        self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123), isReply=False)
+
+    def onCloseFrame(self, code, reasonRaw):
+        if self._closed_by is None and self.state == self.STATE_OPEN:
+            # The client started the closing handshake; 1005 means its close
+            # frame carried no code.
+            reason = (reasonRaw or b"").decode("utf-8", "replace")
+            self._closed_by = (1005 if code is None else code, reason, "client")
+            self.factory.relay.registry.discard(self.connection_id)
+        return super().onCloseFrame(code, reasonRaw)
+
+    def onClose(self, wasClean: bool, code, reason) -> None:
+        state, self._state = self._state, _CLOSED
+        if self._keepalive is not None:
+            self._keepalive.stop()
+        # Autobahn forgets this timer when the connection goes: a stopped
+        # instance would otherwise keep the reactor busy for another second.
+        if self.closeHandshakeTimeoutCall is not None:
+            self.closeHandshakeTimeoutCall.cancel()
+            self.closeHandshakeTimeoutCall = None
+        relay: Relay = self.factory.relay
+        if self.connection_id:
+            relay.registry.discard(self.connection_id)
+        self._fail_held()
+        if state == _PENDING:
+            return
+        if self._closed_by is None:
+            if self.localCloseCode is not None:
+                # Autobahn failed the connection itself (protocol error, 1009).
+                reason = self.localCloseReason or ""
+                if isinstance(reason, bytes):
+                    reason = reason.decode("utf-8", "replace")
+                self._closed_by = (self.localCloseCode, reason, "server")
+            else:
+                self._closed_by = (None, "", "client")
+        notice_code, notice_reason, initiator = self._closed_by
+        relay.metrics.connection_closed(notice_code)
+        self._log.info(
+            "client {connection_id} from {peer} closed after {seconds:.1f}s: "
+            "code {code}, initiator {initiator}",
+            connection_id=self.connection_id, peer=self.peer, code=notice_code,
+            initiator=initiator, seconds=self.factory.reactor.seconds() - self._connected_at,
+        )
+        if self._session is not None:
+            self._session.ended(notice_code, notice_reason, initiator)
+
+    # -- introspection --------------------------------------------------------
+
+    def describe(self) -> dict:
+        return {
+            "connection_id": self.connection_id,
+            "connected_at": rfc3339(self._connected_at),
+            "last_active_at": rfc3339(self._last_active_at),
+            "remote": self.peer,
+            "messages_in": self._messages_in,
+            "messages_out": self._messages_out,
+        }
+
+
+class RelayServerFactory(WebSocketServerFactory):
+    """
+    Builds one L{RelayServerProtocol} per client; holds only its collaborators.
+
+    :param relay: the sessions and the backend.
+    :param max_connections: live connections allowed (0: no limit).
+    :param max_message_size: also bounds a slow reader's unsent bytes (twice this).
+    """
+
+    protocol = RelayServerProtocol
+
+    def __init__(
+        self, relay: Relay, max_connections: int, max_message_size: int, reactor,
+        origins: OriginPolicy = OriginPolicy(["*"]),
+        ping_interval: float = 0, ping_timeout: float = 0,
+    ) -> None:
+        super().__init__(reactor=reactor)
+        self.relay = relay
+        self.max_connections = max_connections
+        self.max_message_size = max_message_size
+        self.origins = origins
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+
+    def setProtocolOptions(self, **options) -> None:
+        """Set Autobahn's options; connections share them instead of copying."""
+        super().setProtocolOptions(**options)
+        self.protocol = with_options(RelayServerProtocol, self)
+
+
+def make_ws_factory(config, relay: Relay, reactor) -> RelayServerFactory:
+    """The client-side factory, with Autobahn's options taken from the config."""
+    factory = RelayServerFactory(
+        relay, config.max_connections, config.max_message_size, reactor,
+        OriginPolicy(config.allowed_origins), config.ping_interval, config.ping_timeout,
+    )
+    options = dict(
+        webStatus=False,
+        # Origins are checked in onConnect (socketdock.ws.origins): 403, and
+        # patterns without a port mean the default port.
+        allowedOrigins=["*"],
+        maxMessagePayloadSize=config.max_message_size,
+        maxFramePayloadSize=config.max_message_size,
+        # twisted.web already bounded the request headers; the backend's
+        # admission has its own bound (timeout x retries).
+        openHandshakeTimeout=0,
+        closeHandshakeTimeout=1,
+        # Pings are ours (socketdock.ws.keepalive): Autobahn's timers truncate
+        # deadlines to whole seconds.
+        autoPingInterval=0,
+        # Messages are handed on whole; there is no use for partial frames.
+        autoFragmentSize=0,
+        failByDrop=False,
+        # Answer a client's close with its own code and reason, as RFC 6455
+        # §5.5.1 suggests and ws, websockets and browsers do: their close
+        # events report the code of our reply, not the one they sent.
+        echoCloseCodeReason=True,
+    )
+    if config.permessage_deflate:
+        from autobahn.websocket.compress import (
+            PerMessageDeflateOffer,
+            PerMessageDeflateOfferAccept,
+        )
+
+        def accept(offers):
+            for offer in offers:
+                if isinstance(offer, PerMessageDeflateOffer):
+                    return PerMessageDeflateOfferAccept(offer)
+            return None
+
+        options["perMessageCompressionAccept"] = accept
+    defer_debug_formatting()
+    use_small_frame_masker()
+    factory.setProtocolOptions(**options)
+    return factory

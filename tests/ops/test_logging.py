@@ -1,0 +1,188 @@
+"""
+JSON lines for log shippers (socketdock.ops.jsonlog) and log rotation under
+``twistd --logfile``, once each with a real twistd.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger, LogLevel, LogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from socketdock.ops.jsonlog import _twistd_log_options, event_as_json_line, log_from_level
+from tests.daemon import get, ready, spawn_socketdock, wait_for_file
+from tests.fakebackend import FakeBackend, start_backend, stop_backend
+from tests.harness import free_port
+from tests.test_tap_options import private_log_beginner
+from tests.wsclient import connect_client
+
+JSON_LOGGER = ("--logger", "socketdock.ops.jsonlog.json_observer")
+
+
+class JsonLineTests(SynchronousTestCase):
+    def test_fields(self):
+        """An event becomes one JSON line with time, level, namespace, text and its fields."""
+        line = event_as_json_line({
+            "log_time": 0.25, "log_level": LogLevel.warn, "log_namespace": "socketdock.relay.session",
+            "log_format": "retry {attempt} for {connection_id}", "attempt": 2,
+            "connection_id": "ab" * 16, "log_logger": object(),
+        })
+        self.assertTrue(line.endswith("\n"))
+        self.assertEqual(line.count("\n"), 1)
+        self.assertEqual(json.loads(line), {
+            "time": "1970-01-01T00:00:00.250Z", "level": "warn",
+            "namespace": "socketdock.relay.session", "text": f"retry 2 for {'ab' * 16}",
+            "attempt": 2, "connection_id": "ab" * 16,
+        })
+
+    def test_failure_and_odd_values(self):
+        """A failure is kept as a traceback; values JSON cannot hold become their repr."""
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            failure = Failure()
+        record = json.loads(event_as_json_line({
+            "log_time": 0, "log_level": LogLevel.error, "log_namespace": "x",
+            "log_format": "boom", "log_failure": failure, "peer": ("127.0.0.1", 1),
+        }))
+        self.assertIn("ZeroDivisionError", record["failure"])
+        self.assertEqual(record["peer"], "('127.0.0.1', 1)")
+
+    def test_twistd_options(self):
+        """--logfile and -n are read as twistd reads them; the plugin's own options are not."""
+        self.assertEqual(
+            _twistd_log_options(["-n", "--logfile", "a.log", "socketdock", "--logfile", "b"]),
+            (True, "a.log"))
+        self.assertEqual(_twistd_log_options(["-nl", "a.log", "socketdock"]), (True, "a.log"))
+        self.assertEqual(_twistd_log_options(["--logfile=-", "socketdock"]), (False, "-"))
+        self.assertEqual(_twistd_log_options(["socketdock", "-n"]), (False, None))
+
+
+class LogLevelTests(SynchronousTestCase):
+    """log_from_level filters what a LogBeginner starts logging to, as twistd's does."""
+
+    def setUp(self) -> None:
+        self.publisher = LogPublisher()
+        self.beginner = private_log_beginner(self.publisher)
+        self.log = Logger(namespace="test", observer=self.publisher)
+        self.seen: list[str] = []
+
+    def _begin(self) -> None:
+        self.beginner.beginLoggingTo(
+            [lambda event: self.seen.append(event["log_level"].name)], redirectStandardIO=False)
+
+    def _emit_one_of_each(self) -> None:
+        self.log.debug("d")
+        self.log.info("i")
+        self.log.warn("w")
+        self.log.error("e")
+
+    def test_events_below_the_level_are_dropped(self) -> None:
+        log_from_level("warn", self.beginner)
+        self._begin()
+        self._emit_one_of_each()
+        self.assertEqual(self.seen, ["warn", "error"])
+
+    def test_events_buffered_before_logging_began_are_filtered_too(self) -> None:
+        log_from_level("info", self.beginner)
+        self._emit_one_of_each()
+        self._begin()
+        self.assertEqual(self.seen, ["info", "warn", "error"])
+
+    def test_debug_leaves_the_beginner_alone(self) -> None:
+        log_from_level("debug", self.beginner)
+        self.assertNotIn("beginLoggingTo", vars(self.beginner))
+        self._begin()
+        self._emit_one_of_each()
+        self.assertEqual(self.seen, ["debug", "info", "warn", "error"])
+
+
+class TwistdLogTests(TestCase):
+    """Real twistd processes writing their logs."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_json_to_stdout(self):
+        """With --logger json_observer and -n, every line on stdout is a JSON object."""
+        port = free_port()
+        instance = spawn_socketdock(
+            self, reactor, "--bindport", str(port), "--ping-interval", "0",
+            twistd_args=("-n", "--pidfile=", *JSON_LOGGER))
+        yield Deferred.fromCoroutine(ready(reactor, instance, f"http://127.0.0.1:{port}"))
+        instance.signal("TERM")
+        code, _ = yield instance.exited
+        self.assertEqual(code, 0, instance.text())
+        records = [json.loads(line) for line in instance.text().splitlines() if line.strip()]
+        draining = [r for r in records if r["text"].startswith("draining")]
+        self.assertEqual(len(draining), 1)
+        self.assertEqual(draining[0]["namespace"], "socketdock.service.SocketDockService")
+        self.assertEqual((draining[0]["level"], draining[0]["count"]), ("info", 0))
+
+    @inlineCallbacks
+    def test_debug_events_are_left_out_by_default(self):
+        """log_level defaults to info: the journal's per-batch debug lines stay out of the log."""
+        backend = FakeBackend(reactor)
+        backend_port, url = yield start_backend(reactor, backend)
+        self.addCleanup(stop_backend, backend_port, backend)
+        port = free_port()
+        journal = Path(self.mktemp()).resolve()
+        journal.mkdir(parents=True)
+        instance = spawn_socketdock(
+            self, reactor, "--bindport", str(port), "--ping-interval", "0",
+            "--backend", "http", "--messageuri", url + "/message", "--connecturi", url + "/connect",
+            "--journal", str(journal / "j.sqlite"),
+            twistd_args=("-n", "--pidfile=", *JSON_LOGGER))
+        yield Deferred.fromCoroutine(ready(reactor, instance, f"http://127.0.0.1:{port}"))
+        client = yield connect_client(reactor, f"ws://127.0.0.1:{port}/ws")
+        self.addCleanup(client.shutdown)
+        (notice,) = yield backend.wait_for("connect", 1)
+        # The journal wrote the connection (its id is in the write-ahead log):
+        # at debug level that write would have logged a line.
+        yield wait_for_file(self, reactor, journal / "j.sqlite-wal", notice["meta"]["connection_id"])
+        instance.signal("TERM")
+        code, _ = yield instance.exited
+        self.assertEqual(code, 0, instance.text())
+        records = [json.loads(line) for line in instance.text().splitlines() if line.strip()]
+        self.assertIn("info", {r["level"] for r in records})
+        self.assertEqual([r["text"] for r in records if r["level"] == "debug"], [])
+
+    def test_json_logfile_rotates_on_sigusr1(self):
+        """JSON lines go to --logfile; SIGUSR1 renames it to .1 and later lines go to a fresh file."""
+        return self._rotation(JSON_LOGGER, json_lines=True)
+
+    def test_text_logfile_rotates_on_sigusr1(self):
+        """twistd's own text --logfile: SIGUSR1 renames it to .1 and later lines go to a fresh file."""
+        return self._rotation((), json_lines=False)
+
+    @inlineCallbacks
+    def _rotation(self, logger, json_lines):
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        log = directory / "socketdock.log"
+        port = free_port()
+        instance = spawn_socketdock(
+            self, reactor, "--bindport", str(port), "--ping-interval", "0",
+            twistd_args=("-n", "--pidfile=", "--logfile", str(log), *logger))
+        yield wait_for_file(self, reactor, log, "starting on")
+        yield get(reactor, f"http://127.0.0.1:{port}/healthz")  # the reactor runs
+        self.assertEqual(instance.text(), "")  # nothing on stdout: all in the file
+        instance.signal("USR1")
+        rotated = yield wait_for_file(self, reactor, directory / "socketdock.log.1", "starting on")
+        client = yield connect_client(reactor, f"ws://127.0.0.1:{port}/ws")
+        self.addCleanup(client.shutdown)
+        yield client.shutdown()
+        fresh = yield wait_for_file(self, reactor, log, " closed after ")
+        self.assertNotIn(b" closed after ", rotated)
+        self.assertNotIn(b"starting on", fresh)
+        if json_lines:
+            for line in (rotated + fresh).splitlines():
+                self.assertIsInstance(json.loads(line), dict)
+        instance.signal("TERM")
+        code, _ = yield instance.exited
+        self.assertEqual(code, 0)

@@ -1,0 +1,226 @@
+"""
+The backend client's fast options (prepared URL, one-write body, no cookies,
+shared headers) against a real twisted.web server on loopback, its
+backend_concurrency line, and how an answer's body becomes a result.
+"""
+
+from hyperlink import EncodedURL
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import Clock
+from twisted.test.proto_helpers import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import ResponseDone, ResponseFailed
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from socketdock.relay.httpclient import (
+    BackendClient, BytesProducer, PreparedURL, _collect, make_http_client, make_pool,
+    make_tls_policy,
+)
+
+
+class PreparedURLTests(SynchronousTestCase):
+    def test_encoded_once_like_treq(self):
+        """A prepared URL is what treq's per-call encoding would produce, and stays as is."""
+        text = "http://bücher.example:8080/ä b?x=ü"
+        prepared = PreparedURL.prepare(text)
+        expected = EncodedURL.from_text(text).to_uri().to_text()
+        self.assertEqual(prepared.to_text(), expected)
+        self.assertIs(prepared.to_uri(), prepared)
+        self.assertEqual(prepared.to_uri().to_text(), expected)
+
+
+class BytesProducerTests(SynchronousTestCase):
+    def test_writes_everything_at_once(self):
+        """The body is announced by length and written in one call; the Deferred has fired."""
+        consumer = StringTransport()
+        producer = BytesProducer(b"abc")
+        self.assertEqual(producer.length, 3)
+        d = producer.startProducing(consumer)
+        self.assertEqual(consumer.value(), b"abc")
+        self.assertIsNone(self.successResultOf(d))
+
+
+class _Recorder(Resource):
+    """Remembers each request's body, headers and client port; sets a cookie."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = []
+
+    def render_POST(self, request):
+        self.seen.append((request.content.read(), request.requestHeaders, request.getClientAddress().port))
+        request.addCookie(b"session", b"backend-state")
+        request.setHeader(b"content-type", b"text/plain")
+        return b"answer:" + str(len(self.seen)).encode("ascii")
+
+
+class BackendClientTests(TestCase):
+    def setUp(self):
+        self.resource = _Recorder()
+        port = reactor.listenTCP(0, Site(self.resource), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.url = f"http://127.0.0.1:{port.getHost().port}/message"
+        pool = make_pool(reactor, 4)
+        self.addCleanup(pool.closeCachedConnections)
+        http = make_http_client(reactor, pool, make_tls_policy(None))
+        self.client = BackendClient(http, reactor, 10, signing_secret="s3cret")
+
+    @inlineCallbacks
+    def test_posts_reuse_one_connection_without_cookies(self):
+        """Two POSTs share one connection, carry body and headers, and never send a cookie back."""
+        first = yield self.client.post(self.url, b'{"n":1}')
+        second = yield self.client.post(self.url, b'{"n":2}')
+        self.assertEqual((first.code, first.body), (200, b"answer:1"))
+        self.assertEqual(second.body, b"answer:2")
+        (body1, headers1, port1), (body2, headers2, port2) = self.resource.seen
+        self.assertEqual((body1, body2), (b'{"n":1}', b'{"n":2}'))
+        self.assertEqual(port1, port2)
+        self.assertEqual(headers2.getRawHeaders(b"content-type"), [b"application/json"])
+        self.assertEqual(headers2.getRawHeaders(b"content-length"), [b"7"])
+        self.assertTrue(headers2.getRawHeaders(b"x-socketdock-signature")[0].startswith(b"t="))
+        self.assertIsNone(headers2.getRawHeaders(b"cookie"))
+
+    @inlineCallbacks
+    def test_large_body_arrives_whole(self):
+        """A 1 MiB body written in one go reaches the server intact."""
+        body = b"x" * (1 << 20)
+        result = yield self.client.post(self.url, body)
+        self.assertEqual(result.code, 200)
+        self.assertEqual(self.resource.seen[0][0], body)
+
+
+class ConcurrencyTests(SynchronousTestCase):
+    """BackendClient keeps at most ``concurrency`` requests in flight."""
+
+    def make(self, concurrency):
+        self.started = []
+        self.answers = []
+
+        class Http:
+            def post(inner, url, **kwargs):
+                d = Deferred()
+                self.started.append(url.to_text())
+                self.answers.append(d)
+                return d
+
+        clock = Clock()
+        self.observed = []
+        return clock, BackendClient(Http(), clock, 10, concurrency=concurrency,
+                                    observe=lambda *seen: self.observed.append(seen))
+
+    def test_excess_requests_wait_in_line(self) -> None:
+        """With two slots the third request starts only when one finishes, in order."""
+        clock, client = self.make(2)
+        results = [client.post(f"http://b/{n}", b"{}") for n in range(3)]
+        self.assertEqual(self.started, ["http://b/0", "http://b/1"])
+        self.answers[0].errback(ConnectionRefusedError())
+        self.failureResultOf(results[0], ConnectionRefusedError)
+        self.assertEqual(len(self.started), 3)
+        self.assertEqual(self.started[2], "http://b/2")
+
+    def test_timeout_starts_with_the_request(self) -> None:
+        """Time spent waiting for a slot does not count against backend_timeout."""
+        clock, client = self.make(1)
+        first = client.post("http://b/0", b"{}")
+        second = client.post("http://b/1", b"{}")
+        clock.advance(9)
+        self.answers[0].errback(ConnectionRefusedError())
+        self.failureResultOf(first)
+        clock.advance(9)
+        self.assertNoResult(second)
+        clock.advance(1)
+        self.failureResultOf(second)
+
+    def test_cancel_while_waiting_leaves_the_line(self) -> None:
+        """A request cancelled before it started never starts and frees nothing twice."""
+        clock, client = self.make(1)
+        first = client.post("http://b/0", b"{}")
+        second = client.post("http://b/1", b"{}")
+        second.cancel()
+        self.failureResultOf(second)
+        self.answers[0].errback(ConnectionRefusedError())
+        self.failureResultOf(first)
+        third = client.post("http://b/2", b"{}")
+        self.assertEqual(len(self.started), 2)
+        self.assertNoResult(third)
+
+    def test_a_request_that_raises_gives_its_place_back(self) -> None:
+        """An attempt that fails before it is sent is a failed result, and the next request still runs."""
+        class Broken:
+            def post(inner, url, **kwargs):
+                raise ValueError("bad URL")
+
+        client = BackendClient(Broken(), Clock(), 10, concurrency=1)
+        self.failureResultOf(client.post("http://b/0", b"{}"), ValueError)
+        self.failureResultOf(client.post("http://b/1", b"{}"), ValueError)
+
+    def test_latency_is_timed_from_leaving_the_line(self) -> None:
+        """The observed seconds of an attempt exclude its wait for a slot."""
+        clock, client = self.make(1)
+        first = client.post("http://b/0", b"{}", "message")
+        second = client.post("http://b/1", b"{}", "disconnect")
+        clock.advance(9)
+        self.answers[0].errback(ConnectionRefusedError())
+        self.failureResultOf(first)
+        clock.advance(1)
+        self.answers[1].errback(ConnectionRefusedError())
+        self.failureResultOf(second)
+        self.assertEqual(self.observed, [("message", "error", 9.0), ("disconnect", "error", 1.0)])
+
+
+class _Answer:
+    """An IResponse stand-in that delivers its body now or when told."""
+
+    code = 200
+
+    def __init__(self, parts, reason, later=False):
+        self.headers = Headers()
+        self._parts, self._reason, self._later = parts, reason, later
+        self.deliver = None
+
+    def deliverBody(self, protocol):
+        def go():
+            for part in self._parts:
+                protocol.dataReceived(part)
+            protocol.connectionLost(self._reason)
+
+        if self._later:
+            self.deliver = go
+        else:
+            go()
+
+
+class CollectTests(SynchronousTestCase):
+    """How a backend answer's body becomes an HTTPResult."""
+
+    def collect(self, *args, **kwargs):
+        answer = _Answer(*args, **kwargs)
+        return answer, _collect(answer)
+
+    def test_a_body_read_at_once_is_the_result_itself(self) -> None:
+        """A buffered body needs no Deferred; the parts are joined in order."""
+        _, result = self.collect([b"a", b"b"], Failure(ResponseDone()))
+        self.assertEqual((result.code, result.body), (200, b"ab"))
+
+    def test_a_body_ended_by_close_counts_as_complete(self) -> None:
+        """PotentialDataLoss (no length, the server closed) is a complete body, as in treq.content."""
+        answer, d = self.collect([b"x"], Failure(PotentialDataLoss()), later=True)
+        self.assertNoResult(d)
+        answer.deliver()
+        self.assertEqual(self.successResultOf(d).body, b"x")
+
+    def test_a_body_cut_short_is_a_failure(self) -> None:
+        """Any other end of the body fails the request, now or later."""
+        _, now = self.collect([b"x"], Failure(ResponseFailed([])))
+        self.assertIsInstance(now, Failure)
+        self.assertTrue(now.check(ResponseFailed))
+        answer, later = self.collect([], Failure(ResponseFailed([])), later=True)
+        answer.deliver()
+        self.failureResultOf(later, ResponseFailed)

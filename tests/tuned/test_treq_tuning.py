@@ -1,0 +1,58 @@
+"""treq skips its cookie wrapper for the relay's NoCookies jar, and only for it."""
+
+from __future__ import annotations
+
+from http.cookiejar import CookieJar
+
+import treq.client as treq_client
+from treq.client import HTTPClient
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, CookieAgent, HTTPConnectionPool
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from socketdock.tuned.treq import NoCookies, skip_cookie_agent_for_no_cookies
+
+
+class CookieEcho(Resource):
+    """Sets a cookie, and answers with the Cookie header it was sent."""
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.addCookie(b"session", b"s1", path=b"/")
+        return request.getHeader(b"cookie") or b"-"
+
+
+class TreqTuningTests(TestCase):
+    def setUp(self) -> None:
+        skip_cookie_agent_for_no_cookies()
+
+    def test_no_cookies_gets_the_bare_agent(self) -> None:
+        agent = Agent(reactor)
+        self.assertIs(treq_client.CookieAgent(agent, NoCookies()), agent)
+
+    def test_other_jars_keep_the_cookie_agent(self) -> None:
+        self.assertIsInstance(treq_client.CookieAgent(Agent(reactor), CookieJar()), CookieAgent)
+
+    def test_installing_twice_changes_nothing(self) -> None:
+        before = treq_client.CookieAgent
+        skip_cookie_agent_for_no_cookies()
+        self.assertIs(treq_client.CookieAgent, before)
+        self.assertIsNot(before, CookieAgent)
+
+    @inlineCallbacks
+    def test_cookies_still_travel_for_a_real_jar_and_not_for_no_cookies(self) -> None:
+        port = reactor.listenTCP(0, Site(CookieEcho()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(pool.closeCachedConnections)
+        url = f"http://127.0.0.1:{port.getHost().port}/"
+        seen = {}
+        for name, jar in (("jar", CookieJar()), ("none", NoCookies())):
+            client = HTTPClient(Agent(reactor, pool=pool), cookiejar=jar)
+            yield (yield client.get(url)).content()
+            seen[name] = yield (yield client.get(url)).content()
+        self.assertEqual(seen, {"jar": b"session=s1", "none": b"-"})

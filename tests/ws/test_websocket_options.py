@@ -1,0 +1,84 @@
+"""The WebSocket factory's protocol options, and what we change in Autobahn, as connections see them."""
+
+import os
+import random
+
+import autobahn.twisted.websocket as twisted_module
+import autobahn.websocket.protocol as protocol_module
+from autobahn.util import hltype, hlval
+from autobahn.websocket.xormasker import create_xor_masker
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from socketdock.tuned.autobahn import (
+    SmallFrameMasker, defer_debug_formatting, use_small_frame_masker, with_options,
+)
+from socketdock.ws.protocol import RelayServerFactory, RelayServerProtocol
+
+
+class OptionsAsClassAttributesTests(SynchronousTestCase):
+    def test_connections_share_the_factorys_options(self) -> None:
+        """A connection reads the factory's options without a copy of its own."""
+        factory = RelayServerFactory(None, 0, 10, Clock())
+        factory.setProtocolOptions(maxMessagePayloadSize=10, echoCloseCodeReason=True)
+        protocol = factory.protocol()
+        self.assertEqual((protocol.maxMessagePayloadSize, protocol.echoCloseCodeReason), (10, True))
+        self.assertNotIn("maxMessagePayloadSize", vars(protocol))
+        self.assertTrue(issubclass(factory.protocol, RelayServerProtocol))
+
+    def test_function_options_stay_plain_functions(self) -> None:
+        """A function option (the deflate acceptor) is called with its own arguments, not the protocol."""
+        seen = []
+        factory = RelayServerFactory(None, 0, 10, Clock())
+        factory.setProtocolOptions(perMessageCompressionAccept=lambda offers: seen.append(offers))
+        factory.protocol().perMessageCompressionAccept(["offer"])
+        self.assertEqual(seen, [["offer"]])
+
+    def test_factories_do_not_share_options(self) -> None:
+        """Two factories' options do not leak into each other's connections."""
+        a, b = RelayServerFactory(None, 0, 10, Clock()), RelayServerFactory(None, 0, 10, Clock())
+        a.setProtocolOptions(maxMessagePayloadSize=1)
+        b.setProtocolOptions(maxMessagePayloadSize=2)
+        self.assertEqual((a.protocol.maxMessagePayloadSize, b.protocol.maxMessagePayloadSize), (1, 2))
+        self.assertIsNot(with_options(RelayServerProtocol, a), a.protocol)
+
+
+class DeferredDebugFormattingTests(SynchronousTestCase):
+    def test_debug_arguments_render_only_when_formatted(self) -> None:
+        """Autobahn's per-frame log arguments cost nothing until a line is emitted, then read the same."""
+        defer_debug_formatting()
+        calls = []
+        value = type("Counted", (), {"__str__": lambda self: calls.append(1) or "x"})()
+        lazy = protocol_module.hlval(value)
+        self.assertEqual(calls, [])
+        self.assertEqual(f"{lazy}", hlval(value))
+        self.assertEqual(str(twisted_module.hltype(DeferredDebugFormattingTests)),
+                         hltype(DeferredDebugFormattingTests))
+        self.assertEqual(str(protocol_module.pformat({"a": 1})), "{'a': 1}")
+
+
+class SmallFrameMaskerTests(SynchronousTestCase):
+    def test_unmasks_like_autobahn_in_any_chunks(self) -> None:
+        """Every length under 128, cut into chunks anywhere, unmasks exactly as Autobahn's own masker."""
+        rnd = random.Random(8)
+        for length in range(0, 128):
+            mask, payload = os.urandom(4), os.urandom(length)
+            expected = create_xor_masker(mask, length).process(payload)
+            ours, out, at = SmallFrameMasker(mask), [], 0
+            while at < length:
+                step = rnd.randint(1, 7)
+                out.append(ours.process(payload[at:at + step]))
+                at += step
+            self.assertEqual(b"".join(out), expected, length)
+            self.assertEqual(ours.pointer(), length)
+            ours.reset()
+            self.assertEqual((ours.pointer(), ours.process(b"")), (0, b""))
+
+    def test_only_small_frames_use_it(self) -> None:
+        """Frames of 128 bytes and more, and unknown lengths, keep Autobahn's masker."""
+
+        use_small_frame_masker()
+        create = protocol_module.create_xor_masker
+        self.assertIsInstance(create(b"abcd", 127), SmallFrameMasker)
+        self.assertNotIsInstance(create(b"abcd", 128), SmallFrameMasker)
+        self.assertNotIsInstance(create(b"abcd"), SmallFrameMasker)
