@@ -22,8 +22,11 @@ _UNESCAPED_COLON = re.compile(r"(?<!\\):")
 
 
 def check_startable(config: Config, reactor) -> None:
-    """Raise L{ConfigError} naming the key if a listener could not start."""
-    listeners = [("listen", config.listen)]
+    """
+    Raise L{ConfigError} naming the key if a listener could not start: the key the
+    operator set, so ``bindport`` when ``listen`` was derived from bindip/bindport.
+    """
+    listeners = [(config.listen_key, config.listen)]
     if config.api_listen is not None:
         listeners.append(("api_listen", config.api_listen))
     for key, description in listeners:
