@@ -1,16 +1,19 @@
 """
 The deployment files in etc/ stay valid: every sample INI loads, each instance
-has its own ports and callback URL, HAProxy accepts its config, and the systemd
-unit keeps the settings a relay needs.
+has its own ports and callback URL and takes HAProxy's PROXY protocol, HAProxy
+accepts its config, and the systemd unit keeps the settings a relay needs, each
+in a section where systemd reads it.
 """
 
 import configparser
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from socketdock.config.preflight import tcp_address
 from socketdock.config.settings import load_config
 
 ETC = Path(__file__).resolve().parent.parent / "etc"
@@ -49,7 +52,18 @@ class DeployFilesTests(SynchronousTestCase):
             self.assertEqual(len(set(values)), len(values), key)
         for config in configs:
             self.assertEqual(config.backend, "http")
-            self.assertIn(config.listen.split(":")[1], (ETC / "haproxy.cfg").read_text())
+
+    def test_haproxy_sends_proxy_to_haproxy_listeners(self):
+        """Each instance listens with haproxy: on a port HAProxy sends to with send-proxy."""
+        servers = re.findall(r"^\s*server \S+ (\S+)(.*)$", (ETC / "haproxy.cfg").read_text(),
+                             re.MULTILINE)
+        sends_proxy = {address for address, rest in servers if "send-proxy" in rest.split()}
+        self.assertEqual(len(sends_proxy), len(servers))
+        for path in sorted(ETC.glob("instance-*.ini")):
+            config = load_config({}, {}, str(path))
+            self.assertTrue(config.listen.startswith("haproxy:tcp:"), path.name)
+            interface, port = tcp_address(config.listen)
+            self.assertIn(f"{interface}:{port}", sends_proxy, path.name)
 
     def test_haproxy_config_is_valid(self):
         """haproxy -c accepts etc/haproxy.cfg, which health-checks /readyz and sets a tunnel timeout."""

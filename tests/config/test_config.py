@@ -223,6 +223,13 @@ class ValueTests(SynchronousTestCase):
         c = load_config({"listen": "unix:/run/sd.sock", "externalhostandport": "h:1"}, {}, None)
         self.assertEqual(c.listen, "unix:/run/sd.sock")
 
+    def test_listen_any_endpoint_type(self) -> None:
+        """A type this module does not know (haproxy:, a plugin's) is left for Twisted to judge."""
+        for listen in ("haproxy:tcp:8765:interface=127.0.0.1", "systemd:domain=INET:index=0",
+                       "someplugin:x"):
+            c = load_config({"listen": listen, "externalhostandport": "h:1"}, {}, None)
+            self.assertEqual(c.listen, listen)
+
     def test_wildcard_with_external(self) -> None:
         """A wildcard bindip is fine with an explicit externalhostandport."""
         c = load_config({"bindip": "0.0.0.0", "externalhostandport": "sd1:8765"}, {}, None)
@@ -254,8 +261,9 @@ _BAD_CLI = [
     ({"listen": "8765"}, "listen", "not a server endpoint string"),
     ({"listen": "tcp:"}, "listen", "not a server endpoint string"),
     ({"listen": "tcp:http"}, "listen", "no valid port"),
-    ({"listen": "udp:53", "externalhostandport": "h"}, "listen", "endpoint string"),
-    ({"api_listen": "carrier:1", "externalhostandport": "h"}, "api_listen", "endpoint"),
+    ({"listen": ":8765", "externalhostandport": "h"}, "listen", "not a server endpoint string"),
+    ({"listen": "haproxy:tcp:http", "externalhostandport": "h"}, "listen", "no valid port"),
+    ({"api_listen": "car rier:1", "externalhostandport": "h"}, "api_listen", "endpoint"),
     ({"wspath": "ws"}, "wspath", "start with '/'"),
     ({"wspath": "/socket/x"}, "wspath", "clashes with the callback API"),
     ({"wspath": "/"}, "wspath", "clashes"),

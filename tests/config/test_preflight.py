@@ -45,3 +45,37 @@ class PortClashTests(SynchronousTestCase):
         e = self.clash({"bindport": "0", "api_listen": f"tcp:{self.port}:interface=127.0.0.1",
                         "externalhostandport": "http://127.0.0.1:1"})
         self.assertEqual(e.key, "api_listen")
+
+
+class EndpointTypeTests(SynchronousTestCase):
+    """Which endpoint types exist is asked of Twisted: its parsers and plugins."""
+
+    def check(self, cli: dict[str, str]) -> None:
+        config = load_config({"externalhostandport": "http://127.0.0.1:1", **cli}, {}, None)
+        check_startable(config, MemoryReactorClock())
+
+    def test_haproxy_accepted(self) -> None:
+        """haproxy:tcp:... (a plugin of Twisted's, the PROXY protocol) is accepted."""
+        self.check({"listen": "haproxy:tcp:0:interface=127.0.0.1"})
+        self.check({"api_listen": "haproxy:tcp:0:interface=127.0.0.1", "bindport": "0"})
+
+    def test_unknown_type_refused_by_twisted(self) -> None:
+        """A type Twisted does not know is refused, naming the key and Twisted's reason."""
+        e = self.assertRaises(ConfigError, self.check, {"listen": "udp:53"})
+        self.assertEqual(e.key, "listen")
+        self.assertIn("Unknown endpoint type: 'udp'", str(e))
+        e = self.assertRaises(ConfigError, self.check,
+                              {"api_listen": "carrier:1", "bindport": "0"})
+        self.assertEqual(e.key, "api_listen")
+
+    def test_haproxy_port_clash(self) -> None:
+        """The port behind haproxy: is checked like any TCP port."""
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        e = self.assertRaises(ConfigError, self.check,
+                              {"listen": f"haproxy:tcp:{port}:interface=127.0.0.1"})
+        self.assertEqual(e.key, "listen")
+        self.assertIn("cannot listen on 127.0.0.1:", str(e))
