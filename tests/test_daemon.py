@@ -123,9 +123,9 @@ class StartTests(DaemonCase):
         proc = yield self.daemon(env={"SOCKETDOCK_BINDPROT": "1"})
         warnings = [line for line in proc.errors.decode("utf-8").splitlines()
                     if "SOCKETDOCK_BINDPROT" in line]
-        self.assertEqual(warnings, [
+        self.assertEqual(warnings, [(
             "twistd socketdock: warning: SOCKETDOCK_BINDPROT: not a setting, ignored; "
-            "did you mean SOCKETDOCK_BINDPORT (bindport)?"])
+            "did you mean SOCKETDOCK_BINDPORT (bindport)?")])
         proc.signal("TERM")
         self.assertEqual((yield self.exit_code(proc)), 0)
 

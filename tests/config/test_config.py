@@ -300,16 +300,16 @@ class EnvironWarningTests(SynchronousTestCase):
         """A misspelt key is one line naming the variable and the closest key."""
         self.assertEqual(
             environ_warnings({"SOCKETDOCK_MAX_MESAGE_SIZE": "1"}),
-            ["SOCKETDOCK_MAX_MESAGE_SIZE: not a setting, ignored; "
-             "did you mean SOCKETDOCK_MAX_MESSAGE_SIZE (max_message_size)?"],
+            [("SOCKETDOCK_MAX_MESAGE_SIZE: not a setting, ignored; "
+              "did you mean SOCKETDOCK_MAX_MESSAGE_SIZE (max_message_size)?")],
         )
 
     def test_lower_case(self) -> None:
         """Only the upper-case name is read, so a lower-case one is pointed at it."""
         self.assertEqual(
             environ_warnings({"SOCKETDOCK_bindport": "1"}),
-            ["SOCKETDOCK_bindport: not a setting, ignored; "
-             "did you mean SOCKETDOCK_BINDPORT (bindport)?"],
+            [("SOCKETDOCK_bindport: not a setting, ignored; "
+              "did you mean SOCKETDOCK_BINDPORT (bindport)?")],
         )
 
     def test_unrelated_name(self) -> None:
