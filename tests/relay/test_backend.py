@@ -155,9 +155,10 @@ class HTTPBackendTests(SynchronousTestCase):
         """The backend's Sec-WebSocket-Protocol is chosen only when the client offered it."""
         picked = answer(200, sec_websocket_protocol="didcomm/v2")
         backend = self.backend([picked, picked], connecturi="http://b/connect")
-        self.assertEqual(self.successResultOf(backend.connect(CID, {}, ["didcomm/v2"])),
-                         "didcomm/v2")
-        self.assertIsNone(self.successResultOf(backend.connect(CID, {}, ["other"])))
+        self.assertEqual(
+            self.successResultOf(backend.connect(CID, {}, ["didcomm/v2"])).subprotocol,
+            "didcomm/v2")
+        self.assertIsNone(self.successResultOf(backend.connect(CID, {}, ["other"])).subprotocol)
 
     def test_notice_retried_past_backend_retries(self):
         """A disconnect notice goes on being retried after backend_retries, then is delivered."""

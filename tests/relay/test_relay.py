@@ -47,6 +47,7 @@ class FakeSocket:
     def __init__(self, connection_id: str = "a" * 32) -> None:
         self.connection_id = connection_id
         self.sent: list[tuple[bytes, bool]] = []
+        self.tags: tuple[str, ...] = ()
         self.closed: Optional[tuple[int, str, str]] = None
         self.paused = False
 
