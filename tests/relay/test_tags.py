@@ -5,7 +5,7 @@ and the local IReach over it (socketdock.relay.localreach).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial.unittest import SynchronousTestCase
@@ -71,7 +71,9 @@ class TagRuleTests(SynchronousTestCase):
 class FakeConnection:
     """A live connection that records deliveries and closes; deliveries answer as told."""
 
-    def __init__(self, connection_id: str, answer: Optional[Deferred] = None) -> None:
+    def __init__(
+        self, connection_id: str, answer: Optional[Callable[[], Deferred]] = None
+    ) -> None:
         self.connection_id = connection_id
         self.tags: tuple[str, ...] = ()
         self.delivered: list[tuple[bytes, bool]] = []
@@ -80,7 +82,7 @@ class FakeConnection:
 
     def deliver(self, payload: bytes, is_binary: bool) -> "Deferred[None]":
         self.delivered.append((payload, is_binary))
-        return succeed(None) if self._answer is None else self._answer
+        return succeed(None) if self._answer is None else self._answer()
 
     def close(self, code: int, reason: str, initiator: str) -> None:
         self.closed.append((code, reason, initiator))
@@ -207,7 +209,7 @@ class LocalReachTests(SynchronousTestCase):
     def test_full_clients_are_counted_apart(self) -> None:
         """A slow reader is skipped and counted as full; the others still get the frame."""
         self.add(A, ["t"])
-        self.add(B, ["t"], answer=fail(OutboundFull()))
+        self.add(B, ["t"], answer=lambda: fail(OutboundFull()))
         reached = self.successResultOf(self.reach.send_to_tag("t", b"x", True))
         self.assertEqual(reached, Reached(connections=1, full=1))
         self.assertEqual(reached.as_json(), {"connections": 1, "full": 1})
@@ -215,7 +217,7 @@ class LocalReachTests(SynchronousTestCase):
     def test_held_delivery_counts(self) -> None:
         """A connection still in its handshake counts as reached; its later loss is absorbed."""
         held: Deferred = Deferred()
-        self.add(A, ["t"], answer=held)
+        self.add(A, ["t"], answer=lambda: held)
         reached = self.successResultOf(self.reach.send_to_tag("t", b"x", True))
         self.assertEqual(reached.connections, 1)
         held.errback(NotLive())  # logged, not left unhandled
