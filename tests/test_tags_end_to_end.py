@@ -1,0 +1,124 @@
+"""
+Tags end to end over loopback (SPEC §8, one instance): a real instance, real
+Autobahn clients and the real twisted.web backend of tests/fakebackend.py.
+"""
+
+import json
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+
+from tests.fakebackend import Answer
+from tests.test_end_to_end import RelayTestCase
+from tests.wsclient import HandshakeRefused, connect_client
+
+JSON = {"Content-Type": "application/json"}
+
+
+class TagTests(RelayTestCase):
+    @inlineCallbacks
+    def tagged_client(self, *tags):
+        """A client the connect answer gives ``tags``, and its connection id."""
+        self.backend.answer_next(
+            "connect", Answer(200, json.dumps({"tags": list(tags)}).encode(), JSON))
+        client = yield self.client()
+        connect = self.backend.connects[-1]
+        return client, connect["meta"]["connection_id"]
+
+    def api(self, method, path, body=None, content_type=b"text/plain"):
+        headers = {b"Content-Type": content_type} if body is not None else None
+        return self.backend.request(method, self.relay.base + path, body, headers)
+
+    @inlineCallbacks
+    def test_connect_answer_tags_reach_meta_and_notice(self):
+        """Tags from the connect answer are in meta of messages and of the notice; then gone."""
+        yield self.start(connecturi="{backend}/connect")
+        client, cid = yield self.tagged_client("did:peer:alice", "tenant/7")
+        client.send_text("hi")
+        (msg,) = yield self.backend.wait_for("message", 1)
+        self.assertEqual(msg["meta"]["tags"], ["did:peer:alice", "tenant/7"])
+        code, _, body = yield self.api("GET", "/tags/tenant%2F7")
+        self.assertEqual((code, json.loads(body)), (200, {"connections": 1}))
+        code, _, body = yield self.api("GET", f"/socket/{cid}")
+        self.assertEqual(json.loads(body)["tags"], ["did:peer:alice", "tenant/7"])
+        yield client.close(1000)
+        (notice,) = yield self.backend.wait_for("disconnect", 1)
+        self.assertEqual(notice["meta"]["tags"], ["did:peer:alice", "tenant/7"])
+        code, _, _ = yield self.api("GET", "/tags/tenant%2F7")
+        self.assertEqual(code, 404)
+        self.assertEqual(self.relay.service.relay.registry.tag_count(), 0)
+
+    @inlineCallbacks
+    def test_tags_from_the_callback(self):
+        """Untagged messages have no tags key; after POST /socket/<id>/tags they carry them."""
+        yield self.start()
+        client = yield self.client()
+        client.send_text("one")
+        (first,) = yield self.backend.wait_for("message", 1)
+        self.assertNotIn("tags", first["meta"])
+        cid = first["meta"]["connection_id"]
+        code, _, body = yield self.api("POST", f"/socket/{cid}/tags",
+                                       b'{"add": ["bob", "x"], "remove": ["y"]}')
+        self.assertEqual((code, json.loads(body)), (200, {"tags": ["bob", "x"]}))
+        code, _, body = yield self.api("POST", f"/socket/{cid}/tags", b'{"remove": ["x"]}')
+        self.assertEqual(json.loads(body), {"tags": ["bob"]})
+        client.send_text("two")
+        _, second = yield self.backend.wait_for("message", 2)
+        self.assertEqual(second["meta"]["tags"], ["bob"])
+        code, _, body = yield self.api("POST", f"/socket/{cid}/tags", b'{"add": [""]}')
+        self.assertEqual(code, 400)
+        code, _, _ = yield self.api("POST", f"/socket/{'0' * 32}/tags", b"{}")
+        self.assertEqual(code, 404)
+
+    @inlineCallbacks
+    def test_tag_send_reaches_two_connections(self):
+        """A tag send reaches both carriers and no one else; a tag nobody holds is 404."""
+        yield self.start(connecturi="{backend}/connect")
+        a, _ = yield self.tagged_client("room/1")
+        b, _ = yield self.tagged_client("room/1", "other")
+        c, _ = yield self.tagged_client("other")
+        code, _, body = yield self.api("POST", "/tags/room%2F1/send", "é".encode(),
+                                       b"text/plain; charset=utf-8")
+        self.assertEqual((code, json.loads(body)), (200, {"connections": 2}))
+        self.assertEqual((yield a.next_message()), ("é".encode(), False))
+        self.assertEqual((yield b.next_message()), ("é".encode(), False))
+        code, _, body = yield self.api("POST", "/tags/other/send", b"\x00",
+                                       b"application/octet-stream")
+        self.assertEqual(json.loads(body), {"connections": 2})
+        self.assertEqual((yield c.next_message()), (b"\x00", True))
+        self.assertEqual((yield b.next_message()), (b"\x00", True))
+        yield a.ping()  # the pong came after anything sent to a before it
+        nothing = a.next_message()
+        self.assertNoResult(nothing)
+        nothing.addErrback(lambda _: None)  # fails once the client is shut down
+        code, _, body = yield self.api("POST", "/tags/nobody/send", b"x")
+        self.assertEqual((code, body), (404, b"no live connection carries this tag\n"))
+
+    @inlineCallbacks
+    def test_tag_disconnect(self):
+        """POST /tags/<tag>/disconnect closes the carriers; their notices say backend, with tags."""
+        yield self.start(connecturi="{backend}/connect")
+        a, _ = yield self.tagged_client("t")
+        b, _ = yield self.tagged_client("u")
+        code, _, body = yield self.api("POST", "/tags/t/disconnect",
+                                       b'{"code": 4002, "reason": "kicked"}', b"application/json")
+        self.assertEqual((code, json.loads(body)), (200, {"connections": 1}))
+        info = yield a.closed
+        self.assertEqual(info[1], 4002)  # (was_clean, code, reason)
+        (notice,) = yield self.backend.wait_for("disconnect", 1)
+        self.assertEqual((notice["meta"]["initiator"], notice["meta"]["tags"]), ("backend", ["t"]))
+        code, _, _ = yield self.api("GET", "/tags/t")
+        self.assertEqual(code, 404)
+        code, _, _ = yield self.api("GET", "/tags/u")
+        self.assertEqual(code, 200)
+
+    @inlineCallbacks
+    def test_unusable_connect_tags_refuse_with_503(self):
+        """An admitting answer with unusable tags refuses the upgrade with 503; the backend is told."""
+        yield self.start(connecturi="{backend}/connect")
+        self.backend.answer_next("connect", Answer(200, b'{"tags": [""]}', JSON))
+        failure = yield self.assertFailure(
+            connect_client(reactor, self.relay.ws_url()), HandshakeRefused)
+        self.assertEqual(failure.status, 503)
+        (notice,) = yield self.backend.wait_for("disconnect", 1)
+        self.assertEqual(notice["meta"]["initiator"], "server")
