@@ -164,7 +164,9 @@ def make_service(config: Config, reactor) -> SocketDockService:
     net = batching(reactor)
     urls = CallbackURLs(config.externalhostandport)
     # The gauge reads the relay built below, only when scraped.
-    metrics = Metrics(active=registry.__len__, queued=lambda: relay.queued())
+    metrics = Metrics(
+        active=registry.__len__, queued=lambda: relay.queued(), tags=registry.tag_count
+    )
     backend, pool = make_backend(config, reactor, net, urls, metrics)
     journal = None
     if config.journal is not None:

@@ -41,12 +41,16 @@ class TagTests(RelayTestCase):
         self.assertEqual((code, json.loads(body)), (200, {"connections": 1}))
         code, _, body = yield self.api("GET", f"/socket/{cid}")
         self.assertEqual(json.loads(body)["tags"], ["did:peer:alice", "tenant/7"])
+        _, _, metrics = yield self.api("GET", "/metrics")
+        self.assertIn(b"\nsocketdock_tags 2.0\n", metrics)
+        self.assertNotIn(b"alice", metrics)
         yield client.close(1000)
         (notice,) = yield self.backend.wait_for("disconnect", 1)
         self.assertEqual(notice["meta"]["tags"], ["did:peer:alice", "tenant/7"])
         code, _, _ = yield self.api("GET", "/tags/tenant%2F7")
         self.assertEqual(code, 404)
-        self.assertEqual(self.relay.service.relay.registry.tag_count(), 0)
+        _, _, metrics = yield self.api("GET", "/metrics")
+        self.assertIn(b"\nsocketdock_tags 0.0\n", metrics)
 
     @inlineCallbacks
     def test_tags_from_the_callback(self):
