@@ -43,6 +43,12 @@ class LocalReach:
         connection.close(code, reason, "backend")
         return succeed(None)
 
+    def describe_connection(self, connection_id: str):
+        connection = self._registry.get(connection_id)
+        if connection is None:
+            return fail(NotLive())
+        return succeed(connection.describe())
+
     def change_tags(self, connection_id: str, add: Sequence[str], remove: Sequence[str]):
         try:
             return succeed(self._registry.retag(connection_id, add, remove))

@@ -229,7 +229,7 @@ class SlowReach:
         self.pending.append(d)
         return d
 
-    send_to_connection = close_connection = change_tags = _later
+    send_to_connection = close_connection = change_tags = describe_connection = _later
     send_to_tag = close_tag = count_tag = _later
 
 

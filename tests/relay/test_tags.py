@@ -248,3 +248,5 @@ class LocalReachTests(SynchronousTestCase):
         self.assertEqual((a.delivered, a.closed), ([(b"x", False)], [(1000, "", "backend")]))
         self.failureResultOf(self.reach.send_to_connection(B, b"x", False), NotLive)
         self.failureResultOf(self.reach.close_connection(B, 1000, ""), NotLive)
+        self.assertEqual(self.successResultOf(self.reach.describe_connection(A)), {})
+        self.failureResultOf(self.reach.describe_connection(B), NotLive)
