@@ -8,14 +8,16 @@ import json
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 
-from tests.fakebackend import Answer
+from tests.fakebackend import STALL, Answer
 from tests.test_end_to_end import RelayTestCase
 from tests.wsclient import HandshakeRefused, connect_client
 
 JSON = {"Content-Type": "application/json"}
 
 
-class TagTests(RelayTestCase):
+class TagTestCase(RelayTestCase):
+    """The helpers of the tag tests."""
+
     @inlineCallbacks
     def tagged_client(self, *tags):
         """A client the connect answer gives ``tags``, and its connection id."""
@@ -29,6 +31,8 @@ class TagTests(RelayTestCase):
         headers = {b"Content-Type": content_type} if body is not None else None
         return self.backend.request(method, self.relay.base + path, body, headers)
 
+
+class TagTests(TagTestCase):
     @inlineCallbacks
     def test_connect_answer_tags_reach_meta_and_notice(self):
         """Tags from the connect answer are in meta of messages and of the notice; then gone."""
@@ -126,3 +130,45 @@ class TagTests(RelayTestCase):
         self.assertEqual(failure.status, 503)
         (notice,) = yield self.backend.wait_for("disconnect", 1)
         self.assertEqual(notice["meta"]["initiator"], "server")
+
+
+class PendingHandshakeTagTests(TagTestCase):
+    @inlineCallbacks
+    def pending_client(self):
+        """A client whose connect notice the backend holds; its id."""
+        yield self.start(connecturi="{backend}/connect")
+        self.backend.answer_next("connect", STALL)
+        pending = connect_client(reactor, self.relay.ws_url())
+        (connect,) = yield self.backend.wait_for("connect", 1)
+        return pending, connect["meta"]["connection_id"]
+
+    @inlineCallbacks
+    def test_tags_set_while_pending_join_the_connect_answer(self):
+        """Tags set during the handshake hold a tag send, and merge with the answer's tags."""
+        pending, cid = yield self.pending_client()
+        code, _, body = yield self.api("POST", f"/socket/{cid}/tags", b'{"add": ["early"]}')
+        self.assertEqual((code, json.loads(body)), (200, {"tags": ["early"]}))
+        code, _, body = yield self.api("POST", "/tags/early/send", b"held")
+        self.assertEqual((code, json.loads(body)), (200, {"connections": 1}))
+        self.backend.release(self.backend.stalled[0], Answer(200, b'{"tags": ["late"]}', JSON))
+        client = yield pending
+        self.addCleanup(client.shutdown)
+        self.assertEqual((yield client.next_message()), (b"held", False))
+        client.send_text("x")
+        (msg,) = yield self.backend.wait_for("message", 1)
+        self.assertEqual(msg["meta"]["tags"], ["early", "late"])
+
+    @inlineCallbacks
+    def test_pending_tags_plus_answer_over_the_limit(self):
+        """64 tags set during the handshake plus one more in the answer: 503, and a notice with the 64."""
+        pending, cid = yield self.pending_client()
+        many = [f"t{i}" for i in range(64)]
+        code, _, _ = yield self.api("POST", f"/socket/{cid}/tags", json.dumps({"add": many}).encode())
+        self.assertEqual(code, 200)
+        self.backend.release(self.backend.stalled[0], Answer(200, b'{"tags": ["one-more"]}', JSON))
+        failure = yield self.assertFailure(pending, HandshakeRefused)
+        self.assertEqual(failure.status, 503)
+        (notice,) = yield self.backend.wait_for("disconnect", 1)
+        self.assertEqual((notice["meta"]["initiator"], notice["meta"]["tags"]), ("server", many))
+        code, _, _ = yield self.api("GET", "/tags/t0")
+        self.assertEqual(code, 404)
