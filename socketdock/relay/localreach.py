@@ -88,4 +88,4 @@ class LocalReach:
         return succeed(Reached(connections=len(closing)))
 
     def count_tag(self, tag: str) -> "Deferred[Reached]":
-        return succeed(Reached(connections=len(self._registry.tagged(tag))))
+        return succeed(Reached(connections=self._registry.carriers(tag)))

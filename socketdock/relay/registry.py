@@ -122,6 +122,10 @@ class Registry:
         """The live connections carrying ``tag`` (a snapshot: callers close them)."""
         return [self._live[i] for i in self._by_tag.get(tag, ())]
 
+    def carriers(self, tag: str) -> int:
+        """How many live connections carry ``tag``."""
+        return len(self._by_tag.get(tag, ()))
+
     def tag_count(self) -> int:
         """How many distinct tags live connections carry."""
         return len(self._by_tag)

@@ -127,6 +127,7 @@ class RegistryIndexTests(SynchronousTestCase):
         self.assertEqual(self.registry.tagged("x"), [self.a])
         self.assertEqual({c.connection_id for c in self.registry.tagged("y")}, {A, B})
         self.assertEqual(self.registry.tagged("z"), [])
+        self.assertEqual((self.registry.carriers("y"), self.registry.carriers("z")), (2, 0))
 
     def test_removal_leaves_the_index(self) -> None:
         """A removed tag no longer finds the connection, and an emptied tag is forgotten."""
