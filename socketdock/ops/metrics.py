@@ -58,8 +58,8 @@ class Metrics:
             registry=r,
         )
         self._refused = Counter(
-            "socketdock_handshakes_refused", "Handshakes refused, by HTTP status.",
-            ["status"], registry=r,
+            "socketdock_handshakes_refused", "Handshakes refused, by HTTP status and reason.",
+            ["status", "reason"], registry=r,
         )
         self._retries = Counter(
             "socketdock_backend_retries", "Backend requests retried.", registry=r
@@ -81,8 +81,12 @@ class Metrics:
     def connection_closed(self, code: "int | None") -> None:
         self._closed.labels("none" if code is None else str(code)).inc()
 
-    def handshake_refused(self, status: int) -> None:
-        self._refused.labels(str(status)).inc()
+    def handshake_refused(self, status: int, reason: str) -> None:
+        """
+        :param reason: one of a fixed few words (``origin``, ``backend``, ...);
+            never text from the request, so the label set stays bounded.
+        """
+        self._refused.labels(str(status), reason).inc()
 
     def message_in(self) -> None:
         self._hot.messages_in += 1

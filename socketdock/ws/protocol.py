@@ -33,6 +33,7 @@ from socketdock.tuned.autobahn import (
 from socketdock.relay.backend import ConnectRefused
 from socketdock.ws.keepalive import Keepalive
 from socketdock.ws.origins import OriginPolicy
+from socketdock.ws.refusal import autobahn_reason, printable
 from socketdock.relay.registry import IConnection, NotLive, OutboundFull
 from socketdock.relay.session import ISocket, Relay, Session
 from socketdock.relay.wire import new_connection_id
@@ -65,6 +66,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._session: Optional[Session] = None
         self._held: list[tuple[bytes, bool, Deferred[None]]] = []
         self._refusal: Optional[ConnectRefused] = None
+        self._refusal_reason: Optional[str] = None
         self._closed_by: Optional[tuple[Optional[int], str, str]] = None
         self._admitted = False
         self._connected_at = 0.0
@@ -84,11 +86,11 @@ class RelayServerProtocol(WebSocketServerProtocol):
         relay: Relay = factory.relay
         origin = request.origin
         if origin and not factory.origins.allows(origin):
-            return self._deny(403, "origin not allowed")
+            return self._deny(403, "origin not allowed", "origin")
         if relay.draining:
-            return self._deny(503, "server shutting down")
+            return self._deny(503, "server shutting down", "draining")
         if factory.max_connections and len(relay.registry) >= factory.max_connections:
-            return self._deny(503, "too many connections")
+            return self._deny(503, "too many connections", "capacity")
         self.connection_id = new_connection_id()
         self._connected_at = self._last_active_at = factory.reactor.seconds()
         relay.registry.add(self)
@@ -99,8 +101,9 @@ class RelayServerProtocol(WebSocketServerProtocol):
         d.addCallbacks(self._admit, self._refuse)
         return d
 
-    def _deny(self, status: int, why: str):
-        self.factory.relay.metrics.handshake_refused(status)
+    def _deny(self, status: int, why: str, reason: str):
+        """Refuse the handshake; ``reason`` is the metric's label for why."""
+        self._refusal_reason = reason
         raise ConnectionDeny(status, why)
 
     def _admit(self, subprotocol: Optional[str]) -> Optional[str]:
@@ -116,6 +119,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
                     relay.orphan(self.connection_id, "server shutting down", "server")
             if self._refusal is None:
                 self._refusal = ConnectRefused(503, "server shutting down")
+                self._refusal_reason = "draining"
             return self._refused_now()
         self._session = relay.open_session(self.connection_id, self)
         return subprotocol
@@ -134,12 +138,32 @@ class RelayServerProtocol(WebSocketServerProtocol):
         assert refusal is not None
         self.factory.relay.registry.discard(self.connection_id)
         self._fail_held()
-        self._log.info(
-            "handshake of {connection_id} from {peer} refused: {status} {why}",
-            connection_id=self.connection_id, peer=self.peer, status=refusal.status,
-            why=refusal.why,
-        )
-        return self._deny(refusal.status, refusal.why)
+        return self._deny(refusal.status, refusal.why, self._refusal_reason or "backend")
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders=None) -> None:
+        """
+        Every refused handshake ends here, Autobahn's own included: one
+        bounded log line, a counted refusal, and an HTTP error whose status
+        line echoes nothing a client could use to flood or inject.
+        """
+        label = self._refusal_reason
+        if label is None:
+            code, label = autobahn_reason(reason, code)
+        why = printable(reason)
+        self.factory.relay.metrics.handshake_refused(code, label)
+        if self.connection_id:
+            self._log.info(
+                "handshake of {connection_id} from {peer} refused: {status} {why}",
+                connection_id=self.connection_id, peer=self.peer, status=code, why=why,
+            )
+        else:
+            self._log.info("handshake from {peer} refused: {status} {why}",
+                           peer=self.peer, status=code, why=why)
+        # A refusal is an orderly end, not Autobahn's warning-level "unclean".
+        self.wasClean = True
+        self.wasNotCleanReason = why
+        self.sendHttpErrorResponse(code, why, responseHeaders)
+        self.dropConnection(abort=False)
 
     def onOpen(self) -> None:
         self._state = _OPEN
@@ -360,6 +384,7 @@ def make_ws_factory(config, relay: Relay, reactor) -> RelayServerFactory:
         # Origins are checked in onConnect (socketdock.ws.origins): 403, and
         # patterns without a port mean the default port.
         allowedOrigins=["*"],
+        allowNullOrigin=True,
         maxMessagePayloadSize=config.max_message_size,
         maxFramePayloadSize=config.max_message_size,
         # twisted.web already bounded the request headers; the backend's
