@@ -177,6 +177,21 @@ class RelayServerProtocol(WebSocketServerProtocol):
         for payload, is_binary, d in held:
             self._send_now(payload, is_binary, d)
 
+    def onPing(self, payload: bytes) -> None:
+        # A pong is outbound like a send: while the client is not reading it
+        # counts against the same bound, and past it the client is closed
+        # rather than its pongs buffered without end.
+        if self.state != self.STATE_OPEN or self._closed_by is not None:
+            return
+        if self._client_paused:
+            self._unsent += len(payload) + 2
+            if self._unsent > 2 * self.factory.max_message_size:
+                self._log.info("client {connection_id} pings but does not read; closing it",
+                               connection_id=self.connection_id)
+                self.close(1008, "not reading pongs", "server")
+                return
+        self.sendPong(payload)
+
     def onPong(self, payload: bytes) -> None:
         if self._keepalive is not None:
             self._keepalive.pong(payload)

@@ -151,6 +151,56 @@ class RefusedHandshakeTests(RelayTestCase, LogCaptureMixin):
         self.assertIn("refused: 403", texts[0])
 
 
+class PingFloodTests(RelayTestCase):
+    @inlineCallbacks
+    def test_pongs_to_a_client_that_never_reads_stay_bounded(self):
+        """
+        2 MB of pings from a client that reads nothing: the server's unsent
+        bytes stay within the socket buffer's high-water mark plus twice
+        max_message_size, and the client is closed with 1008, noticed once.
+        """
+        limit = 4096
+        yield self.start(max_message_size=limit)
+        client = raw_exchange(self.relay.port, upgrade_request(), rcvbuf=4096)
+        head = yield client.head
+        self.assertTrue(head.startswith(b"HTTP/1.1 101"), head)
+        (server,) = list(self.relay.service.relay.registry)
+        transport = server.transport
+        transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        peaks = [0]
+        write = transport.write
+
+        def measured_write(data):
+            write(data)
+            buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+            peaks[0] = max(peaks[0], buffered)
+
+        transport.write = measured_write
+        ping = masked_frame(0x9, b"p" * 125)
+        count = 2_000_000 // len(ping)
+        # Done when the server has seen every ping, or has dropped the client.
+        all_seen = Deferred()
+        seen = [0]
+        on_ping = server.onPing
+
+        def counted_ping(payload):
+            on_ping(payload)
+            seen[0] += 1
+            if seen[0] == count:
+                all_seen.callback(None)
+
+        server.onPing = counted_ping
+        done = DeferredList([all_seen, server.is_closed], fireOnOneCallback=True)
+        client.transport.pauseProducing()  # never read again
+        client.transport.write(ping * count)
+        yield done
+        self.assertLess(peaks[0], transport.bufferSize + 2 * limit + len(ping))
+        (notice,) = yield self.backend.wait_for("disconnect", 1)
+        self.assertEqual((notice["meta"]["code"], notice["meta"]["initiator"]), (1008, "server"))
+        client.transport.resumeProducing()
+        yield client.answered
+
+
 class OriginTests(RelayTestCase):
     @inlineCallbacks
     def test_star_admits_null_origin(self):
