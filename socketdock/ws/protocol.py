@@ -20,6 +20,7 @@ from typing import Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
+from autobahn.websocket.compress import PERMESSAGE_COMPRESSION_EXTENSION
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -39,6 +40,22 @@ from socketdock.relay.session import ISocket, Relay, Session
 from socketdock.relay.wire import new_connection_id
 
 _PENDING, _OPEN, _CLOSED = "pending", "open", "closed"
+
+def _bad_extension_offer(extensions) -> Optional[str]:
+    """
+    Why a permessage-compress offer cannot be parsed, or None.  Autobahn
+    parses them only after ``onConnect``, once the backend has admitted the
+    client; checked first, a bad offer is refused without involving it.
+    """
+    for name, params in extensions:
+        pmce = PERMESSAGE_COMPRESSION_EXTENSION.get(name)
+        if pmce is None:
+            continue
+        try:
+            pmce["Offer"].parse(params)
+        except Exception as e:
+            return str(e)
+    return None
 
 
 def rfc3339(seconds: float) -> str:
@@ -91,6 +108,9 @@ class RelayServerProtocol(WebSocketServerProtocol):
             return self._deny(503, "server shutting down", "draining")
         if factory.max_connections and len(relay.registry) >= factory.max_connections:
             return self._deny(503, "too many connections", "capacity")
+        bad_offer = _bad_extension_offer(request.extensions)
+        if bad_offer is not None:
+            return self._deny(400, bad_offer, "bad_request")
         self.connection_id = new_connection_id()
         self._connected_at = self._last_active_at = factory.reactor.seconds()
         relay.registry.add(self)
@@ -140,6 +160,17 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._fail_held()
         return self._deny(refusal.status, refusal.why, self._refusal_reason or "backend")
 
+    def succeedHandshake(self, res) -> None:
+        try:
+            return super().succeedHandshake(res)
+        except Exception:
+            # Nothing waits on this Deferred: the client would hang, pending.
+            self._log.failure("handshake of {connection_id} failed",
+                              connection_id=self.connection_id)
+            if self.state == self.STATE_CONNECTING:
+                self._refusal_reason = "error"
+                self.failHandshake("internal server error", 500)
+
     def failHandshake(self, reason: str, code: int = 400, responseHeaders=None) -> None:
         """
         Every refused handshake ends here, Autobahn's own included: one
@@ -159,6 +190,11 @@ class RelayServerProtocol(WebSocketServerProtocol):
         else:
             self._log.info("handshake from {peer} refused: {status} {why}",
                            peer=self.peer, status=code, why=why)
+        if self._session is not None and self._closed_by is None:
+            # Admitted, then failed (the backend heard of it): onClose
+            # sends the disconnect notice.
+            self._closed_by = (None, "handshake failed: " + why, "server")
+            self.factory.relay.registry.discard(self.connection_id)
         # A refusal is an orderly end, not Autobahn's warning-level "unclean".
         self.wasClean = True
         self.wasNotCleanReason = why
@@ -324,6 +360,12 @@ class RelayServerProtocol(WebSocketServerProtocol):
             relay.registry.discard(self.connection_id)
         self._fail_held()
         if state == _PENDING:
+            if self._session is not None:
+                # Admitted but never opened (the handshake failed, or the
+                # client left once it was admitted): the backend still hears.
+                code, reason, initiator = self._closed_by or (
+                    None, "client left during the handshake", "client")
+                self._session.ended(code, reason, initiator)
             return
         if self._closed_by is None:
             if self.localCloseCode is not None:

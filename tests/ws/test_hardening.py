@@ -201,6 +201,87 @@ class PingFloodTests(RelayTestCase):
         yield client.answered
 
 
+class AdmittedThenFailedTests(RelayTestCase):
+    @inlineCallbacks
+    def test_bad_extension_params_refused_before_the_backend(self):
+        """An unparsable permessage-deflate offer: 400, and the backend never hears of it."""
+        yield self.start(connecturi="{backend}/connect")
+        failure = yield self.assertFailure(
+            connect_client(reactor, self.relay.ws_url(),
+                           headers={"Sec-WebSocket-Extensions": "permessage-deflate; foo=bar"}),
+            HandshakeRefused)
+        self.assertEqual(failure.status, 400)
+        self.assertEqual((len(self.backend.connects), len(self.backend.disconnects)), (0, 0))
+
+    @inlineCallbacks
+    def test_subprotocol_not_offered_is_dropped_not_fatal(self):
+        """
+        The backend picks a subprotocol the client did not offer: the client
+        opens without one (Autobahn would have raised mid-handshake and left
+        it hanging), and its close is noticed once.
+        """
+        yield self.start(connecturi="{backend}/connect")
+        self.backend.answer("connect", status=200, headers={"Sec-WebSocket-Protocol": "other"})
+        client = yield connect_client(reactor, self.relay.ws_url(), protocols=["didcomm/v2"])
+        self.assertIsNone(client.selected_protocol)
+        yield client.close()
+        (notice,) = yield self.backend.wait_for("disconnect", 1)
+        (connect,) = self.backend.connects
+        self.assertEqual(notice["connection_id"], connect["meta"]["connection_id"])
+
+    @inlineCallbacks
+    def test_client_gone_while_pending_gets_notice(self):
+        """The client leaves while the backend decides, then it admits: one notice."""
+        yield self.start(connecturi="{backend}/connect")
+        self.backend.answer_next("connect", STALL)
+        client = raw_exchange(self.relay.port, upgrade_request())
+        yield self.backend.wait_for("connect", 1)
+        client.transport.loseConnection()
+        yield client.answered
+        self.backend.release(self.backend.stalled[0], Answer())
+        (notice,) = yield self.backend.wait_for("disconnect", 1)
+        self.assertEqual(notice["meta"]["initiator"], "client")
+
+    @inlineCallbacks
+    def test_failure_after_admission_gets_notice(self):
+        """
+        Whatever fails the handshake once the backend admitted the client
+        (here Autobahn's own extension parsing, reached past our check), the
+        backend gets exactly one notice.
+        """
+        yield self.start(connecturi="{backend}/connect")
+        import socketdock.ws.protocol as protocol_module
+        self.patch(protocol_module, "_bad_extension_offer", lambda extensions: None)
+        yield self.assertFailure(
+            connect_client(reactor, self.relay.ws_url(),
+                           headers={"Sec-WebSocket-Extensions": "permessage-deflate; foo=bar"}),
+            HandshakeRefused)
+        (notice,) = yield self.backend.wait_for("disconnect", 1)
+        (connect,) = self.backend.connects
+        self.assertEqual(notice["connection_id"], connect["meta"]["connection_id"])
+        self.assertEqual((notice["meta"]["code"], notice["meta"]["initiator"]), (None, "server"))
+
+
+    @inlineCallbacks
+    def test_error_inside_autobahns_handshake_gets_notice(self):
+        """
+        An exception inside Autobahn's handshake once the backend admitted the
+        client: 500 to the client (not a hang), one notice to the backend.
+        """
+        from autobahn.twisted.websocket import WebSocketServerProtocol
+
+        def broken(protocol, res):
+            raise RuntimeError("broken")
+
+        self.patch(WebSocketServerProtocol, "succeedHandshake", broken)
+        yield self.start(connecturi="{backend}/connect")
+        failure = yield self.assertFailure(
+            connect_client(reactor, self.relay.ws_url()), HandshakeRefused)
+        self.assertEqual(failure.status, 500)
+        (notice,) = yield self.backend.wait_for("disconnect", 1)
+        self.assertEqual(notice["meta"]["initiator"], "server")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
 class OriginTests(RelayTestCase):
     @inlineCallbacks
     def test_star_admits_null_origin(self):
