@@ -41,6 +41,15 @@ from socketdock.relay.wire import new_connection_id
 
 _PENDING, _OPEN, _CLOSED = "pending", "open", "closed"
 
+#: Close codes a peer may put in a close frame (RFC 6455 §7.4): the
+#: registered ones Autobahn accepts, and 3000-4999.
+_VALID_CLOSE_CODES = frozenset(WebSocketServerProtocol.CLOSE_STATUS_CODES_ALLOWED)
+
+
+def _valid_close_code(code: Optional[int]) -> bool:
+    return code is None or code in _VALID_CLOSE_CODES or 3000 <= code <= 4999
+
+
 def _bad_extension_offer(extensions) -> Optional[str]:
     """
     Why a permessage-compress offer cannot be parsed, or None.  Autobahn
@@ -338,6 +347,14 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123), isReply=False)
 
     def onCloseFrame(self, code, reasonRaw):
+        if self.state == self.STATE_OPEN:
+            # A code no peer may send (999, 1005, 5000) or a reason that is
+            # not UTF-8 fails the connection; onClose reports our code, so
+            # the notice and the metric labels never carry the client's.
+            if not _valid_close_code(code):
+                return self._fail_close(1002, f"invalid close code {code}")
+            if not _is_utf8(reasonRaw):
+                return self._fail_close(1007, "invalid close reason (not UTF-8)")
         if self._closed_by is None and self.state == self.STATE_OPEN:
             # The client started the closing handshake; 1005 means its close
             # frame carried no code.
@@ -345,6 +362,13 @@ class RelayServerProtocol(WebSocketServerProtocol):
             self._closed_by = (1005 if code is None else code, reason, "client")
             self.factory.relay.registry.discard(self.connection_id)
         return super().onCloseFrame(code, reasonRaw)
+
+    def _fail_close(self, code: int, reason: str) -> bool:
+        # Autobahn would send this close frame, then take the client's bad
+        # one for the reply and abort, discarding ours unsent.
+        self._fail_connection(code, reason)
+        self.dropConnection(abort=False)
+        return True
 
     def onClose(self, wasClean: bool, code, reason) -> None:
         state, self._state = self._state, _CLOSED
@@ -398,6 +422,14 @@ class RelayServerProtocol(WebSocketServerProtocol):
             "messages_in": self._messages_in,
             "messages_out": self._messages_out,
         }
+
+
+def _is_utf8(raw: Optional[bytes]) -> bool:
+    try:
+        (raw or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class RelayServerFactory(WebSocketServerFactory):

@@ -282,6 +282,44 @@ class AdmittedThenFailedTests(RelayTestCase):
         self.assertEqual(notice["meta"]["initiator"], "server")
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+class CloseCodeValidationTests(RelayTestCase):
+    @inlineCallbacks
+    def close_with(self, code):
+        client = raw_exchange(self.relay.port, upgrade_request())
+        yield client.head
+        client.transport.write(masked_frame(0x8, struct.pack("!H", code)))
+        answer = yield client.answered
+        return answer
+
+    @inlineCallbacks
+    def test_invalid_close_codes_are_protocol_errors(self):
+        """Close codes 999, 5000 and 1005 on the wire: 1002 back, 1002 in the notice and metrics."""
+        yield self.start()
+        for code in (999, 5000, 1005):
+            answer = yield self.close_with(code)
+            frame = answer[answer.index(b"\r\n\r\n") + 4:]
+            self.assertEqual(frame[:1], b"\x88")
+            self.assertEqual(struct.unpack("!H", frame[2:4])[0], 1002, code)
+        notices = yield self.backend.wait_for("disconnect", 3)
+        self.assertEqual([n["meta"]["code"] for n in notices], [1002] * 3)
+        exposition = self.relay.service.relay.metrics.exposition().decode()
+        closed = [line for line in exposition.splitlines()
+                  if line.startswith("socketdock_connections_closed_total{")]
+        self.assertEqual(closed, ['socketdock_connections_closed_total{code="1002"} 3.0'])
+
+    @inlineCallbacks
+    def test_application_codes_share_a_label(self):
+        """Valid application codes reach the notice as sent but share a metric label."""
+        yield self.start()
+        for code in (4001, 4002, 3999):
+            yield self.close_with(code)
+        notices = yield self.backend.wait_for("disconnect", 3)
+        self.assertEqual([n["meta"]["code"] for n in notices], [4001, 4002, 3999])
+        value = self.relay.service.relay.metrics.registry.get_sample_value
+        self.assertEqual(value("socketdock_connections_closed_total", {"code": "4xxx"}), 2)
+        self.assertEqual(value("socketdock_connections_closed_total", {"code": "3xxx"}), 1)
+
+
 class OriginTests(RelayTestCase):
     @inlineCallbacks
     def test_star_admits_null_origin(self):
