@@ -33,6 +33,13 @@ def plain(request: Request, status: int, text: str) -> bytes:
     return text.encode("utf-8") + b"\n"
 
 
+def ok(request: Request) -> bytes:
+    """Answer 200 with exactly ``OK``, no newline: the original's answer to
+    ``send`` and ``disconnect``, which backends compare (SPEC §4)."""
+    request.setHeader(b"content-type", _PLAIN)
+    return b"OK"
+
+
 def as_json(request: Request, value: object) -> bytes:
     """Answer 200 with a JSON document."""
     request.setHeader(b"content-type", _JSON)
@@ -121,7 +128,7 @@ class SendResource(ApiResource):
             if isinstance(outcome, Failure):
                 request.write(_failed_answer(request, outcome))
             else:
-                request.write(plain(request, 200, "OK"))
+                request.write(ok(request))
             request.finish()
 
         d.addBoth(answer)
@@ -133,7 +140,7 @@ def _delivered_now(request: Request, d) -> bytes:
     d.addBoth(outcome.append)
     if isinstance(outcome[0], Failure):
         return _failed_answer(request, outcome[0])
-    return plain(request, 200, "OK")
+    return ok(request)
 
 
 def _failed_answer(request: Request, failure: Failure) -> bytes:
@@ -180,7 +187,7 @@ def _close(request: Request, connection: Optional[IConnection]) -> bytes:
         return plain(request, 400, asked)
     code, reason = asked
     connection.close(code, reason, "backend")
-    return plain(request, 200, "OK")
+    return ok(request)
 
 
 class DisconnectResource(ApiResource):
