@@ -153,39 +153,97 @@ def _failed_answer(request: Request, failure: Failure) -> bytes:
     raise AssertionError("unreachable")
 
 
-def close_request(body: bytes) -> "tuple[int, str] | str":
+#: The most bytes a close body (``{"code": ..., "reason": ...}``) may have.
+CLOSE_BODY_LIMIT = 4096
+
+
+class BadBody(Exception):
     """
-    The close code and reason a backend asked for, or a one-line complaint.
+    A request body a route cannot use.
+
+    :param status: the 4xx to answer with.
+    :param reason: the one-line reason to give.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def read_body(request: Request, limit: int) -> bytes:
+    """
+    The whole body of ``request``, refused (413) past ``limit`` bytes rather
+    than cut short.
+
+    :raises BadBody: when the body is longer than ``limit``.
+    """
+    body = request.content.read(limit + 1)
+    if len(body) > limit:
+        raise BadBody(413, f"body larger than {limit} bytes")
+    return body
+
+
+def parse_json(body: bytes) -> object:
+    """
+    The JSON value in ``body``, for routes that take JSON.
+
+    Anything ``json.loads`` would choke on in a way that is not a
+    ``ValueError`` -- nesting past the recursion limit, or a lone surrogate
+    escape (``"\\ud800"``) that no UTF-8 encoder accepts later -- is refused
+    here as bad input, so a caller cannot turn it into a 500.
+
+    :raises BadBody: (400) for a body that is not UTF-8 JSON text.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadBody(400, "body is not valid UTF-8") from None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise BadBody(400, "body is JSON nested too deeply") from None
+    except ValueError:
+        raise BadBody(400, "body is not valid JSON") from None
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadBody(400, "body has a string that is not valid Unicode (lone surrogate)") from None
+    return value
+
+
+def close_request(body: bytes) -> tuple[int, str]:
+    """
+    The close code and reason a backend asked for.
 
     An empty body means a normal close (1000) with no reason, as the
     original accepted it.
+
+    :raises BadBody: (400) with a one-line complaint.
     """
     if not body.strip():
         return 1000, ""
-    try:
-        asked = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return "body must be empty or a JSON object"
+    asked = parse_json(body)
     if not isinstance(asked, dict):
-        return "body must be empty or a JSON object"
+        raise BadBody(400, "body must be empty or a JSON object")
     code = asked.get("code", 1000)
     reason = asked.get("reason", "")
     if type(code) is not int or not (code == 1000 or 3000 <= code <= 4999):
-        return "code must be 1000 or 3000-4999"
+        raise BadBody(400, "code must be 1000 or 3000-4999")
     if not isinstance(reason, str):
-        return "reason must be a string"
+        raise BadBody(400, "reason must be a string")
     if len(reason.encode("utf-8")) > _MAX_REASON_BYTES:
-        return f"reason longer than {_MAX_REASON_BYTES} bytes"
+        raise BadBody(400, f"reason longer than {_MAX_REASON_BYTES} bytes")
     return code, reason
 
 
 def _close(request: Request, connection: Optional[IConnection]) -> bytes:
     if connection is None:
         return plain(request, 404, "no such live connection")
-    asked = close_request(request.content.read(4096))
-    if isinstance(asked, str):
-        return plain(request, 400, asked)
-    code, reason = asked
+    try:
+        code, reason = close_request(read_body(request, CLOSE_BODY_LIMIT))
+    except BadBody as bad:
+        return plain(request, bad.status, bad.reason)
     connection.close(code, reason, "backend")
     return ok(request)
 

@@ -379,12 +379,12 @@ class HostileInputTests(_Case):
 
     @inlineCallbacks
     def test_huge_close_reason(self):
-        """A 100 KB close reason gets 400 and the client stays connected."""
+        """A 100 KB close reason gets 413 (a close body over 4096 bytes) and the client stays connected."""
         yield self.start()
         client = yield self.client()
         msg = yield self.first_message(client)
         code, body = yield self.fake.post_json(msg["meta"]["disconnect"], {"code": 4000, "reason": "r" * 100_000})
-        self.assertEqual(code, 400)
+        self.assertEqual(code, 413)
         self.assertEqual(len(body.splitlines()), 1)
         yield client.ping()
 
