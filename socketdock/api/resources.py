@@ -50,25 +50,65 @@ class ApiResource(Resource):
     """
     A resource whose unsupported methods get a plain-text 405 (twisted.web's
     default is an HTML page).  ``HEAD`` is served wherever ``GET`` is.
+
+    What it does with a request body is known from the request line alone
+    (see L{body_plan}): L{refusal} is its 404 or 405, and L{body_limit} says
+    how much body a method's handler reads.  A route that reads a body
+    overrides L{body_limit}; every other body is dropped unread.
     """
 
-    def render(self, request: Request):
+    def refusal(self, request: Request) -> Optional[bytes]:
+        """
+        The 404 or 405 for a request this resource does not serve, decided
+        from the request line alone; None when it serves it.
+        """
         if self.isLeaf and request.postpath:
             # A leaf would otherwise answer for any path below it (/status/x).
             return plain(request, 404, "no such path")
+        if self._handler(request) is not None:
+            return None
+        allowed = sorted(
+            name[len("render_"):] for name in dir(self) if name.startswith("render_")
+            and name != "render_HEAD"
+        )
+        if "GET" in allowed:
+            allowed.append("HEAD")
+        request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
+        return plain(request, 405, f"method {request.method.decode('latin-1')} not allowed here")
+
+    def body_limit(self, request: Request) -> int:
+        """The most body bytes this resource reads for ``request``; 0 if it reads none."""
+        return 0
+
+    def render(self, request: Request):
+        refused = self.refusal(request)
+        if refused is not None:
+            return refused
+        return self._handler(request)(request)
+
+    def _handler(self, request: Request):
         handler = getattr(self, "render_" + request.method.decode("ascii", "replace"), None)
         if handler is None and request.method == b"HEAD":
             handler = getattr(self, "render_GET", None)
-        if handler is None:
-            allowed = sorted(
-                name[len("render_"):] for name in dir(self) if name.startswith("render_")
-                and name != "render_HEAD"
-            )
-            if "GET" in allowed:
-                allowed.append("HEAD")
-            request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
-            return plain(request, 405, f"method {request.method.decode('latin-1')} not allowed here")
-        return handler(request)
+        return handler
+
+
+def body_plan(resource: Resource, request: Request) -> tuple[Optional[bytes], int]:
+    """
+    What ``resource`` will do with the body of ``request``, from the request
+    line and headers alone, so that a body is never read for nothing.
+
+    :returns: an answer to give at once, before any body is read (a 401, 404
+        or 405 from L{ApiResource.refusal} or the root's), with 0; or None
+        with the most body bytes the resource reads (0 for one that reads
+        none: its body may be dropped as it arrives).
+    """
+    refusal = getattr(resource, "refusal", None)
+    answer = refusal(request) if refusal is not None else None
+    if answer is not None:
+        return answer, 0
+    limit = getattr(resource, "body_limit", None)
+    return None, limit(request) if limit is not None else 0
 
 
 class NotFound(ApiResource):
@@ -76,7 +116,7 @@ class NotFound(ApiResource):
 
     isLeaf = True
 
-    def render(self, request: Request) -> bytes:
+    def refusal(self, request: Request) -> bytes:
         return plain(request, 404, "no such path")
 
 
@@ -85,7 +125,7 @@ class Unauthorized(ApiResource):
 
     isLeaf = True
 
-    def render(self, request: Request) -> bytes:
+    def refusal(self, request: Request) -> bytes:
         request.setHeader(b"www-authenticate", b'Bearer realm="socketdock"')
         return plain(request, 401, "missing or wrong bearer token")
 
@@ -100,6 +140,9 @@ class SendResource(ApiResource):
         self._registry = registry
         self._id = connection_id
         self._max = max_message_size
+
+    def body_limit(self, request: Request) -> int:
+        return self._max if request.method == b"POST" else 0
 
     def render_POST(self, request: Request):
         connection = self._registry.get(self._id)
@@ -258,6 +301,9 @@ class DisconnectResource(ApiResource):
         self._registry = registry
         self._id = connection_id
 
+    def body_limit(self, request: Request) -> int:
+        return CLOSE_BODY_LIMIT if request.method == b"POST" else 0
+
     def render_POST(self, request: Request) -> bytes:
         return _close(request, self._registry.get(self._id))
 
@@ -279,6 +325,9 @@ class ConnectionResource(ApiResource):
         if name == b"disconnect":
             return DisconnectResource(self._registry, self._id)
         return NotFound()
+
+    def body_limit(self, request: Request) -> int:
+        return CLOSE_BODY_LIMIT if request.method == b"DELETE" else 0
 
     def render_GET(self, request: Request) -> bytes:
         connection = self._registry.get(self._id)
@@ -307,8 +356,11 @@ class SocketsResource(Resource):
             return NotFound()
         return ConnectionResource(self._registry, connection_id, self._max)
 
-    def render(self, request: Request) -> bytes:
+    def refusal(self, request: Request) -> bytes:
         return plain(request, 404, "no such path")
+
+    def render(self, request: Request) -> bytes:
+        return self.refusal(request)
 
 
 class StatusResource(ApiResource):
