@@ -81,16 +81,16 @@ class ApiResource(Resource):
         return 0
 
     def render(self, request: Request):
-        refused = self.refusal(request)
-        if refused is not None:
-            return refused
-        return self._handler(request)(request)
+        handler = self._handler(request)
+        if handler is None or (self.isLeaf and request.postpath):
+            return self.refusal(request)
+        return handler(request)
 
     def _handler(self, request: Request):
-        handler = getattr(self, "render_" + request.method.decode("ascii", "replace"), None)
-        if handler is None and request.method == b"HEAD":
-            handler = getattr(self, "render_GET", None)
-        return handler
+        # HEAD is GET without the body (twisted.web drops it); Resource's own
+        # render_HEAD would call a render_GET that may not exist.
+        method = b"GET" if request.method == b"HEAD" else request.method
+        return getattr(self, "render_" + method.decode("ascii", "replace"), None)
 
 
 def body_plan(resource: Resource, request: Request) -> tuple[Optional[bytes], int]:

@@ -287,6 +287,16 @@ class HostileRequestTests(_Requests):
         self.assertEqual(code, 400)
         self.assertEqual(front.connection.delivered, [])
 
+    def test_head_where_get_is_not_served(self) -> None:
+        """HEAD on a POST-only route gets 405 with Allow, not a 500; HEAD works where GET does."""
+        treq = Front().combined()
+        for path in (f"/socket/{LIVE}/send", f"/socket/{LIVE}/disconnect"):
+            code, headers, _ = self.call(treq, "HEAD", path, headers=bearer())
+            self.assertEqual(code, 405, path)
+            self.assertEqual(headers.getRawHeaders(b"allow"), [b"POST"])
+        for path in ("/status", "/healthz", f"/socket/{LIVE}"):
+            self.assertEqual(self.call(treq, "HEAD", path, headers=bearer())[0], 200, path)
+
     def test_paths_below_leaves(self) -> None:
         """/status/x, /metrics/x, /healthz/x and /socket/<id>/send/x are unknown paths: 404."""
         treq = Front().combined()
