@@ -10,13 +10,15 @@ from __future__ import annotations
 import tempfile
 from typing import Optional
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel
 
 from socketdock.api.site import QuietSite, Root
-from tests.api.test_web import LIVE, TOKEN, Front, Upgrade
+from tests.api.test_web import _ANY_BODIES, BODY_ROUTES, LIVE, TOKEN, Front, Upgrade
 
 MB4 = 4 * 1024 * 1024
 AUTH = b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
@@ -165,6 +167,33 @@ class _Refusals:
         self.assertEqual(self.temp_files, 0)
         self.assertEqual(self.front.connection.delivered, [])
         self.assertEqual(self.front.connection.closed, [])
+
+    # Run once per channel class below; each run builds its own channels.
+    @settings(max_examples=100, deadline=None,
+              suppress_health_check=[HealthCheck.differing_executors])
+    @given(route=st.sampled_from(BODY_ROUTES), body=_ANY_BODIES, chunked=st.booleans(),
+           token=st.sampled_from([TOKEN, "wrong"]))
+    def test_any_body_through_the_channel(self, route, body, chunked, token) -> None:
+        """Any body, declared or chunked, with or without the token: one answer under 500, one line."""
+        method, path = route
+        channel, transport = self.api()
+        head = (method.encode() + b" " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer " + token.encode() + b"\r\n")
+        if chunked:
+            framed = (b"%x\r\n" % len(body) + body + b"\r\n" if body else b"") + b"0\r\n\r\n"
+            channel.dataReceived(head + b"Transfer-Encoding: chunked\r\n\r\n" + framed)
+        else:
+            channel.dataReceived(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        answer = transport.value()
+        status = int(answer[9:12])
+        self.assertLess(status, 500, answer[:200])
+        self.assertEqual(answer.count(b"HTTP/1.1 "), 1, answer[:200])
+        if token != TOKEN:
+            self.assertEqual(status, 401)
+        content = answer.split(b"\r\n\r\n", 1)[1]
+        if b"Transfer-Encoding: chunked" in answer.split(b"\r\n\r\n", 1)[0]:
+            content = content.split(b"\r\n")[1]
+        self.assertEqual(len(content.splitlines()), 1, answer)
 
 
 class TunedChannelTests(_Refusals, SynchronousTestCase):
