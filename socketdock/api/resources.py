@@ -148,15 +148,10 @@ class SendResource(ApiResource):
         connection = self._registry.get(self._id)
         if connection is None:
             return plain(request, 404, "no such live connection")
-        body = request.content.read(self._max + 1)
-        if len(body) > self._max:
-            return plain(request, 413, f"message larger than max_message_size ({self._max} bytes)")
-        is_binary = not is_text(request.requestHeaders)
-        if not is_binary:
-            try:
-                body.decode("utf-8")
-            except UnicodeDecodeError:
-                return plain(request, 400, "text/* body is not valid UTF-8")
+        try:
+            body, is_binary = read_frame(request, self._max)
+        except BadBody as bad:
+            return plain(request, bad.status, bad.reason)
         d = connection.deliver(body, is_binary)
         if d.called:
             # The common case: the connection is open and took it at once.
@@ -253,6 +248,25 @@ def parse_json(body: bytes) -> object:
     except UnicodeEncodeError:
         raise BadBody(400, "body has a string that is not valid Unicode (lone surrogate)") from None
     return value
+
+
+def read_frame(request: Request, max_size: int) -> tuple[bytes, bool]:
+    """
+    A callback body as one frame, by SPEC §4's rule: ``(payload, is_binary)``.
+
+    :raises BadBody: (413) over ``max_size``, (400) a ``text/*`` body that is
+        not UTF-8.
+    """
+    body = request.content.read(max_size + 1)
+    if len(body) > max_size:
+        raise BadBody(413, f"message larger than max_message_size ({max_size} bytes)")
+    is_binary = not is_text(request.requestHeaders)
+    if not is_binary:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadBody(400, "text/* body is not valid UTF-8") from None
+    return body, is_binary
 
 
 def close_request(body: bytes) -> tuple[int, str]:

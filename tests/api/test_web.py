@@ -379,6 +379,9 @@ BODY_ROUTES = [
     ("POST", f"/socket/{LIVE}/send"),
     ("POST", f"/socket/{LIVE}/disconnect"),
     ("DELETE", f"/socket/{LIVE}"),
+    ("POST", f"/socket/{LIVE}/tags"),
+    ("POST", "/tags/t/send"),
+    ("POST", "/tags/t/disconnect"),
 ]
 _JSON_LEAVES = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20),
