@@ -103,22 +103,43 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self.factory.relay.metrics.handshake_refused(status)
         raise ConnectionDeny(status, why)
 
-    def _admit(self, subprotocol: Optional[str]) -> Optional[str]:
+    def _admit(self, subprotocol: Optional[str]):
         self._admitted = True
-        relay: Relay = self.factory.relay
-        if self._state == _CLOSED or self._refusal is not None or relay.draining:
-            # The client left, or we were stopped, while the backend was
-            # deciding: a backend that admitted it still hears it is gone.
-            if relay.backend.admits:
-                if self._state == _CLOSED:
-                    relay.orphan(self.connection_id, "client left during the handshake", "client")
-                else:
-                    relay.orphan(self.connection_id, "server shutting down", "server")
-            if self._refusal is None:
-                self._refusal = ConnectRefused(503, "server shutting down")
+        if self._given_up(recorded=False):
             return self._refused_now()
-        self._session = relay.open_session(self.connection_id, self)
+        # The answer waits until the journal has the connection on disk
+        # (no wait without a journal), with or without a connect notice.
+        d = self.factory.relay.record(self.connection_id)
+        d.addCallback(self._open_session, subprotocol)
+        return d
+
+    def _open_session(self, _: None, subprotocol: Optional[str]) -> Optional[str]:
+        if self._given_up(recorded=True):
+            return self._refused_now()
+        self._session = self.factory.relay.open_session(self.connection_id, self)
         return subprotocol
+
+    def _given_up(self, recorded: bool) -> bool:
+        """
+        Whether the client left, or we were stopped, while the backend was
+        deciding or the journal writing: a backend that admitted it still
+        hears it is gone.
+        """
+        relay: Relay = self.factory.relay
+        if not (self._state == _CLOSED or self._refusal is not None or relay.draining):
+            return False
+        if relay.backend.admits:
+            if self._state == _CLOSED:
+                relay.orphan(self.connection_id, "client left during the handshake", "client",
+                             recorded=recorded)
+            else:
+                relay.orphan(self.connection_id, "server shutting down", "server",
+                             recorded=recorded)
+        elif recorded:
+            relay.unrecord(self.connection_id)
+        if self._refusal is None:
+            self._refusal = ConnectRefused(503, "server shutting down")
+        return True
 
     def _refuse(self, failure: Failure):
         if not failure.check(ConnectRefused):
