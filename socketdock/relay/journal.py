@@ -209,7 +209,7 @@ class Journal:
         disk refuses writes (the error is logged; the instance runs on with
         its journal behind rather than refusing every client).
         """
-        if self._db is None or self._closed:
+        if self._db is None:
             return succeed(None)
         self._pending[connection_id] = True
         if self._failing:
@@ -221,7 +221,7 @@ class Journal:
 
     def forget(self, connection_id: str) -> None:
         """Its notice was delivered."""
-        if self._db is None or self._closed:
+        if self._db is None:
             return
         if self._pending.get(connection_id) is True:
             # Recorded in this same batch: neither change need reach the disk.
@@ -235,8 +235,11 @@ class Journal:
         return len(self._pending)
 
     def _start(self) -> None:
-        """Commit now unless a commit runs (the next batch waits for it) or a retry is due."""
-        if self._inflight is None and self._retry is None:
+        """
+        Commit now unless a commit runs (the next batch waits for it), a
+        retry is due, or a stop is under way (its last write takes the rest).
+        """
+        if self._inflight is None and self._retry is None and not self._closed:
             self.flush()
 
     def flush(self) -> None:
@@ -299,7 +302,8 @@ class Journal:
     def close(self) -> "Deferred[None]":
         """
         At a stop: write what is pending, then close the file.  Notices not
-        delivered by then stay in the journal for the next start.
+        delivered by then stay in the journal for the next start.  Changes
+        made while a commit still runs go in the last write.
         """
         if self._db is None or self._closed:
             return succeed(None)
