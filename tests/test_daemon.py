@@ -147,9 +147,10 @@ class DrainTests(DaemonCase):
         closes = yield gatherResults([c.closed for c in clients])
         self.assertEqual([code for _, code, _ in closes], [1001, 1001])
         self.assertEqual((yield self.exit_code(proc)), 0)
-        elapsed = reactor.seconds() - stopped_at
-        self.assertGreaterEqual(elapsed, 1.4)
-        self.assertLess(elapsed, 1.5 + 2.0)
+        # It waited for the timeout (a lower bound a busy machine cannot
+        # break); that it then stopped waiting, rather than exiting on its own
+        # time, is in the log line below (no upper wall-clock bound).
+        self.assertGreaterEqual(reactor.seconds() - stopped_at, 1.4)
         self.assertFalse(os.path.exists(self.pidfile))
         line = yield self.log_line(proc, "undelivered")
         self.assertIn("2 disconnect notices", line)
@@ -165,9 +166,10 @@ class DrainTests(DaemonCase):
         stopped_at = reactor.seconds()
         proc.signal("TERM")
         self.assertEqual((yield self.exit_code(proc)), 0)
-        elapsed = reactor.seconds() - stopped_at
-        self.assertGreaterEqual(elapsed, 1.4)
-        self.assertLess(elapsed, 1.5 + 2.0)
+        # It waited for the timeout (a lower bound a busy machine cannot
+        # break); that it then stopped waiting, rather than exiting on its own
+        # time, is in the log line below (no upper wall-clock bound).
+        self.assertGreaterEqual(reactor.seconds() - stopped_at, 1.4)
         self.assertEqual(self.backend.disconnects, [])
         line = yield self.log_line(proc, "undelivered")
         self.assertIn("1 disconnect notices", line)
