@@ -8,12 +8,12 @@ import os
 import socket
 
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from tests.daemon import TREE, ready, spawn_socketdock
+from tests.daemon import TREE, spawn_socketdock, started
 from tests.fakebackend import STALL, Answer, FakeBackend, start_backend, stop_backend
-from tests.harness import free_port
+from tests.harness import refused_port
 from tests.test_reliability import folded
 from tests.wsclient import HandshakeRefused, connect_client
 
@@ -28,18 +28,21 @@ class DaemonCase(TestCase):
         self.backend = FakeBackend(reactor)
         port, self.url = yield start_backend(reactor, self.backend)
         self.addCleanup(stop_backend, port, self.backend)
-        self.port = free_port()
 
     @inlineCallbacks
-    def daemon(self, *args, wait=True, env=None):
+    def daemon(self, *args, wait=True, env=None, bindport=0):
+        """
+        Start one instance on ``bindport`` (0: the OS picks, and :attr:`port` is
+        learned from its log once it listens, with ``wait``).
+        """
         workdir = os.path.abspath(self.mktemp())
         os.makedirs(workdir)
         self.pidfile = os.path.join(workdir, "twistd.pid")
-        proc = spawn_socketdock(self, reactor, "--bindport", str(self.port), *args,
+        proc = spawn_socketdock(self, reactor, "--bindport", str(bindport), *args,
                                 twistd_args=("-n", "--pidfile", self.pidfile), path=workdir,
                                 env=env)
         if wait:
-            yield ready(reactor, proc, f"http://127.0.0.1:{self.port}")
+            self.port = yield Deferred.fromCoroutine(started(reactor, proc))
         return proc
 
     @inlineCallbacks
@@ -83,9 +86,9 @@ class StartTests(DaemonCase):
         self.assertFalse(os.path.exists(self.pidfile))
 
     @inlineCallbacks
-    def refused(self, *args):
+    def refused(self, *args, bindport=0):
         """The one stderr line of a start-up that must fail; nothing on stdout, exit 1."""
-        proc = yield self.daemon(*args, wait=False)
+        proc = yield self.daemon(*args, wait=False, bindport=bindport)
         self.assertEqual((yield self.exit_code(proc)), 1)
         self.assertEqual(proc.output, proc.errors, "nothing on stdout")
         lines = proc.errors.decode("utf-8").splitlines()
@@ -104,11 +107,12 @@ class StartTests(DaemonCase):
         """A bindport in use: one line naming bindport (the key set), not listen."""
         taken = socket.socket()
         self.addCleanup(taken.close)
-        taken.bind(("127.0.0.1", self.port))
+        taken.bind(("127.0.0.1", 0))
         taken.listen(1)
-        line = yield self.refused()
+        port = taken.getsockname()[1]
+        line = yield self.refused(bindport=port)
         self.assertTrue(line.startswith(
-            f"twistd socketdock: bindport: cannot listen on 127.0.0.1:{self.port} "), line)
+            f"twistd socketdock: bindport: cannot listen on 127.0.0.1:{port} "), line)
 
     @inlineCallbacks
     def test_unknown_option_is_one_line(self):
@@ -172,7 +176,7 @@ class DrainTests(DaemonCase):
     @inlineCallbacks
     def test_sigterm_with_dead_backend_exits_at_the_timeout(self):
         """With the backend gone, a stop exits 0 right after shutdown_timeout and logs the notices lost."""
-        dead = f"http://127.0.0.1:{free_port()}"
+        dead = f"http://127.0.0.1:{refused_port(self)}"
         proc = yield self.http_daemon(
             "--shutdown-timeout", "1.5", "--backend-timeout", "0.5",
             messageuri=dead + "/message", disconnecturi=dead + "/disconnect")
@@ -184,7 +188,9 @@ class DrainTests(DaemonCase):
         self.assertEqual((yield self.exit_code(proc)), 0)
         elapsed = reactor.seconds() - stopped_at
         self.assertGreaterEqual(elapsed, 1.4)
-        self.assertLess(elapsed, 1.5 + 2.0)
+        # It did not keep retrying a backend that never comes back; the slack is
+        # for a loaded machine, where a process can be descheduled for seconds.
+        self.assertLess(elapsed, 15)
         self.assertFalse(os.path.exists(self.pidfile))
         line = yield self.log_line(proc, "undelivered")
         self.assertIn("2 disconnect notices", line)
@@ -202,7 +208,9 @@ class DrainTests(DaemonCase):
         self.assertEqual((yield self.exit_code(proc)), 0)
         elapsed = reactor.seconds() - stopped_at
         self.assertGreaterEqual(elapsed, 1.4)
-        self.assertLess(elapsed, 1.5 + 2.0)
+        # Far below the 30 s a stop waiting on the backend would take; the slack
+        # is for a loaded machine, where a process can be descheduled for seconds.
+        self.assertLess(elapsed, 15)
         self.assertEqual(self.backend.disconnects, [])
         line = yield self.log_line(proc, "undelivered")
         self.assertIn("1 disconnect notices", line)
