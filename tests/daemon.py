@@ -149,7 +149,7 @@ def listening_port(log: str, name: str = "listen") -> int:
 
     :raises ValueError: no such line.
     """
-    found = re.search(r"(?<![\w])" + re.escape(name) + r": listening on \S*:(\d+)", log)
+    found = re.search(r"(?<![\w])" + re.escape(name) + r": listening on \S*:(\d+)(?=\D)", log)
     if found is None:
         raise ValueError(f"no {name!r} listening line in the log")
     return int(found.group(1))
