@@ -125,6 +125,10 @@ class _Protocol(WebSocketClientProtocol):
     def onPong(self, payload: bytes) -> None:
         self.factory.client._pong(payload)
 
+    def onPing(self, payload: bytes) -> None:
+        super().onPing(payload)  # answers it
+        self.factory.client._pinged()
+
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         # Autobahn's ``code`` is 1006 for any unclean end, even when the server did
         # send a close frame; remoteCloseCode is what the server actually sent (or
@@ -164,6 +168,9 @@ class TestClient:
         self._inbox: list[tuple[bytes, bool]] = []
         self._readers: list[Deferred[tuple[bytes, bool]]] = []
         self._pings: dict[bytes, Deferred[None]] = {}
+        #: How many pings the server sent (each answered with a pong).
+        self.pings_answered = 0
+        self._ping_count_waiters: list[tuple[int, Deferred[int]]] = []
         self._close_info: Optional[CloseInfo] = None
         self._close_waiters: list[Deferred[CloseInfo]] = []
 
@@ -222,6 +229,19 @@ class TestClient:
         self._proto().sendPing(payload)
         return d
 
+    def pinged(self, count: int) -> Deferred[int]:
+        """
+        Fire once the server has sent ``count`` pings (all answered); errbacks
+        with :class:`ClientClosed` if the socket ends first.
+        """
+        if self.pings_answered >= count:
+            return succeed(self.pings_answered)
+        if self._close_info is not None:
+            return fail(ClientClosed(*self._close_info))
+        d: Deferred[int] = Deferred()
+        self._ping_count_waiters.append((count, d))
+        return d
+
     def close(self, code: int = 1000, reason: str = "") -> Deferred[CloseInfo]:
         """
         Start the closing handshake; fires like :attr:`closed`.
@@ -275,15 +295,22 @@ class TestClient:
         if waiter is not None:
             waiter.callback(None)
 
+    def _pinged(self) -> None:
+        self.pings_answered += 1
+        for waiter in [w for w in self._ping_count_waiters if self.pings_answered >= w[0]]:
+            self._ping_count_waiters.remove(waiter)
+            waiter[1].callback(self.pings_answered)
+
     def _closed(self, info: CloseInfo, early: Exception) -> None:
         self._close_info = info
         opening, self._opening = self._opening, None
         if opening is not None:
             opening.errback(Failure(early))
         gone = ClientClosed(*info)
-        for waiter in self._readers + list(self._pings.values()):
+        counting = [d for _, d in self._ping_count_waiters]
+        for waiter in self._readers + list(self._pings.values()) + counting:
             waiter.errback(Failure(gone))
-        self._readers, self._pings = [], {}
+        self._readers, self._pings, self._ping_count_waiters = [], {}, []
         waiters, self._close_waiters = self._close_waiters, []
         for d in waiters:
             d.callback(info)

@@ -42,9 +42,23 @@ class Peer(Protocol):
     def __init__(self) -> None:
         self.received = bytearray()
         self.closed: Deferred = Deferred()
+        self._waiting: list[tuple[int, Deferred]] = []
+
+    def received_at_least(self, count: int) -> Deferred:
+        """Fires once ``count`` bytes have arrived (at once if they have)."""
+        d: Deferred = Deferred()
+        self._waiting.append((count, d))
+        self._wake()
+        return d
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
+        self._wake()
+
+    def _wake(self) -> None:
+        for waiter in [w for w in self._waiting if len(self.received) >= w[0]]:
+            self._waiting.remove(waiter)
+            waiter[1].callback(bytes(self.received))
 
     def connectionLost(self, reason) -> None:
         self.closed.callback((bytes(self.received), reason))
@@ -348,8 +362,7 @@ class BatchedTCPTests(TestCase):
         yield endpoint.connect(Factory.forProtocol(lambda: peer))
         self.assertEqual(type(peer.transport.transport).__name__, "_BatchedClient")
         peer.transport.write(b"hello")
-        while len(peer.received) < len(b"over tls"):
-            yield next_turn()
+        yield peer.received_at_least(len(b"over tls"))
         self.assertEqual(bytes(peer.received), b"over tls")
         peer.transport.loseConnection()
         yield peer.closed

@@ -52,6 +52,16 @@ class _Paths(Resource):
         super().__init__()
         self.bodies: list[bytes] = []
         self.hung: list = []
+        self._hang_waiters: list[Deferred] = []
+
+    def held(self) -> Deferred:
+        """Fires once a /hang request is held open (at once if one is)."""
+        d: Deferred = Deferred()
+        if self.hung:
+            d.callback(self.hung[0])
+        else:
+            self._hang_waiters.append(d)
+        return d
 
     def render(self, request):
         path = request.path
@@ -82,6 +92,9 @@ class _Paths(Resource):
             return NOT_DONE_YET
         if path == b"/hang":
             self.hung.append(request)
+            waiters, self._hang_waiters = self._hang_waiters, []
+            for d in waiters:
+                d.callback(request)
             return NOT_DONE_YET
         request.setHeader(b"content-type", b"text/plain")
         return b"hello"
@@ -309,7 +322,7 @@ class HTTPTests(_Case):
         result = yield client.post(self.base + "/echo", b'{"n":1}')
         self.assertEqual((result.code, result.body), (200, b'{"n":1}'))
         d = client.post(self.base + "/hang", b"{}")
-        yield _until(lambda: self.paths.hung)
+        yield self.paths.held()
         clock.advance(5)
         yield self.assertFailure(d, TimeoutError)
         yield self.site.wait_closed(1)
