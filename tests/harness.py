@@ -75,7 +75,8 @@ def start_relay(testcase, reactor, **settings: Any) -> RunningRelay:
     service = make_service(config, reactor)
     service.startService()
     testcase.addCleanup(_stop, service)
-    return RunningRelay(config, service, service.addresses["listen"].port)
+    # A listener that is not TCP (unix:) has no port.
+    return RunningRelay(config, service, getattr(service.addresses["listen"], "port", 0))
 
 
 def _stop(service: SocketDockService) -> Deferred:

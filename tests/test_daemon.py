@@ -170,6 +170,9 @@ class DrainTests(DaemonCase):
             by_connection.setdefault(m["meta"]["connection_id"], []).append(m)
         self.assertEqual(set(by_connection), {n["connection_id"] for n in notices})
         a_id = self.backend.messages[0]["meta"]["connection_id"]
+        # Started on port 0, it names the port it bound in its callback URLs.
+        self.assertEqual(self.backend.messages[0]["meta"]["send"],
+                         f"http://127.0.0.1:{self.port}/socket/{a_id}/send")
         self.assertEqual(folded(self, by_connection[a_id]), [(1, "a1"), (2, "a2")])
         yield proc.wait_for("every queued message and notice delivered")
 
