@@ -102,7 +102,9 @@ class FaultTests(ReliabilityCase):
     @inlineCallbacks
     def test_stall_past_backend_timeout_is_retried(self):
         """A request unanswered after backend_timeout is abandoned and sent again with the same seq."""
-        yield self.start(backend_timeout=0.2)
+        # Not shorter: the retry must be answered within it, and a process descheduled
+        # for longer between sending and reading would see its timer fire first.
+        yield self.start(backend_timeout=1)
         self.backend.answer_next("message", STALL)
         client = yield self.client()
         client.send_text("a")
