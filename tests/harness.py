@@ -7,6 +7,7 @@ the real reactor, and stopped (drained) in the test's cleanup.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
@@ -42,15 +43,27 @@ class RunningRelay:
         return f"ws://127.0.0.1:{self.port}{path}"
 
 
+#: The one SOCKETDOCK_* variable the suite reads: CI sets SOCKETDOCK_TUNING=off
+#: to run every test on the plain stack (daemon tests pass it on too).
+TUNING_VARIABLE = "SOCKETDOCK_TUNING"
+
+
+def tuning_environ() -> dict[str, str]:
+    """``{"SOCKETDOCK_TUNING": ...}`` if this process has it set, else empty."""
+    value = os.environ.get(TUNING_VARIABLE)
+    return {} if value is None else {TUNING_VARIABLE: value}
+
+
 def start_relay(testcase, reactor, **settings: Any) -> RunningRelay:
     """
     Build and start an instance with ``settings`` (strings or values, as in
     the INI) on a free loopback port; the cleanup stops it, draining.
+    ``tuning`` follows SOCKETDOCK_TUNING unless ``settings`` name it.
     """
     port = free_port()
     cli: dict[str, str] = {"bindip": "127.0.0.1", "bindport": str(port)}
     cli.update({k: _text(v) for k, v in settings.items()})
-    config = load_config(cli, {}, None)
+    config = load_config(cli, tuning_environ(), None)
     service = make_service(config, reactor)
     service.startService()
     testcase.addCleanup(_stop, service)

@@ -16,11 +16,11 @@ from typing import Any, Optional
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from socketdock.api import resources as api
-from socketdock.tuned.fastchannel import FastHTTPChannel
 from socketdock.ops.metrics import Metrics
 from socketdock.config.preflight import tcp_address
 from socketdock.relay.registry import Registry
@@ -166,24 +166,26 @@ class QuietSite(Site):
 
     :param max_body: the largest request body accepted (see L{BoundedRequest});
         None for no limit of our own.
+    :param channel: the ``HTTPChannel`` class that parses each connection
+        (:mod:`socketdock.tuning` picks it); resources get real Requests either way.
     """
 
-    # httptools-parsed HTTP/1.1; resources still get real Requests.
-    protocol = FastHTTPChannel
-
-    def __init__(self, root: Resource, reactor, max_body: Optional[int] = None) -> None:
+    def __init__(self, root: Resource, reactor, max_body: Optional[int] = None,
+                 channel: type[HTTPChannel] = HTTPChannel) -> None:
         super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor)
         if max_body is not None:
             self.requestFactory = BoundedRequest
         self.max_body = max_body
+        self.protocol = channel
 
     def log(self, request: Request) -> None:
         pass
 
 
-def make_site(root: Resource, reactor, max_body: Optional[int] = None) -> Site:
+def make_site(root: Resource, reactor, max_body: Optional[int] = None,
+              channel: type[HTTPChannel] = HTTPChannel) -> Site:
     """The site that serves one listener; bodies over ``max_body`` get 413."""
-    return QuietSite(root, reactor, max_body)
+    return QuietSite(root, reactor, max_body, channel)
 
 
 _log = Logger()

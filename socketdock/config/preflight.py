@@ -4,7 +4,8 @@ Checks that need the operating system, run while twistd parses options.
 twistd prints a parse-time error as one clean line and exits 1; a failure
 later, when the listeners start, comes out as a traceback (or, daemonized, as a
 truncated message).  So what can be known before starting is checked here:
-endpoint strings parse, TCP ports are free, and the journal is usable.
+endpoint strings parse and TCP ports are free.  (The journal's own check is
+:func:`socketdock.relay.journal.check_journal`; ``tap`` runs both.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Optional
 from twisted.internet import endpoints
 
 from socketdock.config.settings import Config, ConfigError
-from socketdock.relay.journal import check_journal
 
 _UNESCAPED_COLON = re.compile(r"(?<!\\):")
 
@@ -37,8 +37,6 @@ def check_startable(config: Config, reactor) -> None:
         address = tcp_address(description)
         if address is not None:
             _check_port_free(key, *address)
-    if config.journal is not None:
-        check_journal(config.journal)
 
 
 def tcp_address(description: str) -> Optional[tuple[str, int]]:
