@@ -18,13 +18,13 @@ from typing import Any, Optional
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.http import unquote
 from twisted.web.server import Request, Site
 
 from socketdock.api import resources as api
 from socketdock.api.tags import SocketsWithTags, TagsResource
-from socketdock.tuned.fastchannel import FastHTTPChannel
 from socketdock.ops.metrics import Metrics
 from socketdock.config.preflight import tcp_address
 from socketdock.relay.localreach import LocalReach
@@ -232,16 +232,17 @@ class QuietSite(Site):
 
     :param max_body: the largest request body accepted on any route (see
         L{BoundedRequest}); None for no limit but the routes' own.
+    :param channel: the ``HTTPChannel`` class that parses each connection
+        (:mod:`socketdock.tuning` picks it); resources get real Requests either way.
     """
-
-    # httptools-parsed HTTP/1.1; resources still get real Requests.
-    protocol = FastHTTPChannel
 
     requestFactory = BoundedRequest
 
-    def __init__(self, root: Resource, reactor, max_body: Optional[int] = None) -> None:
+    def __init__(self, root: Resource, reactor, max_body: Optional[int] = None,
+                 channel: type[HTTPChannel] = HTTPChannel) -> None:
         super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor)
         self.max_body = max_body
+        self.protocol = channel
 
     def getResourceFor(self, request: Any) -> Resource:
         # A request with a body was routed on its headers already (see
@@ -260,9 +261,10 @@ class QuietSite(Site):
         pass
 
 
-def make_site(root: Resource, reactor, max_body: Optional[int] = None) -> Site:
+def make_site(root: Resource, reactor, max_body: Optional[int] = None,
+              channel: type[HTTPChannel] = HTTPChannel) -> Site:
     """The site that serves one listener; see L{BoundedRequest} for its bodies."""
-    return QuietSite(root, reactor, max_body)
+    return QuietSite(root, reactor, max_body, channel)
 
 
 _log = Logger()

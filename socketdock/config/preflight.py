@@ -5,7 +5,8 @@ twistd prints a parse-time error as one clean line and exits 1; a failure
 later, when the listeners start, comes out as a traceback (or, daemonized, as a
 truncated message).  So what can be known before starting is checked here:
 endpoint strings parse (Twisted's own parsers and endpoint plugins say which
-types exist), TCP ports are free, and the journal is usable.
+types exist) and TCP ports are free.  (The journal's own check is
+:func:`socketdock.relay.journal.check_journal`; ``tap`` runs both.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from twisted.internet import endpoints
 
 from socketdock.config.parse import tcp_address
 from socketdock.config.settings import Config, ConfigError
-from socketdock.relay.journal import check_journal
 
 __all__ = ["check_startable", "tcp_address"]
 
@@ -40,8 +40,6 @@ def check_startable(config: Config, reactor) -> None:
         address = tcp_address(description)
         if address is not None:
             _check_port_free(key, *address)
-    if config.journal is not None:
-        check_journal(config.journal)
 
 
 def _check_port_free(key: str, interface: str, port: int) -> None:

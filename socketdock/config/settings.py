@@ -96,6 +96,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("backend_ca", None, "PEM file of a private CA for https backends."),
     Setting("permessage_deflate", "false", "Offer and accept the permessage-deflate extension."),
     Setting("log_level", "info", "Lowest level written to the log: debug, info, warn, error or critical."),
+    Setting("tuning", "auto", "auto (the faster paths, on tested library versions only) or off (plain Twisted/treq/Autobahn)."),
 )
 
 _KEYS = tuple(s.key for s in SETTINGS)
@@ -129,6 +130,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "backend_ca": p.parse_ca_file,
     "permessage_deflate": p.parse_bool,
     "log_level": p.parse_log_level,
+    "tuning": lambda t: _parse_tuning(t),
 }
 assert set(_PARSERS) == set(_KEYS)
 
@@ -137,6 +139,13 @@ def _parse_backend(text: str) -> str:
     word = text.strip().lower()
     if word not in ("loopback", "http"):
         raise p.Invalid(f"{text!r} is not a known backend; use loopback or http")
+    return word
+
+
+def _parse_tuning(text: str) -> str:
+    word = text.strip().lower()
+    if word not in ("auto", "off"):
+        raise p.Invalid(f"{text!r} is not a tuning mode; use auto or off")
     return word
 
 
@@ -180,6 +189,7 @@ class Config:
     backend_ca: str | None
     permessage_deflate: bool
     log_level: str
+    tuning: str = "auto"
     listen_key: str = "listen"
 
 
