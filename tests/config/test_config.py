@@ -53,6 +53,7 @@ class DefaultsTests(SynchronousTestCase):
                 backend_retries=5, backend_concurrency=128, queue_limit=64, inline_reply=False,
                 shutdown_timeout=10.0, journal=None, backend_ca=None,
                 permessage_deflate=False, log_level="info",
+                cluster=None, cluster_heartbeat=5.0,
             ),
         )
 
