@@ -1,0 +1,309 @@
+"""
+The link to Redis: two connections (commands, and pub/sub, which Redis
+dedicates to subscriptions), kept up by themselves, and one state, up or down.
+
+txredisapi supplies the wire protocol and its commands.  Connecting,
+reconnecting and backing off are done here with Twisted's C{ClientService} on
+the reactor we are given, rather than by txredisapi's connection functions,
+which use the global reactor and hide when a connection comes and goes: the
+cluster must know, to answer 503 while it is down and to restore its state
+in Redis (L{ILinkUser.link_up}) before it says it is up again.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import txredisapi
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.protocol import Factory
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface
+
+from socketdock.config.cluster import RedisAddress
+from socketdock.relay.reach import Unreachable
+
+#: Seconds before a Redis command without an answer counts as a lost link.
+REPLY_TIMEOUT = 5.0
+
+#: Seconds to wait for a TCP connection to Redis.
+CONNECT_TIMEOUT = 5.0
+
+
+class ILinkUser(Interface):
+    """What the link tells the cluster."""
+
+    def link_up(link: "RedisLink") -> "Deferred[None]":
+        """
+        Both connections are ready: restore this instance's state in Redis and
+        its subscriptions.  The link counts as up once this fires.
+        """
+
+    def link_down() -> None:
+        """A connection was lost; the link will come back by itself."""
+
+    def message(channel: bytes, data: bytes) -> None:
+        """A message arrived on a subscribed channel."""
+
+
+class _Commands(txredisapi.BaseRedisProtocol):
+    """txredisapi's command protocol, on our reactor, telling the link of its end."""
+
+    def __init__(self, link: "RedisLink") -> None:
+        address = link.address
+        # charset None: replies stay bytes (frames may be binary); no number
+        # guessing, which would turn a payload "123" into an int.
+        super().__init__(
+            charset=None, replyTimeout=REPLY_TIMEOUT, password=address.password,
+            dbid=address.db, convertNumbers=False, username=address.username,
+        )
+        self.callLater = link.reactor.callLater
+        self._link = link
+
+    def connectionLost(self, why: Failure) -> None:
+        super().connectionLost(why)
+        self._link._lost(self)
+
+
+class _Subscriber(_Commands):
+    """
+    The pub/sub connection.  Each SUBSCRIBE or UNSUBSCRIBE names one channel,
+    so each gets exactly one confirmation, in order; messages go to the link.
+    """
+
+    def __init__(self, link: "RedisLink") -> None:
+        super().__init__(link)
+        # A subscription waits for its confirmation without a reply timeout of
+        # its own: the command connection's timeouts find a dead server.
+        self.dbid = None  # pub/sub channels are not per database
+
+    def replyReceived(self, reply: object) -> None:
+        if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+            self._link._message(reply[1], reply[2])
+        else:
+            super().replyReceived(reply)
+
+    def subscribe(self, channel: bytes) -> Deferred:
+        return self.execute_command("SUBSCRIBE", channel, apply_timeout=False)
+
+    def unsubscribe(self, channel: bytes) -> Deferred:
+        return self.execute_command("UNSUBSCRIBE", channel, apply_timeout=False)
+
+
+class _ProtocolFactory(Factory):
+    """
+    Builds one kind of connection.  txredisapi's protocol calls back into its
+    factory when AUTH or SELECT fails; those hooks log here, and the
+    connection is closed and retried like any other lost one.
+    """
+
+    isLazy = True
+    noisy = False
+
+    def __init__(self, link: "RedisLink", kind: type) -> None:
+        self._link = link
+        self._kind = kind
+
+    def buildProtocol(self, addr):
+        protocol = self._kind(self._link)
+        protocol.factory = self
+        return protocol
+
+    def stopTrying(self) -> None:
+        pass
+
+    def connectionError(self, why: str) -> None:
+        # txredisapi's text holds Redis's answer, never our password.
+        self._link._refused(why)
+
+
+class RedisLink(Service):
+    """
+    Keeps a command and a pub/sub connection to Redis, and says whether the
+    cluster link is up.
+
+    :param address: the Redis server.
+    :param reactor: connects, times and retries; nothing here uses the
+        global reactor.
+    :param user: an L{ILinkUser}.
+    :param changed: called with True or False each time the link comes up or
+        goes down (for the metric and the log).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, address: RedisAddress, reactor, user, changed: Callable[[bool], None] = lambda up: None,
+        retry_policy: Optional[Callable[[int], float]] = None,
+    ) -> None:
+        self.address = address
+        self.reactor = reactor
+        self._user = user
+        self._changed = changed
+        self._policy = retry_policy or backoffPolicy(initialDelay=0.2, maxDelay=5.0)
+        self._commands: Optional[_Commands] = None
+        self._subscriber: Optional[_Subscriber] = None
+        self._services: list[ClientService] = []
+        self.up = False
+        # None until the first attempt ends; then what was last logged.
+        self._logged: Optional[bool] = None
+        self._restoring: Optional[Deferred] = None
+
+    # -- the service ---------------------------------------------------------
+
+    def _endpoint(self):
+        endpoint = HostnameEndpoint(
+            self.reactor, self.address.host, self.address.port, timeout=CONNECT_TIMEOUT)
+        if self.address.tls:
+            endpoint = wrapClientTLS(optionsForClientTLS(self.address.host), endpoint)
+        return endpoint
+
+    def startService(self) -> None:
+        super().startService()
+        for kind in (_Commands, _Subscriber):
+            service = ClientService(
+                self._endpoint(), _ProtocolFactory(self, kind), retryPolicy=self._retry,
+                clock=self.reactor, prepareConnection=self._prepared,
+            )
+            self._services.append(service)
+            service.startService()
+
+    def stopService(self) -> "Deferred[None]":
+        super().stopService()
+        services, self._services = self._services, []
+        if self._restoring is not None:
+            self._restoring.cancel()
+        d = Deferred.fromCoroutine(_stop_all(services))
+        return d
+
+    def _retry(self, attempt: int) -> float:
+        if attempt == 1:
+            self._down("cannot connect")
+        return self._policy(attempt)
+
+    # -- connections coming and going --------------------------------------------
+
+    def _prepared(self, protocol: _Commands) -> "Deferred[None]":
+        """ClientService waits for AUTH and SELECT before it counts the connection."""
+        d = protocol.whenConnected()
+        d.addCallback(self._ready)
+        return d
+
+    def _ready(self, protocol: _Commands) -> None:
+        if isinstance(protocol, _Subscriber):
+            self._subscriber = protocol
+        else:
+            self._commands = protocol
+        if self._commands is not None and self._subscriber is not None and self._restoring is None:
+            d = self._restoring = self._user.link_up(self)
+            d.addCallbacks(self._restored, self._restore_failed)
+
+    def _restored(self, _: object) -> None:
+        self._restoring = None
+        if self._commands is None or self._subscriber is None:
+            return  # lost again while restoring; the next connection restores anew
+        self.up = True
+        self._changed(True)
+        if self._logged is not True:
+            self._logged = True
+            self._log.info("cluster: linked to Redis at {address}", address=str(self.address))
+
+    def _restore_failed(self, failure: Failure) -> None:
+        self._restoring = None
+        if failure.check(txredisapi.ConnectionError, Unreachable):
+            return  # the connection went; it comes back by itself
+        self._log.failure("cluster: restoring this instance's state in Redis failed", failure)
+        # Start over on fresh connections rather than run half restored.
+        for protocol in (self._commands, self._subscriber):
+            if protocol is not None and protocol.transport is not None:
+                protocol.transport.abortConnection()
+
+    def _lost(self, protocol: _Commands) -> None:
+        if protocol is self._commands:
+            self._commands, other = None, self._subscriber
+        elif protocol is self._subscriber:
+            self._subscriber, other = None, self._commands
+        else:
+            return
+        # The other connection is dropped too, so both come back together and
+        # the restore sees a fresh subscription list.
+        if other is not None and other.transport is not None:
+            other.transport.loseConnection()
+        self._down("connection lost")
+
+    def _down(self, why: str) -> None:
+        was_up, self.up = self.up, False
+        if was_up:
+            self._changed(False)
+            self._user.link_down()
+        if self._logged is not False and self.running:
+            self._logged = False
+            self._log.warn(
+                "cluster: no link to Redis at {address} ({why}); local connections are "
+                "served, requests that need other instances answer 503 until it is back",
+                address=str(self.address), why=why,
+            )
+
+    def _refused(self, why: str) -> None:
+        self._log.error("cluster: Redis at {address} refused us: {why}",
+                        address=str(self.address), why=why)
+
+    def _message(self, channel: bytes, data: bytes) -> None:
+        try:
+            self._user.message(channel, data)
+        except Exception:
+            self._log.failure("cluster: handling a message on {channel!r} failed", channel=channel)
+
+    # -- for the cluster -------------------------------------------------------
+
+    def command(self, name: str, *args: object) -> "Deferred[object]":
+        """
+        Run one Redis command.  Fails with L{Unreachable} when there is no
+        connection (restores run before the link is up, so this does not
+        wait for ``up``).
+        """
+        protocol = self._commands
+        if protocol is None or not protocol.connected:
+            return fail(Unreachable("no link to Redis; retry later"))
+        try:
+            d = protocol.execute_command(name, *args)
+        except txredisapi.ConnectionError:
+            return fail(Unreachable("no link to Redis; retry later"))
+        return d.addErrback(_as_unreachable)
+
+    def eval(self, script: bytes, keys: list, args: list) -> "Deferred[object]":
+        """Run a Lua script (by its hash once Redis knows it)."""
+        protocol = self._commands
+        if protocol is None or not protocol.connected:
+            return fail(Unreachable("no link to Redis; retry later"))
+        return protocol.eval(script, keys, args).addErrback(_as_unreachable)
+
+    def subscribe(self, channel: bytes) -> "Deferred[object]":
+        """Subscribe the pub/sub connection to one channel."""
+        protocol = self._subscriber
+        if protocol is None or not protocol.connected:
+            return fail(Unreachable("no link to Redis; retry later"))
+        return protocol.subscribe(channel).addErrback(_as_unreachable)
+
+    def unsubscribe(self, channel: bytes) -> "Deferred[object]":
+        """Unsubscribe from one channel (harmless when not subscribed)."""
+        protocol = self._subscriber
+        if protocol is None or not protocol.connected:
+            return succeed(None)  # nothing to undo: a new connection starts empty
+        return protocol.unsubscribe(channel).addErrback(_as_unreachable)
+
+
+def _as_unreachable(failure: Failure):
+    if failure.check(txredisapi.ConnectionError):  # TimeoutError is one too
+        raise Unreachable("lost the link to Redis; retry later")
+    return failure
+
+
+async def _stop_all(services: list[ClientService]) -> None:
+    for service in services:
+        await service.stopService()
