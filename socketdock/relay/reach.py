@@ -1,0 +1,192 @@
+"""
+How the callback API reaches connections: by id, or by tag (SPEC §8).
+
+The callback API asks only L{IReach}; it never looks into the registry for a
+tag or an id itself.  Without ``cluster`` the answer is local
+(L{socketdock.relay.localreach.LocalReach} over the registry's index).  In
+cluster mode an implementation backed by a shared store (Redis) answers for
+every instance, and L{IConnectionEvents} is how it learns what this
+instance's connections are doing so it can publish it.
+
+Every method returns a Deferred, even where the local answer is immediate, so
+that an implementation that must ask another instance fits the same callers.
+Failures a caller must expect are the exceptions defined here and
+L{socketdock.relay.registry.NotLive} / L{OutboundFull}; the API maps them to
+statuses:
+
+==============================  ====================================
+failure                         answer
+==============================  ====================================
+L{NotLive}                      404 no such live connection
+L{OutboundFull}                 503 + ``Retry-After``
+L{InvalidTags}                  400 with the exception's one-line text
+L{Unreachable}                  503 + ``Retry-After: <retry_after>``
+==============================  ====================================
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import attrs
+from twisted.internet.defer import Deferred
+from zope.interface import Interface, implementer
+
+
+class Unreachable(Exception):
+    """
+    The answer depends on instances that cannot be asked right now (the
+    cluster link is down): the caller cannot know, and should retry.
+
+    :param why: one line for the 503 answer and the log.
+    :param retry_after: whole seconds suggested in ``Retry-After``.
+    """
+
+    def __init__(self, why: str, retry_after: int = 1) -> None:
+        super().__init__(why)
+        self.why = why
+        self.retry_after = retry_after
+
+
+class InvalidTags(ValueError):
+    """A tag, or a connection's resulting set of tags, breaks the rules of SPEC §8."""
+
+
+@attrs.frozen
+class Reached:
+    """
+    What a request to a tag found.
+
+    Exactly one of ``connections`` and ``instances`` is set: a cluster
+    implementation that can count only the instances it reached (not their
+    connections) sets ``instances`` instead.  Zero (in whichever is set)
+    means nobody carries the tag, and the API answers 404.
+
+    :param connections: live connections that carry the tag (for a send:
+        those the frame was handed to, or held for until their handshake
+        completes).
+    :param instances: instances that hold at least one such connection.
+    :param full: for a send, connections that carried the tag but were not
+        sent the frame because their client reads too slowly (SPEC §4's
+        outbound-buffer rule); not counted in ``connections``.
+    """
+
+    connections: Optional[int] = None
+    instances: Optional[int] = None
+    full: int = 0
+
+    @property
+    def none(self) -> bool:
+        """Nobody (reachable) carries the tag."""
+        return not (self.connections or self.instances or self.full)
+
+    def as_json(self) -> dict:
+        """The 200 answer's JSON object: only the figures that are known."""
+        answer: dict = {}
+        if self.connections is not None:
+            answer["connections"] = self.connections
+        if self.instances is not None:
+            answer["instances"] = self.instances
+        if self.full:
+            answer["full"] = self.full
+        return answer
+
+
+class IReach(Interface):
+    """
+    Where connections are and who carries a tag: the contract between the
+    callback API and the local or cluster implementation.
+
+    Tags given to the methods are already validated strings
+    (L{socketdock.relay.tags.check_tag}); the implementation validates only
+    what needs the connection's state (the 64-tag limit).  "Live" is
+    SPEC §4's: open or in a pending handshake, not closing.
+    """
+
+    def send_to_connection(
+        connection_id: str, payload: bytes, is_binary: bool
+    ) -> "Deferred[None]":
+        """
+        Hand one frame to one connection, wherever it is held.
+
+        Fires once handed to the socket (after the handshake, for a pending
+        one); fails with L{NotLive} when no instance holds it live,
+        L{OutboundFull} when its client reads too slowly, L{Unreachable}
+        when the instance that may hold it cannot be asked.
+        """
+
+    def close_connection(connection_id: str, code: int, reason: str) -> "Deferred[None]":
+        """
+        Close one connection on behalf of the backend (the notice says
+        ``"initiator": "backend"``).  Fails with L{NotLive} or L{Unreachable}.
+        """
+
+    def change_tags(
+        connection_id: str, add: Sequence[str], remove: Sequence[str]
+    ) -> "Deferred[tuple[str, ...]]":
+        """
+        Remove ``remove`` then add ``add`` to one connection's tags, all or
+        nothing, and fire with its tags now (in the order they were first
+        added).  Removing a tag it does not carry, or adding one it does, is
+        no error.  Fails with L{InvalidTags} when the result would pass 64
+        tags (nothing changed), L{NotLive}, or L{Unreachable}.
+        """
+
+    def send_to_tag(tag: str, payload: bytes, is_binary: bool) -> "Deferred[Reached]":
+        """
+        Hand one frame to every live connection carrying ``tag``, on every
+        instance.  A connection whose client reads too slowly is skipped and
+        counted in L{Reached.full}; the others still get the frame.  Fires
+        with what was reached (L{Reached.none} when nobody carries the tag);
+        fails with L{Unreachable} when some instance that may hold such a
+        connection cannot be asked (then nothing is promised about the
+        others: the backend retries the whole send).
+        """
+
+    def close_tag(tag: str, code: int, reason: str) -> "Deferred[Reached]":
+        """
+        Close every live connection carrying ``tag`` (initiator ``backend``).
+        Fires with how many were closed; fails with L{Unreachable}.
+        """
+
+    def count_tag(tag: str) -> "Deferred[Reached]":
+        """How many live connections (or instances) carry ``tag``; fails with L{Unreachable}."""
+
+
+class IConnectionEvents(Interface):
+    """
+    What this instance's registry reports as its connections change: the
+    hooks a cluster implementation uses to publish who is where.  Called
+    synchronously from the registry; must not raise, and must not call back
+    into the registry.  The local implementation ignores them (the registry
+    keeps its own index).
+    """
+
+    def connection_added(connection_id: str) -> None:
+        """A handshake started here: the connection is live on this instance."""
+
+    def tags_changed(
+        connection_id: str, added: Sequence[str], removed: Sequence[str]
+    ) -> None:
+        """A live connection's tags changed by exactly these (never both empty)."""
+
+    def connection_gone(connection_id: str, tags: Sequence[str]) -> None:
+        """
+        The connection stopped being live (closing, closed, or refused);
+        ``tags`` are those it carried, now dropped from every index.
+        """
+
+
+@implementer(IConnectionEvents)
+@attrs.frozen
+class NoEvents:
+    """L{IConnectionEvents} that ignores everything: the default, without a cluster."""
+
+    def connection_added(self, connection_id: str) -> None:
+        pass
+
+    def tags_changed(self, connection_id: str, added: Sequence[str], removed: Sequence[str]) -> None:
+        pass
+
+    def connection_gone(self, connection_id: str, tags: Sequence[str]) -> None:
+        pass
