@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import txredisapi
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import optionsForClientTLS
@@ -176,10 +176,11 @@ class RedisLink(Service):
     def stopService(self) -> "Deferred[None]":
         super().stopService()
         services, self._services = self._services, []
-        if self._restoring is not None:
-            self._restoring.cancel()
-        d = Deferred.fromCoroutine(_stop_all(services))
-        return d
+        restoring, self._restoring = self._restoring, None
+        if restoring is not None:
+            restoring.cancel()
+        self.up = False
+        return gatherResults([s.stopService() for s in services]).addCallback(lambda _: None)
 
     def _retry(self, attempt: int) -> float:
         if attempt == 1:
@@ -188,13 +189,21 @@ class RedisLink(Service):
 
     # -- connections coming and going --------------------------------------------
 
-    def _prepared(self, protocol: _Commands) -> "Deferred[None]":
-        """ClientService waits for AUTH and SELECT before it counts the connection."""
-        d = protocol.whenConnected()
-        d.addCallback(self._ready)
+    def _prepared(self, proxy) -> "Deferred[None]":
+        """
+        ClientService waits for AUTH and SELECT before it counts the
+        connection.  ``proxy`` wraps our protocol; whenConnected fires with
+        the protocol itself.
+        """
+        d = proxy.whenConnected()
+        # Not _ready at once: this fires in the middle of a ClientService state
+        # transition, and what _ready sets off may stop the service.
+        d.addCallback(lambda protocol: self.reactor.callLater(0, self._ready, protocol))
         return d
 
     def _ready(self, protocol: _Commands) -> None:
+        if not protocol.connected or not self.running:
+            return
         if isinstance(protocol, _Subscriber):
             self._subscriber = protocol
         else:
@@ -205,6 +214,8 @@ class RedisLink(Service):
 
     def _restored(self, _: object) -> None:
         self._restoring = None
+        if not self.running:
+            return
         if self._commands is None or self._subscriber is None:
             return  # lost again while restoring; the next connection restores anew
         self.up = True
@@ -215,7 +226,7 @@ class RedisLink(Service):
 
     def _restore_failed(self, failure: Failure) -> None:
         self._restoring = None
-        if failure.check(txredisapi.ConnectionError, Unreachable):
+        if not self.running or failure.check(txredisapi.ConnectionError, Unreachable, CancelledError):
             return  # the connection went; it comes back by itself
         self._log.failure("cluster: restoring this instance's state in Redis failed", failure)
         # Start over on fresh connections rather than run half restored.
@@ -230,6 +241,8 @@ class RedisLink(Service):
             self._subscriber, other = None, self._commands
         else:
             return
+        if not self.running:
+            return  # stopping: ClientService closes each connection itself
         # The other connection is dropped too, so both come back together and
         # the restore sees a fresh subscription list.
         if other is not None and other.transport is not None:
@@ -303,7 +316,3 @@ def _as_unreachable(failure: Failure):
         raise Unreachable("lost the link to Redis; retry later")
     return failure
 
-
-async def _stop_all(services: list[ClientService]) -> None:
-    for service in services:
-        await service.stopService()
