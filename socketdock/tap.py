@@ -23,6 +23,7 @@ from socketdock.relay.journal import Journal, JournalService, ThreadWriter
 from socketdock.ops.jsonlog import log_from_level
 from socketdock.ops.metrics import Metrics
 from socketdock.config.preflight import check_startable
+from socketdock.relay.localreach import LocalReach
 from socketdock.relay.registry import Registry
 from socketdock.relay.session import Relay
 from socketdock.relay.retry import Backoff
@@ -163,7 +164,9 @@ def make_service(config: Config, reactor) -> SocketDockService:
     net = batching(reactor)
     urls = CallbackURLs(config.externalhostandport)
     # The gauge reads the relay built below, only when scraped.
-    metrics = Metrics(active=registry.__len__, queued=lambda: relay.queued())
+    metrics = Metrics(
+        active=registry.__len__, queued=lambda: relay.queued(), tags=registry.tag_count
+    )
     backend, pool = make_backend(config, reactor, net, urls, metrics)
     journal = None
     if config.journal is not None:
@@ -173,7 +176,9 @@ def make_service(config: Config, reactor) -> SocketDockService:
     ws_factory = make_ws_factory(config, relay, reactor)
     upgrade = WebSocketUpgrade(ws_factory)
     health = make_health(relay)
-    api_children = make_api_children(registry, metrics, reactor, config.max_message_size)
+    # Within one instance; cluster mode swaps in an IReach that asks the others.
+    reach = LocalReach(registry)
+    api_children = make_api_children(registry, metrics, reactor, config.max_message_size, reach)
 
     service = SocketDockService(relay, pool, config.shutdown_timeout)
     max_body = config.max_message_size

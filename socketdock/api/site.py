@@ -20,9 +20,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from socketdock.api import resources as api
+from socketdock.api.tags import SocketsWithTags, TagsResource
 from socketdock.tuned.fastchannel import FastHTTPChannel
 from socketdock.ops.metrics import Metrics
 from socketdock.config.preflight import tcp_address
+from socketdock.relay.localreach import LocalReach
+from socketdock.relay.reach import IReach
 from socketdock.relay.registry import Registry
 from socketdock.relay.session import Relay
 
@@ -87,11 +90,20 @@ class Root(Resource):
 
 
 def make_api_children(
-    registry: Registry, metrics: Metrics, clock: IReactorTime, max_message_size: int
+    registry: Registry, metrics: Metrics, clock: IReactorTime, max_message_size: int,
+    reach: Optional[IReach] = None,
 ) -> dict[bytes, Resource]:
-    """The callback API's resources by first path segment."""
+    """
+    The callback API's resources by first path segment.
+
+    :param reach: answers the tag routes (and ``/socket/<id>/tags``);
+        L{LocalReach} over ``registry`` when not given.
+    """
+    if reach is None:
+        reach = LocalReach(registry)
     return {
-        b"socket": api.SocketsResource(registry, max_message_size),
+        b"socket": SocketsWithTags(registry, max_message_size, reach),
+        b"tags": TagsResource(reach, max_message_size),
         b"status": api.StatusResource(metrics, clock, clock.seconds()),
         b"metrics": api.MetricsResource(metrics),
     }

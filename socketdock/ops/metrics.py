@@ -35,9 +35,15 @@ class Metrics:
 
     :param active: how many connections are live right now.
     :param queued: how many messages wait for the backend right now.
+    :param tags: how many distinct tags live connections carry right now
+        (one number: tag names never become labels, which would grow without
+        bound).
     """
 
-    def __init__(self, active: Callable[[], int], queued: Callable[[], int]) -> None:
+    def __init__(
+        self, active: Callable[[], int], queued: Callable[[], int],
+        tags: Callable[[], int] = lambda: 0,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self._active = Gauge(
@@ -48,6 +54,10 @@ class Metrics:
             "socketdock_queue_depth", "Messages waiting for the backend.", registry=r
         )
         self._queued.set_function(queued)
+        self._tags = Gauge(
+            "socketdock_tags", "Distinct tags carried by live connections.", registry=r
+        )
+        self._tags.set_function(tags)
         self._opened = Counter(
             "socketdock_connections_opened", "Handshakes completed.", registry=r
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import json
 from typing import Mapping, Optional, Sequence
 
 import attrs
@@ -24,6 +25,21 @@ from socketdock.relay import wire
 from socketdock.relay.httpclient import BackendClient, HTTPResult, describe_failure
 from socketdock.ops.metrics import Metrics
 from socketdock.relay.retry import Again, Backoff, Done, Final, RetriesExhausted, retrying
+from socketdock.relay.reach import InvalidTags
+from socketdock.relay.tags import check_tag_list
+
+
+@attrs.frozen
+class Admission:
+    """
+    The backend's yes to a handshake.
+
+    :param subprotocol: the one to select, or None.
+    :param tags: the tags the connection starts with (SPEC §8).
+    """
+
+    subprotocol: Optional[str] = None
+    tags: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -43,6 +59,17 @@ class ConnectRefused(Exception):
         self.why = why
 
 
+class UnusableAdmission(ConnectRefused):
+    """
+    The backend admitted a handshake with an answer SocketDock cannot honour
+    (tags against the rules): refused with 503, but the backend, which said
+    yes, still hears the connection is gone.
+    """
+
+    def __init__(self, why: str) -> None:
+        super().__init__(503, why)
+
+
 class MessageRefused(Exception):
     """The backend answered a message with a final non-2xx status (logged, counted)."""
 
@@ -60,22 +87,29 @@ class IBackend(Interface):
 
     def connect(
         connection_id: str, headers: Mapping[str, str], offered: Sequence[str]
-    ) -> "Deferred[Optional[str]]":
-        """Fires with the subprotocol to select (or None); fails with ConnectRefused."""
+    ) -> "Deferred[Admission]":
+        """Fires with an L{Admission}; fails with ConnectRefused."""
 
     def message(
-        connection_id: str, seq: int, payload: bytes, is_binary: bool
+        connection_id: str, seq: int, payload: bytes, is_binary: bool,
+        tags: Sequence[str] = (),
     ) -> "Deferred[Optional[Reply]]":
         """
         Fires once the backend took the message, with a reply for the client
         or None; fails with MessageRefused (final) or RetriesExhausted.
+
+        :param tags: the connection's tags now, for ``meta``.
         """
 
     def disconnect(
         connection_id: str, code: Optional[int], reason: str, initiator: str,
-        recovered: bool = False,
+        recovered: bool = False, tags: Sequence[str] = (),
     ) -> "Deferred[None]":
-        """Fires once the notice was delivered (retried for as long as it takes)."""
+        """
+        Fires once the notice was delivered (retried for as long as it takes).
+
+        :param tags: those the connection carried when it stopped being live.
+        """
 
 
 @implementer(IBackend)
@@ -85,12 +119,12 @@ class LoopbackBackend:
     admits = False
 
     def connect(self, connection_id, headers, offered):
-        return succeed(None)
+        return succeed(Admission())
 
-    def message(self, connection_id, seq, payload, is_binary):
+    def message(self, connection_id, seq, payload, is_binary, tags=()):
         return succeed(Reply(payload, is_binary))
 
-    def disconnect(self, connection_id, code, reason, initiator, recovered=False):
+    def disconnect(self, connection_id, code, reason, initiator, recovered=False, tags=()):
         return succeed(None)
 
 
@@ -192,7 +226,7 @@ class HTTPBackend:
 
     def connect(self, connection_id, headers, offered):
         if self._connecturi is None:
-            return succeed(None)
+            return succeed(Admission())
         body = wire.connect_body(self._urls, connection_id, headers)
 
         def refuse(result: HTTPResult):
@@ -214,16 +248,30 @@ class HTTPBackend:
             )
             return None
 
+        def admitted(result: HTTPResult) -> Admission:
+            try:
+                tags = connect_answer_tags(result)
+            except InvalidTags as e:
+                # The backend meant to tag it and got it wrong: admitted
+                # untagged, it would silently miss every tag send.
+                self._log.warn(
+                    "backend admitted {connection_id} with unusable tags ({why}); "
+                    "refusing the handshake with 503",
+                    connection_id=connection_id, why=str(e),
+                )
+                raise UnusableAdmission("backend answered with unusable tags") from None
+            return Admission(chosen(result), tags)
+
         def exhausted(failure: Failure):
             failure.trap(RetriesExhausted)
             self._metrics.backend_failure()
             raise ConnectRefused(503, "backend unavailable")
 
         d = self._post("connect", self._connecturi, body, self._backoff, refuse, connection_id)
-        return d.addCallbacks(chosen, exhausted)
+        return d.addCallbacks(admitted, exhausted)
 
-    def message(self, connection_id, seq, payload, is_binary):
-        body = wire.message_body(self._urls, connection_id, seq, payload, is_binary)
+    def message(self, connection_id, seq, payload, is_binary, tags=()):
+        body = wire.message_body(self._urls, connection_id, seq, payload, is_binary, tags)
 
         def refuse(result: HTTPResult):
             return Final(MessageRefused(result.code))
@@ -241,10 +289,10 @@ class HTTPBackend:
         self._metrics.backend_failure()
         return failure
 
-    def disconnect(self, connection_id, code, reason, initiator, recovered=False):
+    def disconnect(self, connection_id, code, reason, initiator, recovered=False, tags=()):
         if self._disconnecturi is None:
             return succeed(None)
-        body = wire.disconnect_body(connection_id, code, reason, initiator, recovered)
+        body = wire.disconnect_body(connection_id, code, reason, initiator, recovered, tags)
 
         def refuse(result: HTTPResult):
             # The backend has heard the notice and said no: retrying would
@@ -268,3 +316,28 @@ def is_text(headers) -> bool:
     if not values:
         return False
     return values[-1].lstrip().lower().startswith(b"text/")
+
+
+def connect_answer_tags(result: HTTPResult) -> tuple[str, ...]:
+    """
+    The tags a 2xx connect answer gives the connection (SPEC §8).
+
+    Only a JSON object with a ``tags`` key, sent as ``application/json``,
+    gives tags; any other body (``OK``, ``{}``, an unparsable one) gives none,
+    as old backends' answers always did.
+
+    :raises InvalidTags: the ``tags`` key is there but breaks the rules.
+    """
+    values = result.headers.getRawHeaders(b"content-type")
+    if not values:
+        return ()
+    media = values[-1].split(b";", 1)[0].strip().lower()
+    if media != b"application/json" or not result.body:
+        return ()
+    try:
+        answer = json.loads(result.body)
+    except ValueError:  # UnicodeDecodeError included
+        return ()
+    if not isinstance(answer, dict) or "tags" not in answer:
+        return ()
+    return check_tag_list(answer["tags"], "tags")

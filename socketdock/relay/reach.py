@@ -8,6 +8,17 @@ cluster mode an implementation backed by a shared store (Redis) answers for
 every instance, and L{IConnectionEvents} is how it learns what this
 instance's connections are doing so it can publish it.
 
+Today the tag routes and ``POST /socket/<id>/tags`` go through it; the older
+``/socket/<id>`` routes (send, disconnect, GET) still read the registry
+directly, and cluster mode moves them onto the ``*_connection`` methods
+below, which L{LocalReach} already implements.
+
+Wiring (socketdock/tap.py): the registry is built with the
+L{IConnectionEvents} (C{Registry(events)}) and the API with the L{IReach}
+(C{make_api_children(..., reach)}).  A cluster implementation is both: it
+keeps the local L{LocalReach} for what this instance holds and asks the
+others for the rest.
+
 Every method returns a Deferred, even where the local answer is immediate, so
 that an implementation that must ask another instance fits the same callers.
 Failures a caller must expect are the exceptions defined here and
@@ -119,6 +130,12 @@ class IReach(Interface):
         """
         Close one connection on behalf of the backend (the notice says
         ``"initiator": "backend"``).  Fails with L{NotLive} or L{Unreachable}.
+        """
+
+    def describe_connection(connection_id: str) -> "Deferred[dict]":
+        """
+        The JSON object of ``GET /socket/<id>`` for one connection, wherever
+        it is held.  Fails with L{NotLive} or L{Unreachable}.
         """
 
     def change_tags(

@@ -1,5 +1,6 @@
 """
-The map from connection id to the live connection that holds it.
+The map from connection id to the live connection that holds it, and the
+index from tag to the live connections that carry it (SPEC §8).
 
 "Live" (SPEC §4) means open or still in a pending handshake: a connection
 leaves the registry the moment it starts closing, so the callback API answers
@@ -9,10 +10,13 @@ tested with plain fakes.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
+
+from socketdock.relay.reach import IConnectionEvents, NoEvents
+from socketdock.relay.tags import merged
 
 
 class NotLive(Exception):
@@ -27,6 +31,10 @@ class IConnection(Interface):
     """One client connection, as the callback API and the relay see it."""
 
     connection_id = Attribute("The connection's 32-hex-digit id.")
+    tags = Attribute(
+        "The tags it carries, a tuple in the order added; set only by the "
+        "L{Registry}, and kept once it stops being live (for the notice)."
+    )
 
     def deliver(payload: bytes, is_binary: bool) -> "Deferred[None]":
         """
@@ -46,21 +54,81 @@ class IConnection(Interface):
 
 class Registry:
     """
-    Live connections by id, plus the lifetime count of those ever registered.
+    Live connections by id and by tag, plus the lifetime count of those ever
+    registered.
+
+    A connection leaves every index in L{discard}, the one way out, so a
+    closed connection cannot linger under a tag.
+
+    :param events: told of every change, for a cluster to publish.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, events: IConnectionEvents = NoEvents()) -> None:
         self._live: dict[str, IConnection] = {}
+        self._by_tag: dict[str, set[str]] = {}
+        self._events = events
         self.lifetime = 0
 
     def add(self, connection: IConnection) -> None:
         """Register a connection that has just started its handshake."""
         self._live[connection.connection_id] = connection
         self.lifetime += 1
+        self._events.connection_added(connection.connection_id)
 
     def discard(self, connection_id: str) -> None:
-        """Forget a connection; harmless if it is already gone."""
-        self._live.pop(connection_id, None)
+        """Forget a connection and drop it from every tag; harmless if it is already gone."""
+        connection = self._live.pop(connection_id, None)
+        if connection is None:
+            return
+        self._unindex(connection_id, connection.tags)
+        self._events.connection_gone(connection_id, connection.tags)
+
+    def retag(
+        self, connection_id: str, add: Sequence[str], remove: Sequence[str]
+    ) -> tuple[str, ...]:
+        """
+        Change a live connection's tags (removals first), all or nothing.
+
+        :returns: its tags now.
+        :raises NotLive: no such live connection.
+        :raises socketdock.relay.reach.InvalidTags: more than 64 tags would result.
+        """
+        connection = self._live.get(connection_id)
+        if connection is None:
+            raise NotLive()
+        before = connection.tags
+        after = merged(before, add, remove)
+        if after == before:
+            return after
+        added = [t for t in after if t not in before]
+        removed = [t for t in before if t not in after]
+        connection.tags = after
+        self._unindex(connection_id, removed)
+        for tag in added:
+            self._by_tag.setdefault(tag, set()).add(connection_id)
+        if added or removed:
+            self._events.tags_changed(connection_id, added, removed)
+        return after
+
+    def _unindex(self, connection_id: str, tags: Sequence[str]) -> None:
+        for tag in tags:
+            holders = self._by_tag.get(tag)
+            if holders is not None:
+                holders.discard(connection_id)
+                if not holders:
+                    del self._by_tag[tag]
+
+    def tagged(self, tag: str) -> list[IConnection]:
+        """The live connections carrying ``tag`` (a snapshot: callers close them)."""
+        return [self._live[i] for i in self._by_tag.get(tag, ())]
+
+    def carriers(self, tag: str) -> int:
+        """How many live connections carry ``tag``."""
+        return len(self._by_tag.get(tag, ()))
+
+    def tag_count(self) -> int:
+        """How many distinct tags live connections carry."""
+        return len(self._by_tag)
 
     def get(self, connection_id: str) -> Optional[IConnection]:
         """The live connection with this id, or C{None}."""

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 from socketdock.relay.backend import IBackend, MessageRefused, Reply
 from socketdock.ops.metrics import Metrics
@@ -30,6 +30,11 @@ RECOVERED_REASON = "instance restarted after a crash"
 
 class ISocket(Interface):
     """The client side of a session, as the relay drives it."""
+
+    tags = Attribute(
+        "The connection's tags now (SPEC §8); read for every request to the "
+        "backend, so a message carries the tags it has when it is POSTed."
+    )
 
     def deliver(payload: bytes, is_binary: bool) -> "Deferred[None]":
         """Send one message to the client."""
@@ -98,14 +103,22 @@ class Session:
         if self._queue:
             seq, payload, is_binary = self._queue.popleft()
             self._busy = True
-            d = self._inflight = self._relay.backend.message(
-                self.connection_id, seq, payload, is_binary
-            )
+            tags = self._socket.tags
+            if tags:
+                d = self._relay.backend.message(
+                    self.connection_id, seq, payload, is_binary, tags=tags
+                )
+            else:
+                # An untagged connection asks exactly what it always asked.
+                d = self._relay.backend.message(self.connection_id, seq, payload, is_binary)
+            self._inflight = d
             d.addBoth(self._delivered, seq)
         elif self._ended is not None:
             self._busy = True
             code, reason, initiator = self._ended
-            extra = {"recovered": True} if self._recovered else {}
+            extra: dict = {"recovered": True} if self._recovered else {}
+            if self._socket.tags:
+                extra["tags"] = self._socket.tags
             d = self._inflight = self._relay.backend.disconnect(
                 self.connection_id, code, reason, initiator, **extra
             )
@@ -212,12 +225,16 @@ class Relay:
             self.journal.record(connection_id)
         return session
 
-    def orphan(self, connection_id: str, reason: str, initiator: str) -> None:
+    def orphan(
+        self, connection_id: str, reason: str, initiator: str, tags: tuple[str, ...] = ()
+    ) -> None:
         """
         The backend admitted a connection whose handshake then did not finish
         (the client left, or we are stopping): it still hears it is gone.
+
+        :param tags: those the connection was given, for the notice.
         """
-        session = Session(self, connection_id, _GoneSocket())
+        session = Session(self, connection_id, _GoneSocket(tags))
         self._unfinished.add(session)
         if self.journal is not None:
             self.journal.record(connection_id)
@@ -290,6 +307,9 @@ class Relay:
 
 class _GoneSocket:
     """Stands in for a client that left before its handshake completed."""
+
+    def __init__(self, tags: tuple[str, ...] = ()) -> None:
+        self.tags = tags
 
     def deliver(self, payload: bytes, is_binary: bool) -> "Deferred[None]":
         return fail(NotLive())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import attrs
 
@@ -65,10 +65,14 @@ def connect_body(
 
 
 def message_body(
-    urls: CallbackURLs, connection_id: str, seq: int, payload: bytes, is_binary: bool
+    urls: CallbackURLs, connection_id: str, seq: int, payload: bytes, is_binary: bool,
+    tags: Sequence[str] = (),
 ) -> bytes:
     """
     Body of one message POST (compat).
+
+    A tagged connection's tags (SPEC §8) go last in ``meta``; an untagged
+    connection's body has no ``tags`` key, byte for byte as before.
 
     A text frame's payload is already valid UTF-8 (Autobahn checks).  A binary
     frame that decodes as UTF-8 travels as a string with ``binary: true``, as
@@ -90,6 +94,8 @@ def message_body(
             message = base64.b64encode(payload).decode("ascii")
     else:
         message = payload.decode("utf-8")
+    if tags:
+        meta["tags"] = list(tags)
     return _encode({"meta": meta, "message": message}).encode("utf-8")
 
 
@@ -99,6 +105,7 @@ def disconnect_body(
     reason: str,
     initiator: str,
     recovered: bool = False,
+    tags: Sequence[str] = (),
 ) -> bytes:
     """
     Body of the disconnect notice (compat): the id at the top level, as the
@@ -108,6 +115,8 @@ def disconnect_body(
         without a close frame.
     :param initiator: ``client``, ``server`` or ``backend``.
     :param recovered: sent by a restarted instance on behalf of a crashed one.
+    :param tags: those the connection carried when it stopped being live;
+        no ``tags`` key when there were none.
     """
     meta: dict[str, object] = {
         "connection_id": connection_id,
@@ -117,4 +126,6 @@ def disconnect_body(
     }
     if recovered:
         meta["recovered"] = True
+    if tags:
+        meta["tags"] = list(tags)
     return _encode({"connection_id": connection_id, "meta": meta}).encode("utf-8")

@@ -30,7 +30,8 @@ from zope.interface import implementer
 from socketdock.tuned.autobahn import (
     defer_debug_formatting, use_small_frame_masker, with_options,
 )
-from socketdock.relay.backend import ConnectRefused
+from socketdock.relay.backend import Admission, ConnectRefused, UnusableAdmission
+from socketdock.relay.reach import InvalidTags
 from socketdock.ws.keepalive import Keepalive
 from socketdock.ws.origins import OriginPolicy
 from socketdock.relay.registry import IConnection, NotLive, OutboundFull
@@ -61,6 +62,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
     def __init__(self) -> None:
         super().__init__()
         self.connection_id = ""
+        # Set by the registry only (SPEC §8); kept after close for the notice.
+        self.tags: tuple[str, ...] = ()
         self._state = _PENDING
         self._session: Optional[Session] = None
         self._held: list[tuple[bytes, bool, Deferred[None]]] = []
@@ -103,22 +106,33 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self.factory.relay.metrics.handshake_refused(status)
         raise ConnectionDeny(status, why)
 
-    def _admit(self, subprotocol: Optional[str]) -> Optional[str]:
+    def _admit(self, admission: Admission) -> Optional[str]:
         self._admitted = True
         relay: Relay = self.factory.relay
         if self._state == _CLOSED or self._refusal is not None or relay.draining:
             # The client left, or we were stopped, while the backend was
             # deciding: a backend that admitted it still hears it is gone.
             if relay.backend.admits:
+                tags = tuple(dict.fromkeys(self.tags + admission.tags))
                 if self._state == _CLOSED:
-                    relay.orphan(self.connection_id, "client left during the handshake", "client")
+                    relay.orphan(self.connection_id, "client left during the handshake",
+                                 "client", tags)
                 else:
-                    relay.orphan(self.connection_id, "server shutting down", "server")
+                    relay.orphan(self.connection_id, "server shutting down", "server", tags)
             if self._refusal is None:
                 self._refusal = ConnectRefused(503, "server shutting down")
             return self._refused_now()
+        if admission.tags:
+            try:
+                relay.registry.retag(self.connection_id, admission.tags, ())
+            except InvalidTags as e:
+                # Tags the backend set through the callback API while the
+                # handshake was pending, plus these, pass the limit.
+                self._log.warn("backend admitted {connection_id} with unusable tags ({why})",
+                               connection_id=self.connection_id, why=str(e))
+                return self._refuse(Failure(UnusableAdmission("backend answered with unusable tags")))
         self._session = relay.open_session(self.connection_id, self)
-        return subprotocol
+        return admission.subprotocol
 
     def _refuse(self, failure: Failure):
         if not failure.check(ConnectRefused):
@@ -127,6 +141,9 @@ class RelayServerProtocol(WebSocketServerProtocol):
             self._refusal = ConnectRefused(503, "backend unavailable")
         else:
             self._refusal = failure.value
+            if failure.check(UnusableAdmission):
+                # The backend said yes: it hears the connection is gone.
+                self.factory.relay.orphan(self.connection_id, failure.value.why, "server", self.tags)
         return self._refused_now()
 
     def _refused_now(self):
@@ -316,6 +333,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
             "remote": self.peer,
             "messages_in": self._messages_in,
             "messages_out": self._messages_out,
+            "tags": list(self.tags),
         }
 
 

@@ -41,6 +41,7 @@ class FakeConnection:
     def __init__(self, connection_id: str) -> None:
         self.connection_id = connection_id
         self.delivered: list[tuple[bytes, bool]] = []
+        self.tags: tuple[str, ...] = ()
         self.closed: list[tuple[int, str, str]] = []
 
     def deliver(self, payload: bytes, is_binary: bool) -> "Deferred[None]":

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
 from socketdock.relay.backend import (
-    ConnectRefused, HTTPBackend, MessageRefused, Reply, retry_after,
+    ConnectRefused, HTTPBackend, MessageRefused, Reply, UnusableAdmission, retry_after,
 )
 from socketdock.relay.httpclient import HTTPResult
 from socketdock.ops.metrics import Metrics
@@ -155,9 +155,50 @@ class HTTPBackendTests(SynchronousTestCase):
         """The backend's Sec-WebSocket-Protocol is chosen only when the client offered it."""
         picked = answer(200, sec_websocket_protocol="didcomm/v2")
         backend = self.backend([picked, picked], connecturi="http://b/connect")
-        self.assertEqual(self.successResultOf(backend.connect(CID, {}, ["didcomm/v2"])),
-                         "didcomm/v2")
-        self.assertIsNone(self.successResultOf(backend.connect(CID, {}, ["other"])))
+        self.assertEqual(
+            self.successResultOf(backend.connect(CID, {}, ["didcomm/v2"])).subprotocol,
+            "didcomm/v2")
+        self.assertIsNone(self.successResultOf(backend.connect(CID, {}, ["other"])).subprotocol)
+
+    def test_connect_answer_tags(self):
+        """A JSON {"tags": [...]} connect answer tags the connection, de-duplicated, in order."""
+        tagged = answer(200, b'{"tags": ["b", "a", "b"]}',
+                        content_type="application/json; charset=utf-8")
+        backend = self.backend([tagged], connecturi="http://b/connect")
+        self.assertEqual(self.successResultOf(backend.connect(CID, {}, [])).tags, ("b", "a"))
+
+    def test_other_connect_answers_give_no_tags(self):
+        """OK, tags without the JSON type, other JSON and unparsable JSON give no tags."""
+        answers = [
+            answer(200),
+            answer(200, b'{"tags": ["a"]}', content_type="text/plain"),
+            answer(200, b'"OK"', content_type="application/json"),
+            answer(200, b'{"other": 1}', content_type="application/json"),
+            answer(200, b'{"tags": [', content_type="application/json"),
+            answer(204, b"", content_type="application/json"),
+        ]
+        backend = self.backend(answers, connecturi="http://b/connect")
+        for _ in answers:
+            self.assertEqual(self.successResultOf(backend.connect(CID, {}, [])).tags, ())
+
+    def test_unusable_connect_tags_refuse_with_503(self):
+        """Tags against the rules refuse the handshake with 503 once (no retry), logged."""
+        bad = [b'{"tags": "a"}', b'{"tags": [""]}', b'{"tags": ["a\\u0000"]}',
+               b'{"tags": [%s]}' % b",".join(b'"%d"' % i for i in range(65))]
+        backend = self.backend([answer(200, body, content_type="application/json")
+                                for body in bad], connecturi="http://b/connect")
+        for _ in bad:
+            failure = self.failureResultOf(backend.connect(CID, {}, []), UnusableAdmission)
+            self.assertEqual(failure.value.status, 503)
+        self.assertEqual(len(self.client.sent), len(bad))
+
+    def test_message_and_notice_carry_tags(self):
+        """Tags given to message and disconnect appear in meta."""
+        backend = self.backend([answer(200), answer(200)])
+        backend.message(CID, 1, b"hi", False, tags=("t",))
+        backend.disconnect(CID, 1000, "", "client", tags=("t", "u"))
+        self.assertEqual([sent[2]["meta"]["tags"] for sent in self.client.sent],
+                         [["t"], ["t", "u"]])
 
     def test_notice_retried_past_backend_retries(self):
         """A disconnect notice goes on being retried after backend_retries, then is delivered."""

@@ -291,6 +291,8 @@ class _Backend:
 
 
 class _Socket:
+    tags: tuple = ()
+
     def deliver(self, payload, is_binary):
         return succeed(None)
 

@@ -23,18 +23,20 @@ class ScriptedBackend:
     def __init__(self) -> None:
         self.messages: list[tuple[str, int, bytes, bool, Deferred]] = []
         self.notices: list[tuple] = []
+        self.notice_tags: list = []
         self.notice_results: list[Deferred] = []
 
     def connect(self, connection_id, headers, offered):
         return succeed(None)
 
-    def message(self, connection_id, seq, payload, is_binary):
+    def message(self, connection_id, seq, payload, is_binary, tags=()):
         d: Deferred = Deferred()
-        self.messages.append((connection_id, seq, payload, is_binary, d))
+        self.messages.append((connection_id, seq, payload, is_binary, d, tags))
         return d
 
-    def disconnect(self, connection_id, code, reason, initiator, recovered=False):
+    def disconnect(self, connection_id, code, reason, initiator, recovered=False, tags=()):
         self.notices.append((connection_id, code, reason, initiator))
+        self.notice_tags.append(tags)
         d: Deferred = Deferred()
         self.notice_results.append(d)
         return d
@@ -47,8 +49,10 @@ class FakeSocket:
     def __init__(self, connection_id: str = "a" * 32) -> None:
         self.connection_id = connection_id
         self.sent: list[tuple[bytes, bool]] = []
+        self.tags: tuple[str, ...] = ()
         self.closed: Optional[tuple[int, str, str]] = None
         self.paused = False
+        self.tags: tuple[str, ...] = ()
 
     def deliver(self, payload, is_binary):
         self.sent.append((payload, is_binary))
@@ -156,6 +160,28 @@ class RelayTests(SynchronousTestCase):
         self.assertNoResult(d)
         self.clock.advance(0.1)
         self.assertEqual(self.successResultOf(d), 1)
+
+    def test_messages_carry_the_tags_they_have_when_posted(self) -> None:
+        """Each message goes out with the socket's tags at the time it is POSTed; the notice with the last."""
+        self.session.received(b"1", False)
+        self.session.received(b"2", False)
+        self.socket.tags = ("x",)
+        self.backend.messages[0][4].callback(None)
+        self.assertEqual([m[5] for m in self.backend.messages], [(), ("x",)])
+        self.socket.tags = ("x", "y")
+        self.backend.messages[1][4].callback(None)
+        self.session.ended(1000, "", "client")
+        self.assertEqual(self.backend.notice_tags, [("x", "y")])
+
+    def test_untagged_notice_has_no_tags(self) -> None:
+        """An untagged connection's notice is asked for exactly as before (no tags argument)."""
+        self.session.ended(1000, "", "client")
+        self.assertEqual(self.backend.notice_tags, [()])
+
+    def test_orphan_notice_carries_its_tags(self) -> None:
+        """An admitted client that left during its handshake is noticed with the tags it was given."""
+        self.relay.orphan("b" * 32, "client left during the handshake", "client", ("t",))
+        self.assertEqual(self.backend.notice_tags[-1], ("t",))
 
     def test_orphan_gets_a_notice(self) -> None:
         """An admitted client that left during its handshake still gets a notice."""

@@ -81,3 +81,29 @@ class ConnectAndDisconnectTests(SynchronousTestCase):
         self.assertNotIn(b"recovered", wire.disconnect_body(ID, 1000, "", "server"))
         body = json.loads(wire.disconnect_body(ID, None, "restart", "server", recovered=True))
         self.assertIs(body["meta"]["recovered"], True)
+
+
+class TagTests(SynchronousTestCase):
+    def test_untagged_bodies_are_unchanged_bytes(self) -> None:
+        """Without tags the message and notice bodies are byte for byte the compat ones."""
+        self.assertEqual(
+            wire.message_body(URLS, ID, 3, b"hi", False),
+            b'{"meta":{"connection_id":"%s","send":"http://sd-a:8765/socket/%s/send",'
+            b'"disconnect":"http://sd-a:8765/socket/%s/disconnect","seq":3},"message":"hi"}'
+            % ((ID.encode(),) * 3),
+        )
+        self.assertEqual(
+            wire.disconnect_body(ID, 1000, "", "client", tags=()),
+            b'{"connection_id":"%s","meta":{"connection_id":"%s","code":1000,'
+            b'"reason":"","initiator":"client"}}' % ((ID.encode(),) * 2),
+        )
+
+    def test_tags_go_last_in_meta(self) -> None:
+        """A tagged connection's message and notice carry meta.tags, in order, after the rest."""
+        body = json.loads(wire.message_body(URLS, ID, 1, b"\xff", True, tags=("b", "a/é")))
+        self.assertEqual(body["meta"]["tags"], ["b", "a/é"])
+        self.assertEqual(list(body["meta"])[-1], "tags")
+        self.assertEqual(body["meta"]["encoding"], "base64")
+        notice = json.loads(wire.disconnect_body(ID, None, "", "server", True, ("t",)))
+        self.assertEqual(notice["meta"]["tags"], ["t"])
+        self.assertIs(notice["meta"]["recovered"], True)

@@ -33,6 +33,7 @@ class _Connection:
     """A live connection that records what it is sent."""
 
     connection_id = LIVE
+    tags: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.delivered: list[tuple[bytes, bool]] = []

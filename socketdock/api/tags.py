@@ -1,0 +1,246 @@
+"""
+The callback API's tag routes (SPEC §8): ``/tags/<tag>`` and its ``send`` and
+``disconnect``, and ``POST /socket/<id>/tags``.
+
+They ask an L{IReach} only, so the same resources serve one instance and a
+cluster; its failures map to statuses here, "cannot know" included (503 +
+``Retry-After``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from socketdock.api.resources import (
+    ApiResource, ConnectionResource, NotFound, SocketsResource, as_json, close_request, plain,
+)
+from socketdock.relay.backend import is_text
+from socketdock.relay.reach import IReach, InvalidTags, Reached, Unreachable
+from socketdock.relay.registry import NotLive, OutboundFull, Registry
+from socketdock.relay.tags import check_tag_list, tag_from_path
+
+_NOBODY = "no live connection carries this tag"
+_log = Logger()
+
+
+def _answer(request: Request, d: Deferred, ok: Callable[[Request, object], bytes]):
+    """
+    Answer with ``ok(request, result)`` once ``d`` fires, or with the status
+    its failure maps to; at once when it has already fired (the local case).
+    """
+    settled: list = []
+    waiting: list[bool] = []
+    gone: list[Failure] = []
+
+    def settle(result: object) -> None:
+        if not waiting:
+            settled.append(result)
+        elif not gone:
+            request.write(_render(request, result, ok))
+            request.finish()
+
+    d.addBoth(settle)
+    if settled:
+        return _render(request, settled[0], ok)
+    waiting.append(True)
+    request.notifyFinish().addErrback(gone.append)
+    return NOT_DONE_YET
+
+
+def _render(request: Request, result: object, ok: Callable[[Request, object], bytes]) -> bytes:
+    if not isinstance(result, Failure):
+        return ok(request, result)
+    if result.check(NotLive):
+        return plain(request, 404, "no such live connection")
+    if result.check(InvalidTags):
+        return plain(request, 400, str(result.value))
+    if result.check(OutboundFull):
+        request.setHeader(b"retry-after", b"1")
+        return plain(request, 503, "client is not reading; retry later")
+    if result.check(Unreachable):
+        request.setHeader(b"retry-after", str(result.value.retry_after).encode("ascii"))
+        return plain(request, 503, result.value.why)
+    _log.failure("callback API request {path} failed", result, path=request.path)
+    return plain(request, 500, "internal error; see the log")
+
+
+def _reached(request: Request, reached: object) -> bytes:
+    assert isinstance(reached, Reached)
+    if reached.none:
+        return plain(request, 404, _NOBODY)
+    if reached.connections == 0 and reached.instances is None and reached.full:
+        # Nobody could take it: retrying the whole send duplicates nothing.
+        request.setHeader(b"retry-after", b"1")
+        return plain(request, 503, "no client carrying this tag is reading; retry later")
+    return as_json(request, reached.as_json())
+
+
+def read_frame(request: Request, max_size: int) -> "tuple[bytes, bool] | tuple[int, str]":
+    """
+    A callback body as one frame (SPEC §4's rule): ``(payload, is_binary)``,
+    or ``(status, reason)`` when it is too large or not the UTF-8 its
+    ``text/*`` type promises.
+    """
+    body = request.content.read(max_size + 1)
+    if len(body) > max_size:
+        return 413, f"message larger than max_message_size ({max_size} bytes)"
+    is_binary = not is_text(request.requestHeaders)
+    if not is_binary:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return 400, "text/* body is not valid UTF-8"
+    return body, is_binary
+
+
+def tag_change(body: bytes) -> "tuple[tuple[str, ...], tuple[str, ...]]":
+    """
+    The ``add`` and ``remove`` lists of a ``POST /socket/<id>/tags`` body.
+
+    :raises InvalidTags: not a JSON object, or a list or tag against the rules.
+    """
+    try:
+        asked = json.loads(body)
+    except ValueError:  # UnicodeDecodeError included
+        raise InvalidTags('body must be a JSON object {"add": [...], "remove": [...]}') from None
+    if not isinstance(asked, dict):
+        raise InvalidTags('body must be a JSON object {"add": [...], "remove": [...]}')
+    add = check_tag_list(asked.get("add", []), "add")
+    remove = check_tag_list(asked.get("remove", []), "remove")
+    return add, remove
+
+
+class TagSendResource(ApiResource):
+    """``POST /tags/<tag>/send``: one frame to every live connection carrying the tag."""
+
+    isLeaf = True
+
+    def __init__(self, reach: IReach, tag: str, max_message_size: int) -> None:
+        super().__init__()
+        self._reach = reach
+        self._tag = tag
+        self._max = max_message_size
+
+    def render_POST(self, request: Request):
+        frame = read_frame(request, self._max)
+        if isinstance(frame[0], int):
+            return plain(request, frame[0], str(frame[1]))
+        payload, is_binary = frame
+        assert isinstance(payload, bytes) and isinstance(is_binary, bool)
+        return _answer(request, self._reach.send_to_tag(self._tag, payload, is_binary), _reached)
+
+
+class TagDisconnectResource(ApiResource):
+    """``POST /tags/<tag>/disconnect``: close every live connection carrying the tag."""
+
+    isLeaf = True
+
+    def __init__(self, reach: IReach, tag: str) -> None:
+        super().__init__()
+        self._reach = reach
+        self._tag = tag
+
+    def render_POST(self, request: Request):
+        asked = close_request(request.content.read(4096))
+        if isinstance(asked, str):
+            return plain(request, 400, asked)
+        code, reason = asked
+        return _answer(request, self._reach.close_tag(self._tag, code, reason), _reached)
+
+
+class TagResource(ApiResource):
+    """``GET /tags/<tag>``: how many live connections carry it."""
+
+    def __init__(self, reach: IReach, tag: str, max_message_size: int) -> None:
+        super().__init__()
+        self._reach = reach
+        self._tag = tag
+        self._max = max_message_size
+
+    def getChild(self, name: bytes, request: Request) -> Resource:
+        if request.postpath:
+            return NotFound()
+        if name == b"send":
+            return TagSendResource(self._reach, self._tag, self._max)
+        if name == b"disconnect":
+            return TagDisconnectResource(self._reach, self._tag)
+        return NotFound()
+
+    def render_GET(self, request: Request):
+        return _answer(request, self._reach.count_tag(self._tag), _reached)
+
+
+class BadTag(ApiResource):
+    """A path segment that cannot be a tag: 400 with the rule it breaks."""
+
+    isLeaf = True
+
+    def __init__(self, why: str) -> None:
+        super().__init__()
+        self._why = why
+
+    def render(self, request: Request) -> bytes:
+        return plain(request, 400, self._why)
+
+
+class TagsResource(Resource):
+    """``/tags/``: one child per percent-encoded tag."""
+
+    def __init__(self, reach: IReach, max_message_size: int) -> None:
+        super().__init__()
+        self._reach = reach
+        self._max = max_message_size
+
+    def getChild(self, name: bytes, request: Request) -> Resource:
+        if name == b"" and not request.postpath:
+            return NotFound()
+        try:
+            tag = tag_from_path(name)
+        except InvalidTags as e:
+            return BadTag(str(e))
+        return TagResource(self._reach, tag, self._max)
+
+    def render(self, request: Request) -> bytes:
+        return plain(request, 404, "no such path")
+
+
+class ConnectionTagsResource(ApiResource):
+    """``POST /socket/<id>/tags``: change one connection's tags, answer them."""
+
+    isLeaf = True
+
+    def __init__(self, reach: IReach, connection_id: str) -> None:
+        super().__init__()
+        self._reach = reach
+        self._id = connection_id
+
+    def render_POST(self, request: Request):
+        try:
+            add, remove = tag_change(request.content.read())
+        except InvalidTags as e:
+            return plain(request, 400, str(e))
+        d = self._reach.change_tags(self._id, add, remove)
+        return _answer(request, d, lambda r, tags: as_json(r, {"tags": list(tags)}))  # type: ignore[call-overload]
+
+
+class SocketsWithTags(SocketsResource):
+    """``/socket/``, with ``/socket/<id>/tags`` answered through an L{IReach}."""
+
+    def __init__(self, registry: Registry, max_message_size: int, reach: IReach) -> None:
+        super().__init__(registry, max_message_size)
+        self._reach = reach
+
+    def getChild(self, name: bytes, request: Request) -> Resource:
+        child = super().getChild(name, request)
+        if isinstance(child, ConnectionResource) and request.postpath == [b"tags"]:
+            del request.postpath[:]
+            request.prepath.append(b"tags")
+            return ConnectionTagsResource(self._reach, name.decode("ascii"))
+        return child

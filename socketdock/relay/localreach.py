@@ -1,0 +1,91 @@
+"""
+L{IReach} within one instance: the answers come from the registry, and a
+request for an id or tag this instance does not hold finds nobody (SPEC §8,
+without ``cluster``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from socketdock.relay.reach import IReach, InvalidTags, Reached
+from socketdock.relay.registry import NotLive, OutboundFull, Registry
+
+
+@implementer(IReach)
+class LocalReach:
+    """
+    Reach this instance's live connections, by id or by tag.
+
+    :param registry: the live connections and their tag index.
+    """
+
+    _log = Logger()
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def send_to_connection(self, connection_id: str, payload: bytes, is_binary: bool):
+        connection = self._registry.get(connection_id)
+        if connection is None:
+            return fail(NotLive())
+        return connection.deliver(payload, is_binary)
+
+    def close_connection(self, connection_id: str, code: int, reason: str):
+        connection = self._registry.get(connection_id)
+        if connection is None:
+            return fail(NotLive())
+        connection.close(code, reason, "backend")
+        return succeed(None)
+
+    def describe_connection(self, connection_id: str):
+        connection = self._registry.get(connection_id)
+        if connection is None:
+            return fail(NotLive())
+        return succeed(connection.describe())
+
+    def change_tags(self, connection_id: str, add: Sequence[str], remove: Sequence[str]):
+        try:
+            return succeed(self._registry.retag(connection_id, add, remove))
+        except (NotLive, InvalidTags):
+            return fail()
+
+    def send_to_tag(self, tag: str, payload: bytes, is_binary: bool) -> "Deferred[Reached]":
+        handed = full = 0
+        for connection in self._registry.tagged(tag):
+            d = connection.deliver(payload, is_binary)
+            outcome: list = []
+            d.addBoth(outcome.append)
+            if not outcome:
+                # Held until its handshake completes; if that is refused the
+                # frame goes with it, as for a single send nobody waits on.
+                handed += 1
+                d.addErrback(self._held_lost, connection.connection_id)
+            elif not isinstance(outcome[0], Failure):
+                handed += 1
+            elif outcome[0].check(OutboundFull):
+                full += 1
+            elif not outcome[0].check(NotLive):
+                self._log.failure("tag send to {connection_id} failed", outcome[0],
+                                  connection_id=connection.connection_id)
+        return succeed(Reached(connections=handed, full=full))
+
+    def _held_lost(self, failure: Failure, connection_id: str) -> None:
+        failure.trap(NotLive, OutboundFull)
+        self._log.info("a tag send held for {connection_id} was dropped: its handshake "
+                       "did not complete or its client is not reading",
+                       connection_id=connection_id)
+
+    def close_tag(self, tag: str, code: int, reason: str) -> "Deferred[Reached]":
+        closing = self._registry.tagged(tag)
+        for connection in closing:
+            connection.close(code, reason, "backend")
+        return succeed(Reached(connections=len(closing)))
+
+    def count_tag(self, tag: str) -> "Deferred[Reached]":
+        return succeed(Reached(connections=self._registry.carriers(tag)))
