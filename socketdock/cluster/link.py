@@ -88,6 +88,10 @@ class _Subscriber(_Commands):
         else:
             super().replyReceived(reply)
 
+    def subscriber_connected(self) -> bool:
+        """Whether the pub/sub connection is there (it may still be restoring)."""
+        return self._subscriber is not None and bool(self._subscriber.connected)
+
     def subscribe(self, channel: bytes) -> Deferred:
         return self.execute_command("SUBSCRIBE", channel, apply_timeout=False)
 
@@ -153,6 +157,8 @@ class RedisLink(Service):
         # None until the first attempt ends; then what was last logged.
         self._logged: Optional[bool] = None
         self._restoring: Optional[Deferred] = None
+        self._up_waiters: list[Deferred[None]] = []
+        self._down_waiters: list[Deferred[None]] = []
 
     # -- the service ---------------------------------------------------------
 
@@ -220,6 +226,9 @@ class RedisLink(Service):
             return  # lost again while restoring; the next connection restores anew
         self.up = True
         self._changed(True)
+        waiters, self._up_waiters = self._up_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
         if self._logged is not True:
             self._logged = True
             self._log.info("cluster: linked to Redis at {address}", address=str(self.address))
@@ -251,9 +260,12 @@ class RedisLink(Service):
 
     def _down(self, why: str) -> None:
         was_up, self.up = self.up, False
+        self._user.link_down()
         if was_up:
             self._changed(False)
-            self._user.link_down()
+            waiters, self._down_waiters = self._down_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
         if self._logged is not False and self.running:
             self._logged = False
             self._log.warn(
@@ -273,6 +285,22 @@ class RedisLink(Service):
             self._log.failure("cluster: handling a message on {channel!r} failed", channel=channel)
 
     # -- for the cluster -------------------------------------------------------
+
+    def when_up(self) -> "Deferred[None]":
+        """Fires once the link is up (at once if it is)."""
+        if self.up:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._up_waiters.append(d)
+        return d
+
+    def when_down(self) -> "Deferred[None]":
+        """Fires once the link is down (at once if it is)."""
+        if not self.up:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._down_waiters.append(d)
+        return d
 
     def command(self, name: str, *args: object) -> "Deferred[object]":
         """
@@ -295,6 +323,10 @@ class RedisLink(Service):
         if protocol is None or not protocol.connected:
             return fail(Unreachable("no link to Redis; retry later"))
         return protocol.eval(script, keys, args).addErrback(_as_unreachable)
+
+    def subscriber_connected(self) -> bool:
+        """Whether the pub/sub connection is there (it may still be restoring)."""
+        return self._subscriber is not None and bool(self._subscriber.connected)
 
     def subscribe(self, channel: bytes) -> "Deferred[object]":
         """Subscribe the pub/sub connection to one channel."""
