@@ -4,11 +4,13 @@ Checks that need the operating system, run while twistd parses options.
 twistd prints a parse-time error as one clean line and exits 1; a failure
 later, when the listeners start, comes out as a traceback (or, daemonized, as a
 truncated message).  So what can be known before starting is checked here:
-endpoint strings parse, TCP ports are free, and the journal is usable.
+endpoint strings parse, TCP ports are free, the journal is usable, and cluster
+mode's Redis client is installed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import socket
 from typing import Optional
@@ -39,6 +41,11 @@ def check_startable(config: Config, reactor) -> None:
             _check_port_free(key, *address)
     if config.journal is not None:
         check_journal(config.journal)
+    if config.cluster is not None and importlib.util.find_spec("txredisapi") is None:
+        raise ConfigError(
+            "cluster", "needs the txredisapi package, which is not installed; "
+            "pip install 'socketdock[cluster]' (or txredisapi), or remove cluster"
+        )
 
 
 def tcp_address(description: str) -> Optional[tuple[str, int]]:

@@ -9,6 +9,7 @@ between.  Readiness is Redis's own "Ready to accept connections" line.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from typing import Any, Optional
@@ -21,10 +22,13 @@ from tests.harness import free_port
 REDIS_SERVER = shutil.which("redis-server") or shutil.which(
     "redis-server", path="/usr/bin:/usr/sbin:/usr/local/bin")
 
-#: Why cluster tests skip where Redis is absent.
+#: Why cluster tests skip where Redis or its client is absent.
 NO_REDIS = (
-    None if REDIS_SERVER is not None
-    else "redis-server is not installed (apt-get install redis-server; .ci/run installs it)"
+    "redis-server is not installed (apt-get install redis-server; .ci/run installs it)"
+    if REDIS_SERVER is None
+    else "txredisapi is not installed (pip install '.[cluster]')"
+    if importlib.util.find_spec("txredisapi") is None
+    else None
 )
 
 _READY = "Ready to accept connections"

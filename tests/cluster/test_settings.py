@@ -64,3 +64,22 @@ class ClusterSettingTests(SynchronousTestCase):
         self.assertEqual(_load(cluster_heartbeat="0.25").cluster_heartbeat, 0.25)
         with self.assertRaises(ConfigError):
             _load(cluster_heartbeat="0")
+
+
+class ClientMissingTests(SynchronousTestCase):
+    """cluster set where txredisapi is not installed: one line at start, no traceback."""
+
+    def test_preflight_names_the_package(self) -> None:
+        """The preflight check refuses cluster without its client, naming the fix."""
+        import importlib.util
+
+        from socketdock.config import preflight
+
+        config = _load(cluster="redis://127.0.0.1/0")
+        real = importlib.util.find_spec
+        self.patch(importlib.util, "find_spec",
+                   lambda name, *a: None if name == "txredisapi" else real(name, *a))
+        with self.assertRaises(ConfigError) as caught:
+            preflight.check_startable(config, None)
+        self.assertEqual(caught.exception.key, "cluster")
+        self.assertIn("socketdock[cluster]", str(caught.exception))
