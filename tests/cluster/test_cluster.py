@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from tests.cluster.redisserver import NO_REDIS, start_redis
-from tests.fakebackend import Answer, FakeBackend, start_backend, stop_backend
+from tests.fakebackend import STALL, Answer, FakeBackend, start_backend, stop_backend
 from tests.harness import start_relay
 from tests.wsclient import connect_client
 
@@ -178,6 +178,33 @@ class ConnectionAcrossInstancesTests(ClusterTestCase):
         self.assertEqual((notice["meta"]["initiator"], notice["meta"]["code"]), ("backend", 4002))
         code, _ = yield self.backend.post_send(f"{b.base}/socket/{cid}/send", b"gone")
         self.assertEqual(code, 404)
+
+
+    @inlineCallbacks
+    def test_send_through_another_instance_held_while_pending(self):
+        """Sends by id and by tag through B, made while A's handshake waits for the backend, arrive once it opens."""
+        a = yield self.instance()
+        b = yield self.instance()
+        self.backend.answer_next("connect", STALL)
+        pending = connect_client(reactor, a.ws_url())
+        (connect,) = yield self.backend.wait_for("connect", 1)
+        cid = connect["meta"]["connection_id"]
+        held = self.backend.post_send(f"{b.base}/socket/{cid}/send", b"first")
+        code, _, body = yield self.api(b, "POST", f"/socket/{cid}/tags",
+                                       b'{"add": ["early"]}', b"application/json")
+        self.assertEqual((code, json.loads(body)), (200, {"tags": ["early"]}))
+        code, _, body = yield self.api(b, "POST", "/tags/early/send", b"second")
+        self.assertEqual((code, json.loads(body)), (200, {"instances": 1}))
+        self.assertNoResult(held)
+        self.backend.release(self.backend.stalled[0], Answer(200, b'{"tags": ["late"]}', JSON))
+        client = yield pending
+        self.addCleanup(client.shutdown)
+        self.assertEqual((yield held), (200, b"OK\n"))
+        self.assertEqual((yield client.next_message()), (b"first", False))
+        self.assertEqual((yield client.next_message()), (b"second", False))
+        code, _, body = yield self.api(b, "POST", "/tags/late/send", b"third")
+        self.assertEqual((code, json.loads(body)), (200, {"instances": 1}))
+        self.assertEqual((yield client.next_message()), (b"third", False))
 
 
 class RedisOutageTests(ClusterTestCase):
