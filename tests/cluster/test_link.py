@@ -119,6 +119,7 @@ class LinkTests(TestCase):
         self.assertEqual((yield self.link.command("PING")), "PONG")
         changes = [e["log_format"] for e in self.log if "cluster:" in e.get("log_format", "")]
         self.assertEqual(len(changes), 3, changes)  # linked, lost, linked: once per change
+        self.assertEqual([e for e in self.log if "log_failure" in e], [])  # no traceback
 
     @inlineCallbacks
     def test_down_at_start(self):
