@@ -1,0 +1,120 @@
+"""
+What cluster mode costs a callback, on this machine, loopback only.
+
+    python bench/cluster.py --n 500
+
+Starts a redis-server on a free port (no persistence), two SocketDock
+instances in this process sharing it, and one WebSocket client on instance A
+tagged ``bench``.  Then, one request at a time (each waits for the frame to
+reach the client), ``--n`` of each:
+
+- ``POST A/socket/<id>/send``: the connection's own instance (the fast path)
+- ``POST B/socket/<id>/send``: forwarded by B to A over HTTP
+- ``POST A/tags/bench/send``: published in Redis, delivered by A itself
+- ``POST B/tags/bench/send``: published by B, delivered by A from Redis
+
+and prints the median and 99th percentile of each, in microseconds.  Client,
+instances and Redis share the machine, so the figures are for comparing the
+four paths with each other, not absolute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from treq.client import HTTPClient  # noqa: E402
+from twisted.internet import defer, reactor, task  # noqa: E402
+from twisted.web.client import Agent, HTTPConnectionPool  # noqa: E402
+
+from socketdock.config.settings import load_config  # noqa: E402
+from socketdock.tap import make_service  # noqa: E402
+from tests.harness import free_port  # noqa: E402
+from tests.wsclient import connect_client  # noqa: E402
+
+
+def _start_redis(directory: str) -> "tuple[subprocess.Popen, int]":
+    server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    port = free_port()
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", directory], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if "Ready to accept connections" in line:
+            return process, port
+    raise SystemExit("redis-server did not start")
+
+
+def _instance(redis_port: int):
+    port = free_port()
+    config = load_config({
+        "bindip": "127.0.0.1", "bindport": str(port), "backend": "loopback",
+        "ping_interval": "0", "cluster": f"redis://127.0.0.1:{redis_port}/0",
+    }, {}, None)
+    service = make_service(config, reactor)
+    service.startService()
+    (node,) = [s for s in service if type(s).__name__ == "ClusterNode"]
+    return service, node, f"http://127.0.0.1:{port}", port
+
+
+async def _run(n: int, redis_port: int) -> None:
+    a, node_a, base_a, port_a = _instance(redis_port)
+    b, node_b, base_b, _ = _instance(redis_port)
+    await node_a.link.when_up()
+    await node_b.link.when_up()
+    http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True)))
+    client = await connect_client(reactor, f"ws://127.0.0.1:{port_a}/ws")
+    client.send_text("hello")
+    await client.next_message()  # the loopback echo: the connection is registered
+    (connection,) = list(a.relay.registry)
+    cid = connection.connection_id
+    response = await http.post(f"{base_a}/socket/{cid}/tags", b'{"add": ["bench"]}',
+                               headers={b"Content-Type": [b"application/json"]})
+    await response.content()
+    paths = {
+        "A /socket/<id>/send (local)": f"{base_a}/socket/{cid}/send",
+        "B /socket/<id>/send (forwarded)": f"{base_b}/socket/{cid}/send",
+        "A /tags/bench/send (publish, local)": f"{base_a}/tags/bench/send",
+        "B /tags/bench/send (publish, via Redis)": f"{base_b}/tags/bench/send",
+    }
+    for name, url in paths.items():
+        samples = []
+        for i in range(n + 20):
+            body = f"m{i}".encode()
+            started = time.perf_counter()
+            response = await http.post(url, body, headers={b"Content-Type": [b"text/plain"]})
+            await response.content()
+            assert response.code == 200, (name, response.code)
+            assert (await client.next_message()) == (body, False)
+            if i >= 20:  # warm-up
+                samples.append((time.perf_counter() - started) * 1e6)
+        samples.sort()
+        print(f"{name:42s} median {samples[len(samples) // 2]:7.0f} us   "
+              f"p99 {samples[int(len(samples) * 0.99)]:7.0f} us   (n={n})")
+    await client.shutdown()
+    await b.stopService()
+    await a.stopService()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=500, help="requests per path")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        redis, port = _start_redis(directory)
+        try:
+            task.react(lambda _: defer.Deferred.fromCoroutine(_run(args.n, port)))
+        finally:
+            redis.kill()
+            redis.wait()
+
+
+if __name__ == "__main__":
+    main()
