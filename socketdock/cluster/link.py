@@ -214,16 +214,25 @@ class RedisLink(Service):
             self._subscriber = protocol
         else:
             self._commands = protocol
-        if self._commands is not None and self._subscriber is not None and self._restoring is None:
-            d = self._restoring = self._user.link_up(self)
-            d.addCallbacks(self._restored, self._restore_failed)
+        self._restore()
 
-    def _restored(self, _: object) -> None:
+    def _restore(self) -> None:
+        """Restore on this pair of connections, unless a restore already runs."""
+        if self._commands is None or self._subscriber is None or self._restoring is not None:
+            return
+        pair = (self._commands, self._subscriber)
+        d = self._restoring = self._user.link_up(self)
+        d.addCallbacks(self._restored, self._restore_failed, (pair,))
+
+    def _restored(self, _: object, pair: tuple) -> None:
         self._restoring = None
         if not self.running:
             return
-        if self._commands is None or self._subscriber is None:
-            return  # lost again while restoring; the next connection restores anew
+        if pair != (self._commands, self._subscriber):
+            # Lost and reconnected while restoring: what was restored went
+            # with the old connections, so restore on the new ones.
+            self._restore()
+            return
         self.up = True
         self._changed(True)
         waiters, self._up_waiters = self._up_waiters, []

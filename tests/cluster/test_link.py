@@ -149,3 +149,34 @@ class LinkTests(TestCase):
         held.callback(None)
         yield up
         self.assertTrue(self.link.up)
+
+    @inlineCallbacks
+    def test_reconnected_while_restoring(self):
+        """Lost and back while a restore runs: the link restores again on the new connections before it is up."""
+        first: Deferred = Deferred()
+        restores = [first]
+        self.user.restore = lambda link: restores.pop(0) if restores else succeed(None)
+        restoring = self.user.next("restore")
+        self.start()
+        yield restoring
+        # Wait for both new connections after a Redis restart, the first
+        # restore still running.
+        both: Deferred = Deferred()
+        ready = self.link._ready
+
+        def spy(protocol):
+            ready(protocol)
+            if self.link._commands is not None and self.link._subscriber is not None:
+                if not both.called:
+                    both.callback(None)
+
+        self.link._ready = spy
+        down = self.user.next("down")
+        yield Deferred.fromCoroutine(self.redis.stop())
+        yield down
+        yield Deferred.fromCoroutine(self.redis.restart())
+        yield both
+        up = self.user.next("up")
+        first.callback(None)  # the restore made on the lost connections ends
+        yield up
+        self.assertEqual(self.user.events.count("restore"), 2)
