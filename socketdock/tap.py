@@ -7,8 +7,10 @@ a :class:`~socketdock.config.settings.Config` through constructors.
 
 from __future__ import annotations
 
+import getopt
 import os
-from typing import Callable, Mapping
+import sys
+from typing import Callable, Mapping, TextIO
 
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
@@ -16,7 +18,9 @@ from twisted.python import usage
 from socketdock.relay.backend import HTTPBackend, LoopbackBackend
 from socketdock.tuned.batchedtcp import batching
 from socketdock.tuned.collector import tune_collector
-from socketdock.config.settings import SETTINGS, Config, ConfigError, load_config
+from socketdock.config.settings import (
+    SETTINGS, Config, ConfigError, closest_key, environ_warnings, load_config,
+)
 from socketdock.ops.filelimit import raise_open_file_limit
 from socketdock.relay.httpclient import BackendClient, make_http_client, make_pool, make_tls_policy
 from socketdock.relay.journal import Journal, JournalService, ThreadWriter
@@ -34,6 +38,10 @@ from socketdock.ws.protocol import make_ws_factory
 from socketdock.relay.wire import CallbackURLs
 
 __all__ = ["Options", "makeService"]
+
+
+#: How every line to the operator starts, as the README shows it.
+PREFIX = "twistd socketdock: "
 
 
 def _option_name(key: str) -> str:
@@ -72,22 +80,57 @@ class Options(usage.Options):
         self,
         environ: Mapping[str, str] | None = None,
         preflight: Callable[[Config], None] | None = None,
+        stderr: TextIO | None = None,
     ) -> None:
         """
         :param environ: the environment to read ``SOCKETDOCK_*`` from; tests pass their
             own so that they never depend on the real process environment.
+        :param preflight: checks that need the operating system (ports, journal).
+        :param stderr: where warnings and, under twistd, a mistake are written.
         """
         super().__init__()
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._preflight = _check_with_global_reactor if preflight is None else preflight
+        self._stderr = sys.stderr if stderr is None else stderr
+
+    def parseOptions(self, options=None) -> None:
+        """
+        Parse, and under twistd report a mistake as one line and exit 1.
+
+        twistd answers a :class:`usage.UsageError` from a subcommand with its whole
+        usage text and a prefix made of its own arguments (``twistd -n:``), which buries
+        the line that matters; so when twistd is the parent (it sets ``parent`` before
+        parsing), the line is written here and the exit is ours.  Called directly, it
+        raises :class:`usage.UsageError` with the same line minus the prefix.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            line = _option_mistake(e)
+            if self.parent is None:
+                raise usage.UsageError(line) from None
+            self._stderr.write(PREFIX + line + "\n")
+            self._stderr.flush()
+            raise SystemExit(1) from None
+
+    def parseArgs(self, *args: str) -> None:
+        """Settings are options only; a stray word is most often a missing ``--``."""
+        if args:
+            raise usage.UsageError(
+                f"{args[0]!r}: not an option; give settings as --key value, "
+                "e.g. --bindport 8765 (see --help)"
+            )
 
     def postOptions(self) -> None:
         """
-        Load and validate the settings.
+        Load and validate the settings; warn of ``SOCKETDOCK_*`` variables that name
+        no setting, without stopping.
 
-        :raises usage.UsageError: for any configuration mistake, with a one-line message
-            naming the key, so twistd prints it after the usage text without a traceback.
+        :raises usage.UsageError: for any configuration mistake, with one line
+            ``<key>: <problem>; <fix>``.
         """
+        for line in environ_warnings(self._environ):
+            self._stderr.write(PREFIX + "warning: " + line + "\n")
         cli = {
             s.key: self[_option_name(s.key)]
             for s in SETTINGS
@@ -98,6 +141,24 @@ class Options(usage.Options):
             self._preflight(config)
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+
+
+def _option_mistake(error: usage.UsageError) -> str:
+    """
+    The error as ``<option>: <problem>; <fix>``: getopt's own words for an unknown
+    or empty option (which usage.Options passes on as its context) name no fix.
+    """
+    cause = error.__context__
+    if not isinstance(cause, getopt.GetoptError) or not cause.opt:
+        return str(error)
+    option = ("--" if len(cause.opt) > 1 else "-") + cause.opt
+    if cause.msg.endswith("not recognized"):
+        close = closest_key(cause.opt)
+        fix = f"did you mean --{_option_name(close)}?" if close else "see --help for the options"
+        return f"{option}: unknown option; {fix}"
+    if cause.msg.endswith("requires argument"):
+        return f"{option}: no value given; write {option} VALUE"
+    return f"{option}: {cause.msg}; see --help for the options"
 
 
 def _check_with_global_reactor(config: Config) -> None:

@@ -36,7 +36,7 @@ TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 class Process(ProcessProtocol):
     """
     One child process; stdout and stderr are collected together in
-    :attr:`output`.
+    :attr:`output`, and stderr alone in :attr:`errors` too.
 
     :ivar exited: fires with ``(exit code, signal number)`` once the process
         ended and its pipes closed; one of the two is None.
@@ -45,6 +45,7 @@ class Process(ProcessProtocol):
     def __init__(self, name: str) -> None:
         self.name = name
         self.output = bytearray()
+        self.errors = bytearray()
         self.exited: Deferred[tuple[Optional[int], Optional[int]]] = Deferred()
         self.pid: Optional[int] = None
         self._ended: Optional[tuple[Optional[int], Optional[int]]] = None
@@ -104,7 +105,9 @@ class Process(ProcessProtocol):
                 self._waiters.remove(waiter)
                 d.callback(found + len(needle))
 
-    errReceived = outReceived
+    def errReceived(self, data: bytes) -> None:
+        self.errors += data
+        self.outReceived(data)
 
     def processEnded(self, reason: Failure) -> None:
         value = reason.value

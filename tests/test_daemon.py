@@ -5,6 +5,7 @@ SIGTERM while clients are connected and the backend is healthy, stalled or dead.
 """
 
 import os
+import socket
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
@@ -30,12 +31,13 @@ class DaemonCase(TestCase):
         self.port = free_port()
 
     @inlineCallbacks
-    def daemon(self, *args, wait=True):
+    def daemon(self, *args, wait=True, env=None):
         workdir = os.path.abspath(self.mktemp())
         os.makedirs(workdir)
         self.pidfile = os.path.join(workdir, "twistd.pid")
         proc = spawn_socketdock(self, reactor, "--bindport", str(self.port), *args,
-                                twistd_args=("-n", "--pidfile", self.pidfile), path=workdir)
+                                twistd_args=("-n", "--pidfile", self.pidfile), path=workdir,
+                                env=env)
         if wait:
             yield ready(reactor, proc, f"http://127.0.0.1:{self.port}")
         return proc
@@ -81,13 +83,51 @@ class StartTests(DaemonCase):
         self.assertFalse(os.path.exists(self.pidfile))
 
     @inlineCallbacks
-    def test_bad_setting_exits_nonzero_naming_the_key(self):
-        """--bindport abc stops start-up with a non-zero exit, a last line naming bindport, no traceback."""
-        proc = yield self.daemon("--bindport", "abc", wait=False)
-        self.assertNotEqual((yield self.exit_code(proc)), 0)
-        lines = [line for line in proc.text().splitlines() if line.strip()]
-        self.assertIn("bindport", lines[-1])
-        self.assertNotIn("Traceback", proc.text())
+    def refused(self, *args):
+        """The one stderr line of a start-up that must fail; nothing on stdout, exit 1."""
+        proc = yield self.daemon(*args, wait=False)
+        self.assertEqual((yield self.exit_code(proc)), 1)
+        self.assertEqual(proc.output, proc.errors, "nothing on stdout")
+        lines = proc.errors.decode("utf-8").splitlines()
+        self.assertEqual(len(lines), 1, proc.text())
+        return lines[0]
+
+    @inlineCallbacks
+    def test_bad_setting_is_one_line(self):
+        """--bindport abc: exit 1 and exactly the README's line on stderr, no usage, no traceback."""
+        line = yield self.refused("--bindport", "abc")
+        self.assertEqual(line, "twistd socketdock: bindport: 'abc' is not a port number; "
+                               "use an integer from 0 to 65535")
+
+    @inlineCallbacks
+    def test_port_clash_is_one_line_naming_bindport(self):
+        """A bindport in use: one line naming bindport (the key set), not listen."""
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", self.port))
+        taken.listen(1)
+        line = yield self.refused()
+        self.assertTrue(line.startswith(
+            f"twistd socketdock: bindport: cannot listen on 127.0.0.1:{self.port} "), line)
+
+    @inlineCallbacks
+    def test_unknown_option_is_one_line(self):
+        """A misspelt option: one line naming it and the closest option."""
+        line = yield self.refused("--bind-prot", "1")
+        self.assertEqual(line, "twistd socketdock: --bind-prot: unknown option; "
+                               "did you mean --bindport?")
+
+    @inlineCallbacks
+    def test_unknown_environment_variable_warns_and_starts(self):
+        """SOCKETDOCK_BINDPROT is named in one warning line on stderr, and start-up goes on."""
+        proc = yield self.daemon(env={"SOCKETDOCK_BINDPROT": "1"})
+        warnings = [line for line in proc.errors.decode("utf-8").splitlines()
+                    if "SOCKETDOCK_BINDPROT" in line]
+        self.assertEqual(warnings, [(
+            "twistd socketdock: warning: SOCKETDOCK_BINDPROT: not a setting, ignored; "
+            "did you mean SOCKETDOCK_BINDPORT (bindport)?")])
+        proc.signal("TERM")
+        self.assertEqual((yield self.exit_code(proc)), 0)
 
 
 class DrainTests(DaemonCase):

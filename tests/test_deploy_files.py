@@ -1,20 +1,45 @@
 """
 The deployment files in etc/ stay valid: every sample INI loads, each instance
-has its own ports and callback URL, HAProxy accepts its config, and the systemd
-unit keeps the settings a relay needs.
+has its own ports and callback URL and takes HAProxy's PROXY protocol, HAProxy
+accepts its config, and the systemd unit keeps the settings a relay needs, each
+in a section where systemd reads it.
 """
 
 import configparser
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from socketdock.config.preflight import tcp_address
 from socketdock.config.settings import load_config
 
 ETC = Path(__file__).resolve().parent.parent / "etc"
 HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+#: Where systemd reads each key the unit uses (systemd.unit(5), systemd.service(5),
+#: systemd.exec(5), systemd.kill(5), systemd.resource-control(5)); a key in any
+#: other section is ignored with no more than a log line.
+UNIT_SECTIONS = {
+    "Unit": {"Description", "Documentation", "After", "Before", "Wants", "Requires",
+             "StartLimitIntervalSec", "StartLimitBurst"},
+    "Service": {"Type", "ExecStart", "ExecReload", "User", "Group", "Environment",
+                "EnvironmentFile", "WorkingDirectory", "KillSignal", "KillMode",
+                "TimeoutStopSec", "Restart", "RestartSec", "LimitNOFILE",
+                "StateDirectory", "NoNewPrivileges", "ProtectSystem", "ProtectHome",
+                "PrivateTmp"},
+    "Install": {"WantedBy", "RequiredBy", "Alias"},
+}
+
+
+def read_unit() -> configparser.ConfigParser:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment]
+    unit.read(ETC / "socketdock@.service")
+    return unit
 
 
 class DeployFilesTests(SynchronousTestCase):
@@ -27,7 +52,18 @@ class DeployFilesTests(SynchronousTestCase):
             self.assertEqual(len(set(values)), len(values), key)
         for config in configs:
             self.assertEqual(config.backend, "http")
-            self.assertIn(config.listen.split(":")[1], (ETC / "haproxy.cfg").read_text())
+
+    def test_haproxy_sends_proxy_to_haproxy_listeners(self):
+        """Each instance listens with haproxy: on a port HAProxy sends to with send-proxy."""
+        servers = re.findall(r"^\s*server \S+ (\S+)(.*)$", (ETC / "haproxy.cfg").read_text(),
+                             re.MULTILINE)
+        sends_proxy = {address for address, rest in servers if "send-proxy" in rest.split()}
+        self.assertEqual(len(sends_proxy), len(servers))
+        for path in sorted(ETC.glob("instance-*.ini")):
+            config = load_config({}, {}, str(path))
+            self.assertTrue(config.listen.startswith("haproxy:tcp:"), path.name)
+            interface, port = tcp_address(config.listen)
+            self.assertIn(f"{interface}:{port}", sends_proxy, path.name)
 
     def test_haproxy_config_is_valid(self):
         """haproxy -c accepts etc/haproxy.cfg, which health-checks /readyz and sets a tunnel timeout."""
@@ -42,10 +78,7 @@ class DeployFilesTests(SynchronousTestCase):
 
     def test_systemd_unit(self):
         """The unit runs twistd in the foreground per %i INI, restarts on failure and outwaits the drain."""
-        unit = configparser.ConfigParser(strict=False, interpolation=None)
-        unit.optionxform = str
-        unit.read(ETC / "socketdock@.service")
-        service = unit["Service"]
+        service = read_unit()["Service"]
         self.assertIn(" -n ", service["ExecStart"])
         self.assertIn("/etc/socketdock/%i.ini", service["ExecStart"])
         self.assertEqual(service["Restart"], "on-failure")
@@ -54,3 +87,30 @@ class DeployFilesTests(SynchronousTestCase):
         longest_drain = max(load_config({}, {}, str(p)).shutdown_timeout
                             for p in ETC.glob("instance-*.ini"))
         self.assertGreater(int(service["TimeoutStopSec"]), longest_drain)
+
+    def test_systemd_unit_keys_sit_in_their_sections(self):
+        """Every key of the unit is in a section where systemd reads it; the start limit is in [Unit]."""
+        unit = read_unit()
+        self.assertEqual(set(unit.sections()), set(UNIT_SECTIONS))
+        for section in unit.sections():
+            for key in unit[section]:
+                self.assertIn(key, UNIT_SECTIONS[section], f"{key}= in [{section}]")
+        self.assertEqual(unit["Unit"]["StartLimitIntervalSec"], "60")
+        self.assertEqual(unit["Unit"]["StartLimitBurst"], "5")
+
+    def test_systemd_analyze_verify(self):
+        """systemd-analyze verify finds nothing wrong with instance a but the absent /opt/socketdock."""
+        if SYSTEMD_ANALYZE is None:
+            raise self.skipTest("systemd-analyze is not installed (it comes with systemd)")
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        instance = directory / "socketdock@a.service"
+        instance.write_bytes((ETC / "socketdock@.service").read_bytes())
+        result = subprocess.run([SYSTEMD_ANALYZE, "verify", "--man=no", str(instance)],
+                                capture_output=True, text=True, timeout=60, cwd=directory)
+        complaints = [
+            line for line in (result.stdout + result.stderr).splitlines()
+            # This machine is not a deployment: the unit's install path is absent.
+            if line.strip() and "/opt/socketdock/bin/twistd is not executable" not in line
+        ]
+        self.assertEqual(complaints, [])

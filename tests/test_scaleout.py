@@ -1,13 +1,16 @@
 """
 Scale-out with a real load balancer: three SocketDock instances (real twistd
 processes, each with its own ``externalhostandport``) behind HAProxy, one
-backend.  Every wait is on a Deferred (a frame, a request, a log line, an
+backend.  As in etc/, HAProxy speaks the PROXY protocol (``send-proxy``) to
+each instance's ``haproxy:`` listener, and the callback API has a listener of
+its own.  Every wait is on a Deferred (a frame, a request, a log line, an
 exit), bounded by the class ``timeout``.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import shutil
 import socket
 from pathlib import Path
@@ -24,7 +27,7 @@ from tests.wsclient import connect_client
 
 HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
 
-#: Like etc/haproxy.cfg, with loopback-only addresses, fast checks, and the
+#: Like etc/haproxy.cfg (send-proxy included), with loopback-only addresses, fast checks, and the
 #: listening socket handed over as fd 3 (bound before HAProxy starts, so no
 #: readiness wait is needed: the kernel queues connections until it accepts).
 HAPROXY_TEMPLATE = """\
@@ -58,13 +61,17 @@ NAMES = ("a", "b", "c")
 
 
 class Instance:
-    """One SocketDock process and where it can be reached."""
+    """
+    One SocketDock process and where it can be reached: ``port`` takes WebSocket
+    clients from HAProxy (PROXY protocol), ``base`` is its callback API.
+    """
 
-    def __init__(self, name: str, port: int, process) -> None:
+    def __init__(self, name: str, port: int, api_port: int, process) -> None:
         self.name = name
         self.port = port
+        self.api_port = api_port
         self.process = process
-        self.base = f"http://127.0.0.1:{port}"
+        self.base = f"http://127.0.0.1:{api_port}"
 
 
 class ScaleOutTests(TestCase):
@@ -81,11 +88,12 @@ class ScaleOutTests(TestCase):
         self.addCleanup(stop_backend, port, self.backend)
         self.instances = {}
         for name in NAMES:
-            port = free_port()
+            port, api_port = free_port(), free_port()
             process = spawn_socketdock(
                 self, reactor,
-                "--bindip", "127.0.0.1", "--bindport", str(port),
-                "--externalhostandport", f"http://127.0.0.1:{port}",
+                "--listen", f"haproxy:tcp:{port}:interface=127.0.0.1",
+                "--api-listen", f"tcp:{api_port}:interface=127.0.0.1",
+                "--externalhostandport", f"http://127.0.0.1:{api_port}",
                 "--backend", "http",
                 "--messageuri", url + "/message",
                 "--disconnecturi", url + "/disconnect",
@@ -93,18 +101,21 @@ class ScaleOutTests(TestCase):
                 "--shutdown-timeout", "60",
                 name=f"socketdock-{name}",
             )
-            self.instances[name] = Instance(name, port, process)
+            self.instances[name] = Instance(name, port, api_port, process)
         yield gatherResults([
-            Deferred.fromCoroutine(ready(reactor, i.process, i.base))
-            for i in self.instances.values()
-        ])
+            Deferred.fromCoroutine(self._ready(i)) for i in self.instances.values()])
         self.haproxy, self.lb_port = self._start_haproxy()
+
+    async def _ready(self, instance):
+        # The callback API's listener starts after the WebSocket one.
+        await instance.process.wait_for(f"starting on {instance.api_port}")
+        await ready(reactor, instance.process, instance.base)
 
     def _start_haproxy(self):
         directory = Path(self.mktemp()).resolve()
         directory.mkdir(parents=True)
         servers = "\n".join(
-            f"    server {i.name} 127.0.0.1:{i.port}" for i in self.instances.values())
+            f"    server {i.name} 127.0.0.1:{i.port} send-proxy" for i in self.instances.values())
         config = directory / "haproxy.cfg"
         config.write_text(HAPROXY_TEMPLATE.format(servers=servers))
         listening = socket.socket()
@@ -173,6 +184,19 @@ class ScaleOutTests(TestCase):
                 code, _ = yield get(reactor, f"{instance.base}/socket/{cid}")
                 self.assertEqual(code, 200 if instance is holder else 404)
         yield self.assert_replies_reach(clients, messages)
+
+    @inlineCallbacks
+    def test_remote_is_the_clients_address(self):
+        """Through HAProxy's PROXY protocol, GET /socket/<id> shows each client's own address."""
+        clients = yield self.connect(3)
+        messages = yield self.locate(clients, "who")
+        self.assertEqual({self.holder(m).name for m in messages}, set(NAMES))
+        for client, message in zip(clients, messages):
+            local = client.protocol.transport.getHost()
+            code, body = yield get(
+                reactor, f"{self.holder(message).base}/socket/{message['meta']['connection_id']}")
+            self.assertEqual(code, 200)
+            self.assertEqual(json.loads(body)["remote"], f"tcp4:{local.host}:{local.port}")
 
     @inlineCallbacks
     def test_kill_and_terminate(self):

@@ -74,8 +74,57 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(len(str(e).splitlines()), 1)
 
     def test_unknown_option(self) -> None:
-        """An option that is not a setting is refused by usage.Options."""
-        self.assertRaises(usage.UsageError, _parse, ["--bind-port", "1"])
+        """An option that is not a setting is refused with one line naming the closest one."""
+        e = self.assertRaises(usage.UsageError, _parse, ["--bind-port", "1"])
+        self.assertEqual(str(e), "--bind-port: unknown option; did you mean --bindport?")
+
+    def test_option_without_value(self) -> None:
+        """An option at the end with no value says how to give one."""
+        e = self.assertRaises(usage.UsageError, _parse, ["--bindport"])
+        self.assertEqual(str(e), "--bindport: no value given; write --bindport VALUE")
+
+    def test_stray_argument(self) -> None:
+        """A word that is not an option is named, with the --key value form."""
+        e = self.assertRaises(usage.UsageError, _parse, ["bindport=1"])
+        self.assertTrue(str(e).startswith("'bindport=1': not an option; "), str(e))
+
+
+class UnderTwistdTests(SynchronousTestCase):
+    """
+    Under twistd (the parent that sets ``parent``) a mistake is one line on stderr
+    and exit 1, because twistd would print its whole usage text before the line.
+    """
+
+    def parse(self, argv: list[str], environ: dict[str, str] | None = None):
+        from twisted.scripts.twistd import ServerOptions
+
+        stderr = io.StringIO()
+        options = Options(environ=environ or {}, preflight=lambda config: None, stderr=stderr)
+        options.parent = ServerOptions()
+        return options, stderr, argv
+
+    def test_mistake_is_one_line_and_exit_1(self) -> None:
+        """A bad value: SystemExit(1) and exactly 'twistd socketdock: <key>: <problem>; <fix>'."""
+        options, stderr, argv = self.parse(["--bindport", "abc"])
+        e = self.assertRaises(SystemExit, options.parseOptions, argv)
+        self.assertEqual(e.code, 1)
+        self.assertEqual(
+            stderr.getvalue(),
+            "twistd socketdock: bindport: 'abc' is not a port number; "
+            "use an integer from 0 to 65535\n",
+        )
+
+    def test_unknown_environment_variable_warns(self) -> None:
+        """A misspelt SOCKETDOCK_ variable is one warning line; the settings still load."""
+        options, stderr, argv = self.parse(
+            ["--bindport", "9000"], {"SOCKETDOCK_WSPAHT": "/x", "SOCKETDOCK_WSPATH": "/y"})
+        options.parseOptions(argv)
+        self.assertEqual(options["settings"].wspath, "/y")
+        self.assertEqual(
+            stderr.getvalue(),
+            "twistd socketdock: warning: SOCKETDOCK_WSPAHT: not a setting, ignored; "
+            "did you mean SOCKETDOCK_WSPATH (wspath)?\n",
+        )
 
     def test_environ_injected(self) -> None:
         """The constructor's environ is read, and the command line beats it."""

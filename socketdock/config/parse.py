@@ -44,7 +44,8 @@ _UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 _HOSTNAME = re.compile(
     r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?", re.ASCII
 )
-_ENDPOINT_TYPES = ("tcp", "tcp6", "ssl", "unix", "systemd")
+# The shape of an endpoint type's name; which types exist is Twisted's to say.
+_ENDPOINT_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_.+-]*", re.ASCII)
 _PORTED_TYPES = frozenset({"tcp", "tcp6", "ssl"})
 # Paths the callback API owns when it shares the WebSocket listener.
 _API_PATHS = ("/socket", "/status", "/metrics", "/healthz", "/readyz")
@@ -221,16 +222,22 @@ def parse_base_url(text: str) -> str:
 
 def parse_endpoint(text: str) -> str:
     """
-    Check what can be checked of an endpoint string without Twisted (the type prefix
-    and, for TCP types, a positional port); ``tap`` parses it for real later.
+    Check the shape of a server endpoint string, ``<type>:<arguments>``, and, for the
+    TCP types (also behind ``haproxy:``), a positional port.  Whether Twisted knows
+    the type is asked of Twisted itself (its parsers and endpoint plugins, such as
+    ``haproxy:``) by :func:`socketdock.config.preflight.check_startable`, so that
+    every endpoint Twisted can listen on is accepted.
 
-    :param text: e.g. ``tcp:8765:interface=127.0.0.1`` or ``unix:/run/sd.sock``.
+    :param text: e.g. ``tcp:8765:interface=127.0.0.1``, ``unix:/run/sd.sock`` or
+        ``haproxy:tcp:8765:interface=127.0.0.1``.
     """
     word = text.strip()
     fix = "use an endpoint string such as tcp:8765:interface=127.0.0.1 or unix:/run/sd.sock"
     kind, _, rest = word.partition(":")
-    if kind not in _ENDPOINT_TYPES or not rest.strip():
+    if not _ENDPOINT_TYPE.fullmatch(kind) or not rest.strip():
         raise Invalid(f"{show(text)} is not a server endpoint string; {fix}")
+    while kind == "haproxy":  # the PROXY-protocol wrapper around another endpoint
+        kind, _, rest = rest.partition(":")
     first = re.split(r"(?<!\\):", rest, maxsplit=1)[0]
     if kind in _PORTED_TYPES and "=" not in first and not (
         _DIGITS.fullmatch(first) and int(first) <= 65535

@@ -4,8 +4,9 @@ Checks that need the operating system, run while twistd parses options.
 twistd prints a parse-time error as one clean line and exits 1; a failure
 later, when the listeners start, comes out as a traceback (or, daemonized, as a
 truncated message).  So what can be known before starting is checked here:
-endpoint strings parse, TCP ports are free, the journal is usable, and cluster
-mode's Redis client is installed.
+endpoint strings parse (Twisted's own parsers and endpoint plugins say which
+types exist), TCP ports are free, the journal is usable, and cluster mode's
+Redis client is installed.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ _UNESCAPED_COLON = re.compile(r"(?<!\\):")
 
 
 def check_startable(config: Config, reactor) -> None:
-    """Raise L{ConfigError} naming the key if a listener could not start."""
-    listeners = [("listen", config.listen)]
+    """
+    Raise L{ConfigError} naming the key if a listener could not start: the key the
+    operator set, so ``bindport`` when ``listen`` was derived from bindip/bindport.
+    """
+    listeners = [(config.listen_key, config.listen)]
     if config.api_listen is not None:
         listeners.append(("api_listen", config.api_listen))
     for key, description in listeners:
@@ -50,10 +54,12 @@ def check_startable(config: Config, reactor) -> None:
 
 def tcp_address(description: str) -> Optional[tuple[str, int]]:
     """
-    The (interface, port) of a ``tcp``/``tcp6``/``ssl`` endpoint string, or
-    None for other kinds.
+    The (interface, port) of a ``tcp``/``tcp6``/``ssl`` endpoint string, also
+    behind ``haproxy:``, or None for other kinds.
     """
     kind, *args = _UNESCAPED_COLON.split(description)
+    while kind == "haproxy" and args:
+        kind, *args = args
     if kind not in ("tcp", "tcp6", "ssl"):
         return None
     positional = [a for a in args if "=" not in a]

@@ -23,7 +23,10 @@ import attrs
 from socketdock.config import parse as p
 from socketdock.config.cluster import RedisAddress, parse_cluster_url
 
-__all__ = ["Config", "ConfigError", "Setting", "SETTINGS", "load_config", "ENV_PREFIX", "SECRET_KEYS"]
+__all__ = [
+    "Config", "ConfigError", "Setting", "SETTINGS", "load_config", "environ_warnings",
+    "closest_key", "ENV_PREFIX", "SECRET_KEYS",
+]
 
 ENV_PREFIX = "SOCKETDOCK_"
 _SECTION = "socketdock"
@@ -144,7 +147,13 @@ def _parse_backend(text: str) -> str:
 
 @attrs.frozen
 class Config:
-    """The validated settings of one SocketDock instance; see SPEC §2 for each field."""
+    """
+    The validated settings of one SocketDock instance; see SPEC §2 for each field.
+
+    :ivar listen_key: not a setting: the key to name when the WebSocket listener
+        cannot start, ``listen`` if the operator gave it, else ``bindport`` (it was
+        derived from ``bindip``/``bindport``).
+    """
 
     bindip: str
     bindport: int
@@ -175,6 +184,7 @@ class Config:
     log_level: str
     cluster: RedisAddress | None = attrs.field(repr=False)
     cluster_heartbeat: float
+    listen_key: str = "listen"
 
 
 def load_config(
@@ -201,6 +211,40 @@ def load_config(
         raw[key] = value
     values = {key: _parse_one(key, raw[key]) for key in _KEYS}
     return _finish(values)
+
+
+def environ_warnings(environ: Mapping[str, str]) -> list[str]:
+    """
+    One line for each ``SOCKETDOCK_*`` variable that names no setting: such a variable
+    is ignored (deployment tools may set their own), but it is most often a misspelt
+    setting that the operator believes is in force.
+
+    :param environ: the process environment.
+    """
+    known = {ENV_PREFIX + key.upper() for key in _KEYS}
+    lines = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known:
+            continue
+        close = closest_key(name[len(ENV_PREFIX):])
+        hint = (
+            f"did you mean {ENV_PREFIX}{close.upper()} ({close})?"
+            if close is not None
+            else "see etc/socketdock.ini for the known keys"
+        )
+        shown = name if _PLAIN_KEY.fullmatch(name) else repr(name)  # one line, always
+        lines.append(f"{shown}: not a setting, ignored; {hint}")
+    return lines
+
+
+def closest_key(word: str) -> str | None:
+    """
+    The known key most like ``word`` (any case, dashes or underscores), or None.
+
+    :param word: a misspelt key, option or environment variable suffix.
+    """
+    close = difflib.get_close_matches(word.replace("-", "_").lower(), _KEYS, n=1)
+    return close[0] if close else None
 
 
 def _parse_one(key: str, text: str | None) -> object:
@@ -249,6 +293,7 @@ def _finish(values: dict[str, object]) -> Config:
         )
     if values["listen"] is None:
         values["listen"] = p.endpoint_for(bindip, bindport)
+        values["listen_key"] = "bindport"
     if values["api_listen"] is None:
         try:
             p.check_wspath_free(str(values["wspath"]))
@@ -319,9 +364,9 @@ def _first_error_line(e: configparser.Error) -> int | None:
 
 
 def _did_you_mean(key: str) -> str:
-    close = difflib.get_close_matches(key.replace("-", "_").lower(), _KEYS, n=1)
+    close = closest_key(key)
     return (
-        f"; did you mean {close[0]}?"
-        if close
+        f"; did you mean {close}?"
+        if close is not None
         else "; remove it, or see etc/socketdock.ini for the known keys"
     )

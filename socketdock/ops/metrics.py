@@ -29,6 +29,21 @@ _LATENCY_BUCKETS = (
 _BUCKET_LABELS = tuple(repr(float(b)) for b in _LATENCY_BUCKETS) + ("+Inf",)
 
 
+def close_code_label(code: "int | None") -> str:
+    """
+    A close code as a label value from a bounded set: the registered codes
+    (1000-2999) as themselves, an application's (3000-4999) by thousand, so
+    that clients choosing codes cannot add label values without end.
+    """
+    if code is None:
+        return "none"
+    if 1000 <= code <= 2999:
+        return str(code)
+    if 3000 <= code <= 4999:
+        return f"{code // 1000}xxx"
+    return "other"
+
+
 class Metrics:
     """
     Every figure SocketDock reports.
@@ -73,13 +88,14 @@ class Metrics:
         )
         self._closed = Counter(
             "socketdock_connections_closed",
-            "Connections closed, by close code (none: dropped without a close frame).",
+            "Connections closed, by close code (none: dropped without a close frame;"
+            " 3xxx, 4xxx: an application's code).",
             ["code"],
             registry=r,
         )
         self._refused = Counter(
-            "socketdock_handshakes_refused", "Handshakes refused, by HTTP status.",
-            ["status"], registry=r,
+            "socketdock_handshakes_refused", "Handshakes refused, by HTTP status and reason.",
+            ["status", "reason"], registry=r,
         )
         self._retries = Counter(
             "socketdock_backend_retries", "Backend requests retried.", registry=r
@@ -99,10 +115,14 @@ class Metrics:
         self._opened.inc()
 
     def connection_closed(self, code: "int | None") -> None:
-        self._closed.labels("none" if code is None else str(code)).inc()
+        self._closed.labels(close_code_label(code)).inc()
 
-    def handshake_refused(self, status: int) -> None:
-        self._refused.labels(str(status)).inc()
+    def handshake_refused(self, status: int, reason: str) -> None:
+        """
+        :param reason: one of a fixed few words (``origin``, ``backend``, ...);
+            never text from the request, so the label set stays bounded.
+        """
+        self._refused.labels(str(status), reason).inc()
 
     def message_in(self) -> None:
         self._hot.messages_in += 1

@@ -20,6 +20,7 @@ from typing import Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
+from autobahn.websocket.compress import PERMESSAGE_COMPRESSION_EXTENSION
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -34,11 +35,37 @@ from socketdock.relay.backend import Admission, ConnectRefused, UnusableAdmissio
 from socketdock.relay.reach import InvalidTags
 from socketdock.ws.keepalive import Keepalive
 from socketdock.ws.origins import OriginPolicy
+from socketdock.ws.refusal import autobahn_reason, printable
 from socketdock.relay.registry import IConnection, NotLive, OutboundFull
 from socketdock.relay.session import ISocket, Relay, Session
 from socketdock.relay.wire import new_connection_id
 
 _PENDING, _OPEN, _CLOSED = "pending", "open", "closed"
+
+#: Close codes a peer may put in a close frame (RFC 6455 §7.4): the
+#: registered ones Autobahn accepts, and 3000-4999.
+_VALID_CLOSE_CODES = frozenset(WebSocketServerProtocol.CLOSE_STATUS_CODES_ALLOWED)
+
+
+def _valid_close_code(code: Optional[int]) -> bool:
+    return code is None or code in _VALID_CLOSE_CODES or 3000 <= code <= 4999
+
+
+def _bad_extension_offer(extensions) -> Optional[str]:
+    """
+    Why a permessage-compress offer cannot be parsed, or None.  Autobahn
+    parses them only after ``onConnect``, once the backend has admitted the
+    client; checked first, a bad offer is refused without involving it.
+    """
+    for name, params in extensions:
+        pmce = PERMESSAGE_COMPRESSION_EXTENSION.get(name)
+        if pmce is None:
+            continue
+        try:
+            pmce["Offer"].parse(params)
+        except Exception as e:
+            return str(e)
+    return None
 
 
 def rfc3339(seconds: float) -> str:
@@ -68,6 +95,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._session: Optional[Session] = None
         self._held: list[tuple[bytes, bool, Deferred[None]]] = []
         self._refusal: Optional[ConnectRefused] = None
+        self._refusal_reason: Optional[str] = None
         self._closed_by: Optional[tuple[Optional[int], str, str]] = None
         self._admitted = False
         self._connected_at = 0.0
@@ -87,11 +115,14 @@ class RelayServerProtocol(WebSocketServerProtocol):
         relay: Relay = factory.relay
         origin = request.origin
         if origin and not factory.origins.allows(origin):
-            return self._deny(403, "origin not allowed")
+            return self._deny(403, "origin not allowed", "origin")
         if relay.draining:
-            return self._deny(503, "server shutting down")
+            return self._deny(503, "server shutting down", "draining")
         if factory.max_connections and len(relay.registry) >= factory.max_connections:
-            return self._deny(503, "too many connections")
+            return self._deny(503, "too many connections", "capacity")
+        bad_offer = _bad_extension_offer(request.extensions)
+        if bad_offer is not None:
+            return self._deny(400, bad_offer, "bad_request")
         self.connection_id = new_connection_id()
         self._connected_at = self._last_active_at = factory.reactor.seconds()
         relay.registry.add(self)
@@ -102,8 +133,9 @@ class RelayServerProtocol(WebSocketServerProtocol):
         d.addCallbacks(self._admit, self._refuse)
         return d
 
-    def _deny(self, status: int, why: str):
-        self.factory.relay.metrics.handshake_refused(status)
+    def _deny(self, status: int, why: str, reason: str):
+        """Refuse the handshake; ``reason`` is the metric's label for why."""
+        self._refusal_reason = reason
         raise ConnectionDeny(status, why)
 
     def _admit(self, admission: Admission) -> Optional[str]:
@@ -121,6 +153,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
                     relay.orphan(self.connection_id, "server shutting down", "server", tags)
             if self._refusal is None:
                 self._refusal = ConnectRefused(503, "server shutting down")
+                self._refusal_reason = "draining"
             return self._refused_now()
         if admission.tags:
             try:
@@ -151,12 +184,48 @@ class RelayServerProtocol(WebSocketServerProtocol):
         assert refusal is not None
         self.factory.relay.registry.discard(self.connection_id)
         self._fail_held()
-        self._log.info(
-            "handshake of {connection_id} from {peer} refused: {status} {why}",
-            connection_id=self.connection_id, peer=self.peer, status=refusal.status,
-            why=refusal.why,
-        )
-        return self._deny(refusal.status, refusal.why)
+        return self._deny(refusal.status, refusal.why, self._refusal_reason or "backend")
+
+    def succeedHandshake(self, res) -> None:
+        try:
+            return super().succeedHandshake(res)
+        except Exception:
+            # Nothing waits on this Deferred: the client would hang, pending.
+            self._log.failure("handshake of {connection_id} failed",
+                              connection_id=self.connection_id)
+            if self.state == self.STATE_CONNECTING:
+                self._refusal_reason = "error"
+                self.failHandshake("internal server error", 500)
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders=None) -> None:
+        """
+        Every refused handshake ends here, Autobahn's own included: one
+        bounded log line, a counted refusal, and an HTTP error whose status
+        line echoes nothing a client could use to flood or inject.
+        """
+        label = self._refusal_reason
+        if label is None:
+            code, label = autobahn_reason(reason, code)
+        why = printable(reason)
+        self.factory.relay.metrics.handshake_refused(code, label)
+        if self.connection_id:
+            self._log.info(
+                "handshake of {connection_id} from {peer} refused: {status} {why}",
+                connection_id=self.connection_id, peer=self.peer, status=code, why=why,
+            )
+        else:
+            self._log.info("handshake from {peer} refused: {status} {why}",
+                           peer=self.peer, status=code, why=why)
+        if self._session is not None and self._closed_by is None:
+            # Admitted, then failed (the backend heard of it): onClose
+            # sends the disconnect notice.
+            self._closed_by = (None, "handshake failed: " + why, "server")
+            self.factory.relay.registry.discard(self.connection_id)
+        # A refusal is an orderly end, not Autobahn's warning-level "unclean".
+        self.wasClean = True
+        self.wasNotCleanReason = why
+        self.sendHttpErrorResponse(code, why, responseHeaders)
+        self.dropConnection(abort=False)
 
     def onOpen(self) -> None:
         self._state = _OPEN
@@ -169,6 +238,21 @@ class RelayServerProtocol(WebSocketServerProtocol):
         held, self._held = self._held, []
         for payload, is_binary, d in held:
             self._send_now(payload, is_binary, d)
+
+    def onPing(self, payload: bytes) -> None:
+        # A pong is outbound like a send: while the client is not reading it
+        # counts against the same bound, and past it the client is closed
+        # rather than its pongs buffered without end.
+        if self.state != self.STATE_OPEN or self._closed_by is not None:
+            return
+        if self._client_paused:
+            self._unsent += len(payload) + 2
+            if self._unsent > 2 * self.factory.max_message_size:
+                self._log.info("client {connection_id} pings but does not read; closing it",
+                               connection_id=self.connection_id)
+                self.close(1008, "not reading pongs", "server")
+                return
+        self.sendPong(payload)
 
     def onPong(self, payload: bytes) -> None:
         if self._keepalive is not None:
@@ -280,6 +364,14 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123), isReply=False)
 
     def onCloseFrame(self, code, reasonRaw):
+        if self.state == self.STATE_OPEN:
+            # A code no peer may send (999, 1005, 5000) or a reason that is
+            # not UTF-8 fails the connection; onClose reports our code, so
+            # the notice and the metric labels never carry the client's.
+            if not _valid_close_code(code):
+                return self._fail_close(1002, f"invalid close code {code}")
+            if not _is_utf8(reasonRaw):
+                return self._fail_close(1007, "invalid close reason (not UTF-8)")
         if self._closed_by is None and self.state == self.STATE_OPEN:
             # The client started the closing handshake; 1005 means its close
             # frame carried no code.
@@ -287,6 +379,13 @@ class RelayServerProtocol(WebSocketServerProtocol):
             self._closed_by = (1005 if code is None else code, reason, "client")
             self.factory.relay.registry.discard(self.connection_id)
         return super().onCloseFrame(code, reasonRaw)
+
+    def _fail_close(self, code: int, reason: str) -> bool:
+        # Autobahn would send this close frame, then take the client's bad
+        # one for the reply and abort, discarding ours unsent.
+        self._fail_connection(code, reason)
+        self.dropConnection(abort=False)
+        return True
 
     def onClose(self, wasClean: bool, code, reason) -> None:
         state, self._state = self._state, _CLOSED
@@ -302,6 +401,12 @@ class RelayServerProtocol(WebSocketServerProtocol):
             relay.registry.discard(self.connection_id)
         self._fail_held()
         if state == _PENDING:
+            if self._session is not None:
+                # Admitted but never opened (the handshake failed, or the
+                # client left once it was admitted): the backend still hears.
+                code, reason, initiator = self._closed_by or (
+                    None, "client left during the handshake", "client")
+                self._session.ended(code, reason, initiator)
             return
         if self._closed_by is None:
             if self.localCloseCode is not None:
@@ -335,6 +440,14 @@ class RelayServerProtocol(WebSocketServerProtocol):
             "messages_out": self._messages_out,
             "tags": list(self.tags),
         }
+
+
+def _is_utf8(raw: Optional[bytes]) -> bool:
+    try:
+        (raw or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class RelayServerFactory(WebSocketServerFactory):
@@ -378,6 +491,7 @@ def make_ws_factory(config, relay: Relay, reactor) -> RelayServerFactory:
         # Origins are checked in onConnect (socketdock.ws.origins): 403, and
         # patterns without a port mean the default port.
         allowedOrigins=["*"],
+        allowNullOrigin=True,
         maxMessagePayloadSize=config.max_message_size,
         maxFramePayloadSize=config.max_message_size,
         # twisted.web already bounded the request headers; the backend's

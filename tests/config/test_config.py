@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from socketdock.config.settings import SECRET_KEYS, SETTINGS, Config, ConfigError, load_config
+from socketdock.config.settings import (
+    SECRET_KEYS, SETTINGS, Config, ConfigError, environ_warnings, load_config,
+)
 
 _SAMPLE_INI = Path(__file__).parents[2] / "etc" / "socketdock.ini"
 _PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -53,16 +55,16 @@ class DefaultsTests(SynchronousTestCase):
                 backend_retries=5, backend_concurrency=128, queue_limit=64, inline_reply=False,
                 shutdown_timeout=10.0, journal=None, backend_ca=None,
                 permessage_deflate=False, log_level="info",
-                cluster=None, cluster_heartbeat=5.0,
+                cluster=None, cluster_heartbeat=5.0, listen_key="bindport",
             ),
         )
 
     def test_settings_match_config_fields(self) -> None:
-        """SETTINGS has exactly one row per Config field, in field order."""
+        """SETTINGS has exactly one row per Config field, in field order (after them: listen_key)."""
         import attrs
 
         self.assertEqual(
-            [s.key for s in SETTINGS], [f.name for f in attrs.fields(Config)]
+            [s.key for s in SETTINGS] + ["listen_key"], [f.name for f in attrs.fields(Config)]
         )
 
     def test_help_is_one_line(self) -> None:
@@ -222,6 +224,13 @@ class ValueTests(SynchronousTestCase):
         c = load_config({"listen": "unix:/run/sd.sock", "externalhostandport": "h:1"}, {}, None)
         self.assertEqual(c.listen, "unix:/run/sd.sock")
 
+    def test_listen_any_endpoint_type(self) -> None:
+        """A type this module does not know (haproxy:, a plugin's) is left for Twisted to judge."""
+        for listen in ("haproxy:tcp:8765:interface=127.0.0.1", "systemd:domain=INET:index=0",
+                       "someplugin:x"):
+            c = load_config({"listen": listen, "externalhostandport": "h:1"}, {}, None)
+            self.assertEqual(c.listen, listen)
+
     def test_wildcard_with_external(self) -> None:
         """A wildcard bindip is fine with an explicit externalhostandport."""
         c = load_config({"bindip": "0.0.0.0", "externalhostandport": "sd1:8765"}, {}, None)
@@ -253,8 +262,9 @@ _BAD_CLI = [
     ({"listen": "8765"}, "listen", "not a server endpoint string"),
     ({"listen": "tcp:"}, "listen", "not a server endpoint string"),
     ({"listen": "tcp:http"}, "listen", "no valid port"),
-    ({"listen": "udp:53", "externalhostandport": "h"}, "listen", "endpoint string"),
-    ({"api_listen": "carrier:1", "externalhostandport": "h"}, "api_listen", "endpoint"),
+    ({"listen": ":8765", "externalhostandport": "h"}, "listen", "not a server endpoint string"),
+    ({"listen": "haproxy:tcp:http", "externalhostandport": "h"}, "listen", "no valid port"),
+    ({"api_listen": "car rier:1", "externalhostandport": "h"}, "api_listen", "endpoint"),
     ({"wspath": "ws"}, "wspath", "start with '/'"),
     ({"wspath": "/socket/x"}, "wspath", "clashes with the callback API"),
     ({"wspath": "/"}, "wspath", "clashes"),
@@ -278,6 +288,53 @@ _BAD_CLI = [
     ({"no_such_key": "1"}, "no_such_key", "unknown option"),
     ({"max-message-size": "1"}, "max-message-size", "did you mean max_message_size?"),
 ]
+
+
+class EnvironWarningTests(SynchronousTestCase):
+    """SOCKETDOCK_* variables that name no setting are ignored, but named."""
+
+    def test_known_and_foreign_variables(self) -> None:
+        """Known keys and non-SOCKETDOCK_ variables give no warning."""
+        self.assertEqual(environ_warnings({"SOCKETDOCK_BINDPORT": "1", "HOME": "/root"}), [])
+
+    def test_misspelt_names_closest_key(self) -> None:
+        """A misspelt key is one line naming the variable and the closest key."""
+        self.assertEqual(
+            environ_warnings({"SOCKETDOCK_MAX_MESAGE_SIZE": "1"}),
+            [("SOCKETDOCK_MAX_MESAGE_SIZE: not a setting, ignored; "
+              "did you mean SOCKETDOCK_MAX_MESSAGE_SIZE (max_message_size)?")],
+        )
+
+    def test_lower_case(self) -> None:
+        """Only the upper-case name is read, so a lower-case one is pointed at it."""
+        self.assertEqual(
+            environ_warnings({"SOCKETDOCK_bindport": "1"}),
+            [("SOCKETDOCK_bindport: not a setting, ignored; "
+              "did you mean SOCKETDOCK_BINDPORT (bindport)?")],
+        )
+
+    def test_unrelated_name(self) -> None:
+        """A name like no key still gets its line, pointing at the sample INI."""
+        self.assertEqual(
+            environ_warnings({"SOCKETDOCK_ZZZ": "1"}),
+            ["SOCKETDOCK_ZZZ: not a setting, ignored; see etc/socketdock.ini for the known keys"],
+        )
+
+    def test_odd_name_stays_one_line(self) -> None:
+        """A name holding a newline is quoted, so the warning stays one line."""
+        (line,) = environ_warnings({"SOCKETDOCK_A\nB": "1"})
+        self.assertNotIn("\n", line)
+
+    def test_does_not_stop_loading(self) -> None:
+        """load_config ignores the unknown variable and reads the known one."""
+        c = load_config({}, {"SOCKETDOCK_BINDPROT": "1", "SOCKETDOCK_BINDPORT": "9000"}, None)
+        self.assertEqual(c.bindport, 9000)
+
+    def test_listen_key(self) -> None:
+        """listen_key says which setting gave the WebSocket listener."""
+        self.assertEqual(load_config({}, {}, None).listen_key, "bindport")
+        self.assertEqual(load_config({"listen": "tcp:1", "externalhostandport": "h:1"},
+                                     {}, None).listen_key, "listen")
 
 
 class ErrorTests(_Files, SynchronousTestCase):
