@@ -30,17 +30,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from treq.client import HTTPClient  # noqa: E402
-from twisted.internet import defer, reactor, task  # noqa: E402
-from twisted.web.client import Agent, HTTPConnectionPool  # noqa: E402
+from treq.client import HTTPClient
+from twisted.internet import defer, reactor, task
+from twisted.web.client import Agent, HTTPConnectionPool
 
-from socketdock.config.settings import load_config  # noqa: E402
-from socketdock.tap import make_service  # noqa: E402
-from tests.harness import free_port  # noqa: E402
-from tests.wsclient import connect_client  # noqa: E402
+from socketdock.config.settings import load_config
+from socketdock.tap import make_service
+from tests.harness import free_port
+from tests.wsclient import connect_client
 
 
-def _start_redis(directory: str) -> "tuple[subprocess.Popen, int]":
+def _start_redis(directory: str) -> tuple[subprocess.Popen, int]:
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
     port = free_port()
     process = subprocess.Popen(

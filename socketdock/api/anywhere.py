@@ -13,9 +13,19 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from socketdock.api.resources import (
-    ApiResource, ConnectionResource, NotFound, as_json, close_request, plain,
+    ApiResource,
+    ConnectionResource,
+    NotFound,
+    as_json,
+    close_request,
+    plain,
 )
-from socketdock.api.tags import ConnectionTagsResource, SocketsWithTags, _answer, read_frame
+from socketdock.api.tags import (
+    ConnectionTagsResource,
+    SocketsWithTags,
+    _answer,
+    read_frame,
+)
 from socketdock.relay.reach import IReach
 from socketdock.relay.registry import Registry
 

@@ -32,7 +32,7 @@ class SubscribingBackend:
         self._subscriptions = subscriptions
         self.admits = backend.admits
 
-    def connect(self, connection_id, headers, offered) -> "Deferred[Admission]":
+    def connect(self, connection_id, headers, offered) -> Deferred[Admission]:
         outer: Deferred[Admission] = Deferred()
 
         def admitted(admission: Admission) -> None:

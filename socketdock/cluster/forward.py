@@ -13,7 +13,7 @@ persistent pool, with the cluster's ``api_token``.
 from __future__ import annotations
 
 import json
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import treq
 from twisted.internet.defer import Deferred
@@ -36,7 +36,7 @@ class Forwarder:
 
     _log = Logger()
 
-    def __init__(self, http, reactor, token: Optional[str], timeout: float) -> None:
+    def __init__(self, http, reactor, token: str | None, timeout: float) -> None:
         self._http = http
         self._reactor = reactor
         self._headers = {b"Authorization": [b"Bearer " + token.encode("utf-8")]} if token else {}
@@ -67,9 +67,9 @@ class Forwarder:
         return d.addCallback(lambda answer: tuple(answer["tags"]))
 
     def _request(
-        self, holder: str, method: str, path: str, body: Optional[bytes],
-        content_type: Optional[bytes],
-    ) -> "Deferred[tuple[int, bytes]]":
+        self, holder: str, method: str, path: str, body: bytes | None,
+        content_type: bytes | None,
+    ) -> Deferred[tuple[int, bytes]]:
         headers = dict(self._headers)
         if content_type is not None:
             headers[b"Content-Type"] = [content_type]
@@ -87,13 +87,13 @@ class Forwarder:
                        holder=holder, why=failure.getErrorMessage())
         raise Unreachable("the instance holding this connection did not answer; retry later")
 
-    def _outcome(self, answer: "tuple[int, bytes]", holder: str) -> None:
+    def _outcome(self, answer: tuple[int, bytes], holder: str) -> None:
         code, body = answer
         if code == 200:
-            return None
+            return
         raise self._failure(code, body, holder)
 
-    def _json(self, answer: "tuple[int, bytes]", holder: str) -> object:
+    def _json(self, answer: tuple[int, bytes], holder: str) -> object:
         code, body = answer
         if code != 200:
             raise self._failure(code, body, holder)

@@ -12,12 +12,18 @@ in Redis (L{ILinkUser.link_up}) before it says it is up again.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import txredisapi
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, fail, gatherResults, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    fail,
+    gatherResults,
+    succeed,
+)
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import optionsForClientTLS
@@ -38,7 +44,7 @@ CONNECT_TIMEOUT = 5.0
 class ILinkUser(Interface):
     """What the link tells the cluster."""
 
-    def link_up(link: "RedisLink") -> "Deferred[None]":
+    def link_up(link: RedisLink) -> Deferred[None]:
         """
         Both connections are ready: restore this instance's state in Redis and
         its subscriptions.  The link counts as up once this fires.
@@ -54,7 +60,7 @@ class ILinkUser(Interface):
 class _Commands(txredisapi.BaseRedisProtocol):
     """txredisapi's command protocol, on our reactor, telling the link of its end."""
 
-    def __init__(self, link: "RedisLink") -> None:
+    def __init__(self, link: RedisLink) -> None:
         address = link.address
         # charset None: replies stay bytes (frames may be binary); no number
         # guessing, which would turn a payload "123" into an int.
@@ -76,7 +82,7 @@ class _Subscriber(_Commands):
     so each gets exactly one confirmation, in order; messages go to the link.
     """
 
-    def __init__(self, link: "RedisLink") -> None:
+    def __init__(self, link: RedisLink) -> None:
         super().__init__(link)
         # A subscription waits for its confirmation without a reply timeout of
         # its own: the command connection's timeouts find a dead server.
@@ -109,7 +115,7 @@ class _ProtocolFactory(Factory):
     isLazy = True
     noisy = False
 
-    def __init__(self, link: "RedisLink", kind: type) -> None:
+    def __init__(self, link: RedisLink, kind: type) -> None:
         self._link = link
         self._kind = kind
 
@@ -143,20 +149,20 @@ class RedisLink(Service):
 
     def __init__(
         self, address: RedisAddress, reactor, user, changed: Callable[[bool], None] = lambda up: None,
-        retry_policy: Optional[Callable[[int], float]] = None,
+        retry_policy: Callable[[int], float] | None = None,
     ) -> None:
         self.address = address
         self.reactor = reactor
         self._user = user
         self._changed = changed
         self._policy = retry_policy or backoffPolicy(initialDelay=0.2, maxDelay=5.0)
-        self._commands: Optional[_Commands] = None
-        self._subscriber: Optional[_Subscriber] = None
+        self._commands: _Commands | None = None
+        self._subscriber: _Subscriber | None = None
         self._services: list[ClientService] = []
         self.up = False
         # None until the first attempt ends; then what was last logged.
-        self._logged: Optional[bool] = None
-        self._restoring: Optional[Deferred] = None
+        self._logged: bool | None = None
+        self._restoring: Deferred | None = None
         self._up_waiters: list[Deferred[None]] = []
         self._down_waiters: list[Deferred[None]] = []
 
@@ -179,7 +185,7 @@ class RedisLink(Service):
             self._services.append(service)
             service.startService()
 
-    def stopService(self) -> "Deferred[None]":
+    def stopService(self) -> Deferred[None]:
         super().stopService()
         services, self._services = self._services, []
         restoring, self._restoring = self._restoring, None
@@ -195,7 +201,7 @@ class RedisLink(Service):
 
     # -- connections coming and going --------------------------------------------
 
-    def _prepared(self, proxy) -> "Deferred[None]":
+    def _prepared(self, proxy) -> Deferred[None]:
         """
         ClientService waits for AUTH and SELECT before it counts the
         connection.  ``proxy`` wraps our protocol; whenConnected fires with
@@ -290,12 +296,12 @@ class RedisLink(Service):
     def _message(self, channel: bytes, data: bytes) -> None:
         try:
             self._user.message(channel, data)
-        except Exception:
+        except Exception:  # noqa: BLE001 -- one bad message must not drop the link
             self._log.failure("cluster: handling a message on {channel!r} failed", channel=channel)
 
     # -- for the cluster -------------------------------------------------------
 
-    def when_up(self) -> "Deferred[None]":
+    def when_up(self) -> Deferred[None]:
         """Fires once the link is up (at once if it is)."""
         if self.up:
             return succeed(None)
@@ -303,7 +309,7 @@ class RedisLink(Service):
         self._up_waiters.append(d)
         return d
 
-    def when_down(self) -> "Deferred[None]":
+    def when_down(self) -> Deferred[None]:
         """Fires once the link is down (at once if it is)."""
         if not self.up:
             return succeed(None)
@@ -311,7 +317,7 @@ class RedisLink(Service):
         self._down_waiters.append(d)
         return d
 
-    def command(self, name: str, *args: object) -> "Deferred[object]":
+    def command(self, name: str, *args: object) -> Deferred[object]:
         """
         Run one Redis command.  Fails with L{Unreachable} when there is no
         connection (restores run before the link is up, so this does not
@@ -326,7 +332,7 @@ class RedisLink(Service):
             return fail(Unreachable("no link to Redis; retry later"))
         return d.addErrback(_as_unreachable)
 
-    def eval(self, script: bytes, keys: list, args: list) -> "Deferred[object]":
+    def eval(self, script: bytes, keys: list, args: list) -> Deferred[object]:
         """Run a Lua script (by its hash once Redis knows it)."""
         protocol = self._commands
         if protocol is None or not protocol.connected:
@@ -337,14 +343,14 @@ class RedisLink(Service):
         """Whether the pub/sub connection is there (it may still be restoring)."""
         return self._subscriber is not None and bool(self._subscriber.connected)
 
-    def subscribe(self, channel: bytes) -> "Deferred[object]":
+    def subscribe(self, channel: bytes) -> Deferred[object]:
         """Subscribe the pub/sub connection to one channel."""
         protocol = self._subscriber
         if protocol is None or not protocol.connected:
             return fail(Unreachable("no link to Redis; retry later"))
         return protocol.subscribe(channel).addErrback(_as_unreachable)
 
-    def unsubscribe(self, channel: bytes) -> "Deferred[object]":
+    def unsubscribe(self, channel: bytes) -> Deferred[object]:
         """Unsubscribe from one channel (harmless when not subscribed)."""
         protocol = self._subscriber
         if protocol is None or not protocol.connected:

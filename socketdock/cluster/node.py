@@ -11,7 +11,7 @@ for a survivor to claim.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, FirstError, gatherResults
@@ -47,13 +47,13 @@ class ClusterNode(MultiService):
     def __init__(
         self, address: RedisAddress, names: Names, me: str, reactor, heartbeat: float,
         recover: Callable[[list[str]], None], on_message: Callable[[bytes, bytes], None],
-        retry_policy: Optional[Callable[[int], float]] = None,
+        retry_policy: Callable[[int], float] | None = None,
     ) -> None:
         super().__init__()
         self._reactor = reactor
         self._heartbeat = heartbeat
         self._on_message = on_message
-        self._beat: Optional[LoopingCall] = None
+        self._beat: LoopingCall | None = None
         self.link = RedisLink(address, reactor, self, retry_policy=retry_policy)
         self.link.setServiceParent(self)
         self.roster = Roster(self.link, names, me, heartbeat, recover)
@@ -65,7 +65,7 @@ class ClusterNode(MultiService):
         self._beat.clock = self._reactor
         self._beat.start(self._heartbeat, now=False)
 
-    def stopService(self) -> "Deferred[None]":
+    def stopService(self) -> Deferred[None]:
         if self._beat is not None and self._beat.running:
             self._beat.stop()
         d = self.roster.leave()
@@ -75,7 +75,7 @@ class ClusterNode(MultiService):
 
     # ILinkUser
 
-    def link_up(self, link: RedisLink) -> "Deferred[None]":
+    def link_up(self, link: RedisLink) -> Deferred[None]:
         d = gatherResults(
             [self.roster.rejoin(), self.subscriptions.restore()], consumeErrors=True)
         d.addErrback(lambda f: f.trap(FirstError) and f.value.subFailure)

@@ -19,11 +19,10 @@ holder Redis names, through L{socketdock.cluster.forward.Forwarder}.
 from __future__ import annotations
 
 import json
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
-from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from socketdock.cluster.forward import Forwarder
@@ -91,12 +90,12 @@ class ClusterReach:
 
     # -- one connection ---------------------------------------------------------
 
-    def _holder(self, connection_id: str) -> "Deferred[str]":
+    def _holder(self, connection_id: str) -> Deferred[str]:
         """The other instance holding it; fails NotLive or Unreachable."""
         if not self._link.up:
             return fail(Unreachable(_DOWN))
 
-        def found(holder: Optional[str]) -> str:
+        def found(holder: str | None) -> str:
             if holder is None:
                 raise NotLive()
             return holder
@@ -146,32 +145,32 @@ class ClusterReach:
         """Subscribers Redis counted, less this instance."""
         return subscribers - (1 if self._subscriptions.confirmed(tag) else 0)
 
-    def send_to_tag(self, tag: str, payload: bytes, is_binary: bool) -> "Deferred[Reached]":
+    def send_to_tag(self, tag: str, payload: bytes, is_binary: bool) -> Deferred[Reached]:
         if not self._link.up:
             return fail(Unreachable(_DOWN))
         message = _envelope({"op": "send", "from": self._roster.me, "binary": is_binary}, payload)
         d = self._link.command("PUBLISH", self._names.tag_channel(tag), message)
 
-        def published(subscribers: int) -> "Deferred[Reached]":
+        def published(subscribers: int) -> Deferred[Reached]:
             others = self._others(tag, subscribers)
             return self._local.send_to_tag(tag, payload, is_binary).addCallback(
                 self._counted, others)
 
         return d.addCallback(published)
 
-    def close_tag(self, tag: str, code: int, reason: str) -> "Deferred[Reached]":
+    def close_tag(self, tag: str, code: int, reason: str) -> Deferred[Reached]:
         if not self._link.up:
             return fail(Unreachable(_DOWN))
         message = _envelope({"op": "close", "from": self._roster.me, "code": code, "reason": reason})
         d = self._link.command("PUBLISH", self._names.tag_channel(tag), message)
 
-        def published(subscribers: int) -> "Deferred[Reached]":
+        def published(subscribers: int) -> Deferred[Reached]:
             others = self._others(tag, subscribers)
             return self._local.close_tag(tag, code, reason).addCallback(self._counted, others)
 
         return d.addCallback(published)
 
-    def count_tag(self, tag: str) -> "Deferred[Reached]":
+    def count_tag(self, tag: str) -> Deferred[Reached]:
         if not self._link.up:
             return fail(Unreachable(_DOWN))
         d = self._link.command("PUBSUB", "NUMSUB", self._names.tag_channel(tag))

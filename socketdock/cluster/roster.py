@@ -16,7 +16,7 @@ survivor whose heartbeat first finds this one's lapsed.
 from __future__ import annotations
 
 import secrets
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -59,7 +59,7 @@ class Roster:
         self._owed: set[str] = set()
         self._joined = False
         self._first = True
-        self._beating: Optional[Deferred] = None
+        self._beating: Deferred | None = None
         #: Connections of lost instances this one claimed (for /status).
         self.recovered = 0
 
@@ -103,7 +103,7 @@ class Roster:
 
     # -- joining, beating, leaving ------------------------------------------------
 
-    def rejoin(self) -> "Deferred[None]":
+    def rejoin(self) -> Deferred[None]:
         """
         (Re)write this instance's whole record and beat: at every new link,
         before it counts as up.  On the run's first link, the notices its
@@ -140,7 +140,7 @@ class Roster:
                 "sending their notices", count=len(leftover))
             self._claimed(leftover)
 
-    def beat(self) -> "Deferred[None]":
+    def beat(self) -> Deferred[None]:
         """
         Renew the heartbeat and claim what lapsed instances owe.  Skipped
         while the link is down or a beat is still running.
@@ -159,7 +159,7 @@ class Roster:
 
         return d.addBoth(done)
 
-    def _beaten(self, result: list) -> Optional[Deferred]:
+    def _beaten(self, result: list) -> Deferred | None:
         if not result[0]:
             self._log.warn("cluster: this instance's heartbeat lapsed in Redis; rejoining")
             return self.rejoin()
@@ -181,7 +181,7 @@ class Roster:
         self.recovered += len(ids)
         self._recover(ids)
 
-    def leave(self) -> "Deferred[None]":
+    def leave(self) -> Deferred[None]:
         """A clean stop, after the drain: what is still owed stays for a survivor."""
         self._joined = False
         d = self._link.eval(LEAVE, [], [self._names.prefix, self.me, self._token])
@@ -194,14 +194,14 @@ class Roster:
 
     # -- finding another instance's connection ----------------------------------
 
-    def locate(self, connection_id: str) -> "Deferred[Optional[str]]":
+    def locate(self, connection_id: str) -> Deferred[str | None]:
         """
         The live instance holding ``connection_id`` (never this one), or None.
         Fails with L{Unreachable} when Redis cannot be asked.
         """
         d = self._link.eval(LOCATE, [], [self._names.prefix, connection_id])
 
-        def holder(result: object) -> Optional[str]:
+        def holder(result: object) -> str | None:
             if not result:
                 return None
             name = _text(result)

@@ -34,13 +34,13 @@ class Names:
     prefix: bytes
 
     @classmethod
-    def for_db(cls, db: int) -> "Names":
+    def for_db(cls, db: int) -> Names:
         return cls(f"socketdock:{db}:".encode("ascii"))
 
     def tag_channel(self, tag: str) -> bytes:
         return self.prefix + b"tag:" + tag.encode("utf-8")
 
-    def tag_of(self, channel: bytes) -> "str | None":
+    def tag_of(self, channel: bytes) -> str | None:
         """The tag a channel carries, or None for another channel."""
         head = self.prefix + b"tag:"
         if not channel.startswith(head):

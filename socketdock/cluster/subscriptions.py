@@ -33,9 +33,9 @@ class Subscriptions:
         self._holds: dict[str, int] = {}
         # tag -> the SUBSCRIBE in flight, or None once confirmed, on the
         # current pub/sub connection.
-        self._state: dict[str, "Deferred[None] | None"] = {}
+        self._state: dict[str, Deferred[None] | None] = {}
 
-    def hold(self, tag: str) -> "Deferred[None]":
+    def hold(self, tag: str) -> Deferred[None]:
         """
         One more holder of ``tag``.  Fires once the subscription is confirmed,
         or at once while the link is down (L{restore} subscribes later).
@@ -77,7 +77,7 @@ class Subscriptions:
         """Tags subscribed to (for /status)."""
         return len(self._holds)
 
-    def _subscribe(self, tag: str) -> "Deferred[None] | None":
+    def _subscribe(self, tag: str) -> Deferred[None] | None:
         if not self._link_ready():
             return None
         d = self._link.subscribe(self._names.tag_channel(tag))
@@ -98,7 +98,7 @@ class Subscriptions:
     def _link_ready(self) -> bool:
         return self._link.subscriber_connected()
 
-    def restore(self) -> "Deferred[None]":
+    def restore(self) -> Deferred[None]:
         """A new pub/sub connection: subscribe to every held tag again."""
         self._state.clear()
         pending = [self._subscribe(tag) for tag in list(self._holds)]

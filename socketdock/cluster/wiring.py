@@ -6,7 +6,7 @@ the service that keeps the link.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from treq.client import HTTPClient
 from twisted.application.service import Service
@@ -32,13 +32,13 @@ class Cluster:
 
     def __init__(
         self, config: Config, reactor, recover: Callable[[list[str]], None],
-        retry_policy: Optional[Callable[[int], float]] = None,
+        retry_policy: Callable[[int], float] | None = None,
     ) -> None:
         assert config.cluster is not None
         self._config = config
         self._reactor = reactor
         self._names = Names.for_db(config.cluster.db)
-        self._reach: Optional[ClusterReach] = None
+        self._reach: ClusterReach | None = None
         self.node = ClusterNode(
             config.cluster, self._names, config.externalhostandport, reactor,
             config.cluster_heartbeat, recover, self._message, retry_policy,

@@ -9,7 +9,6 @@ no Redis client.
 
 from __future__ import annotations
 
-from typing import Optional
 from urllib.parse import unquote, urlsplit
 
 import attrs
@@ -32,8 +31,8 @@ class RedisAddress:
     port: int
     db: int
     tls: bool
-    password: Optional[str] = attrs.field(default=None, repr=False)
-    username: Optional[str] = attrs.field(default=None, repr=False)
+    password: str | None = attrs.field(default=None, repr=False)
+    username: str | None = attrs.field(default=None, repr=False)
 
     def __str__(self) -> str:
         """The URL without credentials: safe for logs."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet.defer import Deferred
 
@@ -38,14 +38,14 @@ _ATTEMPTS = 5
 class RedisServer:
     """One redis-server child process that a test can stop and start again on the same port."""
 
-    def __init__(self, testcase: Any, reactor: Any, password: Optional[str] = None) -> None:
+    def __init__(self, testcase: Any, reactor: Any, password: str | None = None) -> None:
         self._testcase = testcase
         self._reactor = reactor
         self._password = password
         self.directory = os.path.abspath(testcase.mktemp())
         os.makedirs(self.directory)
         self.port = 0
-        self.process: Optional[Process] = None
+        self.process: Process | None = None
 
     def url(self, db: int = 0) -> str:
         """The ``cluster`` setting that names this server."""
@@ -62,7 +62,7 @@ class RedisServer:
             argv += ["--requirepass", self._password]
         return argv
 
-    async def start(self) -> "RedisServer":
+    async def start(self) -> RedisServer:
         """Start on a fresh free port (retried if another process took it first)."""
         for _ in range(_ATTEMPTS):
             self.port = free_port()
@@ -93,6 +93,6 @@ class RedisServer:
         await self.process.stop()
 
 
-def start_redis(testcase: Any, reactor: Any, password: Optional[str] = None) -> "Deferred[RedisServer]":
+def start_redis(testcase: Any, reactor: Any, password: str | None = None) -> Deferred[RedisServer]:
     """A started L{RedisServer}; the test's cleanup stops it."""
     return Deferred.fromCoroutine(RedisServer(testcase, reactor, password).start())

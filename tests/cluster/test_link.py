@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
-from twisted.internet.testing import EventLoggingObserver
 
 from socketdock.config.cluster import parse_cluster_url
 from socketdock.relay.reach import Unreachable
@@ -166,9 +166,9 @@ class LinkTests(TestCase):
 
         def spy(protocol):
             ready(protocol)
-            if self.link._commands is not None and self.link._subscriber is not None:
-                if not both.called:
-                    both.callback(None)
+            connected = self.link._commands is not None and self.link._subscriber is not None
+            if connected and not both.called:
+                both.callback(None)
 
         self.link._ready = spy
         down = self.user.next("down")
