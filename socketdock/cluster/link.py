@@ -61,13 +61,12 @@ class _Commands(txredisapi.BaseRedisProtocol):
     """txredisapi's command protocol, on our reactor, telling the link of its end."""
 
     def __init__(self, link: RedisLink) -> None:
-        address = link.address
         # charset None: replies stay bytes (frames may be binary); no number
-        # guessing, which would turn a payload "123" into an int.
-        super().__init__(
-            charset=None, replyTimeout=REPLY_TIMEOUT, password=address.password,
-            dbid=address.db, convertNumbers=False, username=address.username,
-        )
+        # guessing, which would turn a payload "123" into an int.  No password
+        # or database here: txredisapi would send AUTH and SELECT itself and
+        # drop the connection when they fail, in the middle of ClientService's
+        # connecting state, which then never retries; the link sends them.
+        super().__init__(charset=None, replyTimeout=REPLY_TIMEOUT, convertNumbers=False)
         self.callLater = link.reactor.callLater
         self._link = link
 
@@ -80,13 +79,10 @@ class _Subscriber(_Commands):
     """
     The pub/sub connection.  Each SUBSCRIBE or UNSUBSCRIBE names one channel,
     so each gets exactly one confirmation, in order; messages go to the link.
+    A subscription waits for its confirmation without a reply timeout of its
+    own: the command connection's timeouts find a dead server.
     """
 
-    def __init__(self, link: RedisLink) -> None:
-        super().__init__(link)
-        # A subscription waits for its confirmation without a reply timeout of
-        # its own: the command connection's timeouts find a dead server.
-        self.dbid = None  # pub/sub channels are not per database
 
     def replyReceived(self, reply: object) -> None:
         if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
@@ -106,11 +102,7 @@ class _Subscriber(_Commands):
 
 
 class _ProtocolFactory(Factory):
-    """
-    Builds one kind of connection.  txredisapi's protocol calls back into its
-    factory when AUTH or SELECT fails; those hooks log here, and the
-    connection is closed and retried like any other lost one.
-    """
+    """Builds one kind of connection for the link."""
 
     isLazy = True
     noisy = False
@@ -124,12 +116,6 @@ class _ProtocolFactory(Factory):
         protocol.factory = self
         return protocol
 
-    def stopTrying(self) -> None:
-        pass
-
-    def connectionError(self, why: str) -> None:
-        # txredisapi's text holds Redis's answer, never our password.
-        self._link._refused(why)
 
 
 class RedisLink(Service):
@@ -165,6 +151,8 @@ class RedisLink(Service):
         self._restoring: Deferred | None = None
         self._up_waiters: list[Deferred[None]] = []
         self._down_waiters: list[Deferred[None]] = []
+        self._refusal: str | None = None
+        self._rejections = 0
 
     # -- the service ---------------------------------------------------------
 
@@ -195,23 +183,52 @@ class RedisLink(Service):
         return gatherResults([s.stopService() for s in services]).addCallback(lambda _: None)
 
     def _retry(self, attempt: int) -> float:
-        if attempt == 1:
+        if attempt == 1 and not self._rejections:
             self._down("cannot connect")
-        return self._policy(attempt)
+        # A refused connection was made, so ClientService counts it as a
+        # success and would retry at once: the refusals count too.
+        return self._policy(max(attempt, self._rejections))
 
     # -- connections coming and going --------------------------------------------
 
-    def _prepared(self, proxy) -> Deferred[None]:
+    def _prepared(self, proxy) -> None:
         """
-        ClientService waits for AUTH and SELECT before it counts the
-        connection.  ``proxy`` wraps our protocol; whenConnected fires with
-        the protocol itself.
+        ClientService's hook for a new connection.  Nothing that waits on the
+        network happens inside it: ClientService cannot take a connection
+        lost while its preparation runs.  AUTH and SELECT follow on the next
+        turn, as requests on a connection it counts as made.
         """
+        self.reactor.callLater(0, self._set_up, proxy)
+
+    def _set_up(self, proxy) -> None:
+        """``proxy`` wraps our protocol; whenConnected fires with the protocol itself."""
         d = proxy.whenConnected()
-        # Not _ready at once: this fires in the middle of a ClientService state
-        # transition, and what _ready sets off may stop the service.
-        d.addCallback(lambda protocol: self.reactor.callLater(0, self._ready, protocol))
-        return d
+        d.addCallback(self._authenticate)
+        d.addCallbacks(self._ready, lambda f: None)
+
+    def _authenticate(self, protocol: _Commands) -> "Deferred[_Commands]":
+        """
+        AUTH, and SELECT on the command connection (pub/sub channels are not
+        per database).  Refused: the connection is closed and made again after
+        a delay that grows with each refusal.
+        """
+        address = self.address
+        d: Deferred = succeed(None)
+        if address.password is not None:
+            d.addCallback(lambda _: protocol.auth(address.password, address.username))
+        if address.db and not isinstance(protocol, _Subscriber):
+            d.addCallback(lambda _: protocol.select(address.db))
+
+        def refused(failure: Failure) -> Failure:
+            if failure.check(txredisapi.ResponseError):
+                # Redis's own words (WRONGPASS, LOADING, ...), never our password.
+                self._refused(failure.getErrorMessage())
+                self._rejections += 1
+            if protocol.transport is not None:
+                protocol.transport.loseConnection()
+            return failure
+
+        return d.addCallbacks(lambda _: protocol, refused)
 
     def _ready(self, protocol: _Commands) -> None:
         if not protocol.connected or not self.running:
@@ -240,6 +257,8 @@ class RedisLink(Service):
             self._restore()
             return
         self.up = True
+        self._refusal = None
+        self._rejections = 0
         self._changed(True)
         waiters, self._up_waiters = self._up_waiters, []
         for waiter in waiters:
@@ -290,6 +309,10 @@ class RedisLink(Service):
             )
 
     def _refused(self, why: str) -> None:
+        # Retried like a lost connection; said once until the reason changes.
+        if why == self._refusal:
+            return
+        self._refusal = why
         self._log.error("cluster: Redis at {address} refused us: {why}",
                         address=str(self.address), why=why)
 

@@ -161,7 +161,9 @@ class Roster:
 
     def _beaten(self, result: list) -> Deferred | None:
         if not result[0]:
-            self._log.warn("cluster: this instance's heartbeat lapsed in Redis; rejoining")
+            self._log.warn(
+                "cluster: this instance's heartbeat lapsed in Redis, or another instance "
+                "uses the same externalhostandport ({me}); rejoining", me=self.me)
             return self.rejoin()
         flat = [_text(x) for x in result[1]]
         by_instance: dict[str, list[str]] = {}

@@ -71,7 +71,9 @@ class LinkTests(TestCase):
     def _policy(self, attempt: int) -> float:
         """Retry every 50 ms; each call fires the next waiter of L{attempted}."""
         if self.attempts:
-            self.attempts.pop(0).callback(attempt)
+            # Next turn: the policy is asked in the middle of a ClientService
+            # transition, where a test that ends would stop it reentrantly.
+            reactor.callLater(0, self.attempts.pop(0).callback, attempt)
         return 0.05
 
     def attempted(self) -> Deferred:
@@ -180,3 +182,19 @@ class LinkTests(TestCase):
         first.callback(None)  # the restore made on the lost connections ends
         yield up
         self.assertEqual(self.user.events.count("restore"), 2)
+
+    @inlineCallbacks
+    def test_wrong_password(self):
+        """A refused password: retried, one error line for all the attempts, the password never in it."""
+        from socketdock.cluster.link import RedisLink
+
+        url = self.redis.url(db=3).replace("pw-for-tests", "wrong-secret")
+        link = RedisLink(parse_cluster_url(url), reactor, self.user, retry_policy=self._policy)
+        tried = [self.attempted() for _ in range(4)]
+        link.startService()
+        self.addCleanup(link.stopService)
+        yield tried[-1]
+        self.assertFalse(link.up)
+        refused = [e for e in self.log if "refused us" in e.get("log_format", "")]
+        self.assertEqual(len(refused), 1, refused)
+        self.assertNotIn("wrong-secret", repr(list(self.log)))
