@@ -206,7 +206,7 @@ class RedisLink(Service):
         d.addCallback(self._authenticate)
         d.addCallbacks(self._ready, lambda f: None)
 
-    def _authenticate(self, protocol: _Commands) -> "Deferred[_Commands]":
+    def _authenticate(self, protocol: _Commands) -> Deferred[_Commands]:
         """
         AUTH, and SELECT on the command connection (pub/sub channels are not
         per database).  Refused: the connection is closed and made again after
