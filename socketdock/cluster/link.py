@@ -41,6 +41,10 @@ REPLY_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 5.0
 
 
+class RedisRefused(Unreachable):
+    """Redis answered a command with an error (out of memory, still loading)."""
+
+
 class ILinkUser(Interface):
     """What the link tells the cluster."""
 
@@ -269,9 +273,16 @@ class RedisLink(Service):
 
     def _restore_failed(self, failure: Failure) -> None:
         self._restoring = None
-        if not self.running or failure.check(txredisapi.ConnectionError, Unreachable, CancelledError):
+        if not self.running or failure.check(txredisapi.ConnectionError, CancelledError):
             return  # the connection went; it comes back by itself
-        self._log.failure("cluster: restoring this instance's state in Redis failed", failure)
+        if failure.check(Unreachable) and not failure.check(RedisRefused):
+            return
+        if failure.check(RedisRefused):
+            # Redis refused part of the restore (logged where it was refused).
+            self._log.warn("cluster: restoring this instance's state in Redis failed; "
+                           "trying again on new connections")
+        else:
+            self._log.failure("cluster: restoring this instance's state in Redis failed", failure)
         # Start over on fresh connections rather than run half restored.
         for protocol in (self._commands, self._subscriber):
             if protocol is not None and protocol.transport is not None:
@@ -381,8 +392,18 @@ class RedisLink(Service):
         return protocol.unsubscribe(channel).addErrback(_as_unreachable)
 
 
+_log = Logger()
+
+
 def _as_unreachable(failure: Failure):
+    """
+    The failures a caller must expect, as L{Unreachable}: the link went, or
+    Redis refused the command (out of memory, still loading after a restart).
+    """
     if failure.check(txredisapi.ConnectionError):  # TimeoutError is one too
         raise Unreachable("lost the link to Redis; retry later")
+    if failure.check(txredisapi.ResponseError):
+        _log.warn("cluster: Redis refused a command: {why}", why=failure.getErrorMessage())
+        raise RedisRefused("Redis refused the request; retry later")
     return failure
 

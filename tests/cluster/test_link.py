@@ -198,3 +198,12 @@ class LinkTests(TestCase):
         refused = [e for e in self.log if "refused us" in e.get("log_format", "")]
         self.assertEqual(len(refused), 1, refused)
         self.assertNotIn("wrong-secret", repr(list(self.log)))
+
+    @inlineCallbacks
+    def test_refused_command(self):
+        """A command Redis answers with an error fails as Unreachable (a 503 for the API), with one warning."""
+        yield self.start()
+        yield self.assertFailure(self.link.command("NOSUCHCOMMAND"), Unreachable)
+        warned = [e for e in self.log if "refused a command" in e.get("log_format", "")]
+        self.assertEqual(len(warned), 1)
+        self.assertTrue(self.link.up)
