@@ -44,8 +44,8 @@ class ClusterTestCase(TestCase):
         self.backend_url = url
 
     @inlineCallbacks
-    def instance(self, **settings):
-        """An instance in the cluster, once its link is up."""
+    def instance(self, wait=True, **settings):
+        """An instance in the cluster, once its link is up (unless not ``wait``)."""
         settings.setdefault("backend", "http")
         settings.setdefault("connecturi", self.backend_url + "/connect")
         settings.setdefault("messageuri", self.backend_url + "/message")
@@ -54,7 +54,8 @@ class ClusterTestCase(TestCase):
         settings.setdefault("cluster", self.redis.url(db=1))
         settings.setdefault("cluster_heartbeat", 0.2)
         relay = start_relay(self, reactor, **settings)
-        yield node_of(relay).link.when_up()
+        if wait:
+            yield node_of(relay).link.when_up()
         return relay
 
     @inlineCallbacks
@@ -243,3 +244,21 @@ class RedisOutageTests(ClusterTestCase):
         self.assertEqual((yield client.next_message()), (b"via b", False))
         _, _, body = yield self.api(a, "GET", "/metrics")
         self.assertIn(b"\nsocketdock_cluster_up 1.0\n", body)
+
+    @inlineCallbacks
+    def test_redis_down_at_start(self):
+        """Started while Redis is down: it serves its own clients, 503s tag requests, and links once Redis is up."""
+        yield Deferred.fromCoroutine(self.redis.stop())
+        a = yield self.instance(wait=False)
+        client, cid = yield self.client(a, "room")
+        code, body = yield self.backend.post_send(f"{a.base}/socket/{cid}/send", b"local")
+        self.assertEqual((code, body), (200, b"OK\n"))
+        self.assertEqual((yield client.next_message()), (b"local", False))
+        code, headers, _ = yield self.api(a, "POST", "/tags/room/send", b"x")
+        self.assertEqual((code, headers.getRawHeaders(b"retry-after")), (503, [b"1"]))
+        yield Deferred.fromCoroutine(self.redis.restart())
+        yield node_of(a).link.when_up()
+        b = yield self.instance()
+        code, _, body = yield self.api(b, "POST", "/tags/room/send", b"linked")
+        self.assertEqual((code, json.loads(body)), (200, {"instances": 1}))
+        self.assertEqual((yield client.next_message()), (b"linked", False))
