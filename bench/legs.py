@@ -73,6 +73,10 @@ class Sink(Resource):
 
     isLeaf = True
 
+    def body_limit(self, request) -> int:
+        """Reads a body up to the site's max_body, as send does (see api.body_plan)."""
+        return 1 << 30
+
     def render_POST(self, request):
         request.content.read()
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")

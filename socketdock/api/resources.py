@@ -33,6 +33,13 @@ def plain(request: Request, status: int, text: str) -> bytes:
     return text.encode("utf-8") + b"\n"
 
 
+def ok(request: Request) -> bytes:
+    """Answer 200 with exactly ``OK``, no newline: the original's answer to
+    ``send`` and ``disconnect``, which backends compare (SPEC §4)."""
+    request.setHeader(b"content-type", _PLAIN)
+    return b"OK"
+
+
 def as_json(request: Request, value: object) -> bytes:
     """Answer 200 with a JSON document."""
     request.setHeader(b"content-type", _JSON)
@@ -43,25 +50,65 @@ class ApiResource(Resource):
     """
     A resource whose unsupported methods get a plain-text 405 (twisted.web's
     default is an HTML page).  ``HEAD`` is served wherever ``GET`` is.
+
+    What it does with a request body is known from the request line alone
+    (see L{body_plan}): L{refusal} is its 404 or 405, and L{body_limit} says
+    how much body a method's handler reads.  A route that reads a body
+    overrides L{body_limit}; every other body is dropped unread.
     """
 
-    def render(self, request: Request):
+    def refusal(self, request: Request) -> Optional[bytes]:
+        """
+        The 404 or 405 for a request this resource does not serve, decided
+        from the request line alone; None when it serves it.
+        """
         if self.isLeaf and request.postpath:
             # A leaf would otherwise answer for any path below it (/status/x).
             return plain(request, 404, "no such path")
-        handler = getattr(self, "render_" + request.method.decode("ascii", "replace"), None)
-        if handler is None and request.method == b"HEAD":
-            handler = getattr(self, "render_GET", None)
-        if handler is None:
-            allowed = sorted(
-                name[len("render_"):] for name in dir(self) if name.startswith("render_")
-                and name != "render_HEAD"
-            )
-            if "GET" in allowed:
-                allowed.append("HEAD")
-            request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
-            return plain(request, 405, f"method {request.method.decode('latin-1')} not allowed here")
+        if self._handler(request) is not None:
+            return None
+        allowed = sorted(
+            name[len("render_"):] for name in dir(self) if name.startswith("render_")
+            and name != "render_HEAD"
+        )
+        if "GET" in allowed:
+            allowed.append("HEAD")
+        request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
+        return plain(request, 405, f"method {request.method.decode('latin-1')} not allowed here")
+
+    def body_limit(self, request: Request) -> int:
+        """The most body bytes this resource reads for ``request``; 0 if it reads none."""
+        return 0
+
+    def render(self, request: Request):
+        handler = self._handler(request)
+        if handler is None or (self.isLeaf and request.postpath):
+            return self.refusal(request)
         return handler(request)
+
+    def _handler(self, request: Request):
+        # HEAD is GET without the body (twisted.web drops it); Resource's own
+        # render_HEAD would call a render_GET that may not exist.
+        method = b"GET" if request.method == b"HEAD" else request.method
+        return getattr(self, "render_" + method.decode("ascii", "replace"), None)
+
+
+def body_plan(resource: Resource, request: Request) -> tuple[Optional[bytes], int]:
+    """
+    What ``resource`` will do with the body of ``request``, from the request
+    line and headers alone, so that a body is never read for nothing.
+
+    :returns: an answer to give at once, before any body is read (a 401, 404
+        or 405 from L{ApiResource.refusal} or the root's), with 0; or None
+        with the most body bytes the resource reads (0 for one that reads
+        none: its body may be dropped as it arrives).
+    """
+    refusal = getattr(resource, "refusal", None)
+    answer = refusal(request) if refusal is not None else None
+    if answer is not None:
+        return answer, 0
+    limit = getattr(resource, "body_limit", None)
+    return None, limit(request) if limit is not None else 0
 
 
 class NotFound(ApiResource):
@@ -69,7 +116,7 @@ class NotFound(ApiResource):
 
     isLeaf = True
 
-    def render(self, request: Request) -> bytes:
+    def refusal(self, request: Request) -> bytes:
         return plain(request, 404, "no such path")
 
 
@@ -78,7 +125,7 @@ class Unauthorized(ApiResource):
 
     isLeaf = True
 
-    def render(self, request: Request) -> bytes:
+    def refusal(self, request: Request) -> bytes:
         request.setHeader(b"www-authenticate", b'Bearer realm="socketdock"')
         return plain(request, 401, "missing or wrong bearer token")
 
@@ -94,19 +141,17 @@ class SendResource(ApiResource):
         self._id = connection_id
         self._max = max_message_size
 
+    def body_limit(self, request: Request) -> int:
+        return self._max if request.method == b"POST" else 0
+
     def render_POST(self, request: Request):
         connection = self._registry.get(self._id)
         if connection is None:
             return plain(request, 404, "no such live connection")
-        body = request.content.read(self._max + 1)
-        if len(body) > self._max:
-            return plain(request, 413, f"message larger than max_message_size ({self._max} bytes)")
-        is_binary = not is_text(request.requestHeaders)
-        if not is_binary:
-            try:
-                body.decode("utf-8")
-            except UnicodeDecodeError:
-                return plain(request, 400, "text/* body is not valid UTF-8")
+        try:
+            body, is_binary = read_frame(request, self._max)
+        except BadBody as bad:
+            return plain(request, bad.status, bad.reason)
         d = connection.deliver(body, is_binary)
         if d.called:
             # The common case: the connection is open and took it at once.
@@ -121,7 +166,7 @@ class SendResource(ApiResource):
             if isinstance(outcome, Failure):
                 request.write(_failed_answer(request, outcome))
             else:
-                request.write(plain(request, 200, "OK"))
+                request.write(ok(request))
             request.finish()
 
         d.addBoth(answer)
@@ -133,7 +178,7 @@ def _delivered_now(request: Request, d) -> bytes:
     d.addBoth(outcome.append)
     if isinstance(outcome[0], Failure):
         return _failed_answer(request, outcome[0])
-    return plain(request, 200, "OK")
+    return ok(request)
 
 
 def _failed_answer(request: Request, failure: Failure) -> bytes:
@@ -146,41 +191,118 @@ def _failed_answer(request: Request, failure: Failure) -> bytes:
     raise AssertionError("unreachable")
 
 
-def close_request(body: bytes) -> "tuple[int, str] | str":
+#: The most bytes a close body (``{"code": ..., "reason": ...}``) may have.
+CLOSE_BODY_LIMIT = 4096
+
+
+class BadBody(Exception):
     """
-    The close code and reason a backend asked for, or a one-line complaint.
+    A request body a route cannot use.
+
+    :param status: the 4xx to answer with.
+    :param reason: the one-line reason to give.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def read_body(request: Request, limit: int) -> bytes:
+    """
+    The whole body of ``request``, refused (413) past ``limit`` bytes rather
+    than cut short.
+
+    :raises BadBody: when the body is longer than ``limit``.
+    """
+    body = request.content.read(limit + 1)
+    if len(body) > limit:
+        raise BadBody(413, f"body larger than {limit} bytes")
+    return body
+
+
+def parse_json(body: bytes) -> object:
+    """
+    The JSON value in ``body``, for routes that take JSON.
+
+    Anything ``json.loads`` would choke on in a way that is not a
+    ``ValueError`` -- nesting past the recursion limit, or a lone surrogate
+    escape (``"\\ud800"``) that no UTF-8 encoder accepts later -- is refused
+    here as bad input, so a caller cannot turn it into a 500.
+
+    :raises BadBody: (400) for a body that is not UTF-8 JSON text.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadBody(400, "body is not valid UTF-8") from None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise BadBody(400, "body is JSON nested too deeply") from None
+    except ValueError:
+        raise BadBody(400, "body is not valid JSON") from None
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadBody(400, "body has a string that is not valid Unicode (lone surrogate)") from None
+    return value
+
+
+def read_frame(request: Request, max_size: int) -> tuple[bytes, bool]:
+    """
+    A callback body as one frame, by SPEC §4's rule: ``(payload, is_binary)``.
+
+    :raises BadBody: (413) over ``max_size``, (400) a ``text/*`` body that is
+        not UTF-8.
+    """
+    body = request.content.read(max_size + 1)
+    if len(body) > max_size:
+        raise BadBody(413, f"message larger than max_message_size ({max_size} bytes)")
+    is_binary = not is_text(request.requestHeaders)
+    if not is_binary:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadBody(400, "text/* body is not valid UTF-8") from None
+    return body, is_binary
+
+
+def close_request(body: bytes) -> tuple[int, str]:
+    """
+    The close code and reason a backend asked for.
 
     An empty body means a normal close (1000) with no reason, as the
     original accepted it.
+
+    :raises BadBody: (400) with a one-line complaint.
     """
     if not body.strip():
         return 1000, ""
-    try:
-        asked = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return "body must be empty or a JSON object"
+    asked = parse_json(body)
     if not isinstance(asked, dict):
-        return "body must be empty or a JSON object"
+        raise BadBody(400, "body must be empty or a JSON object")
     code = asked.get("code", 1000)
     reason = asked.get("reason", "")
     if type(code) is not int or not (code == 1000 or 3000 <= code <= 4999):
-        return "code must be 1000 or 3000-4999"
+        raise BadBody(400, "code must be 1000 or 3000-4999")
     if not isinstance(reason, str):
-        return "reason must be a string"
+        raise BadBody(400, "reason must be a string")
     if len(reason.encode("utf-8")) > _MAX_REASON_BYTES:
-        return f"reason longer than {_MAX_REASON_BYTES} bytes"
+        raise BadBody(400, f"reason longer than {_MAX_REASON_BYTES} bytes")
     return code, reason
 
 
 def _close(request: Request, connection: Optional[IConnection]) -> bytes:
     if connection is None:
         return plain(request, 404, "no such live connection")
-    asked = close_request(request.content.read(4096))
-    if isinstance(asked, str):
-        return plain(request, 400, asked)
-    code, reason = asked
+    try:
+        code, reason = close_request(read_body(request, CLOSE_BODY_LIMIT))
+    except BadBody as bad:
+        return plain(request, bad.status, bad.reason)
     connection.close(code, reason, "backend")
-    return plain(request, 200, "OK")
+    return ok(request)
 
 
 class DisconnectResource(ApiResource):
@@ -192,6 +314,9 @@ class DisconnectResource(ApiResource):
         super().__init__()
         self._registry = registry
         self._id = connection_id
+
+    def body_limit(self, request: Request) -> int:
+        return CLOSE_BODY_LIMIT if request.method == b"POST" else 0
 
     def render_POST(self, request: Request) -> bytes:
         return _close(request, self._registry.get(self._id))
@@ -214,6 +339,9 @@ class ConnectionResource(ApiResource):
         if name == b"disconnect":
             return DisconnectResource(self._registry, self._id)
         return NotFound()
+
+    def body_limit(self, request: Request) -> int:
+        return CLOSE_BODY_LIMIT if request.method == b"DELETE" else 0
 
     def render_GET(self, request: Request) -> bytes:
         connection = self._registry.get(self._id)
@@ -242,8 +370,11 @@ class SocketsResource(Resource):
             return NotFound()
         return ConnectionResource(self._registry, connection_id, self._max)
 
-    def render(self, request: Request) -> bytes:
+    def refusal(self, request: Request) -> bytes:
         return plain(request, 404, "no such path")
+
+    def render(self, request: Request) -> bytes:
+        return self.refusal(request)
 
 
 class StatusResource(ApiResource):

@@ -5,18 +5,21 @@ One tree serves both listeners' needs: the WebSocket upgrade on ``wspath``
 (never behind the token: clients do not have it), ``/healthz`` and ``/readyz``
 (open, for load balancers), and the callback API behind the bearer token when
 one is set.  The token is checked before any routing, so a caller without it
-learns nothing about which paths or ids exist.
+learns nothing about which paths or ids exist; and a request is routed on its
+headers, before its body is read (L{BoundedRequest}).
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+from io import BytesIO
 from typing import Any, Optional
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.resource import Resource
+from twisted.web.http import unquote
 from twisted.web.server import Request, Site
 
 from socketdock.api import resources as api
@@ -82,12 +85,20 @@ class Root(Resource):
             return api.Unauthorized()
         return self._api.get(name) or api.NotFound()
 
-    def render(self, request: Request):
+    def refusal(self, request: Request) -> Optional[bytes]:
+        """The 401 or 404 for the root itself; None where the upgrade is served at ``/``."""
         if self._ws is not None and not self._ws_segments:
-            return self._ws.render(request)
+            return None
         if self._api is not None and not self._authorized(request):
-            return api.Unauthorized().render(request)
+            return api.Unauthorized().refusal(request)
         return api.plain(request, 404, "no such path")
+
+    def render(self, request: Request):
+        refused = self.refusal(request)
+        if refused is not None:
+            return refused
+        assert self._ws is not None
+        return self._ws.render(request)
 
 
 def make_api_children(
@@ -123,54 +134,97 @@ def make_health(relay: Relay) -> dict[bytes, Resource]:
 
 class BoundedRequest(Request):
     """
-    A request whose body may not pass its site's ``max_body``.
+    A request whose body is refused, dropped or kept according to the route
+    it is for, decided once its headers are in and before a byte of body is
+    read.
 
-    twisted.web would otherwise read any body into memory or a temporary file
-    before a resource sees it.  A declared ``Content-Length`` over the limit is
-    answered 413 before a byte of the body is read; a chunked body is cut off
-    with 413 once it passes the limit.  Either way the connection is closed, as
-    the rest of the body would otherwise have to be read to find the next request.
+    twisted.web reads any body in full -- into a temporary file past 100 kB or
+    when chunked -- before a resource sees the request, so a stranger could
+    make the public listener hold a 4 MB body for a 404.  Here, when the
+    channel reports the body's length (``gotLength``: ``HTTPChannel`` and
+    ``FastHTTPChannel`` both call it once the headers are complete), the
+    request is routed through the site's own tree -- the root's token check
+    and routing, not a copy of them -- and L{api.body_plan} decides:
+
+    - a refusal (401, 404, 405) is answered at once, body unread;
+    - a route that reads no body has it dropped as it arrives;
+    - a route that reads one keeps it in memory up to the lesser of its own
+      limit and the site's ``max_body``: a declared ``Content-Length`` over
+      that gets 413 at once, a chunked body once it passes.
+
+    An early answer closes the connection, as the rest of the body would
+    otherwise have to be read to find the next request.
     """
 
     def __init__(self, channel, *args, **kwargs) -> None:
         super().__init__(channel, *args, **kwargs)
-        self._body_left: int = channel.site.max_body
-        self._too_large = False
+        self._limit = 0
+        self._answered = False
+        # The traversal made on the headers, for QuietSite to reuse.
+        self.routed: Optional[tuple[Resource, list[bytes], list[bytes]]] = None
 
     def gotLength(self, length: Optional[int]) -> None:
-        if length is not None and length > self._body_left:
-            self._refuse()
+        # Never a temporary file: what is kept is bounded below, and the
+        # resources read it into memory anyway.
+        self.content = BytesIO()
+        if length == 0:
+            return  # no body: routed once received, as usual
+        answer, limit = self._plan()
+        if answer is not None:
+            self._answer_now(answer)
             return
-        super().gotLength(length)
+        channel: Any = self.channel  # built by QuietSite
+        max_body = channel.site.max_body
+        self._limit = limit if max_body is None else min(limit, max_body)
+        if length is not None and self._limit and length > self._limit:
+            self._too_large()
 
     def handleContentChunk(self, data: bytes) -> None:
-        if self._too_large:
+        if self._answered or not self._limit:
+            return  # answered already, or a route that reads no body
+        if self.content.tell() + len(data) > self._limit:
+            self._too_large()
             return
-        self._body_left -= len(data)
-        if self._body_left < 0:
-            self._refuse()
-            return
-        super().handleContentChunk(data)
+        self.content.write(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        # Already answered; only reachable when the rest of a chunked body
-        # was in the same read as the chunk that passed the limit.
-        if not self._too_large:
+        # Already answered; reachable when the rest of the body was in the
+        # same read as its headers.
+        if not self._answered:
             super().requestReceived(command, path, version)
 
-    def _refuse(self) -> None:
-        self._too_large = True
+    def _plan(self) -> tuple[Optional[bytes], int]:
+        # The request line, as both channels keep it until the request is
+        # received (HTTPChannel's own attributes, mirrored by FastHTTPChannel).
+        channel: Any = self.channel
+        self.method, self.uri, self.clientproto = channel._command, channel._path, channel._version
+        self.path = self.uri.split(b"?", 1)[0]
+        if self.path == b"*":
+            return None, 0
+        # As Request.process does before it asks the site for the resource.
+        self.prepath = []
+        self.postpath = list(map(unquote, self.path[1:].split(b"/")))
+        resource = channel.site.getResourceFor(self)
+        self.routed = (resource, self.prepath[:], self.postpath[:])
+        return api.body_plan(resource, self)
+
+    def _too_large(self) -> None:
+        self._answer_now(api.plain(self, 413, f"body larger than {self._limit} bytes"))
+
+    def _answer_now(self, body: bytes) -> None:
+        """Answer with the status and headers set on this request, then close."""
+        self._answered = True
         # Answered here, so no "100 Continue" may follow.
         self.requestHeaders.removeHeader(b"expect")
-        channel: Any = self.channel  # an HTTPChannel built by QuietSite
-        reason = f"body larger than max_message_size ({channel.site.max_body} bytes)\n"
-        body = reason.encode("ascii")
-        channel.transport.write(
-            b"HTTP/1.1 413 Content Too Large\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: " + str(len(body)).encode("ascii") + b"\r\n"
-            b"Connection: close\r\n\r\n" + body
-        )
+        self.responseHeaders.removeHeader(b"connection")
+        head = [b"HTTP/1.1 %d %s\r\n" % (self.code, self.code_message)]
+        for name, values in self.responseHeaders.getAllRawHeaders():
+            head.extend(name + b": " + value + b"\r\n" for value in values)
+        head.append(b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
+        if self.method == b"HEAD":
+            body = b""
+        channel: Any = self.channel
+        channel.transport.write(b"".join(head) + body)
         channel.loseConnection()
 
 
@@ -180,25 +234,38 @@ class QuietSite(Site):
     or frames, never forms) and no access log line per request (a relay's
     requests are counted in ``/metrics`` instead, at a fraction of the cost).
 
-    :param max_body: the largest request body accepted (see L{BoundedRequest});
-        None for no limit of our own.
+    :param max_body: the largest request body accepted on any route (see
+        L{BoundedRequest}); None for no limit but the routes' own.
     """
 
     # httptools-parsed HTTP/1.1; resources still get real Requests.
     protocol = FastHTTPChannel
 
+    requestFactory = BoundedRequest
+
     def __init__(self, root: Resource, reactor, max_body: Optional[int] = None) -> None:
         super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor)
-        if max_body is not None:
-            self.requestFactory = BoundedRequest
         self.max_body = max_body
+
+    def getResourceFor(self, request: Any) -> Resource:
+        # A request with a body was routed on its headers already (see
+        # BoundedRequest); the route cannot have changed since, so the
+        # hot path (a POST to send) walks the tree once, not twice.
+        routed = getattr(request, "routed", None)
+        if routed is None:
+            return super().getResourceFor(request)
+        request.routed = None
+        resource, request.prepath, request.postpath = routed
+        request.site = self
+        request.sitepath = []
+        return resource
 
     def log(self, request: Request) -> None:
         pass
 
 
 def make_site(root: Resource, reactor, max_body: Optional[int] = None) -> Site:
-    """The site that serves one listener; bodies over ``max_body`` get 413."""
+    """The site that serves one listener; see L{BoundedRequest} for its bodies."""
     return QuietSite(root, reactor, max_body)
 
 

@@ -9,7 +9,6 @@ cluster; its failures map to statuses here, "cannot know" included (503 +
 
 from __future__ import annotations
 
-import json
 from typing import Callable
 
 from twisted.internet.defer import Deferred
@@ -19,14 +18,17 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from socketdock.api.resources import (
-    ApiResource, ConnectionResource, NotFound, SocketsResource, as_json, close_request, plain,
+    CLOSE_BODY_LIMIT, ApiResource, BadBody, ConnectionResource, NotFound, SocketsResource,
+    as_json, close_request, parse_json, plain, read_body, read_frame,
 )
-from socketdock.relay.backend import is_text
 from socketdock.relay.reach import IReach, InvalidTags, Reached, Unreachable
 from socketdock.relay.registry import NotLive, OutboundFull, Registry
 from socketdock.relay.tags import check_tag_list, tag_from_path
 
 _NOBODY = "no live connection carries this tag"
+#: The most bytes a ``POST /socket/<id>/tags`` body may have: room for 64
+#: tags of 200 bytes in each list, escaped.
+TAGS_BODY_LIMIT = 64 * 1024
 _log = Logger()
 
 
@@ -82,24 +84,6 @@ def _reached(request: Request, reached: object) -> bytes:
     return as_json(request, reached.as_json())
 
 
-def read_frame(request: Request, max_size: int) -> "tuple[bytes, bool] | tuple[int, str]":
-    """
-    A callback body as one frame (SPEC §4's rule): ``(payload, is_binary)``,
-    or ``(status, reason)`` when it is too large or not the UTF-8 its
-    ``text/*`` type promises.
-    """
-    body = request.content.read(max_size + 1)
-    if len(body) > max_size:
-        return 413, f"message larger than max_message_size ({max_size} bytes)"
-    is_binary = not is_text(request.requestHeaders)
-    if not is_binary:
-        try:
-            body.decode("utf-8")
-        except UnicodeDecodeError:
-            return 400, "text/* body is not valid UTF-8"
-    return body, is_binary
-
-
 def tag_change(body: bytes) -> "tuple[tuple[str, ...], tuple[str, ...]]":
     """
     The ``add`` and ``remove`` lists of a ``POST /socket/<id>/tags`` body.
@@ -107,9 +91,9 @@ def tag_change(body: bytes) -> "tuple[tuple[str, ...], tuple[str, ...]]":
     :raises InvalidTags: not a JSON object, or a list or tag against the rules.
     """
     try:
-        asked = json.loads(body)
-    except ValueError:  # UnicodeDecodeError included
-        raise InvalidTags('body must be a JSON object {"add": [...], "remove": [...]}') from None
+        asked = parse_json(body)
+    except BadBody as bad:
+        raise InvalidTags(bad.reason) from None
     if not isinstance(asked, dict):
         raise InvalidTags('body must be a JSON object {"add": [...], "remove": [...]}')
     add = check_tag_list(asked.get("add", []), "add")
@@ -128,12 +112,14 @@ class TagSendResource(ApiResource):
         self._tag = tag
         self._max = max_message_size
 
+    def body_limit(self, request: Request) -> int:
+        return self._max if request.method == b"POST" else 0
+
     def render_POST(self, request: Request):
-        frame = read_frame(request, self._max)
-        if isinstance(frame[0], int):
-            return plain(request, frame[0], str(frame[1]))
-        payload, is_binary = frame
-        assert isinstance(payload, bytes) and isinstance(is_binary, bool)
+        try:
+            payload, is_binary = read_frame(request, self._max)
+        except BadBody as bad:
+            return plain(request, bad.status, bad.reason)
         return _answer(request, self._reach.send_to_tag(self._tag, payload, is_binary), _reached)
 
 
@@ -147,11 +133,14 @@ class TagDisconnectResource(ApiResource):
         self._reach = reach
         self._tag = tag
 
+    def body_limit(self, request: Request) -> int:
+        return CLOSE_BODY_LIMIT if request.method == b"POST" else 0
+
     def render_POST(self, request: Request):
-        asked = close_request(request.content.read(4096))
-        if isinstance(asked, str):
-            return plain(request, 400, asked)
-        code, reason = asked
+        try:
+            code, reason = close_request(read_body(request, CLOSE_BODY_LIMIT))
+        except BadBody as bad:
+            return plain(request, bad.status, bad.reason)
         return _answer(request, self._reach.close_tag(self._tag, code, reason), _reached)
 
 
@@ -221,9 +210,14 @@ class ConnectionTagsResource(ApiResource):
         self._reach = reach
         self._id = connection_id
 
+    def body_limit(self, request: Request) -> int:
+        return TAGS_BODY_LIMIT if request.method == b"POST" else 0
+
     def render_POST(self, request: Request):
         try:
-            add, remove = tag_change(request.content.read())
+            add, remove = tag_change(read_body(request, TAGS_BODY_LIMIT))
+        except BadBody as bad:
+            return plain(request, bad.status, bad.reason)
         except InvalidTags as e:
             return plain(request, 400, str(e))
         d = self._reach.change_tags(self._id, add, remove)

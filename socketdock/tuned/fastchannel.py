@@ -4,8 +4,9 @@ twisted.web's line-by-line parser, at about half the CPU per request.
 
 Resources still get real ``twisted.web.server.Request`` objects from the
 site's ``requestFactory``, fed through the same calls ``HTTPChannel`` makes
-(``gotLength``, ``handleContentChunk``, ``requestReceived``), so
-``web.BoundedRequest`` and the WebSocket hand-over keep working.  Everything
+(``gotLength``, ``handleContentChunk``, ``requestReceived``), and the request
+line is kept under ``HTTPChannel``'s names until the request is received, so
+``api.site.BoundedRequest`` and the WebSocket hand-over keep working.  Everything
 else -- timeouts, producers and backpressure, persistence, writing responses,
 ``100 Continue`` -- is ``HTTPChannel``'s own code, inherited.
 
@@ -62,9 +63,10 @@ class FastHTTPChannel(HTTPChannel):
         self._inMessage = False
         self._progress = False
         self._stalled = 0
-        # The request being received and its request line.
+        # The request being received and its request line, under the names
+        # HTTPChannel gives them (a request may read them in gotLength).
         self._current = None
-        self._line: tuple[bytes, bytes, bytes] = (b"", b"", b"")
+        self._command = self._path = self._version = b""
         self._host = None
         self._peer = None
 
@@ -300,7 +302,7 @@ class FastHTTPChannel(HTTPChannel):
         else:
             self.persistent = True
         self._current = request
-        self._line = (method, url, version)
+        self._command, self._path, self._version = method, url, version
         request.gotLength(length)
         if (expect is not None and version == b"HTTP/1.1" and not self._closed
                 and expect.lower() == b"100-continue"
@@ -311,4 +313,4 @@ class FastHTTPChannel(HTTPChannel):
     def _done(self) -> None:
         request, self._current = self._current, None
         self._handlingRequest = True
-        request.requestReceived(*self._line)
+        request.requestReceived(self._command, self._path, self._version)

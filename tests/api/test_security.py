@@ -311,6 +311,40 @@ class ApiListenTests(_Case):
         self.assertEqual((yield client.next_message()), (b"via api", False))
 
 
+    @inlineCallbacks
+    def test_held_bodies_refused_on_headers(self):
+        """200 held POSTs declaring 4 MB to the WebSocket listener each get 404 on their
+        headers and are closed; no temporary file is made, and a client still gets through."""
+        import tempfile
+        made = []
+        real = tempfile.TemporaryFile
+        self.patch(tempfile, "TemporaryFile", lambda *a, **k: made.append(1) or real(*a, **k))
+        api_port = free_port()
+        yield self.start(
+            api_listen=f"tcp:{api_port}:interface=127.0.0.1",
+            externalhostandport=f"http://127.0.0.1:{api_port}",
+        )
+        client = yield self.client()
+        msg = yield self.first_message(client)
+        path = f"/socket/{msg['meta']['connection_id']}/send".encode()
+        held = []
+        for _ in range(200):
+            raw = yield raw_connect(self.relay.port)
+            raw.transport.write(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\n"
+                                b"Content-Length: 4194304\r\n\r\n" + b"x" * 8192)
+            held.append(raw)
+        answers = []
+        for raw in held:
+            answers.append((yield raw.gone))
+        for answer in answers:
+            self.assertTrue(answer.startswith(b"HTTP/1.1 404 "), answer[:100])
+            self.assertTrue(answer.endswith(b"\r\n\r\nno such path\n"), answer[-100:])
+        self.assertEqual(made, [])
+        code, _ = yield self.fake.post_send(msg["meta"]["send"], b"still here")
+        self.assertEqual(code, 200)
+        self.assertEqual((yield client.next_message()), (b"still here", False))
+
+
 class StartupWarningTests(SynchronousTestCase):
     """make_service warns when the callback API is reachable beyond loopback without a token."""
 
@@ -379,12 +413,12 @@ class HostileInputTests(_Case):
 
     @inlineCallbacks
     def test_huge_close_reason(self):
-        """A 100 KB close reason gets 400 and the client stays connected."""
+        """A 100 KB close reason gets 413 (a close body over 4096 bytes) and the client stays connected."""
         yield self.start()
         client = yield self.client()
         msg = yield self.first_message(client)
         code, body = yield self.fake.post_json(msg["meta"]["disconnect"], {"code": 4000, "reason": "r" * 100_000})
-        self.assertEqual(code, 400)
+        self.assertEqual(code, 413)
         self.assertEqual(len(body.splitlines()), 1)
         yield client.ping()
 

@@ -147,13 +147,27 @@ class TokenTests(_Requests):
         front = Front()
         treq = front.combined()
         code, _, body = self.call(treq, "POST", f"/socket/{LIVE}/send", b"hello", bearer())
-        self.assertEqual((code, body), (200, b"OK\n"))
+        self.assertEqual((code, body), (200, b"OK"))
         self.assertEqual(front.connection.delivered, [(b"hello", True)])
         code, _, body = self.call(treq, "GET", "/status", headers=bearer())
         self.assertEqual(code, 200)
         self.assertIn("connections", json.loads(body))
         code, _, _ = self.call(treq, "GET", f"/socket/{UNKNOWN}", headers=bearer())
         self.assertEqual(code, 404)
+
+    def test_compat_answers_are_exactly_ok(self) -> None:
+        """send, disconnect and DELETE answer exactly ``OK``, no newline, as the original (SPEC §4)."""
+        front = Front()
+        treq = front.combined()
+        for method, path, body in [("POST", f"/socket/{LIVE}/send", b"x"),
+                                   ("POST", f"/socket/{LIVE}/disconnect", b""),
+                                   ("POST", f"/socket/{LIVE}/disconnect", b'{"code": 4000}'),
+                                   ("DELETE", f"/socket/{LIVE}", b"")]:
+            code, headers, content = self.call(treq, method, path, body, bearer())
+            self.assertEqual((code, content), (200, b"OK"), (method, path, body))
+            self.assertEqual(headers.getRawHeaders(b"content-type"), [b"text/plain; charset=utf-8"])
+        code, _, content = self.call(treq, "POST", f"/socket/{UNKNOWN}/send", b"x", bearer())
+        self.assertEqual((code, content), (404, b"no such live connection\n"))
 
     def test_scheme_is_case_insensitive(self) -> None:
         """'bearer' and 'BEARER' work as well as 'Bearer' (RFC 7235); the token itself is exact."""
@@ -216,14 +230,40 @@ class HostileRequestTests(_Requests):
     """Malformed or oversized requests get a documented status, never a 500."""
 
     def test_huge_close_reason(self) -> None:
-        """A close reason longer than a close frame can hold gets 400 and closes nothing."""
+        """A close reason longer than a close frame can hold gets 400 and closes nothing;
+        a close body past CLOSE_BODY_LIMIT gets 413 rather than being cut short."""
         front = Front()
         treq = front.combined()
-        body = json.dumps({"code": 4000, "reason": "x" * 100_000}).encode()
-        code, _, text = self.call(treq, "POST", f"/socket/{LIVE}/disconnect", body, bearer())
-        self.assertEqual(code, 400)
-        self.assertEqual(len(text.splitlines()), 1)
+        for reason, status in [("x" * 124, 400), ("x" * 100_000, 413)]:
+            body = json.dumps({"code": 4000, "reason": reason}).encode()
+            code, _, text = self.call(treq, "POST", f"/socket/{LIVE}/disconnect", body, bearer())
+            self.assertEqual(code, status)
+            self.assertEqual(len(text.splitlines()), 1)
         self.assertEqual(front.connection.closed, [])
+
+    def test_hostile_json_close_bodies(self) -> None:
+        """A lone surrogate, JSON nested past the recursion limit, or non-UTF-8 bytes
+        get 400 and one line, on both close routes; nothing is closed."""
+        front = Front()
+        treq = front.combined()
+        bodies = [
+            (b'{"code": 4000, "reason": "\\ud800"}', b"body has a string that is not valid Unicode (lone surrogate)\n"),
+            (b'{"reason": ["\\udfff"]}', b"body has a string that is not valid Unicode (lone surrogate)\n"),
+            (b"[" * 2000, b"body is JSON nested too deeply\n"),
+            (b'{"":' * 1020, b"body is JSON nested too deeply\n"),
+            (b'{"reason": "\xff"}', b"body is not valid UTF-8\n"),
+            (b"[" * 100_000, b"body larger than 4096 bytes\n"),
+        ]
+        for body, reason in bodies:
+            for method, path in [("POST", f"/socket/{LIVE}/disconnect"), ("DELETE", f"/socket/{LIVE}")]:
+                code, _, text = self.call(treq, method, path, body, bearer())
+                self.assertEqual(text, reason, (method, body[:40]))
+                self.assertIn(code, (400, 413))
+        self.assertEqual(front.connection.closed, [])
+        # A surrogate pair is one valid code point, not a lone surrogate.
+        code, _, _ = self.call(treq, "DELETE", f"/socket/{LIVE}", b'{"reason": "\\ud83d\\ude00"}', bearer())
+        self.assertEqual(code, 200)
+        self.assertEqual(front.connection.closed, [(1000, "\U0001F600", "backend")])
 
     def test_close_reason_at_the_limit(self) -> None:
         """A 123-byte reason (the most a close frame holds) is accepted."""
@@ -247,6 +287,16 @@ class HostileRequestTests(_Requests):
         code, _, _ = self.call(front.combined(), "POST", f"/socket/{LIVE}/send", b"\xff\xfe", headers)
         self.assertEqual(code, 400)
         self.assertEqual(front.connection.delivered, [])
+
+    def test_head_where_get_is_not_served(self) -> None:
+        """HEAD on a POST-only route gets 405 with Allow, not a 500; HEAD works where GET does."""
+        treq = Front().combined()
+        for path in (f"/socket/{LIVE}/send", f"/socket/{LIVE}/disconnect"):
+            code, headers, _ = self.call(treq, "HEAD", path, headers=bearer())
+            self.assertEqual(code, 405, path)
+            self.assertEqual(headers.getRawHeaders(b"allow"), [b"POST"])
+        for path in ("/status", "/healthz", f"/socket/{LIVE}"):
+            self.assertEqual(self.call(treq, "HEAD", path, headers=bearer())[0], 200, path)
 
     def test_paths_below_leaves(self) -> None:
         """/status/x, /metrics/x, /healthz/x and /socket/<id>/send/x are unknown paths: 404."""
@@ -319,8 +369,54 @@ class PropertyTests(_Requests):
             json.loads(content)
         else:
             self.assertTrue(content_type.startswith(b"text/plain"), asked)
-            self.assertTrue(content.endswith(b"\n"), asked)
             self.assertEqual(len(content.splitlines()), 1, asked)
+            if content != b"OK":  # the compat answer; every other line ends
+                self.assertTrue(content.endswith(b"\n"), asked)
+
+
+#: Every callback route that reads its body.
+BODY_ROUTES = [
+    ("POST", f"/socket/{LIVE}/send"),
+    ("POST", f"/socket/{LIVE}/disconnect"),
+    ("DELETE", f"/socket/{LIVE}"),
+    ("POST", f"/socket/{LIVE}/tags"),
+    ("POST", "/tags/t/send"),
+    ("POST", "/tags/t/disconnect"),
+]
+_JSON_LEAVES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20),
+    st.sampled_from(["\ud800", "\udfff", "a\udc80b", "\ud83d"]),  # lone surrogates
+)
+_JSON_VALUES = st.recursive(
+    _JSON_LEAVES,
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.sampled_from(["code", "reason", "\ud800", "x"]), inner, max_size=3)),
+    max_leaves=10,
+)
+_ANY_BODIES = st.one_of(
+    st.binary(max_size=5000),
+    st.builds(lambda v: json.dumps(v).encode(), _JSON_VALUES),
+    st.builds(lambda c, r: json.dumps({"code": c, "reason": r}).encode(),
+              st.integers(2990, 5010), _JSON_LEAVES),
+    st.builds(lambda n, opener: opener * n, st.integers(1, 6000), st.sampled_from([b"[", b'{"":', b"[{\"a\":"])),
+)
+
+
+class BodyPropertyTests(_Requests):
+    """Any bytes as the body of any body-reading route: a 4xx or 200, never a 500, in one line."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(route=st.sampled_from(BODY_ROUTES), body=_ANY_BODIES,
+           content_type=st.sampled_from([None, b"text/plain", b"application/json"]))
+    def test_any_body(self, route, body, content_type) -> None:
+        """No body makes a body-reading route answer 5xx; each answer is one line."""
+        method, path = route
+        headers = bearer()
+        if content_type is not None:
+            headers[b"Content-Type"] = [content_type]
+        code, _, content = self.call(Front().combined(), method, path, body, headers)
+        self.assertLess(code, 500, (method, path, body[:80]))
+        self.assertEqual(len(content.splitlines()), 1, (method, path, body[:80], content))
 
 
 class TokenPropertyTests(_Requests):
@@ -361,7 +457,7 @@ class BodyLimitTests(SynchronousTestCase):
         answer = transport.value()
         self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer)
         self.assertNotIn(b"100 Continue", answer)
-        self.assertTrue(answer.endswith(b"body larger than max_message_size (16 bytes)\n"))
+        self.assertTrue(answer.endswith(b"body larger than 16 bytes\n"))
         self.assertTrue(transport.disconnecting)
 
     def test_chunked_body_over_limit(self) -> None:

@@ -58,6 +58,10 @@ class _Held(Resource):
         super().__init__()
         self.waiting: list = []
 
+    def body_limit(self, request) -> int:
+        """It reads any body, up to the site's max_body (see api.body_plan)."""
+        return 1 << 20
+
     def render(self, request):
         if request.path == b"/held":
             self.waiting.append(request)
