@@ -13,25 +13,25 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from socketdock.api.resources import (
+    CLOSE_BODY_LIMIT,
     ApiResource,
+    BadBody,
     ConnectionResource,
     NotFound,
     as_json,
     close_request,
+    ok,
     plain,
-)
-from socketdock.api.tags import (
-    ConnectionTagsResource,
-    SocketsWithTags,
-    _answer,
+    read_body,
     read_frame,
 )
+from socketdock.api.tags import ConnectionTagsResource, SocketsWithTags, _answer
 from socketdock.relay.reach import IReach
 from socketdock.relay.registry import Registry
 
 
 def _ok(request: Request, _: object) -> bytes:
-    return plain(request, 200, "OK")
+    return ok(request)
 
 
 class SendAnywhere(ApiResource):
@@ -45,20 +45,22 @@ class SendAnywhere(ApiResource):
         self._id = connection_id
         self._max = max_message_size
 
+    def body_limit(self, request: Request) -> int:
+        return self._max if request.method == b"POST" else 0
+
     def render_POST(self, request: Request):
-        frame = read_frame(request, self._max)
-        if isinstance(frame[0], int):
-            return plain(request, frame[0], str(frame[1]))
-        payload, is_binary = frame
-        assert isinstance(payload, bytes) and isinstance(is_binary, bool)
+        try:
+            payload, is_binary = read_frame(request, self._max)
+        except BadBody as bad:
+            return plain(request, bad.status, bad.reason)
         return _answer(request, self._reach.send_to_connection(self._id, payload, is_binary), _ok)
 
 
 def _close(reach: IReach, connection_id: str, request: Request):
-    asked = close_request(request.content.read(4096))
-    if isinstance(asked, str):
-        return plain(request, 400, asked)
-    code, reason = asked
+    try:
+        code, reason = close_request(read_body(request, CLOSE_BODY_LIMIT))
+    except BadBody as bad:
+        return plain(request, bad.status, bad.reason)
     return _answer(request, reach.close_connection(connection_id, code, reason), _ok)
 
 
@@ -71,6 +73,9 @@ class DisconnectAnywhere(ApiResource):
         super().__init__()
         self._reach = reach
         self._id = connection_id
+
+    def body_limit(self, request: Request) -> int:
+        return CLOSE_BODY_LIMIT if request.method == b"POST" else 0
 
     def render_POST(self, request: Request):
         return _close(self._reach, self._id, request)
@@ -95,6 +100,9 @@ class ConnectionAnywhere(ApiResource):
         if name == b"tags":
             return ConnectionTagsResource(self._reach, self._id)
         return NotFound()
+
+    def body_limit(self, request: Request) -> int:
+        return CLOSE_BODY_LIMIT if request.method == b"DELETE" else 0
 
     def render_GET(self, request: Request):
         return _answer(request, self._reach.describe_connection(self._id), as_json)

@@ -164,7 +164,7 @@ class ConnectionAcrossInstancesTests(ClusterTestCase):
         b = yield self.instance()
         client, cid = yield self.client(a, "t")
         code, body = yield self.backend.post_send(f"{b.base}/socket/{cid}/send", b"via b")
-        self.assertEqual((code, body), (200, b"OK\n"))
+        self.assertEqual((code, body), (200, b"OK"))
         self.assertEqual((yield client.next_message()), (b"via b", False))
         code, _, body = yield self.api(b, "GET", f"/socket/{cid}")
         self.assertEqual(code, 200)
@@ -200,7 +200,7 @@ class ConnectionAcrossInstancesTests(ClusterTestCase):
         self.backend.release(self.backend.stalled[0], Answer(200, b'{"tags": ["late"]}', JSON))
         client = yield pending
         self.addCleanup(client.shutdown)
-        self.assertEqual((yield held), (200, b"OK\n"))
+        self.assertEqual((yield held), (200, b"OK"))
         self.assertEqual((yield client.next_message()), (b"first", False))
         self.assertEqual((yield client.next_message()), (b"second", False))
         code, _, body = yield self.api(b, "POST", "/tags/late/send", b"third")
@@ -222,7 +222,7 @@ class RedisOutageTests(ClusterTestCase):
         for relay in (a, b):
             yield node_of(relay).link.when_down()
         code, body = yield self.backend.post_send(f"{a.base}/socket/{cid}/send", b"local")
-        self.assertEqual((code, body), (200, b"OK\n"))
+        self.assertEqual((code, body), (200, b"OK"))
         self.assertEqual((yield client.next_message()), (b"local", False))
         for path in ("/tags/room/send", f"/socket/{cid}/send"):
             code, headers, _ = yield self.api(b, "POST", path, b"x")
@@ -252,7 +252,7 @@ class RedisOutageTests(ClusterTestCase):
         a = yield self.instance(wait=False)
         client, cid = yield self.client(a, "room")
         code, body = yield self.backend.post_send(f"{a.base}/socket/{cid}/send", b"local")
-        self.assertEqual((code, body), (200, b"OK\n"))
+        self.assertEqual((code, body), (200, b"OK"))
         self.assertEqual((yield client.next_message()), (b"local", False))
         code, headers, _ = yield self.api(a, "POST", "/tags/room/send", b"x")
         self.assertEqual((code, headers.getRawHeaders(b"retry-after")), (503, [b"1"]))
