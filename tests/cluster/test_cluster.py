@@ -108,6 +108,10 @@ class TagAcrossInstancesTests(ClusterTestCase):
         yield self.assert_nothing_more(on_b)
         code, _, body = yield self.api(b, "GET", "/tags/did:key:alice")
         self.assertEqual((code, json.loads(body)), (200, {"instances": 2}))
+        _, _, body = yield self.api(a, "GET", "/status")
+        self.assertEqual(json.loads(body)["cluster"], {
+            "link": "up", "instance": a.base, "owed": 1, "recovered": 0, "tags_subscribed": 1,
+        })
 
     @inlineCallbacks
     def test_tag_added_by_callback_through_another_instance(self):
