@@ -13,7 +13,9 @@ reach the client), ``--n`` of each:
 - ``POST A/tags/bench/send``: published in Redis, delivered by A itself
 - ``POST B/tags/bench/send``: published by B, delivered by A from Redis
 
-and prints the median and 99th percentile of each, in microseconds.  Client,
+and prints the median and 99th percentile of each, in microseconds; then
+the same for a handshake and close (``connect`` to the 101, then the close
+handshake) on an instance with and one without ``cluster``.  Client,
 instances and Redis share the machine, so the figures are for comparing the
 four paths with each other, not absolute.
 """
@@ -52,16 +54,35 @@ def _start_redis(directory: str) -> tuple[subprocess.Popen, int]:
     raise SystemExit("redis-server did not start")
 
 
-def _instance(redis_port: int):
+def _instance(redis_port: int | None):
     port = free_port()
-    config = load_config({
+    settings = {
         "bindip": "127.0.0.1", "bindport": str(port), "backend": "loopback",
-        "ping_interval": "0", "cluster": f"redis://127.0.0.1:{redis_port}/0",
-    }, {}, None)
-    service = make_service(config, reactor)
+        "ping_interval": "0",
+    }
+    if redis_port is not None:
+        settings["cluster"] = f"redis://127.0.0.1:{redis_port}/0"
+    service = make_service(load_config(settings, {}, None), reactor)
     service.startService()
-    (node,) = [s for s in service if type(s).__name__ == "ClusterNode"]
-    return service, node, f"http://127.0.0.1:{port}", port
+    nodes = [s for s in service if type(s).__name__ == "ClusterNode"]
+    return service, nodes[0] if nodes else None, f"http://127.0.0.1:{port}", port
+
+
+def _report(name: str, samples: list[float]) -> None:
+    samples.sort()
+    print(f"{name:42s} median {samples[len(samples) // 2]:7.0f} us   "
+          f"p99 {samples[int(len(samples) * 0.99)]:7.0f} us   (n={len(samples)})")
+
+
+async def _handshakes(name: str, port: int, n: int) -> None:
+    samples = []
+    for i in range(n + 20):
+        started = time.perf_counter()
+        client = await connect_client(reactor, f"ws://127.0.0.1:{port}/ws")
+        await client.close()
+        if i >= 20:
+            samples.append((time.perf_counter() - started) * 1e6)
+    _report(name, samples)
 
 
 async def _run(n: int, redis_port: int) -> None:
@@ -95,10 +116,13 @@ async def _run(n: int, redis_port: int) -> None:
             assert (await client.next_message()) == (body, False)
             if i >= 20:  # warm-up
                 samples.append((time.perf_counter() - started) * 1e6)
-        samples.sort()
-        print(f"{name:42s} median {samples[len(samples) // 2]:7.0f} us   "
-              f"p99 {samples[int(len(samples) * 0.99)]:7.0f} us   (n={n})")
+        _report(name, samples)
     await client.shutdown()
+    plain, _, _, plain_port = _instance(None)
+    for _ in range(2):  # alternated, so neither gets the warmer machine
+        await _handshakes("handshake + close, no cluster", plain_port, n)
+        await _handshakes("handshake + close, cluster", port_a, n)
+    await plain.stopService()
     await b.stopService()
     await a.stopService()
 
