@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, FirstError, gatherResults
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -37,6 +38,7 @@ class ClusterNode(MultiService):
     :param me: this instance's name (its ``externalhostandport``).
     :param reactor: connects to Redis and times the heartbeat.
     :param heartbeat: seconds between beats.
+    :param clock: times the heartbeat; the reactor unless a test gives a Clock.
     :param recover: sends the notices of connections claimed from a lost
         instance (C{Relay.recover}).
     :param on_message: handles a tag request from another instance.
@@ -47,10 +49,10 @@ class ClusterNode(MultiService):
     def __init__(
         self, address: RedisAddress, names: Names, me: str, reactor, heartbeat: float,
         recover: Callable[[list[str]], None], on_message: Callable[[bytes, bytes], None],
-        retry_policy: Callable[[int], float] | None = None,
+        retry_policy: Callable[[int], float] | None = None, clock: IReactorTime | None = None,
     ) -> None:
         super().__init__()
-        self._reactor = reactor
+        self._clock = reactor if clock is None else clock
         self._heartbeat = heartbeat
         self._on_message = on_message
         self._beat: LoopingCall | None = None
@@ -62,7 +64,7 @@ class ClusterNode(MultiService):
     def startService(self) -> None:
         super().startService()
         self._beat = LoopingCall(self.roster.beat)
-        self._beat.clock = self._reactor
+        self._beat.clock = self._clock
         self._beat.start(self._heartbeat, now=False)
 
     def stopService(self) -> Deferred[None]:

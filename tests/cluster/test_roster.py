@@ -7,7 +7,7 @@ the race between two survivors is made on purpose, in one reactor turn.
 from __future__ import annotations
 
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from socketdock.config.cluster import parse_cluster_url
@@ -139,3 +139,42 @@ class RosterTests(TestCase):
         self.assertIsNone((yield self.command(other, "HGET", b"socketdock:2:where", b"g" * 32)))
         yield other.roster.beat()
         self.assertEqual(other.recovered, [])
+
+
+class ClockedHeartbeatTests(TestCase):
+    """The node's own heartbeat, timed by a Clock: beats renew, and a lapsed instance is claimed."""
+
+    timeout = 30
+    skip = NO_REDIS
+
+    @inlineCallbacks
+    def test_heartbeat_on_the_clock(self):
+        """Each interval of the Clock beats once; the beat after a lapse claims the lost notices."""
+        from twisted.internet.task import Clock
+
+        from socketdock.cluster.node import ClusterNode
+        from socketdock.cluster.scripts import Names
+
+        redis = yield start_redis(self, reactor)
+        address = parse_cluster_url(redis.url(db=4))
+        lost = Node(self, address, "http://lost")
+        yield lost.node.link.when_up()
+        lost.roster.record("h" * 32)
+        yield lost.crash()
+
+        clock = Clock()
+        claimed: Deferred = Deferred()
+        node = ClusterNode(
+            address, Names.for_db(4), "http://survivor", reactor, 5.0, claimed.callback,
+            lambda channel, data: None, retry_policy=lambda attempt: 0.05, clock=clock,
+        )
+        node.startService()
+        self.addCleanup(node.stopService)
+        yield node.link.when_up()
+        ttl = yield node.link.command("PTTL", b"socketdock:4:alive:http://survivor")
+        self.assertTrue(10_000 < ttl <= 15_000, ttl)  # three beats of 5 s, just set
+        yield node.link.command("DEL", b"socketdock:4:alive:http://lost")
+        clock.advance(4.9)
+        self.assertFalse(claimed.called)
+        clock.advance(0.1)
+        self.assertEqual((yield claimed), ["h" * 32])
