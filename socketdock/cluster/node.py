@@ -42,6 +42,8 @@ class ClusterNode(MultiService):
     :param recover: sends the notices of connections claimed from a lost
         instance (C{Relay.recover}).
     :param on_message: handles a tag request from another instance.
+    :param fenced: closes connections a survivor declared lost while this
+        instance was cut off (see L{Roster}).
     """
 
     _log = Logger()
@@ -49,6 +51,7 @@ class ClusterNode(MultiService):
     def __init__(
         self, address: RedisAddress, names: Names, me: str, reactor, heartbeat: float,
         recover: Callable[[list[str]], None], on_message: Callable[[bytes, bytes], None],
+        fenced: Callable[[list[str]], None] = lambda ids: None,
         retry_policy: Callable[[int], float] | None = None, clock: IReactorTime | None = None,
     ) -> None:
         super().__init__()
@@ -58,7 +61,7 @@ class ClusterNode(MultiService):
         self._beat: LoopingCall | None = None
         self.link = RedisLink(address, reactor, self, retry_policy=retry_policy)
         self.link.setServiceParent(self)
-        self.roster = Roster(self.link, names, me, heartbeat, recover)
+        self.roster = Roster(self.link, names, me, heartbeat, recover, fenced)
         self.subscriptions = Subscriptions(self.link, names)
 
     def startService(self) -> None:

@@ -191,6 +191,13 @@ class ClusterReach:
         here = 1 if (local.connections or local.full) else 0
         return Reached(instances=others + here)
 
+    def close_here(self, connection_ids: list[str], code: int, reason: str) -> None:
+        """Close those of ``connection_ids`` live on this instance (initiator ``server``)."""
+        for connection_id in connection_ids:
+            connection = self._registry.get(connection_id)
+            if connection is not None:
+                connection.close(code, reason, "server")
+
     # -- from other instances ---------------------------------------------------
 
     def message(self, channel: bytes, data: bytes) -> None:

@@ -41,6 +41,9 @@ class Roster:
     :param recover: called with ids whose notices this instance now owes on
         behalf of a lost instance (or of its own previous run):
         C{Relay.recover}.
+    :param fenced: called with the ids, still live here, that a survivor
+        claimed while this instance was cut off from Redis: the backend was
+        told they are gone.
     """
 
     _log = Logger()
@@ -48,12 +51,14 @@ class Roster:
     def __init__(
         self, link, names: Names, me: str, heartbeat: float,
         recover: Callable[[list[str]], None],
+        fenced: Callable[[list[str]], None] = lambda ids: None,
     ) -> None:
         self._link = link
         self._names = names
         self.me = me
         self._ttl_ms = max(1, int(heartbeat * MISSED_BEATS * 1000))
         self._recover = recover
+        self._fenced = fenced
         self._token = secrets.token_hex(8)
         self._live: set[str] = set()
         self._owed: set[str] = set()
@@ -124,15 +129,19 @@ class Roster:
         return d
 
     def _rejoined(self, result: list, first: bool) -> None:
-        fenced, leftover = result[0], [_text(i) for i in result[1]]
+        fenced = [_text(i) for i in result[0]]
+        leftover = [_text(i) for i in result[1]]
         self._first = False
-        if fenced and not first:
+        still_live = [i for i in fenced if i in self._live]
+        if still_live and not first:
             self._log.warn(
                 "cluster: another instance declared this one lost while Redis was out "
-                "of reach for {ttl}s or more, and sent recovered notices for its "
-                "connections; those still open here will be noticed again when they close",
-                ttl=self._ttl_ms / 1000,
+                "of reach for {ttl}s or more, and sent recovered notices for {count} "
+                "connections that are still open here; closing them so that their "
+                "clients reconnect (the backend hears of each a second time)",
+                ttl=self._ttl_ms / 1000, count=len(still_live),
             )
+            self._fenced(still_live)
         leftover = [i for i in leftover if i not in self._owed]
         if leftover:
             self._log.info(

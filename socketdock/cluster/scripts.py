@@ -13,7 +13,8 @@ pub/sub channels are shared by every database of a server):
                        delivered (the journal's role, cluster-wide)
 ``alive:<instance>``   the heartbeat: that run's token, with a time-to-live
 ``instances``          set: instances that may have records
-``claimed:<instance>`` set when a survivor claimed that instance's records
+``claimed:<instance>`` set: the ids a survivor claimed from that instance
+                       (read, and cleared, when it rejoins after all)
 ``tag:<tag>``          (channel) tag requests for instances holding the tag
 =====================  ======================================================
 
@@ -63,13 +64,15 @@ class Names:
 #: ids, the live ids, the owed ids.  On a run's first link the owed ids of the
 #: run before (a crash, a restart before anyone claimed them) are kept and
 #: returned, for this run to send their notices.  Returns {fenced, leftover}:
-#: fenced is 1 when a survivor claimed this instance's records in between.
+#: fenced lists the ids a survivor claimed from this instance in between (it
+#: was cut off for longer than the time-to-live, and declared lost).
 REJOIN = b"""
 local P, me, token, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local first = ARGV[5] == '1'
 local nlive = tonumber(ARGV[6])
 local where, live, owed = P..'where', P..'live:'..me, P..'owed:'..me
-local fenced = redis.call('DEL', P..'claimed:'..me)
+local fenced = redis.call('SMEMBERS', P..'claimed:'..me)
+redis.call('DEL', P..'claimed:'..me)
 local leftover = {}
 if first then
   leftover = redis.call('SMEMBERS', owed)
@@ -106,14 +109,16 @@ for _, other in ipairs(redis.call('SMEMBERS', P..'instances')) do
     for _, id in ipairs(redis.call('SMEMBERS', P..'live:'..other)) do
       if redis.call('HGET', where, id) == other then redis.call('HDEL', where, id) end
     end
+    redis.call('DEL', P..'claimed:'..other)
     for _, id in ipairs(redis.call('SMEMBERS', P..'owed:'..other)) do
       redis.call('SADD', mine, id)
+      redis.call('SADD', P..'claimed:'..other, id)
       table.insert(claimed, other)
       table.insert(claimed, id)
     end
+    redis.call('EXPIRE', P..'claimed:'..other, 86400)
     redis.call('DEL', P..'live:'..other, P..'owed:'..other)
     redis.call('SREM', P..'instances', other)
-    redis.call('SET', P..'claimed:'..other, '1', 'EX', 86400)
   end
 end
 return {1, claimed}

@@ -41,7 +41,7 @@ class Cluster:
         self._reach: ClusterReach | None = None
         self.node = ClusterNode(
             config.cluster, self._names, config.externalhostandport, reactor,
-            config.cluster_heartbeat, recover, self._message, retry_policy,
+            config.cluster_heartbeat, recover, self._message, self._fenced, retry_policy,
         )
         #: The registry's L{IConnectionEvents}.
         self.events = ClusterEvents(self.node.roster, self.node.subscriptions)
@@ -76,6 +76,10 @@ class Cluster:
     def _message(self, channel: bytes, data: bytes) -> None:
         if self._reach is not None:
             self._reach.message(channel, data)
+
+    def _fenced(self, connection_ids: list[str]) -> None:
+        if self._reach is not None:
+            self._reach.close_here(connection_ids, 1001, "declared lost by the cluster; reconnect")
 
 
 class _PoolCloser(Service):

@@ -273,3 +273,33 @@ class RedisOutageTests(ClusterTestCase):
         code, _, body = yield self.api(b, "POST", "/tags/room/send", b"linked")
         self.assertEqual((code, json.loads(body)), (200, {"instances": 1}))
         self.assertEqual((yield client.next_message()), (b"linked", False))
+
+
+class DeclaredLostTests(ClusterTestCase):
+    """An instance cut off from Redis long enough to be declared lost, that comes back."""
+
+    @inlineCallbacks
+    def test_connections_claimed_while_cut_off_are_closed(self):
+        """Back after a survivor claimed its connections: it closes them with 1001 (initiator server)."""
+        from socketdock.config.cluster import parse_cluster_url
+        from tests.cluster.test_roster import Node
+
+        # A beats too rarely to get in the way; the survivor's beat is the test's.
+        a = yield self.instance(cluster_heartbeat=60)
+        client, cid = yield self.client(a)
+        code, _, _ = yield self.api(a, "GET", "/tags/barrier")  # A's records are in Redis
+        self.assertEqual(code, 404)
+        survivor = Node(self, parse_cluster_url(self.redis.url(db=1)), "http://survivor")
+        yield survivor.node.link.when_up()
+        # A's heartbeat lapses (as if A had been cut off), and the survivor claims.
+        yield survivor.node.link.command("DEL", f"socketdock:1:alive:{a.base}".encode())
+        yield survivor.roster.beat()
+        self.assertEqual(survivor.recovered, [[cid]])
+        # A's link drops and comes back: it learns it was declared lost.
+        down = node_of(a).link.when_down()
+        yield survivor.node.link.command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        yield down
+        _, code, _ = yield client.closed
+        self.assertEqual(code, 1001)
+        (notice,) = yield self.backend.wait_for("disconnect", 1)
+        self.assertEqual((notice["connection_id"], notice["meta"]["initiator"]), (cid, "server"))
