@@ -15,7 +15,10 @@ reply came back exactly once and in order.  Idle connections come from
 raised to the hard limit first, so ``--idle-n 50000`` works wherever that limit
 allows it.  ``--inline`` adds a run with
 ``inline_reply`` on, the backend answering in its response body (a mode this
-copy of the reference harness adds).  ``--echo`` adds the floor: an
+copy of the reference harness adds).  ``--journal`` instead compares
+handshakes/s (the idle test) without and with a ``journal`` file, the two
+alternating ``--reps`` times in one run (``--open-concurrency 1`` turns the
+rate into one handshake's latency).  ``--echo`` adds the floor: an
 Autobahn/Twisted echo server with no HTTP at all, on the same machine.
 
 Needs ``node`` and ``npm`` (``ws`` is installed once under ``--deps``) and
@@ -106,7 +109,7 @@ def harness(args, node_path: str, label: str, mode: str, relay_cmd: str, tests: 
         "--tests", tests, "--reps", str(args.reps), "--idle-n", args.idle_n,
         "--conns", str(args.conns), "--duration", str(args.duration),
         "--quiet-wait", str(args.quiet_wait), "--out", out, "--backend-reply", backend_reply,
-        "--sources", str(args.sources),
+        "--sources", str(args.sources), "--open-concurrency", str(args.open_concurrency),
     ]
     env = dict(os.environ, NODE_PATH=node_path)
     log = out + ".log"
@@ -151,6 +154,40 @@ def report(label: str, doc: dict) -> None:
         print(f"  note: other load shared the machine during rt (busy per core {noisy}): figures are noisy")
 
 
+def handshake_rates(doc: dict) -> list[float]:
+    """Handshakes/s of each idle run in ``doc``."""
+    return [r["n"] / r["openSec"] for r in doc["results"]
+            if r.get("test") == "idle" and r.get("openSec") and r.get("ok")]
+
+
+def compare_journal(args, node_path: str) -> None:
+    """
+    The idle test without and with a journal, alternating (off, on, off, on,
+    ...) so that other load on the machine falls on both alike.
+    """
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    once = argparse.Namespace(**{**vars(args), "reps": 1})
+    for rep in range(args.reps):
+        for label in ("off", "on"):
+            extra = args.relay_args
+            if label == "on":
+                directory = tempfile.mkdtemp(prefix="socketdock-bench-journal-")
+                extra += " --journal " + shlex.quote(os.path.join(directory, "journal.sqlite"))
+            out = os.path.join(args.out, f"journal-{label}-{rep}.json")
+            doc = harness(once, node_path, f"journal-{label}", "relay",
+                          relay_command(extra, args.tree), "idle", out, args.port)
+            got = handshake_rates(doc)
+            rates[label] += got
+            print(f"  rep {rep} journal {label:3s}  handshakes/s "
+                  + " ".join(f"{r:7.0f}" for r in got), flush=True)
+    med = {k: sorted(v)[len(v) // 2] if v else float("nan") for k, v in rates.items()}
+    print(f"== handshakes/s, idle x{args.idle_n}, {args.open_concurrency} opening at a time "
+          f"(medians of {args.reps}): journal off {med['off']:.0f}, on {med['on']:.0f} "
+          f"({med['on'] / med['off'] - 1:+.1%}); per handshake at this concurrency "
+          f"{args.open_concurrency / med['off'] * 1e3:.2f} ms off, "
+          f"{args.open_concurrency / med['on'] * 1e3:.2f} ms on")
+
+
 def args_conns(doc: dict) -> int:
     return doc["meta"]["opts"]["conns"]
 
@@ -170,6 +207,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--inline", action="store_true",
                    help="also measure inline_reply: the backend answers each message "
                         "in its response body instead of POSTing to send")
+    p.add_argument("--journal", action="store_true",
+                   help="only compare handshakes/s (idle test) without and with a journal file")
+    p.add_argument("--open-concurrency", type=int, default=100,
+                   help="handshakes the idle test keeps under way at once")
     p.add_argument("--relay-cpu", default="0")
     p.add_argument("--client-cpu", default="1")
     p.add_argument("--port", type=int, default=18765)
@@ -194,6 +235,9 @@ def main(argv: list[str]) -> int:
             return 2
     node_path = install_deps(args.deps)
     os.makedirs(args.out, exist_ok=True)
+    if args.journal:
+        compare_journal(args, node_path)
+        return 0
     doc = harness(args, node_path, "socketdock", "relay", relay_command(args.relay_args, args.tree),
                   args.tests, os.path.join(args.out, "socketdock.json"), args.port)
     report("SocketDock (http backend, connecturi admission, send callbacks)", doc)

@@ -31,7 +31,9 @@ from socketdock.relay.localreach import LocalReach
 from socketdock.relay.registry import Registry
 from socketdock.relay.session import Relay
 from socketdock.relay.retry import Backoff
-from socketdock.service import SocketDockService, add_listener, exit_zero_on_stop_signals
+from socketdock.service import (
+    SocketDockService, add_listener, exit_right_after_shutdown, exit_zero_on_stop_signals,
+)
 from socketdock.api.site import Root, make_api_children, make_health, make_site, warn_if_exposed
 from socketdock.ws.upgrade import WebSocketUpgrade
 from socketdock.ws.protocol import make_ws_factory
@@ -183,6 +185,7 @@ def makeService(options: Options, reactor=None, log_beginner=None) -> SocketDock
     log_from_level(options["settings"].log_level, log_beginner)
     raise_open_file_limit()
     reactor.callWhenRunning(exit_zero_on_stop_signals, reactor)
+    reactor.callWhenRunning(exit_right_after_shutdown, reactor)
     reactor.callWhenRunning(tune_collector)
     return make_service(options["settings"], reactor)
 

@@ -240,3 +240,59 @@ async def ready(reactor: Any, process: Process, base_url: str) -> None:
     status, _ = await get(reactor, base_url + "/healthz")
     if status != 200:
         raise AssertionError(f"{process.name}: /healthz answered {status}")
+
+
+def wait_for_exit(reactor: Any, pid: int) -> "Deferred[None]":
+    """
+    Fire once process ``pid`` has exited, whether or not it is our child (a
+    daemonized twistd is not): a Linux pidfd becomes readable then, so the
+    reactor watches it like a socket; nothing polls.
+    """
+    from zope.interface import implementer
+    from twisted.internet.interfaces import IReadDescriptor
+
+    d: Deferred[None] = Deferred()
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return succeed(None)
+
+    @implementer(IReadDescriptor)
+    class _Exit:
+        def fileno(self) -> int:
+            return fd
+
+        def doRead(self) -> None:
+            reactor.removeReader(self)
+            os.close(fd)
+            d.callback(None)
+
+        def connectionLost(self, reason: Failure) -> None:
+            pass
+
+        def logPrefix(self) -> str:
+            return f"pidfd {pid}"
+
+    reactor.addReader(_Exit())
+    return d
+
+
+def wait_for_removal(testcase: Any, reactor: Any, path: Path) -> "Deferred[None]":
+    """Fire once ``path`` no longer exists; woken by inotify on its directory."""
+    from twisted.internet import inotify
+    from twisted.python.filepath import FilePath
+
+    notifier = inotify.INotify(reactor)
+    notifier.startReading()
+    testcase.addCleanup(_stop_notifier, notifier)
+    d: Deferred[None] = Deferred()
+
+    def check(*_: Any) -> None:
+        if not d.called and not path.exists():
+            _stop_notifier(notifier)
+            d.callback(None)
+
+    mask = inotify.IN_DELETE | inotify.IN_MOVED_FROM
+    notifier.watch(FilePath(str(path.parent)), mask=mask, callbacks=[check])
+    check()
+    return d

@@ -5,13 +5,18 @@ SIGTERM while clients are connected and the backend is healthy, stalled or dead.
 """
 
 import os
+import signal
 import socket
+from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from tests.daemon import TREE, ready, spawn_socketdock
+from tests.daemon import (
+    TREE, TWISTD, child_environ, get, ready, spawn, spawn_socketdock, wait_for_exit,
+    wait_for_file, wait_for_removal,
+)
 from tests.fakebackend import STALL, Answer, FakeBackend, start_backend, stop_backend
 from tests.harness import free_port
 from tests.test_reliability import folded
@@ -182,9 +187,10 @@ class DrainTests(DaemonCase):
         closes = yield gatherResults([c.closed for c in clients])
         self.assertEqual([code for _, code, _ in closes], [1001, 1001])
         self.assertEqual((yield self.exit_code(proc)), 0)
-        elapsed = reactor.seconds() - stopped_at
-        self.assertGreaterEqual(elapsed, 1.4)
-        self.assertLess(elapsed, 1.5 + 2.0)
+        # It waited for the timeout (a lower bound a busy machine cannot
+        # break); that it then stopped waiting, rather than exiting on its own
+        # time, is in the log line below (no upper wall-clock bound).
+        self.assertGreaterEqual(reactor.seconds() - stopped_at, 1.4)
         self.assertFalse(os.path.exists(self.pidfile))
         line = yield self.log_line(proc, "undelivered")
         self.assertIn("2 disconnect notices", line)
@@ -200,9 +206,81 @@ class DrainTests(DaemonCase):
         stopped_at = reactor.seconds()
         proc.signal("TERM")
         self.assertEqual((yield self.exit_code(proc)), 0)
-        elapsed = reactor.seconds() - stopped_at
-        self.assertGreaterEqual(elapsed, 1.4)
-        self.assertLess(elapsed, 1.5 + 2.0)
+        # It waited for the timeout (a lower bound a busy machine cannot
+        # break); that it then stopped waiting, rather than exiting on its own
+        # time, is in the log line below (no upper wall-clock bound).
+        self.assertGreaterEqual(reactor.seconds() - stopped_at, 1.4)
         self.assertEqual(self.backend.disconnects, [])
         line = yield self.log_line(proc, "undelivered")
         self.assertIn("1 disconnect notices", line)
+
+
+#: twistd, with an exit handler registered before twistd runs, so that it runs
+#: last: it stands for the interpreter's teardown after the main program, which
+#: frees every object one by one (0.5 s after a stop with 8,000 connections).
+#: It leaves a mark if the process gets that far.
+_TWISTD_MARKING_TEARDOWN = [
+    TWISTD[0], "-c",
+    "import atexit, os\n"
+    "def teardown():\n"
+    "    with open(os.environ['TEARDOWN_MARK'], 'a') as f:\n"
+    "        f.write('%d tore down\\n' % os.getpid())\n"
+    "atexit.register(teardown)\n"
+    "from twisted.scripts.twistd import run; run()\n",
+]
+
+
+class DaemonizedTests(TestCase):
+    """twistd without -n: it forks, writes a pidfile, and must remove it last."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_pidfile_goes_only_as_the_process_exits(self):
+        """
+        After a drained stop the pidfile is removed, and nothing but the exit
+        follows: no interpreter teardown runs after it (a supervisor waiting
+        on the pidfile would otherwise start a second copy over this one).
+        """
+        workdir = Path(os.path.abspath(self.mktemp()))
+        workdir.mkdir()
+        pidfile, logfile, mark = workdir / "twistd.pid", workdir / "twistd.log", workdir / "mark"
+        port = free_port()
+        launcher = spawn(
+            self, reactor, "twistd", [
+                *_TWISTD_MARKING_TEARDOWN, "--pidfile", str(pidfile), "--logfile", str(logfile),
+                "socketdock", "--bindip", "127.0.0.1", "--bindport", str(port),
+            ],
+            env=child_environ({"TEARDOWN_MARK": str(mark)}), path=str(workdir),
+        )
+        # The launcher exits 0 once the daemon wrote its pidfile and started its services.
+        self.assertEqual((yield launcher.exited), (0, None))
+        pid = int(pidfile.read_text())
+        exited = wait_for_exit(reactor, pid)
+        self.addCleanup(lambda: exited if _kill(pid) else None)
+        yield wait_for_file(self, reactor, logfile, "starting on")
+        status, _ = yield get(reactor, f"http://127.0.0.1:{port}/healthz")
+        self.assertEqual(status, 200)
+        client = yield connect_client(reactor, f"ws://127.0.0.1:{port}/ws")
+        self.addCleanup(client.shutdown)
+
+        removed = wait_for_removal(self, reactor, pidfile)
+        os.kill(pid, signal.SIGTERM)
+        yield removed
+        # By then the drain is over: the client was closed and its notice sent.
+        self.assertIn(b"drained: every queued message and notice delivered",
+                      logfile.read_bytes())
+        _, code, _ = yield client.closed
+        self.assertEqual(code, 1001)
+        yield exited
+        self.assertFalse(mark.exists(), mark.read_text() if mark.exists() else "")
+        self.assertIn(b"Server Shut Down.", logfile.read_bytes())
+
+
+def _kill(pid: int) -> bool:
+    """SIGKILL ``pid`` if it still runs; whether it did."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from socketdock.relay.session import RECOVERED_REASON
@@ -112,3 +112,37 @@ class JournalDaemonTests(TestCase):
         self.assert_recovered(notices[tried:], ids)
         yield second.wait_for_journal(0, 2)
         self.assertTrue((yield second.terminate()))
+
+    @inlineCallbacks
+    def crash_right_after_open(self, *extra: str):
+        """
+        Open clients at once, SIGKILL the instance the moment the last one saw
+        its connection open, restart: return the recovered notices.
+        """
+        first = yield self.start(*extra)
+        clients = yield gatherResults(
+            [connect_client(reactor, first.ws_url) for _ in range(CLIENTS)]
+        )
+        yield first.kill()
+        for client in clients:
+            self.addCleanup(client.shutdown)
+        second = yield self.start()
+        self.assertIn(f"{CLIENTS} connections left by the last run", second.output)
+        notices = yield self.backend.wait_for("disconnect", CLIENTS)
+        return notices
+
+    @inlineCallbacks
+    def test_crash_right_after_open_without_connecturi(self):
+        """Every connection a client saw open gets a notice after a SIGKILL (no admission)."""
+        notices = yield self.crash_right_after_open()
+        self.assertEqual(len({n["connection_id"] for n in notices}), CLIENTS)
+        self.assert_recovered(notices, [n["connection_id"] for n in notices])
+
+    @inlineCallbacks
+    def test_crash_right_after_open_with_connecturi(self):
+        """The same with a backend that admits each connection: the ids it admitted come back."""
+        url = self.args[self.args.index("--messageuri") + 1].rsplit("/", 1)[0]
+        notices = yield self.crash_right_after_open("--connecturi", url + "/connect")
+        admitted = {c["meta"]["connection_id"] for c in self.backend.connects}
+        self.assertEqual(len(admitted), CLIENTS)
+        self.assert_recovered(notices, admitted)

@@ -125,6 +125,10 @@ class _Protocol(WebSocketClientProtocol):
     def onPong(self, payload: bytes) -> None:
         self.factory.client._pong(payload)
 
+    def onPing(self, payload: bytes) -> None:
+        super().onPing(payload)  # answers it
+        self.factory.client._pinged()
+
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         # Autobahn's ``code`` is 1006 for any unclean end, even when the server did
         # send a close frame; remoteCloseCode is what the server actually sent (or
@@ -166,6 +170,9 @@ class TestClient:
         self._pings: dict[bytes, Deferred[None]] = {}
         self._close_info: Optional[CloseInfo] = None
         self._close_waiters: list[Deferred[CloseInfo]] = []
+        #: Pings the server sent (each answered with a pong).
+        self.pinged = 0
+        self._ping_waiters: list[tuple[int, Deferred[None]]] = []
 
     @property
     def selected_protocol(self) -> Optional[str]:
@@ -270,6 +277,23 @@ class TestClient:
         else:
             self._inbox.append((payload, is_binary))
 
+    def server_pings(self, count: int) -> Deferred[None]:
+        """
+        Fire once the server has pinged this client ``count`` times (all
+        answered); fail with :class:`ClientClosed` if the connection ends first.
+        """
+        if self.pinged >= count:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._ping_waiters.append((count, d))
+        return d
+
+    def _pinged(self) -> None:
+        self.pinged += 1
+        for waiter in [w for w in self._ping_waiters if w[0] <= self.pinged]:
+            self._ping_waiters.remove(waiter)
+            waiter[1].callback(None)
+
     def _pong(self, payload: bytes) -> None:
         waiter = self._pings.pop(payload, None)
         if waiter is not None:
@@ -281,9 +305,10 @@ class TestClient:
         if opening is not None:
             opening.errback(Failure(early))
         gone = ClientClosed(*info)
-        for waiter in self._readers + list(self._pings.values()):
+        pinged = [d for _, d in self._ping_waiters]
+        for waiter in self._readers + list(self._pings.values()) + pinged:
             waiter.errback(Failure(gone))
-        self._readers, self._pings = [], {}
+        self._readers, self._pings, self._ping_waiters = [], {}, []
         waiters, self._close_waiters = self._close_waiters, []
         for d in waiters:
             d.callback(info)

@@ -6,12 +6,15 @@ A connection is recorded when it is accepted and forgotten once its notice
 was delivered; whatever is left when an instance starts was lost by the one
 before it, and gets a notice marked ``recovered``.
 
-Writes never block the reactor: record/forget only touch a dict, and the
-changes collected over a short window (L{BATCH_WINDOW}; 0 means one reactor
-turn) go to disk in one transaction on a single writer thread.  While one
-transaction runs, the next batch collects, so a busy instance commits larger
-batches rather than more of them.  A record followed by its forget in the
-same batch never reaches the disk.
+A client must never see open a connection that a crash could forget, so
+the handshake is answered only once the record is on disk: L{Journal.record}
+returns a Deferred that fires after the commit holding it.  Writes never
+block the reactor: they run on a single writer thread, one transaction at a
+time (a group commit).  A change made while no transaction runs starts one at
+once; changes made while one runs collect and go together in the next, so a
+busy instance commits larger batches rather than more of them, and no timer
+delays a quiet one.  A record followed by its forget in the same batch never
+reaches the disk.
 """
 
 from __future__ import annotations
@@ -31,12 +34,6 @@ from socketdock.config.settings import ConfigError
 
 #: Seconds between attempts while the disk refuses writes.
 RETRY_DELAY = 1.0
-
-#: Seconds a batch stays open after its first change.  Each transaction costs
-#: a few hundred microseconds of CPU (the hop to the writer thread, the fsync);
-#: under a stream of handshakes this window makes one transaction carry many of
-#: them, while it adds only milliseconds to what a crash can miss.
-BATCH_WINDOW = 0.05
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS connections (id TEXT PRIMARY KEY) WITHOUT ROWID"
 
@@ -174,26 +171,23 @@ class Journal:
     The connections that still owe a notice.
 
     :param path: the SQLite file (with ``-wal`` beside it while open).
-    :param clock: schedules the flush of each reactor turn's changes.
+    :param clock: schedules the retries while the disk refuses writes.
     :param writer: a L{ThreadWriter} (or L{InlineWriter} in tests).
-    :param window: seconds a batch collects changes before it is written
-        (0: at the end of the reactor turn).
     """
 
     _log = Logger()
 
-    def __init__(
-        self, path: str, clock: IReactorTime, writer, window: float = BATCH_WINDOW
-    ) -> None:
+    def __init__(self, path: str, clock: IReactorTime, writer) -> None:
         self.path = path
-        self._window = window
         self._clock = clock
         self._writer = writer
         self._db: Optional[sqlite3.Connection] = None
         self._closed = False
         # connection id -> True (insert) / False (delete), not yet written.
         self._pending: dict[str, bool] = {}
-        self._call: Optional[IDelayedCall] = None
+        # Fired once the batch collecting in _pending is on disk.
+        self._waiters: list[Deferred[None]] = []
+        self._retry: Optional[IDelayedCall] = None
         self._inflight: Optional[Deferred[None]] = None
         self._failing = False
 
@@ -208,45 +202,62 @@ class Journal:
         self._writer.start()
         return [row[0] for row in self._db.execute("SELECT id FROM connections")]
 
-    def record(self, connection_id: str) -> None:
-        """A connection was accepted: its notice is owed."""
-        if self._db is None or self._closed:
-            return
+    def record(self, connection_id: str) -> "Deferred[None]":
+        """
+        A connection was accepted: its notice is owed.  Fires once that is
+        on disk; at once when there is no usable journal, and also while the
+        disk refuses writes (the error is logged; the instance runs on with
+        its journal behind rather than refusing every client).
+        """
+        if self._db is None:
+            return succeed(None)
         self._pending[connection_id] = True
-        self._schedule()
+        if self._failing:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiters.append(d)
+        self._start()
+        return d
 
     def forget(self, connection_id: str) -> None:
         """Its notice was delivered."""
-        if self._db is None or self._closed:
+        if self._db is None:
             return
         if self._pending.get(connection_id) is True:
             # Recorded in this same batch: neither change need reach the disk.
             del self._pending[connection_id]
         else:
             self._pending[connection_id] = False
-            self._schedule()
+            self._start()
 
     def pending(self) -> int:
         """Changes not yet on disk (for tests and status)."""
         return len(self._pending)
 
-    def _schedule(self, delay: Optional[float] = None) -> None:
-        if self._call is None and self._inflight is None:
-            self._call = self._clock.callLater(
-                self._window if delay is None else delay, self.flush
-            )
+    def _start(self) -> None:
+        """
+        Commit now unless a commit runs (the next batch waits for it), a
+        retry is due, or a stop is under way (its last write takes the rest).
+        """
+        if self._inflight is None and self._retry is None and not self._closed:
+            self.flush()
 
     def flush(self) -> None:
         """Write the changes collected so far in one transaction."""
-        self._call = None
-        if not self._pending or self._inflight is not None or self._db is None:
+        self._retry = None
+        if self._inflight is not None or self._db is None:
             return
         batch, self._pending = self._pending, {}
+        waiters, self._waiters = self._waiters, []
+        if not batch:
+            # Recorded and forgotten before any commit: nothing to wait for.
+            _release(waiters)
+            return
         db = self._db
         d = self._inflight = self._writer(lambda: _apply(db, batch))
-        d.addCallbacks(self._written, self._failed, (batch,), None, (batch,))
+        d.addCallbacks(self._written, self._failed, (batch, waiters), None, (batch, waiters))
 
-    def _written(self, _: object, batch: dict[str, bool]) -> None:
+    def _written(self, _: object, batch: dict[str, bool], waiters: list) -> None:
         self._inflight = None
         recorded = sum(batch.values())
         self._log.debug(
@@ -256,10 +267,13 @@ class Journal:
         if self._failing:
             self._failing = False
             self._log.info("journal {path}: writing again", path=self.path)
-        if self._pending and not self._closed:
-            self._schedule()
+        if (self._pending or self._waiters) and not self._closed:
+            # The next batch goes to the writer thread before this one's
+            # handshakes are answered, so the two overlap.
+            self.flush()
+        _release(waiters)
 
-    def _failed(self, failure: Failure, batch: dict[str, bool]) -> None:
+    def _failed(self, failure: Failure, batch: dict[str, bool], waiters: list) -> None:
         """
         A write error is logged and the batch kept for a retry: the instance
         runs on, its journal behind until the disk takes writes again.
@@ -279,20 +293,24 @@ class Journal:
                 path=self.path, why=failure.getErrorMessage(), count=len(self._pending),
                 delay=RETRY_DELAY,
             )
+        waiters += self._waiters
+        self._waiters = []
         if not self._closed:
-            self._schedule(RETRY_DELAY)
+            self._retry = self._clock.callLater(RETRY_DELAY, self.flush)
+        _release(waiters)
 
     def close(self) -> "Deferred[None]":
         """
         At a stop: write what is pending, then close the file.  Notices not
-        delivered by then stay in the journal for the next start.
+        delivered by then stay in the journal for the next start.  Changes
+        made while a commit still runs go in the last write.
         """
         if self._db is None or self._closed:
             return succeed(None)
         self._closed = True
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
         ready: Deferred[None] = Deferred()
         if self._inflight is None:
             ready.callback(None)
@@ -303,6 +321,7 @@ class Journal:
 
     def _finish(self) -> "Deferred[None]":
         batch, self._pending = self._pending, {}
+        waiters, self._waiters = self._waiters, []
         db, self._db = self._db, None
         assert db is not None
 
@@ -319,8 +338,14 @@ class Journal:
                 path=self.path, why=f.getErrorMessage(),
             )
         )
+        d.addBoth(lambda _: _release(waiters))
         d.addBoth(lambda _: self._writer.stop())
         return d
+
+
+def _release(waiters: "list[Deferred[None]]") -> None:
+    for d in waiters:
+        d.callback(None)
 
 
 class JournalService(Service):

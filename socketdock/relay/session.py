@@ -216,27 +216,47 @@ class Relay:
         self._idle_waiters: list[Deferred[None]] = []
         self.draining = False
 
+    def record(self, connection_id: str) -> "Deferred[None]":
+        """
+        A handshake is about to be answered: fires once the journal has the
+        connection on disk (at once without a journal), so that a client
+        never sees open a connection whose notice a crash could lose.
+        """
+        if self.journal is None:
+            return succeed(None)
+        return self.journal.record(connection_id)
+
+    def unrecord(self, connection_id: str) -> None:
+        """A recorded handshake was not answered after all and owes no notice."""
+        if self.journal is not None:
+            self.journal.forget(connection_id)
+
     def open_session(self, connection_id: str, socket: ISocket) -> Session:
-        """A handshake succeeded: its session holds work until the notice is sent."""
+        """
+        A handshake succeeded (and was L{record}ed): its session holds work
+        until the notice is sent.
+        """
         session = Session(self, connection_id, socket)
         self._unfinished.add(session)
         self.metrics.connection_opened()
-        if self.journal is not None:
-            self.journal.record(connection_id)
         return session
 
     def orphan(
-        self, connection_id: str, reason: str, initiator: str, tags: tuple[str, ...] = ()
+        self, connection_id: str, reason: str, initiator: str,
+        tags: tuple[str, ...] = (), recorded: bool = False,
     ) -> None:
         """
         The backend admitted a connection whose handshake then did not finish
         (the client left, or we are stopping): it still hears it is gone.
 
         :param tags: those the connection was given, for the notice.
+        :param recorded: L{record} already put it in the journal.
         """
         session = Session(self, connection_id, _GoneSocket(tags))
         self._unfinished.add(session)
-        if self.journal is not None:
+        if self.journal is not None and not recorded:
+            # Not when already on disk: a record and a forget in one batch
+            # cancel out, which would leave the disk's copy behind.
             self.journal.record(connection_id)
         session.ended(None, reason, initiator)
 

@@ -138,34 +138,54 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._refusal_reason = reason
         raise ConnectionDeny(status, why)
 
-    def _admit(self, admission: Admission) -> Optional[str]:
+    def _admit(self, admission: Admission):
         self._admitted = True
-        relay: Relay = self.factory.relay
-        if self._state == _CLOSED or self._refusal is not None or relay.draining:
-            # The client left, or we were stopped, while the backend was
-            # deciding: a backend that admitted it still hears it is gone.
-            if relay.backend.admits:
-                tags = tuple(dict.fromkeys(self.tags + admission.tags))
-                if self._state == _CLOSED:
-                    relay.orphan(self.connection_id, "client left during the handshake",
-                                 "client", tags)
-                else:
-                    relay.orphan(self.connection_id, "server shutting down", "server", tags)
-            if self._refusal is None:
-                self._refusal = ConnectRefused(503, "server shutting down")
-                self._refusal_reason = "draining"
+        if self._given_up(admission, recorded=False):
             return self._refused_now()
         if admission.tags:
             try:
-                relay.registry.retag(self.connection_id, admission.tags, ())
+                self.factory.relay.registry.retag(self.connection_id, admission.tags, ())
             except InvalidTags as e:
                 # Tags the backend set through the callback API while the
                 # handshake was pending, plus these, pass the limit.
                 self._log.warn("backend admitted {connection_id} with unusable tags ({why})",
                                connection_id=self.connection_id, why=str(e))
                 return self._refuse(Failure(UnusableAdmission("backend answered with unusable tags")))
-        self._session = relay.open_session(self.connection_id, self)
+        # The answer waits until the journal has the connection on disk
+        # (no wait without a journal), with or without a connect notice.
+        d = self.factory.relay.record(self.connection_id)
+        d.addCallback(self._open_session, admission)
+        return d
+
+    def _open_session(self, _: None, admission: Admission) -> Optional[str]:
+        if self._given_up(admission, recorded=True):
+            return self._refused_now()
+        self._session = self.factory.relay.open_session(self.connection_id, self)
         return admission.subprotocol
+
+    def _given_up(self, admission: Admission, recorded: bool) -> bool:
+        """
+        Whether the client left, or we were stopped, while the backend was
+        deciding or the journal writing: a backend that admitted it still
+        hears it is gone.
+        """
+        relay: Relay = self.factory.relay
+        if not (self._state == _CLOSED or self._refusal is not None or relay.draining):
+            return False
+        if relay.backend.admits:
+            tags = tuple(dict.fromkeys(self.tags + admission.tags))
+            if self._state == _CLOSED:
+                relay.orphan(self.connection_id, "client left during the handshake", "client",
+                             tags, recorded=recorded)
+            else:
+                relay.orphan(self.connection_id, "server shutting down", "server",
+                             tags, recorded=recorded)
+        elif recorded:
+            relay.unrecord(self.connection_id)
+        if self._refusal is None:
+            self._refusal = ConnectRefused(503, "server shutting down")
+            self._refusal_reason = "draining"
+        return True
 
     def _refuse(self, failure: Failure):
         if not failure.check(ConnectRefused):

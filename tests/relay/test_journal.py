@@ -1,6 +1,7 @@
 """
 Unit tests for :mod:`socketdock.relay.journal` and the relay's use of it: a Clock
-for the batching, real SQLite files in the test's temporary directory.
+for the retries, a writer the test holds and releases for the group commit,
+real SQLite files in the test's temporary directory.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from socketdock.config.settings import ConfigError, load_config
 from socketdock.relay.journal import (
-    BATCH_WINDOW,
     RETRY_DELAY,
     InlineWriter,
     Journal,
@@ -60,9 +60,9 @@ class CountingWriter(InlineWriter):
             return fail(sqlite3.OperationalError("disk I/O error"))
         return InlineWriter.__call__(self, work)
 
-    def release(self) -> None:
-        """Run the held transactions now."""
-        held, self.held, self.hold = self.held, [], False
+    def release(self, hold: bool = False) -> None:
+        """Run the held transactions now; with ``hold``, hold the ones they start."""
+        held, self.held, self.hold = self.held, [], hold
         for work, d in held:
             self._run(work).chainDeferred(d)
 
@@ -89,64 +89,97 @@ class JournalTests(SynchronousTestCase):
     def close(self) -> None:
         self.successResultOf(self.journal.close())
 
-    def test_one_transaction_per_window(self) -> None:
-        """Changes made within one batch window are written together, once it ends."""
-        self.journal.record("a")
-        self.journal.record("b")
-        self.clock.advance(BATCH_WINDOW / 2)
-        self.journal.record("c")
-        self.journal.forget("old")
-        self.assertEqual(self.writer.transactions, 0)
-        self.clock.advance(BATCH_WINDOW / 2)
-        self.assertEqual((self.writer.transactions, self.journal.pending()), (1, 0))
+    def committed(self) -> list[str]:
+        """The ids committed so far, read on the journal's own (exclusive) connection."""
+        return sorted(row[0] for row in self.journal._db.execute("SELECT id FROM connections"))
+
+    def test_idle_journal_commits_at_once(self) -> None:
+        """With no commit running, a record is written at once: no timer, no window."""
+        recorded = self.journal.record("a")
+        self.assertEqual(self.writer.transactions, 1)
+        self.successResultOf(recorded)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
         self.close()
-        self.assertEqual(stored(self.path), ["a", "b", "c"])
+        self.assertEqual(stored(self.path), ["a"])
+
+    def test_record_fires_only_once_on_disk(self) -> None:
+        """record()'s Deferred waits for the commit that holds it."""
+        self.writer.hold = True
+        recorded = self.journal.record("a")
+        self.assertNoResult(recorded)
+        self.assertEqual(self.committed(), [])
+        self.writer.release()
+        self.successResultOf(recorded)
+        self.assertEqual(self.committed(), ["a"])
+        self.close()
+
+    def test_records_during_a_commit_form_the_next_one(self) -> None:
+        """
+        Records made while a commit runs wait for it, then go together in
+        the next commit, which starts as soon as the first ends.
+        """
+        self.writer.hold = True
+        first = self.journal.record("a")
+        later = [self.journal.record(cid) for cid in ("b", "c", "d")]
+        self.assertEqual(len(self.writer.held), 1)
+        self.assertEqual(self.journal.pending(), 3)
+        self.writer.release(hold=True)
+        self.successResultOf(first)
+        # The second commit was started when the first ended, and holds b-d.
+        self.assertEqual((len(self.writer.held), self.journal.pending()), (1, 0))
+        for d in later:
+            self.assertNoResult(d)
+        self.assertEqual(self.committed(), ["a"])
+        self.writer.release()
+        for d in later:
+            self.successResultOf(d)
+        self.assertEqual(self.writer.transactions, 2)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.committed(), ["a", "b", "c", "d"])
+        self.close()
 
     def test_record_then_forget_in_one_batch_cancels(self) -> None:
         """A connection recorded and forgotten in the same batch never reaches the disk."""
-        self.journal.record("a")
+        self.writer.hold = True
+        self.journal.record("x")
+        recorded = self.journal.record("a")
         self.journal.forget("a")
         self.assertEqual(self.journal.pending(), 0)
-        self.clock.advance(BATCH_WINDOW)
-        self.assertEqual(self.writer.transactions, 0)
+        self.writer.release()
+        self.successResultOf(recorded)
+        self.assertEqual(self.writer.transactions, 1)
         self.close()
-        self.assertEqual(stored(self.path), [])
+        self.assertEqual(stored(self.path), ["x"])
 
     def test_forget_after_written(self) -> None:
-        """A forget after the record was written deletes it in a later batch."""
+        """A forget after the record was written deletes it in a later commit."""
         self.journal.record("a")
         self.journal.record("b")
-        self.clock.advance(BATCH_WINDOW)
         self.journal.forget("a")
-        self.clock.advance(BATCH_WINDOW)
-        self.assertEqual(self.writer.transactions, 2)
+        self.assertEqual(self.writer.transactions, 3)
         self.close()
         self.assertEqual(stored(self.path), ["b"])
 
     def test_changes_during_a_write_form_the_next_batch(self) -> None:
-        """While a transaction runs, later changes collect and go out together after it."""
+        """A forget of the record being written follows it in the next commit."""
         self.writer.hold = True
         self.journal.record("a")
-        self.clock.advance(BATCH_WINDOW)
-        self.assertEqual(len(self.writer.held), 1)
         self.journal.forget("a")  # "a" is being written: its delete must follow
         self.journal.record("b")
-        self.journal.record("c")
-        self.clock.advance(BATCH_WINDOW)
         self.assertEqual(len(self.writer.held), 1)
         self.writer.release()
-        self.clock.advance(BATCH_WINDOW)
         self.assertEqual(self.writer.transactions, 2)
         self.close()
-        self.assertEqual(stored(self.path), ["b", "c"])
+        self.assertEqual(stored(self.path), ["b"])
 
     def test_write_error_is_logged_and_retried(self) -> None:
         """A failed write is logged once, kept, and retried; the journal keeps working."""
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.writer.fail_next = 2
-        self.journal.record("a")
-        self.clock.advance(BATCH_WINDOW)
-        self.journal.record("b")
+        first = self.journal.record("a")
+        # The handshake is not held up by a failing disk.
+        self.successResultOf(first)
+        self.successResultOf(self.journal.record("b"))
         self.journal.forget("a")
         self.clock.advance(RETRY_DELAY)
         self.assertEqual(self.journal.pending(), 1)
@@ -162,9 +195,10 @@ class JournalTests(SynchronousTestCase):
         """A stop writes what is pending; unforgotten connections stay for the next start."""
         self.journal.record("a")
         self.journal.record("b")
-        self.clock.advance(BATCH_WINDOW)
+        self.writer.hold = True
         self.journal.forget("a")
         self.journal.record("c")
+        self.writer.release()
         self.close()
         self.assertTrue(self.writer.stopped)
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -176,19 +210,18 @@ class JournalTests(SynchronousTestCase):
         """A stop during a write waits for it, then writes the rest."""
         self.writer.hold = True
         self.journal.record("a")
-        self.clock.advance(BATCH_WINDOW)
-        self.journal.record("b")
+        waiting = self.journal.record("b")
         closed = self.journal.close()
         self.assertNoResult(closed)
         self.writer.release()
         self.successResultOf(closed)
+        self.successResultOf(waiting)
         self.assertEqual(stored(self.path), ["a", "b"])
 
     def test_leftovers_listed_at_open(self) -> None:
         """What an instance left in the journal is what the next one is given."""
         for cid in ("x", "y"):
             self.journal.record(cid)
-        self.clock.advance(BATCH_WINDOW)
         # No close: as after a crash (SIGKILL), the WAL holds the commits.
         self.journal._db.close()
         self.assertEqual(stored(self.path), ["x", "y"])
@@ -306,21 +339,6 @@ class _Socket:
         pass
 
 
-class WindowTests(SynchronousTestCase):
-    """A zero window writes at the end of the reactor turn."""
-
-    def test_zero_window(self) -> None:
-        """With window 0 the batch goes out on the next reactor turn."""
-        clock, writer = Clock(), CountingWriter()
-        journal = Journal(self.mktemp(), clock, writer, window=0)
-        journal.open()
-        journal.record("a")
-        self.assertEqual(writer.transactions, 0)
-        clock.advance(0)
-        self.assertEqual(writer.transactions, 1)
-        self.successResultOf(journal.close())
-
-
 class RelayJournalTests(SynchronousTestCase):
     """The relay records accepted connections and forgets them once noticed."""
 
@@ -338,18 +356,18 @@ class RelayJournalTests(SynchronousTestCase):
 
     def test_open_records_and_notice_forgets(self) -> None:
         """An accepted connection is on disk until its notice is delivered."""
+        self.successResultOf(self.relay.record("a" * 32))
         session = self.relay.open_session("a" * 32, _Socket())
         self.relay.orphan("b" * 32, "client left during the handshake", "client")
-        self.clock.advance(BATCH_WINDOW)
         session.ended(1000, "", "client")
         self.assertEqual(len(self.backend.notices), 2)
         self.backend.notices[0][2].callback(None)
-        self.clock.advance(BATCH_WINDOW)
         self.successResultOf(self.journal.close())
         self.assertEqual(stored(self.path), ["a" * 32])
 
     def test_failed_notice_is_not_forgotten(self) -> None:
         """A notice that ends in an error (not delivered) keeps its journal entry."""
+        self.successResultOf(self.relay.record("a" * 32))
         session = self.relay.open_session("a" * 32, _Socket())
         session.ended(None, "", "client")
         self.backend.notices[0][2].errback(Failure(RuntimeError("boom")))
@@ -361,7 +379,6 @@ class RelayJournalTests(SynchronousTestCase):
         """Leftover ids get code null, initiator server, recovered, and are then forgotten."""
         self.journal.record("c" * 32)
         self.journal.record("d" * 32)
-        self.clock.advance(BATCH_WINDOW)
         self.relay.recover(["c" * 32, "d" * 32])
         self.assertEqual(
             [(n[0], n[1]) for n in self.backend.notices],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 
 from twisted.internet import reactor, ssl, tcp
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString, wrapClientTLS
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
@@ -42,9 +42,21 @@ class Peer(Protocol):
     def __init__(self) -> None:
         self.received = bytearray()
         self.closed: Deferred = Deferred()
+        self._waiters: list[tuple[int, Deferred]] = []
+
+    def wait_received(self, count: int) -> Deferred:
+        """Fires once ``count`` bytes have arrived."""
+        if len(self.received) >= count:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._waiters.append((count, d))
+        return d
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
+        for waiter in [w for w in self._waiters if w[0] <= len(self.received)]:
+            self._waiters.remove(waiter)
+            waiter[1].callback(None)
 
     def connectionLost(self, reason) -> None:
         self.closed.callback((bytes(self.received), reason))
@@ -348,8 +360,7 @@ class BatchedTCPTests(TestCase):
         yield endpoint.connect(Factory.forProtocol(lambda: peer))
         self.assertEqual(type(peer.transport.transport).__name__, "_BatchedClient")
         peer.transport.write(b"hello")
-        while len(peer.received) < len(b"over tls"):
-            yield next_turn()
+        yield peer.wait_received(len(b"over tls"))
         self.assertEqual(bytes(peer.received), b"over tls")
         peer.transport.loseConnection()
         yield peer.closed

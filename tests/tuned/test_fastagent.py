@@ -11,11 +11,11 @@ from shutil import which
 
 from twisted.internet import reactor
 from twisted.internet.defer import (
-    CancelledError, Deferred, TimeoutError, gatherResults, inlineCallbacks,
+    CancelledError, Deferred, TimeoutError, gatherResults, inlineCallbacks, succeed,
 )
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
@@ -52,6 +52,22 @@ class _Paths(Resource):
         super().__init__()
         self.bodies: list[bytes] = []
         self.hung: list = []
+        self._hang_waiters: list[Deferred] = []
+
+    def wait_hung(self) -> Deferred:
+        """Fires once a /hang request has arrived (at once if one has)."""
+        if self.hung:
+            return succeed(self.hung[-1])
+        d: Deferred = Deferred()
+        self._hang_waiters.append(d)
+        return d
+
+    def drop_hung(self) -> None:
+        """Abort the connections of /hang requests still held open (cleanup)."""
+        for request in self.hung:
+            channel = request.channel
+            if channel is not None and channel.transport is not None:
+                channel.transport.abortConnection()
 
     def render(self, request):
         path = request.path
@@ -82,6 +98,9 @@ class _Paths(Resource):
             return NOT_DONE_YET
         if path == b"/hang":
             self.hung.append(request)
+            waiters, self._hang_waiters = self._hang_waiters, []
+            for d in waiters:
+                d.callback(request)
             return NOT_DONE_YET
         request.setHeader(b"content-type", b"text/plain")
         return b"hello"
@@ -146,6 +165,9 @@ class _Case(TestCase):
 
     @inlineCallbacks
     def _stop(self):
+        # A test that failed while a /hang request was held open would
+        # otherwise leave its connection, and the reactor, dirty.
+        self.paths.drop_hung()
         yield self.pool.close_cached_connections()
         yield self.site.wait_closed(len(self.site.channels))
         yield self.port.stopListening()
@@ -294,7 +316,7 @@ class HTTPTests(_Case):
     def test_cancel_aborts(self):
         """Cancelling a waiting request aborts its connection; it never returns to the pool."""
         d = self.get("/hang")
-        yield _until(lambda: self.paths.hung)
+        yield self.paths.wait_hung()
         d.cancel()
         yield self.assertFailure(d, CancelledError)
         yield self.site.wait_closed(1)
@@ -309,7 +331,7 @@ class HTTPTests(_Case):
         result = yield client.post(self.base + "/echo", b'{"n":1}')
         self.assertEqual((result.code, result.body), (200, b'{"n":1}'))
         d = client.post(self.base + "/hang", b"{}")
-        yield _until(lambda: self.paths.hung)
+        yield self.paths.wait_hung()
         clock.advance(5)
         yield self.assertFailure(d, TimeoutError)
         yield self.site.wait_closed(1)
@@ -326,16 +348,6 @@ class HTTPTests(_Case):
         yield self.pool.close_cached_connections()
         yield self.site.wait_closed(2)
         self.assertEqual(clock.getDelayedCalls(), [])
-
-
-@inlineCallbacks
-def _until(predicate, limit: int = 1000):
-    """Spin the reactor (turns, not time) until ``predicate()`` holds."""
-    for _ in range(limit):
-        if predicate():
-            return
-        yield deferLater(reactor, 0, lambda: None)
-    raise AssertionError("condition never held")
 
 
 class _RawServer(Protocol):
