@@ -70,10 +70,22 @@ class Roster:
 
     # -- the relay's journal ------------------------------------------------------
 
-    def record(self, connection_id: str) -> None:
-        """A connection was accepted: its notice is owed."""
+    def record(self, connection_id: str) -> Deferred[None]:
+        """
+        A connection is being accepted: its notice is owed.  Fires once Redis
+        has it, as the journal's record fires once the disk has it, so that a
+        client never sees open a connection whose notice a crash could lose;
+        at once while the link is down (the next rejoin writes it), so that a
+        Redis outage never holds up a handshake.
+        """
         self._owed.add(connection_id)
-        self._mirror("SADD", self._names.owed(self.me), connection_id)
+        if not self._joined:
+            return succeed(None)
+        d = self._link.command("SADD", self._names.owed(self.me), connection_id)
+        d.addErrback(lambda f: f.trap(Unreachable))
+        d.addErrback(self._log.failure, "cluster: recording {connection_id} failed",
+                     connection_id=connection_id)
+        return d.addCallback(lambda _: None)
 
     def forget(self, connection_id: str) -> None:
         """Its notice was delivered."""

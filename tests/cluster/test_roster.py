@@ -100,6 +100,16 @@ class RosterTests(TestCase):
         self.assertEqual((yield self.owed(y, winner.roster.me)), [])
 
     @inlineCallbacks
+    def test_record_fires_once_redis_has_it(self):
+        """record() fires once the owed id is in Redis; with the link down, at once."""
+        node = yield self.node("http://r")
+        yield node.roster.record("i" * 32)
+        self.assertEqual((yield self.owed(node, "http://r")), ["i" * 32])
+        yield node.crash()
+        node.roster.lost_link()
+        self.successResultOf(node.roster.record("j" * 32))
+
+    @inlineCallbacks
     def test_restart_before_anyone_claims(self):
         """An instance restarted under the same name sends its last run's owed notices itself."""
         first = yield self.node("http://x")
