@@ -32,7 +32,7 @@ from twisted.internet.protocol import ProcessProtocol  # noqa: E402
 from twisted.web.resource import Resource  # noqa: E402
 from twisted.web.server import NOT_DONE_YET, Site  # noqa: E402
 
-from tests.harness import free_port  # noqa: E402
+from tests.daemon import listening_port  # noqa: E402
 from tests.wsclient import connect_client  # noqa: E402
 
 TWISTD = "from twisted.scripts.twistd import run; run()"
@@ -127,13 +127,17 @@ class Relay(ProcessProtocol):
 
     def __init__(self) -> None:
         self.output = bytearray()
-        self.listening: Deferred[None] = Deferred()
+        self.listening: Deferred[int] = Deferred()
         self.ended: Deferred[object] = Deferred()
 
     def childDataReceived(self, fd, data) -> None:
         self.output += data
-        if not self.listening.called and b"starting on" in self.output:
-            self.listening.callback(None)
+        if not self.listening.called and b"listen: listening on" in self.output:
+            try:  # the port it bound (port 0), once its whole line is in
+                port = listening_port(self.output.decode("utf-8", "replace"))
+            except ValueError:
+                return
+            self.listening.callback(port)
 
     def processEnded(self, reason) -> None:
         v = reason.value
@@ -158,9 +162,8 @@ def soak(reactor, opts):
     site.log = lambda request: None
     bport = reactor.listenTCP(0, site, interface="127.0.0.1", backlog=1024)
     burl = f"http://127.0.0.1:{bport.getHost().port}"
-    port = free_port()
     relay = Relay()
-    args = ["-n", "--pidfile=", "socketdock", "--bindport", str(port), "--backend", "http",
+    args = ["-n", "--pidfile=", "socketdock", "--bindport", "0", "--backend", "http",
             "--messageuri", burl + "/message", "--disconnecturi", burl + "/disconnect",
             "--backend-retries", str(opts.retries), "--backend-timeout", str(opts.timeout),
             "--queue-limit", str(opts.queue_limit), "--ping-interval", "0",
@@ -169,7 +172,7 @@ def soak(reactor, opts):
     env["PYTHONPATH"] = ROOT
     reactor.spawnProcess(relay, sys.executable, [sys.executable, "-c", TWISTD, *args],
                          env=env, path=ROOT)
-    yield relay.listening
+    port = yield relay.listening
     started = reactor.seconds()
 
     url = f"ws://127.0.0.1:{port}/ws"

@@ -12,12 +12,16 @@ import atexit
 import os
 import signal
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ReactorNotRunning
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from socketdock.tuned.fastagent import ConnectionPool
 from socketdock.relay.session import Relay
@@ -38,6 +42,9 @@ class SocketDockService(MultiService):
         self._relay = relay
         self._pool = pool
         self._shutdown_timeout = shutdown_timeout
+        #: The bound address of each listener by setting name (``listen``,
+        #: ``api_listen``), filled in as they start; for tests and tools.
+        self.addresses: dict[str, Any] = {}
 
     @property
     def relay(self) -> Relay:
@@ -67,15 +74,49 @@ class SocketDockService(MultiService):
             self._log.info("drained: every queued message and notice delivered")
 
 
-def add_listener(parent: MultiService, endpoint, factory) -> StreamServerEndpointService:
+def add_listener(
+    parent: MultiService, endpoint, factory, name: str = "listen",
+    on_bound: Callable[[Any], None] | None = None,
+) -> StreamServerEndpointService:
     """
     Listen on ``endpoint`` while ``parent`` runs; a listen failure (port in
-    use) stops start-up instead of being logged and ignored.
+    use) stops start-up instead of being logged and ignored.  Once bound, one
+    info line names the listener and its address (the port the OS picked, for
+    port 0), and ``on_bound`` gets the address.
+
+    :param name: the setting the listener comes from, ``listen`` or ``api_listen``.
     """
-    listener = StreamServerEndpointService(endpoint, factory)
+    listener = StreamServerEndpointService(_Announcing(endpoint, name, on_bound), factory)
     listener._raiseSynchronously = True
     listener.setServiceParent(parent)
     return listener
+
+
+@implementer(IStreamServerEndpoint)
+class _Announcing:
+    """An endpoint that says where it listens once bound."""
+
+    _log = Logger()
+
+    def __init__(self, endpoint, name: str, on_bound: Callable[[Any], None] | None) -> None:
+        self._endpoint = endpoint
+        self._name = name
+        self._on_bound = on_bound
+
+    def listen(self, factory) -> Deferred:
+        return self._endpoint.listen(factory).addCallback(self._bound)
+
+    def _bound(self, port):
+        address = port.getHost()
+        host, number = getattr(address, "host", None), getattr(address, "port", None)
+        if number is None:
+            where = str(address)
+        else:
+            where = f"[{host}]:{number}" if ":" in str(host) else f"{host}:{number}"
+        self._log.info("{name}: listening on {where}", name=self._name, where=where)
+        if self._on_bound is not None:
+            self._on_bound(address)
+        return port
 
 
 def exit_zero_on_stop_signals(reactor) -> None:

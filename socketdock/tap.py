@@ -37,7 +37,8 @@ from socketdock.service import (
 from socketdock.api.site import Root, make_api_children, make_health, make_site, warn_if_exposed
 from socketdock.ws.upgrade import WebSocketUpgrade
 from socketdock.ws.protocol import make_ws_factory
-from socketdock.relay.wire import CallbackURLs
+from socketdock.config.parse import base_url_for, scheme_of
+from socketdock.relay.wire import CallbackURLs, LearnedCallbackURLs
 
 __all__ = ["Options", "makeService"]
 
@@ -232,7 +233,10 @@ def make_service(config: Config, reactor) -> SocketDockService:
     registry = Registry(cluster.events) if cluster is not None else Registry()
     # Listeners and backend connections use it; timers and the rest use the reactor.
     net = batching(reactor)
-    urls = CallbackURLs(config.externalhostandport)
+    urls = (
+        LearnedCallbackURLs() if config.externalhostandport is None
+        else CallbackURLs(config.externalhostandport)
+    )
     # The gauge reads the relay built below, only when scraped.
     metrics = Metrics(
         active=registry.__len__, queued=lambda: relay.queued(), tags=registry.tag_count,
@@ -267,11 +271,26 @@ def make_service(config: Config, reactor) -> SocketDockService:
         JournalService(journal, relay.recover).setServiceParent(service)
     if config.api_listen is None:
         front = Root((config.wspath, upgrade), api_children, health, config.api_token)
-        add_listener(service, serverFromString(net, config.listen), make_site(front, reactor, max_body))
+        _listen(service, net, "listen", config.listen, make_site(front, reactor, max_body), urls)
     else:
         front = Root((config.wspath, upgrade), None, health, None)
         back = Root(None, api_children, health, config.api_token)
-        add_listener(service, serverFromString(net, config.listen), make_site(front, reactor, max_body))
-        add_listener(service, serverFromString(net, config.api_listen), make_site(back, reactor, max_body))
+        _listen(service, net, "listen", config.listen, make_site(front, reactor, max_body), None)
+        _listen(service, net, "api_listen", config.api_listen, make_site(back, reactor, max_body), urls)
     warn_if_exposed(config.api_listen or config.listen, config.api_token)
     return service
+
+
+def _listen(service: SocketDockService, net, name: str, description: str, site, urls) -> None:
+    """
+    Attach one listener; once bound, record its address on ``service`` and, if it
+    serves the callback API (``urls`` given) and the base URL is to be learned
+    (port 0), teach ``urls``.
+    """
+
+    def bound(address) -> None:
+        service.addresses[name] = address
+        if isinstance(urls, LearnedCallbackURLs):
+            urls.learn(base_url_for(address.host, address.port, scheme_of(description)))
+
+    add_listener(service, serverFromString(net, description), site, name, bound)

@@ -2,8 +2,8 @@
 Real processes for tests: SocketDock under ``twistd`` (and HAProxy), with
 Deferreds for "this text appeared in the output" and "it exited".
 
-    instance = spawn_socketdock(self, reactor, "--bindport", str(port))
-    yield instance.wait_for("starting on")
+    instance = spawn_socketdock(self, reactor, "--bindport", "0")
+    port = yield Deferred.fromCoroutine(started(reactor, instance))
     instance.signal("TERM")
     code, sig = yield instance.exited
 
@@ -12,11 +12,17 @@ twisted.scripts.twistd`` does nothing: that module has no ``__main__``) with
 ``PYTHONPATH`` set to this tree, so the plugin in this tree's
 ``twisted/plugins`` is the one found.  The cleanup SIGKILLs whatever still
 runs and waits for it, so the reactor is left clean.
+
+Instances listen on port 0 (``--bindport 0``, ``--api-listen
+tcp:0:interface=127.0.0.1``) and the test learns the ports from the
+``<listener>: listening on <host>:<port>`` line each listener logs once bound:
+a port picked by the test beforehand could be taken by another process first.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal as _signal
 import sys
 from pathlib import Path
@@ -75,6 +81,20 @@ class Process(ProcessProtocol):
         self._waiters.append((needle, start, d))
         return d
 
+    async def port(self, name: str = "listen") -> int:
+        """
+        The port the listener ``name`` (``listen`` or ``api_listen``) bound, once
+        it logged it; fails if the process ends first.
+        """
+        start = 0
+        while True:  # "listen: ..." is also the tail of "api_listen: ..."
+            start = await self.wait_for(f"{name}: listening on ", start)
+            end = await self.wait_for("\n", start)
+            try:
+                return listening_port(self.output[:end].decode("utf-8", "replace"), name)
+            except ValueError:
+                start = end
+
     def count(self, text: str) -> int:
         """How often ``text`` occurs in the output so far."""
         return self.output.count(text.encode("utf-8"))
@@ -120,6 +140,19 @@ class Process(ProcessProtocol):
         for needle, _, d in waiters:
             d.errback(ProcessGone(self, needle.decode("utf-8")))
         self.exited.callback(self._ended)
+
+
+def listening_port(log: str, name: str = "listen") -> int:
+    """
+    The port in the first ``<name>: listening on <host>:<port>`` line of ``log``
+    (text or JSON lines, as the instance logs once a listener is bound).
+
+    :raises ValueError: no such line.
+    """
+    found = re.search(r"(?<![\w])" + re.escape(name) + r": listening on \S*:(\d+)(?=\D)", log)
+    if found is None:
+        raise ValueError(f"no {name!r} listening line in the log")
+    return int(found.group(1))
 
 
 class ProcessGone(Exception):
@@ -228,6 +261,16 @@ def get(reactor: Any, url: str) -> "Deferred[tuple[int, bytes]]":
     d = client.get(url)
     d.addCallback(lambda r: treq.content(r).addCallback(lambda body: (r.code, body)))
     return d
+
+
+async def started(reactor: Any, process: Process, name: str = "listen") -> int:
+    """
+    Wait until ``process`` listens and its reactor runs, and return the port
+    its listener ``name`` bound (see :func:`ready`).
+    """
+    port = await process.port(name)
+    await ready(reactor, process, f"http://127.0.0.1:{port}")
+    return port
 
 
 async def ready(reactor: Any, process: Process, base_url: str) -> None:

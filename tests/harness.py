@@ -13,16 +13,22 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred, succeed
 
+from socketdock.config.parse import base_url_for, scheme_of
 from socketdock.config.settings import Config, load_config
 from socketdock.service import SocketDockService
 from socketdock.tap import make_service
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def refused_port(testcase) -> int:
+    """
+    A loopback TCP port that refuses connections for the rest of the test: a
+    socket is bound to it without listening, so nothing else can take it (a port
+    that was merely free a moment ago could be taken by the time it is used).
+    """
+    holder = socket.socket()
+    testcase.addCleanup(holder.close)
+    holder.bind(("127.0.0.1", 0))
+    return holder.getsockname()[1]
 
 
 @attrs.frozen
@@ -35,8 +41,20 @@ class RunningRelay:
 
     @property
     def base(self) -> str:
-        """The callback API's base URL (``externalhostandport``)."""
-        return self.config.externalhostandport
+        """
+        The callback API's base URL: ``externalhostandport``, or, as by default the
+        listeners take port 0, the one learned from the bound callback-API listener.
+        """
+        if self.config.externalhostandport is not None:
+            return self.config.externalhostandport
+        name = "api_listen" if self.config.api_listen else "listen"
+        api = self.service.addresses[name]
+        return base_url_for(api.host, api.port, scheme_of(getattr(self.config, name)))
+
+    @property
+    def api_port(self) -> int:
+        """The port of the separate callback-API listener (``api_listen``)."""
+        return self.service.addresses["api_listen"].port
 
     def ws_url(self, path: str = "/ws") -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
@@ -45,16 +63,20 @@ class RunningRelay:
 def start_relay(testcase, reactor, **settings: Any) -> RunningRelay:
     """
     Build and start an instance with ``settings`` (strings or values, as in
-    the INI) on a free loopback port; the cleanup stops it, draining.
+    the INI) on loopback; the cleanup stops it, draining.
+
+    Listeners take port 0 (``bindport``, and ``api_listen`` given as ``"tcp:0"``
+    or ``tcp:0:interface=127.0.0.1``): the OS picks a free port while binding, so no
+    other process can take it first; the instance tells the ports it got.
     """
-    port = free_port()
-    cli: dict[str, str] = {"bindip": "127.0.0.1", "bindport": str(port)}
+    cli: dict[str, str] = {"bindip": "127.0.0.1", "bindport": "0"}
     cli.update({k: _text(v) for k, v in settings.items()})
     config = load_config(cli, {}, None)
     service = make_service(config, reactor)
     service.startService()
     testcase.addCleanup(_stop, service)
-    return RunningRelay(config, service, port)
+    # A listener that is not TCP (unix:) has no port.
+    return RunningRelay(config, service, getattr(service.addresses["listen"], "port", 0))
 
 
 def _stop(service: SocketDockService) -> Deferred:

@@ -2,8 +2,8 @@
 Run the real ``twistd socketdock`` as a child process, for the journal's
 crash tests: start it, read its log (stdout), SIGKILL or SIGTERM it.
 
-Tests synchronise on log lines instead of sleeping: ``QuietSite starting on``
-means it listens; the journal's debug lines (the child runs with
+Tests synchronise on log lines instead of sleeping: ``listen: listening on``
+means it listens, and names the port it bound (port 0: the OS picks it); the journal's debug lines (the child runs with
 ``--log-level debug``) say what reached the disk.
 """
 
@@ -23,7 +23,7 @@ from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.python.failure import Failure
 
 import socketdock
-from tests.harness import free_port
+from tests.daemon import listening_port
 
 #: The tree whose ``socketdock`` and ``twisted/plugins`` the child runs.
 TREE = os.path.dirname(os.path.dirname(os.path.abspath(socketdock.__file__)))
@@ -40,7 +40,8 @@ class DaemonExited(Exception):
 class Daemon(ProcessProtocol):
     """One ``twistd -n socketdock`` child and everything it logged."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int = 0) -> None:
+        #: The WebSocket listener's port, known once it listens.
         self.port = port
         self.output = ""
         self.exit_code: Optional[int] = None
@@ -136,17 +137,17 @@ class Daemon(ProcessProtocol):
 
 def start_daemon(testcase, reactor, *args: str) -> "Deferred[Daemon]":
     """
-    Start ``twistd -n --pidfile= socketdock --bindip 127.0.0.1 --bindport <free>
-    <args>`` with this tree on ``PYTHONPATH``; fire once it listens.  The
-    cleanup SIGKILLs it if it still runs and waits for it to be gone.
+    Start ``twistd -n --pidfile= socketdock --bindip 127.0.0.1 --bindport 0
+    <args>`` with this tree on ``PYTHONPATH``; fire once it listens, with
+    :attr:`Daemon.port` the port it bound.  The cleanup SIGKILLs it if it still
+    runs and waits for it to be gone.
     """
-    port = free_port()
-    daemon = Daemon(port)
+    daemon = Daemon()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKETDOCK_")}
     env["PYTHONPATH"] = TREE
     argv = [
         sys.executable, "-c", _RUN_TWISTD, "-n", "--pidfile=", "socketdock",
-        "--bindip", "127.0.0.1", "--bindport", str(port), "--log-level", "debug", *args,
+        "--bindip", "127.0.0.1", "--bindport", "0", "--log-level", "debug", *args,
     ]
     workdir = testcase.mktemp()
     os.makedirs(workdir)
@@ -154,10 +155,20 @@ def start_daemon(testcase, reactor, *args: str) -> "Deferred[Daemon]":
     testcase.addCleanup(daemon.kill)
     # Runs after the kill: the child's whole log lands in _trial_temp/test.log.
     testcase.addCleanup(lambda: _log.info("twistd child on {port}:\n{output}",
-                                          port=port, output=daemon.output))
-    d = daemon.wait_for_text("QuietSite starting on")
-    d.addCallback(lambda _: _healthz(reactor, port))
+                                          port=daemon.port, output=daemon.output))
+    d = daemon.wait_for_log(_listening)
+    d.addCallback(lambda log: setattr(daemon, "port", listening_port(log)))
+    d.addCallback(lambda _: _healthz(reactor, daemon.port))
     return d.addCallback(lambda _: daemon)
+
+
+def _listening(log: str) -> bool:
+    """True once the WebSocket listener's whole "listening on" line is in ``log``."""
+    try:
+        listening_port(log[: log.rfind("\n") + 1])
+    except ValueError:
+        return False
+    return True
 
 
 def _healthz(reactor, port: int) -> "Deferred[bytes]":

@@ -10,15 +10,15 @@ import socket
 from pathlib import Path
 
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from tests.daemon import (
-    TREE, TWISTD, child_environ, get, ready, spawn, spawn_socketdock, wait_for_exit,
-    wait_for_file, wait_for_removal,
+    TREE, TWISTD, child_environ, get, listening_port, ready, spawn, spawn_socketdock, started,
+    wait_for_exit, wait_for_file, wait_for_removal,
 )
 from tests.fakebackend import STALL, Answer, FakeBackend, start_backend, stop_backend
-from tests.harness import free_port
+from tests.harness import refused_port
 from tests.test_reliability import folded
 from tests.wsclient import HandshakeRefused, connect_client
 
@@ -33,18 +33,21 @@ class DaemonCase(TestCase):
         self.backend = FakeBackend(reactor)
         port, self.url = yield start_backend(reactor, self.backend)
         self.addCleanup(stop_backend, port, self.backend)
-        self.port = free_port()
 
     @inlineCallbacks
-    def daemon(self, *args, wait=True, env=None):
+    def daemon(self, *args, wait=True, env=None, bindport=0):
+        """
+        Start one instance on ``bindport`` (0: the OS picks, and :attr:`port` is
+        learned from its log once it listens, with ``wait``).
+        """
         workdir = os.path.abspath(self.mktemp())
         os.makedirs(workdir)
         self.pidfile = os.path.join(workdir, "twistd.pid")
-        proc = spawn_socketdock(self, reactor, "--bindport", str(self.port), *args,
+        proc = spawn_socketdock(self, reactor, "--bindport", str(bindport), *args,
                                 twistd_args=("-n", "--pidfile", self.pidfile), path=workdir,
                                 env=env)
         if wait:
-            yield ready(reactor, proc, f"http://127.0.0.1:{self.port}")
+            self.port = yield Deferred.fromCoroutine(started(reactor, proc))
         return proc
 
     @inlineCallbacks
@@ -88,9 +91,9 @@ class StartTests(DaemonCase):
         self.assertFalse(os.path.exists(self.pidfile))
 
     @inlineCallbacks
-    def refused(self, *args):
+    def refused(self, *args, bindport=0):
         """The one stderr line of a start-up that must fail; nothing on stdout, exit 1."""
-        proc = yield self.daemon(*args, wait=False)
+        proc = yield self.daemon(*args, wait=False, bindport=bindport)
         self.assertEqual((yield self.exit_code(proc)), 1)
         self.assertEqual(proc.output, proc.errors, "nothing on stdout")
         lines = proc.errors.decode("utf-8").splitlines()
@@ -109,11 +112,12 @@ class StartTests(DaemonCase):
         """A bindport in use: one line naming bindport (the key set), not listen."""
         taken = socket.socket()
         self.addCleanup(taken.close)
-        taken.bind(("127.0.0.1", self.port))
+        taken.bind(("127.0.0.1", 0))
         taken.listen(1)
-        line = yield self.refused()
+        port = taken.getsockname()[1]
+        line = yield self.refused(bindport=port)
         self.assertTrue(line.startswith(
-            f"twistd socketdock: bindport: cannot listen on 127.0.0.1:{self.port} "), line)
+            f"twistd socketdock: bindport: cannot listen on 127.0.0.1:{port} "), line)
 
     @inlineCallbacks
     def test_unknown_option_is_one_line(self):
@@ -171,13 +175,16 @@ class DrainTests(DaemonCase):
             by_connection.setdefault(m["meta"]["connection_id"], []).append(m)
         self.assertEqual(set(by_connection), {n["connection_id"] for n in notices})
         a_id = self.backend.messages[0]["meta"]["connection_id"]
+        # Started on port 0, it names the port it bound in its callback URLs.
+        self.assertEqual(self.backend.messages[0]["meta"]["send"],
+                         f"http://127.0.0.1:{self.port}/socket/{a_id}/send")
         self.assertEqual(folded(self, by_connection[a_id]), [(1, "a1"), (2, "a2")])
         yield proc.wait_for("every queued message and notice delivered")
 
     @inlineCallbacks
     def test_sigterm_with_dead_backend_exits_at_the_timeout(self):
         """With the backend gone, a stop exits 0 right after shutdown_timeout and logs the notices lost."""
-        dead = f"http://127.0.0.1:{free_port()}"
+        dead = f"http://127.0.0.1:{refused_port(self)}"
         proc = yield self.http_daemon(
             "--shutdown-timeout", "1.5", "--backend-timeout", "0.5",
             messageuri=dead + "/message", disconnecturi=dead + "/disconnect")
@@ -245,11 +252,10 @@ class DaemonizedTests(TestCase):
         workdir = Path(os.path.abspath(self.mktemp()))
         workdir.mkdir()
         pidfile, logfile, mark = workdir / "twistd.pid", workdir / "twistd.log", workdir / "mark"
-        port = free_port()
         launcher = spawn(
             self, reactor, "twistd", [
                 *_TWISTD_MARKING_TEARDOWN, "--pidfile", str(pidfile), "--logfile", str(logfile),
-                "socketdock", "--bindip", "127.0.0.1", "--bindport", str(port),
+                "socketdock", "--bindip", "127.0.0.1", "--bindport", "0",
             ],
             env=child_environ({"TEARDOWN_MARK": str(mark)}), path=str(workdir),
         )
@@ -258,7 +264,8 @@ class DaemonizedTests(TestCase):
         pid = int(pidfile.read_text())
         exited = wait_for_exit(reactor, pid)
         self.addCleanup(lambda: exited if _kill(pid) else None)
-        yield wait_for_file(self, reactor, logfile, "starting on")
+        yield wait_for_file(self, reactor, logfile, "listen: listening on")
+        port = listening_port(logfile.read_text())
         status, _ = yield get(reactor, f"http://127.0.0.1:{port}/healthz")
         self.assertEqual(status, 200)
         client = yield connect_client(reactor, f"ws://127.0.0.1:{port}/ws")

@@ -14,7 +14,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 
 from tests.fakebackend import RESET, STALL, Answer
-from tests.harness import free_port
+from tests.harness import refused_port
 from tests.test_end_to_end import RelayTestCase
 
 FAST = dict(backend_retries=2, backend_timeout=0.5, shutdown_timeout=2)
@@ -58,7 +58,7 @@ class FaultTests(ReliabilityCase):
     @inlineCallbacks
     def test_refused_is_retried_then_closed_1011(self):
         """A backend whose port is closed is retried backend_retries times, then the client gets 1011."""
-        yield self.start(messageuri=f"http://127.0.0.1:{free_port()}/message")
+        yield self.start(messageuri=f"http://127.0.0.1:{refused_port(self)}/message")
         client = yield self.client()
         client.send_text("lost?")
         _, code, _ = yield client.closed
@@ -102,7 +102,9 @@ class FaultTests(ReliabilityCase):
     @inlineCallbacks
     def test_stall_past_backend_timeout_is_retried(self):
         """A request unanswered after backend_timeout is abandoned and sent again with the same seq."""
-        yield self.start(backend_timeout=0.2)
+        # Not shorter: the retry must be answered within it, and a process descheduled
+        # for longer between sending and reading would see its timer fire first.
+        yield self.start(backend_timeout=1)
         self.backend.answer_next("message", STALL)
         client = yield self.client()
         client.send_text("a")

@@ -22,7 +22,6 @@ from twisted.trial.unittest import TestCase
 
 from tests.daemon import get, ready, spawn, spawn_socketdock
 from tests.fakebackend import STALL, Answer, FakeBackend, start_backend, stop_backend
-from tests.harness import free_port
 from tests.wsclient import connect_client
 
 HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
@@ -86,14 +85,11 @@ class ScaleOutTests(TestCase):
         self.backend = FakeBackend(reactor)
         port, url = yield start_backend(reactor, self.backend)
         self.addCleanup(stop_backend, port, self.backend)
-        self.instances = {}
-        for name in NAMES:
-            port, api_port = free_port(), free_port()
-            process = spawn_socketdock(
+        processes = {
+            name: spawn_socketdock(
                 self, reactor,
-                "--listen", f"haproxy:tcp:{port}:interface=127.0.0.1",
-                "--api-listen", f"tcp:{api_port}:interface=127.0.0.1",
-                "--externalhostandport", f"http://127.0.0.1:{api_port}",
+                "--listen", "haproxy:tcp:0:interface=127.0.0.1",
+                "--api-listen", "tcp:0:interface=127.0.0.1",
                 "--backend", "http",
                 "--messageuri", url + "/message",
                 "--disconnecturi", url + "/disconnect",
@@ -101,15 +97,20 @@ class ScaleOutTests(TestCase):
                 "--shutdown-timeout", "60",
                 name=f"socketdock-{name}",
             )
-            self.instances[name] = Instance(name, port, api_port, process)
-        yield gatherResults([
-            Deferred.fromCoroutine(self._ready(i)) for i in self.instances.values()])
+            for name in NAMES
+        }
+        started = yield gatherResults([
+            Deferred.fromCoroutine(self._ready(name, p)) for name, p in processes.items()])
+        self.instances = {instance.name: instance for instance in started}
         self.haproxy, self.lb_port = self._start_haproxy()
 
-    async def _ready(self, instance):
-        # The callback API's listener starts after the WebSocket one.
-        await instance.process.wait_for(f"starting on {instance.api_port}")
-        await ready(reactor, instance.process, instance.base)
+    async def _ready(self, name, process):
+        """Once it listens: the ports it bound (port 0, so the OS picked them)."""
+        port = await process.port("listen")
+        api_port = await process.port("api_listen")
+        instance = Instance(name, port, api_port, process)
+        await ready(reactor, process, instance.base)
+        return instance
 
     def _start_haproxy(self):
         directory = Path(self.mktemp()).resolve()

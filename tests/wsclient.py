@@ -168,11 +168,11 @@ class TestClient:
         self._inbox: list[tuple[bytes, bool]] = []
         self._readers: list[Deferred[tuple[bytes, bool]]] = []
         self._pings: dict[bytes, Deferred[None]] = {}
+        #: How many pings the server sent (each answered with a pong).
+        self.pings_answered = 0
+        self._ping_count_waiters: list[tuple[int, Deferred[int]]] = []
         self._close_info: Optional[CloseInfo] = None
         self._close_waiters: list[Deferred[CloseInfo]] = []
-        #: Pings the server sent (each answered with a pong).
-        self.pinged = 0
-        self._ping_waiters: list[tuple[int, Deferred[None]]] = []
 
     @property
     def selected_protocol(self) -> Optional[str]:
@@ -229,6 +229,19 @@ class TestClient:
         self._proto().sendPing(payload)
         return d
 
+    def pinged(self, count: int) -> Deferred[int]:
+        """
+        Fire once the server has sent ``count`` pings (all answered); errbacks
+        with :class:`ClientClosed` if the socket ends first.
+        """
+        if self.pings_answered >= count:
+            return succeed(self.pings_answered)
+        if self._close_info is not None:
+            return fail(ClientClosed(*self._close_info))
+        d: Deferred[int] = Deferred()
+        self._ping_count_waiters.append((count, d))
+        return d
+
     def close(self, code: int = 1000, reason: str = "") -> Deferred[CloseInfo]:
         """
         Start the closing handshake; fires like :attr:`closed`.
@@ -277,27 +290,16 @@ class TestClient:
         else:
             self._inbox.append((payload, is_binary))
 
-    def server_pings(self, count: int) -> Deferred[None]:
-        """
-        Fire once the server has pinged this client ``count`` times (all
-        answered); fail with :class:`ClientClosed` if the connection ends first.
-        """
-        if self.pinged >= count:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._ping_waiters.append((count, d))
-        return d
-
-    def _pinged(self) -> None:
-        self.pinged += 1
-        for waiter in [w for w in self._ping_waiters if w[0] <= self.pinged]:
-            self._ping_waiters.remove(waiter)
-            waiter[1].callback(None)
-
     def _pong(self, payload: bytes) -> None:
         waiter = self._pings.pop(payload, None)
         if waiter is not None:
             waiter.callback(None)
+
+    def _pinged(self) -> None:
+        self.pings_answered += 1
+        for waiter in [w for w in self._ping_count_waiters if self.pings_answered >= w[0]]:
+            self._ping_count_waiters.remove(waiter)
+            waiter[1].callback(self.pings_answered)
 
     def _closed(self, info: CloseInfo, early: Exception) -> None:
         self._close_info = info
@@ -305,10 +307,10 @@ class TestClient:
         if opening is not None:
             opening.errback(Failure(early))
         gone = ClientClosed(*info)
-        pinged = [d for _, d in self._ping_waiters]
-        for waiter in self._readers + list(self._pings.values()) + pinged:
+        counting = [d for _, d in self._ping_count_waiters]
+        for waiter in self._readers + list(self._pings.values()) + counting:
             waiter.errback(Failure(gone))
-        self._readers, self._pings, self._ping_waiters = [], {}, []
+        self._readers, self._pings, self._ping_count_waiters = [], {}, []
         waiters, self._close_waiters = self._close_waiters, []
         for d in waiters:
             d.callback(info)

@@ -169,10 +169,10 @@ def endpoint_for(bindip: str, bindport: int) -> str:
     return f"tcp:{bindport}:interface={bindip.replace(':', chr(92) + ':')}"
 
 
-def base_url_for(bindip: str, bindport: int) -> str:
+def base_url_for(bindip: str, bindport: int, scheme: str = "http") -> str:
     """:param bindip: host for the URL; IPv6 gets the brackets URLs need."""
     host = f"[{bindip}]" if _is_ipv6(bindip) else bindip
-    return f"http://{host}:{bindport}"
+    return f"{scheme}://{host}:{bindport}"
 
 
 def _split_url(text: str) -> tuple[str, str]:
@@ -332,3 +332,42 @@ def parse_ca_file(text: str) -> str:
     return path
 
 
+_UNESCAPED_COLON = re.compile(r"(?<!\\):")
+
+
+def tcp_address(description: str) -> tuple[str, int] | None:
+    """
+    The (interface, port) of a ``tcp``/``tcp6``/``ssl`` endpoint string, also
+    behind ``haproxy:``, or None for other kinds.
+    """
+    kind, *args = _UNESCAPED_COLON.split(description)
+    while kind == "haproxy" and args:
+        kind, *args = args
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return None
+    positional = [a for a in args if "=" not in a]
+    named = dict(a.split("=", 1) for a in args if "=" in a)
+    port = named.get("port", positional[0] if positional else "0")
+    interface = named.get("interface", "::" if kind == "tcp6" else "")
+    return interface.replace("\\:", ":"), int(port)
+
+
+def learns_base_url(description: str) -> bool:
+    """
+    True if the callback-API listener ``description`` is TCP (or TLS) on one
+    interface with port 0: the OS picks the port, so ``externalhostandport`` can
+    only be learned from the bound address, with :func:`scheme_of` (tests start
+    instances this way, race-free).
+    """
+    if description.split(":", 1)[0] not in ("tcp", "tcp6", "ssl"):
+        return False
+    try:
+        address = tcp_address(description)
+    except ValueError:
+        return False
+    return address is not None and address[1] == 0 and not is_wildcard(address[0])
+
+
+def scheme_of(description: str) -> str:
+    """The URL scheme a listener ``description`` serves: ``https`` for ``ssl:``."""
+    return "https" if description.split(":", 1)[0] == "ssl" else "http"

@@ -12,16 +12,15 @@ Redis client is installed.
 from __future__ import annotations
 
 import importlib.util
-import re
 import socket
-from typing import Optional
 
 from twisted.internet import endpoints
 
+from socketdock.config.parse import tcp_address
 from socketdock.config.settings import Config, ConfigError
 from socketdock.relay.journal import check_journal
 
-_UNESCAPED_COLON = re.compile(r"(?<!\\):")
+__all__ = ["check_startable", "tcp_address"]
 
 
 def check_startable(config: Config, reactor) -> None:
@@ -50,23 +49,6 @@ def check_startable(config: Config, reactor) -> None:
             "cluster", "needs the txredisapi package, which is not installed; "
             "pip install 'socketdock[cluster]' (or txredisapi), or remove cluster"
         )
-
-
-def tcp_address(description: str) -> Optional[tuple[str, int]]:
-    """
-    The (interface, port) of a ``tcp``/``tcp6``/``ssl`` endpoint string, also
-    behind ``haproxy:``, or None for other kinds.
-    """
-    kind, *args = _UNESCAPED_COLON.split(description)
-    while kind == "haproxy" and args:
-        kind, *args = args
-    if kind not in ("tcp", "tcp6", "ssl"):
-        return None
-    positional = [a for a in args if "=" not in a]
-    named = dict(a.split("=", 1) for a in args if "=" in a)
-    port = named.get("port", positional[0] if positional else "0")
-    interface = named.get("interface", "::" if kind == "tcp6" else "")
-    return interface.replace("\\:", ":"), int(port)
 
 
 def _check_port_free(key: str, interface: str, port: int) -> None:

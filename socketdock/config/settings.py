@@ -73,7 +73,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("bindip", "127.0.0.1", "Interface the WebSocket listener binds."),
     Setting("bindport", "8765", "Port of the WebSocket listener."),
     Setting("listen", None, "Twisted endpoint string for the WebSocket listener; overrides bindip/bindport."),
-    Setting("externalhostandport", None, "Base URL at which the backend reaches this instance (default http://<bindip>:<bindport>)."),
+    Setting("externalhostandport", None, "Base URL at which the backend reaches this instance (default http://<bindip>:<bindport>; with port 0, the port bound)."),
     Setting("backend", "loopback", "loopback (echo every message) or http."),
     Setting("messageuri", None, "Backend URL for messages; required with backend = http."),
     Setting("connecturi", None, "Backend URL told of new connections; it also admits or refuses them."),
@@ -153,12 +153,15 @@ class Config:
     :ivar listen_key: not a setting: the key to name when the WebSocket listener
         cannot start, ``listen`` if the operator gave it, else ``bindport`` (it was
         derived from ``bindip``/``bindport``).
+    :ivar externalhostandport: None when the callback-API listener is TCP on one
+        interface with port 0: the base URL is then learned from the port the OS
+        picked, once listening.
     """
 
     bindip: str
     bindport: int
     listen: str
-    externalhostandport: str
+    externalhostandport: str | None
     backend: str
     messageuri: str | None
     connecturi: str | None
@@ -268,7 +271,10 @@ def _finish(values: dict[str, object]) -> Config:
             "not set, but backend is http; set messageuri to the backend's message URL "
             "or use backend = loopback",
         )
-    if values["externalhostandport"] is None:
+    api_endpoint = values["api_listen"] or values["listen"] or p.endpoint_for(bindip, bindport)
+    if values["externalhostandport"] is None and p.learns_base_url(str(api_endpoint)):
+        pass  # None: learned from the bound address once listening (port 0)
+    elif values["externalhostandport"] is None:
         reason = (
             "listen is set"
             if values["listen"] is not None

@@ -47,6 +47,33 @@ class CallbackURLs:
         return f"{self.base}/socket/{connection_id}/disconnect"
 
 
+class LearnedCallbackURLs:
+    """
+    :class:`CallbackURLs` whose base is known only once the callback-API
+    listener is bound, when it listens on port 0 and the OS picks the port.
+    No connection can exist before then, so nothing asks earlier.
+    """
+
+    def __init__(self) -> None:
+        self._urls: CallbackURLs | None = None
+
+    def learn(self, base: str) -> None:
+        """:param base: ``http://host:port`` of the bound listener."""
+        self._urls = CallbackURLs(base)
+
+    @property
+    def base(self) -> str:
+        if self._urls is None:
+            raise RuntimeError("the callback-API listener is not bound yet")
+        return self._urls.base
+
+    def send(self, connection_id: str) -> str:
+        return f"{self.base}/socket/{connection_id}/send"
+
+    def disconnect(self, connection_id: str) -> str:
+        return f"{self.base}/socket/{connection_id}/disconnect"
+
+
 def connect_body(
     urls: CallbackURLs, connection_id: str, headers: Mapping[str, str]
 ) -> bytes:

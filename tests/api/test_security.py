@@ -29,7 +29,7 @@ from socketdock.config.settings import load_config
 from socketdock.tap import make_service
 from tests.certs import make_ca
 from tests.fakebackend import FakeBackend, start_backend, stop_backend
-from tests.harness import free_port, start_relay
+from tests.harness import start_relay
 from tests.wsclient import connect_client
 
 TOKEN = "s3cret-api-token-for-tests"
@@ -107,26 +107,24 @@ class TLSTests(_Case):
     @inlineCallbacks
     def test_wss_end_to_end(self):
         """A wss client talks through an ssl: WebSocket listener with a generated certificate."""
-        port = free_port()
-        start_relay(
+        relay = start_relay(
             self, reactor, backend="loopback", ping_interval=0,
-            listen=self.ssl_endpoint(["127.0.0.1"], port),
-            externalhostandport=f"https://127.0.0.1:{port}",
+            listen=self.ssl_endpoint(["127.0.0.1"]),
         )
+        self.assertEqual(relay.base, f"https://127.0.0.1:{relay.port}")
         trust = optionsForClientTLS("127.0.0.1", trustRoot=Certificate.loadPEM(self.ca.cert_pem()))
-        client = yield self.client(f"wss://127.0.0.1:{port}/ws", context_factory=trust)
+        client = yield self.client(f"wss://127.0.0.1:{relay.port}/ws", context_factory=trust)
         client.send_text("over tls")
         self.assertEqual((yield client.next_message()), (b"over tls", False))
 
     @inlineCallbacks
     def test_api_listener_over_tls(self):
         """An ssl: api_listen serves the callback API over TLS."""
-        api_port = free_port()
-        start_relay(
+        relay = start_relay(
             self, reactor, backend="loopback", ping_interval=0,
-            api_listen=self.ssl_endpoint(["127.0.0.1"], api_port),
-            externalhostandport=f"https://127.0.0.1:{api_port}",
+            api_listen=self.ssl_endpoint(["127.0.0.1"]),
         )
+        api_port = relay.api_port
         pool = HTTPConnectionPool(reactor, persistent=False)
         policy = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(self.ca.cert_pem()))
         http = HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
@@ -289,11 +287,8 @@ class ApiListenTests(_Case):
     @inlineCallbacks
     def test_api_only_on_its_listener(self):
         """On the WebSocket listener /socket/... and /status are 404; on api_listen they work."""
-        api_port = free_port()
-        yield self.start(
-            api_listen=f"tcp:{api_port}:interface=127.0.0.1",
-            externalhostandport=f"http://127.0.0.1:{api_port}",
-        )
+        yield self.start(api_listen="tcp:0:interface=127.0.0.1")
+        api_port = self.relay.api_port
         client = yield self.client()
         msg = yield self.first_message(client)
         cid = msg["meta"]["connection_id"]
@@ -319,11 +314,7 @@ class ApiListenTests(_Case):
         made = []
         real = tempfile.TemporaryFile
         self.patch(tempfile, "TemporaryFile", lambda *a, **k: made.append(1) or real(*a, **k))
-        api_port = free_port()
-        yield self.start(
-            api_listen=f"tcp:{api_port}:interface=127.0.0.1",
-            externalhostandport=f"http://127.0.0.1:{api_port}",
-        )
+        yield self.start(api_listen="tcp:0:interface=127.0.0.1")
         client = yield self.client()
         msg = yield self.first_message(client)
         path = f"/socket/{msg['meta']['connection_id']}/send".encode()

@@ -231,6 +231,22 @@ class ValueTests(SynchronousTestCase):
             c = load_config({"listen": listen, "externalhostandport": "h:1"}, {}, None)
             self.assertEqual(c.listen, listen)
 
+    def test_port_zero_learns_externalhostandport(self) -> None:
+        """
+        With the callback API on port 0 of one interface, externalhostandport is
+        left to be learned from the bound port (None); elsewhere port 0 still needs it.
+        """
+        for cli in ({"bindport": "0"}, {"listen": "tcp:0:interface=127.0.0.1"},
+                    {"api_listen": "tcp:0:interface=127.0.0.1"},
+                    {"listen": "ssl:0:interface=127.0.0.1:privateKey=k"}):
+            self.assertIsNone(load_config(cli, {}, None).externalhostandport, cli)
+        for cli in ({"listen": "tcp:0"}, {"bindip": "0.0.0.0", "bindport": "0"},
+                    {"listen": "haproxy:tcp:0:interface=127.0.0.1"},
+                    {"bindport": "0", "api_listen": "tcp:9001:interface=127.0.0.1"}):
+            with self.assertRaises(ConfigError, msg=str(cli)) as caught:
+                load_config(cli, {}, None)
+            self.assertEqual(caught.exception.key, "externalhostandport")
+
     def test_wildcard_with_external(self) -> None:
         """A wildcard bindip is fine with an explicit externalhostandport."""
         c = load_config({"bindip": "0.0.0.0", "externalhostandport": "sd1:8765"}, {}, None)

@@ -8,13 +8,12 @@ import resource
 import sys
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from socketdock.ops.filelimit import raise_open_file_limit
-from tests.daemon import TWISTD, ready, spawn
-from tests.harness import free_port
+from tests.daemon import TWISTD, spawn, started
 
 
 class Limits:
@@ -72,13 +71,12 @@ class DaemonLimitTests(TestCase):
             raise SkipTest(f"the hard open-file limit here is {hard}: nothing to raise to")
         if not sys.platform.startswith("linux"):
             raise SkipTest("reads /proc/<pid>/limits")
-        port = free_port()
         argv = ["/bin/sh", "-c", 'ulimit -S -n 512 && exec "$@"', "sh",
-                *TWISTD, "-n", "--pidfile=", "socketdock", "--bindport", str(port)]
+                *TWISTD, "-n", "--pidfile=", "socketdock", "--bindport", "0"]
         workdir = self.mktemp()
         os.makedirs(workdir)
         proc = spawn(self, reactor, "socketdock", argv, path=workdir)
-        yield ready(reactor, proc, f"http://127.0.0.1:{port}")
+        yield Deferred.fromCoroutine(started(reactor, proc))
         with open(f"/proc/{proc.pid}/limits") as f:
             line = next(line for line in f if line.startswith("Max open files"))
         soft, hard_seen = line.split()[3:5]

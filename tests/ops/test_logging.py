@@ -15,9 +15,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from socketdock.ops.jsonlog import _twistd_log_options, event_as_json_line, log_from_level
-from tests.daemon import get, ready, spawn_socketdock, wait_for_file
+from tests.daemon import get, listening_port, spawn_socketdock, started, wait_for_file
 from tests.fakebackend import FakeBackend, start_backend, stop_backend
-from tests.harness import free_port
 from tests.test_tap_options import private_log_beginner
 from tests.wsclient import connect_client
 
@@ -110,11 +109,10 @@ class TwistdLogTests(TestCase):
     @inlineCallbacks
     def test_json_to_stdout(self):
         """With --logger json_observer and -n, every line on stdout is a JSON object."""
-        port = free_port()
         instance = spawn_socketdock(
-            self, reactor, "--bindport", str(port), "--ping-interval", "0",
+            self, reactor, "--bindport", "0", "--ping-interval", "0",
             twistd_args=("-n", "--pidfile=", *JSON_LOGGER))
-        yield Deferred.fromCoroutine(ready(reactor, instance, f"http://127.0.0.1:{port}"))
+        yield Deferred.fromCoroutine(started(reactor, instance))
         instance.signal("TERM")
         code, _ = yield instance.exited
         self.assertEqual(code, 0, instance.text())
@@ -130,15 +128,14 @@ class TwistdLogTests(TestCase):
         backend = FakeBackend(reactor)
         backend_port, url = yield start_backend(reactor, backend)
         self.addCleanup(stop_backend, backend_port, backend)
-        port = free_port()
         journal = Path(self.mktemp()).resolve()
         journal.mkdir(parents=True)
         instance = spawn_socketdock(
-            self, reactor, "--bindport", str(port), "--ping-interval", "0",
+            self, reactor, "--bindport", "0", "--ping-interval", "0",
             "--backend", "http", "--messageuri", url + "/message", "--connecturi", url + "/connect",
             "--journal", str(journal / "j.sqlite"),
             twistd_args=("-n", "--pidfile=", *JSON_LOGGER))
-        yield Deferred.fromCoroutine(ready(reactor, instance, f"http://127.0.0.1:{port}"))
+        port = yield Deferred.fromCoroutine(started(reactor, instance))
         client = yield connect_client(reactor, f"ws://127.0.0.1:{port}/ws")
         self.addCleanup(client.shutdown)
         (notice,) = yield backend.wait_for("connect", 1)
@@ -165,11 +162,11 @@ class TwistdLogTests(TestCase):
         directory = Path(self.mktemp()).resolve()
         directory.mkdir(parents=True)
         log = directory / "socketdock.log"
-        port = free_port()
         instance = spawn_socketdock(
-            self, reactor, "--bindport", str(port), "--ping-interval", "0",
+            self, reactor, "--bindport", "0", "--ping-interval", "0",
             twistd_args=("-n", "--pidfile=", "--logfile", str(log), *logger))
-        yield wait_for_file(self, reactor, log, "starting on")
+        content = yield wait_for_file(self, reactor, log, "listen: listening on")
+        port = listening_port(content.decode("utf-8"))
         yield get(reactor, f"http://127.0.0.1:{port}/healthz")  # the reactor runs
         self.assertEqual(instance.text(), "")  # nothing on stdout: all in the file
         instance.signal("USR1")

@@ -92,13 +92,21 @@ class PingTimeoutEndToEndTests(RelayTestCase):
 
     @inlineCallbacks
     def test_answering_client_stays(self):
-        """A client that answers sub-second pings keeps its connection and its messages flow."""
-        # The timeout is generous: a 50 ms one fails the test whenever a busy
-        # machine stalls this process (server and client) for longer than that.
-        yield self.start(ping_interval=0.05, ping_timeout=10)
+        """
+        A client that answers sub-second pings keeps its connection and its messages
+        flow, for many more pings than fit in one ping_timeout: its pongs count.
+        """
+        # The timeout is 20 intervals, not one: an overloaded machine may not run
+        # this process for a while between a ping and the read of its pong, and then
+        # the pending timer fires first (Twisted runs timers before reading).
+        yield self.start(ping_interval=0.05, ping_timeout=1)
         client = yield self.client()
         for n in range(5):
             client.send_text(f"m{n}")
             yield self.backend.wait_for("message", n + 1)
-            yield client.server_pings(n + 1)
+            yield client.ping()
+        # 40 pings take at least 2 s: twice the timeout that unmatched pongs would hit.
+        yield client.pinged(40)
+        client.send_text("still here")
+        yield self.backend.wait_for("message", 6)
         self.assertEqual(self.backend.disconnects, [])
