@@ -38,7 +38,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from socketdock.config.settings import load_config
 from socketdock.tap import make_service
-from tests.harness import free_port
+from tests.cluster.redisserver import free_port
 from tests.wsclient import connect_client
 
 
@@ -55,9 +55,8 @@ def _start_redis(directory: str) -> tuple[subprocess.Popen, int]:
 
 
 def _instance(redis_port: int | None):
-    port = free_port()
     settings = {
-        "bindip": "127.0.0.1", "bindport": str(port), "backend": "loopback",
+        "bindip": "127.0.0.1", "bindport": "0", "backend": "loopback",
         "ping_interval": "0",
     }
     if redis_port is not None:
@@ -65,6 +64,7 @@ def _instance(redis_port: int | None):
     service = make_service(load_config(settings, {}, None), reactor)
     service.startService()
     nodes = [s for s in service if type(s).__name__ == "ClusterNode"]
+    port = service.addresses["listen"].port
     return service, nodes[0] if nodes else None, f"http://127.0.0.1:{port}", port
 
 

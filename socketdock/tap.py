@@ -224,19 +224,19 @@ def make_backend(config: Config, reactor, net, urls: CallbackURLs, metrics: Metr
 
 def make_service(config: Config, reactor) -> SocketDockService:
     """Wire the collaborators bottom-up and attach their listeners."""
+    urls = (
+        LearnedCallbackURLs() if config.externalhostandport is None
+        else CallbackURLs(config.externalhostandport)
+    )
     cluster = None
     if config.cluster is not None:
         # Imported only here: without cluster, nothing needs Redis or its client.
         from socketdock.cluster.wiring import Cluster
 
-        cluster = Cluster(config, reactor, recover=lambda ids: relay.recover(ids))
+        cluster = Cluster(config, reactor, urls, recover=lambda ids: relay.recover(ids))
     registry = Registry(cluster.events) if cluster is not None else Registry()
     # Listeners and backend connections use it; timers and the rest use the reactor.
     net = batching(reactor)
-    urls = (
-        LearnedCallbackURLs() if config.externalhostandport is None
-        else CallbackURLs(config.externalhostandport)
-    )
     # The gauge reads the relay built below, only when scraped.
     metrics = Metrics(
         active=registry.__len__, queued=lambda: relay.queued(), tags=registry.tag_count,

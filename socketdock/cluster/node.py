@@ -35,7 +35,8 @@ class ClusterNode(MultiService):
 
     :param address: the Redis server.
     :param names: the cluster's key and channel names.
-    :param me: this instance's name (its ``externalhostandport``).
+    :param name: this instance's name (its ``externalhostandport``), asked
+        for once the link is up.
     :param reactor: connects to Redis and times the heartbeat.
     :param heartbeat: seconds between beats.
     :param clock: times the heartbeat; the reactor unless a test gives a Clock.
@@ -49,7 +50,8 @@ class ClusterNode(MultiService):
     _log = Logger()
 
     def __init__(
-        self, address: RedisAddress, names: Names, me: str, reactor, heartbeat: float,
+        self, address: RedisAddress, names: Names, name: Callable[[], str], reactor,
+        heartbeat: float,
         recover: Callable[[list[str]], None], on_message: Callable[[bytes, bytes], None],
         fenced: Callable[[list[str]], None] = lambda ids: None,
         retry_policy: Callable[[int], float] | None = None, clock: IReactorTime | None = None,
@@ -61,7 +63,7 @@ class ClusterNode(MultiService):
         self._beat: LoopingCall | None = None
         self.link = RedisLink(address, reactor, self, retry_policy=retry_policy)
         self.link.setServiceParent(self)
-        self.roster = Roster(self.link, names, me, heartbeat, recover, fenced)
+        self.roster = Roster(self.link, names, name, heartbeat, recover, fenced)
         self.subscriptions = Subscriptions(self.link, names)
 
     def startService(self) -> None:

@@ -35,7 +35,9 @@ class Roster:
     :param link: a L{socketdock.cluster.link.RedisLink} (or anything with
         C{command}, C{eval} and C{up}).
     :param names: the cluster's key names.
-    :param me: this instance's name (its ``externalhostandport``).
+    :param name: this instance's name (its ``externalhostandport``, which may
+        be learned only when the callback-API listener is bound: asked for at
+        the first link, never before).
     :param heartbeat: seconds between beats; the time-to-live is
         L{MISSED_BEATS} of them.
     :param recover: called with ids whose notices this instance now owes on
@@ -49,13 +51,13 @@ class Roster:
     _log = Logger()
 
     def __init__(
-        self, link, names: Names, me: str, heartbeat: float,
+        self, link, names: Names, name: Callable[[], str], heartbeat: float,
         recover: Callable[[list[str]], None],
         fenced: Callable[[list[str]], None] = lambda ids: None,
     ) -> None:
         self._link = link
         self._names = names
-        self.me = me
+        self._name = name
         self._ttl_ms = max(1, int(heartbeat * MISSED_BEATS * 1000))
         self._recover = recover
         self._fenced = fenced
@@ -67,6 +69,11 @@ class Roster:
         self._beating: Deferred | None = None
         #: Connections of lost instances this one claimed (for /status).
         self.recovered = 0
+
+    @property
+    def me(self) -> str:
+        """This instance's name in the cluster."""
+        return self._name()
 
     # -- the relay's journal ------------------------------------------------------
 

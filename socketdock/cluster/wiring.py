@@ -26,12 +26,14 @@ class Cluster:
     """
     Everything cluster mode adds to one instance.
 
+    :param urls: this instance's callback URLs; their base names it in the
+        cluster (learned when the listener binds, with port 0).
     :param recover: sends the notices of connections claimed from a lost
         instance (C{Relay.recover}; the relay is built after this).
     """
 
     def __init__(
-        self, config: Config, reactor, recover: Callable[[list[str]], None],
+        self, config: Config, reactor, urls, recover: Callable[[list[str]], None],
         retry_policy: Callable[[int], float] | None = None,
     ) -> None:
         assert config.cluster is not None
@@ -40,7 +42,7 @@ class Cluster:
         self._names = Names.for_db(config.cluster.db)
         self._reach: ClusterReach | None = None
         self.node = ClusterNode(
-            config.cluster, self._names, config.externalhostandport, reactor,
+            config.cluster, self._names, lambda: urls.base, reactor,
             config.cluster_heartbeat, recover, self._message, self._fenced, retry_policy,
         )
         #: The registry's L{IConnectionEvents}.

@@ -12,12 +12,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import socket
 from typing import Any
 
 from twisted.internet.defer import Deferred
 
 from tests.daemon import Process, spawn
-from tests.harness import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or shutil.which(
     "redis-server", path="/usr/bin:/usr/sbin:/usr/local/bin")
@@ -32,6 +32,17 @@ NO_REDIS = (
 )
 
 _READY = "Ready to accept connections"
+
+
+def free_port() -> int:
+    """
+    A loopback port that was free a moment ago: redis-server cannot be told
+    to take port 0 and say which it got, so one is picked here and the start
+    retried on another if something took it in between.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 _ATTEMPTS = 5
 
 

@@ -14,9 +14,8 @@ from twisted.trial.unittest import TestCase
 
 from socketdock.relay.session import RECOVERED_REASON
 from tests.cluster.redisserver import NO_REDIS, start_redis
-from tests.daemon import get, ready, spawn_socketdock
+from tests.daemon import get, spawn_socketdock, started
 from tests.fakebackend import FakeBackend, start_backend, stop_backend
-from tests.harness import free_port
 from tests.wsclient import connect_client
 
 CLIENTS = 3
@@ -24,13 +23,21 @@ HEARTBEAT = "0.2"
 
 
 class Instance:
-    """One SocketDock process and where it can be reached."""
+    """One SocketDock process and, once it listens, where it can be reached."""
 
-    def __init__(self, name: str, port: int, process) -> None:
+    def __init__(self, name: str, process) -> None:
         self.name = name
-        self.port = port
         self.process = process
-        self.base = f"http://127.0.0.1:{port}"
+        self.port = 0
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        # Port 0: the instance names the port it bound, and its callback URLs
+        # (and its name in the cluster) use it.
+        self.port = await started(reactor, self.process)
 
 
 class LostInstanceTests(TestCase):
@@ -47,11 +54,9 @@ class LostInstanceTests(TestCase):
         self.addCleanup(stop_backend, port, self.backend)
         self.instances = {}
         for name in ("lost", "b", "c"):
-            port = free_port()
             process = spawn_socketdock(
                 self, reactor,
-                "--bindip", "127.0.0.1", "--bindport", str(port),
-                "--externalhostandport", f"http://127.0.0.1:{port}",
+                "--bindip", "127.0.0.1", "--bindport", "0",
                 "--backend", "http",
                 "--messageuri", url + "/message",
                 "--disconnecturi", url + "/disconnect",
@@ -62,10 +67,9 @@ class LostInstanceTests(TestCase):
                 env={"SOCKETDOCK_CLUSTER": self.redis.url(db=0)},
                 name=f"socketdock-{name}",
             )
-            self.instances[name] = Instance(name, port, process)
+            self.instances[name] = Instance(name, process)
         yield gatherResults([
-            Deferred.fromCoroutine(ready(reactor, i.process, i.base))
-            for i in self.instances.values()
+            Deferred.fromCoroutine(i.start()) for i in self.instances.values()
         ])
         yield gatherResults([
             i.process.wait_for("cluster: linked to Redis") for i in self.instances.values()

@@ -26,7 +26,7 @@ class Node:
 
         self.recovered: list[list[str]] = []
         self.node = ClusterNode(
-            address, Names.for_db(address.db), me, reactor, FAR,
+            address, Names.for_db(address.db), lambda: me, reactor, FAR,
             self.recovered.append, lambda channel, data: None,
             retry_policy=lambda attempt: 0.05,
         )
@@ -175,7 +175,7 @@ class ClockedHeartbeatTests(TestCase):
         clock = Clock()
         claimed: Deferred = Deferred()
         node = ClusterNode(
-            address, Names.for_db(4), "http://survivor", reactor, 5.0, claimed.callback,
+            address, Names.for_db(4), lambda: "http://survivor", reactor, 5.0, claimed.callback,
             lambda channel, data: None, retry_policy=lambda attempt: 0.05, clock=clock,
         )
         node.startService()
