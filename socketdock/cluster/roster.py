@@ -10,7 +10,9 @@ in one script, which also covers a Redis that restarted empty.
 
 It is the relay's journal in cluster mode (L{record}/L{forget}): a notice
 owed here and never delivered, because this instance died, is sent by the
-survivor whose heartbeat first finds this one's lapsed.
+survivor whose heartbeat first finds this one's lapsed.  An instance that
+was only cut off from Redis for that long learns at its next rejoin which of
+its connections a survivor gave up for it, and closes those still open.
 """
 
 from __future__ import annotations
