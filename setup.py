@@ -34,7 +34,9 @@ setup(
         "httptools>=0.6.3",
     ],
     extras_require={
-        "test": ["hypothesis>=6.80", "cryptography>=41", "websockets>=13"],
+        "test": ["hypothesis>=6.80", "cryptography>=41", "websockets>=13", "txredisapi>=1.6"],
+        # Cluster mode (the cluster setting): a Twisted-native Redis client.
+        "cluster": ["txredisapi>=1.6"],
     },
     classifiers=[
         "Framework :: Twisted",

@@ -246,29 +246,40 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
         stack = choose_stack(config.tuning, installed_versions())
     if stack.reason:
         _log.warn("{reason}", reason=stack.reason)
-    registry = Registry()
-    # Listeners and backend connections use it; timers and the rest use the reactor.
-    net = stack.network(reactor)
     urls = (
         LearnedCallbackURLs() if config.externalhostandport is None
         else CallbackURLs(config.externalhostandport)
     )
+    cluster = None
+    if config.cluster is not None:
+        # Imported only here: without cluster, nothing needs Redis or its client.
+        from socketdock.cluster.wiring import Cluster
+
+        cluster = Cluster(config, reactor, urls, recover=lambda ids: relay.recover(ids))
+    registry = Registry(cluster.events) if cluster is not None else Registry()
+    # Listeners and backend connections use it; timers and the rest use the reactor.
+    net = stack.network(reactor)
     # The gauge reads the relay built below, only when scraped.
     metrics = Metrics(
-        active=registry.__len__, queued=lambda: relay.queued(), tags=registry.tag_count
+        active=registry.__len__, queued=lambda: relay.queued(), tags=registry.tag_count,
+        cluster=cluster.status if cluster is not None else None,
     )
     backend, pool = make_backend(config, reactor, net, urls, metrics, stack)
     journal = None
     if config.journal is not None:
         journal = Journal(config.journal, reactor, ThreadWriter(reactor))
+    if cluster is not None:
+        backend = cluster.backend(backend)
+        journal = cluster.journal
     relay = Relay(backend, registry, metrics, reactor, config.queue_limit, journal)
 
     ws_factory = make_ws_factory(config, relay, reactor, stack.ws_specialise)
     upgrade = WebSocketUpgrade(ws_factory)
     health = make_health(relay)
     # Within one instance; cluster mode swaps in an IReach that asks the others.
-    reach = LocalReach(registry)
-    api_children = make_api_children(registry, metrics, reactor, config.max_message_size, reach)
+    reach = LocalReach(registry) if cluster is None else cluster.make_reach(registry)
+    api_children = make_api_children(
+        registry, metrics, reactor, config.max_message_size, reach, anywhere=cluster is not None)
 
     service = SocketDockService(relay, pool, config.shutdown_timeout)
     # First in, last out: the patches outlive every connection.
@@ -278,7 +289,11 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
     def make_site_for(root: Root):
         return make_site(root, reactor, max_body, stack.channel)
 
-    if journal is not None:
+    if cluster is not None:
+        # Started before the listeners; stopped after the drain, so the
+        # notices it delivered are forgotten in Redis before this instance leaves.
+        cluster.node.setServiceParent(service)
+    elif journal is not None:
         # Started before the listeners, so the recovered notices are queued
         # first; stopped after them, so it keeps what the drain left.
         JournalService(journal, relay.recover).setServiceParent(service)

@@ -2,8 +2,8 @@
 The package's layers, held by parsing every module's imports (function-local
 ones included) with ``ast``.
 
-Lowest first: ``config`` < ``ops`` < ``relay`` < {``ws``, ``api``} < the
-top-level modules (``tap``, ``service``, ``tuning``), which alone wire layers
+Lowest first: ``config`` < ``ops`` < ``relay`` < ``cluster`` < {``ws``,
+``api``} < the top-level modules (``tap``, ``service``, ``tuning``), which alone wire layers
 together.  A module may import its own layer and the layers below it; ``ws``
 and ``api`` are peers and do not import each other.  ``socketdock`` itself
 (the package's ``__init__``: the version string) is importable from anywhere.
@@ -29,7 +29,7 @@ from twisted.trial.unittest import SynchronousTestCase
 PACKAGE = Path(__file__).resolve().parents[1] / "socketdock"
 
 #: Rank of each layer; a module imports only lower ranks or its own layer.
-RANKS = {"config": 0, "ops": 1, "relay": 2, "ws": 3, "api": 3, "top": 4}
+RANKS = {"config": 0, "ops": 1, "relay": 2, "cluster": 3, "ws": 4, "api": 4, "top": 5}
 #: What tuned/ may import of ours besides itself.
 TUNED_MAY_IMPORT = {"config", "ops"}
 #: twisted.web modules relay/ may import, and the names it may take from each (None: any).

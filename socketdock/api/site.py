@@ -24,6 +24,7 @@ from twisted.web.http import unquote
 from twisted.web.server import Request, Site
 
 from socketdock.api import resources as api
+from socketdock.api.anywhere import SocketsAnywhere
 from socketdock.api.tags import SocketsWithTags, TagsResource
 from socketdock.ops.metrics import Metrics
 from socketdock.config.preflight import tcp_address
@@ -102,18 +103,21 @@ class Root(Resource):
 
 def make_api_children(
     registry: Registry, metrics: Metrics, clock: IReactorTime, max_message_size: int,
-    reach: Optional[IReach] = None,
+    reach: Optional[IReach] = None, anywhere: bool = False,
 ) -> dict[bytes, Resource]:
     """
     The callback API's resources by first path segment.
 
     :param reach: answers the tag routes (and ``/socket/<id>/tags``);
         L{LocalReach} over ``registry`` when not given.
+    :param anywhere: answer every ``/socket/<id>`` route through ``reach``
+        too, for connections other instances hold (cluster mode).
     """
     if reach is None:
         reach = LocalReach(registry)
+    sockets = (SocketsAnywhere if anywhere else SocketsWithTags)(registry, max_message_size, reach)
     return {
-        b"socket": SocketsWithTags(registry, max_message_size, reach),
+        b"socket": sockets,
         b"tags": TagsResource(reach, max_message_size),
         b"status": api.StatusResource(metrics, clock, clock.seconds()),
         b"metrics": api.MetricsResource(metrics),

@@ -21,6 +21,7 @@ from typing import Callable, Mapping
 import attrs
 
 from socketdock.config import parse as p
+from socketdock.config.cluster import RedisAddress, parse_cluster_url
 
 __all__ = [
     "Config", "ConfigError", "Setting", "SETTINGS", "load_config", "environ_warnings",
@@ -31,7 +32,7 @@ ENV_PREFIX = "SOCKETDOCK_"
 _SECTION = "socketdock"
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)
 # Keys whose values must never appear in a message or a log line.
-SECRET_KEYS = frozenset({"api_token", "signing_secret"})
+SECRET_KEYS = frozenset({"api_token", "signing_secret", "cluster"})
 
 
 class ConfigError(Exception):
@@ -96,6 +97,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("backend_ca", None, "PEM file of a private CA for https backends."),
     Setting("permessage_deflate", "false", "Offer and accept the permessage-deflate extension."),
     Setting("log_level", "info", "Lowest level written to the log: debug, info, warn, error or critical."),
+    Setting("cluster", None, "redis://[:password@]host:port/db (rediss:// for TLS) shared by the instances of a cluster."),
+    Setting("cluster_heartbeat", "5", "Seconds between cluster heartbeats; an instance silent for three is declared lost."),
     Setting("tuning", "auto", "auto (the faster paths, on tested library versions only) or off (plain Twisted/treq/Autobahn)."),
 )
 
@@ -130,6 +133,8 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "backend_ca": p.parse_ca_file,
     "permessage_deflate": p.parse_bool,
     "log_level": p.parse_log_level,
+    "cluster": parse_cluster_url,
+    "cluster_heartbeat": lambda t: p.parse_seconds(t, allow_zero=False),
     "tuning": lambda t: _parse_tuning(t),
 }
 assert set(_PARSERS) == set(_KEYS)
@@ -189,6 +194,8 @@ class Config:
     backend_ca: str | None
     permessage_deflate: bool
     log_level: str
+    cluster: RedisAddress | None = attrs.field(repr=False)
+    cluster_heartbeat: float
     tuning: str = "auto"
     listen_key: str = "listen"
 
@@ -294,6 +301,12 @@ def _finish(values: dict[str, object]) -> Config:
                 "this instance, e.g. http://socketdock-1.internal:8765",
             )
         values["externalhostandport"] = p.base_url_for(bindip, bindport)
+    if values["cluster"] is not None and values["journal"] is not None:
+        raise ConfigError(
+            "journal",
+            "not used with cluster: Redis keeps each instance's open connections and a "
+            "surviving instance sends their notices; remove journal or cluster",
+        )
     if values["listen"] is None:
         values["listen"] = p.endpoint_for(bindip, bindport)
         values["listen_key"] = "bindport"

@@ -54,7 +54,8 @@ class DefaultsTests(SynchronousTestCase):
                 ping_interval=30.0, ping_timeout=10.0, backend_timeout=10.0,
                 backend_retries=5, backend_concurrency=128, queue_limit=64, inline_reply=False,
                 shutdown_timeout=10.0, journal=None, backend_ca=None,
-                permessage_deflate=False, log_level="info", listen_key="bindport", tuning="auto",
+                permessage_deflate=False, log_level="info",
+                cluster=None, cluster_heartbeat=5.0, tuning="auto", listen_key="bindport",
             ),
         )
 
