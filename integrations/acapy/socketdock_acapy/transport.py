@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from typing import Optional
 
 from aiohttp import ClientConnectorError, ClientError, ClientSession, ClientTimeout, web
@@ -120,12 +121,36 @@ class SocketDockInboundTransport(BaseInboundTransport):
             raise InboundTransportSetupError(
                 f"Unable to start the SocketDock transport on {self.host}:{self.port}: {e}"
             ) from e
+        self._follow_outbound()
         LOGGER.info(
             "SocketDock transport listening on http://%s:%s (signatures %s, api token %s)",
             self.host,
             self.port,
             "required" if self.signing_secret else "not checked",
             "set" if self.api_token else "not set",
+        )
+
+    def _follow_outbound(self) -> None:
+        """Log (at info) what became of outbound messages that could not go at once."""
+        try:
+            from acapy_agent.core.event_bus import EventBus
+
+            bus = self.root_profile.inject_or(EventBus) if self.root_profile else None
+        except Exception:
+            bus = None
+        if bus is not None:
+            bus.subscribe(
+                re.compile(r"^acapy::outbound-message::(waiting_for_pickup|undeliverable)$"),
+                self._outbound_status,
+            )
+
+    async def _outbound_status(self, profile, event) -> None:
+        status = event.topic.rsplit("::", 1)[-1]
+        outbound = event.payload
+        LOGGER.info(
+            "Outbound message %s (connection %s)",
+            "queued for pickup" if status == "waiting_for_pickup" else "undeliverable",
+            getattr(outbound, "connection_id", None),
         )
 
     async def stop(self) -> None:

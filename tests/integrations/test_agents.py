@@ -1,0 +1,231 @@
+"""
+Real DIDComm agents through a real SocketDock, over loopback (issue 16).
+
+A Credo 0.5 wallet (Node, WebSocket outbound only, no endpoint: a mobile
+wallet) reaches an ACA-Py 1.7 mediator through SocketDock, whose backend is
+the mediator's ``socketdock_acapy.transport`` inbound transport:
+
+- out-of-band invitation, DID exchange, mediation request and grant, trust
+  ping; the wallet's invitation to a second agent adds its key to the
+  mediator (keylist update);
+- the second agent (Credo, HTTP endpoint) sends to the wallet through the
+  mediator while the wallet is connected: delivered live over its socket;
+- the wallet closes its socket; SocketDock's disconnect notice reaches the
+  mediator, which closes the session; the second agent sends again, the
+  mediator queues it; the wallet reconnects and picks it up;
+- the same with ``signing_secret`` and ``api_token`` set.
+
+Installed by ``.ci/agents`` into ``.agents/``; each test skips, saying what
+is missing, without it.  Every wait is bounded and woken by process output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import treq
+from treq.client import HTTPClient
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from tests.daemon import ready, spawn_socketdock
+from tests.harness import free_port
+from tests.integrations.support import (
+    ACAPY,
+    ACAPY_INTEGRATION,
+    HERE,
+    NODE,
+    Agents,
+    WatchedProcess,
+    acapy_missing,
+    credo_missing,
+    node_environ,
+    within,
+)
+
+# Bounds for single steps (seconds); each is far above what the step takes
+# on 2 busy cores (startup ~3 s, a protocol exchange well under 1 s).
+START = 90
+STEP = 45
+
+
+def _request(method: str, url: str, body: bytes = b"", headers: dict | None = None) -> Deferred:
+    """One request on a fresh connection: ``(status, body)``."""
+    client = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+    d = client.request(method, url, data=body, headers=headers or {})
+    d.addCallback(lambda r: treq.content(r).addCallback(lambda b: (r.code, b)))
+    return d
+
+
+def _skip_reason():
+    return acapy_missing() or credo_missing()
+
+
+class ACApyMediatorScenario:
+    """The whole wallet story against an ACA-Py mediator; subclasses pick the settings."""
+
+    skip = _skip_reason()
+    timeout = 300
+    signing_secret: str | None = None
+    api_token: str | None = None
+
+    def spawn(self, process, argv, env, path):
+        reactor.spawnProcess(process, argv[0], argv, env=env, path=path)
+        self.addCleanup(process.stop)
+        return process
+
+    def start_mediator(self, workdir, backend_port, admin_port, sd_port):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKETDOCK_")}
+        env.update(HOME=workdir, PYTHONPATH=str(ACAPY_INTEGRATION))
+        if self.signing_secret:
+            env["SOCKETDOCK_SIGNING_SECRET"] = self.signing_secret
+        if self.api_token:
+            env["SOCKETDOCK_API_TOKEN"] = self.api_token
+        argv = [
+            str(ACAPY), "start", "--label", "mediator",
+            "--inbound-transport", "socketdock_acapy.transport", "127.0.0.1", str(backend_port),
+            "--outbound-transport", "http", "--outbound-transport", "ws",
+            "--endpoint", f"ws://127.0.0.1:{sd_port}/ws",
+            "--admin", "127.0.0.1", str(admin_port), "--admin-insecure-mode",
+            "--no-ledger", "--wallet-type", "askar", "--wallet-name", "mediator",
+            "--wallet-key", "mediator-key", "--auto-provision",
+            "--open-mediation", "--enable-undelivered-queue",
+            "--auto-accept-invites", "--auto-accept-requests", "--auto-ping-connection",
+            "--log-level", "info",
+        ]
+        return self.spawn(WatchedProcess("aca-py mediator"), argv, env, workdir)
+
+    def start_socketdock(self, sd_port, backend_port):
+        backend = f"http://127.0.0.1:{backend_port}"
+        args = [
+            "--backend", "http", "--bindport", str(sd_port),
+            "--connecturi", backend + "/connect",
+            "--messageuri", backend + "/message",
+            "--disconnecturi", backend + "/disconnect",
+        ]
+        if self.signing_secret:
+            args += ["--signing-secret", self.signing_secret]
+        if self.api_token:
+            args += ["--api-token", self.api_token]
+        return spawn_socketdock(self, reactor, *args)
+
+    @staticmethod
+    def save_output(process, workdir):
+        name = process.name.replace(" ", "-")
+        with open(os.path.join(workdir, name + ".log"), "wb") as f:
+            f.write(bytes(process.output))
+
+    @inlineCallbacks
+    def test_wallet_story(self):
+        """Mediation, live delivery, disconnect notice, queueing and pickup, end to end."""
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        sd_port, backend_port, admin_port, sender_port = (free_port() for _ in range(4))
+
+        mediator = self.start_mediator(workdir, backend_port, admin_port, sd_port)
+        socketdock = self.start_socketdock(sd_port, backend_port)
+        agents = self.spawn(
+            Agents("credo agents"), [NODE, str(HERE / "agents.js")], node_environ(), workdir
+        )
+        logs = (agents, mediator, socketdock)
+        for process in logs:  # kept in _trial_temp for a look afterwards
+            self.addCleanup(self.save_output, process, workdir)
+
+        def step(d, what, seconds=STEP):
+            return within(reactor, seconds, d, what, *logs)
+
+        yield step(mediator.wait_for("Listening..."), "ACA-Py to start", START)
+        yield step(
+            Deferred.fromCoroutine(ready(reactor, socketdock, f"http://127.0.0.1:{sd_port}")),
+            "SocketDock to start", START,
+        )
+        yield step(agents.wait_for("EVENT started"), "the Credo script to start", START)
+
+        status, body = yield step(
+            _request(
+                "POST",
+                f"http://127.0.0.1:{admin_port}/out-of-band/create-invitation?multi_use=true",
+                json.dumps({"handshake_protocols": ["https://didcomm.org/didexchange/1.1"]}).encode(),
+                {b"Content-Type": [b"application/json"]},
+            ),
+            "the mediator's invitation",
+        )
+        self.assertEqual(status, 200, body)
+        invitation_url = json.loads(body)["invitation_url"]
+        self.assertTrue(invitation_url.startswith(f"ws://127.0.0.1:{sd_port}/ws?oob="))
+
+        # OOB + DID exchange + mediation request/grant, over SocketDock.
+        agents.command(f"wallet {invitation_url}")
+        yield step(agents.wait_for("EVENT mediation-ready"), "mediation to be granted", START)
+        agents.command("ping")
+        yield step(agents.wait_for("EVENT ping-response"), "the mediator's trust ping response")
+
+        agents.command(f"sender {sender_port}")
+        yield step(agents.wait_for("EVENT sender-ready"), "the second agent", START)
+        agents.command("connect")
+        yield step(agents.wait_for("EVENT connected"), "the wallet and the second agent to connect")
+        self.assertIn("EVENT keylist-updated", agents.text())
+
+        # Live: the mediator forwards over the wallet's open socket.
+        agents.command("send live-1")
+        yield step(agents.wait_for("EVENT received live-1"), "live delivery to the wallet")
+
+        # The wallet goes away; SocketDock's disconnect notice closes its session.
+        opened = mediator.count(" opened")
+        agents.command("close")
+        yield step(agents.wait_for("EVENT closed"), "the wallet to close its socket")
+        yield step(
+            mediator.wait_until(lambda: mediator.count("closed (code") >= opened),
+            "the mediator to see every SocketDock connection closed",
+        )
+
+        queued = mediator.count("queued for pickup")
+        agents.command("send queued-1")
+        yield step(agents.wait_for("EVENT sent queued-1"), "the second agent's send")
+        yield step(
+            mediator.wait_until(lambda: mediator.count("queued for pickup") > queued),
+            "the mediator to queue the message for pickup",
+        )
+        self.assertNotIn("EVENT received queued-1", agents.text())
+
+        # Back: implicit pickup (a trust ping with return route) delivers it.
+        agents.command("reconnect")
+        yield step(agents.wait_for("EVENT received queued-1"), "the queued message after reconnect")
+
+        self.assertNotIn("EVENT error", agents.text())
+        self.assertNotIn("POST /message refused", mediator.text())
+        self.assertNotIn("(duplicate)", mediator.text())
+        agents.command("exit")
+        yield step(agents.exited, "the Credo script to exit")
+        return backend_port
+
+    @inlineCallbacks
+    def check_refuses_unsigned(self, backend_port):
+        """With a signing secret, a POST without a valid signature is refused: 401."""
+        status, _ = yield within(
+            reactor, STEP,
+            _request("POST", f"http://127.0.0.1:{backend_port}/message",
+                     b'{"meta": {"connection_id": "x", "send": "http://127.0.0.1:1/"}, "message": "{}"}',
+                     {b"Content-Type": [b"application/json"]}),
+            "the transport's answer",
+        )
+        self.assertEqual(status, 401)
+
+
+class ACApyMediatorTests(ACApyMediatorScenario, TestCase):
+    """SocketDock with no secret and no token."""
+
+
+class ACApyMediatorSignedTests(ACApyMediatorScenario, TestCase):
+    """SocketDock with ``signing_secret`` and ``api_token``; the transport with the same."""
+
+    signing_secret = "integration-signing-secret"
+    api_token = "integration-api-token"
+
+    @inlineCallbacks
+    def test_wallet_story(self):
+        backend_port = yield super().test_wallet_story()
+        yield self.check_refuses_unsigned(backend_port)
