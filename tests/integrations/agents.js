@@ -2,9 +2,17 @@
 // one command per line on stdin; each step prints one line on stdout,
 // "EVENT <name> [detail]", that the test waits for.
 //
-//   wallet <mediator invitation url>  a mobile-like wallet: WebSocket outbound
-//                                     only, no endpoint, mediated with implicit
-//                                     pickup; prints "EVENT mediation-ready"
+//   mediator <backend port> <ws url>  a Credo mediator whose inbound transport is
+//                                     integrations/credo (SocketDock's backend on
+//                                     127.0.0.1:<backend port>), reached by
+//                                     clients at <ws url>; prints "EVENT
+//                                     mediator-invitation <url>", later "EVENT
+//                                     queued-for-pickup" for each queued message
+//   wallet <invitation url> [<pickup strategy>]
+//                                     a mobile-like wallet: WebSocket outbound
+//                                     only, no endpoint, mediated (pickup:
+//                                     Implicit unless given, e.g. PickUpV2LiveMode);
+//                                     prints "EVENT mediation-ready"
 //   ping                              trust ping to the mediator -> "EVENT ping-response"
 //   sender <port>                     a second agent with an HTTP endpoint on
 //                                     127.0.0.1:<port> -> "EVENT sender-ready"
@@ -45,6 +53,7 @@ const {
 } = require('@credo-ts/core')
 const { agentDependencies, HttpInboundTransport } = require('@credo-ts/node')
 const { AskarModule } = require('@credo-ts/askar')
+const path = require('path')
 const { ariesAskar } = require('@hyperledger/aries-askar-nodejs')
 
 const logLevel = LogLevel[process.env.CREDO_LOG_LEVEL || 'warn']
@@ -74,13 +83,49 @@ function makeAgent(label, modules, endpoints) {
 
 let wallet, walletWs, sender, senderConnectionId
 
-async function startWallet(invitationUrl) {
+let mediator
+
+async function startMediator(backendPort, wsUrl) {
+  const {
+    MediatorModule,
+    MessagePickupModule,
+    InMemoryMessagePickupRepository,
+  } = require('@credo-ts/core')
+  const { SocketDockInboundTransport } = require(
+    process.env.SOCKETDOCK_CREDO_TRANSPORT || path.join(__dirname, '..', '..', 'integrations', 'credo')
+  )
+  class ObservedQueue extends InMemoryMessagePickupRepository {
+    addMessage(options) {
+      const id = super.addMessage(options)
+      emit('queued-for-pickup')
+      return id
+    }
+  }
+  const logger = new ConsoleLogger(logLevel)
+  mediator = makeAgent(
+    'mediator',
+    {
+      connections: new ConnectionsModule({ autoAcceptConnections: true }),
+      mediator: new MediatorModule({ autoAcceptMediationRequests: true }),
+      messagePickup: new MessagePickupModule({ messagePickupRepository: new ObservedQueue(logger) }),
+    },
+    [wsUrl]
+  )
+  mediator.registerInboundTransport(new SocketDockInboundTransport({ port: Number(backendPort) }))
+  mediator.registerOutboundTransport(new HttpOutboundTransport())
+  mediator.registerOutboundTransport(new WsOutboundTransport())
+  await mediator.initialize()
+  const oob = await mediator.oob.createInvitation({ multiUseInvitation: true, label: 'mediator' })
+  emit('mediator-invitation', oob.outOfBandInvitation.toUrl({ domain: wsUrl }))
+}
+
+async function startWallet(invitationUrl, strategy = 'Implicit') {
   walletWs = new WsOutboundTransport()
   wallet = makeAgent('wallet', {
     connections: new ConnectionsModule({ autoAcceptConnections: true }),
     mediationRecipient: new MediationRecipientModule({
       mediatorInvitationUrl: invitationUrl,
-      mediatorPickupStrategy: MediatorPickupStrategy.Implicit,
+      mediatorPickupStrategy: MediatorPickupStrategy[strategy],
     }),
   })
   wallet.registerOutboundTransport(walletWs)
@@ -163,8 +208,10 @@ async function command(line) {
   const [cmd, ...rest] = line.trim().split(' ')
   const arg = rest.join(' ')
   switch (cmd) {
+    case 'mediator':
+      return startMediator(rest[0], rest[1])
     case 'wallet':
-      return startWallet(arg)
+      return startWallet(rest[0], rest[1])
     case 'sender':
       return startSender(arg)
     case 'connect':
@@ -179,7 +226,7 @@ async function command(line) {
     case 'reconnect':
       return reconnect()
     case 'exit':
-      for (const a of [wallet, sender]) if (a) await a.shutdown().catch(() => {})
+      for (const a of [wallet, sender, mediator]) if (a) await a.shutdown().catch(() => {})
       process.exit(0)
       break
     case '':

@@ -60,43 +60,40 @@ def _request(method: str, url: str, body: bytes = b"", headers: dict | None = No
     return d
 
 
-def _skip_reason():
-    return acapy_missing() or credo_missing()
+class WalletStory:
+    """
+    The whole wallet story against a mediator behind SocketDock; subclasses
+    say which mediator (:meth:`start_mediator`) and pick the settings.
+    """
 
-
-class ACApyMediatorScenario:
-    """The whole wallet story against an ACA-Py mediator; subclasses pick the settings."""
-
-    skip = _skip_reason()
     timeout = 300
     signing_secret: str | None = None
     api_token: str | None = None
+    #: the wallet's pickup strategy (a name from Credo's MediatorPickupStrategy)
+    pickup = "Implicit"
+    #: what the mediator prints when it queues a message for pickup
+    queued_text = ""
 
     def spawn(self, process, argv, env, path):
         reactor.spawnProcess(process, argv[0], argv, env=env, path=path)
         self.addCleanup(process.stop)
         return process
 
-    def start_mediator(self, workdir, backend_port, admin_port, sd_port):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKETDOCK_")}
-        env.update(HOME=workdir, PYTHONPATH=str(ACAPY_INTEGRATION))
+    def start_mediator(self, workdir, backend_port, sd_port):
+        """The mediator process, not yet waited on."""
+        raise NotImplementedError
+
+    def mediator_invitation(self, mediator, step):
+        """Fires with the mediator's multi-use invitation URL once it is up."""
+        raise NotImplementedError
+
+    def secret_env(self):
+        env = {}
         if self.signing_secret:
             env["SOCKETDOCK_SIGNING_SECRET"] = self.signing_secret
         if self.api_token:
             env["SOCKETDOCK_API_TOKEN"] = self.api_token
-        argv = [
-            str(ACAPY), "start", "--label", "mediator",
-            "--inbound-transport", "socketdock_acapy.transport", "127.0.0.1", str(backend_port),
-            "--outbound-transport", "http", "--outbound-transport", "ws",
-            "--endpoint", f"ws://127.0.0.1:{sd_port}/ws",
-            "--admin", "127.0.0.1", str(admin_port), "--admin-insecure-mode",
-            "--no-ledger", "--wallet-type", "askar", "--wallet-name", "mediator",
-            "--wallet-key", "mediator-key", "--auto-provision",
-            "--open-mediation", "--enable-undelivered-queue",
-            "--auto-accept-invites", "--auto-accept-requests", "--auto-ping-connection",
-            "--log-level", "info",
-        ]
-        return self.spawn(WatchedProcess("aca-py mediator"), argv, env, workdir)
+        return env
 
     def start_socketdock(self, sd_port, backend_port):
         backend = f"http://127.0.0.1:{backend_port}"
@@ -123,9 +120,10 @@ class ACApyMediatorScenario:
         """Mediation, live delivery, disconnect notice, queueing and pickup, end to end."""
         workdir = os.path.abspath(self.mktemp())
         os.makedirs(workdir)
-        sd_port, backend_port, admin_port, sender_port = (free_port() for _ in range(4))
+        sd_port, self.backend_port, sender_port = (free_port() for _ in range(3))
+        backend_port = self.backend_port
 
-        mediator = self.start_mediator(workdir, backend_port, admin_port, sd_port)
+        mediator = self.start_mediator(workdir, backend_port, sd_port)
         socketdock = self.start_socketdock(sd_port, backend_port)
         agents = self.spawn(
             Agents("credo agents"), [NODE, str(HERE / "agents.js")], node_environ(), workdir
@@ -137,28 +135,16 @@ class ACApyMediatorScenario:
         def step(d, what, seconds=STEP):
             return within(reactor, seconds, d, what, *logs)
 
-        yield step(mediator.wait_for("Listening..."), "ACA-Py to start", START)
         yield step(
             Deferred.fromCoroutine(ready(reactor, socketdock, f"http://127.0.0.1:{sd_port}")),
             "SocketDock to start", START,
         )
         yield step(agents.wait_for("EVENT started"), "the Credo script to start", START)
-
-        status, body = yield step(
-            _request(
-                "POST",
-                f"http://127.0.0.1:{admin_port}/out-of-band/create-invitation?multi_use=true",
-                json.dumps({"handshake_protocols": ["https://didcomm.org/didexchange/1.1"]}).encode(),
-                {b"Content-Type": [b"application/json"]},
-            ),
-            "the mediator's invitation",
-        )
-        self.assertEqual(status, 200, body)
-        invitation_url = json.loads(body)["invitation_url"]
-        self.assertTrue(invitation_url.startswith(f"ws://127.0.0.1:{sd_port}/ws?oob="))
+        invitation_url = yield self.mediator_invitation(mediator, step)
+        self.assertTrue(invitation_url.startswith(f"ws://127.0.0.1:{sd_port}/ws?oob="), invitation_url)
 
         # OOB + DID exchange + mediation request/grant, over SocketDock.
-        agents.command(f"wallet {invitation_url}")
+        agents.command(f"wallet {invitation_url} {self.pickup}")
         yield step(agents.wait_for("EVENT mediation-ready"), "mediation to be granted", START)
         agents.command("ping")
         yield step(agents.wait_for("EVENT ping-response"), "the mediator's trust ping response")
@@ -182,25 +168,27 @@ class ACApyMediatorScenario:
             "the mediator to see every SocketDock connection closed",
         )
 
-        queued = mediator.count("queued for pickup")
+        queued = mediator.count(self.queued_text)
         agents.command("send queued-1")
         yield step(agents.wait_for("EVENT sent queued-1"), "the second agent's send")
         yield step(
-            mediator.wait_until(lambda: mediator.count("queued for pickup") > queued),
+            mediator.wait_until(lambda: mediator.count(self.queued_text) > queued),
             "the mediator to queue the message for pickup",
         )
         self.assertNotIn("EVENT received queued-1", agents.text())
 
-        # Back: implicit pickup (a trust ping with return route) delivers it.
+        # Back: the pickup (implicit: a trust ping with return route; or pickup
+        # v2 live mode) delivers it.
         agents.command("reconnect")
         yield step(agents.wait_for("EVENT received queued-1"), "the queued message after reconnect")
 
         self.assertNotIn("EVENT error", agents.text())
         self.assertNotIn("POST /message refused", mediator.text())
-        self.assertNotIn("(duplicate)", mediator.text())
+        self.assertNotIn("retry of one already taken", mediator.text())
         agents.command("exit")
         yield step(agents.exited, "the Credo script to exit")
-        return backend_port
+        if self.signing_secret:
+            yield self.check_refuses_unsigned(backend_port)
 
     @inlineCallbacks
     def check_refuses_unsigned(self, backend_port):
@@ -215,17 +203,86 @@ class ACApyMediatorScenario:
         self.assertEqual(status, 401)
 
 
-class ACApyMediatorTests(ACApyMediatorScenario, TestCase):
-    """SocketDock with no secret and no token."""
+class ACApyMediator(WalletStory):
+    """ACA-Py 1.7 with ``socketdock_acapy.transport`` as its inbound transport."""
+
+    skip = acapy_missing() or credo_missing()
+    queued_text = "queued for pickup"
+
+    def start_mediator(self, workdir, backend_port, sd_port):
+        self.admin_port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKETDOCK_")}
+        env.update(HOME=workdir, PYTHONPATH=str(ACAPY_INTEGRATION), **self.secret_env())
+        argv = [
+            str(ACAPY), "start", "--label", "mediator",
+            "--inbound-transport", "socketdock_acapy.transport", "127.0.0.1", str(backend_port),
+            "--outbound-transport", "http", "--outbound-transport", "ws",
+            "--endpoint", f"ws://127.0.0.1:{sd_port}/ws",
+            "--admin", "127.0.0.1", str(self.admin_port), "--admin-insecure-mode",
+            "--no-ledger", "--wallet-type", "askar", "--wallet-name", "mediator",
+            "--wallet-key", "mediator-key", "--auto-provision",
+            "--open-mediation", "--enable-undelivered-queue",
+            "--auto-accept-invites", "--auto-accept-requests", "--auto-ping-connection",
+            "--log-level", "info",
+        ]
+        return self.spawn(WatchedProcess("aca-py mediator"), argv, env, workdir)
+
+    @inlineCallbacks
+    def mediator_invitation(self, mediator, step):
+        yield step(mediator.wait_for("Listening..."), "ACA-Py to start", START)
+        status, body = yield step(
+            _request(
+                "POST",
+                f"http://127.0.0.1:{self.admin_port}/out-of-band/create-invitation?multi_use=true",
+                json.dumps({"handshake_protocols": ["https://didcomm.org/didexchange/1.1"]}).encode(),
+                {b"Content-Type": [b"application/json"]},
+            ),
+            "the mediator's invitation",
+        )
+        self.assertEqual(status, 200, body)
+        return json.loads(body)["invitation_url"]
 
 
-class ACApyMediatorSignedTests(ACApyMediatorScenario, TestCase):
-    """SocketDock with ``signing_secret`` and ``api_token``; the transport with the same."""
+class CredoMediator(WalletStory):
+    """Credo 0.5 with integrations/credo's SocketDockInboundTransport."""
+
+    skip = credo_missing()
+    pickup = "PickUpV2LiveMode"
+    queued_text = "EVENT queued-for-pickup"
+
+    def start_mediator(self, workdir, backend_port, sd_port):
+        self.ws_url = f"ws://127.0.0.1:{sd_port}/ws"
+        self.mediator_backend_port = backend_port
+        env = node_environ({"CREDO_LOG_LEVEL": "info", **self.secret_env()})
+        return self.spawn(
+            Agents("credo mediator"), [NODE, str(HERE / "agents.js")], env, workdir
+        )
+
+    @inlineCallbacks
+    def mediator_invitation(self, mediator, step):
+        yield step(mediator.wait_for("EVENT started"), "the Credo mediator script", START)
+        mediator.command(f"mediator {self.mediator_backend_port} {self.ws_url}")
+        end = yield step(mediator.wait_for("EVENT mediator-invitation "), "the Credo mediator", START)
+        return mediator.text()[end:].split("\n", 1)[0].strip()
+
+
+class ACApyMediatorTests(ACApyMediator, TestCase):
+    """ACA-Py mediator; SocketDock with no secret and no token."""
+
+
+class ACApyMediatorSignedTests(ACApyMediator, TestCase):
+    """ACA-Py mediator; SocketDock with ``signing_secret`` and ``api_token``, the transport too."""
 
     signing_secret = "integration-signing-secret"
     api_token = "integration-api-token"
 
-    @inlineCallbacks
-    def test_wallet_story(self):
-        backend_port = yield super().test_wallet_story()
-        yield self.check_refuses_unsigned(backend_port)
+
+class CredoMediatorTests(CredoMediator, TestCase):
+    """Credo mediator; SocketDock with no secret and no token."""
+
+
+class CredoMediatorSignedTests(CredoMediator, TestCase):
+    """Credo mediator; SocketDock with ``signing_secret`` and ``api_token``, the transport too."""
+
+    signing_secret = "integration-signing-secret"
+    api_token = "integration-api-token"
