@@ -115,6 +115,11 @@ class WalletStory:
         with open(os.path.join(workdir, name + ".log"), "wb") as f:
             f.write(bytes(process.output))
 
+    @staticmethod
+    def save_timings(timings, workdir):
+        with open(os.path.join(workdir, "timings.txt"), "w") as f:
+            f.write("\n".join(timings) + "\n")
+
     @inlineCallbacks
     def test_wallet_story(self):
         """Mediation, live delivery, disconnect notice, queueing and pickup, end to end."""
@@ -132,8 +137,16 @@ class WalletStory:
         for process in logs:  # kept in _trial_temp for a look afterwards
             self.addCleanup(self.save_output, process, workdir)
 
+        started = reactor.seconds()
+        timings = []
+        self.addCleanup(self.save_timings, timings, workdir)
+
         def step(d, what, seconds=STEP):
-            return within(reactor, seconds, d, what, *logs)
+            def note(result):
+                timings.append(f"{reactor.seconds() - started:7.2f}s  {what}")
+                return result
+
+            return within(reactor, seconds, d, what, *logs).addCallback(note)
 
         yield step(
             Deferred.fromCoroutine(ready(reactor, socketdock, f"http://127.0.0.1:{sd_port}")),
