@@ -109,13 +109,13 @@ class SocketDockTransportSession {
         // resets are tried again.
         const code = error && error.cause && error.cause.code
         if (code === 'ECONNREFUSED') {
-          this.closed = true
+          this.transport.drop(this)
           throw new CredoError(`SocketDock connection ${this.id}: instance gone (${code})`)
         }
       }
       if (status >= 200 && status < 300) return
       if (status === 404 || status === 410) {
-        this.closed = true
+        this.transport.drop(this)
         throw new CredoError(`SocketDock connection ${this.id} is no longer live (${status})`)
       }
       const retry = status === undefined || status === 408 || status === 429 || status >= 500

@@ -24,6 +24,9 @@
 //                                     "EVENT received <text>"
 //   close                             the wallet stops pickup and closes its
 //                                     socket -> "EVENT closed"
+//   hold                              the wallet stops its pickup loop (so it does
+//                                     not reconnect by itself when its socket
+//                                     drops) but keeps its socket -> "EVENT holding"
 //   reconnect                         the wallet opens its socket again (implicit
 //                                     pickup: a trust ping with return route)
 //                                     -> "EVENT reconnected"
@@ -223,6 +226,9 @@ async function command(line) {
       return emit('sent', arg)
     case 'close':
       return closeSocket()
+    case 'hold':
+      await wallet.mediationRecipient.stopMessagePickup()
+      return emit('holding')
     case 'reconnect':
       return reconnect()
     case 'exit':

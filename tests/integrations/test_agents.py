@@ -2,8 +2,10 @@
 Real DIDComm agents through a real SocketDock, over loopback (issue 16).
 
 A Credo 0.5 wallet (Node, WebSocket outbound only, no endpoint: a mobile
-wallet) reaches an ACA-Py 1.7 mediator through SocketDock, whose backend is
-the mediator's ``socketdock_acapy.transport`` inbound transport:
+wallet) reaches a mediator through SocketDock, whose backend is the
+mediator's SocketDock inbound transport: ACA-Py 1.7 with
+``socketdock_acapy.transport`` (integrations/acapy), or Credo 0.5 with
+integrations/credo:
 
 - out-of-band invitation, DID exchange, mediation request and grant, trust
   ping; the wallet's invitation to a second agent adds its key to the
@@ -13,7 +15,11 @@ the mediator's ``socketdock_acapy.transport`` inbound transport:
 - the wallet closes its socket; SocketDock's disconnect notice reaches the
   mediator, which closes the session; the second agent sends again, the
   mediator queues it; the wallet reconnects and picks it up;
-- the same with ``signing_secret`` and ``api_token`` set.
+- the same with ``signing_secret`` and ``api_token`` set;
+- (unsigned only) SocketDock is SIGKILLed under the connected wallet and
+  restarted on the same port without a journal: the mediator finds the
+  wallet gone from the 404 on the old ``send`` URL, queues the message, and
+  the wallet picks it up when it reconnects.
 
 Installed by ``.ci/agents`` into ``.agents/``; each test skips, saying what
 is missing, without it.  Every wait is bounded and woken by process output.
@@ -73,6 +79,9 @@ class WalletStory:
     pickup = "Implicit"
     #: what the mediator prints when it queues a message for pickup
     queued_text = ""
+    #: what it prints when a send to a gone connection failed and the message
+    #: was queued instead
+    requeued_text = ""
 
     def spawn(self, process, argv, env, path):
         reactor.spawnProcess(process, argv[0], argv, env=env, path=path)
@@ -110,8 +119,8 @@ class WalletStory:
         return spawn_socketdock(self, reactor, *args)
 
     @staticmethod
-    def save_output(process, workdir):
-        name = process.name.replace(" ", "-")
+    def save_output(process, workdir, name=None):
+        name = name or process.name.replace(" ", "-")
         with open(os.path.join(workdir, name + ".log"), "wb") as f:
             f.write(bytes(process.output))
 
@@ -121,8 +130,12 @@ class WalletStory:
             f.write("\n".join(timings) + "\n")
 
     @inlineCallbacks
-    def test_wallet_story(self):
-        """Mediation, live delivery, disconnect notice, queueing and pickup, end to end."""
+    def connected_wallet(self):
+        """
+        Start everything; mediation, trust ping, the second agent's connection
+        and one live delivery.  Sets ``self.agents``, ``self.mediator``,
+        ``self.socketdock``, ``self.sd_port``, ``self.step``.
+        """
         workdir = os.path.abspath(self.mktemp())
         os.makedirs(workdir)
         sd_port, self.backend_port, sender_port = (free_port() for _ in range(3))
@@ -133,7 +146,9 @@ class WalletStory:
         agents = self.spawn(
             Agents("credo agents"), [NODE, str(HERE / "agents.js")], node_environ(), workdir
         )
-        logs = (agents, mediator, socketdock)
+        self.agents, self.mediator, self.socketdock, self.sd_port = agents, mediator, socketdock, sd_port
+        logs = [agents, mediator, socketdock]
+        self.logs, self.workdir = logs, workdir
         for process in logs:  # kept in _trial_temp for a look afterwards
             self.addCleanup(self.save_output, process, workdir)
 
@@ -147,6 +162,8 @@ class WalletStory:
                 return result
 
             return within(reactor, seconds, d, what, *logs).addCallback(note)
+
+        self.step = step
 
         yield step(
             Deferred.fromCoroutine(ready(reactor, socketdock, f"http://127.0.0.1:{sd_port}")),
@@ -171,6 +188,12 @@ class WalletStory:
         # Live: the mediator forwards over the wallet's open socket.
         agents.command("send live-1")
         yield step(agents.wait_for("EVENT received live-1"), "live delivery to the wallet")
+
+    @inlineCallbacks
+    def test_wallet_story(self):
+        """Mediation, live delivery, disconnect notice, queueing and pickup, end to end."""
+        yield self.connected_wallet()
+        agents, mediator, step = self.agents, self.mediator, self.step
 
         # The wallet goes away; SocketDock's disconnect notice closes its session.
         opened = mediator.count(" opened")
@@ -201,7 +224,7 @@ class WalletStory:
         agents.command("exit")
         yield step(agents.exited, "the Credo script to exit")
         if self.signing_secret:
-            yield self.check_refuses_unsigned(backend_port)
+            yield self.check_refuses_unsigned(self.backend_port)
 
     @inlineCallbacks
     def check_refuses_unsigned(self, backend_port):
@@ -216,11 +239,52 @@ class WalletStory:
         self.assertEqual(status, 401)
 
 
+class CrashStory:
+    """A SocketDock crash under a connected wallet (mixed into a WalletStory)."""
+
+    @inlineCallbacks
+    def test_socketdock_crash(self):
+        """
+        SocketDock dies (SIGKILL) under a connected wallet and comes back on the
+        same port without a journal, so no disconnect notice ever comes: the
+        mediator learns it from the 404 on the old ``send`` URL, queues the
+        message, and the wallet picks it up when it reconnects.
+        """
+        yield self.connected_wallet()
+        agents, mediator, step = self.agents, self.mediator, self.step
+        agents.command("hold")  # no automatic reconnect: the test says when
+        yield step(agents.wait_for("EVENT holding"), "the wallet to stop its pickup loop")
+
+        self.socketdock.signal("KILL")
+        yield step(self.socketdock.exited, "SocketDock to die")
+        again = self.start_socketdock(self.sd_port, self.backend_port)
+        self.logs.append(again)
+        self.addCleanup(self.save_output, again, self.workdir, "socketdock-restarted")
+        yield step(
+            Deferred.fromCoroutine(ready(reactor, again, f"http://127.0.0.1:{self.sd_port}")),
+            "SocketDock to start again", START,
+        )
+
+        requeued = mediator.count(self.requeued_text)
+        agents.command("send queued-1")
+        yield step(
+            mediator.wait_until(lambda: mediator.count(self.requeued_text) > requeued),
+            "the mediator to find the wallet gone (404) and queue the message",
+        )
+        self.assertNotIn("EVENT received queued-1", agents.text())
+        agents.command("reconnect")
+        yield step(agents.wait_for("EVENT received queued-1"), "the queued message after reconnect")
+        self.assertNotIn("EVENT error", agents.text())
+        agents.command("exit")
+        yield step(agents.exited, "the Credo script to exit")
+
+
 class ACApyMediator(WalletStory):
     """ACA-Py 1.7 with ``socketdock_acapy.transport`` as its inbound transport."""
 
     skip = acapy_missing() or credo_missing()
     queued_text = "queued for pickup"
+    requeued_text = "reply not delivered; it goes back to ACA-Py"
 
     def start_mediator(self, workdir, backend_port, sd_port):
         self.admin_port = free_port()
@@ -262,6 +326,7 @@ class CredoMediator(WalletStory):
     skip = credo_missing()
     pickup = "PickUpV2LiveMode"
     queued_text = "EVENT queued-for-pickup"
+    requeued_text = "EVENT queued-for-pickup"
 
     def start_mediator(self, workdir, backend_port, sd_port):
         self.ws_url = f"ws://127.0.0.1:{sd_port}/ws"
@@ -279,7 +344,7 @@ class CredoMediator(WalletStory):
         return mediator.text()[end:].split("\n", 1)[0].strip()
 
 
-class ACApyMediatorTests(ACApyMediator, TestCase):
+class ACApyMediatorTests(ACApyMediator, CrashStory, TestCase):
     """ACA-Py mediator; SocketDock with no secret and no token."""
 
 
@@ -290,7 +355,7 @@ class ACApyMediatorSignedTests(ACApyMediator, TestCase):
     api_token = "integration-api-token"
 
 
-class CredoMediatorTests(CredoMediator, TestCase):
+class CredoMediatorTests(CredoMediator, CrashStory, TestCase):
     """Credo mediator; SocketDock with no secret and no token."""
 
 
