@@ -197,7 +197,7 @@ class SocketDockInboundTransport {
   handle(req, res) {
     const answer = (status, text) => {
       res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8' })
-      res.end(text + '\n')
+      res.end(text ? text + '\n' : '')
     }
     const route = { '/connect': 'connect', '/message': 'message', '/disconnect': 'disconnect' }[req.url]
     if (!route) return answer(404, 'not found')
@@ -256,7 +256,7 @@ class SocketDockInboundTransport {
 
   connect(id, meta) {
     if (!this.open(id, meta)) return [400, 'no meta.send']
-    return [200, 'OK']
+    return [200, '']
   }
 
   message(id, meta, doc) {
@@ -265,7 +265,7 @@ class SocketDockInboundTransport {
     if (!session) return [400, 'no meta.send']
     if (!session.seq.take(meta.seq)) {
       this.logger.info(`SocketDock connection ${id}: message ${meta.seq} is a retry of one already taken`)
-      return [200, 'OK (duplicate)']
+      return [200, '']
     }
     let text = doc.message
     if (meta.encoding === 'base64') text = Buffer.from(text, 'base64').toString('utf8')
@@ -275,13 +275,14 @@ class SocketDockInboundTransport {
     } catch (error) {
       return [400, 'message is not JSON'] // final: a retry would not parse either
     }
-    // Taken: the agent processes received messages in order, one at a time
+    // Taken (answered with an empty body: with SocketDock's inline_reply on,
+    // a non-empty 2xx body would go to the client as a message). The agent processes received messages in order, one at a time
     // (unless processDidCommMessagesConcurrently). Do not wait for it.
     this.agent.events.emit(this.agent.context, {
       type: AgentEventTypes.AgentMessageReceived,
       payload: { message: encryptedMessage, session },
     })
-    return [200, 'OK']
+    return [200, '']
   }
 
   disconnect(id, meta) {
@@ -290,7 +291,7 @@ class SocketDockInboundTransport {
       `SocketDock connection ${id} closed (code ${meta.code}, initiator ${meta.initiator}${meta.recovered ? ', recovered' : ''})`
     )
     if (session) this.drop(session)
-    return [200, 'OK']
+    return [200, '']
   }
 }
 

@@ -213,7 +213,7 @@ class SocketDockInboundTransport(BaseInboundTransport):
         """``connecturi``: open the session now, admit the client."""
         notice = await self._read(request)
         await self._open(notice, request)
-        return web.Response(text="OK")
+        return web.Response(status=200)
 
     async def message_handler(self, request: web.BaseRequest) -> web.Response:
         """``messageuri``: hand the message to ACA-Py; answer at once."""
@@ -227,7 +227,7 @@ class SocketDockInboundTransport(BaseInboundTransport):
                 conn.connection_id,
                 notice.seq,
             )
-            return web.Response(text="OK (duplicate)")
+            return web.Response(status=200)  # empty: see message_handler
         try:
             await conn.session.receive(notice.message)
         except (MessageParseError, WireFormatParseError) as e:
@@ -238,7 +238,9 @@ class SocketDockInboundTransport(BaseInboundTransport):
             conn.seq.give_back(notice.seq)  # let SocketDock's retry in
             LOGGER.exception("SocketDock connection %s: message not taken", conn.connection_id)
             raise web.HTTPServiceUnavailable(text="message not taken; retry\n")
-        return web.Response(text="OK")
+        # An empty body: with SocketDock's inline_reply on, a non-empty 2xx
+        # body would be sent to the client as a message.
+        return web.Response(status=200)
 
     async def disconnect_handler(self, request: web.BaseRequest) -> web.Response:
         """``disconnecturi``: close the session; what waits for it goes back to ACA-Py."""
@@ -256,7 +258,7 @@ class SocketDockInboundTransport(BaseInboundTransport):
             if not conn.posting:
                 self._close(conn)
             # else: the sender closes it once its POST is answered.
-        return web.Response(text="OK")
+        return web.Response(status=200)
 
     def _close(self, conn: _Connection) -> None:
         if self.connections.get(conn.connection_id) is conn:
