@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import treq
 from treq.client import HTTPClient
@@ -196,11 +197,16 @@ class WalletStory:
         agents, mediator, step = self.agents, self.mediator, self.step
 
         # The wallet goes away; SocketDock's disconnect notice closes its session.
-        opened = mediator.count(" opened")
+        opened = set(re.findall(r"SocketDock connection (\w+) opened", mediator.text()))
         agents.command("close")
         yield step(agents.wait_for("EVENT closed"), "the wallet to close its socket")
+
+        def all_closed():
+            closed = re.findall(r"SocketDock connection (\w+) closed \(code", mediator.text())
+            return opened <= set(closed)
+
         yield step(
-            mediator.wait_until(lambda: mediator.count("closed (code") >= opened),
+            mediator.wait_until(all_closed),
             "the mediator to see every SocketDock connection closed",
         )
 

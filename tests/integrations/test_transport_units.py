@@ -3,8 +3,9 @@ The two transports' own unit tests, run with the rest of the suite:
 
 - integrations/acapy's pure wire helpers (plain unittest, no ACA-Py needed),
   imported here from ``socketdock_acapy.test.test_wire``; its ACA-Py-bound
-  tests (``socketdock_acapy.test.test_transport``) skip here, saying so, and
-  run in ACA-Py's own Python (.agents/acapy) as a child process;
+  tests (``socketdock_acapy.test.test_transport``, which skip where ACA-Py is
+  not importable, as here) run in ACA-Py's own Python (.agents/acapy) as a
+  child process;
 - integrations/credo's wire helpers with Node's own test runner
   (``node --test integrations/credo/test/``), as a child process.
 """
@@ -27,7 +28,6 @@ from tests.integrations.support import (
 if str(ACAPY_INTEGRATION) not in sys.path:
     sys.path.insert(0, str(ACAPY_INTEGRATION))
 
-from socketdock_acapy.test.test_transport import *  # noqa: E402,F401,F403
 from socketdock_acapy.test.test_wire import (  # noqa: E402,F401
     NoticeTests,
     OutcomeTests,
