@@ -210,19 +210,22 @@ class WalletStory:
             "the mediator to see every SocketDock connection closed",
         )
 
+        # Three messages while the wallet is away: all queued.
         queued = mediator.count(self.queued_text)
-        agents.command("send queued-1")
-        yield step(agents.wait_for("EVENT sent queued-1"), "the second agent's send")
-        yield step(
-            mediator.wait_until(lambda: mediator.count(self.queued_text) > queued),
-            "the mediator to queue the message for pickup",
-        )
-        self.assertNotIn("EVENT received queued-1", agents.text())
+        for n in (1, 2, 3):
+            agents.command(f"send queued-{n}")
+            yield step(agents.wait_for(f"EVENT sent queued-{n}"), "the second agent's send")
+            yield step(
+                mediator.wait_until(lambda: mediator.count(self.queued_text) >= queued + n),
+                f"the mediator to queue message {n} for pickup",
+            )
+        self.assertNotIn("EVENT received queued-", agents.text())
 
         # Back: the pickup (implicit: a trust ping with return route; or pickup
-        # v2 live mode) delivers it.
+        # v2 live mode) delivers the whole backlog, without further messages.
         agents.command("reconnect")
-        yield step(agents.wait_for("EVENT received queued-1"), "the queued message after reconnect")
+        for n in (1, 2, 3):
+            yield step(agents.wait_for(f"EVENT received queued-{n}"), f"queued message {n} after reconnect")
 
         self.assertNotIn("EVENT error", agents.text())
         self.assertNotIn("POST /message refused", mediator.text())
