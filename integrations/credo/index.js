@@ -275,9 +275,10 @@ class SocketDockInboundTransport {
     } catch (error) {
       return [400, 'message is not JSON'] // final: a retry would not parse either
     }
-    // Taken (answered with an empty body: with SocketDock's inline_reply on,
-    // a non-empty 2xx body would go to the client as a message). The agent processes received messages in order, one at a time
-    // (unless processDidCommMessagesConcurrently). Do not wait for it.
+    // Taken: the agent processes received messages in order, one at a time
+    // (unless processDidCommMessagesConcurrently); do not wait for it. The
+    // answer has an empty body: with SocketDock's inline_reply on, a
+    // non-empty 2xx body would go to the client as a message.
     this.agent.events.emit(this.agent.context, {
       type: AgentEventTypes.AgentMessageReceived,
       payload: { message: encryptedMessage, session },

@@ -286,7 +286,8 @@ class SocketDockInboundTransport(BaseInboundTransport):
                     conn.posting = False
                 if outcome == DELIVERED:
                     session.clear_response()
-                    self._more_undelivered(session)
+                    if not conn.closing:
+                        self._more_undelivered(session)
                 elif outcome == GONE:
                     LOGGER.info(
                         "SocketDock connection %s: reply not delivered; it goes back to ACA-Py",
