@@ -23,7 +23,9 @@
 //                                     -> "EVENT sent <text>"; the wallet prints
 //                                     "EVENT received <text>"
 //   close                             the wallet stops pickup and closes its
-//                                     socket -> "EVENT closed"
+//                                     socket (close code 1000) -> "EVENT closed"
+//   drop                              the same, but the TCP connection is dropped
+//                                     without a close frame -> "EVENT closed"
 //   hold                              the wallet stops its pickup loop (so it does
 //                                     not reconnect by itself when its socket
 //                                     drops) but keeps its socket -> "EVENT holding"
@@ -190,12 +192,15 @@ async function ping() {
   await wallet.connections.sendPing(conn.id, { responseRequested: true })
 }
 
-async function closeSocket() {
+// abrupt: drop the TCP connection without a close frame (ws's terminate()),
+// as a phone losing its network does.
+async function closeSocket(abrupt) {
   await wallet.mediationRecipient.stopMessagePickup()
   const closing = []
   for (const socket of walletWs.transportTable.values()) {
     closing.push(new Promise((resolve) => socket.addEventListener('close', () => resolve())))
-    socket.close(1000)
+    if (abrupt) socket.terminate()
+    else socket.close(1000)
   }
   await Promise.all(closing)
   emit('closed', closing.length)
@@ -225,7 +230,9 @@ async function command(line) {
       await sender.basicMessages.sendMessage(senderConnectionId, arg)
       return emit('sent', arg)
     case 'close':
-      return closeSocket()
+      return closeSocket(false)
+    case 'drop':
+      return closeSocket(true)
     case 'hold':
       await wallet.mediationRecipient.stopMessagePickup()
       return emit('holding')

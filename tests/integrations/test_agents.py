@@ -12,10 +12,11 @@ integrations/credo:
   mediator (keylist update);
 - the second agent (Credo, HTTP endpoint) sends to the wallet through the
   mediator while the wallet is connected: delivered live over its socket;
-- the wallet closes its socket; SocketDock's disconnect notice reaches the
-  mediator, which closes the session; the second agent sends again, the
-  mediator queues it; the wallet reconnects and picks it up;
-- the same with ``signing_secret`` and ``api_token`` set;
+- the wallet closes its socket (1000); SocketDock's disconnect notice reaches
+  the mediator, which closes the session; the second agent sends three more,
+  the mediator queues them; the wallet reconnects and picks them all up;
+- the same with ``signing_secret`` and ``api_token`` set, where the wallet's
+  connection drops without a close frame instead (the notice's code: null);
 - (unsigned only) SocketDock is SIGKILLed under the connected wallet and
   restarted on the same port without a journal: the mediator finds the
   wallet gone from the 404 on the old ``send`` URL, queues the message, and
@@ -76,6 +77,9 @@ class WalletStory:
     timeout = 300
     signing_secret: str | None = None
     api_token: str | None = None
+    #: how the wallet goes away: "close" (close frame 1000) or "drop" (TCP
+    #: connection dropped, no close frame)
+    goodbye = "close"
     #: the wallet's pickup strategy (a name from Credo's MediatorPickupStrategy)
     pickup = "Implicit"
     #: what the mediator prints when it queues a message for pickup
@@ -198,17 +202,21 @@ class WalletStory:
 
         # The wallet goes away; SocketDock's disconnect notice closes its session.
         opened = set(re.findall(r"SocketDock connection (\w+) opened", mediator.text()))
-        agents.command("close")
+        agents.command(self.goodbye)
         yield step(agents.wait_for("EVENT closed"), "the wallet to close its socket")
 
-        def all_closed():
-            closed = re.findall(r"SocketDock connection (\w+) closed \(code", mediator.text())
-            return opened <= set(closed)
+        def closed():
+            return dict(re.findall(r"SocketDock connection (\w+) closed \(code (\w+)", mediator.text()))
 
         yield step(
-            mediator.wait_until(all_closed),
+            mediator.wait_until(lambda: opened <= set(closed())),
             "the mediator to see every SocketDock connection closed",
         )
+        # The wallet's socket was the only one open: its notice has its code
+        # (null when no close frame came: ACA-Py logs None, Node null).
+        codes = {closed()[cid] for cid in opened}
+        expected = {"1000"} if self.goodbye == "close" else {"None", "null"}
+        self.assertTrue(codes & expected, f"close codes {codes}, expected one of {expected}")
 
         # Three messages while the wallet is away: all queued.
         queued = mediator.count(self.queued_text)
@@ -362,6 +370,7 @@ class ACApyMediatorSignedTests(ACApyMediator, TestCase):
 
     signing_secret = "integration-signing-secret"
     api_token = "integration-api-token"
+    goodbye = "drop"  # and the wallet's connection drops without a close frame
 
 
 class CredoMediatorTests(CredoMediator, CrashStory, TestCase):
@@ -373,3 +382,4 @@ class CredoMediatorSignedTests(CredoMediator, TestCase):
 
     signing_secret = "integration-signing-secret"
     api_token = "integration-api-token"
+    goodbye = "drop"  # and the wallet's connection drops without a close frame
