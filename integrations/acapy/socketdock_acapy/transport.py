@@ -152,6 +152,16 @@ class SocketDockInboundTransport(BaseInboundTransport):
             "queued for pickup" if status == "waiting_for_pickup" else "undeliverable",
             getattr(outbound, "connection_id", None),
         )
+        if status == "waiting_for_pickup":
+            # ACA-Py queues a message for a connected client too when that
+            # session's one-message buffer is busy (a reply being POSTed) at
+            # the moment it routes it. If the buffer came free before the
+            # message reached the queue, nothing would offer it until the
+            # client's next message: offer it now to every idle session (only
+            # the one with the recipient's key takes it).
+            for conn in list(self.connections.values()):
+                if not conn.closing and not conn.session.response_buffer:
+                    self._more_undelivered(conn.session)
 
     async def stop(self) -> None:
         """Stop listening; close every session (their waiting replies go back to ACA-Py)."""

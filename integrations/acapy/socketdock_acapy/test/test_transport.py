@@ -210,6 +210,33 @@ class TransportTests(unittest.IsolatedAsyncioTestCase):
             "connection_id": "zz", "code": None, "initiator": "client", "recovered": True}})
         self.assertEqual(status, 200)
 
+    async def test_queued_for_pickup_is_offered_to_idle_sessions(self):
+        """
+        When ACA-Py queues a message for pickup (the session's buffer was busy
+        when it was routed), idle sessions are offered the queue at once.
+        """
+        offered = []
+
+        class Manager:
+            async def create_session(self, **kwargs):
+                return StubSession()
+
+            def process_undelivered(self, session):
+                offered.append(session)
+
+        self.transport._create_session = Manager().create_session
+        await self.post("/connect", {"meta": self.meta("idle")})
+        await self.post("/connect", {"meta": self.meta("busy")})
+        idle = self.transport.connections["idle"].session
+        self.transport.connections["busy"].session.response_buffer = "being posted"
+
+        class Event:
+            topic = "acapy::outbound-message::waiting_for_pickup"
+            payload = None
+
+        await self.transport._outbound_status(None, Event())
+        self.assertEqual(offered, [idle])
+
     async def test_bad_bodies(self):
         status, _ = await self.post("/message", {"meta": {"connection_id": "c1"}, "message": "m"})
         self.assertEqual(status, 400)  # no send URL to reply to
