@@ -28,7 +28,7 @@ setup(
         "twisted[tls]>=26.10.0",
         "autobahn>=23.1.2",
         "treq>=23.11.0",
-        "service-identity>=21.1.0",
+        "service-identity>=24.2.0",
         "attrs>=22.2.0",
         "prometheus-client>=0.17.0",
         "httptools>=0.6.3",

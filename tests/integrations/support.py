@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -118,3 +119,16 @@ def within(reactor: Any, seconds: float, d: "Deferred[Any]", what: str, *logs: P
         raise AssertionError(f"timed out after {seconds}s waiting for {what}\n{tails}")
 
     return d.addErrback(explain)
+
+
+def port_for_an_agent() -> int:
+    """
+    A loopback port for an agent's own listener (ACA-Py's inbound transport
+    and admin server, Credo's transport), which take a port number and do not
+    report the one they bound.  SocketDock itself listens on port 0 and names
+    its port (:func:`tests.daemon.started`); only these programs need a number
+    chosen in advance, with the small race that choosing one has.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

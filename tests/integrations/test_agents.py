@@ -40,7 +40,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from tests.daemon import ready, spawn_socketdock
-from tests.harness import free_port
+from tests.daemon import started as socketdock_started
 from tests.integrations.support import (
     ACAPY,
     ACAPY_INTEGRATION,
@@ -51,6 +51,7 @@ from tests.integrations.support import (
     acapy_missing,
     credo_missing,
     node_environ,
+    port_for_an_agent,
     within,
 )
 
@@ -143,11 +144,14 @@ class WalletStory:
         """
         workdir = os.path.abspath(self.mktemp())
         os.makedirs(workdir)
-        sd_port, self.backend_port, sender_port = (free_port() for _ in range(3))
+        self.backend_port, sender_port = port_for_an_agent(), port_for_an_agent()
         backend_port = self.backend_port
 
+        # SocketDock first, on port 0: the mediator's endpoint names its port.
+        socketdock = self.start_socketdock(0, backend_port)
+        sd_port = yield within(reactor, START, Deferred.fromCoroutine(socketdock_started(reactor, socketdock)),
+                               "SocketDock to start", socketdock)
         mediator = self.start_mediator(workdir, backend_port, sd_port)
-        socketdock = self.start_socketdock(sd_port, backend_port)
         agents = self.spawn(
             Agents("credo agents"), [NODE, str(HERE / "agents.js")], node_environ(), workdir
         )
@@ -170,10 +174,6 @@ class WalletStory:
 
         self.step = step
 
-        yield step(
-            Deferred.fromCoroutine(ready(reactor, socketdock, f"http://127.0.0.1:{sd_port}")),
-            "SocketDock to start", START,
-        )
         yield step(agents.wait_for("EVENT started"), "the Credo script to start", START)
         invitation_url = yield self.mediator_invitation(mediator, step)
         self.assertTrue(invitation_url.startswith(f"ws://127.0.0.1:{sd_port}/ws?oob="), invitation_url)
@@ -304,7 +304,7 @@ class ACApyMediator(WalletStory):
     requeued_text = "reply not delivered; it goes back to ACA-Py"
 
     def start_mediator(self, workdir, backend_port, sd_port):
-        self.admin_port = free_port()
+        self.admin_port = port_for_an_agent()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKETDOCK_")}
         env.update(HOME=workdir, PYTHONPATH=str(ACAPY_INTEGRATION), **self.secret_env())
         argv = [

@@ -25,9 +25,10 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from tests.daemon import ready, spawn_socketdock
-from tests.harness import free_port
-from tests.integrations.support import HERE, NODE, Agents, credo_missing, node_environ, within
+from tests.daemon import spawn_socketdock, started
+from tests.integrations.support import (
+    HERE, NODE, Agents, credo_missing, node_environ, port_for_an_agent, within,
+)
 
 STEP = 60
 
@@ -41,10 +42,10 @@ class ReturnRoutePitfallTests(TestCase):
         """SocketDock + a Credo mediator (with ``transport``) + a wallet asking for mediation."""
         workdir = os.path.abspath(self.mktemp())
         os.makedirs(workdir)
-        sd_port, backend_port = free_port(), free_port()
+        backend_port = port_for_an_agent()
         backend = f"http://127.0.0.1:{backend_port}"
         self.socketdock = spawn_socketdock(
-            self, reactor, "--backend", "http", "--bindport", str(sd_port),
+            self, reactor, "--backend", "http", "--bindport", "0",
             "--connecturi", backend + "/connect", "--messageuri", backend + "/message",
             "--disconnecturi", backend + "/disconnect", "--inline-reply", "true",
             "--backend-timeout", "2", "--backend-retries", "1",
@@ -62,9 +63,8 @@ class ReturnRoutePitfallTests(TestCase):
         for process in self.logs:  # kept in _trial_temp for a look afterwards
             self.addCleanup(self.save_output, process, workdir)
 
-        yield self.step(
-            Deferred.fromCoroutine(ready(reactor, self.socketdock, f"http://127.0.0.1:{sd_port}")),
-            "SocketDock to start")
+        sd_port = yield self.step(
+            Deferred.fromCoroutine(started(reactor, self.socketdock)), "SocketDock to start")
         yield self.step(self.mediator.wait_for("EVENT started"), "the mediator script")
         yield self.step(self.agents.wait_for("EVENT started"), "the wallet script")
         self.mediator.command(f"mediator {backend_port} ws://127.0.0.1:{sd_port}/ws")
