@@ -34,7 +34,9 @@ from tests.wsclient import connect_client
 
 TOKEN = "s3cret-api-token-for-tests"
 SECRET = "signing-secret-for-tests"
-_README = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "README.rst")
+_OPERATING = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "operating.rst"
+)
 
 
 class _Raw(Protocol):
@@ -190,8 +192,8 @@ class TLSTests(_Case):
 
 
 def readme_verify():
-    """The ``verify`` function of README.rst's "Verifying signed requests", run as written."""
-    with open(_README, encoding="utf-8") as f:
+    """The ``verify`` function of docs/operating.rst's "Verifying signed requests", run as written."""
+    with open(_OPERATING, encoding="utf-8") as f:
         text = f.read()
     section = text[text.index("Verifying signed requests\n---"):]
     block = section[section.index("::\n\n") + 4:]
@@ -201,12 +203,12 @@ def readme_verify():
             break
         lines.append(line[4:])
     namespace: dict[str, Any] = {}
-    exec(compile("\n".join(lines), "README.rst", "exec"), namespace)
+    exec(compile("\n".join(lines), "docs/operating.rst", "exec"), namespace)
     return namespace["verify"]
 
 
 class SigningTests(_Case):
-    """signing_secret: a backend verifies every request with the README's code."""
+    """signing_secret: a backend verifies every request with the code in docs/operating.rst."""
 
     @inlineCallbacks
     def test_every_request_verifies(self):
@@ -233,7 +235,7 @@ class SigningTests(_Case):
             self.assertFalse(verify(SECRET.encode(), header, request.body + b" "))
 
     def test_stale_or_forged_refused(self):
-        """The README's verify refuses old, future, missing and malformed signatures."""
+        """The documented verify refuses old, future, missing and malformed signatures."""
         import hashlib
         import hmac
 
