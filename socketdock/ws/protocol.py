@@ -15,7 +15,6 @@ order, as soon as it opens.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -39,6 +38,7 @@ from socketdock.ws.refusal import autobahn_reason, printable
 from socketdock.relay.registry import IConnection, NotLive, OutboundFull
 from socketdock.relay.session import ISocket, Relay, Session
 from socketdock.relay.wire import new_connection_id
+from socketdock.ops.timestamps import rfc3339
 
 _PENDING, _OPEN, _CLOSED = "pending", "open", "closed"
 
@@ -66,12 +66,6 @@ def _bad_extension_offer(extensions) -> Optional[str]:
         except Exception as e:
             return str(e)
     return None
-
-
-def rfc3339(seconds: float) -> str:
-    """A reactor time as an RFC 3339 UTC string, milliseconds kept."""
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @implementer(IConnection, ISocket, IPushProducer)
