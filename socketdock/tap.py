@@ -20,6 +20,7 @@ from socketdock.tuned.batchedtcp import batching
 from socketdock.tuned.collector import tune_collector
 from socketdock.config.settings import (
     SETTINGS, Config, ConfigError, closest_key, environ_warnings, load_config,
+    max_response_body,
 )
 from socketdock.ops.filelimit import raise_open_file_limit
 from socketdock.relay.httpclient import BackendClient, make_http_client, make_pool, make_tls_policy
@@ -202,8 +203,7 @@ def make_backend(config: Config, reactor, net, urls: CallbackURLs, metrics: Metr
     client = BackendClient(
         make_http_client(
             net, pool, make_tls_policy(config.backend_ca),
-            # An inline reply is at most one message: room for twice that.
-            max_response_body=2 * config.max_message_size + 64 * 1024,
+            max_response_body=max_response_body(config.max_message_size),
         ),
         reactor,
         config.backend_timeout,

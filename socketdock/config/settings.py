@@ -24,7 +24,7 @@ from socketdock.config import parse as p
 
 __all__ = [
     "Config", "ConfigError", "Setting", "SETTINGS", "load_config", "environ_warnings",
-    "closest_key", "ENV_PREFIX", "SECRET_KEYS",
+    "closest_key", "ENV_PREFIX", "SECRET_KEYS", "max_response_body", "DEFAULT_MAX_RESPONSE_BODY",
 ]
 
 ENV_PREFIX = "SOCKETDOCK_"
@@ -100,6 +100,18 @@ SETTINGS: tuple[Setting, ...] = (
 
 _KEYS = tuple(s.key for s in SETTINGS)
 _DEFAULTS = {s.key: s.default for s in SETTINGS}
+
+
+def max_response_body(max_message_size: int) -> int:
+    """
+    The largest backend response body read: an inline reply is at most one message,
+    so twice ``max_message_size``, plus room for headers and an envelope.
+    """
+    return 2 * max_message_size + 64 * 1024
+
+
+#: :func:`max_response_body` of the default ``max_message_size``.
+DEFAULT_MAX_RESPONSE_BODY = max_response_body(int(_DEFAULTS["max_message_size"] or 0))
 
 _PARSERS: dict[str, Callable[[str], object]] = {
     "bindip": p.parse_bindip,

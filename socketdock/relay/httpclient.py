@@ -29,13 +29,11 @@ from zope.interface import implementer
 from hyperlink import EncodedURL
 
 from socketdock import __version__
+from socketdock.config.settings import DEFAULT_MAX_RESPONSE_BODY
 from socketdock.tuned.fastagent import ConnectionPool, FastAgent
 from socketdock.tuned.treq import NoCookies, skip_cookie_agent_for_no_cookies
 
 USER_AGENT = f"SocketDock/{__version__}".encode("ascii")
-# Twice the default max_message_size (an inline reply is at most one message),
-# plus room for headers and an envelope.
-DEFAULT_MAX_RESPONSE_BODY = 2 * 4194304 + 64 * 1024
 
 
 @attrs.frozen
