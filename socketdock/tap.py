@@ -38,7 +38,7 @@ from socketdock.service import (
 from socketdock.api.site import Root, make_api_children, make_health, make_site, warn_if_exposed
 from socketdock.ws.upgrade import WebSocketUpgrade
 from socketdock.ws.protocol import make_ws_factory
-from socketdock.config.parse import base_url_for, scheme_of
+from socketdock.config.endpoints import base_url_for, scheme_of
 from socketdock.relay.wire import CallbackURLs, LearnedCallbackURLs
 
 __all__ = ["Options", "makeService"]

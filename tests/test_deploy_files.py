@@ -13,7 +13,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from socketdock.config.preflight import tcp_address
+from socketdock.config.endpoints import tcp_address
 from socketdock.config.settings import load_config
 
 ETC = Path(__file__).resolve().parent.parent / "etc"

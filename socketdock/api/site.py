@@ -12,7 +12,6 @@ headers, before its body is read (L{BoundedRequest}).
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from io import BytesIO
 from typing import Any, Optional
 
@@ -26,7 +25,7 @@ from socketdock.api import resources as api
 from socketdock.api.tags import SocketsWithTags, TagsResource
 from socketdock.tuned.fastchannel import FastHTTPChannel
 from socketdock.ops.metrics import Metrics
-from socketdock.config.preflight import tcp_address
+from socketdock.config.endpoints import is_loopback, tcp_address
 from socketdock.relay.localreach import LocalReach
 from socketdock.relay.reach import IReach
 from socketdock.relay.registry import Registry
@@ -286,7 +285,7 @@ def warn_if_exposed(api_endpoint: str, token: Optional[str], log: Logger = _log)
     if address is None:  # unix sockets and the like: file permissions guard them
         return False
     interface = address[0]
-    if _is_loopback(interface):
+    if is_loopback(interface):
         return False
     log.warn(
         "the callback API listens on {interface} ({endpoint}) without api_token: "
@@ -295,12 +294,3 @@ def warn_if_exposed(api_endpoint: str, token: Optional[str], log: Logger = _log)
         interface=interface or "every interface", endpoint=api_endpoint,
     )
     return True
-
-
-def _is_loopback(interface: str) -> bool:
-    if interface.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(interface.strip("[]")).is_loopback
-    except ValueError:
-        return False

@@ -21,6 +21,7 @@ from typing import Callable, Mapping
 import attrs
 
 from socketdock.config import parse as p
+from socketdock.config.endpoints import base_url_for, endpoint_for, is_wildcard, learns_base_url
 
 __all__ = [
     "Config", "ConfigError", "Setting", "SETTINGS", "load_config", "environ_warnings",
@@ -276,8 +277,8 @@ def _finish(values: dict[str, object]) -> Config:
             "not set, but backend is http; set messageuri to the backend's message URL "
             "or use backend = loopback",
         )
-    api_endpoint = values["api_listen"] or values["listen"] or p.endpoint_for(bindip, bindport)
-    if values["externalhostandport"] is None and p.learns_base_url(str(api_endpoint)):
+    api_endpoint = values["api_listen"] or values["listen"] or endpoint_for(bindip, bindport)
+    if values["externalhostandport"] is None and learns_base_url(str(api_endpoint)):
         pass  # None: learned from the bound address once listening (port 0)
     elif values["externalhostandport"] is None:
         reason = (
@@ -286,7 +287,7 @@ def _finish(values: dict[str, object]) -> Config:
             else "api_listen is set"
             if values["api_listen"] is not None
             else f"bindip {bindip!r} binds every interface"
-            if p.is_wildcard(bindip)
+            if is_wildcard(bindip)
             else None
         )
         if reason is not None:
@@ -295,9 +296,9 @@ def _finish(values: dict[str, object]) -> Config:
                 f"not set, but {reason}; set it to the URL at which the backend reaches "
                 "this instance, e.g. http://socketdock-1.internal:8765",
             )
-        values["externalhostandport"] = p.base_url_for(bindip, bindport)
+        values["externalhostandport"] = base_url_for(bindip, bindport)
     if values["listen"] is None:
-        values["listen"] = p.endpoint_for(bindip, bindport)
+        values["listen"] = endpoint_for(bindip, bindport)
         values["listen_key"] = "bindport"
     if values["api_listen"] is None:
         try:
