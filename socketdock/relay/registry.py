@@ -54,8 +54,8 @@ class IConnection(Interface):
 
 class Registry:
     """
-    Live connections by id and by tag, plus the lifetime count of those ever
-    registered.
+    Live connections by id and by tag.  (The lifetime count of connections
+    is :class:`socketdock.ops.metrics.Metrics`'s, of handshakes completed.)
 
     A connection leaves every index in L{discard}, the one way out, so a
     closed connection cannot linger under a tag.
@@ -67,12 +67,10 @@ class Registry:
         self._live: dict[str, IConnection] = {}
         self._by_tag: dict[str, set[str]] = {}
         self._events = events
-        self.lifetime = 0
 
     def add(self, connection: IConnection) -> None:
         """Register a connection that has just started its handshake."""
         self._live[connection.connection_id] = connection
-        self.lifetime += 1
         self._events.connection_added(connection.connection_id)
 
     def discard(self, connection_id: str) -> None:
