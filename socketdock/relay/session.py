@@ -17,30 +17,23 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Attribute, Interface
 
 from socketdock.relay.backend import IBackend, MessageRefused, Reply
 from socketdock.ops.metrics import Metrics
-from socketdock.relay.registry import NotLive, OutboundFull, Registry
+from socketdock.relay.registry import IConnection, NotLive, OutboundFull, Registry
 from socketdock.relay.retry import RetriesExhausted
 
 #: The reason of a notice sent by a restarted instance for a lost connection.
 RECOVERED_REASON = "instance restarted after a crash"
 
 
-class ISocket(Interface):
-    """The client side of a session, as the relay drives it."""
-
-    tags = Attribute(
-        "The connection's tags now (SPEC §8); read for every request to the "
-        "backend, so a message carries the tags it has when it is POSTed."
-    )
-
-    def deliver(payload: bytes, is_binary: bool) -> "Deferred[None]":
-        """Send one message to the client."""
-
-    def close(code: int, reason: str, initiator: str) -> None:
-        """Close the connection; the notice will name ``initiator``."""
+class ISocket(IConnection):
+    """
+    The client side of a session, as the relay drives it: what the callback API
+    may do to a live connection (:class:`IConnection`), plus flow control.
+    The session reads ``tags`` for every request to the backend, so a message
+    carries the tags it has when it is POSTed.
+    """
 
     def pause_reading() -> None:
         """Stop reading from the client (TCP backpressure)."""

@@ -35,7 +35,7 @@ from socketdock.relay.reach import InvalidTags
 from socketdock.ws.keepalive import Keepalive
 from socketdock.ws.origins import OriginPolicy
 from socketdock.ws.refusal import autobahn_reason, printable
-from socketdock.relay.registry import IConnection, NotLive, OutboundFull
+from socketdock.relay.registry import NotLive, OutboundFull
 from socketdock.relay.session import ISocket, Relay, Session
 from socketdock.relay.wire import new_connection_id
 from socketdock.ops.timestamps import rfc3339
@@ -68,7 +68,7 @@ def _bad_extension_offer(extensions) -> Optional[str]:
     return None
 
 
-@implementer(IConnection, ISocket, IPushProducer)
+@implementer(ISocket, IPushProducer)
 class RelayServerProtocol(WebSocketServerProtocol):
     """
     One client connection.

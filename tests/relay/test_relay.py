@@ -9,7 +9,7 @@ from zope.interface import implementer
 
 from socketdock.relay.backend import IBackend, MessageRefused, Reply
 from socketdock.ops.metrics import Metrics
-from socketdock.relay.registry import IConnection, Registry
+from socketdock.relay.registry import Registry
 from socketdock.relay.session import ISocket, Relay
 from socketdock.relay.retry import RetriesExhausted
 
@@ -42,7 +42,7 @@ class ScriptedBackend:
         return d
 
 
-@implementer(ISocket, IConnection)
+@implementer(ISocket)
 class FakeSocket:
     """Records what the relay asked of the client side."""
 
