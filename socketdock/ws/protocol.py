@@ -91,7 +91,6 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._refusal: Optional[ConnectRefused] = None
         self._refusal_reason: Optional[str] = None
         self._closed_by: Optional[tuple[Optional[int], str, str]] = None
-        self._admitted = False
         self._connected_at = 0.0
         self._last_active_at = 0.0
         self._messages_in = 0
@@ -133,7 +132,6 @@ class RelayServerProtocol(WebSocketServerProtocol):
         raise ConnectionDeny(status, why)
 
     def _admit(self, admission: Admission):
-        self._admitted = True
         if self._given_up(admission, recorded=False):
             return self._refused_now()
         if admission.tags:
