@@ -6,7 +6,7 @@ One tree serves both listeners' needs: the WebSocket upgrade on ``wspath``
 (open, for load balancers), and the callback API behind the bearer token when
 one is set.  The token is checked before any routing, so a caller without it
 learns nothing about which paths or ids exist; and a request is routed on its
-headers, before its body is read (L{BoundedRequest}).
+headers, before its body is read (:class:`BoundedRequest`).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def make_api_children(
     The callback API's resources by first path segment.
 
     :param reach: answers the tag routes (and ``/socket/<id>/tags``);
-        L{LocalReach} over ``registry`` when not given.
+        :class:`LocalReach` over ``registry`` when not given.
     """
     if reach is None:
         reach = LocalReach(registry)
@@ -139,7 +139,7 @@ class BoundedRequest(Request):
     channel reports the body's length (``gotLength``: ``HTTPChannel`` and
     ``FastHTTPChannel`` both call it once the headers are complete), the
     request is routed through the site's own tree -- the root's token check
-    and routing, not a copy of them -- and L{api.body_plan} decides:
+    and routing, not a copy of them -- and :func:`socketdock.api.resources.body_plan` decides:
 
     - a refusal (401, 404, 405) is answered at once, body unread;
     - a route that reads no body has it dropped as it arrives;
@@ -230,7 +230,7 @@ class QuietSite(Site):
     requests are counted in ``/metrics`` instead, at a fraction of the cost).
 
     :param max_body: the largest request body accepted on any route (see
-        L{BoundedRequest}); None for no limit but the routes' own.
+        :class:`BoundedRequest`); None for no limit but the routes' own.
     """
 
     # httptools-parsed HTTP/1.1; resources still get real Requests.
@@ -260,7 +260,7 @@ class QuietSite(Site):
 
 
 def make_site(root: Resource, reactor, max_body: Optional[int] = None) -> Site:
-    """The site that serves one listener; see L{BoundedRequest} for its bodies."""
+    """The site that serves one listener; see :class:`BoundedRequest` for its bodies."""
     return QuietSite(root, reactor, max_body)
 
 

@@ -23,7 +23,7 @@ __all__ = ["check_startable"]
 
 def check_startable(config: Config, reactor) -> None:
     """
-    Raise L{ConfigError} naming the key if a listener could not start: the key the
+    Raise :class:`ConfigError` naming the key if a listener could not start: the key the
     operator set, so ``bindport`` when ``listen`` was derived from bindip/bindport.
     """
     listeners = [(config.listen_key, config.listen)]

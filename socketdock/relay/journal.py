@@ -7,7 +7,7 @@ was delivered; whatever is left when an instance starts was lost by the one
 before it, and gets a notice marked ``recovered``.
 
 A client must never see open a connection that a crash could forget, so
-the handshake is answered only once the record is on disk: L{Journal.record}
+the handshake is answered only once the record is on disk: :meth:`Journal.record`
 returns a Deferred that fires after the commit holding it.  Writes never
 block the reactor: they run on a single writer thread, one transaction at a
 time (a group commit).  A change made while no transaction runs starts one at
@@ -159,7 +159,7 @@ class Journal:
 
     :param path: the SQLite file (with ``-wal`` beside it while open).
     :param clock: schedules the retries while the disk refuses writes.
-    :param writer: a L{ThreadWriter} (tests run transactions inline).
+    :param writer: a :class:`ThreadWriter` (tests run transactions inline).
     """
 
     _log = Logger()

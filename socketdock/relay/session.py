@@ -1,10 +1,10 @@
 """
 What happens between a client's socket and the backend, without the socket.
 
-A L{Session} is one accepted connection's ordered lane towards the backend:
+A :class:`Session` is one accepted connection's ordered lane towards the backend:
 its messages go out one at a time, in the order sent, and its disconnect
 notice goes last, after every earlier message was delivered or given up.
-The L{Relay} owns the sessions that still have work, so a stop can wait for
+The :class:`Relay` owns the sessions that still have work, so a stop can wait for
 them (SPEC §6).
 """
 
@@ -46,8 +46,8 @@ class Session:
     """
     One accepted connection's lane towards the backend.
 
-    :param socket: an L{ISocket}; it tells the session what the client sent
-        (L{received}) and when the connection ended (L{ended}).
+    :param socket: an :class:`ISocket`; it tells the session what the client sent
+        (:meth:`received`) and when the connection ended (:meth:`ended`).
     """
 
     _log = Logger()
@@ -185,7 +185,7 @@ class Relay:
 
     :param queue_limit: messages waiting on one connection before reading stops.
     :param journal: records accepted connections until their notice is
-        delivered (a L{socketdock.relay.journal.Journal}), or None.
+        delivered (a :class:`socketdock.relay.journal.Journal`), or None.
     """
 
     _log = Logger()
@@ -226,8 +226,8 @@ class Relay:
 
     def open_session(self, connection_id: str, socket: ISocket) -> Session:
         """
-        A handshake succeeded (and was L{record}ed): its session holds work
-        until the notice is sent.
+        A handshake succeeded (and :meth:`record` put it in the journal): its
+        session holds work until the notice is sent.
         """
         session = Session(self, connection_id, socket)
         self._unfinished.add(session)
@@ -243,7 +243,7 @@ class Relay:
         (the client left, or we are stopping): it still hears it is gone.
 
         :param tags: those the connection was given, for the notice.
-        :param recorded: L{record} already put it in the journal.
+        :param recorded: :meth:`record` already put it in the journal.
         """
         session = Session(self, connection_id, _GoneSocket(tags))
         self._unfinished.add(session)

@@ -1,7 +1,7 @@
 """
 The client side: an Autobahn server protocol that adapts WebSocket frames to
-a relay L{Session}, and its factory (the upgrade itself is in
-L{socketdock.ws.upgrade}).
+a relay :class:`Session`, and its factory (the upgrade itself is in
+:mod:`socketdock.ws.upgrade`).
 
 The protocol is one connection's state machine::
 
@@ -464,7 +464,7 @@ def _is_utf8(raw: Optional[bytes]) -> bool:
 
 class RelayServerFactory(WebSocketServerFactory):
     """
-    Builds one L{RelayServerProtocol} per client; holds only its collaborators.
+    Builds one :class:`RelayServerProtocol` per client; holds only its collaborators.
 
     :param relay: the sessions and the backend.
     :param max_connections: live connections allowed (0: no limit).
