@@ -58,10 +58,14 @@ def endpoint_for(bindip: str, bindport: int) -> str:
     return f"tcp:{bindport}:interface={bindip.replace(':', chr(92) + ':')}"
 
 
+def host_and_port(host: str, port: int) -> str:
+    """``host:port``, with the brackets an IPv6 address needs there."""
+    return f"[{host}]:{port}" if is_ipv6(host) else f"{host}:{port}"
+
+
 def base_url_for(bindip: str, bindport: int, scheme: str = "http") -> str:
     """:param bindip: host for the URL; IPv6 gets the brackets URLs need."""
-    host = f"[{bindip}]" if is_ipv6(bindip) else bindip
-    return f"{scheme}://{host}:{bindport}"
+    return f"{scheme}://{host_and_port(bindip, bindport)}"
 
 
 def learns_base_url(description: str) -> bool:
