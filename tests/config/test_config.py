@@ -513,3 +513,13 @@ class TokenPropertyTests(SynchronousTestCase):
             return
         if token is not None:
             self.assertRegex(token, r"^[\x21-\x7e]+$")
+
+
+class MaxResponseBodyTests(SynchronousTestCase):
+    def test_room_for_an_inline_reply(self) -> None:
+        """Twice the largest message plus 64 KiB, and the default follows the default setting."""
+        from socketdock.config.settings import DEFAULT_MAX_RESPONSE_BODY, max_response_body
+
+        self.assertEqual(max_response_body(1000), 2000 + 65536)
+        default = load_config({}, {}, None).max_message_size
+        self.assertEqual(DEFAULT_MAX_RESPONSE_BODY, max_response_body(default))
