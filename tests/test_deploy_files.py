@@ -44,7 +44,7 @@ def read_unit() -> configparser.ConfigParser:
 
 class DeployFilesTests(SynchronousTestCase):
     def test_instance_inis_load_and_differ(self):
-        """Each etc/instance-*.ini loads and has its own listen, api_listen, externalhostandport and journal."""
+        """Each ``etc/instance-*.ini`` loads and has its own listen, api_listen, externalhostandport and journal."""
         configs = [load_config({}, {}, str(p)) for p in sorted(ETC.glob("instance-*.ini"))]
         self.assertGreaterEqual(len(configs), 3)
         for key in ("listen", "api_listen", "externalhostandport", "journal"):

@@ -257,8 +257,9 @@ def check_wspath_free(wspath: str) -> None:
 
 def parse_token(text: str) -> str:
     """
-    :param text: a bearer token; it must fit in an ``Authorization`` header unchanged.
     The value is never quoted in messages: it is a secret.
+
+    :param text: a bearer token; it must fit in an ``Authorization`` header unchanged.
     """
     word = text.strip()
     if not word.isascii() or _UNSAFE.search(word):

@@ -132,7 +132,7 @@ class PrecedenceTests(_Files, SynchronousTestCase):
         self.assertEqual(c.ping_interval, 1.5)
 
     def test_unknown_env_ignored(self) -> None:
-        """Unrelated SOCKETDOCK_ variables from deployment tooling are ignored."""
+        """Unrelated ``SOCKETDOCK_`` variables from deployment tooling are ignored."""
         c = load_config({}, {"SOCKETDOCK_IMAGE_TAG": "v1", "SOCKETDOCK_": ""}, None)
         self.assertEqual(c, load_config({}, {}, None))
 
@@ -309,7 +309,7 @@ class EnvironWarningTests(SynchronousTestCase):
     """SOCKETDOCK_* variables that name no setting are ignored, but named."""
 
     def test_known_and_foreign_variables(self) -> None:
-        """Known keys and non-SOCKETDOCK_ variables give no warning."""
+        """Known keys and non-``SOCKETDOCK_`` variables give no warning."""
         self.assertEqual(environ_warnings({"SOCKETDOCK_BINDPORT": "1", "HOME": "/root"}), [])
 
     def test_misspelt_names_closest_key(self) -> None:
