@@ -21,16 +21,22 @@ setup(
     packages=find_packages(include=["socketdock", "socketdock.*"]) + ["twisted.plugins"],
     package_data={"twisted": ["plugins/socketdock_plugin.py"]},
     install_requires=[
-        "twisted[tls]>=23.10",
-        "autobahn>=23.1",
-        "treq>=23.11",
-        "service-identity>=21.1",
-        "attrs>=22.2",
-        "prometheus-client>=0.17",
-        "httptools>=0.6",
+        # Lower bounds are the versions .ci/oldest tests (socketdock/tuning.py's
+        # TESTED starts there too).  Site(parsePOSTFormSubmission=) needs
+        # Twisted 25.5, and twistd exits 0 after a usage error before 26.10;
+        # HttpRequestParser.set_dangerous_leniencies needs httptools 0.6.3.
+        "twisted[tls]>=26.10.0",
+        "autobahn>=23.1.2",
+        "treq>=23.11.0",
+        "service-identity>=21.1.0",
+        "attrs>=22.2.0",
+        "prometheus-client>=0.17.0",
+        "httptools>=0.6.3",
     ],
     extras_require={
-        "test": ["hypothesis>=6.80", "cryptography>=41", "websockets>=13"],
+        "test": ["hypothesis>=6.80", "cryptography>=41", "websockets>=13", "txredisapi>=1.6"],
+        # Cluster mode (the cluster setting): a Twisted-native Redis client.
+        "cluster": ["txredisapi>=1.6"],
     },
     classifiers=[
         "Framework :: Twisted",

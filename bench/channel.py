@@ -15,18 +15,17 @@ import time
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.web.server import Site
+from twisted.web.http import HTTPChannel
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from legs import Sink  # noqa: E402  (bench/ is this script's directory)
 from socketdock.api.site import make_site  # noqa: E402
+from socketdock.tuned.fastchannel import FastHTTPChannel  # noqa: E402
 
 
 def main(args) -> None:
-    site = make_site(Sink(), Clock(), 1 << 20)
-    if args.stock:
-        site.protocol = lambda: Site.protocol(site)
+    site = make_site(Sink(), Clock(), 1 << 20, HTTPChannel if args.stock else FastHTTPChannel)
     channel = site.buildProtocol(None)
     transport = StringTransport()
     channel.makeConnection(transport)

@@ -26,7 +26,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from socketdock.tuned.batchedtcp import batching  # noqa: E402
 from socketdock.tuned.collector import tune_collector  # noqa: E402
-from socketdock.relay.httpclient import BackendClient, make_http_client, make_pool, make_tls_policy  # noqa: E402
+from socketdock.relay.httpclient import BackendClient, make_tls_policy  # noqa: E402
+from socketdock.tuning import TUNED, make_http_client  # noqa: E402
 from socketdock.api.site import make_site  # noqa: E402
 
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer.py")
@@ -44,8 +45,8 @@ def backend_leg(net, n: int, conns: int):
     peer = subprocess.Popen([sys.executable, PEER, "server", str(port)], stdout=subprocess.PIPE)
     try:
         peer.stdout.readline()
-        pool = make_pool(reactor, 128)
-        client = BackendClient(make_http_client(net, pool, make_tls_policy(None)), reactor, 30)
+        pool = TUNED.make_pool(reactor, 128)
+        client = BackendClient(make_http_client(TUNED, net, pool, make_tls_policy(None)), reactor, 30)
         url = f"http://127.0.0.1:{port}/message"
         body = b'{"meta":{"seq":1},"message":"' + b"x" * 64 + b'"}'
         yield client.post(url, body)  # warm: connection and lazy imports
@@ -85,7 +86,7 @@ class Sink(Resource):
 
 @defer.inlineCallbacks
 def callback_leg(net, n: int, conns: int):
-    listening = net.listenTCP(0, make_site(Sink(), reactor), interface="127.0.0.1")
+    listening = net.listenTCP(0, make_site(Sink(), reactor, None, TUNED.channel), interface="127.0.0.1")
     port = listening.getHost().port
     try:
         c0, t0 = time.process_time(), time.perf_counter()

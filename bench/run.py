@@ -20,6 +20,10 @@ handshakes/s (the idle test) without and with a ``journal`` file, the two
 alternating ``--reps`` times in one run (``--open-concurrency 1`` turns the
 rate into one handshake's latency).  ``--echo`` adds the floor: an
 Autobahn/Twisted echo server with no HTTP at all, on the same machine.
+``--tuning both`` measures round trips with ``tuning = auto`` (the tuned
+stack) and ``tuning = off`` (plain Twisted/treq/Autobahn), alternating A B B A
+... one repetition each, and prints the ratio of their medians: what tuning
+buys, measured in one run.
 
 Needs ``node`` and ``npm`` (``ws`` is installed once under ``--deps``) and
 ``taskset`` (util-linux).
@@ -33,6 +37,7 @@ import os
 import resource
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -192,6 +197,35 @@ def args_conns(doc: dict) -> int:
     return doc["meta"]["opts"]["conns"]
 
 
+#: (label, key in the rt summary, scale, unit)
+RT_FIGURES = (("relay CPU/rt", "relayCpuSecPer1000", 1000, "us"),
+              ("rt/s", "msgsPerSec", 1, ""),
+              ("p50", "latP50ms", 1, "ms"),
+              ("p99", "latP99ms", 1, "ms"))
+
+
+def compare_tuning(args, node_path: str) -> None:
+    """Round trips with tuning auto and off, alternating, one repetition per run."""
+    one = argparse.Namespace(**{**vars(args), "reps": 1})
+    runs: dict[str, list[dict]] = {"auto": [], "off": []}
+    for rep in range(args.reps):
+        for tuning in (("auto", "off") if rep % 2 == 0 else ("off", "auto")):
+            doc = harness(one, node_path, f"tuning-{tuning}", "relay",
+                          relay_command(f"{args.relay_args} --tuning {tuning}", args.tree), "rt",
+                          os.path.join(args.out, f"tuning-{tuning}-{rep}.json"), args.port + 30)
+            rt = doc["summary"]["rt"]
+            runs[tuning].append(rt)
+            shown = "  ".join(f"{label} {rt[key]['median'] * scale:.1f}{unit}"
+                              for label, key, scale, unit in RT_FIGURES)
+            print(f"  tuning={tuning:4s} rep {rep}: {shown}"
+                  f"{'' if rt['allCorrect'] else '  REPLIES WRONG'}", flush=True)
+    print(f"== tuning auto vs off ({args.reps} alternating runs each, medians)")
+    for label, key, scale, unit in RT_FIGURES:
+        med = {t: statistics.median(r[key]["median"] for r in rs) * scale for t, rs in runs.items()}
+        print(f"  {label:13s} auto {med['auto']:9.1f}{unit:2s}  off {med['off']:9.1f}{unit:2s}"
+              f"  auto/off {med['auto'] / med['off']:.2f}")
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tests", default="rt,burst,idle,edge")
@@ -204,6 +238,8 @@ def main(argv: list[str]) -> int:
                         f"(default: one per {PER_SOURCE:,} connections)")
     p.add_argument("--relay-args", default="", help="extra socketdock options, e.g. '--queue-limit 64'")
     p.add_argument("--echo", action="store_true", help="also measure the Autobahn echo floor")
+    p.add_argument("--tuning", choices=["auto", "off", "both"], default="auto",
+                   help="the relay's tuning setting; both: compare auto and off on round trips only")
     p.add_argument("--inline", action="store_true",
                    help="also measure inline_reply: the backend answers each message "
                         "in its response body instead of POSTing to send")
@@ -238,6 +274,12 @@ def main(argv: list[str]) -> int:
     if args.journal:
         compare_journal(args, node_path)
         return 0
+    if args.tuning == "both":
+        compare_tuning(args, node_path)
+        print(f"full results: {args.out}")
+        return 0
+    if args.tuning != "auto":  # (older trees, which bench/ab.py runs, know no --tuning)
+        args.relay_args = f"{args.relay_args} --tuning {args.tuning}".strip()
     doc = harness(args, node_path, "socketdock", "relay", relay_command(args.relay_args, args.tree),
                   args.tests, os.path.join(args.out, "socketdock.json"), args.port)
     report("SocketDock (http backend, connecturi admission, send callbacks)", doc)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -24,21 +24,22 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from socketdock.config.endpoints import host_and_port
-from socketdock.tuned.fastagent import ConnectionPool
 from socketdock.relay.session import Relay
+from socketdock.tuning import Stack, engage
 
 
 class SocketDockService(MultiService):
     """
     The relay's listeners plus the drain that runs before they stop.
 
-    :param pool: the backend connection pool, closed last so the process
-        exits without waiting on idle keep-alive connections.
+    :param pool: the backend connection pool (anything with
+        ``closeCachedConnections``), closed last so the process exits without
+        waiting on idle keep-alive connections.
     """
 
     _log = Logger()
 
-    def __init__(self, relay: Relay, pool: "ConnectionPool | None", shutdown_timeout: float) -> None:
+    def __init__(self, relay: Relay, pool, shutdown_timeout: float) -> None:
         super().__init__()
         self._relay = relay
         self._pool = pool
@@ -73,6 +74,29 @@ class SocketDockService(MultiService):
             )
         else:
             self._log.info("drained: every queued message and notice delivered")
+
+
+class TuningService(Service):
+    """
+    Holds a stack's process-wide patches (:func:`socketdock.tuning.engage`)
+    for as long as it runs: added first, it starts before the listeners and
+    stops after them, and a stopped instance leaves the libraries as it
+    found them.
+    """
+
+    def __init__(self, stack: Stack) -> None:
+        self._stack = stack
+        self._undo = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._undo = engage(self._stack)
+
+    def stopService(self) -> None:
+        if self._undo is not None:
+            self._undo()
+            self._undo = None
+        return super().stopService()
 
 
 def add_listener(

@@ -13,18 +13,18 @@ import sys
 from typing import Callable, Mapping, TextIO
 
 from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
 from twisted.python import usage
 
 from socketdock.relay.backend import HTTPBackend, LoopbackBackend
-from socketdock.tuned.batchedtcp import batching
 from socketdock.tuned.collector import tune_collector
 from socketdock.config.settings import (
     SETTINGS, Config, ConfigError, closest_key, environ_warnings, load_config,
     max_response_body,
 )
 from socketdock.ops.filelimit import raise_open_file_limit
-from socketdock.relay.httpclient import BackendClient, make_http_client, make_pool, make_tls_policy
-from socketdock.relay.journal import Journal, JournalService, ThreadWriter
+from socketdock.relay.httpclient import BackendClient, make_tls_policy
+from socketdock.relay.journal import Journal, JournalService, ThreadWriter, check_journal
 from socketdock.ops.jsonlog import log_from_level
 from socketdock.ops.metrics import Metrics
 from socketdock.config.preflight import check_startable
@@ -33,8 +33,10 @@ from socketdock.relay.registry import Registry
 from socketdock.relay.session import Relay
 from socketdock.relay.retry import Backoff
 from socketdock.service import (
-    SocketDockService, add_listener, exit_right_after_shutdown, exit_zero_on_stop_signals,
+    SocketDockService, TuningService, add_listener, exit_right_after_shutdown,
+    exit_zero_on_stop_signals,
 )
+from socketdock.tuning import Stack, choose_stack, installed_versions, make_http_client
 from socketdock.api.site import Root, make_api_children, make_health, make_site, warn_if_exposed
 from socketdock.ws.upgrade import WebSocketUpgrade
 from socketdock.ws.protocol import make_ws_factory
@@ -165,11 +167,17 @@ def _option_mistake(error: usage.UsageError) -> str:
     return f"{option}: {cause.msg}; see --help for the options"
 
 
+def preflight(config: Config, reactor) -> None:
+    """Check endpoints, ports and the journal before twistd starts anything."""
+    check_startable(config, reactor)
+    if config.journal is not None:
+        check_journal(config.journal)
+
+
 def _check_with_global_reactor(config: Config) -> None:
-    """Check endpoints and ports before twistd starts anything."""
     from twisted.internet import reactor
 
-    check_startable(config, reactor)
+    preflight(config, reactor)
 
 
 def makeService(options: Options, reactor=None, log_beginner=None) -> SocketDockService:
@@ -184,32 +192,34 @@ def makeService(options: Options, reactor=None, log_beginner=None) -> SocketDock
         reactor = _reactor
     if log_beginner is None:
         from twisted.logger import globalLogBeginner as log_beginner
-    log_from_level(options["settings"].log_level, log_beginner)
+    config = options["settings"]
+    log_from_level(config.log_level, log_beginner)
     raise_open_file_limit()
     reactor.callWhenRunning(exit_zero_on_stop_signals, reactor)
     reactor.callWhenRunning(exit_right_after_shutdown, reactor)
-    reactor.callWhenRunning(tune_collector)
-    return make_service(options["settings"], reactor)
+    stack = choose_stack(config.tuning, installed_versions())
+    if stack.tune_gc:
+        reactor.callWhenRunning(tune_collector)
+    return make_service(config, reactor, stack)
 
 
-def make_backend(config: Config, reactor, net, urls: CallbackURLs, metrics: Metrics):
+def make_backend(config: Config, reactor, net, urls: CallbackURLs, metrics: Metrics, stack: Stack):
     """
     The backend the settings name, and the connection pool to close at stop
     (None for loopback).  Backend connections are made through ``net``.
     """
     if config.backend != "http":
         return LoopbackBackend(), None
-    pool = make_pool(reactor, config.backend_concurrency)
+    pool = stack.make_pool(reactor, config.backend_concurrency)
+    response_limit = max_response_body(config.max_message_size)
     client = BackendClient(
-        make_http_client(
-            net, pool, make_tls_policy(config.backend_ca),
-            max_response_body=max_response_body(config.max_message_size),
-        ),
+        make_http_client(stack, net, pool, make_tls_policy(config.backend_ca), response_limit),
         reactor,
         config.backend_timeout,
         config.signing_secret,
         config.backend_concurrency,
         metrics.backend_request,
+        response_limit,
     )
     backend = HTTPBackend(
         client, reactor, urls, metrics,
@@ -222,46 +232,79 @@ def make_backend(config: Config, reactor, net, urls: CallbackURLs, metrics: Metr
     return backend, pool
 
 
-def make_service(config: Config, reactor) -> SocketDockService:
-    """Wire the collaborators bottom-up and attach their listeners."""
-    registry = Registry()
-    # Listeners and backend connections use it; timers and the rest use the reactor.
-    net = batching(reactor)
+_log = Logger()
+
+
+def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketDockService:
+    """
+    Wire the collaborators bottom-up and attach their listeners.
+
+    :param stack: plain or tuned (:mod:`socketdock.tuning`); by default chosen
+        from ``config.tuning`` and the installed library versions.
+    """
+    if stack is None:
+        stack = choose_stack(config.tuning, installed_versions())
+    if stack.reason:
+        _log.warn("{reason}", reason=stack.reason)
     urls = (
         LearnedCallbackURLs() if config.externalhostandport is None
         else CallbackURLs(config.externalhostandport)
     )
+    cluster = None
+    if config.cluster is not None:
+        # Imported only here: without cluster, nothing needs Redis or its client.
+        from socketdock.cluster.wiring import Cluster
+
+        cluster = Cluster(config, reactor, urls, recover=lambda ids: relay.recover(ids))
+    registry = Registry(cluster.events) if cluster is not None else Registry()
+    # Listeners and backend connections use it; timers and the rest use the reactor.
+    net = stack.network(reactor)
     # The gauge reads the relay built below, only when scraped.
     metrics = Metrics(
-        active=registry.__len__, queued=lambda: relay.queued(), tags=registry.tag_count
+        active=registry.__len__, queued=lambda: relay.queued(), tags=registry.tag_count,
+        cluster=cluster.status if cluster is not None else None,
     )
-    backend, pool = make_backend(config, reactor, net, urls, metrics)
+    backend, pool = make_backend(config, reactor, net, urls, metrics, stack)
     journal = None
     if config.journal is not None:
         journal = Journal(config.journal, reactor, ThreadWriter(reactor))
+    if cluster is not None:
+        backend = cluster.backend(backend)
+        journal = cluster.journal
     relay = Relay(backend, registry, metrics, reactor, config.queue_limit, journal)
 
-    ws_factory = make_ws_factory(config, relay, reactor)
+    ws_factory = make_ws_factory(config, relay, reactor, stack.ws_specialise)
     upgrade = WebSocketUpgrade(ws_factory)
     health = make_health(relay)
     # Within one instance; cluster mode swaps in an IReach that asks the others.
-    reach = LocalReach(registry)
-    api_children = make_api_children(registry, metrics, reactor, config.max_message_size, reach)
+    reach = LocalReach(registry) if cluster is None else cluster.make_reach(registry)
+    api_children = make_api_children(
+        registry, metrics, reactor, config.max_message_size, reach, anywhere=cluster is not None)
 
     service = SocketDockService(relay, pool, config.shutdown_timeout)
+    # First in, last out: the patches outlive every connection.
+    TuningService(stack).setServiceParent(service)
     max_body = config.max_message_size
-    if journal is not None:
+
+    def make_site_for(root: Root):
+        return make_site(root, reactor, max_body, stack.channel)
+
+    if cluster is not None:
+        # Started before the listeners; stopped after the drain, so the
+        # notices it delivered are forgotten in Redis before this instance leaves.
+        cluster.node.setServiceParent(service)
+    elif journal is not None:
         # Started before the listeners, so the recovered notices are queued
         # first; stopped after them, so it keeps what the drain left.
         JournalService(journal, relay.recover).setServiceParent(service)
     if config.api_listen is None:
         front = Root((config.wspath, upgrade), api_children, health, config.api_token)
-        _listen(service, net, "listen", config.listen, make_site(front, reactor, max_body), urls)
+        _listen(service, net, "listen", config.listen, make_site_for(front), urls)
     else:
         front = Root((config.wspath, upgrade), None, health, None)
         back = Root(None, api_children, health, config.api_token)
-        _listen(service, net, "listen", config.listen, make_site(front, reactor, max_body), None)
-        _listen(service, net, "api_listen", config.api_listen, make_site(back, reactor, max_body), urls)
+        _listen(service, net, "listen", config.listen, make_site_for(front), None)
+        _listen(service, net, "api_listen", config.api_listen, make_site_for(back), urls)
     warn_if_exposed(config.api_listen or config.listen, config.api_token)
     return service
 

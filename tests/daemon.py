@@ -166,8 +166,9 @@ class ProcessGone(Exception):
 
 
 def child_environ(extra: Optional[Mapping[str, str]] = None) -> dict[str, str]:
-    """This process's environment without SOCKETDOCK_* and with PYTHONPATH=tree."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKETDOCK_")}
+    """This process's environment without SOCKETDOCK_* (but SOCKETDOCK_TUNING) and with PYTHONPATH=tree."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SOCKETDOCK_") or k == "SOCKETDOCK_TUNING"}
     env["PYTHONPATH"] = str(TREE)
     env.update(extra or {})
     return env

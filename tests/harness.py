@@ -7,6 +7,7 @@ the real reactor, and stopped (drained) in the test's cleanup.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
@@ -60,6 +61,17 @@ class RunningRelay:
         return f"ws://127.0.0.1:{self.port}{path}"
 
 
+#: The one SOCKETDOCK_* variable the suite reads: CI sets SOCKETDOCK_TUNING=off
+#: to run every test on the plain stack (daemon tests pass it on too).
+TUNING_VARIABLE = "SOCKETDOCK_TUNING"
+
+
+def tuning_environ() -> dict[str, str]:
+    """``{"SOCKETDOCK_TUNING": ...}`` if this process has it set, else empty."""
+    value = os.environ.get(TUNING_VARIABLE)
+    return {} if value is None else {TUNING_VARIABLE: value}
+
+
 def start_relay(testcase, reactor, **settings: Any) -> RunningRelay:
     """
     Build and start an instance with ``settings`` (strings or values, as in
@@ -68,10 +80,11 @@ def start_relay(testcase, reactor, **settings: Any) -> RunningRelay:
     Listeners take port 0 (``bindport``, and ``api_listen`` given as ``"tcp:0"``
     or ``tcp:0:interface=127.0.0.1``): the OS picks a free port while binding, so no
     other process can take it first; the instance tells the ports it got.
+    ``tuning`` follows SOCKETDOCK_TUNING unless ``settings`` name it.
     """
     cli: dict[str, str] = {"bindip": "127.0.0.1", "bindport": "0"}
     cli.update({k: _text(v) for k, v in settings.items()})
-    config = load_config(cli, {}, None)
+    config = load_config(cli, tuning_environ(), None)
     service = make_service(config, reactor)
     service.startService()
     testcase.addCleanup(_stop, service)

@@ -143,7 +143,8 @@ def start_daemon(testcase, reactor, *args: str) -> "Deferred[Daemon]":
     runs and waits for it to be gone.
     """
     daemon = Daemon()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKETDOCK_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SOCKETDOCK_") or k == "SOCKETDOCK_TUNING"}
     env["PYTHONPATH"] = TREE
     argv = [
         sys.executable, "-c", _RUN_TWISTD, "-n", "--pidfile=", "socketdock",

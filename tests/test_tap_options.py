@@ -155,6 +155,7 @@ class UnderTwistdTests(SynchronousTestCase):
         service = makeService({"settings": settings}, reactor=reactor,
                               log_beginner=private_log_beginner())
         service.startService()
+        self.addCleanup(service.stopService)  # it also undoes the tuned stack's patches
         self.assertEqual(
             sorted(port[3] for port in reactor.tcpServers), ["127.0.0.1", "127.0.0.2"]
         )

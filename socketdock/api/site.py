@@ -17,13 +17,14 @@ from typing import Any, Optional
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.http import unquote
 from twisted.web.server import Request, Site
 
 from socketdock.api import resources as api
+from socketdock.api.anywhere import SocketsAnywhere
 from socketdock.api.tags import SocketsWithTags, TagsResource
-from socketdock.tuned.fastchannel import FastHTTPChannel
 from socketdock.ops.metrics import Metrics
 from socketdock.config.endpoints import is_loopback, tcp_address
 from socketdock.relay.localreach import LocalReach
@@ -101,18 +102,21 @@ class Root(Resource):
 
 def make_api_children(
     registry: Registry, metrics: Metrics, clock: IReactorTime, max_message_size: int,
-    reach: Optional[IReach] = None,
+    reach: Optional[IReach] = None, anywhere: bool = False,
 ) -> dict[bytes, Resource]:
     """
     The callback API's resources by first path segment.
 
     :param reach: answers the tag routes (and ``/socket/<id>/tags``);
-        :class:`LocalReach` over ``registry`` when not given.
+        L{LocalReach} over ``registry`` when not given.
+    :param anywhere: answer every ``/socket/<id>`` route through ``reach``
+        too, for connections other instances hold (cluster mode).
     """
     if reach is None:
         reach = LocalReach(registry)
+    sockets = (SocketsAnywhere if anywhere else SocketsWithTags)(registry, max_message_size, reach)
     return {
-        b"socket": SocketsWithTags(registry, max_message_size, reach),
+        b"socket": sockets,
         b"tags": TagsResource(reach, max_message_size),
         b"status": api.StatusResource(metrics, clock, clock.seconds()),
         b"metrics": api.MetricsResource(metrics),
@@ -230,17 +234,18 @@ class QuietSite(Site):
     requests are counted in ``/metrics`` instead, at a fraction of the cost).
 
     :param max_body: the largest request body accepted on any route (see
-        :class:`BoundedRequest`); None for no limit but the routes' own.
+        L{BoundedRequest}); None for no limit but the routes' own.
+    :param channel: the ``HTTPChannel`` class that parses each connection
+        (:mod:`socketdock.tuning` picks it); resources get real Requests either way.
     """
-
-    # httptools-parsed HTTP/1.1; resources still get real Requests.
-    protocol = FastHTTPChannel
 
     requestFactory = BoundedRequest
 
-    def __init__(self, root: Resource, reactor, max_body: Optional[int] = None) -> None:
+    def __init__(self, root: Resource, reactor, max_body: Optional[int] = None,
+                 channel: type[HTTPChannel] = HTTPChannel) -> None:
         super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor)
         self.max_body = max_body
+        self.protocol = channel
 
     def getResourceFor(self, request: Any) -> Resource:
         # A request with a body was routed on its headers already (see
@@ -259,9 +264,10 @@ class QuietSite(Site):
         pass
 
 
-def make_site(root: Resource, reactor, max_body: Optional[int] = None) -> Site:
-    """The site that serves one listener; see :class:`BoundedRequest` for its bodies."""
-    return QuietSite(root, reactor, max_body)
+def make_site(root: Resource, reactor, max_body: Optional[int] = None,
+              channel: type[HTTPChannel] = HTTPChannel) -> Site:
+    """The site that serves one listener; see L{BoundedRequest} for its bodies."""
+    return QuietSite(root, reactor, max_body, channel)
 
 
 _log = Logger()

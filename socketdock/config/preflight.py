@@ -5,18 +5,20 @@ twistd prints a parse-time error as one clean line and exits 1; a failure
 later, when the listeners start, comes out as a traceback (or, daemonized, as a
 truncated message).  So what can be known before starting is checked here:
 endpoint strings parse (Twisted's own parsers and endpoint plugins say which
-types exist), TCP ports are free, and the journal is usable.
+types exist), TCP ports are free, and cluster mode's Redis client is
+installed.  (The journal's own check is
+:func:`socketdock.relay.journal.check_journal`; ``tap`` runs both.)
 """
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 
 from twisted.internet import endpoints
 
 from socketdock.config.endpoints import is_ipv6, tcp_address
 from socketdock.config.settings import Config, ConfigError
-from socketdock.relay.journal import check_journal
 
 __all__ = ["check_startable"]
 
@@ -40,8 +42,11 @@ def check_startable(config: Config, reactor) -> None:
         address = tcp_address(description)
         if address is not None:
             _check_port_free(key, *address)
-    if config.journal is not None:
-        check_journal(config.journal)
+    if config.cluster is not None and importlib.util.find_spec("txredisapi") is None:
+        raise ConfigError(
+            "cluster", "needs the txredisapi package, which is not installed; "
+            "pip install 'socketdock[cluster]' (or txredisapi), or remove cluster"
+        )
 
 
 def _check_port_free(key: str, interface: str, port: int) -> None:

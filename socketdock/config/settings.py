@@ -21,6 +21,7 @@ from typing import Callable, Mapping
 import attrs
 
 from socketdock.config import parse as p
+from socketdock.config.cluster import RedisAddress, parse_cluster_url
 from socketdock.config.endpoints import base_url_for, endpoint_for, is_wildcard, learns_base_url
 
 __all__ = [
@@ -32,7 +33,7 @@ ENV_PREFIX = "SOCKETDOCK_"
 _SECTION = "socketdock"
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)
 # Keys whose values must never appear in a message or a log line.
-SECRET_KEYS = frozenset({"api_token", "signing_secret"})
+SECRET_KEYS = frozenset({"api_token", "signing_secret", "cluster"})
 
 
 class ConfigError(Exception):
@@ -97,6 +98,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("backend_ca", None, "PEM file of a private CA for https backends."),
     Setting("permessage_deflate", "false", "Offer and accept the permessage-deflate extension."),
     Setting("log_level", "info", "Lowest level written to the log: debug, info, warn, error or critical."),
+    Setting("cluster", None, "redis://[:password@]host:port/db (rediss:// for TLS) shared by the instances of a cluster."),
+    Setting("cluster_heartbeat", "5", "Seconds between cluster heartbeats; an instance silent for three is declared lost."),
+    Setting("tuning", "auto", "auto (the faster paths, on tested library versions only) or off (plain Twisted/treq/Autobahn)."),
 )
 
 _KEYS = tuple(s.key for s in SETTINGS)
@@ -142,6 +146,9 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "backend_ca": p.parse_ca_file,
     "permessage_deflate": p.parse_bool,
     "log_level": p.parse_log_level,
+    "cluster": parse_cluster_url,
+    "cluster_heartbeat": lambda t: p.parse_seconds(t, allow_zero=False),
+    "tuning": lambda t: _parse_tuning(t),
 }
 assert set(_PARSERS) == set(_KEYS)
 
@@ -150,6 +157,13 @@ def _parse_backend(text: str) -> str:
     word = text.strip().lower()
     if word not in ("loopback", "http"):
         raise p.Invalid(f"{text!r} is not a known backend; use loopback or http")
+    return word
+
+
+def _parse_tuning(text: str) -> str:
+    word = text.strip().lower()
+    if word not in ("auto", "off"):
+        raise p.Invalid(f"{text!r} is not a tuning mode; use auto or off")
     return word
 
 
@@ -193,6 +207,9 @@ class Config:
     backend_ca: str | None
     permessage_deflate: bool
     log_level: str
+    cluster: RedisAddress | None = attrs.field(repr=False)
+    cluster_heartbeat: float
+    tuning: str = "auto"
     listen_key: str = "listen"
 
 
@@ -297,6 +314,12 @@ def _finish(values: dict[str, object]) -> Config:
                 "this instance, e.g. http://socketdock-1.internal:8765",
             )
         values["externalhostandport"] = base_url_for(bindip, bindport)
+    if values["cluster"] is not None and values["journal"] is not None:
+        raise ConfigError(
+            "journal",
+            "not used with cluster: Redis keeps each instance's open connections and a "
+            "surviving instance sends their notices; remove journal or cluster",
+        )
     if values["listen"] is None:
         values["listen"] = endpoint_for(bindip, bindport)
         values["listen_key"] = "bindport"

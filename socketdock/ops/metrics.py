@@ -15,7 +15,7 @@ prometheus-client's metric objects take a lock on every update, which cost
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -53,14 +53,24 @@ class Metrics:
     :param tags: how many distinct tags live connections carry right now
         (one number: tag names never become labels, which would grow without
         bound).
+    :param cluster: in cluster mode, the ``cluster`` object of ``/status``
+        right now (its ``link`` is ``"up"`` or ``"down"``); None otherwise.
     """
 
     def __init__(
         self, active: Callable[[], int], queued: Callable[[], int],
         tags: Callable[[], int] = lambda: 0,
+        cluster: Optional[Callable[[], dict]] = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._cluster = cluster
+        if cluster is not None:
+            up = Gauge(
+                "socketdock_cluster_up", "1 while the link to the cluster's Redis is up.",
+                registry=r,
+            )
+            up.set_function(lambda: 1 if cluster()["link"] == "up" else 0)
         self._active = Gauge(
             "socketdock_connections_active", "Live WebSocket connections.", registry=r
         )
@@ -135,7 +145,7 @@ class Metrics:
         def count(name: str, **labels: str) -> int:
             return int(value(name, labels) or 0)
 
-        return {
+        status = {
             "connections": {
                 "active": self._active_fn(),
                 "lifetime": count("socketdock_connections_opened_total"),
@@ -149,6 +159,9 @@ class Metrics:
                 "retries": count("socketdock_backend_retries_total"),
             },
         }
+        if self._cluster is not None:
+            status["cluster"] = self._cluster()
+        return status
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every figure."""

@@ -13,6 +13,8 @@ from collections import deque
 from typing import Callable, Optional
 
 import attrs
+from http.cookiejar import CookieJar
+
 from OpenSSL import SSL
 from service_identity import VerificationError
 from treq.client import HTTPClient
@@ -29,9 +31,6 @@ from zope.interface import implementer
 from hyperlink import EncodedURL
 
 from socketdock import __version__
-from socketdock.config.settings import DEFAULT_MAX_RESPONSE_BODY
-from socketdock.tuned.fastagent import ConnectionPool, FastAgent
-from socketdock.tuned.treq import NoCookies, skip_cookie_agent_for_no_cookies
 
 USER_AGENT = f"SocketDock/{__version__}".encode("ascii")
 
@@ -55,15 +54,20 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> bytes:
     return b"t=" + t + b",v1=" + mac.encode("ascii")
 
 
-def make_pool(reactor, max_per_host: int) -> ConnectionPool:
+class NoCookies(CookieJar):
     """
-    The process's one persistent connection pool towards the backend.
+    A cookie jar that keeps nothing: a backend does not get to set state in
+    the relay, and an empty jar still costs a cookie-policy walk per request.
+    """
 
-    Each client connection has at most one message in flight, so the number of
-    concurrent requests is about the number of busy clients; keep enough
-    idle connections per host that a busy instance does not reconnect.
-    """
-    return ConnectionPool(reactor, max_per_host=max_per_host, idle_timeout=120)
+    def add_cookie_header(self, request) -> None:
+        pass
+
+    def extract_cookies(self, response, request) -> None:
+        pass
+
+    def set_cookie(self, cookie) -> None:
+        pass
 
 
 class BackendClient:
@@ -82,6 +86,8 @@ class BackendClient:
     :param observe: told ``(kind, outcome, seconds)`` of every attempt, timed
         from when it leaves the line (``outcome`` is the status code as text,
         or ``error``), so the latency it reports is the backend's alone.
+    :param max_response_body: a longer answer fails the attempt (whatever
+        agent is below; the tuned one stops even earlier), or None.
     """
 
     def __init__(
@@ -92,8 +98,10 @@ class BackendClient:
         signing_secret: Optional[str] = None,
         concurrency: int = 128,
         observe: Callable[[str, str, float], None] = lambda kind, outcome, seconds: None,
+        max_response_body: Optional[int] = None,
     ) -> None:
         self._http = http
+        self._max_body = max_response_body
         self._observe = observe
         self._line = _Line(concurrency)
         self._clock = clock
@@ -152,7 +160,7 @@ class BackendClient:
             allow_redirects=False,
             unbuffered=True,
         )
-        d.addCallback(_collect)
+        d.addCallback(_collect, self._max_body)
         d.addTimeout(self._timeout, self._clock)
         return d.addBoth(self._done, kind, started)
 
@@ -201,7 +209,7 @@ class BytesProducer:
     send yet; the body is at most ``max_message_size`` plus the envelope.
     """
 
-    # The agent may send it again on a fresh connection (socketdock.tuned.fastagent).
+    # An agent may send it again on a fresh connection (the tuned one does).
     replayable = True
 
     def __init__(self, body: bytes) -> None:
@@ -247,8 +255,12 @@ class PreparedURL(EncodedURL):
         return self._text
 
 
-def _collect(response) -> "HTTPResult | Deferred[HTTPResult]":
-    collector = _BodyCollector(response)
+class ResponseTooLong(Exception):
+    """The backend's answer was longer than the client accepts."""
+
+
+def _collect(response, limit: Optional[int] = None) -> "HTTPResult | Deferred[HTTPResult]":
+    collector = _BodyCollector(response, limit)
     response.deliverBody(collector)
     return collector.outcome()
 
@@ -262,8 +274,9 @@ class _BodyCollector(Protocol):
     so the body is usually all there at once and no Deferred is needed.
     """
 
-    def __init__(self, response) -> None:
+    def __init__(self, response, limit: Optional[int] = None) -> None:
         self._response = response
+        self._left = limit
         self._parts: list[bytes] = []
         self._result: "HTTPResult | Failure | None" = None
         self._waiting: Optional[Deferred[HTTPResult]] = None
@@ -276,12 +289,26 @@ class _BodyCollector(Protocol):
         return self._waiting
 
     def dataReceived(self, data: bytes) -> None:
-        self._parts.append(data)
+        if self._left is not None:
+            self._left -= len(data)
+            if self._left < 0:
+                self._left = None
+                self._parts = []
+                self._too_long = True
+                self.transport.stopProducing()  # the agent drops the connection
+                return
+        if not self._too_long:
+            self._parts.append(data)
+
+    _too_long = False
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if isinstance(reason.value, (ResponseDone, PotentialDataLoss)):
+        if self._too_long:
+            result: "HTTPResult | Failure" = Failure(ResponseTooLong(
+                "the backend's answer is longer than this client accepts"))
+        elif isinstance(reason.value, (ResponseDone, PotentialDataLoss)):
             response = self._response
-            result: "HTTPResult | Failure" = HTTPResult(
+            result = HTTPResult(
                 response.code, response.headers, b"".join(self._parts))
         else:
             result = reason
@@ -326,16 +353,3 @@ def _openssl_reason(error: SSL.Error) -> str:
     details = error.args[0] if error.args and isinstance(error.args[0], list) else []
     reasons = [entry[-1] for entry in details if isinstance(entry, tuple) and entry]
     return ", ".join(str(r) for r in reasons) or "handshake failed"
-
-
-def make_http_client(
-    reactor, pool: ConnectionPool, tls_policy, max_response_body: int = DEFAULT_MAX_RESPONSE_BODY,
-) -> HTTPClient:
-    """
-    A treq client over the shared pool; ``tls_policy`` verifies https backends.
-    Response bodies over ``max_response_body`` bytes fail the request.
-    """
-    skip_cookie_agent_for_no_cookies()
-    return HTTPClient(
-        FastAgent(reactor, pool, tls_policy, max_response_body), cookiejar=NoCookies()
-    )

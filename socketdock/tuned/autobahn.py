@@ -24,6 +24,10 @@ if the line is emitted, so debug output is unchanged.
 ``use_small_frame_masker`` unmasks frames under 128 bytes with one integer
 XOR instead (the size below which Autobahn itself picks its scalar masker);
 larger frames keep Autobahn's.
+
+Both change Autobahn's modules for the whole process, so neither runs on
+import: :mod:`socketdock.tuning` calls them when the service starts, and each
+returns the function that puts Autobahn back as it was (tests call it).
 """
 
 from __future__ import annotations
@@ -65,12 +69,39 @@ def _lazy(render: Callable[..., str]) -> Callable[..., _Lazy]:
     return deferred
 
 
-def defer_debug_formatting() -> None:
-    """Make Autobahn format its debug-line arguments only for emitted lines."""
-    _protocol_module.pformat = _lazy(pformat)
+def _replace(targets: list[tuple[Any, str, Any]]) -> Callable[[], None]:
+    """
+    Set each ``(module, name, value)`` and return the undo.  A name that is
+    already ours is left alone and its undo skips it, so nested engagements
+    (two instances in one test) undo in order.
+    """
+    saved = []
+    for module, name, value in targets:
+        original = getattr(module, name)
+        if getattr(original, "_socketdock_patch", False):
+            continue
+        saved.append((module, name, original))
+        value._socketdock_patch = True
+        setattr(module, name, value)
+
+    def undo() -> None:
+        for module, name, original in reversed(saved):
+            setattr(module, name, original)
+
+    return undo
+
+
+def defer_debug_formatting() -> Callable[[], None]:
+    """
+    Make Autobahn format its debug-line arguments only for emitted lines.
+
+    :returns: the undo.
+    """
+    targets: list[tuple[Any, str, Any]] = [(_protocol_module, "pformat", _lazy(pformat))]
     for module in (_protocol_module, _twisted_module):
-        module.hltype = _lazy(hltype)
-        module.hlval = _lazy(hlval)
+        targets.append((module, "hltype", _lazy(hltype)))
+        targets.append((module, "hlval", _lazy(hlval)))
+    return _replace(targets)
 
 
 class SmallFrameMasker:
@@ -102,8 +133,12 @@ class SmallFrameMasker:
         return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
 
 
-def use_small_frame_masker() -> None:
-    """Let Autobahn's protocol module unmask small frames with :class:`SmallFrameMasker`."""
+def use_small_frame_masker() -> Callable[[], None]:
+    """
+    Let Autobahn's protocol module unmask small frames with :class:`SmallFrameMasker`.
+
+    :returns: the undo.
+    """
     autobahns = _autobahn_create_xor_masker
 
     def create_xor_masker(mask: bytes, length: "int | None" = None) -> Any:
@@ -111,7 +146,7 @@ def use_small_frame_masker() -> None:
             return SmallFrameMasker(mask)
         return autobahns(mask, length)
 
-    _protocol_module.create_xor_masker = create_xor_masker
+    return _replace([(_protocol_module, "create_xor_masker", create_xor_masker)])
 
 
 def with_options(protocol: type, factory: Any) -> type:

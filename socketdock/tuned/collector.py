@@ -15,18 +15,28 @@ longer, and RSS per idle connection stayed at 8.6 KiB.
 from __future__ import annotations
 
 import gc
+from typing import Callable
 
 #: Allocations (net of frees) between young-generation collections.
 YOUNG_THRESHOLD = 10_000
 
 
-def tune_collector() -> None:
+def tune_collector() -> Callable[[], None]:
     """
     Collect less often, and leave what startup loaded (modules, classes, the
     settings) out of every later full collection: it lives as long as the
     process does.
+
+    :returns: the undo (thresholds back, everything unfrozen).
     """
+    before = gc.get_threshold()
     gc.collect()
     gc.freeze()
-    _, middle, old = gc.get_threshold()
+    _, middle, old = before
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
+
+    def undo() -> None:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+    return undo

@@ -6,48 +6,43 @@ for, and what we do about it.
 call.  That wrapper builds a ``urllib.request.Request`` look-alike from the
 URL (a full ``urlparse``) so the jar can inspect it, and a response
 look-alike afterwards, even when the jar keeps nothing: ~18 µs per request,
-about 5% of a relayed round trip.  The relay's jar is :class:`NoCookies`
-(a backend does not get to set state in the relay), so for that jar the
+about 5% of a relayed round trip.  The relay's jar keeps nothing (a backend
+does not get to set state in the relay), so for a jar of that type the
 wrapper is skipped; every other jar gets treq's ``CookieAgent`` as before.
+
+This changes treq for the whole process, so it is not done on import:
+:mod:`socketdock.tuning` does it when the service starts, and undoes it.
 """
 
 from __future__ import annotations
 
 from http.cookiejar import CookieJar
+from typing import Callable
 
 import treq.client as _treq_client
 from twisted.web.client import CookieAgent
 from twisted.web.iweb import IAgent
 
 
-class NoCookies(CookieJar):
+def skip_cookie_agent_for(jar_type: type[CookieJar]) -> Callable[[], None]:
     """
-    A cookie jar that keeps nothing: a backend does not get to set state in
-    the relay, and an empty jar still costs a cookie-policy walk per request.
+    Make treq's clients skip the cookie wrapper when their jar is exactly
+    ``jar_type`` (one that keeps nothing).  Leaves treq alone if it no longer
+    uses Twisted's ``CookieAgent`` by that name, or is already changed.
+
+    :returns: the undo.
     """
+    if getattr(_treq_client, "CookieAgent", None) is not CookieAgent:
+        return lambda: None
 
-    def add_cookie_header(self, request) -> None:
-        pass
+    def cookie_agent(agent: IAgent, jar: CookieJar) -> IAgent:
+        if type(jar) is jar_type:
+            return agent
+        return CookieAgent(agent, jar)
 
-    def extract_cookies(self, response, request) -> None:
-        pass
+    _treq_client.CookieAgent = cookie_agent
 
-    def set_cookie(self, cookie) -> None:
-        pass
+    def undo() -> None:
+        _treq_client.CookieAgent = CookieAgent
 
-
-def _cookie_agent(agent: IAgent, jar: CookieJar) -> IAgent:
-    """``CookieAgent(agent, jar)``, unless the jar keeps nothing: then ``agent``."""
-    if type(jar) is NoCookies:
-        return agent
-    return CookieAgent(agent, jar)
-
-
-def skip_cookie_agent_for_no_cookies() -> None:
-    """
-    Make treq's clients skip the cookie wrapper when their jar is
-    :class:`NoCookies`.  Idempotent; leaves treq alone if it no longer uses
-    Twisted's ``CookieAgent`` by that name.
-    """
-    if getattr(_treq_client, "CookieAgent", None) is CookieAgent:
-        _treq_client.CookieAgent = _cookie_agent
+    return undo

@@ -15,7 +15,7 @@ order, as soon as it opens.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
@@ -27,9 +27,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from socketdock.tuned.autobahn import (
-    defer_debug_formatting, use_small_frame_masker, with_options,
-)
 from socketdock.relay.backend import Admission, ConnectRefused, UnusableAdmission
 from socketdock.relay.reach import InvalidTags
 from socketdock.ws.keepalive import Keepalive
@@ -469,6 +466,9 @@ class RelayServerFactory(WebSocketServerFactory):
     :param relay: the sessions and the backend.
     :param max_connections: live connections allowed (0: no limit).
     :param max_message_size: also bounds a slow reader's unsent bytes (twice this).
+    :param specialise: given the protocol class and this factory after its
+        options are set, returns the class to build connections from
+        (:mod:`socketdock.tuning` passes one that shares the options), or None.
     """
 
     protocol = RelayServerProtocol
@@ -477,7 +477,9 @@ class RelayServerFactory(WebSocketServerFactory):
         self, relay: Relay, max_connections: int, max_message_size: int, reactor,
         origins: OriginPolicy = OriginPolicy(["*"]),
         ping_interval: float = 0, ping_timeout: float = 0,
+        specialise: "Optional[Callable[[type, RelayServerFactory], type]]" = None,
     ) -> None:
+        self._specialise = specialise
         super().__init__(reactor=reactor)
         self.relay = relay
         self.max_connections = max_connections
@@ -487,16 +489,22 @@ class RelayServerFactory(WebSocketServerFactory):
         self.ping_timeout = ping_timeout
 
     def setProtocolOptions(self, **options) -> None:
-        """Set Autobahn's options; connections share them instead of copying."""
+        """Set Autobahn's options, and let ``specialise`` see them."""
         super().setProtocolOptions(**options)
-        self.protocol = with_options(RelayServerProtocol, self)
+        if self._specialise is not None:
+            self.protocol = self._specialise(RelayServerProtocol, self)
 
 
-def make_ws_factory(config, relay: Relay, reactor) -> RelayServerFactory:
-    """The client-side factory, with Autobahn's options taken from the config."""
+def make_ws_factory(config, relay: Relay, reactor, specialise=None) -> RelayServerFactory:
+    """
+    The client-side factory, with Autobahn's options taken from the config.
+
+    :param specialise: see L{RelayServerFactory}.
+    """
     factory = RelayServerFactory(
         relay, config.max_connections, config.max_message_size, reactor,
         OriginPolicy(config.allowed_origins), config.ping_interval, config.ping_timeout,
+        specialise,
     )
     options = dict(
         webStatus=False,
@@ -534,7 +542,5 @@ def make_ws_factory(config, relay: Relay, reactor) -> RelayServerFactory:
             return None
 
         options["perMessageCompressionAccept"] = accept
-    defer_debug_formatting()
-    use_small_frame_masker()
     factory.setProtocolOptions(**options)
     return factory

@@ -53,9 +53,15 @@ class WebSocketUpgrade(Resource):
         lines = [request.method + b" " + request.uri + b" HTTP/1.1"]
         for name, values in request.requestHeaders.getAllRawHeaders():
             lines.extend(name + b": " + value for value in values)
-        # Bytes the client sent after the request's headers (FastHTTPChannel
-        # keeps them unparsed) belong to the WebSocket.
+        # Bytes the client sent after the request's headers belong to the
+        # WebSocket: the tuned channel keeps them unparsed for takeBuffered;
+        # twisted.web's own (a LineReceiver) holds the rest of this read in
+        # _buffer, and would parse it as HTTP once render returns.
         take = getattr(channel, "takeBuffered", None)
-        rest = take() if take is not None else b""
+        rest = b""
+        if take is not None:
+            rest = take()
+        elif isinstance(getattr(channel, "_buffer", None), bytes):
+            rest, channel._buffer = channel._buffer, b""
         protocol.dataReceived(b"\r\n".join(lines) + b"\r\n\r\n" + request.content.read() + rest)
         return NOT_DONE_YET

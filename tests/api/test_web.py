@@ -7,6 +7,7 @@ over a ``StringTransport`` for what happens before a resource is reached.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Optional
 
 from hypothesis import given, settings
@@ -17,6 +18,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
@@ -26,6 +28,7 @@ from socketdock.ops.metrics import Metrics
 from socketdock.relay.registry import IConnection, Registry
 from socketdock.relay.session import Relay
 from socketdock.api.site import Root, make_api_children, make_health, make_site, warn_if_exposed
+from socketdock.tuned.fastchannel import FastHTTPChannel
 
 TOKEN = "t0ken-for-tests"
 LIVE = "a" * 32
@@ -434,10 +437,14 @@ class TokenPropertyTests(_Requests):
             self.assertEqual(self.call(treq, "GET", "/status", headers=bearer(other))[0], 401)
 
 
+#: The channel class _channel builds; each BodyLimitTests class sets its own.
+CHANNEL: type = FastHTTPChannel
+
+
 def _channel(max_body: int = 16, clock: Optional[Clock] = None):
     """The real site's HTTP channel over a StringTransport."""
     site = make_site(Root(("/ws", Upgrade()), Front(token=None).api, {}, None),
-                     clock or Clock(), max_body)
+                     clock or Clock(), max_body, CHANNEL)
     channel = site.buildProtocol(None)
     transport = StringTransport()
     channel.makeConnection(transport)
@@ -445,7 +452,12 @@ def _channel(max_body: int = 16, clock: Optional[Clock] = None):
 
 
 class BodyLimitTests(SynchronousTestCase):
-    """Bodies over max_message_size are refused before they are buffered."""
+    """Bodies over max_message_size are refused before they are buffered (tuned channel)."""
+
+    channel_class: type = FastHTTPChannel
+
+    def setUp(self) -> None:
+        self.patch(sys.modules[__name__], "CHANNEL", self.channel_class)
 
     def test_declared_length_over_limit(self) -> None:
         """A Content-Length over the limit gets 413 at once and the connection closes, unread."""
@@ -524,6 +536,12 @@ class BodyLimitTests(SynchronousTestCase):
         channel, transport = _channel()
         channel.dataReceived(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n")
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value()[:80])
+
+
+class PlainBodyLimitTests(BodyLimitTests):
+    """The same limits and answers with twisted.web's own channel (tuning = off)."""
+
+    channel_class = HTTPChannel
 
 
 class ExposureWarningTests(SynchronousTestCase):

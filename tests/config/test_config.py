@@ -54,7 +54,8 @@ class DefaultsTests(SynchronousTestCase):
                 ping_interval=30.0, ping_timeout=10.0, backend_timeout=10.0,
                 backend_retries=5, backend_concurrency=128, queue_limit=64, inline_reply=False,
                 shutdown_timeout=10.0, journal=None, backend_ca=None,
-                permessage_deflate=False, log_level="info", listen_key="bindport",
+                permessage_deflate=False, log_level="info",
+                cluster=None, cluster_heartbeat=5.0, tuning="auto", listen_key="bindport",
             ),
         )
 
@@ -259,6 +260,7 @@ _BAD_CLI = [
     ({"bindport": "-1"}, "bindport", "not a port number"),
     ({"backend": "carrier-pigeon"}, "backend", "use loopback or http"),
     ({"log_level": "loud"}, "log_level", "'loud' is not a log level; use debug, info, warn, error or critical"),
+    ({"tuning": "fast"}, "tuning", "'fast' is not a tuning mode; use auto or off"),
     ({"backend": "http"}, "messageuri", "set messageuri"),
     ({"messageuri": "ftp://b/m"}, "messageuri", "not an http(s) URL"),
     ({"connecturi": "http:///nohost"}, "connecturi", "has no host"),

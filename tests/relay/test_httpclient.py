@@ -18,9 +18,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from socketdock.relay.httpclient import (
-    BackendClient, BytesProducer, PreparedURL, _collect, make_http_client, make_pool,
-    make_tls_policy,
+    BackendClient, BytesProducer, PreparedURL, ResponseTooLong, _collect, make_tls_policy,
 )
+from socketdock.tuning import PLAIN, TUNED, make_http_client
 
 
 class PreparedURLTests(SynchronousTestCase):
@@ -55,22 +55,42 @@ class _Recorder(Resource):
         self.seen = []
 
     def render_POST(self, request):
-        self.seen.append((request.content.read(), request.requestHeaders, request.getClientAddress().port))
+        body = request.content.read()
+        self.seen.append((body, request.requestHeaders, request.getClientAddress().port))
         request.addCookie(b"session", b"backend-state")
         request.setHeader(b"content-type", b"text/plain")
+        if body.startswith(b"long:"):
+            return b"y" * int(body[5:])
         return b"answer:" + str(len(self.seen)).encode("ascii")
 
 
 class BackendClientTests(TestCase):
+    """Over the tuned stack's agent and pool."""
+
+    stack = TUNED
+    #: What an answer past max_response_body fails with: the tuned agent stops it first.
+    too_long: type = ResponseFailed
+
     def setUp(self):
         self.resource = _Recorder()
         port = reactor.listenTCP(0, Site(self.resource), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.url = f"http://127.0.0.1:{port.getHost().port}/message"
-        pool = make_pool(reactor, 4)
+        pool = self.stack.make_pool(reactor, 4)
         self.addCleanup(pool.closeCachedConnections)
-        http = make_http_client(reactor, pool, make_tls_policy(None))
-        self.client = BackendClient(http, reactor, 10, signing_secret="s3cret")
+        http = make_http_client(self.stack, reactor, pool, make_tls_policy(None), 100_000)
+        self.client = BackendClient(http, reactor, 10, signing_secret="s3cret",
+                                    max_response_body=100_000)
+
+    @inlineCallbacks
+    def test_answer_at_most_the_bound_arrives(self):
+        """An answer of exactly max_response_body bytes is the result."""
+        result = yield self.client.post(self.url, b"long:100000")
+        self.assertEqual(len(result.body), 100_000)
+
+    def test_longer_answer_fails_the_attempt(self):
+        """An answer past max_response_body fails the attempt instead of growing without bound."""
+        return self.assertFailure(self.client.post(self.url, b"long:300000"), self.too_long)
 
     @inlineCallbacks
     def test_posts_reuse_one_connection_without_cookies(self):
@@ -94,6 +114,14 @@ class BackendClientTests(TestCase):
         result = yield self.client.post(self.url, body)
         self.assertEqual(result.code, 200)
         self.assertEqual(self.resource.seen[0][0], body)
+
+
+class PlainBackendClientTests(BackendClientTests):
+    """The same over twisted.web's Agent and HTTPConnectionPool (tuning = off)."""
+
+    stack = PLAIN
+    # The plain agent does not bound bodies itself: BackendClient does.
+    too_long = ResponseTooLong
 
 
 class ConcurrencyTests(SynchronousTestCase):

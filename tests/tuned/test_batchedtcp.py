@@ -387,7 +387,8 @@ class RelayWiringTests(TestCase):
         backend = FakeBackend(reactor)
         backend_port, url = yield start_backend(reactor, backend)
         self.addCleanup(stop_backend, backend_port, backend)
-        relay = start_relay(self, reactor, backend="http", messageuri=url + "/message", ping_interval=0)
+        relay = start_relay(self, reactor, backend="http", messageuri=url + "/message", ping_interval=0,
+                            tuning="auto")
         client = yield connect_client(reactor, relay.ws_url())
         self.addCleanup(client.shutdown)
         client.send_text("hello")

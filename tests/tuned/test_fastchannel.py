@@ -89,7 +89,7 @@ def _root(clock: Clock):
 
 
 def _connect(resource, clock: Clock, max_body: int = 64):
-    channel = make_site(resource, clock, max_body).buildProtocol(None)
+    channel = make_site(resource, clock, max_body, FastHTTPChannel).buildProtocol(None)
     transport = StringTransport()
     channel.makeConnection(transport)
     return channel, transport

@@ -1,4 +1,4 @@
-"""treq skips its cookie wrapper for the relay's NoCookies jar, and only for it."""
+"""treq skips its cookie wrapper for the relay's NoCookies jar, only for it, and only while engaged."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from twisted.web.client import Agent, CookieAgent, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from socketdock.tuned.treq import NoCookies, skip_cookie_agent_for_no_cookies
+from socketdock.relay.httpclient import NoCookies
+from socketdock.tuned.treq import skip_cookie_agent_for
 
 
 class CookieEcho(Resource):
@@ -28,7 +29,8 @@ class CookieEcho(Resource):
 
 class TreqTuningTests(TestCase):
     def setUp(self) -> None:
-        skip_cookie_agent_for_no_cookies()
+        self.undo = skip_cookie_agent_for(NoCookies)
+        self.addCleanup(self.undo)
 
     def test_no_cookies_gets_the_bare_agent(self) -> None:
         agent = Agent(reactor)
@@ -39,9 +41,16 @@ class TreqTuningTests(TestCase):
 
     def test_installing_twice_changes_nothing(self) -> None:
         before = treq_client.CookieAgent
-        skip_cookie_agent_for_no_cookies()
+        skip_cookie_agent_for(NoCookies)()
         self.assertIs(treq_client.CookieAgent, before)
         self.assertIsNot(before, CookieAgent)
+
+    def test_undo_restores_treq(self) -> None:
+        """The undo puts treq's own CookieAgent back; a nested engagement's undo leaves it to the outer."""
+        skip_cookie_agent_for(NoCookies)()
+        self.assertIsNot(treq_client.CookieAgent, CookieAgent)
+        self.undo()
+        self.assertIs(treq_client.CookieAgent, CookieAgent)
 
     @inlineCallbacks
     def test_cookies_still_travel_for_a_real_jar_and_not_for_no_cookies(self) -> None:

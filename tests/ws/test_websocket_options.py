@@ -1,4 +1,7 @@
-"""The WebSocket factory's protocol options, and what we change in Autobahn, as connections see them."""
+"""
+The WebSocket factory's protocol options, and what the tuned stack changes in
+Autobahn, as connections see them; each change is engaged per test and undone.
+"""
 
 import os
 import random
@@ -19,7 +22,7 @@ from socketdock.ws.protocol import RelayServerFactory, RelayServerProtocol
 class OptionsAsClassAttributesTests(SynchronousTestCase):
     def test_connections_share_the_factorys_options(self) -> None:
         """A connection reads the factory's options without a copy of its own."""
-        factory = RelayServerFactory(None, 0, 10, Clock())
+        factory = RelayServerFactory(None, 0, 10, Clock(), specialise=with_options)
         factory.setProtocolOptions(maxMessagePayloadSize=10, echoCloseCodeReason=True)
         protocol = factory.protocol()
         self.assertEqual((protocol.maxMessagePayloadSize, protocol.echoCloseCodeReason), (10, True))
@@ -29,14 +32,15 @@ class OptionsAsClassAttributesTests(SynchronousTestCase):
     def test_function_options_stay_plain_functions(self) -> None:
         """A function option (the deflate acceptor) is called with its own arguments, not the protocol."""
         seen = []
-        factory = RelayServerFactory(None, 0, 10, Clock())
+        factory = RelayServerFactory(None, 0, 10, Clock(), specialise=with_options)
         factory.setProtocolOptions(perMessageCompressionAccept=lambda offers: seen.append(offers))
         factory.protocol().perMessageCompressionAccept(["offer"])
         self.assertEqual(seen, [["offer"]])
 
     def test_factories_do_not_share_options(self) -> None:
         """Two factories' options do not leak into each other's connections."""
-        a, b = RelayServerFactory(None, 0, 10, Clock()), RelayServerFactory(None, 0, 10, Clock())
+        a = RelayServerFactory(None, 0, 10, Clock(), specialise=with_options)
+        b = RelayServerFactory(None, 0, 10, Clock(), specialise=with_options)
         a.setProtocolOptions(maxMessagePayloadSize=1)
         b.setProtocolOptions(maxMessagePayloadSize=2)
         self.assertEqual((a.protocol.maxMessagePayloadSize, b.protocol.maxMessagePayloadSize), (1, 2))
@@ -46,7 +50,7 @@ class OptionsAsClassAttributesTests(SynchronousTestCase):
 class DeferredDebugFormattingTests(SynchronousTestCase):
     def test_debug_arguments_render_only_when_formatted(self) -> None:
         """Autobahn's per-frame log arguments cost nothing until a line is emitted, then read the same."""
-        defer_debug_formatting()
+        self.addCleanup(defer_debug_formatting())
         calls = []
         value = type("Counted", (), {"__str__": lambda self: calls.append(1) or "x"})()
         lazy = protocol_module.hlval(value)
@@ -76,9 +80,33 @@ class SmallFrameMaskerTests(SynchronousTestCase):
 
     def test_only_small_frames_use_it(self) -> None:
         """Frames of 128 bytes and more, and unknown lengths, keep Autobahn's masker."""
-
-        use_small_frame_masker()
+        self.addCleanup(use_small_frame_masker())
         create = protocol_module.create_xor_masker
         self.assertIsInstance(create(b"abcd", 127), SmallFrameMasker)
         self.assertNotIsInstance(create(b"abcd", 128), SmallFrameMasker)
         self.assertNotIsInstance(create(b"abcd"), SmallFrameMasker)
+
+
+class PlainAutobahnTests(SynchronousTestCase):
+    """Without a specialise hook or engaged patches, Autobahn is as it ships."""
+
+    def test_plain_factory_copies_options_as_autobahn_does(self) -> None:
+        factory = RelayServerFactory(None, 0, 10, Clock())
+        factory.setProtocolOptions(maxMessagePayloadSize=10)
+        self.assertIs(factory.protocol, RelayServerProtocol)
+
+    def test_undo_puts_autobahn_back(self) -> None:
+        """Each patch's undo restores Autobahn's own functions; nested engagements undo in order."""
+        originals = (protocol_module.create_xor_masker, protocol_module.pformat,
+                     protocol_module.hlval, twisted_module.hltype)
+        outer = [use_small_frame_masker(), defer_debug_formatting()]
+        inner = [use_small_frame_masker(), defer_debug_formatting()]
+        self.assertIsNot(protocol_module.create_xor_masker, originals[0])
+        for undo in reversed(inner):
+            undo()
+        self.assertIsNot(protocol_module.create_xor_masker, originals[0])
+        for undo in reversed(outer):
+            undo()
+        self.assertEqual((protocol_module.create_xor_masker, protocol_module.pformat,
+                          protocol_module.hlval, twisted_module.hltype), originals)
+        self.assertIs(protocol_module.create_xor_masker, create_xor_masker)

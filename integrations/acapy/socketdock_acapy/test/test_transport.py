@@ -1,0 +1,248 @@
+"""
+The transport itself, over real loopback HTTP, with a stub ACA-Py session and
+a stub SocketDock callback API.  Needs acapy_agent (Python 3.13 for ACA-Py
+1.7): ``python -m unittest socketdock_acapy.test.test_transport``; skipped,
+saying so, where it is not importable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import unittest
+from unittest import mock
+
+try:
+    import acapy_agent  # noqa: F401
+    from aiohttp import ClientSession, web
+
+    from socketdock_acapy.transport import SocketDockInboundTransport
+    from socketdock_acapy.wire import sign
+
+    _MISSING = None
+except ImportError as e:  # pragma: no cover - depends on the environment
+    _MISSING = f"acapy_agent is not importable here ({e}); run with ACA-Py's Python"
+
+__all__ = ["TransportTests"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class StubSession:
+    """What the transport uses of ACA-Py's InboundSession."""
+
+    def __init__(self) -> None:
+        self.received: list = []
+        self.response_buffer = None
+        self.closed = False
+        self.closed_with = None
+        self.cleared = 0
+        self.fail_next = False
+        self._event = asyncio.Event()
+
+    async def receive(self, payload):
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("storage hiccup")
+        self.received.append(payload)
+
+    async def wait_response(self):
+        while True:
+            if self.closed:
+                return None
+            if self.response_buffer is not None:
+                return self.response_buffer
+            self._event.clear()
+            await self._event.wait()
+
+    def set_response(self, payload) -> None:
+        self.response_buffer = payload
+        self._event.set()
+
+    def clear_response(self) -> None:
+        self.response_buffer = None
+        self.cleared += 1
+        self._event.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.closed_with = self.response_buffer  # what ACA-Py would requeue
+        self._event.set()
+
+
+@unittest.skipIf(_MISSING, _MISSING or "")
+class TransportTests(unittest.IsolatedAsyncioTestCase):
+    secret = "unit-secret"
+    token = "unit-token"
+
+    async def asyncSetUp(self):
+        self.sessions: list[StubSession] = []
+        self.sends: list[tuple[str, dict, bytes]] = []
+        self.send_status = 200
+        self.send_event = asyncio.Event()
+
+        async def create_session(**kwargs):
+            session = StubSession()
+            self.sessions.append(session)
+            return session
+
+        # The stub SocketDock callback API.
+        async def send(request):
+            self.sends.append((request.match_info["id"], dict(request.headers), await request.read()))
+            self.send_event.set()
+            return web.Response(status=self.send_status, text="x")
+
+        app = web.Application()
+        app.add_routes([web.post("/socket/{id}/send", send)])
+        self.sd_runner = web.AppRunner(app)
+        await self.sd_runner.setup()
+        sd_port = _free_port()
+        await web.TCPSite(self.sd_runner, "127.0.0.1", sd_port).start()
+        self.sd = f"http://127.0.0.1:{sd_port}"
+
+        env = {"SOCKETDOCK_SIGNING_SECRET": self.secret, "SOCKETDOCK_API_TOKEN": self.token}
+        with mock.patch.dict(os.environ, env):
+            self.port = _free_port()
+            self.transport = SocketDockInboundTransport("127.0.0.1", self.port, create_session)
+        await self.transport.start()
+        self.client = ClientSession()
+
+    async def asyncTearDown(self):
+        await self.client.close()
+        await self.transport.stop()
+        await self.sd_runner.cleanup()
+
+    async def post(self, path, doc, signed=True):
+        body = json.dumps(doc).encode()
+        headers = {"Content-Type": "application/json"}
+        if signed:
+            headers["X-SocketDock-Signature"] = sign(self.secret, body)
+        async with self.client.post(f"http://127.0.0.1:{self.port}{path}", data=body, headers=headers) as r:
+            return r.status, await r.text()
+
+    def meta(self, cid="c1", **extra):
+        return {"connection_id": cid, "send": f"{self.sd}/socket/{cid}/send",
+                "disconnect": f"{self.sd}/socket/{cid}/disconnect", **extra}
+
+    async def test_message_taken_and_answered(self):
+        status, text = await self.post("/message", {"meta": self.meta(seq=1), "message": "{\"a\": 1}"})
+        self.assertEqual((status, text), (200, ""))
+        self.assertEqual(len(self.sessions), 1)
+        self.assertEqual(self.sessions[0].received, ['{"a": 1}'])
+
+    async def test_retry_with_same_seq_is_dropped(self):
+        for _ in range(3):
+            status, text = await self.post("/message", {"meta": self.meta(seq=1), "message": "m1"})
+            self.assertEqual(status, 200)
+        await self.post("/message", {"meta": self.meta(seq=2), "message": "m2"})
+        self.assertEqual(self.sessions[0].received, ["m1", "m2"])
+        self.assertEqual(text, "")  # empty, duplicate or not: safe with inline_reply
+
+    async def test_failure_lets_the_retry_in(self):
+        await self.post("/connect", {"meta": self.meta()})
+        self.sessions[0].fail_next = True
+        status, _ = await self.post("/message", {"meta": self.meta(seq=1), "message": "m1"})
+        self.assertEqual(status, 503)
+        status, _ = await self.post("/message", {"meta": self.meta(seq=1), "message": "m1"})
+        self.assertEqual(status, 200)
+        self.assertEqual(self.sessions[0].received, ["m1"])
+
+    async def test_unsigned_or_stale_refused(self):
+        status, _ = await self.post("/message", {"meta": self.meta(seq=1), "message": "m"}, signed=False)
+        self.assertEqual(status, 401)
+        body = json.dumps({"meta": self.meta(seq=1), "message": "m"}).encode()
+        stale = sign(self.secret, body, now=1_000_000)
+        async with self.client.post(f"http://127.0.0.1:{self.port}/message", data=body,
+                                    headers={"X-SocketDock-Signature": stale}) as r:
+            self.assertEqual(r.status, 401)
+        self.assertEqual(self.sessions, [])
+
+    async def test_binary_base64_message(self):
+        await self.post("/message", {"meta": self.meta(seq=1, binary=True, encoding="base64"),
+                                     "message": "/wCA"})
+        self.assertEqual(self.sessions[0].received, [b"\xff\x00\x80"])
+
+    async def test_reply_goes_to_send_url_with_token(self):
+        await self.post("/connect", {"meta": self.meta()})
+        session = self.sessions[0]
+        session.set_response(b'{"protected": "x"}')
+        await asyncio.wait_for(self.send_event.wait(), 10)
+        cid, headers, body = self.sends[0]
+        self.assertEqual((cid, body), ("c1", b'{"protected": "x"}'))
+        self.assertEqual(headers["Authorization"], f"Bearer {self.token}")
+        self.assertEqual(headers["Content-Type"], "application/didcomm-envelope-enc")
+        for _ in range(100):  # the sender clears the buffer right after the 200
+            if session.cleared:
+                break
+            await asyncio.sleep(0.01)
+        self.assertEqual(session.cleared, 1)
+        self.assertFalse(session.closed)
+
+    async def test_reply_to_gone_connection_goes_back_to_acapy(self):
+        self.send_status = 404
+        await self.post("/connect", {"meta": self.meta()})
+        session = self.sessions[0]
+        session.set_response("reply")
+        await asyncio.wait_for(self.send_event.wait(), 10)
+        for _ in range(100):
+            if session.closed:
+                break
+            await asyncio.sleep(0.01)
+        self.assertTrue(session.closed)
+        self.assertEqual(session.closed_with, "reply")  # handed back, not dropped
+        self.assertEqual(self.transport.connections, {})
+
+    async def test_disconnect_closes_the_session(self):
+        await self.post("/message", {"meta": self.meta(seq=1), "message": "m"})
+        status, _ = await self.post("/disconnect", {"connection_id": "c1", "meta": {
+            "connection_id": "c1", "code": 1000, "reason": "", "initiator": "client"}})
+        self.assertEqual(status, 200)
+        self.assertTrue(self.sessions[0].closed)
+        self.assertEqual(self.transport.connections, {})
+        # Unknown ids are fine (a notice after a restart, or a retry).
+        status, _ = await self.post("/disconnect", {"connection_id": "zz", "meta": {
+            "connection_id": "zz", "code": None, "initiator": "client", "recovered": True}})
+        self.assertEqual(status, 200)
+
+    async def test_queued_for_pickup_is_offered_to_idle_sessions(self):
+        """
+        When ACA-Py queues a message for pickup (the session's buffer was busy
+        when it was routed), idle sessions are offered the queue at once.
+        """
+        offered = []
+
+        class Manager:
+            async def create_session(self, **kwargs):
+                return StubSession()
+
+            def process_undelivered(self, session):
+                offered.append(session)
+
+        self.transport._create_session = Manager().create_session
+        await self.post("/connect", {"meta": self.meta("idle")})
+        await self.post("/connect", {"meta": self.meta("busy")})
+        idle = self.transport.connections["idle"].session
+        self.transport.connections["busy"].session.response_buffer = "being posted"
+
+        class Event:
+            topic = "acapy::outbound-message::waiting_for_pickup"
+            payload = None
+
+        await self.transport._outbound_status(None, Event())
+        self.assertEqual(offered, [idle])
+
+    async def test_bad_bodies(self):
+        status, _ = await self.post("/message", {"meta": {"connection_id": "c1"}, "message": "m"})
+        self.assertEqual(status, 400)  # no send URL to reply to
+        status, _ = await self.post("/message", {"meta": self.meta(seq=1)})
+        self.assertEqual(status, 400)
+
+
+if __name__ == "__main__":
+    unittest.main()

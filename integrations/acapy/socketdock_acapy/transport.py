@@ -1,0 +1,377 @@
+"""
+The ACA-Py inbound transport for SocketDock.
+
+    aca-py start ... --inbound-transport socketdock_acapy.transport 127.0.0.1 8080
+
+(ACA-Py reads a module name without a dot as one of its own transports, so
+the dotted name is needed.)  It listens for SocketDock's POSTs on HOST:PORT
+at ``/connect``, ``/message`` and ``/disconnect`` (point SocketDock's
+``connecturi``, ``messageuri`` and ``disconnecturi`` there).  Each SocketDock
+connection is one ACA-Py inbound session, like one WebSocket on ACA-Py's own
+``ws`` transport: what the session has to send goes to the connection's
+``meta.send`` URL, and the disconnect notice closes the session, so what was
+still waiting for it goes back to ACA-Py (and, with
+``--enable-undelivered-queue``, waits for the client's next pickup).
+
+Every POST is answered as soon as the message is parsed and queued for
+ACA-Py's dispatcher: replies never ride on the answer.
+
+Environment:
+
+``SOCKETDOCK_SIGNING_SECRET``
+    when set, every POST must carry a valid ``X-SocketDock-Signature``
+    (SocketDock's ``signing_secret``); others get 401.
+``SOCKETDOCK_API_TOKEN``
+    when set, sent as ``Authorization: Bearer <token>`` with every callback
+    (SocketDock's ``api_token``).
+``SOCKETDOCK_SEND_TIMEOUT``
+    seconds for one POST to a ``send`` URL (default 10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from typing import Optional
+
+from aiohttp import ClientConnectorError, ClientError, ClientSession, ClientTimeout, web
+
+from acapy_agent.messaging.error import MessageParseError
+from acapy_agent.transport.error import WireFormatParseError
+from acapy_agent.transport.inbound.base import (
+    BaseInboundTransport,
+    InboundTransportSetupError,
+)
+from acapy_agent.transport.inbound.session import InboundSession
+
+from .wire import (
+    DELIVERED,
+    GONE,
+    RETRY,
+    SIGNATURE_HEADER,
+    BadRequest,
+    BadSignature,
+    Notice,
+    SeqFilter,
+    retry_after,
+    send_outcome,
+    verify_signature,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+#: Content type of a packed DIDComm v1 message sent as bytes (a binary frame).
+ENVELOPE_TYPE = "application/didcomm-envelope-enc"
+#: Attempts at one callback before the message goes back to ACA-Py.
+SEND_ATTEMPTS = 6
+
+
+class _Connection:
+    """One SocketDock connection: its session, send URL and intake filter."""
+
+    def __init__(self, connection_id: str, session: InboundSession, send_url: str):
+        self.connection_id = connection_id
+        self.session = session
+        self.send_url = send_url
+        self.seq = SeqFilter()
+        self.closing = False
+        self.posting = False
+        self.sender: Optional[asyncio.Task] = None
+
+
+class SocketDockInboundTransport(BaseInboundTransport):
+    """Serves SocketDock's connect/message/disconnect POSTs as ACA-Py sessions."""
+
+    def __init__(self, host: str, port: int, create_session, **kwargs) -> None:
+        """Set up; ``host`` and ``port`` are where SocketDock's POSTs arrive."""
+        super().__init__("socketdock", create_session, **kwargs)
+        self.host = host
+        self.port = int(port)
+        self.site: Optional[web.BaseSite] = None
+        self.runner: Optional[web.AppRunner] = None
+        self.client: Optional[ClientSession] = None
+        self.connections: dict[str, _Connection] = {}
+        self.signing_secret = os.environ.get("SOCKETDOCK_SIGNING_SECRET") or None
+        self.api_token = os.environ.get("SOCKETDOCK_API_TOKEN") or None
+        self.send_timeout = float(os.environ.get("SOCKETDOCK_SEND_TIMEOUT") or 10)
+
+    async def make_application(self) -> web.Application:
+        """The aiohttp application with the three backend routes."""
+        app = web.Application(client_max_size=max(self.max_message_size, 0) * 2 or 8 << 20)
+        app.add_routes(
+            [
+                web.post("/connect", self.connect_handler),
+                web.post("/message", self.message_handler),
+                web.post("/disconnect", self.disconnect_handler),
+            ]
+        )
+        return app
+
+    async def start(self) -> None:
+        """Listen on host:port."""
+        self.client = ClientSession(timeout=ClientTimeout(total=self.send_timeout))
+        self.runner = web.AppRunner(await self.make_application())
+        await self.runner.setup()
+        self.site = web.TCPSite(self.runner, host=self.host, port=self.port)
+        try:
+            await self.site.start()
+        except OSError as e:
+            raise InboundTransportSetupError(
+                f"Unable to start the SocketDock transport on {self.host}:{self.port}: {e}"
+            ) from e
+        self._follow_outbound()
+        LOGGER.info(
+            "SocketDock transport listening on http://%s:%s (signatures %s, api token %s)",
+            self.host,
+            self.port,
+            "required" if self.signing_secret else "not checked",
+            "set" if self.api_token else "not set",
+        )
+
+    def _follow_outbound(self) -> None:
+        """Log (at info) what became of outbound messages that could not go at once."""
+        try:
+            from acapy_agent.core.event_bus import EventBus
+
+            bus = self.root_profile.inject_or(EventBus) if self.root_profile else None
+        except Exception:
+            bus = None
+        if bus is not None:
+            bus.subscribe(
+                re.compile(r"^acapy::outbound-message::(waiting_for_pickup|undeliverable)$"),
+                self._outbound_status,
+            )
+
+    async def _outbound_status(self, profile, event) -> None:
+        status = event.topic.rsplit("::", 1)[-1]
+        outbound = event.payload
+        LOGGER.info(
+            "Outbound message %s (connection %s)",
+            "queued for pickup" if status == "waiting_for_pickup" else "undeliverable",
+            getattr(outbound, "connection_id", None),
+        )
+        if status == "waiting_for_pickup":
+            # ACA-Py queues a message for a connected client too when that
+            # session's one-message buffer is busy (a reply being POSTed) at
+            # the moment it routes it. If the buffer came free before the
+            # message reached the queue, nothing would offer it until the
+            # client's next message: offer it now to every idle session (only
+            # the one with the recipient's key takes it).
+            for conn in list(self.connections.values()):
+                if not conn.closing and not conn.session.response_buffer:
+                    self._more_undelivered(conn.session)
+
+    async def stop(self) -> None:
+        """Stop listening; close every session (their waiting replies go back to ACA-Py)."""
+        for conn in list(self.connections.values()):
+            self._close(conn)
+        if self.site:
+            await self.site.stop()
+            self.site = None
+        if self.runner:
+            await self.runner.cleanup()
+            self.runner = None
+        if self.client:
+            await self.client.close()
+            self.client = None
+
+    # Intake
+
+    async def _read(self, request: web.BaseRequest) -> Notice:
+        body = await request.read()
+        if self.signing_secret:
+            try:
+                verify_signature(self.signing_secret, request.headers.get(SIGNATURE_HEADER), body)
+            except BadSignature as e:
+                LOGGER.warning("SocketDock POST %s refused: %s", request.path, e)
+                raise web.HTTPUnauthorized(text=f"{e}\n")
+        try:
+            return Notice.parse(body)
+        except BadRequest as e:
+            raise web.HTTPBadRequest(text=f"{e}\n")
+
+    async def _open(self, notice: Notice, request: web.BaseRequest) -> _Connection:
+        conn = self.connections.get(notice.connection_id)
+        if conn is not None:
+            if notice.send:
+                conn.send_url = notice.send
+            return conn
+        if not notice.send:
+            raise web.HTTPBadRequest(text="no meta.send\n")
+        session = await self.create_session(
+            accept_undelivered=True,
+            can_respond=True,
+            client_info={
+                "host": request.host,
+                "remote": request.remote,
+                "socketdock_connection_id": notice.connection_id,
+            },
+        )
+        conn = self.connections.get(notice.connection_id)
+        if conn is not None:  # another POST for it won the race
+            session.close()
+            return conn
+        conn = _Connection(notice.connection_id, session, notice.send)
+        self.connections[notice.connection_id] = conn
+        conn.sender = asyncio.get_running_loop().create_task(self._sender(conn))
+        LOGGER.info("SocketDock connection %s opened", notice.connection_id)
+        return conn
+
+    async def connect_handler(self, request: web.BaseRequest) -> web.Response:
+        """``connecturi``: open the session now, admit the client."""
+        notice = await self._read(request)
+        await self._open(notice, request)
+        return web.Response(status=200)
+
+    async def message_handler(self, request: web.BaseRequest) -> web.Response:
+        """``messageuri``: hand the message to ACA-Py; answer at once."""
+        notice = await self._read(request)
+        if notice.message is None:
+            raise web.HTTPBadRequest(text="no message\n")
+        conn = await self._open(notice, request)
+        if not conn.seq.take(notice.seq):
+            LOGGER.info(
+                "SocketDock connection %s: message %s is a retry of one already taken",
+                conn.connection_id,
+                notice.seq,
+            )
+            return web.Response(status=200)  # empty: see message_handler
+        try:
+            await conn.session.receive(notice.message)
+        except (MessageParseError, WireFormatParseError) as e:
+            # Final: a retry would not parse either.
+            LOGGER.warning("SocketDock connection %s: unreadable message: %s", conn.connection_id, e)
+            raise web.HTTPBadRequest(text=f"unreadable message: {e}\n")
+        except Exception:
+            conn.seq.give_back(notice.seq)  # let SocketDock's retry in
+            LOGGER.exception("SocketDock connection %s: message not taken", conn.connection_id)
+            raise web.HTTPServiceUnavailable(text="message not taken; retry\n")
+        # An empty body: with SocketDock's inline_reply on, a non-empty 2xx
+        # body would be sent to the client as a message.
+        return web.Response(status=200)
+
+    async def disconnect_handler(self, request: web.BaseRequest) -> web.Response:
+        """``disconnecturi``: close the session; what waits for it goes back to ACA-Py."""
+        notice = await self._read(request)
+        conn = self.connections.get(notice.connection_id)
+        LOGGER.info(
+            "SocketDock connection %s closed (code %s, initiator %s%s)",
+            notice.connection_id,
+            notice.code,
+            notice.initiator,
+            ", recovered" if notice.recovered else "",
+        )
+        if conn is not None:
+            conn.closing = True
+            if not conn.posting:
+                self._close(conn)
+            # else: the sender closes it once its POST is answered.
+        return web.Response(status=200)
+
+    def _close(self, conn: _Connection) -> None:
+        if self.connections.get(conn.connection_id) is conn:
+            del self.connections[conn.connection_id]
+        conn.closing = True
+        if not conn.session.closed:
+            # InboundSession.close hands a buffered reply back to ACA-Py
+            # (to the undelivered queue when the client has no endpoint).
+            conn.session.close()
+
+    # Output
+
+    async def _sender(self, conn: _Connection) -> None:
+        """Post every reply the session buffers to the connection's send URL."""
+        session = conn.session
+        try:
+            while not conn.closing:
+                payload = await session.wait_response()
+                if payload is None or conn.closing:  # closed
+                    break
+                conn.posting = True
+                try:
+                    outcome = await self._post(conn, payload)
+                finally:
+                    conn.posting = False
+                if outcome == DELIVERED:
+                    session.clear_response()
+                    if not conn.closing:
+                        self._more_undelivered(session)
+                elif outcome == GONE:
+                    LOGGER.info(
+                        "SocketDock connection %s: reply not delivered; it goes back to ACA-Py",
+                        conn.connection_id,
+                    )
+                    break
+                else:  # refused for good (400, 401, 413): a retry would be too
+                    LOGGER.warning(
+                        "SocketDock connection %s: reply not delivered (%s); dropped",
+                        conn.connection_id,
+                        outcome,
+                    )
+                    session.clear_response()
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            LOGGER.exception("SocketDock connection %s: sender failed", conn.connection_id)
+        finally:
+            self._close(conn)
+
+    async def _post(self, conn: _Connection, payload) -> str:
+        if isinstance(payload, str):
+            data, ctype = payload.encode("utf-8"), "text/plain; charset=utf-8"
+        else:
+            data, ctype = bytes(payload), ENVELOPE_TYPE
+        headers = {"Content-Type": ctype}
+        if self.api_token:
+            headers["Authorization"] = f"Bearer {self.api_token}"
+        delay = 0.1
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            wait = delay
+            try:
+                async with self.client.post(conn.send_url, data=data, headers=headers) as r:
+                    await r.read()
+                    outcome = send_outcome(r.status)
+                    if outcome != RETRY:
+                        if outcome != DELIVERED:
+                            LOGGER.warning(
+                                "SocketDock connection %s: send answered %s",
+                                conn.connection_id,
+                                r.status,
+                            )
+                        return outcome
+                    wait = retry_after(r.headers.get("Retry-After"), delay)
+            except ClientConnectorError as e:
+                # Refused at the TCP level: that instance is gone.
+                LOGGER.info("SocketDock connection %s: send failed: %s", conn.connection_id, e)
+                return GONE
+            except (ClientError, asyncio.TimeoutError, OSError) as e:
+                LOGGER.info(
+                    "SocketDock connection %s: send attempt %d failed: %r",
+                    conn.connection_id,
+                    attempt,
+                    e,
+                )
+            if conn.closing or attempt == SEND_ATTEMPTS:
+                break
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, 5.0)
+        # Retries used up (or the connection is closing): hand it back to ACA-Py
+        # rather than drop it; the client's next message opens a new session.
+        return GONE
+
+    def _more_undelivered(self, session: InboundSession) -> None:
+        """
+        After a delivery, offer the session the next message ACA-Py queued for
+        its keys (ACA-Py offers one per inbound message, and a session buffers
+        one reply at a time, so a backlog would otherwise wait for the
+        client's next message).
+        """
+        manager = getattr(self._create_session, "__self__", None)
+        process = getattr(manager, "process_undelivered", None)
+        if process is not None and not session.closed:
+            try:
+                process(session)
+            except Exception:
+                LOGGER.exception("SocketDock transport: offering queued messages failed")

@@ -1,0 +1,112 @@
+"""
+``/socket/<id>/...`` for a connection another instance holds: the same
+request, made to that instance's callback API (SPEC §8).
+
+The holder is named by its ``externalhostandport``, the base URL the backend
+already uses for it, so forwarding needs no channel of its own and keeps the
+callback API's answers exactly: a send held during a pending handshake is
+answered when it is delivered, 404 when the connection went in between, 503
+when its client is not reading.  Requests go out through treq over one
+persistent pool, with the cluster's ``api_token``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import treq
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from socketdock.relay.reach import InvalidTags, Unreachable
+from socketdock.relay.registry import NotLive, OutboundFull
+
+
+class Forwarder:
+    """
+    Asks the instance holding a connection.
+
+    :param http: a treq C{HTTPClient}.
+    :param token: the ``api_token`` every instance of the cluster shares, or None.
+    :param timeout: seconds for one forwarded request; a send held for a
+        pending handshake waits as long as the backend may take to admit it.
+    """
+
+    _log = Logger()
+
+    def __init__(self, http, reactor, token: str | None, timeout: float) -> None:
+        self._http = http
+        self._reactor = reactor
+        self._headers = {b"Authorization": [b"Bearer " + token.encode("utf-8")]} if token else {}
+        self._timeout = timeout
+
+    def send(self, holder: str, connection_id: str, payload: bytes, is_binary: bool) -> Deferred:
+        content_type = b"application/octet-stream" if is_binary else b"text/plain; charset=utf-8"
+        d = self._request(holder, "POST", f"/socket/{connection_id}/send", payload, content_type)
+        return d.addCallback(self._outcome, holder)
+
+    def close(self, holder: str, connection_id: str, code: int, reason: str) -> Deferred:
+        body = json.dumps({"code": code, "reason": reason}).encode("utf-8")
+        d = self._request(holder, "POST", f"/socket/{connection_id}/disconnect", body,
+                          b"application/json")
+        return d.addCallback(self._outcome, holder)
+
+    def describe(self, holder: str, connection_id: str) -> Deferred:
+        d = self._request(holder, "GET", f"/socket/{connection_id}", None, None)
+        return d.addCallback(self._json, holder)
+
+    def change_tags(
+        self, holder: str, connection_id: str, add: Sequence[str], remove: Sequence[str]
+    ) -> Deferred:
+        body = json.dumps({"add": list(add), "remove": list(remove)}).encode("utf-8")
+        d = self._request(holder, "POST", f"/socket/{connection_id}/tags", body,
+                          b"application/json")
+        d.addCallback(self._json, holder)
+        return d.addCallback(lambda answer: tuple(answer["tags"]))
+
+    def _request(
+        self, holder: str, method: str, path: str, body: bytes | None,
+        content_type: bytes | None,
+    ) -> Deferred[tuple[int, bytes]]:
+        headers = dict(self._headers)
+        if content_type is not None:
+            headers[b"Content-Type"] = [content_type]
+        d = self._http.request(
+            method, holder + path, headers=headers, data=body, timeout=self._timeout,
+            reactor=self._reactor,
+        )
+        d.addCallback(lambda response: treq.content(response).addCallback(
+            lambda content: (response.code, content)))
+        d.addErrback(self._unreachable, holder)
+        return d
+
+    def _unreachable(self, failure: Failure, holder: str):
+        self._log.info("cluster: forwarding to {holder} failed: {why}",
+                       holder=holder, why=failure.getErrorMessage())
+        raise Unreachable("the instance holding this connection did not answer; retry later")
+
+    def _outcome(self, answer: tuple[int, bytes], holder: str) -> None:
+        code, body = answer
+        if code == 200:
+            return
+        raise self._failure(code, body, holder)
+
+    def _json(self, answer: tuple[int, bytes], holder: str) -> object:
+        code, body = answer
+        if code != 200:
+            raise self._failure(code, body, holder)
+        return json.loads(body)
+
+    def _failure(self, code: int, body: bytes, holder: str) -> Exception:
+        line = body.decode("utf-8", "replace").strip()
+        if code == 404:
+            return NotLive()
+        if code == 400:
+            return InvalidTags(line)
+        if code == 503 and "not reading" in line:
+            return OutboundFull()
+        self._log.warn("cluster: {holder} answered a forwarded request with {code} {line}",
+                       holder=holder, code=code, line=line[:200])
+        return Unreachable(f"the instance holding this connection answered {code}; retry later")

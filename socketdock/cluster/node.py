@@ -1,0 +1,102 @@
+"""
+One instance's membership of the cluster, as a service: the Redis link, the
+heartbeat, and what happens when the link comes and goes.
+
+Started before the listeners; stopped after the drain (it is a child of the
+L{socketdock.service.SocketDockService}, which drains before it stops its
+children), so that the notices sent during the drain are forgotten in Redis
+before this instance leaves, and what the drain could not deliver is left
+for a survivor to claim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, FirstError, gatherResults
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from socketdock.cluster.link import ILinkUser, RedisLink
+from socketdock.cluster.roster import Roster
+from socketdock.cluster.scripts import Names
+from socketdock.cluster.subscriptions import Subscriptions
+from socketdock.config.cluster import RedisAddress
+
+
+@implementer(ILinkUser)
+class ClusterNode(MultiService):
+    """
+    The link, this instance's roster and tag subscriptions, the heartbeat,
+    and the restore at each new link.
+
+    :param address: the Redis server.
+    :param names: the cluster's key and channel names.
+    :param name: this instance's name (its ``externalhostandport``), asked
+        for once the link is up.
+    :param reactor: connects to Redis and times the heartbeat.
+    :param heartbeat: seconds between beats.
+    :param clock: times the heartbeat; the reactor unless a test gives a Clock.
+    :param recover: sends the notices of connections claimed from a lost
+        instance (C{Relay.recover}).
+    :param on_message: handles a tag request from another instance.
+    :param fenced: closes connections a survivor declared lost while this
+        instance was cut off (see L{Roster}).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, address: RedisAddress, names: Names, name: Callable[[], str], reactor,
+        heartbeat: float,
+        recover: Callable[[list[str]], None], on_message: Callable[[bytes, bytes], None],
+        fenced: Callable[[list[str]], None] = lambda ids: None,
+        retry_policy: Callable[[int], float] | None = None, clock: IReactorTime | None = None,
+    ) -> None:
+        super().__init__()
+        self._clock = reactor if clock is None else clock
+        self._heartbeat = heartbeat
+        self._on_message = on_message
+        self._beat: LoopingCall | None = None
+        self.link = RedisLink(address, reactor, self, retry_policy=retry_policy)
+        self.link.setServiceParent(self)
+        self.roster = Roster(self.link, names, name, heartbeat, recover, fenced)
+        self.subscriptions = Subscriptions(self.link, names)
+
+    def startService(self) -> None:
+        super().startService()
+        self._beat = LoopingCall(self.roster.beat)
+        self._beat.clock = self._clock
+        self._beat.start(self._heartbeat, now=False)
+
+    def stopService(self) -> Deferred[None]:
+        if self._beat is not None and self._beat.running:
+            self._beat.stop()
+        d = self.roster.leave()
+        d.addErrback(self._log.failure, "cluster: leaving the cluster failed")
+        d.addCallback(lambda _: MultiService.stopService(self))
+        return d
+
+    # ILinkUser
+
+    def link_up(self, link: RedisLink) -> Deferred[None]:
+        d = gatherResults(
+            [self.roster.rejoin(), self.subscriptions.restore()], consumeErrors=True)
+        d.addErrback(lambda f: f.trap(FirstError) and f.value.subFailure)
+        return d.addCallback(lambda _: None)
+
+    def link_down(self) -> None:
+        self.roster.lost_link()
+        self.subscriptions.lost_link()
+
+    def message(self, channel: bytes, data: bytes) -> None:
+        self._on_message(channel, data)
+
+    def status(self) -> dict:
+        """The ``cluster`` object of ``/status``."""
+        status = {"link": "up" if self.link.up else "down", "tags_subscribed": self.subscriptions.held()}
+        status.update(self.roster.status())
+        return status

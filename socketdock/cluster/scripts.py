@@ -1,0 +1,149 @@
+"""
+What the cluster keeps in Redis, and the Lua scripts that change it
+atomically (each script runs alone in Redis: two instances racing for the
+same lost instance cannot both win).
+
+Keys, under ``socketdock:<db>:`` (the database number is in the name because
+pub/sub channels are shared by every database of a server):
+
+=====================  ======================================================
+``where``              hash: connection id -> the instance holding it live
+``live:<instance>``    set: the ids live on that instance (to clean ``where``)
+``owed:<instance>``    set: accepted ids whose disconnect notice is not yet
+                       delivered (the journal's role, cluster-wide)
+``alive:<instance>``   the heartbeat: that run's token, with a time-to-live
+``instances``          set: instances that may have records
+``claimed:<instance>`` set: the ids a survivor claimed from that instance
+                       (read, and cleared, when it rejoins after all)
+``tag:<tag>``          (channel) tag requests for instances holding the tag
+=====================  ======================================================
+
+An instance is named by its ``externalhostandport``: unique in a working
+cluster (the backend tells instances apart by it), stable across restarts,
+and the base URL at which others forward ``/socket/<id>`` requests to it.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class Names:
+    """Key and channel names for one cluster (one Redis database)."""
+
+    prefix: bytes
+
+    @classmethod
+    def for_db(cls, db: int) -> Names:
+        return cls(f"socketdock:{db}:".encode("ascii"))
+
+    def tag_channel(self, tag: str) -> bytes:
+        return self.prefix + b"tag:" + tag.encode("utf-8")
+
+    def tag_of(self, channel: bytes) -> str | None:
+        """The tag a channel carries, or None for another channel."""
+        head = self.prefix + b"tag:"
+        if not channel.startswith(head):
+            return None
+        return channel[len(head):].decode("utf-8", "replace")
+
+    def live(self, instance: str) -> bytes:
+        return self.prefix + b"live:" + instance.encode("utf-8")
+
+    def owed(self, instance: str) -> bytes:
+        return self.prefix + b"owed:" + instance.encode("utf-8")
+
+    @property
+    def where(self) -> bytes:
+        return self.prefix + b"where"
+
+
+#: Make this instance's records match what it holds, and beat.  ARGV: prefix,
+#: me, token, ttl (ms), first ("1" on a run's first link), the number of live
+#: ids, the live ids, the owed ids.  On a run's first link the owed ids of the
+#: run before (a crash, a restart before anyone claimed them) are kept and
+#: returned, for this run to send their notices.  Returns {fenced, leftover}:
+#: fenced lists the ids a survivor claimed from this instance in between (it
+#: was cut off for longer than the time-to-live, and declared lost).
+REJOIN = b"""
+local P, me, token, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local first = ARGV[5] == '1'
+local nlive = tonumber(ARGV[6])
+local where, live, owed = P..'where', P..'live:'..me, P..'owed:'..me
+local fenced = redis.call('SMEMBERS', P..'claimed:'..me)
+redis.call('DEL', P..'claimed:'..me)
+local leftover = {}
+if first then
+  leftover = redis.call('SMEMBERS', owed)
+else
+  redis.call('DEL', owed)
+end
+for _, id in ipairs(redis.call('SMEMBERS', live)) do
+  if redis.call('HGET', where, id) == me then redis.call('HDEL', where, id) end
+end
+redis.call('DEL', live)
+for i = 7, 6 + nlive do
+  redis.call('SADD', live, ARGV[i])
+  redis.call('HSET', where, ARGV[i], me)
+end
+for i = 7 + nlive, #ARGV do redis.call('SADD', owed, ARGV[i]) end
+redis.call('SET', P..'alive:'..me, token, 'PX', ttl)
+redis.call('SADD', P..'instances', me)
+return {fenced, leftover}
+"""
+
+#: One heartbeat: renew this run's time-to-live, then claim the records of
+#: every instance whose heartbeat lapsed.  ARGV: prefix, me, token, ttl (ms).
+#: Returns {0} when this run's heartbeat is gone (Redis lost it, or it
+#: lapsed): the caller rejoins.  Otherwise {1, {instance, id, instance, id,
+#: ...}}: the owed ids now moved to this instance, whose notices it sends.
+BEAT = b"""
+local P, me, token, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('GET', P..'alive:'..me) ~= token then return {0} end
+redis.call('PEXPIRE', P..'alive:'..me, ttl)
+local where, mine = P..'where', P..'owed:'..me
+local claimed = {}
+for _, other in ipairs(redis.call('SMEMBERS', P..'instances')) do
+  if other ~= me and redis.call('EXISTS', P..'alive:'..other) == 0 then
+    for _, id in ipairs(redis.call('SMEMBERS', P..'live:'..other)) do
+      if redis.call('HGET', where, id) == other then redis.call('HDEL', where, id) end
+    end
+    redis.call('DEL', P..'claimed:'..other)
+    for _, id in ipairs(redis.call('SMEMBERS', P..'owed:'..other)) do
+      redis.call('SADD', mine, id)
+      redis.call('SADD', P..'claimed:'..other, id)
+      table.insert(claimed, other)
+      table.insert(claimed, id)
+    end
+    redis.call('EXPIRE', P..'claimed:'..other, 86400)
+    redis.call('DEL', P..'live:'..other, P..'owed:'..other)
+    redis.call('SREM', P..'instances', other)
+  end
+end
+return {1, claimed}
+"""
+
+#: A clean stop: no longer alive, nothing live; with no notice owed, no
+#: record left at all.  Notices still owed (undelivered at the end of the
+#: drain) are left for a survivor to claim at once.  ARGV: prefix, me, token.
+LEAVE = b"""
+local P, me, token = ARGV[1], ARGV[2], ARGV[3]
+local where, live = P..'where', P..'live:'..me
+for _, id in ipairs(redis.call('SMEMBERS', live)) do
+  if redis.call('HGET', where, id) == me then redis.call('HDEL', where, id) end
+end
+redis.call('DEL', live)
+if redis.call('GET', P..'alive:'..me) == token then redis.call('DEL', P..'alive:'..me) end
+if redis.call('SCARD', P..'owed:'..me) == 0 then redis.call('SREM', P..'instances', me) end
+return 1
+"""
+
+#: The live instance holding a connection, or false.  ARGV: prefix, id.
+LOCATE = b"""
+local P, id = ARGV[1], ARGV[2]
+local holder = redis.call('HGET', P..'where', id)
+if not holder then return false end
+if redis.call('EXISTS', P..'alive:'..holder) == 0 then return false end
+return holder
+"""

@@ -1,0 +1,1 @@
+"""Tests of socketdock.cluster and the cluster setting."""

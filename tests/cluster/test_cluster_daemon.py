@@ -1,0 +1,124 @@
+"""
+A lost instance's notices, with real processes (SPEC §8): three ``twistd
+socketdock`` children on one real Redis, one SIGKILLed and never restarted;
+the two survivors race for its records and exactly one sends each lost
+connection's notice, once.  Every wait is on an event (a log line, a
+request, an exit), bounded by the class timeout.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from socketdock.relay.session import RECOVERED_REASON
+from tests.cluster.redisserver import NO_REDIS, start_redis
+from tests.daemon import get, spawn_socketdock, started
+from tests.fakebackend import FakeBackend, start_backend, stop_backend
+from tests.wsclient import connect_client
+
+CLIENTS = 3
+HEARTBEAT = "0.2"
+
+
+class Instance:
+    """One SocketDock process and, once it listens, where it can be reached."""
+
+    def __init__(self, name: str, process) -> None:
+        self.name = name
+        self.process = process
+        self.port = 0
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        # Port 0: the instance names the port it bound, and its callback URLs
+        # (and its name in the cluster) use it.
+        self.port = await started(reactor, self.process)
+
+
+class LostInstanceTests(TestCase):
+    """SIGKILL one of three instances in a cluster."""
+
+    timeout = 60
+    skip = NO_REDIS
+
+    @inlineCallbacks
+    def setUp(self):
+        self.redis = yield start_redis(self, reactor)
+        self.backend = FakeBackend(reactor)
+        port, url = yield start_backend(reactor, self.backend)
+        self.addCleanup(stop_backend, port, self.backend)
+        self.instances = {}
+        for name in ("lost", "b", "c"):
+            process = spawn_socketdock(
+                self, reactor,
+                "--bindip", "127.0.0.1", "--bindport", "0",
+                "--backend", "http",
+                "--messageuri", url + "/message",
+                "--disconnecturi", url + "/disconnect",
+                "--ping-interval", "0",
+                "--cluster-heartbeat", HEARTBEAT,
+                # Debug: each heartbeat logs a line the test can wait for.
+                "--log-level", "debug",
+                env={"SOCKETDOCK_CLUSTER": self.redis.url(db=0)},
+                name=f"socketdock-{name}",
+            )
+            self.instances[name] = Instance(name, process)
+        yield gatherResults([
+            Deferred.fromCoroutine(i.start()) for i in self.instances.values()
+        ])
+        yield gatherResults([
+            i.process.wait_for("cluster: linked to Redis") for i in self.instances.values()
+        ])
+
+    @inlineCallbacks
+    def beats_after(self, instance, offset: int, count: int):
+        """Wait for ``count`` heartbeats of ``instance`` logged after ``offset``."""
+        for _ in range(count):
+            offset = yield instance.process.wait_for("cluster: heartbeat", offset)
+
+    @inlineCallbacks
+    def test_sigkill_one_notice_per_lost_connection(self):
+        """After SIGKILL exactly one survivor sends one recovered notice per lost connection."""
+        lost, b, c = (self.instances[n] for n in ("lost", "b", "c"))
+        clients = []
+        for n in range(CLIENTS):
+            client = yield connect_client(reactor, f"ws://127.0.0.1:{lost.port}/ws")
+            self.addCleanup(client.shutdown)
+            client.send_text(f"hello-{n}")
+            clients.append(client)
+        messages = yield self.backend.wait_for("message", CLIENTS)
+        ids = sorted(m["meta"]["connection_id"] for m in messages)
+        # A round trip through the lost instance's Redis connection: every
+        # record it wrote before is in Redis by the time this is answered.
+        code, _ = yield get(reactor, lost.base + "/tags/barrier")
+        self.assertEqual(code, 404)
+        # Its connections are reachable through the others while it lives.
+        code, _ = yield get(reactor, f"{b.base}/socket/{ids[0]}")
+        self.assertEqual(code, 200)
+
+        lost.process.signal("KILL")
+        self.assertEqual((yield lost.process.exited), (None, 9))
+        notices = yield self.backend.wait_for("disconnect", CLIENTS)
+        self.assertEqual(sorted(n["connection_id"] for n in notices), ids)
+        for notice in notices:
+            meta = notice["meta"]
+            self.assertEqual(
+                (meta["code"], meta["initiator"], meta.get("recovered")), (None, "server", True))
+            self.assertEqual(meta["reason"], RECOVERED_REASON)
+
+        # Two more beats of each survivor after the notices: neither claims again.
+        after = {i.name: len(i.process.output) for i in (b, c)}
+        yield gatherResults([self.beats_after(i, after[i.name], 2) for i in (b, c)])
+        self.assertEqual(len(self.backend.disconnects), CLIENTS)
+        claims = [i.process.count("stopped beating") for i in (b, c)]
+        self.assertEqual(sorted(claims), [0, 1])
+        for cid in ids:
+            code, _ = yield get(reactor, f"{c.base}/socket/{cid}")
+            self.assertEqual(code, 404)
+        for client in clients:
+            yield client.closed

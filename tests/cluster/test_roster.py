@@ -1,0 +1,192 @@
+"""
+The roster's records and the claim of a lost instance, against a real Redis:
+heartbeats are called by the test (the nodes' own timer is set far off), so
+the race between two survivors is made on purpose, in one reactor turn.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from socketdock.config.cluster import parse_cluster_url
+from tests.cluster.redisserver import NO_REDIS, start_redis
+
+#: Far longer than any test: heartbeats only happen when a test calls beat().
+FAR = 3600.0
+
+
+class Node:
+    """A ClusterNode and the ids it was asked to recover."""
+
+    def __init__(self, testcase, address, me: str) -> None:
+        from socketdock.cluster.node import ClusterNode
+        from socketdock.cluster.scripts import Names
+
+        self.recovered: list[list[str]] = []
+        self.node = ClusterNode(
+            address, Names.for_db(address.db), lambda: me, reactor, FAR,
+            self.recovered.append, lambda channel, data: None,
+            retry_policy=lambda attempt: 0.05,
+        )
+        self.roster = self.node.roster
+        # The link only: the node's heartbeat timer stays off, beats are the test's.
+        self.node.link.startService()
+        testcase.addCleanup(self.crash)
+
+    def crash(self):
+        """Stop without leaving: the records stay in Redis, as after SIGKILL."""
+        if self.node.link.running:
+            return self.node.link.stopService()
+        return None
+
+
+class RosterTests(TestCase):
+    """Records, heartbeats and claims with three nodes on one Redis."""
+
+    timeout = 30
+    skip = NO_REDIS
+
+    @inlineCallbacks
+    def setUp(self):
+        self.redis = yield start_redis(self, reactor)
+        self.address = parse_cluster_url(self.redis.url(db=2))
+
+    @inlineCallbacks
+    def node(self, me: str):
+        node = Node(self, self.address, me)
+        yield node.node.link.when_up()
+        return node
+
+    def command(self, node, *args):
+        return node.node.link.command(*args)
+
+    @inlineCallbacks
+    def owed(self, via, me: str):
+        members = yield self.command(via, "SMEMBERS", f"socketdock:2:owed:{me}".encode())
+        return sorted(m.decode() for m in members)
+
+    @inlineCallbacks
+    def test_two_survivors_race_one_claims(self):
+        """Two survivors beating at once after a heartbeat lapsed: exactly one claims every owed id."""
+        lost = yield self.node("http://lost")
+        ids = ["a" * 32, "b" * 32, "c" * 32]
+        for cid in ids:
+            lost.roster.added(cid)
+            lost.roster.record(cid)
+        lost.roster.gone(ids[2])  # closed; its notice still owed
+        y = yield self.node("http://y")
+        z = yield self.node("http://z")
+        self.assertEqual((yield self.owed(y, "http://lost")), ids)
+        yield lost.crash()
+        # Nobody claims while the heartbeat lives.
+        yield gatherResults([y.roster.beat(), z.roster.beat()])
+        self.assertEqual(y.recovered + z.recovered, [])
+        yield self.command(y, "DEL", b"socketdock:2:alive:http://lost")  # the TTL ran out
+        yield gatherResults([y.roster.beat(), z.roster.beat()])
+        claims = y.recovered + z.recovered
+        self.assertEqual(len(claims), 1, claims)
+        self.assertEqual(sorted(claims[0]), ids)
+        winner = y if y.recovered else z
+        self.assertEqual((yield self.owed(y, winner.roster.me)), ids)
+        self.assertEqual((yield self.owed(y, "http://lost")), [])
+        self.assertIsNone((yield self.command(y, "HGET", b"socketdock:2:where", ids[0].encode())))
+        # Later beats claim nothing more; delivered notices are forgotten.
+        yield gatherResults([y.roster.beat(), z.roster.beat()])
+        self.assertEqual(len(y.recovered + z.recovered), 1)
+        for cid in ids:
+            winner.roster.forget(cid)
+        self.assertEqual((yield self.owed(y, winner.roster.me)), [])
+
+    @inlineCallbacks
+    def test_record_fires_once_redis_has_it(self):
+        """record() fires once the owed id is in Redis; with the link down, at once."""
+        node = yield self.node("http://r")
+        yield node.roster.record("i" * 32)
+        self.assertEqual((yield self.owed(node, "http://r")), ["i" * 32])
+        yield node.crash()
+        node.roster.lost_link()
+        self.successResultOf(node.roster.record("j" * 32))
+
+    @inlineCallbacks
+    def test_restart_before_anyone_claims(self):
+        """An instance restarted under the same name sends its last run's owed notices itself."""
+        first = yield self.node("http://x")
+        first.roster.record("d" * 32)
+        first.roster.record("e" * 32)
+        first.roster.forget("e" * 32)
+        yield first.crash()
+        second = yield self.node("http://x")
+        self.assertEqual(second.recovered, [["d" * 32]])
+        self.assertEqual((yield self.owed(second, "http://x")), ["d" * 32])
+        # Its beats keep it alive; it claims nothing from itself.
+        yield second.roster.beat()
+        self.assertEqual(second.recovered, [["d" * 32]])
+
+    @inlineCallbacks
+    def test_claimed_before_restart(self):
+        """Claimed by a survivor first: the restarted instance sends none of them again."""
+        first = yield self.node("http://x")
+        first.roster.record("f" * 32)
+        survivor = yield self.node("http://s")
+        yield first.crash()
+        yield self.command(survivor, "DEL", b"socketdock:2:alive:http://x")
+        yield survivor.roster.beat()
+        self.assertEqual(survivor.recovered, [["f" * 32]])
+        second = yield self.node("http://x")
+        self.assertEqual(second.recovered, [])
+
+    @inlineCallbacks
+    def test_clean_leave(self):
+        """A clean stop leaves no record, and a later beat claims nothing."""
+        leaving = yield self.node("http://leaving")
+        leaving.roster.added("g" * 32)
+        other = yield self.node("http://other")
+        yield leaving.node.stopService()
+        members = yield self.command(other, "SMEMBERS", b"socketdock:2:instances")
+        self.assertEqual(members, [b"http://other"])
+        self.assertIsNone((yield self.command(other, "HGET", b"socketdock:2:where", b"g" * 32)))
+        yield other.roster.beat()
+        self.assertEqual(other.recovered, [])
+
+
+class ClockedHeartbeatTests(TestCase):
+    """The node's own heartbeat, timed by a Clock: beats renew, and a lapsed instance is claimed."""
+
+    timeout = 30
+    skip = NO_REDIS
+
+    @inlineCallbacks
+    def test_heartbeat_on_the_clock(self):
+        """Each interval of the Clock beats once; the beat after a lapse claims the lost notices."""
+        from twisted.internet.task import Clock
+
+        from socketdock.cluster.node import ClusterNode
+        from socketdock.cluster.scripts import Names
+
+        redis = yield start_redis(self, reactor)
+        address = parse_cluster_url(redis.url(db=4))
+        lost = Node(self, address, "http://lost")
+        yield lost.node.link.when_up()
+        lost.roster.record("h" * 32)
+        yield lost.crash()
+
+        clock = Clock()
+        claimed: Deferred = Deferred()
+        node = ClusterNode(
+            address, Names.for_db(4), lambda: "http://survivor", reactor, 5.0, claimed.callback,
+            lambda channel, data: None, retry_policy=lambda attempt: 0.05, clock=clock,
+        )
+        node.startService()
+        self.addCleanup(node.stopService)
+        yield node.link.when_up()
+        ttl = yield node.link.command("PTTL", b"socketdock:4:alive:http://survivor")
+        self.assertTrue(10_000 < ttl <= 15_000, ttl)  # three beats of 5 s, just set
+        yield node.link.command("DEL", b"socketdock:4:alive:http://lost")
+        clock.advance(4.9)
+        # A beat sent now would be answered before this round trip is.
+        yield node.link.command("PING")
+        self.assertFalse(claimed.called)
+        clock.advance(0.1)
+        self.assertEqual((yield claimed), ["h" * 32])

@@ -1,0 +1,120 @@
+"""
+The real agents for the end-to-end tests: where ``.ci/agents`` installed them
+(``.agents/`` at the root of the tree, or ``$SOCKETDOCK_TEST_AGENTS``), why a
+test must skip when one is missing, and processes to drive them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
+
+from tests.daemon import TREE, Process
+
+HERE = Path(__file__).resolve().parent
+AGENTS = Path(os.environ.get("SOCKETDOCK_TEST_AGENTS") or TREE / ".agents")
+ACAPY = AGENTS / "acapy" / "bin" / "aca-py"
+NODE_MODULES = AGENTS / "credo" / "node_modules"
+ASKAR_LIB_DIR = AGENTS / "askar" / "aries_askar"
+ACAPY_INTEGRATION = TREE / "integrations" / "acapy"
+CREDO_INTEGRATION = TREE / "integrations" / "credo"
+NODE = shutil.which("node")
+
+_HINT = "run .ci/agents to install it"
+
+
+def acapy_missing() -> Optional[str]:
+    """Why ACA-Py cannot run here, or None."""
+    if not ACAPY.exists():
+        return f"ACA-Py (acapy-agent 1.7.0) is not installed at {ACAPY.parent.parent}: {_HINT}"
+    return None
+
+
+def credo_missing() -> Optional[str]:
+    """Why the Credo (Node) agents cannot run here, or None."""
+    if NODE is None:
+        return "node is not installed"
+    if not (NODE_MODULES / "@credo-ts" / "core").is_dir():
+        return f"Credo 0.5.19 is not installed in {NODE_MODULES}: {_HINT}"
+    if not list((NODE_MODULES / "@2060.io" / "ffi-napi").glob("build/Release/*.node")):
+        return "the ffi-napi native addon is not built (npm rebuild): " + _HINT
+    if not (ASKAR_LIB_DIR / "libaries_askar.so").exists():
+        return f"libaries_askar.so (aries-askar 0.3.2) is not in {ASKAR_LIB_DIR}: {_HINT}"
+    return None
+
+
+def node_environ(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """Environment for the Credo scripts: their modules and the askar library."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKETDOCK_")}
+    env["NODE_PATH"] = str(NODE_MODULES)
+    env["LIB_ARIES_ASKAR_PATH"] = str(ASKAR_LIB_DIR)
+    env.update(extra or {})
+    return env
+
+
+class Agents(Process):
+    """
+    A process driven by lines on its stdin (tests/integrations/agents.js):
+    :meth:`command` writes one, :meth:`wait_until` waits on its output.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._checks: list[tuple[Callable[[], bool], Deferred[None]]] = []
+
+    def connectionMade(self) -> None:
+        self.pid = self.transport.pid  # stdin stays open: it carries commands
+
+    def command(self, line: str) -> None:
+        self.transport.write(line.encode("utf-8") + b"\n")
+
+    def outReceived(self, data: bytes) -> None:
+        super().outReceived(data)
+        for check in list(self._checks):
+            if check[0]():
+                self._checks.remove(check)
+                check[1].callback(None)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        checks, self._checks = self._checks, []
+        super().processEnded(reason)
+        for _, d in checks:
+            d.errback(AssertionError(f"{self.name} ended; its output:\n{self.text()[-4000:]}"))
+
+    def wait_until(self, predicate: Callable[[], bool]) -> "Deferred[None]":
+        """Fire once ``predicate()`` holds, checked whenever output arrives."""
+        d: Deferred[None] = Deferred()
+        if predicate():
+            d.callback(None)
+        else:
+            self._checks.append((predicate, d))
+        return d
+
+
+class WatchedProcess(Agents):
+    """Any process (ACA-Py) whose output a test waits on with predicates."""
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.transport.closeStdin()
+
+
+def within(reactor: Any, seconds: float, d: "Deferred[Any]", what: str, *logs: Process) -> "Deferred[Any]":
+    """
+    ``d``, failing after ``seconds`` with a message saying what was awaited
+    and the tail of each process's output.
+    """
+    d.addTimeout(seconds, reactor)
+
+    def explain(failure: Any) -> Any:
+        failure.trap(DeferredTimeout)
+        tails = "\n".join(f"--- {p.name}:\n{p.text()[-4000:]}" for p in logs)
+        raise AssertionError(f"timed out after {seconds}s waiting for {what}\n{tails}")
+
+    return d.addErrback(explain)
