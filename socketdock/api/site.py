@@ -108,7 +108,7 @@ def make_api_children(
     The callback API's resources by first path segment.
 
     :param reach: answers the tag routes (and ``/socket/<id>/tags``);
-        L{LocalReach} over ``registry`` when not given.
+        :class:`LocalReach` over ``registry`` when not given.
     :param anywhere: answer every ``/socket/<id>`` route through ``reach``
         too, for connections other instances hold (cluster mode).
     """
@@ -234,7 +234,7 @@ class QuietSite(Site):
     requests are counted in ``/metrics`` instead, at a fraction of the cost).
 
     :param max_body: the largest request body accepted on any route (see
-        L{BoundedRequest}); None for no limit but the routes' own.
+        :class:`BoundedRequest`); None for no limit but the routes' own.
     :param channel: the ``HTTPChannel`` class that parses each connection
         (:mod:`socketdock.tuning` picks it); resources get real Requests either way.
     """
@@ -266,7 +266,7 @@ class QuietSite(Site):
 
 def make_site(root: Resource, reactor, max_body: Optional[int] = None,
               channel: type[HTTPChannel] = HTTPChannel) -> Site:
-    """The site that serves one listener; see L{BoundedRequest} for its bodies."""
+    """The site that serves one listener; see :class:`BoundedRequest` for its bodies."""
     return QuietSite(root, reactor, max_body, channel)
 
 

@@ -3,7 +3,7 @@ The ``cluster`` setting: where the shared Redis is (SPEC §8).
 
 ``redis://[[user]:password@]host[:port][/db]``, or ``rediss://`` for TLS.  The
 password is a secret: no message here quotes the value, and the parsed
-L{RedisAddress} never shows it in its ``repr`` or ``str``.  Pure: no Twisted,
+:class:`RedisAddress` never shows it in its ``repr`` or ``str``.  Pure: no Twisted,
 no Redis client.
 """
 

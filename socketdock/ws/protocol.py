@@ -499,7 +499,7 @@ def make_ws_factory(config, relay: Relay, reactor, specialise=None) -> RelayServ
     """
     The client-side factory, with Autobahn's options taken from the config.
 
-    :param specialise: see L{RelayServerFactory}.
+    :param specialise: see :class:`RelayServerFactory`.
     """
     factory = RelayServerFactory(
         relay, config.max_connections, config.max_message_size, reactor,
