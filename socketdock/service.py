@@ -23,6 +23,7 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from socketdock.config.endpoints import host_and_port
 from socketdock.relay.session import Relay
 from socketdock.tuning import Stack, engage
 
@@ -136,7 +137,7 @@ class _Announcing:
         if number is None:
             where = str(address)
         else:
-            where = f"[{host}]:{number}" if ":" in str(host) else f"{host}:{number}"
+            where = host_and_port(str(host), number)
         self._log.info("{name}: listening on {where}", name=self._name, where=where)
         if self._on_bound is not None:
             self._on_bound(address)

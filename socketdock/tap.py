@@ -20,6 +20,7 @@ from socketdock.relay.backend import HTTPBackend, LoopbackBackend
 from socketdock.tuned.collector import tune_collector
 from socketdock.config.settings import (
     SETTINGS, Config, ConfigError, closest_key, environ_warnings, load_config,
+    max_response_body,
 )
 from socketdock.ops.filelimit import raise_open_file_limit
 from socketdock.relay.httpclient import BackendClient, make_tls_policy
@@ -39,7 +40,7 @@ from socketdock.tuning import Stack, choose_stack, installed_versions, make_http
 from socketdock.api.site import Root, make_api_children, make_health, make_site, warn_if_exposed
 from socketdock.ws.upgrade import WebSocketUpgrade
 from socketdock.ws.protocol import make_ws_factory
-from socketdock.config.parse import base_url_for, scheme_of
+from socketdock.config.endpoints import base_url_for, scheme_of
 from socketdock.relay.wire import CallbackURLs, LearnedCallbackURLs
 
 __all__ = ["Options", "makeService"]
@@ -210,16 +211,15 @@ def make_backend(config: Config, reactor, net, urls: CallbackURLs, metrics: Metr
     if config.backend != "http":
         return LoopbackBackend(), None
     pool = stack.make_pool(reactor, config.backend_concurrency)
-    # An inline reply is at most one message: room for twice that.
-    max_response_body = 2 * config.max_message_size + 64 * 1024
+    response_limit = max_response_body(config.max_message_size)
     client = BackendClient(
-        make_http_client(stack, net, pool, make_tls_policy(config.backend_ca), max_response_body),
+        make_http_client(stack, net, pool, make_tls_policy(config.backend_ca), response_limit),
         reactor,
         config.backend_timeout,
         config.signing_secret,
         config.backend_concurrency,
         metrics.backend_request,
-        max_response_body,
+        response_limit,
     )
     backend = HTTPBackend(
         client, reactor, urls, metrics,

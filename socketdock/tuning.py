@@ -28,7 +28,8 @@ from treq.client import HTTPClient
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http import HTTPChannel
 
-from socketdock.relay.httpclient import DEFAULT_MAX_RESPONSE_BODY, NoCookies
+from socketdock.config.settings import DEFAULT_MAX_RESPONSE_BODY
+from socketdock.relay.httpclient import NoCookies
 from socketdock.tuned.autobahn import defer_debug_formatting, use_small_frame_masker, with_options
 from socketdock.tuned.batchedtcp import batching
 from socketdock.tuned.fastagent import ConnectionPool, FastAgent

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred, succeed
 
-from socketdock.config.parse import base_url_for, scheme_of
+from socketdock.config.endpoints import base_url_for, scheme_of
 from socketdock.config.settings import Config, load_config
 from socketdock.service import SocketDockService
 from socketdock.tap import make_service

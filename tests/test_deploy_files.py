@@ -13,7 +13,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from socketdock.config.preflight import tcp_address
+from socketdock.config.endpoints import tcp_address
 from socketdock.config.settings import load_config
 
 ETC = Path(__file__).resolve().parent.parent / "etc"
@@ -44,7 +44,7 @@ def read_unit() -> configparser.ConfigParser:
 
 class DeployFilesTests(SynchronousTestCase):
     def test_instance_inis_load_and_differ(self):
-        """Each etc/instance-*.ini loads and has its own listen, api_listen, externalhostandport and journal."""
+        """Each ``etc/instance-*.ini`` loads and has its own listen, api_listen, externalhostandport and journal."""
         configs = [load_config({}, {}, str(p)) for p in sorted(ETC.glob("instance-*.ini"))]
         self.assertGreaterEqual(len(configs), 3)
         for key in ("listen", "api_listen", "externalhostandport", "journal"):

@@ -60,7 +60,7 @@ class OriginTests(LimitCase):
 
     @inlineCallbacks
     def test_matching_pattern_is_101(self):
-        """https://*.example.com admits https://app.example.com, on its default port or not."""
+        """``https://*.example.com`` admits https://app.example.com, on its default port or not."""
         yield self.start(allowed_origins="https://*.example.com, http://localhost:*")
         for origin in ("https://app.example.com", "https://app.example.com:443",
                        "http://localhost:3000"):

@@ -115,7 +115,7 @@ class UnderTwistdTests(SynchronousTestCase):
         )
 
     def test_unknown_environment_variable_warns(self) -> None:
-        """A misspelt SOCKETDOCK_ variable is one warning line; the settings still load."""
+        """A misspelt ``SOCKETDOCK_`` variable is one warning line; the settings still load."""
         options, stderr, argv = self.parse(
             ["--bindport", "9000"], {"SOCKETDOCK_WSPAHT": "/x", "SOCKETDOCK_WSPATH": "/y"})
         options.parseOptions(argv)

@@ -1,8 +1,8 @@
 """
-``/socket/<id>`` answered through an L{IReach} (cluster mode, SPEC §8): the
+``/socket/<id>`` answered through an :class:`IReach` (cluster mode, SPEC §8): the
 connection may be held by another instance, which the reach asks.
 
-Without ``cluster`` the older resources in L{socketdock.api.resources} read
+Without ``cluster`` the older resources in :mod:`socketdock.api.resources` read
 the registry directly (the hot path, unchanged); these give the same
 answers, with 503 + ``Retry-After`` added for "cannot know right now".
 """

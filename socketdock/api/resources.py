@@ -52,9 +52,9 @@ class ApiResource(Resource):
     default is an HTML page).  ``HEAD`` is served wherever ``GET`` is.
 
     What it does with a request body is known from the request line alone
-    (see L{body_plan}): L{refusal} is its 404 or 405, and L{body_limit} says
+    (see :func:`body_plan`): :meth:`refusal` is its 404 or 405, and :meth:`body_limit` says
     how much body a method's handler reads.  A route that reads a body
-    overrides L{body_limit}; every other body is dropped unread.
+    overrides :meth:`body_limit`; every other body is dropped unread.
     """
 
     def refusal(self, request: Request) -> Optional[bytes]:
@@ -99,7 +99,7 @@ def body_plan(resource: Resource, request: Request) -> tuple[Optional[bytes], in
     line and headers alone, so that a body is never read for nothing.
 
     :returns: an answer to give at once, before any body is read (a 401, 404
-        or 405 from L{ApiResource.refusal} or the root's), with 0; or None
+        or 405 from :meth:`ApiResource.refusal` or the root's), with 0; or None
         with the most body bytes the resource reads (0 for one that reads
         none: its body may be dropped as it arrives).
     """

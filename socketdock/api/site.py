@@ -6,13 +6,12 @@ One tree serves both listeners' needs: the WebSocket upgrade on ``wspath``
 (open, for load balancers), and the callback API behind the bearer token when
 one is set.  The token is checked before any routing, so a caller without it
 learns nothing about which paths or ids exist; and a request is routed on its
-headers, before its body is read (L{BoundedRequest}).
+headers, before its body is read (:class:`BoundedRequest`).
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from io import BytesIO
 from typing import Any, Optional
 
@@ -27,7 +26,7 @@ from socketdock.api import resources as api
 from socketdock.api.anywhere import SocketsAnywhere
 from socketdock.api.tags import SocketsWithTags, TagsResource
 from socketdock.ops.metrics import Metrics
-from socketdock.config.preflight import tcp_address
+from socketdock.config.endpoints import is_loopback, tcp_address
 from socketdock.relay.localreach import LocalReach
 from socketdock.relay.reach import IReach
 from socketdock.relay.registry import Registry
@@ -109,7 +108,7 @@ def make_api_children(
     The callback API's resources by first path segment.
 
     :param reach: answers the tag routes (and ``/socket/<id>/tags``);
-        L{LocalReach} over ``registry`` when not given.
+        :class:`LocalReach` over ``registry`` when not given.
     :param anywhere: answer every ``/socket/<id>`` route through ``reach``
         too, for connections other instances hold (cluster mode).
     """
@@ -144,7 +143,7 @@ class BoundedRequest(Request):
     channel reports the body's length (``gotLength``: ``HTTPChannel`` and
     ``FastHTTPChannel`` both call it once the headers are complete), the
     request is routed through the site's own tree -- the root's token check
-    and routing, not a copy of them -- and L{api.body_plan} decides:
+    and routing, not a copy of them -- and :func:`socketdock.api.resources.body_plan` decides:
 
     - a refusal (401, 404, 405) is answered at once, body unread;
     - a route that reads no body has it dropped as it arrives;
@@ -235,7 +234,7 @@ class QuietSite(Site):
     requests are counted in ``/metrics`` instead, at a fraction of the cost).
 
     :param max_body: the largest request body accepted on any route (see
-        L{BoundedRequest}); None for no limit but the routes' own.
+        :class:`BoundedRequest`); None for no limit but the routes' own.
     :param channel: the ``HTTPChannel`` class that parses each connection
         (:mod:`socketdock.tuning` picks it); resources get real Requests either way.
     """
@@ -267,7 +266,7 @@ class QuietSite(Site):
 
 def make_site(root: Resource, reactor, max_body: Optional[int] = None,
               channel: type[HTTPChannel] = HTTPChannel) -> Site:
-    """The site that serves one listener; see L{BoundedRequest} for its bodies."""
+    """The site that serves one listener; see :class:`BoundedRequest` for its bodies."""
     return QuietSite(root, reactor, max_body, channel)
 
 
@@ -292,7 +291,7 @@ def warn_if_exposed(api_endpoint: str, token: Optional[str], log: Logger = _log)
     if address is None:  # unix sockets and the like: file permissions guard them
         return False
     interface = address[0]
-    if _is_loopback(interface):
+    if is_loopback(interface):
         return False
     log.warn(
         "the callback API listens on {interface} ({endpoint}) without api_token: "
@@ -301,12 +300,3 @@ def warn_if_exposed(api_endpoint: str, token: Optional[str], log: Logger = _log)
         interface=interface or "every interface", endpoint=api_endpoint,
     )
     return True
-
-
-def _is_loopback(interface: str) -> bool:
-    if interface.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(interface.strip("[]")).is_loopback
-    except ValueError:
-        return False

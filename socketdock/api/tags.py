@@ -2,7 +2,7 @@
 The callback API's tag routes (SPEC §8): ``/tags/<tag>`` and its ``send`` and
 ``disconnect``, and ``POST /socket/<id>/tags``.
 
-They ask an L{IReach} only, so the same resources serve one instance and a
+They ask an :class:`IReach` only, so the same resources serve one instance and a
 cluster; its failures map to statuses here, "cannot know" included (503 +
 ``Retry-After``).
 """
@@ -225,7 +225,7 @@ class ConnectionTagsResource(ApiResource):
 
 
 class SocketsWithTags(SocketsResource):
-    """``/socket/``, with ``/socket/<id>/tags`` answered through an L{IReach}."""
+    """``/socket/``, with ``/socket/<id>/tags`` answered through an :class:`IReach`."""
 
     def __init__(self, registry: Registry, max_message_size: int, reach: IReach) -> None:
         super().__init__(registry, max_message_size)

@@ -3,7 +3,7 @@ Tags given in the connect answer take effect only once other instances can
 reach them (SPEC §8: a send made through any instance after the backend
 answered the connect notice reaches that connection).
 
-L{SubscribingBackend} wraps the relay's backend: when an admission carries
+:class:`SubscribingBackend` wraps the relay's backend: when an admission carries
 tags, their channels are subscribed before the admission goes on to the
 protocol, which then tags the connection and answers the handshake.  The
 hold taken here is released right after the protocol took the admission;
@@ -22,7 +22,7 @@ from socketdock.relay.backend import Admission, IBackend
 @implementer(IBackend)
 class SubscribingBackend:
     """
-    An L{IBackend} whose admissions wait for their tags' subscriptions.
+    An :class:`IBackend` whose admissions wait for their tags' subscriptions.
 
     :param backend: the real backend; every other request goes straight to it.
     """

@@ -28,7 +28,7 @@ class Forwarder:
     """
     Asks the instance holding a connection.
 
-    :param http: a treq C{HTTPClient}.
+    :param http: a treq ``HTTPClient``.
     :param token: the ``api_token`` every instance of the cluster shares, or None.
     :param timeout: seconds for one forwarded request; a send held for a
         pending handshake waits as long as the backend may take to admit it.

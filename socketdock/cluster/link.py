@@ -3,11 +3,11 @@ The link to Redis: two connections (commands, and pub/sub, which Redis
 dedicates to subscriptions), kept up by themselves, and one state, up or down.
 
 txredisapi supplies the wire protocol and its commands.  Connecting,
-reconnecting and backing off are done here with Twisted's C{ClientService} on
+reconnecting and backing off are done here with Twisted's ``ClientService`` on
 the reactor we are given, rather than by txredisapi's connection functions,
 which use the global reactor and hide when a connection comes and goes: the
 cluster must know, to answer 503 while it is down and to restore its state
-in Redis (L{ILinkUser.link_up}) before it says it is up again.
+in Redis (:meth:`ILinkUser.link_up`) before it says it is up again.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class RedisLink(Service):
     :param address: the Redis server.
     :param reactor: connects, times and retries; nothing here uses the
         global reactor.
-    :param user: an L{ILinkUser}.
+    :param user: an :class:`ILinkUser`.
     :param changed: called with True or False each time the link comes up or
         goes down (for the metric and the log).
     """
@@ -353,7 +353,7 @@ class RedisLink(Service):
 
     def command(self, name: str, *args: object) -> Deferred[object]:
         """
-        Run one Redis command.  Fails with L{Unreachable} when there is no
+        Run one Redis command.  Fails with :class:`Unreachable` when there is no
         connection (restores run before the link is up, so this does not
         wait for ``up``).
         """
@@ -397,7 +397,7 @@ _log = Logger()
 
 def _as_unreachable(failure: Failure):
     """
-    The failures a caller must expect, as L{Unreachable}: the link went, or
+    The failures a caller must expect, as :class:`Unreachable`: the link went, or
     Redis refused the command (out of memory, still loading after a restart).
     """
     if failure.check(txredisapi.ConnectionError):  # TimeoutError is one too

@@ -3,7 +3,7 @@ One instance's membership of the cluster, as a service: the Redis link, the
 heartbeat, and what happens when the link comes and goes.
 
 Started before the listeners; stopped after the drain (it is a child of the
-L{socketdock.service.SocketDockService}, which drains before it stops its
+:class:`socketdock.service.SocketDockService`, which drains before it stops its
 children), so that the notices sent during the drain are forgotten in Redis
 before this instance leaves, and what the drain could not deliver is left
 for a survivor to claim.
@@ -41,10 +41,10 @@ class ClusterNode(MultiService):
     :param heartbeat: seconds between beats.
     :param clock: times the heartbeat; the reactor unless a test gives a Clock.
     :param recover: sends the notices of connections claimed from a lost
-        instance (C{Relay.recover}).
+        instance (``Relay.recover``).
     :param on_message: handles a tag request from another instance.
     :param fenced: closes connections a survivor declared lost while this
-        instance was cut off (see L{Roster}).
+        instance was cut off (see :class:`Roster`).
     """
 
     _log = Logger()

@@ -1,5 +1,5 @@
 """
-L{IReach} for a cluster (SPEC §8): this instance's connections directly,
+:class:`IReach` for a cluster (SPEC §8): this instance's connections directly,
 the others' through Redis.
 
 A tag request is published on the tag's channel, which every instance that
@@ -13,7 +13,7 @@ retries the whole send without duplicating any of it).
 
 A request for a connection id goes to the local registry first (the fast
 path, and what the callback URLs in ``meta`` lead to) and otherwise to the
-holder Redis names, through L{socketdock.cluster.forward.Forwarder}.
+holder Redis names, through :class:`socketdock.cluster.forward.Forwarder`.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class ClusterReach:
     """
     Reach every instance's connections.
 
-    :param link: the L{socketdock.cluster.link.RedisLink}; tag requests need it up.
+    :param link: the :class:`socketdock.cluster.link.RedisLink`; tag requests need it up.
     """
 
     _log = Logger()

@@ -5,10 +5,10 @@ of a lost instance's notices (SPEC §8).
 
 The roster keeps the truth in memory and mirrors each change to Redis while
 the link is up.  A change made while the link is down is not queued: when
-the link comes back, L{Roster.rejoin} rewrites the whole record from memory
+the link comes back, :meth:`Roster.rejoin` rewrites the whole record from memory
 in one script, which also covers a Redis that restarted empty.
 
-It is the relay's journal in cluster mode (L{record}/L{forget}): a notice
+It is the relay's journal in cluster mode (:meth:`Roster.record`/:meth:`Roster.forget`): a notice
 owed here and never delivered, because this instance died, is sent by the
 survivor whose heartbeat first finds this one's lapsed.  An instance that
 was only cut off from Redis for that long learns at its next rejoin which of
@@ -34,17 +34,17 @@ class Roster:
     """
     This instance's live and owed connections, in memory and in Redis.
 
-    :param link: a L{socketdock.cluster.link.RedisLink} (or anything with
-        C{command}, C{eval} and C{up}).
+    :param link: a :class:`socketdock.cluster.link.RedisLink` (or anything with
+        ``command``, ``eval`` and ``up``).
     :param names: the cluster's key names.
     :param name: this instance's name (its ``externalhostandport``, which may
         be learned only when the callback-API listener is bound: asked for at
         the first link, never before).
     :param heartbeat: seconds between beats; the time-to-live is
-        L{MISSED_BEATS} of them.
+        :data:`MISSED_BEATS` of them.
     :param recover: called with ids whose notices this instance now owes on
         behalf of a lost instance (or of its own previous run):
-        C{Relay.recover}.
+        ``Relay.recover``.
     :param fenced: called with the ids, still live here, that a survivor
         claimed while this instance was cut off from Redis: the backend was
         told they are gone.
@@ -229,7 +229,7 @@ class Roster:
     def locate(self, connection_id: str) -> Deferred[str | None]:
         """
         The live instance holding ``connection_id`` (never this one), or None.
-        Fails with L{Unreachable} when Redis cannot be asked.
+        Fails with :class:`Unreachable` when Redis cannot be asked.
         """
         d = self._link.eval(LOCATE, [], [self._names.prefix, connection_id])
 

@@ -6,17 +6,17 @@ same lost instance cannot both win).
 Keys, under ``socketdock:<db>:`` (the database number is in the name because
 pub/sub channels are shared by every database of a server):
 
-=====================  ======================================================
-``where``              hash: connection id -> the instance holding it live
-``live:<instance>``    set: the ids live on that instance (to clean ``where``)
-``owed:<instance>``    set: accepted ids whose disconnect notice is not yet
-                       delivered (the journal's role, cluster-wide)
-``alive:<instance>``   the heartbeat: that run's token, with a time-to-live
-``instances``          set: instances that may have records
-``claimed:<instance>`` set: the ids a survivor claimed from that instance
-                       (read, and cleared, when it rejoins after all)
-``tag:<tag>``          (channel) tag requests for instances holding the tag
-=====================  ======================================================
+======================  ======================================================
+``where``               hash: connection id -> the instance holding it live
+``live:<instance>``     set: the ids live on that instance (to clean ``where``)
+``owed:<instance>``     set: accepted ids whose disconnect notice is not yet
+                        delivered (the journal's role, cluster-wide)
+``alive:<instance>``    the heartbeat: that run's token, with a time-to-live
+``instances``           set: instances that may have records
+``claimed:<instance>``  set: the ids a survivor claimed from that instance
+                        (read, and cleared, when it rejoins after all)
+``tag:<tag>``           (channel) tag requests for instances holding the tag
+======================  ======================================================
 
 An instance is named by its ``externalhostandport``: unique in a working
 cluster (the backend tells instances apart by it), stable across restarts,

@@ -5,7 +5,7 @@ at least one of its live connections carries (SPEC §8).
 A tag is held once per connection carrying it (and briefly by a change that
 is about to add it).  The first hold subscribes, the last release
 unsubscribes.  A caller that must not let a tag take effect before other
-instances can reach it waits for L{Subscriptions.hold}'s Deferred: it fires
+instances can reach it waits for :meth:`Subscriptions.hold`'s Deferred: it fires
 once Redis confirmed the subscription.
 """
 
@@ -22,7 +22,7 @@ class Subscriptions:
     """
     Reference-counted tag subscriptions over a link's pub/sub connection.
 
-    :param link: a L{socketdock.cluster.link.RedisLink}.
+    :param link: a :class:`socketdock.cluster.link.RedisLink`.
     """
 
     _log = Logger()
@@ -38,7 +38,7 @@ class Subscriptions:
     def hold(self, tag: str) -> Deferred[None]:
         """
         One more holder of ``tag``.  Fires once the subscription is confirmed,
-        or at once while the link is down (L{restore} subscribes later).
+        or at once while the link is down (:meth:`restore` subscribes later).
         """
         self._holds[tag] = self._holds.get(tag, 0) + 1
         state = self._state.get(tag, False)

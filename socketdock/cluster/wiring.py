@@ -1,5 +1,5 @@
 """
-Cluster mode's pieces, built from the settings for L{socketdock.tap}: the
+Cluster mode's pieces, built from the settings for :mod:`socketdock.tap`: the
 registry's events, the backend wrapper, the relay's journal, the reach, and
 the service that keeps the link.
 """
@@ -29,7 +29,7 @@ class Cluster:
     :param urls: this instance's callback URLs; their base names it in the
         cluster (learned when the listener binds, with port 0).
     :param recover: sends the notices of connections claimed from a lost
-        instance (C{Relay.recover}; the relay is built after this).
+        instance (``Relay.recover``; the relay is built after this).
     """
 
     def __init__(
@@ -45,7 +45,7 @@ class Cluster:
             config.cluster, self._names, lambda: urls.base, reactor,
             config.cluster_heartbeat, recover, self._message, self._fenced, retry_policy,
         )
-        #: The registry's L{IConnectionEvents}.
+        #: The registry's :class:`IConnectionEvents`.
         self.events = ClusterEvents(self.node.roster, self.node.subscriptions)
         #: The relay's journal: which notices are owed, kept in Redis.
         self.journal = self.node.roster
@@ -61,7 +61,7 @@ class Cluster:
         return SubscribingBackend(backend, self.node.subscriptions)
 
     def make_reach(self, registry: Registry) -> ClusterReach:
-        """The callback API's L{IReach}; built once, after the registry."""
+        """The callback API's :class:`IReach`; built once, after the registry."""
         assert self._reach is None
         config = self._config
         forwarder = Forwarder(

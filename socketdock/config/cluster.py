@@ -3,7 +3,7 @@ The ``cluster`` setting: where the shared Redis is (SPEC §8).
 
 ``redis://[[user]:password@]host[:port][/db]``, or ``rediss://`` for TLS.  The
 password is a secret: no message here quotes the value, and the parsed
-L{RedisAddress} never shows it in its ``repr`` or ``str``.  Pure: no Twisted,
+:class:`RedisAddress` never shows it in its ``repr`` or ``str``.  Pure: no Twisted,
 no Redis client.
 """
 
@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 import attrs
 
+from socketdock.config.endpoints import host_and_port
 from socketdock.config.parse import Invalid
 
 _FORM = "use redis://[:password@]host:port/db or rediss://... for TLS"
@@ -37,9 +38,8 @@ class RedisAddress:
     def __str__(self) -> str:
         """The URL without credentials: safe for logs."""
         scheme = "rediss" if self.tls else "redis"
-        host = f"[{self.host}]" if ":" in self.host else self.host
         auth = "***@" if self.password is not None else ""
-        return f"{scheme}://{auth}{host}:{self.port}/{self.db}"
+        return f"{scheme}://{auth}{host_and_port(self.host, self.port)}/{self.db}"
 
 
 def parse_cluster_url(text: str) -> RedisAddress:

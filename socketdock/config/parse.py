@@ -15,6 +15,8 @@ import math
 import re
 from urllib.parse import urlsplit
 
+from socketdock.config.endpoints import TCP_TYPES, split_endpoint
+
 
 class Invalid(Exception):
     """A value that cannot be used; the message says why and what to write instead."""
@@ -46,7 +48,6 @@ _HOSTNAME = re.compile(
 )
 # The shape of an endpoint type's name; which types exist is Twisted's to say.
 _ENDPOINT_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_.+-]*", re.ASCII)
-_PORTED_TYPES = frozenset({"tcp", "tcp6", "ssl"})
 # Paths the callback API owns when it shares the WebSocket listener.
 _API_PATHS = ("/socket", "/status", "/metrics", "/healthz", "/readyz")
 
@@ -141,40 +142,6 @@ def parse_bindip(text: str) -> str:
     return word
 
 
-def is_wildcard(bindip: str) -> bool:
-    """:param bindip: a value from :func:`parse_bindip`; True if it binds every interface."""
-    if bindip == "":
-        return True
-    try:
-        return ipaddress.ip_address(bindip).is_unspecified
-    except ValueError:
-        return False
-
-
-def _is_ipv6(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).version == 6
-    except ValueError:
-        return False
-
-
-def endpoint_for(bindip: str, bindport: int) -> str:
-    """
-    The Twisted server endpoint string equivalent to ``bindip``/``bindport``.
-
-    :param bindip: interface; IPv6 colons are escaped as endpoint syntax requires.
-    """
-    if bindip == "":
-        return f"tcp:{bindport}"
-    return f"tcp:{bindport}:interface={bindip.replace(':', chr(92) + ':')}"
-
-
-def base_url_for(bindip: str, bindport: int, scheme: str = "http") -> str:
-    """:param bindip: host for the URL; IPv6 gets the brackets URLs need."""
-    host = f"[{bindip}]" if _is_ipv6(bindip) else bindip
-    return f"{scheme}://{host}:{bindport}"
-
-
 def _split_url(text: str) -> tuple[str, str]:
     """Check an http(s) URL with a host; return (lower-case scheme, the stripped text)."""
     word = text.strip()
@@ -238,8 +205,8 @@ def parse_endpoint(text: str) -> str:
         raise Invalid(f"{show(text)} is not a server endpoint string; {fix}")
     while kind == "haproxy":  # the PROXY-protocol wrapper around another endpoint
         kind, _, rest = rest.partition(":")
-    first = re.split(r"(?<!\\):", rest, maxsplit=1)[0]
-    if kind in _PORTED_TYPES and "=" not in first and not (
+    first = split_endpoint(rest, maxsplit=1)[0]
+    if kind in TCP_TYPES and "=" not in first and not (
         _DIGITS.fullmatch(first) and int(first) <= 65535
     ):
         raise Invalid(f"{show(text)} has no valid port after {kind}:; {fix}")
@@ -290,8 +257,9 @@ def check_wspath_free(wspath: str) -> None:
 
 def parse_token(text: str) -> str:
     """
-    :param text: a bearer token; it must fit in an ``Authorization`` header unchanged.
     The value is never quoted in messages: it is a secret.
+
+    :param text: a bearer token; it must fit in an ``Authorization`` header unchanged.
     """
     word = text.strip()
     if not word.isascii() or _UNSAFE.search(word):
@@ -330,44 +298,3 @@ def parse_ca_file(text: str) -> str:
     if b"-----BEGIN CERTIFICATE-----" not in head:
         raise Invalid(f"{show(path)} holds no PEM certificate; use a PEM file of CA certificates")
     return path
-
-
-_UNESCAPED_COLON = re.compile(r"(?<!\\):")
-
-
-def tcp_address(description: str) -> tuple[str, int] | None:
-    """
-    The (interface, port) of a ``tcp``/``tcp6``/``ssl`` endpoint string, also
-    behind ``haproxy:``, or None for other kinds.
-    """
-    kind, *args = _UNESCAPED_COLON.split(description)
-    while kind == "haproxy" and args:
-        kind, *args = args
-    if kind not in ("tcp", "tcp6", "ssl"):
-        return None
-    positional = [a for a in args if "=" not in a]
-    named = dict(a.split("=", 1) for a in args if "=" in a)
-    port = named.get("port", positional[0] if positional else "0")
-    interface = named.get("interface", "::" if kind == "tcp6" else "")
-    return interface.replace("\\:", ":"), int(port)
-
-
-def learns_base_url(description: str) -> bool:
-    """
-    True if the callback-API listener ``description`` is TCP (or TLS) on one
-    interface with port 0: the OS picks the port, so ``externalhostandport`` can
-    only be learned from the bound address, with :func:`scheme_of` (tests start
-    instances this way, race-free).
-    """
-    if description.split(":", 1)[0] not in ("tcp", "tcp6", "ssl"):
-        return False
-    try:
-        address = tcp_address(description)
-    except ValueError:
-        return False
-    return address is not None and address[1] == 0 and not is_wildcard(address[0])
-
-
-def scheme_of(description: str) -> str:
-    """The URL scheme a listener ``description`` serves: ``https`` for ``ssl:``."""
-    return "https" if description.split(":", 1)[0] == "ssl" else "http"

@@ -17,15 +17,15 @@ import socket
 
 from twisted.internet import endpoints
 
-from socketdock.config.parse import tcp_address
+from socketdock.config.endpoints import is_ipv6, tcp_address
 from socketdock.config.settings import Config, ConfigError
 
-__all__ = ["check_startable", "tcp_address"]
+__all__ = ["check_startable"]
 
 
 def check_startable(config: Config, reactor) -> None:
     """
-    Raise L{ConfigError} naming the key if a listener could not start: the key the
+    Raise :class:`ConfigError` naming the key if a listener could not start: the key the
     operator set, so ``bindport`` when ``listen`` was derived from bindip/bindport.
     """
     listeners = [(config.listen_key, config.listen)]
@@ -52,7 +52,7 @@ def check_startable(config: Config, reactor) -> None:
 def _check_port_free(key: str, interface: str, port: int) -> None:
     if port == 0:
         return
-    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    family = socket.AF_INET6 if is_ipv6(interface) else socket.AF_INET
     probe = socket.socket(family, socket.SOCK_STREAM)
     try:
         # As Twisted's listener will: an old connection in TIME_WAIT is no clash.

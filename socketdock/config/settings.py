@@ -22,10 +22,11 @@ import attrs
 
 from socketdock.config import parse as p
 from socketdock.config.cluster import RedisAddress, parse_cluster_url
+from socketdock.config.endpoints import base_url_for, endpoint_for, is_wildcard, learns_base_url
 
 __all__ = [
     "Config", "ConfigError", "Setting", "SETTINGS", "load_config", "environ_warnings",
-    "closest_key", "ENV_PREFIX", "SECRET_KEYS",
+    "closest_key", "ENV_PREFIX", "SECRET_KEYS", "max_response_body", "DEFAULT_MAX_RESPONSE_BODY",
 ]
 
 ENV_PREFIX = "SOCKETDOCK_"
@@ -104,6 +105,18 @@ SETTINGS: tuple[Setting, ...] = (
 
 _KEYS = tuple(s.key for s in SETTINGS)
 _DEFAULTS = {s.key: s.default for s in SETTINGS}
+
+
+def max_response_body(max_message_size: int) -> int:
+    """
+    The largest backend response body read: an inline reply is at most one message,
+    so twice ``max_message_size``, plus room for headers and an envelope.
+    """
+    return 2 * max_message_size + 64 * 1024
+
+
+#: :func:`max_response_body` of the default ``max_message_size``.
+DEFAULT_MAX_RESPONSE_BODY = max_response_body(int(_DEFAULTS["max_message_size"] or 0))
 
 _PARSERS: dict[str, Callable[[str], object]] = {
     "bindip": p.parse_bindip,
@@ -281,8 +294,8 @@ def _finish(values: dict[str, object]) -> Config:
             "not set, but backend is http; set messageuri to the backend's message URL "
             "or use backend = loopback",
         )
-    api_endpoint = values["api_listen"] or values["listen"] or p.endpoint_for(bindip, bindport)
-    if values["externalhostandport"] is None and p.learns_base_url(str(api_endpoint)):
+    api_endpoint = values["api_listen"] or values["listen"] or endpoint_for(bindip, bindport)
+    if values["externalhostandport"] is None and learns_base_url(str(api_endpoint)):
         pass  # None: learned from the bound address once listening (port 0)
     elif values["externalhostandport"] is None:
         reason = (
@@ -291,7 +304,7 @@ def _finish(values: dict[str, object]) -> Config:
             else "api_listen is set"
             if values["api_listen"] is not None
             else f"bindip {bindip!r} binds every interface"
-            if p.is_wildcard(bindip)
+            if is_wildcard(bindip)
             else None
         )
         if reason is not None:
@@ -300,7 +313,7 @@ def _finish(values: dict[str, object]) -> Config:
                 f"not set, but {reason}; set it to the URL at which the backend reaches "
                 "this instance, e.g. http://socketdock-1.internal:8765",
             )
-        values["externalhostandport"] = p.base_url_for(bindip, bindport)
+        values["externalhostandport"] = base_url_for(bindip, bindport)
     if values["cluster"] is not None and values["journal"] is not None:
         raise ConfigError(
             "journal",
@@ -308,7 +321,7 @@ def _finish(values: dict[str, object]) -> Config:
             "surviving instance sends their notices; remove journal or cluster",
         )
     if values["listen"] is None:
-        values["listen"] = p.endpoint_for(bindip, bindport)
+        values["listen"] = endpoint_for(bindip, bindport)
         values["listen_key"] = "bindport"
     if values["api_listen"] is None:
         try:

@@ -24,7 +24,6 @@ import getopt
 import json
 import signal
 import sys
-from datetime import datetime, timezone
 from typing import IO, Any, Optional, Sequence
 
 from twisted.logger import (
@@ -38,6 +37,8 @@ from twisted.logger import (
 )
 from twisted.python.logfile import LogFile
 
+from socketdock.ops.timestamps import rfc3339
+
 __all__ = ["json_observer", "json_file_observer", "event_as_json_line", "log_from_level"]
 
 #: Keys of events from twisted.python.log, repeated in ``text`` or ``time``.
@@ -46,8 +47,9 @@ _LEGACY = frozenset({"format", "message", "isError", "system", "time", "failure"
 
 def event_as_json_line(event: dict) -> Optional[str]:
     """One event as one JSON line (``None`` drops it, as FileLogObserver wants)."""
+    log_time = event.get("log_time")
     record: dict[str, Any] = {
-        "time": _rfc3339(event.get("log_time")),
+        "time": None if log_time is None else rfc3339(log_time),
         "level": getattr(event.get("log_level"), "name", None),
         "namespace": event.get("log_namespace"),
         "text": formatEvent(event),
@@ -134,13 +136,6 @@ def _rotate_on_sigusr1(log_file: LogFile) -> None:
 
     if not signal.getsignal(signal.SIGUSR1):
         signal.signal(signal.SIGUSR1, rotate)
-
-
-def _rfc3339(seconds: Optional[float]) -> Optional[str]:
-    if seconds is None:
-        return None
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _plain(value: object) -> bool:

@@ -108,10 +108,8 @@ class Metrics:
         self._hot = _HotFigures()
         r.register(self._hot)
         self._active_fn = active
-        self._lifetime = 0
 
     def connection_opened(self) -> None:
-        self._lifetime += 1
         self._opened.inc()
 
     def connection_closed(self, code: "int | None") -> None:
@@ -148,7 +146,10 @@ class Metrics:
             return int(value(name, labels) or 0)
 
         status = {
-            "connections": {"active": self._active_fn(), "lifetime": self._lifetime},
+            "connections": {
+                "active": self._active_fn(),
+                "lifetime": count("socketdock_connections_opened_total"),
+            },
             "messages": {
                 "in": self._hot.messages_in,
                 "out": self._hot.messages_out,

@@ -88,7 +88,7 @@ class IBackend(Interface):
     def connect(
         connection_id: str, headers: Mapping[str, str], offered: Sequence[str]
     ) -> "Deferred[Admission]":
-        """Fires with an L{Admission}; fails with ConnectRefused."""
+        """Fires with an :class:`Admission`; fails with ConnectRefused."""
 
     def message(
         connection_id: str, seq: int, payload: bytes, is_binary: bool,

@@ -33,9 +33,6 @@ from hyperlink import EncodedURL
 from socketdock import __version__
 
 USER_AGENT = f"SocketDock/{__version__}".encode("ascii")
-# Twice the default max_message_size (an inline reply is at most one message),
-# plus room for headers and an envelope.
-DEFAULT_MAX_RESPONSE_BODY = 2 * 4194304 + 64 * 1024
 
 
 @attrs.frozen

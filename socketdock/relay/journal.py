@@ -7,7 +7,7 @@ was delivered; whatever is left when an instance starts was lost by the one
 before it, and gets a notice marked ``recovered``.
 
 A client must never see open a connection that a crash could forget, so
-the handshake is answered only once the record is on disk: L{Journal.record}
+the handshake is answered only once the record is on disk: :meth:`Journal.record`
 returns a Deferred that fires after the commit holding it.  Writes never
 block the reactor: they run on a single writer thread, one transaction at a
 time (a group commit).  A change made while no transaction runs starts one at
@@ -23,7 +23,7 @@ import sqlite3
 from typing import Callable, Optional
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -153,26 +153,13 @@ class ThreadWriter:
         return deferToThreadPool(self._reactor, self._pool, work)
 
 
-class InlineWriter:
-    """Runs transactions at once on the caller's thread (unit tests)."""
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def __call__(self, work: Callable[[], object]) -> "Deferred[object]":
-        return maybeDeferred(work)
-
-
 class Journal:
     """
     The connections that still owe a notice.
 
     :param path: the SQLite file (with ``-wal`` beside it while open).
     :param clock: schedules the retries while the disk refuses writes.
-    :param writer: a L{ThreadWriter} (or L{InlineWriter} in tests).
+    :param writer: a :class:`ThreadWriter` (tests run transactions inline).
     """
 
     _log = Logger()

@@ -1,5 +1,5 @@
 """
-L{IReach} within one instance: the answers come from the registry, and a
+:class:`IReach` within one instance: the answers come from the registry, and a
 request for an id or tag this instance does not hold finds nobody (SPEC §8,
 without ``cluster``).
 """

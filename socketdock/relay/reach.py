@@ -1,37 +1,37 @@
 """
 How the callback API reaches connections: by id, or by tag (SPEC §8).
 
-The callback API asks only L{IReach}; it never looks into the registry for a
+The callback API asks only :class:`IReach`; it never looks into the registry for a
 tag or an id itself.  Without ``cluster`` the answer is local
-(L{socketdock.relay.localreach.LocalReach} over the registry's index).  In
+(:class:`socketdock.relay.localreach.LocalReach` over the registry's index).  In
 cluster mode an implementation backed by a shared store (Redis) answers for
-every instance, and L{IConnectionEvents} is how it learns what this
+every instance, and :class:`IConnectionEvents` is how it learns what this
 instance's connections are doing so it can publish it.
 
 Today the tag routes and ``POST /socket/<id>/tags`` go through it; the older
 ``/socket/<id>`` routes (send, disconnect, GET) still read the registry
 directly, and cluster mode moves them onto the ``*_connection`` methods
-below, which L{LocalReach} already implements.
+below, which :class:`LocalReach` already implements.
 
 Wiring (socketdock/tap.py): the registry is built with the
-L{IConnectionEvents} (C{Registry(events)}) and the API with the L{IReach}
-(C{make_api_children(..., reach)}).  A cluster implementation is both: it
-keeps the local L{LocalReach} for what this instance holds and asks the
+:class:`IConnectionEvents` (``Registry(events)``) and the API with the :class:`IReach`
+(``make_api_children(..., reach)``).  A cluster implementation is both: it
+keeps the local :class:`LocalReach` for what this instance holds and asks the
 others for the rest.
 
 Every method returns a Deferred, even where the local answer is immediate, so
 that an implementation that must ask another instance fits the same callers.
 Failures a caller must expect are the exceptions defined here and
-L{socketdock.relay.registry.NotLive} / L{OutboundFull}; the API maps them to
+:class:`socketdock.relay.registry.NotLive` / :class:`OutboundFull`; the API maps them to
 statuses:
 
 ==============================  ====================================
 failure                         answer
 ==============================  ====================================
-L{NotLive}                      404 no such live connection
-L{OutboundFull}                 503 + ``Retry-After``
-L{InvalidTags}                  400 with the exception's one-line text
-L{Unreachable}                  503 + ``Retry-After: <retry_after>``
+:class:`NotLive`                404 no such live connection
+:class:`OutboundFull`           503 + ``Retry-After``
+:class:`InvalidTags`            400 with the exception's one-line text
+:class:`Unreachable`            503 + ``Retry-After: <retry_after>``
 ==============================  ====================================
 """
 
@@ -109,7 +109,7 @@ class IReach(Interface):
     callback API and the local or cluster implementation.
 
     Tags given to the methods are already validated strings
-    (L{socketdock.relay.tags.check_tag}); the implementation validates only
+    (:func:`socketdock.relay.tags.check_tag`); the implementation validates only
     what needs the connection's state (the 64-tag limit).  "Live" is
     SPEC §4's: open or in a pending handshake, not closing.
     """
@@ -121,21 +121,21 @@ class IReach(Interface):
         Hand one frame to one connection, wherever it is held.
 
         Fires once handed to the socket (after the handshake, for a pending
-        one); fails with L{NotLive} when no instance holds it live,
-        L{OutboundFull} when its client reads too slowly, L{Unreachable}
+        one); fails with :class:`NotLive` when no instance holds it live,
+        :class:`OutboundFull` when its client reads too slowly, :class:`Unreachable`
         when the instance that may hold it cannot be asked.
         """
 
     def close_connection(connection_id: str, code: int, reason: str) -> "Deferred[None]":
         """
         Close one connection on behalf of the backend (the notice says
-        ``"initiator": "backend"``).  Fails with L{NotLive} or L{Unreachable}.
+        ``"initiator": "backend"``).  Fails with :class:`NotLive` or :class:`Unreachable`.
         """
 
     def describe_connection(connection_id: str) -> "Deferred[dict]":
         """
         The JSON object of ``GET /socket/<id>`` for one connection, wherever
-        it is held.  Fails with L{NotLive} or L{Unreachable}.
+        it is held.  Fails with :class:`NotLive` or :class:`Unreachable`.
         """
 
     def change_tags(
@@ -145,17 +145,17 @@ class IReach(Interface):
         Remove ``remove`` then add ``add`` to one connection's tags, all or
         nothing, and fire with its tags now (in the order they were first
         added).  Removing a tag it does not carry, or adding one it does, is
-        no error.  Fails with L{InvalidTags} when the result would pass 64
-        tags (nothing changed), L{NotLive}, or L{Unreachable}.
+        no error.  Fails with :class:`InvalidTags` when the result would pass 64
+        tags (nothing changed), :class:`NotLive`, or :class:`Unreachable`.
         """
 
     def send_to_tag(tag: str, payload: bytes, is_binary: bool) -> "Deferred[Reached]":
         """
         Hand one frame to every live connection carrying ``tag``, on every
         instance.  A connection whose client reads too slowly is skipped and
-        counted in L{Reached.full}; the others still get the frame.  Fires
-        with what was reached (L{Reached.none} when nobody carries the tag);
-        fails with L{Unreachable} when some instance that may hold such a
+        counted in :attr:`Reached.full`; the others still get the frame.  Fires
+        with what was reached (:attr:`Reached.none` when nobody carries the tag);
+        fails with :class:`Unreachable` when some instance that may hold such a
         connection cannot be asked (then nothing is promised about the
         others: the backend retries the whole send).
         """
@@ -163,11 +163,14 @@ class IReach(Interface):
     def close_tag(tag: str, code: int, reason: str) -> "Deferred[Reached]":
         """
         Close every live connection carrying ``tag`` (initiator ``backend``).
-        Fires with how many were closed; fails with L{Unreachable}.
+        Fires with how many were closed; fails with :class:`Unreachable`.
         """
 
     def count_tag(tag: str) -> "Deferred[Reached]":
-        """How many live connections (or instances) carry ``tag``; fails with L{Unreachable}."""
+        """
+        How many live connections (or instances) carry ``tag``; fails with
+        :class:`Unreachable`.
+        """
 
 
 class IConnectionEvents(Interface):
@@ -197,7 +200,7 @@ class IConnectionEvents(Interface):
 @implementer(IConnectionEvents)
 @attrs.frozen
 class NoEvents:
-    """L{IConnectionEvents} that ignores everything: the default, without a cluster."""
+    """:class:`IConnectionEvents` that ignores everything: the default, without a cluster."""
 
     def connection_added(self, connection_id: str) -> None:
         pass

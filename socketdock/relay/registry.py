@@ -33,7 +33,7 @@ class IConnection(Interface):
     connection_id = Attribute("The connection's 32-hex-digit id.")
     tags = Attribute(
         "The tags it carries, a tuple in the order added; set only by the "
-        "L{Registry}, and kept once it stops being live (for the notice)."
+        ":class:`Registry`, and kept once it stops being live (for the notice)."
     )
 
     def deliver(payload: bytes, is_binary: bool) -> "Deferred[None]":
@@ -41,23 +41,23 @@ class IConnection(Interface):
         Send one message to the client.
 
         Fires once the message is handed to the socket (held, in order, while
-        the handshake is pending); fails with L{NotLive} when the connection
-        goes away first, or L{OutboundFull} when the client reads too slowly.
+        the handshake is pending); fails with :class:`NotLive` when the connection
+        goes away first, or :class:`OutboundFull` when the client reads too slowly.
         """
 
     def close(code: int, reason: str, initiator: str) -> None:
-        """Start the closing handshake; C{initiator} goes into the notice."""
+        """Start the closing handshake; ``initiator`` goes into the notice."""
 
     def describe() -> dict:
-        """The JSON object served by C{GET /socket/<id>}."""
+        """The JSON object served by ``GET /socket/<id>``."""
 
 
 class Registry:
     """
-    Live connections by id and by tag, plus the lifetime count of those ever
-    registered.
+    Live connections by id and by tag.  (The lifetime count of connections
+    is :class:`socketdock.ops.metrics.Metrics`'s, of handshakes completed.)
 
-    A connection leaves every index in L{discard}, the one way out, so a
+    A connection leaves every index in :meth:`discard`, the one way out, so a
     closed connection cannot linger under a tag.
 
     :param events: told of every change, for a cluster to publish.
@@ -67,12 +67,10 @@ class Registry:
         self._live: dict[str, IConnection] = {}
         self._by_tag: dict[str, set[str]] = {}
         self._events = events
-        self.lifetime = 0
 
     def add(self, connection: IConnection) -> None:
         """Register a connection that has just started its handshake."""
         self._live[connection.connection_id] = connection
-        self.lifetime += 1
         self._events.connection_added(connection.connection_id)
 
     def discard(self, connection_id: str) -> None:
@@ -131,7 +129,7 @@ class Registry:
         return len(self._by_tag)
 
     def get(self, connection_id: str) -> Optional[IConnection]:
-        """The live connection with this id, or C{None}."""
+        """The live connection with this id, or ``None``."""
         return self._live.get(connection_id)
 
     def __len__(self) -> int:

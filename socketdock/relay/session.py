@@ -1,10 +1,10 @@
 """
 What happens between a client's socket and the backend, without the socket.
 
-A L{Session} is one accepted connection's ordered lane towards the backend:
+A :class:`Session` is one accepted connection's ordered lane towards the backend:
 its messages go out one at a time, in the order sent, and its disconnect
 notice goes last, after every earlier message was delivered or given up.
-The L{Relay} owns the sessions that still have work, so a stop can wait for
+The :class:`Relay` owns the sessions that still have work, so a stop can wait for
 them (SPEC §6).
 """
 
@@ -17,30 +17,23 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Attribute, Interface
 
 from socketdock.relay.backend import IBackend, MessageRefused, Reply
 from socketdock.ops.metrics import Metrics
-from socketdock.relay.registry import NotLive, OutboundFull, Registry
+from socketdock.relay.registry import IConnection, NotLive, OutboundFull, Registry
 from socketdock.relay.retry import RetriesExhausted
 
 #: The reason of a notice sent by a restarted instance for a lost connection.
 RECOVERED_REASON = "instance restarted after a crash"
 
 
-class ISocket(Interface):
-    """The client side of a session, as the relay drives it."""
-
-    tags = Attribute(
-        "The connection's tags now (SPEC §8); read for every request to the "
-        "backend, so a message carries the tags it has when it is POSTed."
-    )
-
-    def deliver(payload: bytes, is_binary: bool) -> "Deferred[None]":
-        """Send one message to the client."""
-
-    def close(code: int, reason: str, initiator: str) -> None:
-        """Close the connection; the notice will name ``initiator``."""
+class ISocket(IConnection):
+    """
+    The client side of a session, as the relay drives it: what the callback API
+    may do to a live connection (:class:`IConnection`), plus flow control.
+    The session reads ``tags`` for every request to the backend, so a message
+    carries the tags it has when it is POSTed.
+    """
 
     def pause_reading() -> None:
         """Stop reading from the client (TCP backpressure)."""
@@ -53,8 +46,8 @@ class Session:
     """
     One accepted connection's lane towards the backend.
 
-    :param socket: an L{ISocket}; it tells the session what the client sent
-        (L{received}) and when the connection ended (L{ended}).
+    :param socket: an :class:`ISocket`; it tells the session what the client sent
+        (:meth:`received`) and when the connection ended (:meth:`ended`).
     """
 
     _log = Logger()
@@ -192,7 +185,7 @@ class Relay:
 
     :param queue_limit: messages waiting on one connection before reading stops.
     :param journal: records accepted connections until their notice is
-        delivered (a L{socketdock.relay.journal.Journal}), or None.
+        delivered (a :class:`socketdock.relay.journal.Journal`), or None.
     """
 
     _log = Logger()
@@ -233,8 +226,8 @@ class Relay:
 
     def open_session(self, connection_id: str, socket: ISocket) -> Session:
         """
-        A handshake succeeded (and was L{record}ed): its session holds work
-        until the notice is sent.
+        A handshake succeeded (and :meth:`record` put it in the journal): its
+        session holds work until the notice is sent.
         """
         session = Session(self, connection_id, socket)
         self._unfinished.add(session)
@@ -250,7 +243,7 @@ class Relay:
         (the client left, or we are stopping): it still hears it is gone.
 
         :param tags: those the connection was given, for the notice.
-        :param recorded: L{record} already put it in the journal.
+        :param recorded: :meth:`record` already put it in the journal.
         """
         session = Session(self, connection_id, _GoneSocket(tags))
         self._unfinished.add(session)

@@ -56,7 +56,7 @@ def check_tag_list(value: object, what: str) -> tuple[str, ...]:
     A JSON list of tags, checked, without repeats, in first-seen order.
 
     :param what: names the list in complaints (``"tags"``, ``"add"``).
-    :raises InvalidTags: not a list, a bad tag, or more than L{MAX_TAGS}.
+    :raises InvalidTags: not a list, a bad tag, or more than :data:`MAX_TAGS`.
     """
     if not isinstance(value, list):
         raise InvalidTags(f"{what} must be a list of strings")
@@ -70,7 +70,7 @@ def merged(now: Iterable[str], add: Iterable[str], remove: Iterable[str]) -> tup
     """
     ``now`` without ``remove``, then with ``add``; the order of first addition kept.
 
-    :raises InvalidTags: when the result passes L{MAX_TAGS}.
+    :raises InvalidTags: when the result passes :data:`MAX_TAGS`.
     """
     gone = set(remove)
     result = dict.fromkeys(t for t in now if t not in gone)

@@ -80,7 +80,7 @@ def connect_body(
     """
     Body of the connect notice, sent before the handshake is answered.
 
-    :param headers: the upgrade request's headers, repeated ones joined by ``, ``.
+    :param headers: the upgrade request's headers, repeated ones joined by ``", "``.
     """
     meta = {
         "connection_id": connection_id,

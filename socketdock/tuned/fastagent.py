@@ -33,6 +33,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
+from socketdock.config.settings import DEFAULT_MAX_RESPONSE_BODY
 from socketdock.tuned.h1client import HTTP11Connection
 
 _TOKEN = re.compile(rb"\A[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -153,7 +154,7 @@ class FastAgent:
     """
 
     def __init__(self, reactor, pool: ConnectionPool, tls_policy=None,
-                 max_response_body: int = 8 * 1024 * 1024 + 64 * 1024,
+                 max_response_body: int = DEFAULT_MAX_RESPONSE_BODY,
                  connect_timeout: float = 30) -> None:
         self._reactor = reactor
         self._pool = pool

@@ -42,7 +42,7 @@ class FastHTTPChannel(HTTPChannel):
 
     A request that asks to upgrade stops HTTP parsing: what follows its
     headers is kept for whoever takes the connection over (see
-    L{takeBuffered}); if nobody does, the connection closes after the answer.
+    :meth:`takeBuffered`); if nobody does, the connection closes after the answer.
     """
 
     def __init__(self) -> None:

@@ -54,7 +54,6 @@ class HTTP11Connection(Protocol):
         self._on_gone = on_gone
         self._max_body = max_body
         self.connected = False
-        self.served = 0
         self.idle_since = 0.0
         self._waiters: list[Deferred] = []
         self._d: Optional[Deferred] = None
@@ -252,7 +251,6 @@ class HTTP11Connection(Protocol):
         reusable = self._framed and self._sent and self._keep_alive
         d, self._d = self._d, None
         self._parser = None
-        self.served += 1
         if reusable:
             self._on_idle(self)
         else:

@@ -1,7 +1,7 @@
 """
 The client side: an Autobahn server protocol that adapts WebSocket frames to
-a relay L{Session}, and its factory (the upgrade itself is in
-L{socketdock.ws.upgrade}).
+a relay :class:`Session`, and its factory (the upgrade itself is in
+:mod:`socketdock.ws.upgrade`).
 
 The protocol is one connection's state machine::
 
@@ -15,7 +15,6 @@ order, as soon as it opens.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Callable, Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -33,9 +32,10 @@ from socketdock.relay.reach import InvalidTags
 from socketdock.ws.keepalive import Keepalive
 from socketdock.ws.origins import OriginPolicy
 from socketdock.ws.refusal import autobahn_reason, printable
-from socketdock.relay.registry import IConnection, NotLive, OutboundFull
+from socketdock.relay.registry import NotLive, OutboundFull
 from socketdock.relay.session import ISocket, Relay, Session
 from socketdock.relay.wire import new_connection_id
+from socketdock.ops.timestamps import rfc3339
 
 _PENDING, _OPEN, _CLOSED = "pending", "open", "closed"
 
@@ -65,13 +65,7 @@ def _bad_extension_offer(extensions) -> Optional[str]:
     return None
 
 
-def rfc3339(seconds: float) -> str:
-    """A reactor time as an RFC 3339 UTC string, milliseconds kept."""
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@implementer(IConnection, ISocket, IPushProducer)
+@implementer(ISocket, IPushProducer)
 class RelayServerProtocol(WebSocketServerProtocol):
     """
     One client connection.
@@ -94,7 +88,6 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._refusal: Optional[ConnectRefused] = None
         self._refusal_reason: Optional[str] = None
         self._closed_by: Optional[tuple[Optional[int], str, str]] = None
-        self._admitted = False
         self._connected_at = 0.0
         self._last_active_at = 0.0
         self._messages_in = 0
@@ -136,7 +129,6 @@ class RelayServerProtocol(WebSocketServerProtocol):
         raise ConnectionDeny(status, why)
 
     def _admit(self, admission: Admission):
-        self._admitted = True
         if self._given_up(admission, recorded=False):
             return self._refused_now()
         if admission.tags:
@@ -469,7 +461,7 @@ def _is_utf8(raw: Optional[bytes]) -> bool:
 
 class RelayServerFactory(WebSocketServerFactory):
     """
-    Builds one L{RelayServerProtocol} per client; holds only its collaborators.
+    Builds one :class:`RelayServerProtocol` per client; holds only its collaborators.
 
     :param relay: the sessions and the backend.
     :param max_connections: live connections allowed (0: no limit).
@@ -507,7 +499,7 @@ def make_ws_factory(config, relay: Relay, reactor, specialise=None) -> RelayServ
     """
     The client-side factory, with Autobahn's options taken from the config.
 
-    :param specialise: see L{RelayServerFactory}.
+    :param specialise: see :class:`RelayServerFactory`.
     """
     factory = RelayServerFactory(
         relay, config.max_connections, config.max_message_size, reactor,

@@ -82,7 +82,7 @@ class RedisServer:
         raise AssertionError(f"redis-server did not start in {_ATTEMPTS} attempts")
 
     async def restart(self) -> None:
-        """Start again on the same port, after L{stop}."""
+        """Start again on the same port, after :meth:`stop`."""
         if not await self._run():
             raise AssertionError(
                 f"redis-server could not listen on {self.port} again:\n{self.process.text()}")
@@ -105,5 +105,5 @@ class RedisServer:
 
 
 def start_redis(testcase: Any, reactor: Any, password: str | None = None) -> Deferred[RedisServer]:
-    """A started L{RedisServer}; the test's cleanup stops it."""
+    """A started :class:`RedisServer`; the test's cleanup stops it."""
     return Deferred.fromCoroutine(RedisServer(testcase, reactor, password).start())

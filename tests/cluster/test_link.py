@@ -69,7 +69,7 @@ class LinkTests(TestCase):
         self.log = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def _policy(self, attempt: int) -> float:
-        """Retry every 50 ms; each call fires the next waiter of L{attempted}."""
+        """Retry every 50 ms; each call fires the next waiter of :meth:`attempted`."""
         if self.attempts:
             # Next turn: the policy is asked in the middle of a ClientService
             # transition, where a test that ends would stop it reentrantly.

@@ -133,7 +133,7 @@ class PrecedenceTests(_Files, SynchronousTestCase):
         self.assertEqual(c.ping_interval, 1.5)
 
     def test_unknown_env_ignored(self) -> None:
-        """Unrelated SOCKETDOCK_ variables from deployment tooling are ignored."""
+        """Unrelated ``SOCKETDOCK_`` variables from deployment tooling are ignored."""
         c = load_config({}, {"SOCKETDOCK_IMAGE_TAG": "v1", "SOCKETDOCK_": ""}, None)
         self.assertEqual(c, load_config({}, {}, None))
 
@@ -311,7 +311,7 @@ class EnvironWarningTests(SynchronousTestCase):
     """SOCKETDOCK_* variables that name no setting are ignored, but named."""
 
     def test_known_and_foreign_variables(self) -> None:
-        """Known keys and non-SOCKETDOCK_ variables give no warning."""
+        """Known keys and non-``SOCKETDOCK_`` variables give no warning."""
         self.assertEqual(environ_warnings({"SOCKETDOCK_BINDPORT": "1", "HOME": "/root"}), [])
 
     def test_misspelt_names_closest_key(self) -> None:
@@ -515,3 +515,13 @@ class TokenPropertyTests(SynchronousTestCase):
             return
         if token is not None:
             self.assertRegex(token, r"^[\x21-\x7e]+$")
+
+
+class MaxResponseBodyTests(SynchronousTestCase):
+    def test_room_for_an_inline_reply(self) -> None:
+        """Twice the largest message plus 64 KiB, and the default follows the default setting."""
+        from socketdock.config.settings import DEFAULT_MAX_RESPONSE_BODY, max_response_body
+
+        self.assertEqual(max_response_body(1000), 2000 + 65536)
+        default = load_config({}, {}, None).max_message_size
+        self.assertEqual(DEFAULT_MAX_RESPONSE_BODY, max_response_body(default))

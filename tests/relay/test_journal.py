@@ -20,7 +20,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from socketdock.config.settings import ConfigError, load_config
 from socketdock.relay.journal import (
     RETRY_DELAY,
-    InlineWriter,
     Journal,
     JournalError,
     JournalService,
@@ -31,6 +30,7 @@ from socketdock.relay.registry import Registry
 from socketdock.relay.session import RECOVERED_REASON, Relay
 from socketdock.service import TuningService
 from socketdock.tap import Options, make_service, preflight
+from tests.fakes import InlineWriter
 
 
 class CountingWriter(InlineWriter):

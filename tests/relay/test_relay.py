@@ -9,7 +9,7 @@ from zope.interface import implementer
 
 from socketdock.relay.backend import IBackend, MessageRefused, Reply
 from socketdock.ops.metrics import Metrics
-from socketdock.relay.registry import IConnection, Registry
+from socketdock.relay.registry import Registry
 from socketdock.relay.session import ISocket, Relay
 from socketdock.relay.retry import RetriesExhausted
 
@@ -42,7 +42,7 @@ class ScriptedBackend:
         return d
 
 
-@implementer(ISocket, IConnection)
+@implementer(ISocket)
 class FakeSocket:
     """Records what the relay asked of the client side."""
 
@@ -193,7 +193,7 @@ class RelayTests(SynchronousTestCase):
 
 class RegistryTests(SynchronousTestCase):
     def test_add_get_discard(self) -> None:
-        """Registered connections are found by id until discarded; lifetime keeps counting."""
+        """Registered connections are found by id until discarded."""
         registry = Registry()
         a, b = FakeSocket("a" * 32), FakeSocket("b" * 32)
         registry.add(a)
@@ -202,5 +202,5 @@ class RegistryTests(SynchronousTestCase):
         registry.discard("a" * 32)
         registry.discard("a" * 32)
         self.assertIsNone(registry.get("a" * 32))
-        self.assertEqual((len(registry), registry.lifetime), (1, 2))
+        self.assertEqual(len(registry), 1)
         self.assertEqual(list(registry), [b])

@@ -12,7 +12,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.task import Clock
 
-from socketdock.relay.journal import InlineWriter, Journal
+from socketdock.relay.journal import Journal
+from tests.fakes import InlineWriter
 from tests.test_end_to_end import RelayTestCase
 from tests.wsclient import HandshakeRefused, connect_client
 

@@ -13,7 +13,7 @@ class OriginPolicyTests(SynchronousTestCase):
             self.assertTrue(policy.allows(origin), origin)
 
     def test_pattern_without_port_means_default_port(self):
-        """https://*.example.com admits subdomains on 443 only, over https only."""
+        """``https://*.example.com`` admits subdomains on 443 only, over https only."""
         policy = OriginPolicy(["https://*.example.com"])
         for origin in ("https://app.example.com", "https://APP.Example.com:443",
                        "https://a.b.example.com/"):
