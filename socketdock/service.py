@@ -23,8 +23,8 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from socketdock.tuned.fastagent import ConnectionPool
 from socketdock.relay.session import Relay
+from socketdock.tuned.fastagent import ConnectionPool
 
 
 class SocketDockService(MultiService):
@@ -37,7 +37,7 @@ class SocketDockService(MultiService):
 
     _log = Logger()
 
-    def __init__(self, relay: Relay, pool: "ConnectionPool | None", shutdown_timeout: float) -> None:
+    def __init__(self, relay: Relay, pool: ConnectionPool | None, shutdown_timeout: float) -> None:
         super().__init__()
         self._relay = relay
         self._pool = pool
@@ -51,7 +51,7 @@ class SocketDockService(MultiService):
         """The sessions this service drains (read-only; for tests and tools)."""
         return self._relay
 
-    def stopService(self) -> "Deferred[None]":
+    def stopService(self) -> Deferred[None]:
         self._log.info(
             "draining: closing {count} connections, up to {timeout}s for the backend",
             count=len(self._relay.registry), timeout=self._shutdown_timeout,

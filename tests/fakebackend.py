@@ -36,12 +36,12 @@ PATHS = ("connect", "message", "disconnect")
 _HeaderPairs = tuple[tuple[bytes, bytes], ...]
 
 
-def _to_bytes(value: Union[str, bytes]) -> bytes:
+def _to_bytes(value: str | bytes) -> bytes:
     return value.encode("latin-1") if isinstance(value, str) else bytes(value)
 
 
 def _header_pairs(
-    headers: Union[None, Mapping[Any, Any], Iterable[tuple[Any, Any]]],
+    headers: Mapping[Any, Any] | Iterable[tuple[Any, Any]] | None,
 ) -> _HeaderPairs:
     if headers is None:
         return ()
@@ -117,7 +117,7 @@ class _Endpoint(Resource):
         self._backend = backend
         self._name = name
 
-    def render_POST(self, request: Request) -> Union[bytes, int]:
+    def render_POST(self, request: Request) -> bytes | int:
         return self._backend._handle(self._name, request)
 
 
@@ -158,7 +158,7 @@ class FakeBackend(Resource):
         path: str,
         status: int = 200,
         body: bytes = b"OK",
-        headers: Union[None, Mapping[Any, Any], Iterable[tuple[Any, Any]]] = None,
+        headers: Mapping[Any, Any] | Iterable[tuple[Any, Any]] | None = None,
     ) -> None:
         """
         Set the answer for ``path`` once no one-shot answer is queued.
@@ -203,7 +203,7 @@ class FakeBackend(Resource):
         request.finish()
         return True
 
-    def _handle(self, name: str, request: Request) -> Union[bytes, int]:
+    def _handle(self, name: str, request: Request) -> bytes | int:
         assert request.content is not None
         body = request.content.read()
         try:
@@ -216,7 +216,7 @@ class FakeBackend(Resource):
         self._by_name[name].append(decoded)
         script = self._scripts[name]
         action = script.pop(0) if script else self._defaults[name]
-        result: Union[bytes, int]
+        result: bytes | int
         if action is STALL:
             self.stalled.append(request)
             request.notifyFinish().addErrback(self._lost, request)
@@ -253,8 +253,8 @@ class FakeBackend(Resource):
         self,
         method: str,
         url: str,
-        body: Union[bytes, None] = None,
-        headers: Union[None, Mapping[Any, Any]] = None,
+        body: bytes | None = None,
+        headers: Mapping[Any, Any] | None = None,
     ) -> Deferred[tuple[int, Headers, bytes]]:
         """
         Call SocketDock's callback API (any method), e.g. ``GET /socket/<id>``.
@@ -279,7 +279,7 @@ class FakeBackend(Resource):
         url: str,
         body: bytes,
         content_type: bytes = b"text/plain; charset=utf-8",
-        headers: Union[None, Mapping[Any, Any]] = None,
+        headers: Mapping[Any, Any] | None = None,
     ) -> Deferred[tuple[int, bytes]]:
         """
         POST ``body`` to a ``send`` (or ``disconnect``) callback URL.
@@ -292,7 +292,7 @@ class FakeBackend(Resource):
         return self.request("POST", url, body, sent).addCallback(lambda r: (r[0], r[2]))
 
     def post_json(
-        self, url: str, obj: object, headers: Union[None, Mapping[Any, Any]] = None
+        self, url: str, obj: object, headers: Mapping[Any, Any] | None = None
     ) -> Deferred[tuple[int, bytes]]:
         """POST ``obj`` as JSON, e.g. ``{"code": 4000}`` to a ``disconnect`` URL."""
         return self.post_send(url, json.dumps(obj).encode("utf-8"), b"application/json", headers)

@@ -14,8 +14,17 @@ from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from tests.daemon import (
-    TREE, TWISTD, child_environ, get, listening_port, ready, spawn, spawn_socketdock, started,
-    wait_for_exit, wait_for_file, wait_for_removal,
+    TREE,
+    TWISTD,
+    child_environ,
+    get,
+    listening_port,
+    spawn,
+    spawn_socketdock,
+    started,
+    wait_for_exit,
+    wait_for_file,
+    wait_for_removal,
 )
 from tests.fakebackend import STALL, Answer, FakeBackend, start_backend, stop_backend
 from tests.harness import refused_port

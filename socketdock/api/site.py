@@ -14,23 +14,23 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from io import BytesIO
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.resource import Resource
 from twisted.web.http import unquote
+from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from socketdock.api import resources as api
 from socketdock.api.tags import SocketsWithTags, TagsResource
-from socketdock.tuned.fastchannel import FastHTTPChannel
-from socketdock.ops.metrics import Metrics
 from socketdock.config.preflight import tcp_address
+from socketdock.ops.metrics import Metrics
 from socketdock.relay.localreach import LocalReach
 from socketdock.relay.reach import IReach
 from socketdock.relay.registry import Registry
 from socketdock.relay.session import Relay
+from socketdock.tuned.fastchannel import FastHTTPChannel
 
 
 class Root(Resource):
@@ -46,14 +46,14 @@ class Root(Resource):
 
     def __init__(
         self,
-        ws: Optional[tuple[str, Resource]],
-        api_children: Optional[dict[bytes, Resource]],
+        ws: tuple[str, Resource] | None,
+        api_children: dict[bytes, Resource] | None,
         health: dict[bytes, Resource],
-        token: Optional[str],
+        token: str | None,
     ) -> None:
         super().__init__()
         self._ws_segments: list[bytes] = []
-        self._ws: Optional[Resource] = None
+        self._ws: Resource | None = None
         if ws is not None:
             path, resource = ws
             self._ws_segments = [s.encode("utf-8") for s in path.strip("/").split("/") if s]
@@ -84,7 +84,7 @@ class Root(Resource):
             return api.Unauthorized()
         return self._api.get(name) or api.NotFound()
 
-    def refusal(self, request: Request) -> Optional[bytes]:
+    def refusal(self, request: Request) -> bytes | None:
         """The 401 or 404 for the root itself; None where the upgrade is served at ``/``."""
         if self._ws is not None and not self._ws_segments:
             return None
@@ -102,7 +102,7 @@ class Root(Resource):
 
 def make_api_children(
     registry: Registry, metrics: Metrics, clock: IReactorTime, max_message_size: int,
-    reach: Optional[IReach] = None,
+    reach: IReach | None = None,
 ) -> dict[bytes, Resource]:
     """
     The callback API's resources by first path segment.
@@ -157,9 +157,9 @@ class BoundedRequest(Request):
         self._limit = 0
         self._answered = False
         # The traversal made on the headers, for QuietSite to reuse.
-        self.routed: Optional[tuple[Resource, list[bytes], list[bytes]]] = None
+        self.routed: tuple[Resource, list[bytes], list[bytes]] | None = None
 
-    def gotLength(self, length: Optional[int]) -> None:
+    def gotLength(self, length: int | None) -> None:
         # Never a temporary file: what is kept is bounded below, and the
         # resources read it into memory anyway.
         self.content = BytesIO()
@@ -189,7 +189,7 @@ class BoundedRequest(Request):
         if not self._answered:
             super().requestReceived(command, path, version)
 
-    def _plan(self) -> tuple[Optional[bytes], int]:
+    def _plan(self) -> tuple[bytes | None, int]:
         # The request line, as both channels keep it until the request is
         # received (HTTPChannel's own attributes, mirrored by FastHTTPChannel).
         channel: Any = self.channel
@@ -239,7 +239,7 @@ class QuietSite(Site):
 
     requestFactory = BoundedRequest
 
-    def __init__(self, root: Resource, reactor, max_body: Optional[int] = None) -> None:
+    def __init__(self, root: Resource, reactor, max_body: int | None = None) -> None:
         super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor)
         self.max_body = max_body
 
@@ -260,7 +260,7 @@ class QuietSite(Site):
         pass
 
 
-def make_site(root: Resource, reactor, max_body: Optional[int] = None) -> Site:
+def make_site(root: Resource, reactor, max_body: int | None = None) -> Site:
     """The site that serves one listener; see L{BoundedRequest} for its bodies."""
     return QuietSite(root, reactor, max_body)
 
@@ -268,7 +268,7 @@ def make_site(root: Resource, reactor, max_body: Optional[int] = None) -> Site:
 _log = Logger()
 
 
-def warn_if_exposed(api_endpoint: str, token: Optional[str], log: Logger = _log) -> bool:
+def warn_if_exposed(api_endpoint: str, token: str | None, log: Logger = _log) -> bool:
     """
     Log a warning when the callback API listens beyond loopback without a
     token: anyone who can reach it and learns an id could then talk to, or

@@ -16,15 +16,22 @@ from __future__ import annotations
 import configparser
 import difflib
 import re
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 
 from socketdock.config import parse as p
 
 __all__ = [
-    "Config", "ConfigError", "Setting", "SETTINGS", "load_config", "environ_warnings",
-    "closest_key", "ENV_PREFIX", "SECRET_KEYS",
+    "ENV_PREFIX",
+    "SECRET_KEYS",
+    "SETTINGS",
+    "Config",
+    "ConfigError",
+    "Setting",
+    "closest_key",
+    "environ_warnings",
+    "load_config",
 ]
 
 ENV_PREFIX = "SOCKETDOCK_"

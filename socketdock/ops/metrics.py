@@ -15,7 +15,7 @@ prometheus-client's metric objects take a lock on every update, which cost
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -29,7 +29,7 @@ _LATENCY_BUCKETS = (
 _BUCKET_LABELS = tuple(repr(float(b)) for b in _LATENCY_BUCKETS) + ("+Inf",)
 
 
-def close_code_label(code: "int | None") -> str:
+def close_code_label(code: int | None) -> str:
     """
     A close code as a label value from a bounded set: the registered codes
     (1000-2999) as themselves, an application's (3000-4999) by thousand, so
@@ -104,7 +104,7 @@ class Metrics:
         self._lifetime += 1
         self._opened.inc()
 
-    def connection_closed(self, code: "int | None") -> None:
+    def connection_closed(self, code: int | None) -> None:
         self._closed.labels(close_code_label(code)).inc()
 
     def handshake_refused(self, status: int, reason: str) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import deque
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import attrs
+from hyperlink import EncodedURL
 from OpenSSL import SSL
 from service_identity import VerificationError
 from treq.client import HTTPClient
@@ -26,7 +27,6 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
-from hyperlink import EncodedURL
 
 from socketdock import __version__
 from socketdock.tuned.fastagent import ConnectionPool, FastAgent
@@ -91,7 +91,7 @@ class BackendClient:
         http: HTTPClient,
         clock: IReactorTime,
         timeout: float,
-        signing_secret: Optional[str] = None,
+        signing_secret: str | None = None,
         concurrency: int = 128,
         observe: Callable[[str, str, float], None] = lambda kind, outcome, seconds: None,
     ) -> None:
@@ -116,7 +116,7 @@ class BackendClient:
             prepared = self._urls[url] = PreparedURL.prepare(url)
         return prepared
 
-    def post(self, url: str, body: bytes, kind: str = "request") -> "Deferred[HTTPResult]":
+    def post(self, url: str, body: bytes, kind: str = "request") -> Deferred[HTTPResult]:
         """
         One attempt, once a slot is free: fails on connection errors and on
         timeout (the timeout starts when the request does, not in the line).
@@ -130,14 +130,14 @@ class BackendClient:
             return self._attempt(None, url, body, kind)
         return waiting.addCallback(self._attempt, url, body, kind)
 
-    def _attempt(self, _: object, url: str, body: bytes, kind: str) -> "Deferred[HTTPResult]":
+    def _attempt(self, _: object, url: str, body: bytes, kind: str) -> Deferred[HTTPResult]:
         try:
             return self._send(url, body, kind)
         except BaseException:
             self._line.leave()
             return fail()
 
-    def _send(self, url: str, body: bytes, kind: str) -> "Deferred[HTTPResult]":
+    def _send(self, url: str, body: bytes, kind: str) -> Deferred[HTTPResult]:
         started = self._clock.seconds()
         headers = self._headers
         if self._secret is not None:
@@ -176,7 +176,7 @@ class _Line:
         self._free = size
         self._waiting: deque[Deferred[None]] = deque()
 
-    def enter(self) -> "Optional[Deferred[None]]":
+    def enter(self) -> Deferred[None] | None:
         """None if a place was free (it is now taken), else a Deferred that
         fires with the place; cancelling it leaves the line."""
         if self._free and not self._waiting:
@@ -210,7 +210,7 @@ class BytesProducer:
         self._body = body
         self.length = len(body)
 
-    def startProducing(self, consumer) -> "Deferred[None]":
+    def startProducing(self, consumer) -> Deferred[None]:
         consumer.write(self._body)
         return succeed(None)
 
@@ -234,11 +234,11 @@ class PreparedURL(EncodedURL):
     _text = None
 
     @classmethod
-    def prepare(cls, url: str) -> "PreparedURL":
+    def prepare(cls, url: str) -> PreparedURL:
         """Encode ``url`` once, the way treq would on every call."""
         return cls.from_text(EncodedURL.from_text(url).to_uri().to_text())
 
-    def to_uri(self) -> "PreparedURL":
+    def to_uri(self) -> PreparedURL:
         return self
 
     def to_text(self, with_password: bool = False) -> str:
@@ -249,7 +249,7 @@ class PreparedURL(EncodedURL):
         return self._text
 
 
-def _collect(response) -> "HTTPResult | Deferred[HTTPResult]":
+def _collect(response) -> HTTPResult | Deferred[HTTPResult]:
     collector = _BodyCollector(response)
     response.deliverBody(collector)
     return collector.outcome()
@@ -267,10 +267,10 @@ class _BodyCollector(Protocol):
     def __init__(self, response) -> None:
         self._response = response
         self._parts: list[bytes] = []
-        self._result: "HTTPResult | Failure | None" = None
-        self._waiting: Optional[Deferred[HTTPResult]] = None
+        self._result: HTTPResult | Failure | None = None
+        self._waiting: Deferred[HTTPResult] | None = None
 
-    def outcome(self) -> "HTTPResult | Failure | Deferred[HTTPResult]":
+    def outcome(self) -> HTTPResult | Failure | Deferred[HTTPResult]:
         """The result if the body has ended, else a Deferred of it."""
         if self._result is not None:
             return self._result
@@ -283,7 +283,7 @@ class _BodyCollector(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if isinstance(reason.value, (ResponseDone, PotentialDataLoss)):
             response = self._response
-            result: "HTTPResult | Failure" = HTTPResult(
+            result: HTTPResult | Failure = HTTPResult(
                 response.code, response.headers, b"".join(self._parts))
         else:
             result = reason
@@ -295,7 +295,7 @@ class _BodyCollector(Protocol):
             self._waiting.callback(result)
 
 
-def make_tls_policy(ca_path: Optional[str]) -> BrowserLikePolicyForHTTPS:
+def make_tls_policy(ca_path: str | None) -> BrowserLikePolicyForHTTPS:
     """
     How https backends are verified: against the system trust store, or only
     against the private CA in ``ca_path``; the hostname is always checked

@@ -11,7 +11,6 @@ them (SPEC §6).
 from __future__ import annotations
 
 from collections import deque
-from typing import Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -19,8 +18,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface
 
-from socketdock.relay.backend import IBackend, MessageRefused, Reply
 from socketdock.ops.metrics import Metrics
+from socketdock.relay.backend import IBackend, MessageRefused, Reply
 from socketdock.relay.registry import NotLive, OutboundFull, Registry
 from socketdock.relay.retry import RetriesExhausted
 
@@ -36,7 +35,7 @@ class ISocket(Interface):
         "backend, so a message carries the tags it has when it is POSTed."
     )
 
-    def deliver(payload: bytes, is_binary: bool) -> "Deferred[None]":
+    def deliver(payload: bytes, is_binary: bool) -> Deferred[None]:
         """Send one message to the client."""
 
     def close(code: int, reason: str, initiator: str) -> None:
@@ -60,7 +59,7 @@ class Session:
     _log = Logger()
 
     def __init__(
-        self, relay: "Relay", connection_id: str, socket: ISocket, recovered: bool = False
+        self, relay: Relay, connection_id: str, socket: ISocket, recovered: bool = False
     ) -> None:
         self.connection_id = connection_id
         self._recovered = recovered
@@ -70,9 +69,9 @@ class Session:
         self._queue: deque[tuple[int, bytes, bool]] = deque()
         self._busy = False
         self._paused = False
-        self._ended: Optional[tuple[Optional[int], str, str]] = None
+        self._ended: tuple[int | None, str, str] | None = None
         self._gave_up = False
-        self._inflight: Optional[Deferred[object]] = None
+        self._inflight: Deferred[object] | None = None
         self._abandoned = False
 
     def __len__(self) -> int:
@@ -91,7 +90,7 @@ class Session:
             self._socket.pause_reading()
         self._pump()
 
-    def ended(self, code: Optional[int], reason: str, initiator: str) -> None:
+    def ended(self, code: int | None, reason: str, initiator: str) -> None:
         """The connection is gone: send the notice once the queue is done."""
         if self._ended is None:
             self._ended = (code, reason, initiator)
@@ -216,7 +215,7 @@ class Relay:
         self._idle_waiters: list[Deferred[None]] = []
         self.draining = False
 
-    def record(self, connection_id: str) -> "Deferred[None]":
+    def record(self, connection_id: str) -> Deferred[None]:
         """
         A handshake is about to be answered: fires once the journal has the
         connection on disk (at once without a journal), so that a client
@@ -297,7 +296,7 @@ class Relay:
         """Connections whose disconnect notice has not been delivered yet."""
         return len(self._unfinished)
 
-    def idle(self) -> "Deferred[None]":
+    def idle(self) -> Deferred[None]:
         """Fires once no session has work left."""
         if not self._unfinished:
             return succeed(None)
@@ -310,7 +309,7 @@ class Relay:
         for session in list(self._unfinished):
             session.abandon()
 
-    def drain(self, timeout: float) -> "Deferred[int]":
+    def drain(self, timeout: float) -> Deferred[int]:
         """
         Stop: refuse new handshakes, close every socket with 1001, and wait up
         to ``timeout`` for queued messages and notices.  Fires with how many
@@ -331,7 +330,7 @@ class _GoneSocket:
     def __init__(self, tags: tuple[str, ...] = ()) -> None:
         self.tags = tags
 
-    def deliver(self, payload: bytes, is_binary: bool) -> "Deferred[None]":
+    def deliver(self, payload: bytes, is_binary: bool) -> Deferred[None]:
         return fail(NotLive())
 
     def close(self, code: int, reason: str, initiator: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -128,7 +128,7 @@ def message_body(
 
 def disconnect_body(
     connection_id: str,
-    code: Optional[int],
+    code: int | None,
     reason: str,
     initiator: str,
     recovered: bool = False,

@@ -28,9 +28,10 @@ larger frames keep Autobahn's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pprint import pformat
 from types import FunctionType
-from typing import Any, Callable
+from typing import Any
 
 import autobahn.twisted.websocket as _twisted_module
 import autobahn.websocket.protocol as _protocol_module
@@ -41,7 +42,7 @@ from autobahn.websocket.xormasker import create_xor_masker as _autobahn_create_x
 class _Lazy:
     """Calls ``render(*args, **kwargs)`` only when turned into text."""
 
-    __slots__ = ("_render", "_args", "_kwargs")
+    __slots__ = ("_args", "_kwargs", "_render")
 
     def __init__(self, render: Callable[..., str], args: tuple, kwargs: dict) -> None:
         self._render = render
@@ -106,7 +107,7 @@ def use_small_frame_masker() -> None:
     """Let Autobahn's protocol module unmask small frames with :class:`SmallFrameMasker`."""
     autobahns = _autobahn_create_xor_masker
 
-    def create_xor_masker(mask: bytes, length: "int | None" = None) -> Any:
+    def create_xor_masker(mask: bytes, length: int | None = None) -> Any:
         if length is not None and length < 128:
             return SmallFrameMasker(mask)
         return autobahns(mask, length)

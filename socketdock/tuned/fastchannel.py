@@ -21,7 +21,6 @@ does, and pause the transport past ``_optimisticEagerReadSize``.
 from __future__ import annotations
 
 from collections import deque
-from typing import Optional
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from twisted.web.http import HTTPChannel
@@ -47,7 +46,7 @@ class FastHTTPChannel(HTTPChannel):
 
     def __init__(self) -> None:
         super().__init__()
-        self._parser: Optional[HttpRequestParser] = HttpRequestParser(self)
+        self._parser: HttpRequestParser | None = HttpRequestParser(self)
         # As HTTPChannel: control characters other than NUL, CR and LF are
         # allowed in header values (framing checks stay strict).
         self._parser.set_dangerous_leniencies(lenient_headers=True)
@@ -55,7 +54,7 @@ class FastHTTPChannel(HTTPChannel):
         self._draining = False
         self._closed = False
         # After an upgrade request: the bytes that follow it, never parsed.
-        self._unparsed: Optional[list[bytes]] = None
+        self._unparsed: list[bytes] | None = None
         # The message being parsed.
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -267,7 +266,7 @@ class FastHTTPChannel(HTTPChannel):
             request = factory(self, len(self.requests))
         self.requests.append(request)
         add = request.requestHeaders.addRawHeader
-        length: Optional[int] = 0
+        length: int | None = 0
         connection = expect = None
         cookies = False
         # One pass for what HTTPChannel looks up header by header afterwards.

@@ -13,7 +13,7 @@ stock ``Agent`` would give them.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import httptools
 from twisted.internet.defer import Deferred
@@ -31,7 +31,7 @@ _VERSIONS = {"1.1": (b"HTTP", 1, 1), "1.0": (b"HTTP", 1, 0)}
 MAX_HEAD = 64 * 1024
 
 
-def _chunked(codings: Optional[list[bytes]]) -> bool:
+def _chunked(codings: list[bytes] | None) -> bool:
     # Chunked framing only when chunked is the last transfer-coding (RFC 9112 6.3).
     return bool(codings) and codings[-1].rsplit(b",", 1)[-1].strip().lower() == b"chunked"
 
@@ -57,15 +57,15 @@ class HTTP11Connection(Protocol):
         self.served = 0
         self.idle_since = 0.0
         self._waiters: list[Deferred] = []
-        self._d: Optional[Deferred] = None
-        self._consumer: Optional[BodyConsumer] = None
+        self._d: Deferred | None = None
+        self._consumer: BodyConsumer | None = None
         self._producer = None
         self._registered = False
 
     # --- the request ----------------------------------------------------
 
     def request(self, method: bytes, target: bytes, host: bytes, uri: bytes,
-                headers: Headers, producer) -> "Deferred[Response]":
+                headers: Headers, producer) -> Deferred[Response]:
         """Send one request; fires with the whole response."""
         self._d = d = Deferred(self._cancel)
         self._info = RequestInfo(method, uri, headers)
@@ -79,7 +79,7 @@ class HTTP11Connection(Protocol):
         self._framed = True
         self._complete = False
         self._sent = producer is None
-        self._error: Optional[BaseException] = None
+        self._error: BaseException | None = None
 
         lines = []
         for name, values in headers.getAllRawHeaders():
@@ -282,7 +282,7 @@ class HTTP11Connection(Protocol):
         else:
             d.errback(ResponseFailed([reason]))
 
-    def when_closed(self) -> "Deferred[None]":
+    def when_closed(self) -> Deferred[None]:
         """Fires once this connection is closed."""
         d: Deferred[None] = Deferred()
         if self.connected:

@@ -16,7 +16,6 @@ order, as soon as it opens.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
@@ -28,17 +27,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from socketdock.tuned.autobahn import (
-    defer_debug_formatting, use_small_frame_masker, with_options,
-)
 from socketdock.relay.backend import Admission, ConnectRefused, UnusableAdmission
 from socketdock.relay.reach import InvalidTags
-from socketdock.ws.keepalive import Keepalive
-from socketdock.ws.origins import OriginPolicy
-from socketdock.ws.refusal import autobahn_reason, printable
 from socketdock.relay.registry import IConnection, NotLive, OutboundFull
 from socketdock.relay.session import ISocket, Relay, Session
 from socketdock.relay.wire import new_connection_id
+from socketdock.tuned.autobahn import (
+    defer_debug_formatting,
+    use_small_frame_masker,
+    with_options,
+)
+from socketdock.ws.keepalive import Keepalive
+from socketdock.ws.origins import OriginPolicy
+from socketdock.ws.refusal import autobahn_reason, printable
 
 _PENDING, _OPEN, _CLOSED = "pending", "open", "closed"
 
@@ -47,11 +48,11 @@ _PENDING, _OPEN, _CLOSED = "pending", "open", "closed"
 _VALID_CLOSE_CODES = frozenset(WebSocketServerProtocol.CLOSE_STATUS_CODES_ALLOWED)
 
 
-def _valid_close_code(code: Optional[int]) -> bool:
+def _valid_close_code(code: int | None) -> bool:
     return code is None or code in _VALID_CLOSE_CODES or 3000 <= code <= 4999
 
 
-def _bad_extension_offer(extensions) -> Optional[str]:
+def _bad_extension_offer(extensions) -> str | None:
     """
     Why a permessage-compress offer cannot be parsed, or None.  Autobahn
     parses them only after ``onConnect``, once the backend has admitted the
@@ -92,11 +93,11 @@ class RelayServerProtocol(WebSocketServerProtocol):
         # Set by the registry only (SPEC §8); kept after close for the notice.
         self.tags: tuple[str, ...] = ()
         self._state = _PENDING
-        self._session: Optional[Session] = None
+        self._session: Session | None = None
         self._held: list[tuple[bytes, bool, Deferred[None]]] = []
-        self._refusal: Optional[ConnectRefused] = None
-        self._refusal_reason: Optional[str] = None
-        self._closed_by: Optional[tuple[Optional[int], str, str]] = None
+        self._refusal: ConnectRefused | None = None
+        self._refusal_reason: str | None = None
+        self._closed_by: tuple[int | None, str, str] | None = None
         self._admitted = False
         self._connected_at = 0.0
         self._last_active_at = 0.0
@@ -106,7 +107,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._unsent = 0
         self._reading_paused = False
         self._consuming = False
-        self._keepalive: Optional[Keepalive] = None
+        self._keepalive: Keepalive | None = None
 
     # -- handshake ------------------------------------------------------------
 
@@ -157,7 +158,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
         d.addCallback(self._open_session, admission)
         return d
 
-    def _open_session(self, _: None, admission: Admission) -> Optional[str]:
+    def _open_session(self, _: None, admission: Admission) -> str | None:
         if self._given_up(admission, recorded=True):
             return self._refused_now()
         self._session = self.factory.relay.open_session(self.connection_id, self)
@@ -324,7 +325,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
 
     # -- backend to client ----------------------------------------------------
 
-    def deliver(self, payload: bytes, is_binary: bool) -> "Deferred[None]":
+    def deliver(self, payload: bytes, is_binary: bool) -> Deferred[None]:
         if self._state == _OPEN and self._closed_by is None:
             return self._send_now(payload, is_binary, None)
         if self._state == _PENDING and self._refusal is None and self._closed_by is None:
@@ -333,7 +334,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
             return d
         return fail(NotLive())
 
-    def _send_now(self, payload: bytes, is_binary: bool, d: Optional[Deferred[None]]):
+    def _send_now(self, payload: bytes, is_binary: bool, d: Deferred[None] | None):
         if self._client_paused:
             self._unsent += len(payload)
             if self._unsent > 2 * self.factory.max_message_size:
@@ -462,7 +463,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
         }
 
 
-def _is_utf8(raw: Optional[bytes]) -> bool:
+def _is_utf8(raw: bytes | None) -> bool:
     try:
         (raw or b"").decode("utf-8")
     except UnicodeDecodeError:

@@ -8,7 +8,6 @@ tuned httptools one and twisted.web's own.
 from __future__ import annotations
 
 import tempfile
-from typing import Optional
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -46,7 +45,7 @@ class _Refusals:
 
         self.patch(tempfile, "TemporaryFile", counting)
 
-    def connect(self, root, max_body: Optional[int] = MB4):
+    def connect(self, root, max_body: int | None = MB4):
         site = self.site_class(root, Clock(), max_body)
         channel = site.buildProtocol(None)
         transport = StringTransport()
@@ -57,7 +56,7 @@ class _Refusals:
         """The WebSocket listener when api_listen is set: no API behind it."""
         return self.connect(Root(("/ws", Upgrade()), None, self.front.health, None))
 
-    def api(self, max_body: Optional[int] = MB4):
+    def api(self, max_body: int | None = MB4):
         """The api_listen listener, with the token."""
         return self.connect(Root(None, self.front.api, self.front.health, TOKEN), max_body)
 

@@ -6,7 +6,6 @@ What an operator reads: ``/status`` (SPEC §4), ``/metrics`` (Prometheus text),
 import json
 
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase
 

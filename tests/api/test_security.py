@@ -8,21 +8,20 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Optional
+from typing import Any
 
+import treq
+from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
-from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, eventAsText, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
-import treq
-from treq.client import HTTPClient
 from txaio.testutil import replace_loop
 
 from socketdock.config.settings import load_config
@@ -51,7 +50,7 @@ class _Raw(Protocol):
         self.gone.callback(self.received)
 
 
-def raw_connect(port: int) -> "Deferred[_Raw]":
+def raw_connect(port: int) -> Deferred[_Raw]:
     """A raw TCP connection to 127.0.0.1:port."""
     return connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), _Raw())
 
@@ -80,7 +79,7 @@ class _Case(TestCase):
         return self.relay
 
     @inlineCallbacks
-    def client(self, url: Optional[str] = None, **kwargs):
+    def client(self, url: str | None = None, **kwargs):
         client = yield connect_client(reactor, url or self.relay.ws_url(), **kwargs)
         self.addCleanup(client.shutdown)
         return client
@@ -150,7 +149,7 @@ class TLSTests(_Case):
         self.assertEqual(notice["meta"]["initiator"], "client")
 
     @inlineCallbacks
-    def assert_refused_backend(self, endpoint: str, backend_ca: Optional[str]):
+    def assert_refused_backend(self, endpoint: str, backend_ca: str | None):
         """The message is not sent, the client gets 1011; returns the logged reasons."""
         url = yield self.backend(endpoint)
         observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)

@@ -6,10 +6,9 @@ The callback API's tag routes (socketdock/api/tags.py) through the real
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -30,7 +29,7 @@ AUTH = {b"Authorization": [b"Bearer " + TOKEN.encode()]}
 class Front:
     """An instance's API tree over a registry of fake connections."""
 
-    def __init__(self, reach: Optional[IReach] = None, max_message_size: int = 64) -> None:
+    def __init__(self, reach: IReach | None = None, max_message_size: int = 64) -> None:
         clock = Clock()
         self.registry = Registry()
         metrics = Metrics(active=self.registry.__len__, queued=lambda: 0)

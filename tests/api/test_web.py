@@ -7,7 +7,6 @@ over a ``StringTransport`` for what happens before a resource is reached.
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,12 +19,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from socketdock.relay.backend import LoopbackBackend
+from socketdock.api.site import Root, make_api_children, make_health, make_site, warn_if_exposed
 from socketdock.config.settings import load_config
 from socketdock.ops.metrics import Metrics
+from socketdock.relay.backend import LoopbackBackend
 from socketdock.relay.registry import IConnection, Registry
 from socketdock.relay.session import Relay
-from socketdock.api.site import Root, make_api_children, make_health, make_site, warn_if_exposed
 
 TOKEN = "t0ken-for-tests"
 LIVE = "a" * 32
@@ -44,7 +43,7 @@ class FakeConnection:
         self.tags: tuple[str, ...] = ()
         self.closed: list[tuple[int, str, str]] = []
 
-    def deliver(self, payload: bytes, is_binary: bool) -> "Deferred[None]":
+    def deliver(self, payload: bytes, is_binary: bool) -> Deferred[None]:
         self.delivered.append((payload, is_binary))
         return succeed(None)
 
@@ -68,7 +67,7 @@ class Upgrade(Resource):
 class Front:
     """The real resource tree of one instance, built as make_service builds it."""
 
-    def __init__(self, token: Optional[str] = TOKEN, max_message_size: int = 64) -> None:
+    def __init__(self, token: str | None = TOKEN, max_message_size: int = 64) -> None:
         self.clock = Clock()
         self.registry = Registry()
         self.connection = FakeConnection(LIVE)
@@ -98,7 +97,7 @@ def bearer(token: str = TOKEN) -> dict[bytes, list[bytes]]:
 
 class _Requests(SynchronousTestCase):
     def call(self, treq: StubTreq, method: str, path: str, body: bytes = b"",
-             headers: Optional[dict] = None) -> tuple[int, object, bytes]:
+             headers: dict | None = None) -> tuple[int, object, bytes]:
         response = self.successResultOf(
             treq.request(method, "http://relay.test" + path, data=body or None, headers=headers)
         )
@@ -434,7 +433,7 @@ class TokenPropertyTests(_Requests):
             self.assertEqual(self.call(treq, "GET", "/status", headers=bearer(other))[0], 401)
 
 
-def _channel(max_body: int = 16, clock: Optional[Clock] = None):
+def _channel(max_body: int = 16, clock: Clock | None = None):
     """The real site's HTTP channel over a StringTransport."""
     site = make_site(Root(("/ws", Upgrade()), Front(token=None).api, {}, None),
                      clock or Clock(), max_body)
@@ -529,7 +528,7 @@ class BodyLimitTests(SynchronousTestCase):
 class ExposureWarningTests(SynchronousTestCase):
     """A callback API reachable beyond loopback without a token is warned about."""
 
-    def warned(self, endpoint: str, token: Optional[str] = None) -> list[dict]:
+    def warned(self, endpoint: str, token: str | None = None) -> list[dict]:
         with capturedLogs() as events:
             warn_if_exposed(endpoint, token, Logger(namespace="test"))
         return [e for e in events if e["log_level"].name == "warn"]

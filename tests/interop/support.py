@@ -14,7 +14,7 @@ import os
 import shutil
 import signal
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
@@ -74,7 +74,7 @@ class ClientProcess(EventLog, ProcessProtocol):
         super().__init__()
         self.stdout = b""
         self.stderr = b""
-        self.ended: Deferred[Optional[int]] = Deferred()
+        self.ended: Deferred[int | None] = Deferred()
         self._partial = b""
 
     @property
@@ -104,7 +104,7 @@ class ClientProcess(EventLog, ProcessProtocol):
         self.finish()
         self.ended.callback(getattr(reason.value, "exitCode", None))
 
-    def stop(self) -> Deferred[Optional[int]]:
+    def stop(self) -> Deferred[int | None]:
         """Kill the client if it still runs; fires once it is gone."""
         if self.running:
             try:
@@ -114,7 +114,7 @@ class ClientProcess(EventLog, ProcessProtocol):
         return self.ended
 
 
-def spawn(testcase, argv: list[str], env: Optional[dict[str, str]] = None) -> ClientProcess:
+def spawn(testcase, argv: list[str], env: dict[str, str] | None = None) -> ClientProcess:
     """Start ``argv`` in tests/interop; the test's cleanup kills it and waits."""
     process = ClientProcess()
     full_env = dict(os.environ if env is None else env)
@@ -123,7 +123,7 @@ def spawn(testcase, argv: list[str], env: Optional[dict[str, str]] = None) -> Cl
     return process
 
 
-def which(program: str) -> Optional[str]:
+def which(program: str) -> str | None:
     """The program's path, or None when it is not installed."""
     return shutil.which(program)
 

@@ -14,11 +14,16 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
+from socketdock.ops.metrics import Metrics
 from socketdock.relay.backend import (
-    ConnectRefused, HTTPBackend, MessageRefused, Reply, UnusableAdmission, retry_after,
+    ConnectRefused,
+    HTTPBackend,
+    MessageRefused,
+    Reply,
+    UnusableAdmission,
+    retry_after,
 )
 from socketdock.relay.httpclient import HTTPResult
-from socketdock.ops.metrics import Metrics
 from socketdock.relay.retry import MAX_RETRY_AFTER, Backoff, RetriesExhausted
 from socketdock.relay.wire import CallbackURLs
 

@@ -8,8 +8,8 @@ from hyperlink import EncodedURL
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import Clock
-from twisted.test.proto_helpers import StringTransport
 from twisted.python.failure import Failure
+from twisted.test.proto_helpers import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss
@@ -18,7 +18,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from socketdock.relay.httpclient import (
-    BackendClient, BytesProducer, PreparedURL, _collect, make_http_client, make_pool,
+    BackendClient,
+    BytesProducer,
+    PreparedURL,
+    _collect,
+    make_http_client,
+    make_pool,
     make_tls_policy,
 )
 

@@ -11,13 +11,15 @@ import sqlite3
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python import usage
 from twisted.python.failure import Failure
-from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from socketdock.config.preflight import check_startable
 from socketdock.config.settings import ConfigError, load_config
+from socketdock.ops.metrics import Metrics
 from socketdock.relay.journal import (
     RETRY_DELAY,
     InlineWriter,
@@ -26,8 +28,6 @@ from socketdock.relay.journal import (
     JournalService,
     check_journal,
 )
-from socketdock.ops.metrics import Metrics
-from socketdock.config.preflight import check_startable
 from socketdock.relay.registry import Registry
 from socketdock.relay.session import RECOVERED_REASON, Relay
 from socketdock.tap import Options, make_service

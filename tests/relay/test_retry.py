@@ -6,7 +6,13 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from socketdock.relay.retry import (
-    MAX_RETRY_AFTER, Again, Backoff, Done, Final, RetriesExhausted, retrying,
+    MAX_RETRY_AFTER,
+    Again,
+    Backoff,
+    Done,
+    Final,
+    RetriesExhausted,
+    retrying,
 )
 
 

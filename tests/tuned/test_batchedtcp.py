@@ -13,11 +13,11 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString, wrapClientTLS
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
+    IPullProducer,
+    IPushProducer,
     IReactorPluggableNameResolver,
     IReactorTCP,
     IReactorTime,
-    IPullProducer,
-    IPushProducer,
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater

@@ -5,8 +5,8 @@ import gc
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from socketdock.tuned.collector import YOUNG_THRESHOLD, tune_collector
 from socketdock.tap import makeService
+from socketdock.tuned.collector import YOUNG_THRESHOLD, tune_collector
 from tests.test_tap_options import _parse, private_log_beginner
 
 

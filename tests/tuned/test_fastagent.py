@@ -9,9 +9,16 @@ from io import BytesIO
 from pathlib import Path
 from shutil import which
 
+import treq
+from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import (
-    CancelledError, Deferred, TimeoutError, gatherResults, inlineCallbacks, succeed,
+    CancelledError,
+    Deferred,
+    TimeoutError,
+    gatherResults,
+    inlineCallbacks,
+    succeed,
 )
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory, Protocol
@@ -20,23 +27,28 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.client import (
-    FileBodyProducer, PotentialDataLoss, RequestTransmissionFailed, ResponseFailed,
+    FileBodyProducer,
+    PotentialDataLoss,
+    RequestTransmissionFailed,
+    ResponseFailed,
     ResponseNeverReceived,
 )
 from twisted.web.error import SchemeNotSupported
-from twisted.web.http_headers import Headers
 from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
-import treq
-from treq.client import HTTPClient
 
-from socketdock.tuned.h1client import HTTP11Connection, ResponseTooLarge
-from socketdock.tuned.fastagent import ConnectionPool, FastAgent
 from socketdock.relay.httpclient import (
-    BackendClient, BytesProducer, NoCookies, describe_failure, make_tls_policy,
+    BackendClient,
+    BytesProducer,
+    NoCookies,
+    describe_failure,
+    make_tls_policy,
 )
+from socketdock.tuned.fastagent import ConnectionPool, FastAgent
+from socketdock.tuned.h1client import HTTP11Connection, ResponseTooLarge
 from tests.certs import make_ca
 from tests.interop.support import spawn
 

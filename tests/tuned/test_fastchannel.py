@@ -18,12 +18,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from socketdock.relay.backend import LoopbackBackend
-from socketdock.tuned.fastchannel import FastHTTPChannel
+from socketdock.api.site import Root, make_api_children, make_health, make_site
 from socketdock.ops.metrics import Metrics
+from socketdock.relay.backend import LoopbackBackend
 from socketdock.relay.registry import IConnection, Registry
 from socketdock.relay.session import Relay
-from socketdock.api.site import Root, make_api_children, make_health, make_site
+from socketdock.tuned.fastchannel import FastHTTPChannel
 
 LIVE = "a" * 32
 

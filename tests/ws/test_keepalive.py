@@ -1,6 +1,5 @@
 """Tests for socketdock.ws.keepalive: pings on the reactor's clock, exact to the fraction."""
 
-from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase

@@ -11,7 +11,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from socketdock.tuned.autobahn import (
-    SmallFrameMasker, defer_debug_formatting, use_small_frame_masker, with_options,
+    SmallFrameMasker,
+    defer_debug_formatting,
+    use_small_frame_masker,
+    with_options,
 )
 from socketdock.ws.protocol import RelayServerFactory, RelayServerProtocol
 
