@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any, Union
+from typing import Any
 
 import attrs
 import treq
@@ -80,7 +80,7 @@ STALL = _Special("STALL")
 #: Abort the TCP connection without answering (a reset, from SocketDock's side).
 RESET = _Special("RESET")
 
-Script = Union[Answer, _Special]
+Script = Answer | _Special
 
 
 @attrs.frozen

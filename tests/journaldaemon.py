@@ -78,7 +78,7 @@ class Daemon(ProcessProtocol):
     def wait_for_journal(self, recorded: int, forgotten: int) -> Deferred[str]:
         """Fire once at least this many records and forgets reached the disk."""
         return self.wait_for_log(
-            lambda _: all(a >= b for a, b in zip(self.journal_totals(), (recorded, forgotten)))
+            lambda _: all(a >= b for a, b in zip(self.journal_totals(), (recorded, forgotten), strict=True))
         )
 
     def ended(self) -> Deferred[int | None]:

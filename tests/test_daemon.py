@@ -165,7 +165,7 @@ class DrainTests(DaemonCase):
         yield self.backend.wait_for("message", 3)
 
         proc.signal("TERM")
-        closes = yield gatherResults([c.closed for c in [a] + others])
+        closes = yield gatherResults([c.closed for c in [a, *others]])
         self.assertEqual([code for _, code, _ in closes], [1001] * 3)
         code, _, _ = yield self.backend.request("GET", f"http://127.0.0.1:{self.port}/readyz")
         self.assertEqual(code, 503)

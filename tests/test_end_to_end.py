@@ -143,7 +143,7 @@ class CallbackTests(RelayTestCase):
         (msg,) = yield self.backend.wait_for("message", 1)
         code, _ = yield self.backend.post_json(msg["meta"]["disconnect"], {"code": 4000, "reason": "bye"})
         self.assertEqual(code, 200)
-        was_clean, close_code, reason = yield client.closed
+        _was_clean, close_code, reason = yield client.closed
         self.assertEqual((close_code, reason), (4000, "bye"))
         (notice,) = yield self.backend.wait_for("disconnect", 1)
         self.assertEqual(notice["connection_id"], msg["meta"]["connection_id"])
@@ -229,7 +229,7 @@ class InspectionTests(RelayTestCase):
         client.send_text("hi")
         (msg,) = yield self.backend.wait_for("message", 1)
         url = f"{self.relay.base}/socket/{msg['meta']['connection_id']}"
-        code, headers, body = yield self.backend.request("GET", url)
+        code, _headers, body = yield self.backend.request("GET", url)
         self.assertEqual(code, 200)
         info = json.loads(body)
         self.assertEqual(info["connection_id"], msg["meta"]["connection_id"])

@@ -111,7 +111,7 @@ class ChromiumClient(EventLog):
         root.putChild(b"hold", self._hold)
         self._factory = _Tracking(_QuietSite(root))
         self._port = reactor.listenTCP(0, self._factory, interface="127.0.0.1")
-        page = "http://127.0.0.1:%d/page.html?%s" % (
+        page = "http://127.0.0.1:{}/page.html?{}".format(
             self._port.getHost().port, urlencode({"ws": ws_url, "mode": mode}))
         self.process = ClientProcess()
         argv = [

@@ -139,7 +139,7 @@ class FaultTests(ReliabilityCase):
         client = yield self.client()
         client.send_text("a")
         client.send_text("b")
-        _, code, reason = yield client.closed
+        _, code, _reason = yield client.closed
         self.assertEqual(code, 1011)
         (notice,) = yield self.backend.wait_for("disconnect", 1)
         self.assertEqual(notice["meta"]["initiator"], "backend")
@@ -221,7 +221,7 @@ class BackpressureTests(ReliabilityCase):
         client.protocol.transport.pauseProducing()
         accepted = 0
         for i in range(1000):
-            code, body = yield self.backend.post_send(
+            code, _body = yield self.backend.post_send(
                 msg["meta"]["send"], b"%06d" % i + b"x" * (size - 6), b"application/octet-stream")
             if code != 200:
                 break

@@ -26,7 +26,7 @@ _LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
 #: The ``le`` label of each bucket, as prometheus-client writes it.
-_BUCKET_LABELS = tuple(repr(float(b)) for b in _LATENCY_BUCKETS) + ("+Inf",)
+_BUCKET_LABELS = (*(repr(float(b)) for b in _LATENCY_BUCKETS), "+Inf")
 
 
 def close_code_label(code: int | None) -> str:
@@ -205,7 +205,7 @@ class _HotFigures:
         )
         for kind, (counts, total) in self._latency.items():
             cumulative, buckets = 0, []
-            for bound, count in zip(_BUCKET_LABELS, counts):
+            for bound, count in zip(_BUCKET_LABELS, counts, strict=True):
                 cumulative += count
                 buckets.append((bound, cumulative))
             latency.add_metric([kind], buckets, total)

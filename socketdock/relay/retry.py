@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar, Union
+from typing import Any, Generic, TypeVar
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred
@@ -76,7 +76,7 @@ class Again:
     after: float | None = None
 
 
-Verdict = Union[Done[Any], Final, Again]
+Verdict = Done[Any] | Final | Again
 
 
 class RetriesExhausted(Exception):

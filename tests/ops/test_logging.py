@@ -42,7 +42,7 @@ class JsonLineTests(SynchronousTestCase):
     def test_failure_and_odd_values(self):
         """A failure is kept as a traceback; values JSON cannot hold become their repr."""
         try:
-            1 / 0
+            1 / 0  # noqa: B018 (raises on purpose, for a real traceback)
         except ZeroDivisionError:
             failure = Failure()
         record = json.loads(event_as_json_line({

@@ -84,7 +84,7 @@ class BackendClientTests(TestCase):
         second = yield self.client.post(self.url, b'{"n":2}')
         self.assertEqual((first.code, first.body), (200, b"answer:1"))
         self.assertEqual(second.body, b"answer:2")
-        (body1, headers1, port1), (body2, headers2, port2) = self.resource.seen
+        (body1, _headers1, port1), (body2, headers2, port2) = self.resource.seen
         self.assertEqual((body1, body2), (b'{"n":1}', b'{"n":2}'))
         self.assertEqual(port1, port2)
         self.assertEqual(headers2.getRawHeaders(b"content-type"), [b"application/json"])
@@ -122,7 +122,7 @@ class ConcurrencyTests(SynchronousTestCase):
 
     def test_excess_requests_wait_in_line(self) -> None:
         """With two slots the third request starts only when one finishes, in order."""
-        clock, client = self.make(2)
+        _clock, client = self.make(2)
         results = [client.post(f"http://b/{n}", b"{}") for n in range(3)]
         self.assertEqual(self.started, ["http://b/0", "http://b/1"])
         self.answers[0].errback(ConnectionRefusedError())
@@ -145,7 +145,7 @@ class ConcurrencyTests(SynchronousTestCase):
 
     def test_cancel_while_waiting_leaves_the_line(self) -> None:
         """A request cancelled before it started never starts and frees nothing twice."""
-        clock, client = self.make(1)
+        _clock, client = self.make(1)
         first = client.post("http://b/0", b"{}")
         second = client.post("http://b/1", b"{}")
         second.cancel()
