@@ -37,7 +37,7 @@ from socketdock.relay.localreach import LocalReach
 from socketdock.relay.registry import Registry
 from socketdock.relay.retry import Backoff
 from socketdock.relay.session import Relay
-from socketdock.relay.wire import CallbackURLs, LearnedCallbackURLs
+from socketdock.relay.wire import AnyCallbackURLs, CallbackURLs, LearnedCallbackURLs
 from socketdock.service import (
     SocketDockService,
     add_listener,
@@ -200,13 +200,14 @@ def makeService(options: Options, reactor=None, log_beginner=None) -> SocketDock
     return make_service(options["settings"], reactor)
 
 
-def make_backend(config: Config, reactor, net, urls: CallbackURLs, metrics: Metrics):
+def make_backend(config: Config, reactor, net, urls: AnyCallbackURLs, metrics: Metrics):
     """
     The backend the settings name, and the connection pool to close at stop
     (None for loopback).  Backend connections are made through ``net``.
     """
     if config.backend != "http":
         return LoopbackBackend(), None
+    assert config.messageuri is not None  # load_config requires it with backend = http
     pool = make_pool(reactor, config.backend_concurrency)
     client = BackendClient(
         make_http_client(

@@ -216,6 +216,7 @@ def read_body(request: Request, limit: int) -> bytes:
 
     :raises BadBody: when the body is longer than ``limit``.
     """
+    assert request.content is not None  # twisted.web sets it before rendering
     body = request.content.read(limit + 1)
     if len(body) > limit:
         raise BadBody(413, f"body larger than {limit} bytes")
@@ -257,6 +258,7 @@ def read_frame(request: Request, max_size: int) -> tuple[bytes, bool]:
     :raises BadBody: (413) over ``max_size``, (400) a ``text/*`` body that is
         not UTF-8.
     """
+    assert request.content is not None  # twisted.web sets it before rendering
     body = request.content.read(max_size + 1)
     if len(body) > max_size:
         raise BadBody(413, f"message larger than max_message_size ({max_size} bytes)")

@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web import http
 from twisted.web.http import unquote
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -73,6 +74,7 @@ class Root(Resource):
     def getChildWithDefault(self, name: bytes, request: Request) -> Resource:
         if self._ws is not None and self._ws_segments and name == self._ws_segments[0]:
             rest = self._ws_segments[1:]
+            assert request.postpath is not None  # set during traversal
             if request.postpath[: len(rest)] == rest:
                 del request.postpath[: len(rest)]
                 return self._ws
@@ -178,6 +180,7 @@ class BoundedRequest(Request):
     def handleContentChunk(self, data: bytes) -> None:
         if self._answered or not self._limit:
             return  # answered already, or a route that reads no body
+        assert self.content is not None  # gotLength made it
         if self.content.tell() + len(data) > self._limit:
             self._too_large()
             return
@@ -235,7 +238,8 @@ class QuietSite(Site):
     """
 
     # httptools-parsed HTTP/1.1; resources still get real Requests.
-    protocol = FastHTTPChannel
+    # Not the generic-channel wrapper Twisted's types expect: HTTP/1.1 only, on purpose.
+    protocol = FastHTTPChannel  # type: ignore[assignment]
 
     requestFactory = BoundedRequest
 
@@ -256,7 +260,7 @@ class QuietSite(Site):
         request.sitepath = []
         return resource
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         pass
 
 

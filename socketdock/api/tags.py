@@ -76,7 +76,7 @@ def _render(request: Request, result: object, ok: Callable[[Request, object], by
     if result.check(OutboundFull):
         request.setHeader(b"retry-after", b"1")
         return plain(request, 503, "client is not reading; retry later")
-    if result.check(Unreachable):
+    if isinstance(result.value, Unreachable):
         request.setHeader(b"retry-after", str(result.value.retry_after).encode("ascii"))
         return plain(request, 503, result.value.why)
     _log.failure("callback API request {path} failed", result, path=request.path)
@@ -244,6 +244,7 @@ class SocketsWithTags(SocketsResource):
     def getChild(self, name: bytes, request: Request) -> Resource:
         child = super().getChild(name, request)
         if isinstance(child, ConnectionResource) and request.postpath == [b"tags"]:
+            assert request.postpath is not None and request.prepath is not None  # mid-traversal
             del request.postpath[:]
             request.prepath.append(b"tags")
             return ConnectionTagsResource(self._reach, name.decode("ascii"))

@@ -177,7 +177,7 @@ class HTTPBackend:
         self,
         client: BackendClient,
         clock: IReactorTime,
-        urls: wire.CallbackURLs,
+        urls: wire.AnyCallbackURLs,
         metrics: Metrics,
         messageuri: str,
         connecturi: str | None,

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 from collections import deque
 from collections.abc import Callable
+from typing import TypeVar
 
 import attrs
 from hyperlink import EncodedURL
@@ -36,6 +37,7 @@ USER_AGENT = f"SocketDock/{__version__}".encode("ascii")
 # Twice the default max_message_size (an inline reply is at most one message),
 # plus room for headers and an envelope.
 DEFAULT_MAX_RESPONSE_BODY = 2 * 4194304 + 64 * 1024
+_T = TypeVar("_T")
 
 
 @attrs.frozen
@@ -154,11 +156,12 @@ class BackendClient:
             allow_redirects=False,
             unbuffered=True,
         )
-        d.addCallback(_collect)
-        d.addTimeout(self._timeout, self._clock)
-        return d.addBoth(self._done, kind, started)
+        # Twisted's overloads omit a callback returning Failure | Deferred[T] | T.
+        collected: Deferred[HTTPResult] = d.addCallback(_collect)  # type: ignore[call-overload]
+        collected.addTimeout(self._timeout, self._clock)
+        return collected.addBoth(self._done, kind, started)
 
-    def _done(self, outcome: object, kind: str, started: float) -> object:
+    def _done(self, outcome: _T, kind: str, started: float) -> _T:
         self._line.leave()
         label = outcome.code if isinstance(outcome, HTTPResult) else "error"
         self._observe(kind, str(label), self._clock.seconds() - started)
@@ -236,7 +239,8 @@ class PreparedURL(EncodedURL):
     @classmethod
     def prepare(cls, url: str) -> PreparedURL:
         """Encode ``url`` once, the way treq would on every call."""
-        return cls.from_text(EncodedURL.from_text(url).to_uri().to_text())
+        # hyperlink types from_text as returning URL, though it builds a cls.
+        return cls.from_text(EncodedURL.from_text(url).to_uri().to_text())  # type: ignore[return-value]
 
     def to_uri(self) -> PreparedURL:
         return self
@@ -249,7 +253,7 @@ class PreparedURL(EncodedURL):
         return self._text
 
 
-def _collect(response) -> HTTPResult | Deferred[HTTPResult]:
+def _collect(response) -> HTTPResult | Failure | Deferred[HTTPResult]:
     collector = _BodyCollector(response)
     response.deliverBody(collector)
     return collector.outcome()
@@ -320,6 +324,7 @@ def describe_failure(failure: Failure) -> str:
             return "TLS: the backend's certificate does not match its hostname"
         if isinstance(value, SSL.Error):
             return "TLS: " + _openssl_reason(value)
+    assert failure.type is not None  # a Failure always has its exception's type
     return failure.type.__name__
 
 
@@ -339,5 +344,6 @@ def make_http_client(
     """
     skip_cookie_agent_for_no_cookies()
     return HTTPClient(
-        FastAgent(reactor, pool, tls_policy, max_response_body), cookiejar=NoCookies()
+        # treq types the jar as its IndexableCookieJar; any CookieJar works.
+        FastAgent(reactor, pool, tls_policy, max_response_body), cookiejar=NoCookies()  # type: ignore[arg-type]
     )

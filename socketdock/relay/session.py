@@ -11,12 +11,13 @@ them (SPEC §6).
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Attribute, Interface
+from zope.interface import Attribute, Interface, implementer
 
 from socketdock.ops.metrics import Metrics
 from socketdock.relay.backend import IBackend, MessageRefused, Reply
@@ -71,7 +72,7 @@ class Session:
         self._paused = False
         self._ended: tuple[int | None, str, str] | None = None
         self._gave_up = False
-        self._inflight: Deferred[object] | None = None
+        self._inflight: Deferred[Any] | None = None
         self._abandoned = False
 
     def __len__(self) -> int:
@@ -118,10 +119,10 @@ class Session:
             extra: dict = {"recovered": True} if self._recovered else {}
             if self._socket.tags:
                 extra["tags"] = self._socket.tags
-            d = self._inflight = self._relay.backend.disconnect(
+            notice = self._inflight = self._relay.backend.disconnect(
                 self.connection_id, code, reason, initiator, **extra
             )
-            d.addBoth(self._noticed)
+            notice.addBoth(self._noticed)
 
     def abandon(self) -> None:
         """The process is stopping: give up the request in flight and its retries."""
@@ -145,7 +146,7 @@ class Session:
         self._pump()
 
     def _message_failed(self, failure: Failure, seq: int) -> None:
-        if failure.check(MessageRefused):
+        if isinstance(failure.value, MessageRefused):
             self._log.warn(
                 "backend refused message {seq} of {connection_id} with HTTP {status}",
                 seq=seq, connection_id=self.connection_id, status=failure.value.status,
@@ -156,7 +157,7 @@ class Session:
         dropped = len(self._queue)
         self._queue.clear()
         self._gave_up = True
-        if failure.check(RetriesExhausted):
+        if isinstance(failure.value, RetriesExhausted):
             self._log.error(
                 "backend did not take message {seq} of {connection_id} ({why}); "
                 "closing it with 1011, {dropped} later messages not sent",
@@ -277,6 +278,7 @@ class Relay:
 
     def _reply_lost(self, failure: Failure) -> None:
         failure.trap(NotLive, OutboundFull)
+        assert failure.type is not None  # trap passed: NotLive or OutboundFull
         self._log.info("a reply for a closed or stalled client was dropped ({why})",
                        why=failure.type.__name__)
 
@@ -320,10 +322,10 @@ class Relay:
             connection.close(1001, "server shutting down", "server")
         d = self.idle()
         d.addTimeout(timeout, self._clock, onTimeoutCancel=lambda *_: None)
-        d.addCallback(lambda _: self.unfinished())
-        return d
+        return d.addCallback(lambda _: self.unfinished())
 
 
+@implementer(ISocket)
 class _GoneSocket:
     """Stands in for a client that left before its handshake completed."""
 

@@ -74,8 +74,11 @@ class LearnedCallbackURLs:
         return f"{self.base}/socket/{connection_id}/disconnect"
 
 
+AnyCallbackURLs = CallbackURLs | LearnedCallbackURLs
+
+
 def connect_body(
-    urls: CallbackURLs, connection_id: str, headers: Mapping[str, str]
+    urls: AnyCallbackURLs, connection_id: str, headers: Mapping[str, str]
 ) -> bytes:
     """
     Body of the connect notice, sent before the handshake is answered.
@@ -92,7 +95,7 @@ def connect_body(
 
 
 def message_body(
-    urls: CallbackURLs, connection_id: str, seq: int, payload: bytes, is_binary: bool,
+    urls: AnyCallbackURLs, connection_id: str, seq: int, payload: bytes, is_binary: bool,
     tags: Sequence[str] = (),
 ) -> bytes:
     """

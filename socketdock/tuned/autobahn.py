@@ -31,12 +31,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from pprint import pformat
 from types import FunctionType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import autobahn.twisted.websocket as _twisted_module
 import autobahn.websocket.protocol as _protocol_module
 from autobahn.util import hltype, hlval
+from autobahn.websocket.protocol import WebSocketServerProtocol
 from autobahn.websocket.xormasker import create_xor_masker as _autobahn_create_xor_masker
+
+_P = TypeVar("_P", bound=WebSocketServerProtocol)
 
 
 class _Lazy:
@@ -68,10 +71,11 @@ def _lazy(render: Callable[..., str]) -> Callable[..., _Lazy]:
 
 def defer_debug_formatting() -> None:
     """Make Autobahn format its debug-line arguments only for emitted lines."""
-    _protocol_module.pformat = _lazy(pformat)
+    # Patches Autobahn's module globals; mypy sees their declared types.
+    _protocol_module.pformat = _lazy(pformat)  # type: ignore[assignment]
     for module in (_protocol_module, _twisted_module):
-        module.hltype = _lazy(hltype)
-        module.hlval = _lazy(hlval)
+        module.hltype = _lazy(hltype)  # type: ignore[attr-defined]
+        module.hlval = _lazy(hlval)  # type: ignore[attr-defined]
 
 
 class SmallFrameMasker:
@@ -115,7 +119,7 @@ def use_small_frame_masker() -> None:
     _protocol_module.create_xor_masker = create_xor_masker
 
 
-def with_options(protocol: type, factory: Any) -> type:
+def with_options(protocol: type[_P], factory: Any) -> type[_P]:
     """
     A subclass of ``protocol`` with ``factory``'s current protocol options as
     class attributes, so instances do not copy them (see the module doc).
@@ -123,7 +127,7 @@ def with_options(protocol: type, factory: Any) -> type:
     attributes = {name: _as_class_attribute(getattr(factory, name))
                   for name in protocol.CONFIG_ATTRS}
     attributes["__module__"] = protocol.__module__
-    return type(protocol.__name__, (protocol,), attributes)
+    return cast("type[_P]", type(protocol.__name__, (protocol,), attributes))
 
 
 def _as_class_attribute(value: Any) -> Any:

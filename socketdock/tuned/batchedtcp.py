@@ -31,6 +31,7 @@ been stable since Twisted 12; those tests are what would notice a change.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from twisted.internet import tcp
 from twisted.internet.posixbase import PosixReactorBase
@@ -74,7 +75,14 @@ class WriteBatch:
                     transport.abortConnection()
 
 
-class _SendAfterRead:
+if TYPE_CHECKING:
+    # What the mixin leans on: tcp.Connection's buffer attributes and methods.
+    _ConnectionBase = tcp.Connection
+else:
+    _ConnectionBase = object
+
+
+class _SendAfterRead(_ConnectionBase):
     """
     Mixin for a ``tcp.Connection``: writes made while a batch is reading are
     gathered in Twisted's own buffer, and sent by :meth:`_send_gathered`.
@@ -173,7 +181,8 @@ class _BatchedClient(_SendAfterRead, tcp.Client):
 
 
 class _BatchedPort(tcp.Port):
-    transport = _BatchedServer
+    # Narrower constructor (server: _BatchedPort): only this port builds it, passing itself.
+    transport = _BatchedServer  # type: ignore[assignment]
 
     def __init__(self, port, factory, backlog, interface, reactor, batch: WriteBatch) -> None:
         super().__init__(port, factory, backlog, interface, reactor)

@@ -23,6 +23,7 @@ import re
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.web.client import (
     URI,
@@ -192,7 +193,7 @@ class FastAgent:
         return origin
 
     def _endpoint(self, scheme: bytes, host: bytes, port: int) -> tuple:
-        endpoint = HostnameEndpoint(
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
             self._reactor, host.decode("ascii"), port, timeout=self._connect_timeout)
         if scheme == b"https":
             endpoint = wrapClientTLS(self._tls.creatorForNetloc(host, port), endpoint)

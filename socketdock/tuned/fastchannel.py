@@ -23,7 +23,10 @@ from __future__ import annotations
 from collections import deque
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
-from twisted.web.http import HTTPChannel
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, Request
 from twisted.web.iweb import INonQueuedRequestFactory
 
 _HEAD, _BODY, _DONE, _ERROR = range(4)
@@ -64,21 +67,23 @@ class FastHTTPChannel(HTTPChannel):
         self._stalled = 0
         # The request being received and its request line, under the names
         # HTTPChannel gives them (a request may read them in gotLength).
-        self._current = None
+        self._current: Request | None = None
         self._command = self._path = self._version = b""
-        self._host = None
-        self._peer = None
+        self._host: IAddress | None = None
+        self._peer: IAddress | None = None
 
     def getHost(self):
         # twisted.web asks for every request, and each ask is a getsockname()
         # call; a connection's local address never changes.
         if self._host is None:
+            assert self.transport is not None
             self._host = self.transport.getHost()
         return self._host
 
     def getPeer(self):
         # Asked for every request too; each ask built a new address object.
         if self._peer is None:
+            assert self.transport is not None
             self._peer = self.transport.getPeer()
         return self._peer
 
@@ -151,7 +156,7 @@ class FastHTTPChannel(HTTPChannel):
             self._feed(data)
             self._drain()
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closed = True
         self._events.clear()
         self._parser = None
@@ -241,6 +246,7 @@ class FastHTTPChannel(HTTPChannel):
                 if events:
                     kind, value = events.popleft()
                     if kind == _BODY:
+                        assert self._current is not None  # a body follows its head
                         self._current.handleContentChunk(value)
                     elif kind == _HEAD:
                         self._head(*value)
@@ -311,5 +317,6 @@ class FastHTTPChannel(HTTPChannel):
 
     def _done(self) -> None:
         request, self._current = self._current, None
+        assert request is not None  # the end follows its head
         self._handlingRequest = True
         request.requestReceived(self._command, self._path, self._version)

@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 import httptools
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers
@@ -33,7 +34,7 @@ MAX_HEAD = 64 * 1024
 
 def _chunked(codings: list[bytes] | None) -> bool:
     # Chunked framing only when chunked is the last transfer-coding (RFC 9112 6.3).
-    return bool(codings) and codings[-1].rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+    return bool(codings and codings[-1].rsplit(b",", 1)[-1].strip().lower() == b"chunked")
 
 
 class ResponseTooLarge(Exception):
@@ -48,6 +49,8 @@ class HTTP11Connection(Protocol):
     :param on_gone: called with this connection once it is closed.
     :param max_body: the largest response body accepted, in bytes.
     """
+
+    transport: ITCPTransport  # TCP or TLS, connected before the pool hands it out
 
     def __init__(self, on_idle: Callable, on_gone: Callable, max_body: int) -> None:
         self._on_idle = on_idle
@@ -64,10 +67,11 @@ class HTTP11Connection(Protocol):
 
     # --- the request ----------------------------------------------------
 
-    def request(self, method: bytes, target: bytes, host: bytes, uri: bytes,
+    def request(self, method: bytes, target: bytes, host: bytes | None, uri: bytes,
                 headers: Headers, producer) -> Deferred[Response]:
         """Send one request; fires with the whole response."""
-        self._d = d = Deferred(self._cancel)
+        d: Deferred[Response] = Deferred(self._cancel)
+        self._d = d
         self._info = RequestInfo(method, uri, headers)
         self._parser = httptools.HttpResponseParser(self)
         self._got_bytes = False
@@ -119,7 +123,7 @@ class HTTP11Connection(Protocol):
             # Only a producer that is still at work needs the transport's
             # pause/resume; one that wrote everything is done already.
             consumer.flush()
-            self.transport.registerProducer(producer, True)
+            self.transport.registerProducer(producer, True)  # type: ignore[attr-defined]  # TCP and TLS transports are IConsumers
             self._registered = True
         produced.addCallbacks(self._body_done, self._body_failed,
                               callbackArgs=(consumer,), errbackArgs=(consumer,))
@@ -144,7 +148,7 @@ class HTTP11Connection(Protocol):
     def _end_body(self) -> None:
         if self._registered:
             self._registered = False
-            self.transport.unregisterProducer()
+            self.transport.unregisterProducer()  # type: ignore[attr-defined]  # as in _write_body
         self._producer = self._consumer = None
 
     def _stop_body(self) -> None:
@@ -251,12 +255,14 @@ class HTTP11Connection(Protocol):
         response = self._response(True)
         reusable = self._framed and self._sent and self._keep_alive
         d, self._d = self._d, None
-        self._parser = None
+        # Read only while a request is in flight; the next request makes a new one.
+        self._parser = None  # type: ignore[assignment]
         self.served += 1
         if reusable:
             self._on_idle(self)
         else:
             self.transport.loseConnection()
+        assert d is not None  # a response completes a request
         d.callback(response)
 
     # --- the connection -------------------------------------------------
@@ -264,7 +270,7 @@ class HTTP11Connection(Protocol):
     def connectionMade(self) -> None:
         self.connected = True
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False
         self._on_gone(self)
         waiters, self._waiters = self._waiters, []

@@ -86,7 +86,8 @@ class BodyConsumer:
     def __init__(self, transport, length, head: bytes) -> None:
         self._transport = transport
         self._chunked = length == UNKNOWN_LENGTH
-        self._left = None if self._chunked else length
+        # Read only when not chunked.
+        self._left: int = 0 if self._chunked else length
         self._pending: list[bytes] | None = [head]
 
     def write(self, data: bytes) -> None:

@@ -50,4 +50,5 @@ def skip_cookie_agent_for_no_cookies() -> None:
     Twisted's ``CookieAgent`` by that name.
     """
     if getattr(_treq_client, "CookieAgent", None) is CookieAgent:
-        _treq_client.CookieAgent = _cookie_agent
+        # A function standing in for the class: treq only calls it.
+        _treq_client.CookieAgent = _cookie_agent  # type: ignore[misc, assignment]

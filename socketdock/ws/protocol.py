@@ -63,7 +63,7 @@ def _bad_extension_offer(extensions) -> str | None:
         if pmce is None:
             continue
         try:
-            pmce["Offer"].parse(params)
+            pmce["Offer"].parse(params)  # type: ignore[attr-defined]  # autobahn types the table as dict[str, type]
         except Exception as e:
             return str(e)
     return None
@@ -189,13 +189,13 @@ class RelayServerProtocol(WebSocketServerProtocol):
         return True
 
     def _refuse(self, failure: Failure):
-        if not failure.check(ConnectRefused):
+        if not isinstance(failure.value, ConnectRefused):
             self._log.failure("admission of {connection_id} failed", failure,
                               connection_id=self.connection_id)
             self._refusal = ConnectRefused(503, "backend unavailable")
         else:
             self._refusal = failure.value
-            if failure.check(UnusableAdmission):
+            if isinstance(failure.value, UnusableAdmission):
                 # The backend said yes: it hears the connection is gone.
                 self.factory.relay.orphan(self.connection_id, failure.value.why, "server", self.tags)
         return self._refused_now()
@@ -296,13 +296,13 @@ class RelayServerProtocol(WebSocketServerProtocol):
 
     def pause_reading(self) -> None:
         self._reading_paused = True
-        self.transport.pauseProducing()
+        self.transport.pauseProducing()  # type: ignore[union-attr]  # TCP and TLS transports are IPushProducers
         if self._keepalive is not None:
             self._keepalive.reading(False)
 
     def resume_reading(self) -> None:
         self._reading_paused = False
-        self.transport.resumeProducing()
+        self.transport.resumeProducing()  # type: ignore[union-attr]  # as in pause_reading
         if self._keepalive is not None:
             self._keepalive.reading(True)
         if not self._consuming:
@@ -495,7 +495,7 @@ class RelayServerFactory(WebSocketServerFactory):
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
 
-    def setProtocolOptions(self, **options) -> None:
+    def setProtocolOptions(self, **options) -> None:  # type: ignore[override]  # keyword-only, as Autobahn's callers use it
         """Set Autobahn's options; connections share them instead of copying."""
         super().setProtocolOptions(**options)
         self.protocol = with_options(RelayServerProtocol, self)
