@@ -114,6 +114,7 @@ class Process(ProcessProtocol):
     # ProcessProtocol
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         self.pid = self.transport.pid
         self.transport.closeStdin()
 
@@ -260,8 +261,7 @@ def get(reactor: Any, url: str) -> Deferred[tuple[int, bytes]]:
     pool = HTTPConnectionPool(reactor, persistent=False)
     client = HTTPClient(Agent(reactor, pool=pool))
     d = client.get(url)
-    d.addCallback(lambda r: treq.content(r).addCallback(lambda body: (r.code, body)))
-    return d
+    return d.addCallback(lambda r: treq.content(r).addCallback(lambda body: (r.code, body)))
 
 
 async def started(reactor: Any, process: Process, name: str = "listen") -> int:

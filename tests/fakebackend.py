@@ -97,7 +97,7 @@ class Received:
     path: str
     headers: Headers
     body: bytes
-    json: object
+    json: Any
 
 
 def _name(path: str) -> str:
@@ -131,9 +131,9 @@ class FakeBackend(Resource):
     def __init__(self, reactor: Any) -> None:
         super().__init__()
         self.received: list[Received] = []
-        self.connects: list[object] = []
-        self.messages: list[object] = []
-        self.disconnects: list[object] = []
+        self.connects: list[Any] = []
+        self.messages: list[Any] = []
+        self.disconnects: list[Any] = []
         #: Requests held open by :data:`STALL`, until :meth:`release` or they are lost.
         self.stalled: list[Request] = []
         self._by_name = {
@@ -143,7 +143,7 @@ class FakeBackend(Resource):
         }
         self._defaults: dict[str, Answer] = {name: Answer() for name in PATHS}
         self._scripts: dict[str, list[Script]] = {name: [] for name in PATHS}
-        self._waiters: list[tuple[str, int, Deferred[list[object]]]] = []
+        self._waiters: list[tuple[str, int, Deferred[list[Any]]]] = []
         # persistent=False: every call opens and closes its own connection, so no idle
         # pooled connection outlives a test (trial would call the reactor dirty) and
         # SocketDock's callback API is exercised on fresh connections.
@@ -176,7 +176,7 @@ class FakeBackend(Resource):
         """
         self._scripts[_name(path)].extend(responses)
 
-    def wait_for(self, path: str, count: int) -> Deferred[list[object]]:
+    def wait_for(self, path: str, count: int) -> Deferred[list[Any]]:
         """
         Fire, with the live JSON list for ``path``, once ``count`` requests arrived.
 
@@ -186,7 +186,7 @@ class FakeBackend(Resource):
         name = _name(path)
         if len(self._by_name[name]) >= count:
             return succeed(self._by_name[name])
-        waiter: Deferred[list[object]] = Deferred()
+        waiter: Deferred[list[Any]] = Deferred()
         self._waiters.append((name, count, waiter))
         return waiter
 
@@ -207,7 +207,7 @@ class FakeBackend(Resource):
         assert request.content is not None
         body = request.content.read()
         try:
-            decoded: object = json.loads(body)
+            decoded: Any = json.loads(body)
         except ValueError:
             decoded = None
         self.received.append(
@@ -223,7 +223,7 @@ class FakeBackend(Resource):
             result = NOT_DONE_YET
         elif action is RESET:
             request.notifyFinish().addErrback(lambda _: None)
-            request.channel.transport.abortConnection()
+            request.channel.transport.abortConnection()  # type: ignore[union-attr]  # a live request's channel has a TCP transport
             result = NOT_DONE_YET
         else:
             assert isinstance(action, Answer)
@@ -341,7 +341,7 @@ def start_backend(
     scheme = "https" if endpoint.startswith("ssl:") else "http"
 
     def listening(port: IListeningPort) -> tuple[IListeningPort, str]:
-        return port, f"{scheme}://{host}:{port.getHost().port}"
+        return port, f"{scheme}://{host}:{port.getHost().port}"  # type: ignore[attr-defined]  # a TCP port's host is an IPv4Address
 
     return d.addCallback(listening)
 

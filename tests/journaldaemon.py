@@ -108,6 +108,7 @@ class Daemon(ProcessProtocol):
 
     def _signal(self, sig: int) -> Deferred[int | None]:
         if self._ended is None:
+            assert self.transport is not None
             self.transport.signalProcess(sig)
         return self.ended()
 
@@ -124,15 +125,15 @@ class Daemon(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         self._ended = reason
-        if reason.check(ProcessDone, ProcessTerminated):
+        if isinstance(reason.value, (ProcessDone, ProcessTerminated)):
             self.exit_code = reason.value.exitCode
             self.exit_signal = reason.value.signal
         waiters, self._log_waiters = self._log_waiters, []
         for _, d in waiters:
             d.errback(DaemonExited(self.output))
         ends, self._end_waiters = self._end_waiters, []
-        for d in ends:
-            d.callback(self.exit_code)
+        for end in ends:
+            end.callback(self.exit_code)
 
 
 def start_daemon(testcase, reactor, *args: str) -> Deferred[Daemon]:

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 from pathlib import Path
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
@@ -38,7 +39,7 @@ class DaemonCase(TestCase):
     timeout = 60
 
     @inlineCallbacks
-    def setUp(self):
+    def setUp(self):  # type: ignore[override]  # trial waits on a Deferred from setUp
         self.backend = FakeBackend(reactor)
         port, self.url = yield start_backend(reactor, self.backend)
         self.addCleanup(stop_backend, port, self.backend)
@@ -179,7 +180,7 @@ class DrainTests(DaemonCase):
         self.assertFalse(os.path.exists(self.pidfile))
         self.assertEqual({(n["meta"]["code"], n["meta"]["initiator"]) for n in notices},
                          {(1001, "server")})
-        by_connection = {}
+        by_connection: dict[str, list[Any]] = {}
         for m in self.backend.messages:
             by_connection.setdefault(m["meta"]["connection_id"], []).append(m)
         self.assertEqual(set(by_connection), {n["connection_id"] for n in notices})

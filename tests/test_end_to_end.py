@@ -71,7 +71,8 @@ class MessageTests(RelayTestCase):
         self.assertEqual(first["meta"]["disconnect"], f"{self.relay.base}/socket/{cid}/disconnect")
         request = self.backend.received[0]
         self.assertEqual(request.headers.getRawHeaders(b"content-type"), [b"application/json"])
-        self.assertTrue(request.headers.getRawHeaders(b"user-agent")[0].startswith(b"SocketDock/"))
+        agent = (request.headers.getRawHeaders(b"user-agent") or [b""])[0]
+        self.assertTrue(agent.startswith(b"SocketDock/"))
 
     @inlineCallbacks
     def test_binary_messages(self):

@@ -81,7 +81,7 @@ class ScaleOutTests(TestCase):
         skip = "haproxy is not installed (apt-get install haproxy; .ci/run installs it)"
 
     @inlineCallbacks
-    def setUp(self):
+    def setUp(self):  # type: ignore[override]  # trial waits on a Deferred from setUp
         self.backend = FakeBackend(reactor)
         port, url = yield start_backend(reactor, self.backend)
         self.addCleanup(stop_backend, port, self.backend)
@@ -123,6 +123,7 @@ class ScaleOutTests(TestCase):
         try:
             listening.bind(("127.0.0.1", 0))
             listening.listen(128)
+            assert HAPROXY is not None  # the test skips without it
             process = spawn(self, reactor, "haproxy", [HAPROXY, "-db", "-f", str(config)],
                             extra_fds={3: listening.fileno()})
             return process, listening.getsockname()[1]

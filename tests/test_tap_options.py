@@ -152,7 +152,7 @@ class UnderTwistdTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         settings = _parse(["--listen", "tcp:0:interface=127.0.0.1", "--api-listen",
                            "tcp:0:interface=127.0.0.2", "--externalhostandport", "h:1"])
-        service = makeService({"settings": settings}, reactor=reactor,
+        service = makeService({"settings": settings}, reactor=reactor,  # type: ignore[arg-type]  # makeService reads only options["settings"]
                               log_beginner=private_log_beginner())
         service.startService()
         self.assertEqual(

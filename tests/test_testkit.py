@@ -75,7 +75,7 @@ class WebSocketClientTests(TestCase):
     """The test client against a real Autobahn echo server on loopback."""
 
     @inlineCallbacks
-    def setUp(self) -> Any:
+    def setUp(self) -> Any:  # type: ignore[override]  # trial waits on a Deferred from setUp
         from twisted.internet import reactor
 
         self.reactor = reactor
@@ -176,7 +176,7 @@ class FakeBackendTests(TestCase):
     """The FakeBackend over real loopback HTTP, driven by its own treq helpers."""
 
     @inlineCallbacks
-    def setUp(self) -> Any:
+    def setUp(self) -> Any:  # type: ignore[override]  # trial waits on a Deferred from setUp
         from twisted.internet import reactor
 
         self.backend = FakeBackend(reactor)

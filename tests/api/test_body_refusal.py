@@ -8,6 +8,7 @@ tuned httptools one and twisted.web's own.
 from __future__ import annotations
 
 import tempfile
+from typing import TYPE_CHECKING
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,10 +27,17 @@ AUTH = b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
 class _PlainSite(QuietSite):
     """The same site on twisted.web's own HTTPChannel (the plain stack)."""
 
-    protocol = HTTPChannel
+    protocol = HTTPChannel  # type: ignore[assignment]  # the plain stack on purpose
 
 
-class _Refusals:
+if TYPE_CHECKING:
+    # The test case this mixin is combined with.
+    from twisted.trial.unittest import SynchronousTestCase as _RefusalsBase
+else:
+    _RefusalsBase = object
+
+
+class _Refusals(_RefusalsBase):
     """Tests shared by both channels; ``site_class`` picks the channel."""
 
     site_class: type = QuietSite

@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
@@ -97,11 +98,11 @@ def bearer(token: str = TOKEN) -> dict[bytes, list[bytes]]:
 
 class _Requests(SynchronousTestCase):
     def call(self, treq: StubTreq, method: str, path: str, body: bytes = b"",
-             headers: dict | None = None) -> tuple[int, object, bytes]:
+             headers: dict | None = None) -> tuple[int, Headers, bytes]:
         response = self.successResultOf(
-            treq.request(method, "http://relay.test" + path, data=body or None, headers=headers)
+            treq.request(method, "http://relay.test" + path, data=body or None, headers=headers)  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
         )
-        return response.code, response.headers, self.successResultOf(treq.content(response))
+        return response.code, response.headers, self.successResultOf(treq.content(response))  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
 
 
 API_CALLS = [
@@ -137,7 +138,7 @@ class TokenTests(_Requests):
         for path in (f"/socket/{LIVE}/send", f"/socket/{UNKNOWN}/send", "/nope/send"):
             for headers in (None, bearer("wrong"), bearer(TOKEN + "x"), bearer(TOKEN[:-1])):
                 code, hdrs, body = self.call(treq, "POST", path, b"hi", headers)
-                answers.add((code, body, tuple(hdrs.getRawHeaders(b"www-authenticate"))))
+                answers.add((code, body, tuple(hdrs.getRawHeaders(b"www-authenticate") or ())))
         self.assertEqual(len(answers), 1, answers)
         self.assertEqual(Front().connection.delivered, [])
 
@@ -426,7 +427,9 @@ class TokenPropertyTests(_Requests):
            other=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), min_size=1, max_size=40))
     def test_token_round_trip(self, token: str, other: str) -> None:
         """The configured token gets 200 on /status; any other token gets 401."""
-        token = load_config({"api_token": token}, {}, None).api_token
+        loaded = load_config({"api_token": token}, {}, None).api_token
+        assert loaded is not None
+        token = loaded
         treq = Front(token=token).combined()
         self.assertEqual(self.call(treq, "GET", "/status", headers=bearer(token))[0], 200)
         if other != token:

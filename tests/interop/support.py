@@ -14,7 +14,7 @@ import os
 import shutil
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
@@ -108,6 +108,7 @@ class ClientProcess(EventLog, ProcessProtocol):
         """Kill the client if it still runs; fires once it is gone."""
         if self.running:
             try:
+                assert self.transport is not None
                 self.transport.signalProcess("KILL")
             except ProcessExitedAlready:
                 pass  # processEnded is on its way
@@ -128,7 +129,14 @@ def which(program: str) -> str | None:
     return shutil.which(program)
 
 
-class ClientScenarios:
+if TYPE_CHECKING:
+    # The test case this mixin is combined with.
+    from twisted.trial.unittest import TestCase as _ClientScenariosBase
+else:
+    _ClientScenariosBase = object
+
+
+class ClientScenarios(_ClientScenariosBase):
     """
     The checks every client stack passes; mix into a ``TestCase`` and define
     :meth:`client_argv` (and ``skip`` when the stack is absent).

@@ -31,6 +31,7 @@ class JsonLineTests(SynchronousTestCase):
             "log_format": "retry {attempt} for {connection_id}", "attempt": 2,
             "connection_id": "ab" * 16, "log_logger": object(),
         })
+        assert line is not None
         self.assertTrue(line.endswith("\n"))
         self.assertEqual(line.count("\n"), 1)
         self.assertEqual(json.loads(line), {
@@ -45,7 +46,7 @@ class JsonLineTests(SynchronousTestCase):
             1 / 0  # noqa: B018 (raises on purpose, for a real traceback)
         except ZeroDivisionError:
             failure = Failure()
-        record = json.loads(event_as_json_line({
+        record = json.loads(event_as_json_line({  # type: ignore[arg-type]  # a failure event is never dropped
             "log_time": 0, "log_level": LogLevel.error, "log_namespace": "x",
             "log_format": "boom", "log_failure": failure, "peer": ("127.0.0.1", 1),
         }))
@@ -73,7 +74,8 @@ class LogLevelTests(SynchronousTestCase):
 
     def _begin(self) -> None:
         self.beginner.beginLoggingTo(
-            [lambda event: self.seen.append(event["log_level"].name)], redirectStandardIO=False)
+            # A plain callable is a log observer (Twisted's types want the interface).
+            [lambda event: self.seen.append(event["log_level"].name)], redirectStandardIO=False)  # type: ignore[list-item]
 
     def _emit_one_of_each(self) -> None:
         self.log.debug("d")

@@ -65,7 +65,7 @@ class HTTPBackendTests(SynchronousTestCase):
         self.client = ScriptedClient(self.clock, script)
         self.metrics = Metrics(active=lambda: 0, queued=lambda: 0)
         return HTTPBackend(
-            self.client, self.clock, CallbackURLs("http://sd"), self.metrics,
+            self.client, self.clock, CallbackURLs("http://sd"), self.metrics,  # type: ignore[arg-type]  # a scripted BackendClient double
             messageuri="http://b/message", connecturi=connecturi,
             disconnecturi="http://b/disconnect", backoff=Backoff(retries),
             inline_reply=inline_reply,

@@ -20,7 +20,7 @@ class ScriptedBackend:
     admits = False
 
     def __init__(self) -> None:
-        self.messages: list[tuple[str, int, bytes, bool, Deferred]] = []
+        self.messages: list[tuple[str, int, bytes, bool, Deferred, tuple[str, ...]]] = []
         self.notices: list[tuple] = []
         self.notice_tags: list = []
         self.notice_results: list[Deferred] = []
@@ -51,7 +51,6 @@ class FakeSocket:
         self.tags: tuple[str, ...] = ()
         self.closed: tuple[int, str, str] | None = None
         self.paused = False
-        self.tags: tuple[str, ...] = ()
 
     def deliver(self, payload, is_binary):
         self.sent.append((payload, is_binary))

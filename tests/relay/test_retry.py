@@ -122,7 +122,7 @@ class RetryingTests(SynchronousTestCase):
 
     def test_cancel_cancels_the_attempt_in_flight(self) -> None:
         """Cancelling during an attempt cancels that attempt's Deferred."""
-        cancelled = []
+        cancelled: list[object] = []
         inflight: Deferred = Deferred(cancelled.append)
         _clock, script, d = self.run_script([inflight])
         d.cancel()

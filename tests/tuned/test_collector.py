@@ -32,7 +32,7 @@ class TuneCollectorTests(SynchronousTestCase):
         """makeService leaves the tuning for reactor start, after every startup import."""
         gc.set_threshold(700, 10, 10)
         reactor = MemoryReactorClock()
-        makeService({"settings": _parse(["--externalhostandport", "h:1"])}, reactor=reactor,
+        makeService({"settings": _parse(["--externalhostandport", "h:1"])}, reactor=reactor,  # type: ignore[arg-type]  # makeService reads only options["settings"]
                     log_beginner=private_log_beginner())
         self.assertEqual(gc.get_threshold()[0], 700)
         for hook, args, kwargs in reactor.whenRunningHooks:

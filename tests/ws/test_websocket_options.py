@@ -22,27 +22,27 @@ from socketdock.ws.protocol import RelayServerFactory, RelayServerProtocol
 class OptionsAsClassAttributesTests(SynchronousTestCase):
     def test_connections_share_the_factorys_options(self) -> None:
         """A connection reads the factory's options without a copy of its own."""
-        factory = RelayServerFactory(None, 0, 10, Clock())
+        factory = RelayServerFactory(None, 0, 10, Clock())  # type: ignore[arg-type]  # no relay: only the options are exercised
         factory.setProtocolOptions(maxMessagePayloadSize=10, echoCloseCodeReason=True)
         protocol = factory.protocol()
-        self.assertEqual((protocol.maxMessagePayloadSize, protocol.echoCloseCodeReason), (10, True))
+        self.assertEqual((protocol.maxMessagePayloadSize, protocol.echoCloseCodeReason), (10, True))  # type: ignore[attr-defined]  # Autobahn's options are set as attributes at run time
         self.assertNotIn("maxMessagePayloadSize", vars(protocol))
         self.assertTrue(issubclass(factory.protocol, RelayServerProtocol))
 
     def test_function_options_stay_plain_functions(self) -> None:
         """A function option (the deflate acceptor) is called with its own arguments, not the protocol."""
         seen = []
-        factory = RelayServerFactory(None, 0, 10, Clock())
+        factory = RelayServerFactory(None, 0, 10, Clock())  # type: ignore[arg-type]  # no relay: only the options are exercised
         factory.setProtocolOptions(perMessageCompressionAccept=lambda offers: seen.append(offers))
-        factory.protocol().perMessageCompressionAccept(["offer"])
+        factory.protocol().perMessageCompressionAccept(["offer"])  # type: ignore[attr-defined]  # Autobahn's options are set as attributes at run time
         self.assertEqual(seen, [["offer"]])
 
     def test_factories_do_not_share_options(self) -> None:
         """Two factories' options do not leak into each other's connections."""
-        a, b = RelayServerFactory(None, 0, 10, Clock()), RelayServerFactory(None, 0, 10, Clock())
+        a, b = RelayServerFactory(None, 0, 10, Clock()), RelayServerFactory(None, 0, 10, Clock())  # type: ignore[arg-type]  # no relay: only the options are exercised
         a.setProtocolOptions(maxMessagePayloadSize=1)
         b.setProtocolOptions(maxMessagePayloadSize=2)
-        self.assertEqual((a.protocol.maxMessagePayloadSize, b.protocol.maxMessagePayloadSize), (1, 2))
+        self.assertEqual((a.protocol.maxMessagePayloadSize, b.protocol.maxMessagePayloadSize), (1, 2))  # type: ignore[attr-defined]  # Autobahn's options are set as attributes at run time
         self.assertIsNot(with_options(RelayServerProtocol, a), a.protocol)
 
 
@@ -51,7 +51,7 @@ class DeferredDebugFormattingTests(SynchronousTestCase):
         """Autobahn's per-frame log arguments cost nothing until a line is emitted, then read the same."""
         defer_debug_formatting()
         calls = []
-        value = type("Counted", (), {"__str__": lambda self: calls.append(1) or "x"})()
+        value = type("Counted", (), {"__str__": lambda self: calls.append(1) or "x"})()  # type: ignore[func-returns-value]  # count the call, then make it
         lazy = protocol_module.hlval(value)
         self.assertEqual(calls, [])
         self.assertEqual(f"{lazy}", hlval(value))
