@@ -111,8 +111,8 @@ class ChromiumClient(EventLog):
         root.putChild(b"hold", self._hold)
         self._factory = _Tracking(_QuietSite(root))
         self._port = reactor.listenTCP(0, self._factory, interface="127.0.0.1")  # type: ignore[arg-type]  # Twisted's Site/ServerFactory generics disagree
-        page = "http://127.0.0.1:{}/page.html?{}".format(
-            self._port.getHost().port, urlencode({"ws": ws_url, "mode": mode}))  # type: ignore[attr-defined]  # a TCP port's host is an IPv4Address
+        port = self._port.getHost().port  # type: ignore[attr-defined]  # a TCP port's host is an IPv4Address
+        page = "http://127.0.0.1:{}/page.html?{}".format(port, urlencode({"ws": ws_url, "mode": mode}))
         self.process = ClientProcess()
         argv = [
             _CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",

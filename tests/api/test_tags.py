@@ -234,8 +234,8 @@ class SlowReach:
 
 class ClusterShapedTests(_Requests):
     def request(self, front: Front, method: str, path: str, body: bytes = b"x"):
-        return front.treq.request(method, "http://relay.test" + path, data=body,  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
-                                  headers=AUTH)
+        request = front.treq.request  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
+        return request(method, "http://relay.test" + path, data=body, headers=AUTH)
 
     def test_answer_waits_for_the_reach(self) -> None:
         """The API answers once the reach fires, with instances when only those are known."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -73,9 +74,9 @@ class LogLevelTests(SynchronousTestCase):
         self.seen: list[str] = []
 
     def _begin(self) -> None:
-        self.beginner.beginLoggingTo(
-            # A plain callable is a log observer (Twisted's types want the interface).
-            [lambda event: self.seen.append(event["log_level"].name)], redirectStandardIO=False)  # type: ignore[list-item]
+        # A plain callable is a log observer (Twisted's types want the interface).
+        observers: list[Any] = [lambda event: self.seen.append(event["log_level"].name)]
+        self.beginner.beginLoggingTo(observers, redirectStandardIO=False)
 
     def _emit_one_of_each(self) -> None:
         self.log.debug("d")

@@ -7,6 +7,7 @@ import email.utils
 import json
 import os
 import time
+from typing import Any
 
 from twisted.internet.defer import fail, succeed
 from twisted.internet.error import ConnectionRefusedError
@@ -64,8 +65,9 @@ class HTTPBackendTests(SynchronousTestCase):
         self.clock.advance(NOW)
         self.client = ScriptedClient(self.clock, script)
         self.metrics = Metrics(active=lambda: 0, queued=lambda: 0)
+        client: Any = self.client  # a scripted BackendClient double
         return HTTPBackend(
-            self.client, self.clock, CallbackURLs("http://sd"), self.metrics,  # type: ignore[arg-type]  # a scripted BackendClient double
+            client, self.clock, CallbackURLs("http://sd"), self.metrics,
             messageuri="http://b/message", connecturi=connecturi,
             disconnecturi="http://b/disconnect", backoff=Backoff(retries),
             inline_reply=inline_reply,

@@ -4,6 +4,8 @@ shared headers) against a real twisted.web server on loopback, its
 backend_concurrency line, and how an answer's body becomes a result.
 """
 
+from typing import Any
+
 from hyperlink import EncodedURL
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -117,7 +119,8 @@ class ConcurrencyTests(SynchronousTestCase):
 
         clock = Clock()
         self.observed: list[tuple[object, ...]] = []
-        return clock, BackendClient(Http(), clock, 10, concurrency=concurrency,  # type: ignore[arg-type]  # a test double with only post()
+        http: Any = Http()  # a test double with only post()
+        return clock, BackendClient(http, clock, 10, concurrency=concurrency,
                                     observe=lambda *seen: self.observed.append(seen))
 
     def test_excess_requests_wait_in_line(self) -> None:

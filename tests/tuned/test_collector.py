@@ -1,6 +1,7 @@
 """The garbage collector settings the daemon runs with."""
 
 import gc
+from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
@@ -32,7 +33,8 @@ class TuneCollectorTests(SynchronousTestCase):
         """makeService leaves the tuning for reactor start, after every startup import."""
         gc.set_threshold(700, 10, 10)
         reactor = MemoryReactorClock()
-        makeService({"settings": _parse(["--externalhostandport", "h:1"])}, reactor=reactor,  # type: ignore[arg-type]  # makeService reads only options["settings"]
+        options: Any = {"settings": _parse(["--externalhostandport", "h:1"])}  # only options["settings"] is read
+        makeService(options, reactor=reactor,
                     log_beginner=private_log_beginner())
         self.assertEqual(gc.get_threshold()[0], 700)
         for hook, args, kwargs in reactor.whenRunningHooks:

@@ -221,8 +221,8 @@ class TreqPeerTests(RelayTestCase):
         yield treq.content(got)
         got = yield treq.head(base + "/healthz", pool=pool)
         self.assertEqual((got.code, (yield treq.content(got))), (200, b""))
-        got = yield treq.post(message["meta"]["send"], b"from treq", pool=pool,
-                              headers={b"content-type": [b"text/plain"]})  # type: ignore[arg-type]  # treq's dict types are invariant; bytes keys work
+        headers: dict[bytes | str, list[bytes | str]] = {b"content-type": [b"text/plain"]}
+        got = yield treq.post(message["meta"]["send"], b"from treq", pool=pool, headers=headers)
         self.assertEqual(got.code, 200)
         yield treq.content(got)
         self.assertEqual((yield client.next_message()), (b"from treq", False))

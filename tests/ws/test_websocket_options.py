@@ -42,7 +42,9 @@ class OptionsAsClassAttributesTests(SynchronousTestCase):
         a, b = RelayServerFactory(None, 0, 10, Clock()), RelayServerFactory(None, 0, 10, Clock())  # type: ignore[arg-type]  # no relay: only the options are exercised
         a.setProtocolOptions(maxMessagePayloadSize=1)
         b.setProtocolOptions(maxMessagePayloadSize=2)
-        self.assertEqual((a.protocol.maxMessagePayloadSize, b.protocol.maxMessagePayloadSize), (1, 2))  # type: ignore[attr-defined]  # Autobahn's options are set as attributes at run time
+        # Autobahn's options are set as attributes at run time.
+        sizes = (a.protocol.maxMessagePayloadSize, b.protocol.maxMessagePayloadSize)  # type: ignore[attr-defined]
+        self.assertEqual(sizes, (1, 2))
         self.assertIsNot(with_options(RelayServerProtocol, a), a.protocol)
 
 
