@@ -53,17 +53,18 @@ class SocketDockService(MultiService):
         """The sessions this service drains (read-only; for tests and tools)."""
         return self._relay
 
-    def stopService(self) -> "Deferred[None]":
+    def stopService(self) -> Deferred[None]:
         self._log.info(
             "draining: closing {count} connections, up to {timeout}s for the backend",
             count=len(self._relay.registry), timeout=self._shutdown_timeout,
         )
-        d = self._relay.drain(self._shutdown_timeout)
+        d: Deferred[Any] = self._relay.drain(self._shutdown_timeout)
         d.addCallback(self._drained)
         d.addCallback(lambda _: self._relay.abandon())
         d.addCallback(lambda _: MultiService.stopService(self))
-        if self._pool is not None:
-            d.addCallback(lambda _: self._pool.closeCachedConnections())
+        pool = self._pool
+        if pool is not None:
+            d.addCallback(lambda _: pool.closeCachedConnections())
         return d
 
     def _drained(self, undelivered: int) -> None:

@@ -10,38 +10,47 @@ from __future__ import annotations
 import getopt
 import os
 import sys
-from typing import Callable, Mapping, TextIO
+from collections.abc import Callable, Mapping
+from typing import TextIO
 
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
-from socketdock.relay.backend import HTTPBackend, LoopbackBackend
-from socketdock.tuned.collector import tune_collector
+from socketdock.api.site import Root, make_api_children, make_health, make_site, warn_if_exposed
+from socketdock.config.endpoints import base_url_for, scheme_of
+from socketdock.config.preflight import check_startable
 from socketdock.config.settings import (
-    SETTINGS, Config, ConfigError, closest_key, environ_warnings, load_config,
+    SETTINGS,
+    Config,
+    ConfigError,
+    closest_key,
+    environ_warnings,
+    load_config,
     max_response_body,
 )
 from socketdock.ops.filelimit import raise_open_file_limit
-from socketdock.relay.httpclient import BackendClient, make_tls_policy
-from socketdock.relay.journal import Journal, JournalService, ThreadWriter, check_journal
 from socketdock.ops.jsonlog import log_from_level
 from socketdock.ops.metrics import Metrics
-from socketdock.config.preflight import check_startable
+from socketdock.relay.backend import HTTPBackend, LoopbackBackend
+from socketdock.relay.httpclient import BackendClient, make_tls_policy
+from socketdock.relay.journal import Journal, JournalService, ThreadWriter, check_journal
 from socketdock.relay.localreach import LocalReach
 from socketdock.relay.registry import Registry
-from socketdock.relay.session import Relay
 from socketdock.relay.retry import Backoff
+from socketdock.relay.session import Relay
+from socketdock.relay.wire import CallbackURLs, LearnedCallbackURLs
 from socketdock.service import (
-    SocketDockService, TuningService, add_listener, exit_right_after_shutdown,
+    SocketDockService,
+    TuningService,
+    add_listener,
+    exit_right_after_shutdown,
     exit_zero_on_stop_signals,
 )
+from socketdock.tuned.collector import tune_collector
 from socketdock.tuning import Stack, choose_stack, installed_versions, make_http_client
-from socketdock.api.site import Root, make_api_children, make_health, make_site, warn_if_exposed
-from socketdock.ws.upgrade import WebSocketUpgrade
 from socketdock.ws.protocol import make_ws_factory
-from socketdock.config.endpoints import base_url_for, scheme_of
-from socketdock.relay.wire import CallbackURLs, LearnedCallbackURLs
+from socketdock.ws.upgrade import WebSocketUpgrade
 
 __all__ = ["Options", "makeService"]
 

@@ -20,8 +20,8 @@ service is made, and tests call it with ``addCleanup(engage(stack))``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
-from typing import Callable, Mapping, Optional
 
 import attrs
 from treq.client import HTTPClient
@@ -124,7 +124,7 @@ class Stack:
     network: Callable
     make_pool: Callable
     make_agent: Callable
-    ws_specialise: Optional[Callable]
+    ws_specialise: Callable | None
     patches: tuple[Callable[[], Callable[[], None]], ...]
     tune_gc: bool
     reason: str = ""

@@ -25,8 +25,9 @@ import os
 import re
 import signal as _signal
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -52,9 +53,9 @@ class Process(ProcessProtocol):
         self.name = name
         self.output = bytearray()
         self.errors = bytearray()
-        self.exited: Deferred[tuple[Optional[int], Optional[int]]] = Deferred()
-        self.pid: Optional[int] = None
-        self._ended: Optional[tuple[Optional[int], Optional[int]]] = None
+        self.exited: Deferred[tuple[int | None, int | None]] = Deferred()
+        self.pid: int | None = None
+        self._ended: tuple[int | None, int | None] | None = None
         self._waiters: list[tuple[bytes, int, Deferred[int]]] = []
 
     @property
@@ -65,7 +66,7 @@ class Process(ProcessProtocol):
         """Everything the process printed so far."""
         return self.output.decode("utf-8", "replace")
 
-    def wait_for(self, text: str, start: int = 0) -> "Deferred[int]":
+    def wait_for(self, text: str, start: int = 0) -> Deferred[int]:
         """
         Fire, with the offset just past it, once ``text`` appears in the
         output at or after offset ``start``; fail if the process ends first.
@@ -104,7 +105,7 @@ class Process(ProcessProtocol):
         if self.pid is not None and self.running:
             os.kill(self.pid, getattr(_signal, "SIG" + name))
 
-    def stop(self) -> "Deferred[Any]":
+    def stop(self) -> Deferred[Any]:
         """SIGKILL it if it still runs, and wait for it (for addCleanup)."""
         if self.running:
             self.signal("KILL")
@@ -113,6 +114,7 @@ class Process(ProcessProtocol):
     # ProcessProtocol
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         self.pid = self.transport.pid
         self.transport.closeStdin()
 
@@ -165,7 +167,7 @@ class ProcessGone(Exception):
         )
 
 
-def child_environ(extra: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+def child_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This process's environment without SOCKETDOCK_* (but SOCKETDOCK_TUNING) and with PYTHONPATH=tree."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("SOCKETDOCK_") or k == "SOCKETDOCK_TUNING"}
@@ -179,9 +181,9 @@ def spawn(
     reactor: Any,
     name: str,
     argv: Sequence[str],
-    env: Optional[Mapping[str, str]] = None,
-    path: Optional[str] = None,
-    extra_fds: Optional[Mapping[int, int]] = None,
+    env: Mapping[str, str] | None = None,
+    path: str | None = None,
+    extra_fds: Mapping[int, int] | None = None,
 ) -> Process:
     """
     Start ``argv``; the test's cleanup kills it if it still runs.
@@ -205,8 +207,8 @@ def spawn_socketdock(
     reactor: Any,
     *plugin_args: str,
     twistd_args: Sequence[str] = ("-n", "--pidfile="),
-    env: Optional[Mapping[str, str]] = None,
-    path: Optional[str] = None,
+    env: Mapping[str, str] | None = None,
+    path: str | None = None,
     name: str = "socketdock",
 ) -> Process:
     """
@@ -218,7 +220,7 @@ def spawn_socketdock(
     return spawn(testcase, reactor, name, argv, child_environ(env), path)
 
 
-def wait_for_file(testcase: Any, reactor: Any, path: Path, text: str) -> "Deferred[bytes]":
+def wait_for_file(testcase: Any, reactor: Any, path: Path, text: str) -> Deferred[bytes]:
     """
     Fire, with the file's content, once ``path`` exists and holds ``text``;
     woken by inotify on its directory (Linux), so nothing polls or sleeps.
@@ -251,7 +253,7 @@ def _stop_notifier(notifier: Any) -> None:
         notifier.loseConnection()
 
 
-def get(reactor: Any, url: str) -> "Deferred[tuple[int, bytes]]":
+def get(reactor: Any, url: str) -> Deferred[tuple[int, bytes]]:
     """One GET on a fresh connection: ``(status, body)``."""
     import treq
     from treq.client import HTTPClient
@@ -260,8 +262,7 @@ def get(reactor: Any, url: str) -> "Deferred[tuple[int, bytes]]":
     pool = HTTPConnectionPool(reactor, persistent=False)
     client = HTTPClient(Agent(reactor, pool=pool))
     d = client.get(url)
-    d.addCallback(lambda r: treq.content(r).addCallback(lambda body: (r.code, body)))
-    return d
+    return d.addCallback(lambda r: treq.content(r).addCallback(lambda body: (r.code, body)))
 
 
 async def started(reactor: Any, process: Process, name: str = "listen") -> int:
@@ -286,14 +287,14 @@ async def ready(reactor: Any, process: Process, base_url: str) -> None:
         raise AssertionError(f"{process.name}: /healthz answered {status}")
 
 
-def wait_for_exit(reactor: Any, pid: int) -> "Deferred[None]":
+def wait_for_exit(reactor: Any, pid: int) -> Deferred[None]:
     """
     Fire once process ``pid`` has exited, whether or not it is our child (a
     daemonized twistd is not): a Linux pidfd becomes readable then, so the
     reactor watches it like a socket; nothing polls.
     """
-    from zope.interface import implementer
     from twisted.internet.interfaces import IReadDescriptor
+    from zope.interface import implementer
 
     d: Deferred[None] = Deferred()
     try:
@@ -321,7 +322,7 @@ def wait_for_exit(reactor: Any, pid: int) -> "Deferred[None]":
     return d
 
 
-def wait_for_removal(testcase: Any, reactor: Any, path: Path) -> "Deferred[None]":
+def wait_for_removal(testcase: Any, reactor: Any, path: Path) -> Deferred[None]:
     """Fire once ``path`` no longer exists; woken by inotify on its directory."""
     from twisted.internet import inotify
     from twisted.python.filepath import FilePath

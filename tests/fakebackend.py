@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any, Union
+from typing import Any
 
 import attrs
 import treq
@@ -36,12 +36,12 @@ PATHS = ("connect", "message", "disconnect")
 _HeaderPairs = tuple[tuple[bytes, bytes], ...]
 
 
-def _to_bytes(value: Union[str, bytes]) -> bytes:
+def _to_bytes(value: str | bytes) -> bytes:
     return value.encode("latin-1") if isinstance(value, str) else bytes(value)
 
 
 def _header_pairs(
-    headers: Union[None, Mapping[Any, Any], Iterable[tuple[Any, Any]]],
+    headers: Mapping[Any, Any] | Iterable[tuple[Any, Any]] | None,
 ) -> _HeaderPairs:
     if headers is None:
         return ()
@@ -80,7 +80,7 @@ STALL = _Special("STALL")
 #: Abort the TCP connection without answering (a reset, from SocketDock's side).
 RESET = _Special("RESET")
 
-Script = Union[Answer, _Special]
+Script = Answer | _Special
 
 
 @attrs.frozen
@@ -97,7 +97,7 @@ class Received:
     path: str
     headers: Headers
     body: bytes
-    json: object
+    json: Any
 
 
 def _name(path: str) -> str:
@@ -117,7 +117,7 @@ class _Endpoint(Resource):
         self._backend = backend
         self._name = name
 
-    def render_POST(self, request: Request) -> Union[bytes, int]:
+    def render_POST(self, request: Request) -> bytes | int:
         return self._backend._handle(self._name, request)
 
 
@@ -131,9 +131,9 @@ class FakeBackend(Resource):
     def __init__(self, reactor: Any) -> None:
         super().__init__()
         self.received: list[Received] = []
-        self.connects: list[object] = []
-        self.messages: list[object] = []
-        self.disconnects: list[object] = []
+        self.connects: list[Any] = []
+        self.messages: list[Any] = []
+        self.disconnects: list[Any] = []
         #: Requests held open by :data:`STALL`, until :meth:`release` or they are lost.
         self.stalled: list[Request] = []
         self._by_name = {
@@ -143,7 +143,7 @@ class FakeBackend(Resource):
         }
         self._defaults: dict[str, Answer] = {name: Answer() for name in PATHS}
         self._scripts: dict[str, list[Script]] = {name: [] for name in PATHS}
-        self._waiters: list[tuple[str, int, Deferred[list[object]]]] = []
+        self._waiters: list[tuple[str, int, Deferred[list[Any]]]] = []
         # persistent=False: every call opens and closes its own connection, so no idle
         # pooled connection outlives a test (trial would call the reactor dirty) and
         # SocketDock's callback API is exercised on fresh connections.
@@ -158,7 +158,7 @@ class FakeBackend(Resource):
         path: str,
         status: int = 200,
         body: bytes = b"OK",
-        headers: Union[None, Mapping[Any, Any], Iterable[tuple[Any, Any]]] = None,
+        headers: Mapping[Any, Any] | Iterable[tuple[Any, Any]] | None = None,
     ) -> None:
         """
         Set the answer for ``path`` once no one-shot answer is queued.
@@ -176,7 +176,7 @@ class FakeBackend(Resource):
         """
         self._scripts[_name(path)].extend(responses)
 
-    def wait_for(self, path: str, count: int) -> Deferred[list[object]]:
+    def wait_for(self, path: str, count: int) -> Deferred[list[Any]]:
         """
         Fire, with the live JSON list for ``path``, once ``count`` requests arrived.
 
@@ -186,7 +186,7 @@ class FakeBackend(Resource):
         name = _name(path)
         if len(self._by_name[name]) >= count:
             return succeed(self._by_name[name])
-        waiter: Deferred[list[object]] = Deferred()
+        waiter: Deferred[list[Any]] = Deferred()
         self._waiters.append((name, count, waiter))
         return waiter
 
@@ -203,11 +203,11 @@ class FakeBackend(Resource):
         request.finish()
         return True
 
-    def _handle(self, name: str, request: Request) -> Union[bytes, int]:
+    def _handle(self, name: str, request: Request) -> bytes | int:
         assert request.content is not None
         body = request.content.read()
         try:
-            decoded: object = json.loads(body)
+            decoded: Any = json.loads(body)
         except ValueError:
             decoded = None
         self.received.append(
@@ -216,14 +216,14 @@ class FakeBackend(Resource):
         self._by_name[name].append(decoded)
         script = self._scripts[name]
         action = script.pop(0) if script else self._defaults[name]
-        result: Union[bytes, int]
+        result: bytes | int
         if action is STALL:
             self.stalled.append(request)
             request.notifyFinish().addErrback(self._lost, request)
             result = NOT_DONE_YET
         elif action is RESET:
             request.notifyFinish().addErrback(lambda _: None)
-            request.channel.transport.abortConnection()
+            request.channel.transport.abortConnection()  # type: ignore[union-attr]  # a live request's channel has a TCP transport
             result = NOT_DONE_YET
         else:
             assert isinstance(action, Answer)
@@ -253,8 +253,8 @@ class FakeBackend(Resource):
         self,
         method: str,
         url: str,
-        body: Union[bytes, None] = None,
-        headers: Union[None, Mapping[Any, Any]] = None,
+        body: bytes | None = None,
+        headers: Mapping[Any, Any] | None = None,
     ) -> Deferred[tuple[int, Headers, bytes]]:
         """
         Call SocketDock's callback API (any method), e.g. ``GET /socket/<id>``.
@@ -279,7 +279,7 @@ class FakeBackend(Resource):
         url: str,
         body: bytes,
         content_type: bytes = b"text/plain; charset=utf-8",
-        headers: Union[None, Mapping[Any, Any]] = None,
+        headers: Mapping[Any, Any] | None = None,
     ) -> Deferred[tuple[int, bytes]]:
         """
         POST ``body`` to a ``send`` (or ``disconnect``) callback URL.
@@ -292,7 +292,7 @@ class FakeBackend(Resource):
         return self.request("POST", url, body, sent).addCallback(lambda r: (r[0], r[2]))
 
     def post_json(
-        self, url: str, obj: object, headers: Union[None, Mapping[Any, Any]] = None
+        self, url: str, obj: object, headers: Mapping[Any, Any] | None = None
     ) -> Deferred[tuple[int, bytes]]:
         """POST ``obj`` as JSON, e.g. ``{"code": 4000}`` to a ``disconnect`` URL."""
         return self.post_send(url, json.dumps(obj).encode("utf-8"), b"application/json", headers)
@@ -341,7 +341,7 @@ def start_backend(
     scheme = "https" if endpoint.startswith("ssl:") else "http"
 
     def listening(port: IListeningPort) -> tuple[IListeningPort, str]:
-        return port, f"{scheme}://{host}:{port.getHost().port}"
+        return port, f"{scheme}://{host}:{port.getHost().port}"  # type: ignore[attr-defined]  # a TCP port's host is an IPv4Address
 
     return d.addCallback(listening)
 

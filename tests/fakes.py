@@ -4,7 +4,7 @@ Small stand-ins for production collaborators, shared by several test modules.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, maybeDeferred
 
@@ -21,5 +21,5 @@ class InlineWriter:
     def stop(self) -> None:
         pass
 
-    def __call__(self, work: Callable[[], object]) -> "Deferred[object]":
+    def __call__(self, work: Callable[[], object]) -> Deferred[object]:
         return maybeDeferred(work)

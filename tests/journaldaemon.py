@@ -13,14 +13,14 @@ import os
 import re
 import signal
 import sys
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
 
 import socketdock
 from tests.daemon import listening_port
@@ -44,10 +44,10 @@ class Daemon(ProcessProtocol):
         #: The WebSocket listener's port, known once it listens.
         self.port = port
         self.output = ""
-        self.exit_code: Optional[int] = None
-        self.exit_signal: Optional[int] = None
-        self._ended: Optional[Failure] = None
-        self._end_waiters: list[Deferred[Optional[int]]] = []
+        self.exit_code: int | None = None
+        self.exit_signal: int | None = None
+        self._ended: Failure | None = None
+        self._end_waiters: list[Deferred[int | None]] = []
         self._log_waiters: list[tuple[Callable[[str], bool], Deferred[str]]] = []
 
     @property
@@ -56,7 +56,7 @@ class Daemon(ProcessProtocol):
 
     # -- waiting ---------------------------------------------------------------
 
-    def wait_for_log(self, predicate: Callable[[str], bool]) -> "Deferred[str]":
+    def wait_for_log(self, predicate: Callable[[str], bool]) -> Deferred[str]:
         """Fire with the whole log once ``predicate(log)`` holds; fail if the child ends first."""
         if predicate(self.output):
             return succeed(self.output)
@@ -67,7 +67,7 @@ class Daemon(ProcessProtocol):
         self._log_waiters.append((predicate, d))
         return d
 
-    def wait_for_text(self, text: str) -> "Deferred[str]":
+    def wait_for_text(self, text: str) -> Deferred[str]:
         return self.wait_for_log(lambda log: text in log)
 
     def journal_totals(self) -> tuple[int, int]:
@@ -75,27 +75,27 @@ class Daemon(ProcessProtocol):
         pairs = [(int(a), int(b)) for a, b in _JOURNAL_LINE.findall(self.output)]
         return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
 
-    def wait_for_journal(self, recorded: int, forgotten: int) -> "Deferred[str]":
+    def wait_for_journal(self, recorded: int, forgotten: int) -> Deferred[str]:
         """Fire once at least this many records and forgets reached the disk."""
         return self.wait_for_log(
-            lambda _: all(a >= b for a, b in zip(self.journal_totals(), (recorded, forgotten)))
+            lambda _: all(a >= b for a, b in zip(self.journal_totals(), (recorded, forgotten), strict=True))
         )
 
-    def ended(self) -> "Deferred[Optional[int]]":
+    def ended(self) -> Deferred[int | None]:
         """Fire with the exit code (None when killed by a signal) once the child is gone."""
         if self._ended is not None:
             return succeed(self.exit_code)
-        d: Deferred[Optional[int]] = Deferred()
+        d: Deferred[int | None] = Deferred()
         self._end_waiters.append(d)
         return d
 
     # -- signals ---------------------------------------------------------------
 
-    def kill(self) -> "Deferred[Optional[int]]":
+    def kill(self) -> Deferred[int | None]:
         """SIGKILL: a crash, with no drain and no final journal write."""
         return self._signal(signal.SIGKILL)
 
-    def terminate(self) -> "Deferred[bool]":
+    def terminate(self) -> Deferred[bool]:
         """
         SIGTERM: a graceful stop.  Fires with whether it was clean: the
         shutdown ran to its end, and the exit status is 0 or, as twistd
@@ -106,8 +106,9 @@ class Daemon(ProcessProtocol):
             and (code == 0 or self.exit_signal == signal.SIGTERM)
         )
 
-    def _signal(self, sig: int) -> "Deferred[Optional[int]]":
+    def _signal(self, sig: int) -> Deferred[int | None]:
         if self._ended is None:
+            assert self.transport is not None
             self.transport.signalProcess(sig)
         return self.ended()
 
@@ -124,18 +125,18 @@ class Daemon(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         self._ended = reason
-        if reason.check(ProcessDone, ProcessTerminated):
+        if isinstance(reason.value, (ProcessDone, ProcessTerminated)):
             self.exit_code = reason.value.exitCode
             self.exit_signal = reason.value.signal
         waiters, self._log_waiters = self._log_waiters, []
         for _, d in waiters:
             d.errback(DaemonExited(self.output))
         ends, self._end_waiters = self._end_waiters, []
-        for d in ends:
-            d.callback(self.exit_code)
+        for end in ends:
+            end.callback(self.exit_code)
 
 
-def start_daemon(testcase, reactor, *args: str) -> "Deferred[Daemon]":
+def start_daemon(testcase, reactor, *args: str) -> Deferred[Daemon]:
     """
     Start ``twistd -n --pidfile= socketdock --bindip 127.0.0.1 --bindport 0
     <args>`` with this tree on ``PYTHONPATH``; fire once it listens, with
@@ -172,7 +173,7 @@ def _listening(log: str) -> bool:
     return True
 
 
-def _healthz(reactor, port: int) -> "Deferred[bytes]":
+def _healthz(reactor, port: int) -> Deferred[bytes]:
     """
     GET /healthz: once it answers, the child's reactor runs.  twistd starts the
     services (and logs their lines) before it runs the reactor and installs its

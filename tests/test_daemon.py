@@ -8,14 +8,24 @@ import os
 import signal
 import socket
 from pathlib import Path
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from tests.daemon import (
-    TREE, TWISTD, child_environ, get, listening_port, spawn, spawn_socketdock, started,
-    wait_for_exit, wait_for_file, wait_for_removal,
+    TREE,
+    TWISTD,
+    child_environ,
+    get,
+    listening_port,
+    spawn,
+    spawn_socketdock,
+    started,
+    wait_for_exit,
+    wait_for_file,
+    wait_for_removal,
 )
 from tests.fakebackend import STALL, Answer, FakeBackend, start_backend, stop_backend
 from tests.harness import refused_port
@@ -29,7 +39,7 @@ class DaemonCase(TestCase):
     timeout = 60
 
     @inlineCallbacks
-    def setUp(self):
+    def setUp(self):  # type: ignore[override]  # trial waits on a Deferred from setUp
         self.backend = FakeBackend(reactor)
         port, self.url = yield start_backend(reactor, self.backend)
         self.addCleanup(stop_backend, port, self.backend)
@@ -156,7 +166,7 @@ class DrainTests(DaemonCase):
         yield self.backend.wait_for("message", 3)
 
         proc.signal("TERM")
-        closes = yield gatherResults([c.closed for c in [a] + others])
+        closes = yield gatherResults([c.closed for c in [a, *others]])
         self.assertEqual([code for _, code, _ in closes], [1001] * 3)
         code, _, _ = yield self.backend.request("GET", f"http://127.0.0.1:{self.port}/readyz")
         self.assertEqual(code, 503)
@@ -170,7 +180,7 @@ class DrainTests(DaemonCase):
         self.assertFalse(os.path.exists(self.pidfile))
         self.assertEqual({(n["meta"]["code"], n["meta"]["initiator"]) for n in notices},
                          {(1001, "server")})
-        by_connection = {}
+        by_connection: dict[str, list[Any]] = {}
         for m in self.backend.messages:
             by_connection.setdefault(m["meta"]["connection_id"], []).append(m)
         self.assertEqual(set(by_connection), {n["connection_id"] for n in notices})

@@ -62,7 +62,9 @@ class DeployFilesTests(SynchronousTestCase):
         for path in sorted(ETC.glob("instance-*.ini")):
             config = load_config({}, {}, str(path))
             self.assertTrue(config.listen.startswith("haproxy:tcp:"), path.name)
-            interface, port = tcp_address(config.listen)
+            address = tcp_address(config.listen)
+            assert address is not None
+            interface, port = address
             self.assertIn(f"{interface}:{port}", sends_proxy, path.name)
 
     def test_haproxy_config_is_valid(self):

@@ -71,7 +71,8 @@ class MessageTests(RelayTestCase):
         self.assertEqual(first["meta"]["disconnect"], f"{self.relay.base}/socket/{cid}/disconnect")
         request = self.backend.received[0]
         self.assertEqual(request.headers.getRawHeaders(b"content-type"), [b"application/json"])
-        self.assertTrue(request.headers.getRawHeaders(b"user-agent")[0].startswith(b"SocketDock/"))
+        agent = (request.headers.getRawHeaders(b"user-agent") or [b""])[0]
+        self.assertTrue(agent.startswith(b"SocketDock/"))
 
     @inlineCallbacks
     def test_binary_messages(self):
@@ -143,7 +144,7 @@ class CallbackTests(RelayTestCase):
         (msg,) = yield self.backend.wait_for("message", 1)
         code, _ = yield self.backend.post_json(msg["meta"]["disconnect"], {"code": 4000, "reason": "bye"})
         self.assertEqual(code, 200)
-        was_clean, close_code, reason = yield client.closed
+        _was_clean, close_code, reason = yield client.closed
         self.assertEqual((close_code, reason), (4000, "bye"))
         (notice,) = yield self.backend.wait_for("disconnect", 1)
         self.assertEqual(notice["connection_id"], msg["meta"]["connection_id"])
@@ -229,7 +230,7 @@ class InspectionTests(RelayTestCase):
         client.send_text("hi")
         (msg,) = yield self.backend.wait_for("message", 1)
         url = f"{self.relay.base}/socket/{msg['meta']['connection_id']}"
-        code, headers, body = yield self.backend.request("GET", url)
+        code, _headers, body = yield self.backend.request("GET", url)
         self.assertEqual(code, 200)
         info = json.loads(body)
         self.assertEqual(info["connection_id"], msg["meta"]["connection_id"])

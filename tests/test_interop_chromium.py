@@ -110,9 +110,9 @@ class ChromiumClient(EventLog):
         root.putChild(b"event", _Event(self))
         root.putChild(b"hold", self._hold)
         self._factory = _Tracking(_QuietSite(root))
-        self._port = reactor.listenTCP(0, self._factory, interface="127.0.0.1")
-        page = "http://127.0.0.1:%d/page.html?%s" % (
-            self._port.getHost().port, urlencode({"ws": ws_url, "mode": mode}))
+        self._port = reactor.listenTCP(0, self._factory, interface="127.0.0.1")  # type: ignore[arg-type]  # Twisted's Site/ServerFactory generics disagree
+        port = self._port.getHost().port  # type: ignore[attr-defined]  # a TCP port's host is an IPv4Address
+        page = "http://127.0.0.1:{}/page.html?{}".format(port, urlencode({"ws": ws_url, "mode": mode}))
         self.process = ClientProcess()
         argv = [
             _CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
@@ -128,6 +128,7 @@ class ChromiumClient(EventLog):
     def record(self, event: dict[str, Any]) -> None:
         super().record(event)
         if self._mode == "stall" and event.get("event") == "sent":
+            assert self.process.transport is not None
             pause_tree(self.process.transport.pid, signal.SIGSTOP)
             self._stopped = True
             super().record({"event": "stalled"})
@@ -135,6 +136,7 @@ class ChromiumClient(EventLog):
     def stop(self) -> Deferred:
         """Let the browser run again, release the page and wait for it to exit."""
         if self._stopped and self.process.running:
+            assert self.process.transport is not None
             pause_tree(self.process.transport.pid, signal.SIGCONT)
             self._stopped = False
         self._hold.release()

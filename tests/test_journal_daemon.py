@@ -25,7 +25,7 @@ class JournalDaemonTests(TestCase):
     timeout = 60
 
     @inlineCallbacks
-    def setUp(self):
+    def setUp(self):  # type: ignore[override]  # trial waits on a Deferred from setUp
         self.backend = FakeBackend(reactor)
         port, url = yield start_backend(reactor, self.backend)
         self.addCleanup(stop_backend, port, self.backend)
@@ -99,7 +99,7 @@ class JournalDaemonTests(TestCase):
         """Notices a drain could not deliver (backend answering 503) go out at the next start."""
         self.backend.answer("disconnect", status=503, body=b"down")
         first = yield self.start("--shutdown-timeout", "0.3")
-        clients, ids = yield self.open_clients(first, 2)
+        _clients, ids = yield self.open_clients(first, 2)
         self.assertTrue((yield first.terminate()))
         self.assertIn("2 disconnect notices undelivered", first.output)
         tried = len(self.backend.disconnects)

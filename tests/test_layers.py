@@ -21,8 +21,8 @@ server side (``server``, ``resource``, ``HTTPChannel``, ...).
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -33,7 +33,7 @@ RANKS = {"config": 0, "ops": 1, "relay": 2, "cluster": 3, "ws": 4, "api": 4, "to
 #: What tuned/ may import of ours besides itself.
 TUNED_MAY_IMPORT = {"config", "ops"}
 #: twisted.web modules relay/ may import, and the names it may take from each (None: any).
-RELAY_TWISTED_WEB: dict[str, Optional[set[str]]] = {
+RELAY_TWISTED_WEB: dict[str, set[str] | None] = {
     "twisted.web.client": None,
     "twisted.web.http_headers": None,
     "twisted.web.iweb": None,
@@ -42,7 +42,7 @@ RELAY_TWISTED_WEB: dict[str, Optional[set[str]]] = {
 }
 
 
-def layer_of(module: str) -> Optional[str]:
+def layer_of(module: str) -> str | None:
     """``socketdock.relay.session`` -> ``relay``; top-level modules -> ``top``;
     the package itself -> None (importable from anywhere)."""
     parts = module.split(".")
@@ -61,7 +61,7 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def imports(module: str, source: str, is_package: bool = False) -> Iterator[tuple[int, str, Optional[str]]]:
+def imports(module: str, source: str, is_package: bool = False) -> Iterator[tuple[int, str, str | None]]:
     """
     Every ``(line, imported module, name or None)`` in ``source``, anywhere in
     it (functions included), relative imports resolved against ``module``.
@@ -107,7 +107,7 @@ def violations(module: str, source: str, is_package: bool = False) -> list[str]:
     return found
 
 
-def _problem(here: Optional[str], target: str, name: Optional[str]) -> Optional[str]:
+def _problem(here: str | None, target: str, name: str | None) -> str | None:
     if here is None:
         return None
     there = layer_of(target)

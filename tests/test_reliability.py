@@ -9,6 +9,7 @@ wait is on a Deferred (a backend arrival, a client frame, a close).
 
 import json
 import socket
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -26,7 +27,7 @@ def folded(testcase, messages):
     carry the previous request's seq and body, and the seqs must then run
     1, 2, 3 … so every message arrived once per seq and in order.
     """
-    out = []
+    out: list[Any] = []
     for m in messages:
         seq = m["meta"]["seq"]
         if out and out[-1][0] == seq:
@@ -92,7 +93,7 @@ class FaultTests(ReliabilityCase):
         request = self.backend.stalled[0]
         request.setHeader(b"content-length", b"100")
         request.write(b"partial")
-        request.channel.transport.abortConnection()
+        request.channel.transport.abortConnection()  # type: ignore[union-attr]  # a live request's channel has a TCP transport
         yield self.backend.wait_for("message", 2)
         client.send_text("b")
         messages = yield self.backend.wait_for("message", 3)
@@ -139,7 +140,7 @@ class FaultTests(ReliabilityCase):
         client = yield self.client()
         client.send_text("a")
         client.send_text("b")
-        _, code, reason = yield client.closed
+        _, code, _reason = yield client.closed
         self.assertEqual(code, 1011)
         (notice,) = yield self.backend.wait_for("disconnect", 1)
         self.assertEqual(notice["meta"]["initiator"], "backend")
@@ -190,6 +191,7 @@ class BackpressureTests(ReliabilityCase):
             client.send_text(f"m{i}")
         yield self.backend.wait_for("message", 1)
         relay = self.relay.service.relay
+        server: Any  # the RelayServerProtocol: the test reaches into its transport
         (server,) = list(relay.registry)
         # The burst was read in the same reactor turn that posted message 1.
         self.assertEqual(relay.queued(), limit)
@@ -213,6 +215,7 @@ class BackpressureTests(ReliabilityCase):
         client = yield self.client()
         client.send_text("hi")
         (msg,) = yield self.backend.wait_for("message", 1)
+        server: Any  # the RelayServerProtocol: the test reaches into its transport
         (server,) = list(self.relay.service.relay.registry)
         # Loopback buffers autotune up to tcp_rmem's maximum (32 MB here):
         # keep them small so the test does not depend on the kernel's mood.
@@ -221,7 +224,7 @@ class BackpressureTests(ReliabilityCase):
         client.protocol.transport.pauseProducing()
         accepted = 0
         for i in range(1000):
-            code, body = yield self.backend.post_send(
+            code, _body = yield self.backend.post_send(
                 msg["meta"]["send"], b"%06d" % i + b"x" * (size - 6), b"application/octet-stream")
             if code != 200:
                 break

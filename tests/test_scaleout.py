@@ -81,7 +81,7 @@ class ScaleOutTests(TestCase):
         skip = "haproxy is not installed (apt-get install haproxy; .ci/run installs it)"
 
     @inlineCallbacks
-    def setUp(self):
+    def setUp(self):  # type: ignore[override]  # trial waits on a Deferred from setUp
         self.backend = FakeBackend(reactor)
         port, url = yield start_backend(reactor, self.backend)
         self.addCleanup(stop_backend, port, self.backend)
@@ -123,6 +123,7 @@ class ScaleOutTests(TestCase):
         try:
             listening.bind(("127.0.0.1", 0))
             listening.listen(128)
+            assert HAPROXY is not None  # the test skips without it
             process = spawn(self, reactor, "haproxy", [HAPROXY, "-db", "-f", str(config)],
                             extra_fds={3: listening.fileno()})
             return process, listening.getsockname()[1]
@@ -164,7 +165,7 @@ class ScaleOutTests(TestCase):
     @inlineCallbacks
     def assert_replies_reach(self, clients, messages):
         """The backend answers each message through its send URL; the right client gets it."""
-        for client, message in zip(clients, messages):
+        for client, message in zip(clients, messages, strict=True):
             reply = ("re:" + message["message"]).encode()
             code, _ = yield self.backend.post_send(message["meta"]["send"], reply)
             self.assertEqual(code, 200)
@@ -179,7 +180,7 @@ class ScaleOutTests(TestCase):
         messages = yield self.locate(clients, "hello")
         holders = [self.holder(m) for m in messages]
         self.assertEqual(collections.Counter(h.name for h in holders), {"a": 2, "b": 2, "c": 2})
-        for message, holder in zip(messages, holders):
+        for message, holder in zip(messages, holders, strict=True):
             cid = message["meta"]["connection_id"]
             for instance in self.instances.values():
                 code, _ = yield get(reactor, f"{instance.base}/socket/{cid}")
@@ -192,7 +193,7 @@ class ScaleOutTests(TestCase):
         clients = yield self.connect(3)
         messages = yield self.locate(clients, "who")
         self.assertEqual({self.holder(m).name for m in messages}, set(NAMES))
-        for client, message in zip(clients, messages):
+        for client, message in zip(clients, messages, strict=True):
             local = client.protocol.transport.getHost()
             code, body = yield get(
                 reactor, f"{self.holder(message).base}/socket/{message['meta']['connection_id']}")
@@ -205,7 +206,7 @@ class ScaleOutTests(TestCase):
         clients = yield self.connect(6)
         messages = yield self.locate(clients, "hello")
         on = collections.defaultdict(list)
-        for client, message in zip(clients, messages):
+        for client, message in zip(clients, messages, strict=True):
             on[self.holder(message).name].append((client, message))
         killed, stopped, kept = (self.instances[n] for n in NAMES)
 
@@ -233,7 +234,7 @@ class ScaleOutTests(TestCase):
         client.send_text("slow")
         yield self.backend.wait_for("message", before + 1)
         stopped_clients = [c for c, _ in on[stopped.name]] + [
-            c for c, h in zip(again, holders) if h is stopped]
+            c for c, h in zip(again, holders, strict=True) if h is stopped]
         stopped.process.signal("TERM")
         for c in stopped_clients:
             _, code, _ = yield c.closed

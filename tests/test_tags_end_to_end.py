@@ -107,7 +107,7 @@ class TagTests(TagTestCase):
         """POST /tags/<tag>/disconnect closes the carriers; their notices say backend, with tags."""
         yield self.start(connecturi="{backend}/connect")
         a, _ = yield self.tagged_client("t")
-        b, _ = yield self.tagged_client("u")
+        _b, _ = yield self.tagged_client("u")
         code, _, body = yield self.api("POST", "/tags/t/disconnect",
                                        b'{"code": 4002, "reason": "kicked"}', b"application/json")
         self.assertEqual((code, json.loads(body)), (200, {"connections": 1}))

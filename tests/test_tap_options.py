@@ -6,6 +6,7 @@ import io
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 from twisted.logger import LogBeginner, LogPublisher
 from twisted.python import usage
@@ -152,7 +153,8 @@ class UnderTwistdTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         settings = _parse(["--listen", "tcp:0:interface=127.0.0.1", "--api-listen",
                            "tcp:0:interface=127.0.0.2", "--externalhostandport", "h:1"])
-        service = makeService({"settings": settings}, reactor=reactor,
+        options: Any = {"settings": settings}  # makeService reads only options["settings"]
+        service = makeService(options, reactor=reactor,
                               log_beginner=private_log_beginner())
         service.startService()
         self.addCleanup(service.stopService)  # it also undoes the tuned stack's patches

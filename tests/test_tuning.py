@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import autobahn.websocket.protocol as protocol_module
 import treq.client as treq_client
+from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import CookieAgent
 from twisted.web.http import HTTPChannel
-from autobahn.websocket.xormasker import create_xor_masker
 
 from socketdock.config.settings import load_config
 from socketdock.tap import make_service

@@ -14,7 +14,7 @@ A refused upgrade errbacks :func:`connect_client` with :class:`HandshakeRefused`
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 import attrs
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -24,7 +24,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.python.failure import Failure
 
-CloseInfo = tuple[bool, Optional[int], Optional[str]]
+CloseInfo = tuple[bool, int | None, str | None]
 
 
 @attrs.define
@@ -55,11 +55,11 @@ class ClientClosed(Exception):
     """A :meth:`TestClient.next_message` or :meth:`TestClient.ping` outlived the socket."""
 
     was_clean: bool
-    code: Optional[int]
-    reason: Optional[str]
+    code: int | None
+    reason: str | None
 
 
-def _complete_body(headers: dict[str, str], raw: bytes) -> Optional[bytes]:
+def _complete_body(headers: dict[str, str], raw: bytes) -> bytes | None:
     """Return the body of a refusal once all of it arrived, else ``None``."""
     if "chunked" in headers.get("transfer-encoding", "").lower():
         body, rest = b"", raw
@@ -85,7 +85,7 @@ class _Protocol(WebSocketClientProtocol):
 
     def __init__(self) -> None:
         super().__init__()
-        self._refused: Optional[int] = None
+        self._refused: int | None = None
 
     def processHandshake(self) -> None:
         # Autobahn fails a non-101 answer at once (failHandshake + abort) and reports
@@ -104,7 +104,7 @@ class _Protocol(WebSocketClientProtocol):
         if _complete_body(headers, self.data[end + 4 :]) is not None:
             self.failHandshake(f"upgrade refused with HTTP {self._refused}")
 
-    def _refusal(self) -> Optional[HandshakeRefused]:
+    def _refusal(self) -> HandshakeRefused | None:
         if self._refused is None:
             return None
         end = self.data.find(b"\r\n\r\n")
@@ -129,7 +129,7 @@ class _Protocol(WebSocketClientProtocol):
         super().onPing(payload)  # answers it
         self.factory.client._pinged()
 
-    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         # Autobahn's ``code`` is 1006 for any unclean end, even when the server did
         # send a close frame; remoteCloseCode is what the server actually sent (or
         # None when no close frame arrived), which is what SocketDock tests assert.
@@ -161,21 +161,21 @@ class TestClient:
 
     def __init__(self) -> None:
         #: The Autobahn protocol (``protocol.transport``, ``protocol.http_headers``).
-        self.protocol: Optional[_Protocol] = None
+        self.protocol: _Protocol | None = None
         #: The server's handshake answer (headers, negotiated subprotocol).
-        self.response: Optional[ConnectionResponse] = None
-        self._opening: Optional[Deferred[TestClient]] = Deferred()
+        self.response: ConnectionResponse | None = None
+        self._opening: Deferred[TestClient] | None = Deferred()
         self._inbox: list[tuple[bytes, bool]] = []
         self._readers: list[Deferred[tuple[bytes, bool]]] = []
         self._pings: dict[bytes, Deferred[None]] = {}
         #: How many pings the server sent (each answered with a pong).
         self.pings_answered = 0
         self._ping_count_waiters: list[tuple[int, Deferred[int]]] = []
-        self._close_info: Optional[CloseInfo] = None
+        self._close_info: CloseInfo | None = None
         self._close_waiters: list[Deferred[CloseInfo]] = []
 
     @property
-    def selected_protocol(self) -> Optional[str]:
+    def selected_protocol(self) -> str | None:
         """The negotiated subprotocol, or ``None``."""
         return None if self.response is None else self.response.protocol
 
@@ -320,9 +320,9 @@ def connect_client(
     reactor: Any,
     url: str,
     *,
-    origin: Optional[str] = None,
-    protocols: Optional[list[str]] = None,
-    headers: Optional[dict[str, str]] = None,
+    origin: str | None = None,
+    protocols: list[str] | None = None,
+    headers: dict[str, str] | None = None,
     max_message_size: int = 0,
     open_handshake_timeout: float = 30,
     context_factory: Any = None,

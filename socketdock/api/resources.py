@@ -9,7 +9,7 @@ or a traceback.
 from __future__ import annotations
 
 import json
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
@@ -17,8 +17,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from socketdock import __version__
-from socketdock.relay.backend import is_text
 from socketdock.ops.metrics import Metrics
+from socketdock.relay.backend import is_text
 from socketdock.relay.registry import IConnection, NotLive, OutboundFull, Registry
 
 _PLAIN = b"text/plain; charset=utf-8"
@@ -57,7 +57,7 @@ class ApiResource(Resource):
     overrides :meth:`body_limit`; every other body is dropped unread.
     """
 
-    def refusal(self, request: Request) -> Optional[bytes]:
+    def refusal(self, request: Request) -> bytes | None:
         """
         The 404 or 405 for a request this resource does not serve, decided
         from the request line alone; None when it serves it.
@@ -93,7 +93,7 @@ class ApiResource(Resource):
         return getattr(self, "render_" + method.decode("ascii", "replace"), None)
 
 
-def body_plan(resource: Resource, request: Request) -> tuple[Optional[bytes], int]:
+def body_plan(resource: Resource, request: Request) -> tuple[bytes | None, int]:
     """
     What ``resource`` will do with the body of ``request``, from the request
     line and headers alone, so that a body is never read for nothing.
@@ -216,6 +216,7 @@ def read_body(request: Request, limit: int) -> bytes:
 
     :raises BadBody: when the body is longer than ``limit``.
     """
+    assert request.content is not None  # twisted.web sets it before rendering
     body = request.content.read(limit + 1)
     if len(body) > limit:
         raise BadBody(413, f"body larger than {limit} bytes")
@@ -257,6 +258,7 @@ def read_frame(request: Request, max_size: int) -> tuple[bytes, bool]:
     :raises BadBody: (413) over ``max_size``, (400) a ``text/*`` body that is
         not UTF-8.
     """
+    assert request.content is not None  # twisted.web sets it before rendering
     body = request.content.read(max_size + 1)
     if len(body) > max_size:
         raise BadBody(413, f"message larger than max_message_size ({max_size} bytes)")
@@ -294,7 +296,7 @@ def close_request(body: bytes) -> tuple[int, str]:
     return code, reason
 
 
-def _close(request: Request, connection: Optional[IConnection]) -> bytes:
+def _close(request: Request, connection: IConnection | None) -> bytes:
     if connection is None:
         return plain(request, 404, "no such live connection")
     try:

@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import hmac
 from io import BytesIO
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.http import HTTPChannel
+from twisted.web import http
+from twisted.web.http import HTTPChannel, unquote
 from twisted.web.resource import Resource
-from twisted.web.http import unquote
 from twisted.web.server import Request, Site
 
 from socketdock.api import resources as api
 from socketdock.api.anywhere import SocketsAnywhere
 from socketdock.api.tags import SocketsWithTags, TagsResource
-from socketdock.ops.metrics import Metrics
 from socketdock.config.endpoints import is_loopback, tcp_address
+from socketdock.ops.metrics import Metrics
 from socketdock.relay.localreach import LocalReach
 from socketdock.relay.reach import IReach
 from socketdock.relay.registry import Registry
@@ -46,14 +46,14 @@ class Root(Resource):
 
     def __init__(
         self,
-        ws: Optional[tuple[str, Resource]],
-        api_children: Optional[dict[bytes, Resource]],
+        ws: tuple[str, Resource] | None,
+        api_children: dict[bytes, Resource] | None,
         health: dict[bytes, Resource],
-        token: Optional[str],
+        token: str | None,
     ) -> None:
         super().__init__()
         self._ws_segments: list[bytes] = []
-        self._ws: Optional[Resource] = None
+        self._ws: Resource | None = None
         if ws is not None:
             path, resource = ws
             self._ws_segments = [s.encode("utf-8") for s in path.strip("/").split("/") if s]
@@ -73,6 +73,7 @@ class Root(Resource):
     def getChildWithDefault(self, name: bytes, request: Request) -> Resource:
         if self._ws is not None and self._ws_segments and name == self._ws_segments[0]:
             rest = self._ws_segments[1:]
+            assert request.postpath is not None  # set during traversal
             if request.postpath[: len(rest)] == rest:
                 del request.postpath[: len(rest)]
                 return self._ws
@@ -84,7 +85,7 @@ class Root(Resource):
             return api.Unauthorized()
         return self._api.get(name) or api.NotFound()
 
-    def refusal(self, request: Request) -> Optional[bytes]:
+    def refusal(self, request: Request) -> bytes | None:
         """The 401 or 404 for the root itself; None where the upgrade is served at ``/``."""
         if self._ws is not None and not self._ws_segments:
             return None
@@ -102,7 +103,7 @@ class Root(Resource):
 
 def make_api_children(
     registry: Registry, metrics: Metrics, clock: IReactorTime, max_message_size: int,
-    reach: Optional[IReach] = None, anywhere: bool = False,
+    reach: IReach | None = None, anywhere: bool = False,
 ) -> dict[bytes, Resource]:
     """
     The callback API's resources by first path segment.
@@ -160,9 +161,9 @@ class BoundedRequest(Request):
         self._limit = 0
         self._answered = False
         # The traversal made on the headers, for QuietSite to reuse.
-        self.routed: Optional[tuple[Resource, list[bytes], list[bytes]]] = None
+        self.routed: tuple[Resource, list[bytes], list[bytes]] | None = None
 
-    def gotLength(self, length: Optional[int]) -> None:
+    def gotLength(self, length: int | None) -> None:
         # Never a temporary file: what is kept is bounded below, and the
         # resources read it into memory anyway.
         self.content = BytesIO()
@@ -181,6 +182,7 @@ class BoundedRequest(Request):
     def handleContentChunk(self, data: bytes) -> None:
         if self._answered or not self._limit:
             return  # answered already, or a route that reads no body
+        assert self.content is not None  # gotLength made it
         if self.content.tell() + len(data) > self._limit:
             self._too_large()
             return
@@ -192,7 +194,7 @@ class BoundedRequest(Request):
         if not self._answered:
             super().requestReceived(command, path, version)
 
-    def _plan(self) -> tuple[Optional[bytes], int]:
+    def _plan(self) -> tuple[bytes | None, int]:
         # The request line, as both channels keep it until the request is
         # received (HTTPChannel's own attributes, mirrored by FastHTTPChannel).
         channel: Any = self.channel
@@ -241,7 +243,7 @@ class QuietSite(Site):
 
     requestFactory = BoundedRequest
 
-    def __init__(self, root: Resource, reactor, max_body: Optional[int] = None,
+    def __init__(self, root: Resource, reactor, max_body: int | None = None,
                  channel: type[HTTPChannel] = HTTPChannel) -> None:
         super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor)
         self.max_body = max_body
@@ -260,11 +262,11 @@ class QuietSite(Site):
         request.sitepath = []
         return resource
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         pass
 
 
-def make_site(root: Resource, reactor, max_body: Optional[int] = None,
+def make_site(root: Resource, reactor, max_body: int | None = None,
               channel: type[HTTPChannel] = HTTPChannel) -> Site:
     """The site that serves one listener; see :class:`BoundedRequest` for its bodies."""
     return QuietSite(root, reactor, max_body, channel)
@@ -273,7 +275,7 @@ def make_site(root: Resource, reactor, max_body: Optional[int] = None,
 _log = Logger()
 
 
-def warn_if_exposed(api_endpoint: str, token: Optional[str], log: Logger = _log) -> bool:
+def warn_if_exposed(api_endpoint: str, token: str | None, log: Logger = _log) -> bool:
     """
     Log a warning when the callback API listens beyond loopback without a
     token: anyone who can reach it and learns an id could then talk to, or

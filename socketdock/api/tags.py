@@ -9,7 +9,7 @@ cluster; its failures map to statuses here, "cannot know" included (503 +
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -18,10 +18,20 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from socketdock.api.resources import (
-    CLOSE_BODY_LIMIT, ApiResource, BadBody, ConnectionResource, NotFound, SocketsResource,
-    as_json, close_request, parse_json, plain, read_body, read_frame,
+    CLOSE_BODY_LIMIT,
+    ApiResource,
+    BadBody,
+    ConnectionResource,
+    NotFound,
+    SocketsResource,
+    as_json,
+    close_request,
+    parse_json,
+    plain,
+    read_body,
+    read_frame,
 )
-from socketdock.relay.reach import IReach, InvalidTags, Reached, Unreachable
+from socketdock.relay.reach import InvalidTags, IReach, Reached, Unreachable
 from socketdock.relay.registry import NotLive, OutboundFull, Registry
 from socketdock.relay.tags import check_tag_list, tag_from_path
 
@@ -66,7 +76,7 @@ def _render(request: Request, result: object, ok: Callable[[Request, object], by
     if result.check(OutboundFull):
         request.setHeader(b"retry-after", b"1")
         return plain(request, 503, "client is not reading; retry later")
-    if result.check(Unreachable):
+    if isinstance(result.value, Unreachable):
         request.setHeader(b"retry-after", str(result.value.retry_after).encode("ascii"))
         return plain(request, 503, result.value.why)
     _log.failure("callback API request {path} failed", result, path=request.path)
@@ -84,7 +94,7 @@ def _reached(request: Request, reached: object) -> bytes:
     return as_json(request, reached.as_json())
 
 
-def tag_change(body: bytes) -> "tuple[tuple[str, ...], tuple[str, ...]]":
+def tag_change(body: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """
     The ``add`` and ``remove`` lists of a ``POST /socket/<id>/tags`` body.
 
@@ -234,6 +244,7 @@ class SocketsWithTags(SocketsResource):
     def getChild(self, name: bytes, request: Request) -> Resource:
         child = super().getChild(name, request)
         if isinstance(child, ConnectionResource) and request.postpath == [b"tags"]:
+            assert request.postpath is not None and request.prepath is not None  # mid-traversal
             del request.postpath[:]
             request.prepath.append(b"tags")
             return ConnectionTagsResource(self._reach, name.decode("ascii"))

@@ -330,7 +330,7 @@ class RedisLink(Service):
     def _message(self, channel: bytes, data: bytes) -> None:
         try:
             self._user.message(channel, data)
-        except Exception:  # noqa: BLE001 -- one bad message must not drop the link
+        except Exception:
             self._log.failure("cluster: handling a message on {channel!r} failed", channel=channel)
 
     # -- for the cluster -------------------------------------------------------

@@ -197,7 +197,7 @@ class Roster:
             return self.rejoin()
         flat = [_text(x) for x in result[1]]
         by_instance: dict[str, list[str]] = {}
-        for lost, connection_id in zip(flat[0::2], flat[1::2]):
+        for lost, connection_id in zip(flat[0::2], flat[1::2], strict=True):
             by_instance.setdefault(lost, []).append(connection_id)
         self._log.debug("cluster: heartbeat, {count} lost instances", count=len(by_instance))
         for lost, ids in sorted(by_instance.items()):

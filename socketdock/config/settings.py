@@ -16,7 +16,7 @@ from __future__ import annotations
 import configparser
 import difflib
 import re
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 
@@ -25,8 +25,17 @@ from socketdock.config.cluster import RedisAddress, parse_cluster_url
 from socketdock.config.endpoints import base_url_for, endpoint_for, is_wildcard, learns_base_url
 
 __all__ = [
-    "Config", "ConfigError", "Setting", "SETTINGS", "load_config", "environ_warnings",
-    "closest_key", "ENV_PREFIX", "SECRET_KEYS", "max_response_body", "DEFAULT_MAX_RESPONSE_BODY",
+    "DEFAULT_MAX_RESPONSE_BODY",
+    "ENV_PREFIX",
+    "SECRET_KEYS",
+    "SETTINGS",
+    "Config",
+    "ConfigError",
+    "Setting",
+    "closest_key",
+    "environ_warnings",
+    "load_config",
+    "max_response_body",
 ]
 
 ENV_PREFIX = "SOCKETDOCK_"

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 _log = Logger()
 
 
-def raise_open_file_limit(rlimits=resource) -> "tuple[int, int]":
+def raise_open_file_limit(rlimits=resource) -> tuple[int, int]:
     """
     Raise the soft ``RLIMIT_NOFILE`` to the hard limit, and log the limit
     the process runs with.

@@ -24,7 +24,8 @@ import getopt
 import json
 import signal
 import sys
-from typing import IO, Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import IO, Any
 
 from twisted.logger import (
     FileLogObserver,
@@ -39,13 +40,13 @@ from twisted.python.logfile import LogFile
 
 from socketdock.ops.timestamps import rfc3339
 
-__all__ = ["json_observer", "json_file_observer", "event_as_json_line", "log_from_level"]
+__all__ = ["event_as_json_line", "json_file_observer", "json_observer", "log_from_level"]
 
 #: Keys of events from twisted.python.log, repeated in ``text`` or ``time``.
 _LEGACY = frozenset({"format", "message", "isError", "system", "time", "failure"})
 
 
-def event_as_json_line(event: dict) -> Optional[str]:
+def event_as_json_line(event: dict) -> str | None:
     """One event as one JSON line (``None`` drops it, as FileLogObserver wants)."""
     log_time = event.get("log_time")
     record: dict[str, Any] = {
@@ -69,7 +70,7 @@ def json_file_observer(out: IO[Any]) -> ILogObserver:
     return FileLogObserver(out, event_as_json_line)
 
 
-def json_observer(argv: Optional[Sequence[str]] = None) -> ILogObserver:
+def json_observer(argv: Sequence[str] | None = None) -> ILogObserver:
     """
     The ``--logger`` factory: JSON lines where twistd would put its text log.
 
@@ -106,7 +107,7 @@ def log_from_level(level: str, beginner: LogBeginner) -> None:
     beginner.beginLoggingTo = begin_filtered  # type: ignore[method-assign]
 
 
-def _twistd_log_options(argv: Sequence[str]) -> tuple[bool, Optional[str]]:
+def _twistd_log_options(argv: Sequence[str]) -> tuple[bool, str | None]:
     """``(--nodaemon given, --logfile value)`` parsed as twistd parses them."""
     from twisted.scripts.twistd import ServerOptions
 

@@ -15,7 +15,7 @@ prometheus-client's metric objects take a lock on every update, which cost
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -26,10 +26,10 @@ _LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
 #: The ``le`` label of each bucket, as prometheus-client writes it.
-_BUCKET_LABELS = tuple(repr(float(b)) for b in _LATENCY_BUCKETS) + ("+Inf",)
+_BUCKET_LABELS = (*(repr(float(b)) for b in _LATENCY_BUCKETS), "+Inf")
 
 
-def close_code_label(code: "int | None") -> str:
+def close_code_label(code: int | None) -> str:
     """
     A close code as a label value from a bounded set: the registered codes
     (1000-2999) as themselves, an application's (3000-4999) by thousand, so
@@ -60,7 +60,7 @@ class Metrics:
     def __init__(
         self, active: Callable[[], int], queued: Callable[[], int],
         tags: Callable[[], int] = lambda: 0,
-        cluster: Optional[Callable[[], dict]] = None,
+        cluster: Callable[[], dict] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -112,7 +112,7 @@ class Metrics:
     def connection_opened(self) -> None:
         self._opened.inc()
 
-    def connection_closed(self, code: "int | None") -> None:
+    def connection_closed(self, code: int | None) -> None:
         self._closed.labels(close_code_label(code)).inc()
 
     def handshake_refused(self, status: int, reason: str) -> None:
@@ -219,7 +219,7 @@ class _HotFigures:
         )
         for kind, (counts, total) in self._latency.items():
             cumulative, buckets = 0, []
-            for bound, count in zip(_BUCKET_LABELS, counts):
+            for bound, count in zip(_BUCKET_LABELS, counts, strict=True):
                 cumulative += count
                 buckets.append((bound, cumulative))
             latency.add_metric([kind], buckets, total)

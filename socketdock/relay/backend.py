@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import json
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -21,11 +21,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
+from socketdock.ops.metrics import Metrics
 from socketdock.relay import wire
 from socketdock.relay.httpclient import BackendClient, HTTPResult, describe_failure
-from socketdock.ops.metrics import Metrics
-from socketdock.relay.retry import Again, Backoff, Done, Final, RetriesExhausted, retrying
 from socketdock.relay.reach import InvalidTags
+from socketdock.relay.retry import Again, Backoff, Done, Final, RetriesExhausted, retrying
 from socketdock.relay.tags import check_tag_list
 
 
@@ -38,7 +38,7 @@ class Admission:
     :param tags: the tags the connection starts with (SPEC §8).
     """
 
-    subprotocol: Optional[str] = None
+    subprotocol: str | None = None
     tags: tuple[str, ...] = ()
 
 
@@ -87,13 +87,13 @@ class IBackend(Interface):
 
     def connect(
         connection_id: str, headers: Mapping[str, str], offered: Sequence[str]
-    ) -> "Deferred[Admission]":
+    ) -> Deferred[Admission]:
         """Fires with an :class:`Admission`; fails with ConnectRefused."""
 
     def message(
         connection_id: str, seq: int, payload: bytes, is_binary: bool,
         tags: Sequence[str] = (),
-    ) -> "Deferred[Optional[Reply]]":
+    ) -> Deferred[Reply | None]:
         """
         Fires once the backend took the message, with a reply for the client
         or None; fails with MessageRefused (final) or RetriesExhausted.
@@ -102,9 +102,9 @@ class IBackend(Interface):
         """
 
     def disconnect(
-        connection_id: str, code: Optional[int], reason: str, initiator: str,
+        connection_id: str, code: int | None, reason: str, initiator: str,
         recovered: bool = False, tags: Sequence[str] = (),
-    ) -> "Deferred[None]":
+    ) -> Deferred[None]:
         """
         Fires once the notice was delivered (retried for as long as it takes).
 
@@ -132,7 +132,7 @@ def _retryable_status(code: int) -> bool:
     return code >= 500 or code in (408, 429)
 
 
-def retry_after(headers, now: float) -> Optional[float]:
+def retry_after(headers, now: float) -> float | None:
     """
     Seconds asked for by a ``Retry-After`` header (delta-seconds or an HTTP
     date), or None when absent or unreadable.
@@ -177,11 +177,11 @@ class HTTPBackend:
         self,
         client: BackendClient,
         clock: IReactorTime,
-        urls: wire.CallbackURLs,
+        urls: wire.AnyCallbackURLs,
         metrics: Metrics,
         messageuri: str,
-        connecturi: Optional[str],
-        disconnecturi: Optional[str],
+        connecturi: str | None,
+        disconnecturi: str | None,
         backoff: Backoff,
         inline_reply: bool,
     ) -> None:
@@ -212,7 +212,7 @@ class HTTPBackend:
                 return Again(_why(outcome), retry_after(outcome.headers, self._clock.seconds()))
             return refuse(outcome)
 
-        def attempt() -> "Deferred[HTTPResult]":
+        def attempt() -> Deferred[HTTPResult]:
             return self._client.post(url, body, kind)
 
         def on_retry(n: int, why: str, delay: float) -> None:
@@ -234,7 +234,7 @@ class HTTPBackend:
                 return Final(ConnectRefused(result.code, "refused by the backend"))
             return Final(ConnectRefused(503, f"unexpected backend answer HTTP {result.code}"))
 
-        def chosen(result: HTTPResult) -> Optional[str]:
+        def chosen(result: HTTPResult) -> str | None:
             picked = result.headers.getRawHeaders(b"sec-websocket-protocol")
             if not picked:
                 return None
@@ -280,7 +280,7 @@ class HTTPBackend:
         d.addCallbacks(self._reply, self._failed)
         return d
 
-    def _reply(self, result: HTTPResult) -> Optional[Reply]:
+    def _reply(self, result: HTTPResult) -> Reply | None:
         if not self._inline_reply or not result.body:
             return None
         return Reply(result.body, not is_text(result.headers))

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import deque
-from typing import Callable, Optional
+from collections.abc import Callable
+from http.cookiejar import CookieJar
+from typing import TypeVar
 
 import attrs
-from http.cookiejar import CookieJar
-
+from hyperlink import EncodedURL
 from OpenSSL import SSL
 from service_identity import VerificationError
 from treq.client import HTTPClient
@@ -28,9 +29,10 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
-from hyperlink import EncodedURL
 
 from socketdock import __version__
+
+_T = TypeVar("_T")
 
 USER_AGENT = f"SocketDock/{__version__}".encode("ascii")
 
@@ -95,10 +97,10 @@ class BackendClient:
         http: HTTPClient,
         clock: IReactorTime,
         timeout: float,
-        signing_secret: Optional[str] = None,
+        signing_secret: str | None = None,
         concurrency: int = 128,
         observe: Callable[[str, str, float], None] = lambda kind, outcome, seconds: None,
-        max_response_body: Optional[int] = None,
+        max_response_body: int | None = None,
     ) -> None:
         self._http = http
         self._max_body = max_response_body
@@ -122,7 +124,7 @@ class BackendClient:
             prepared = self._urls[url] = PreparedURL.prepare(url)
         return prepared
 
-    def post(self, url: str, body: bytes, kind: str = "request") -> "Deferred[HTTPResult]":
+    def post(self, url: str, body: bytes, kind: str = "request") -> Deferred[HTTPResult]:
         """
         One attempt, once a slot is free: fails on connection errors and on
         timeout (the timeout starts when the request does, not in the line).
@@ -136,14 +138,14 @@ class BackendClient:
             return self._attempt(None, url, body, kind)
         return waiting.addCallback(self._attempt, url, body, kind)
 
-    def _attempt(self, _: object, url: str, body: bytes, kind: str) -> "Deferred[HTTPResult]":
+    def _attempt(self, _: object, url: str, body: bytes, kind: str) -> Deferred[HTTPResult]:
         try:
             return self._send(url, body, kind)
         except BaseException:
             self._line.leave()
             return fail()
 
-    def _send(self, url: str, body: bytes, kind: str) -> "Deferred[HTTPResult]":
+    def _send(self, url: str, body: bytes, kind: str) -> Deferred[HTTPResult]:
         started = self._clock.seconds()
         headers = self._headers
         if self._secret is not None:
@@ -164,7 +166,7 @@ class BackendClient:
         d.addTimeout(self._timeout, self._clock)
         return d.addBoth(self._done, kind, started)
 
-    def _done(self, outcome: object, kind: str, started: float) -> object:
+    def _done(self, outcome: _T, kind: str, started: float) -> _T:
         self._line.leave()
         label = outcome.code if isinstance(outcome, HTTPResult) else "error"
         self._observe(kind, str(label), self._clock.seconds() - started)
@@ -182,7 +184,7 @@ class _Line:
         self._free = size
         self._waiting: deque[Deferred[None]] = deque()
 
-    def enter(self) -> "Optional[Deferred[None]]":
+    def enter(self) -> Deferred[None] | None:
         """None if a place was free (it is now taken), else a Deferred that
         fires with the place; cancelling it leaves the line."""
         if self._free and not self._waiting:
@@ -216,7 +218,7 @@ class BytesProducer:
         self._body = body
         self.length = len(body)
 
-    def startProducing(self, consumer) -> "Deferred[None]":
+    def startProducing(self, consumer) -> Deferred[None]:
         consumer.write(self._body)
         return succeed(None)
 
@@ -240,11 +242,12 @@ class PreparedURL(EncodedURL):
     _text = None
 
     @classmethod
-    def prepare(cls, url: str) -> "PreparedURL":
+    def prepare(cls, url: str) -> PreparedURL:
         """Encode ``url`` once, the way treq would on every call."""
-        return cls.from_text(EncodedURL.from_text(url).to_uri().to_text())
+        # hyperlink types from_text as returning URL, though it builds a cls.
+        return cls.from_text(EncodedURL.from_text(url).to_uri().to_text())  # type: ignore[return-value]
 
-    def to_uri(self) -> "PreparedURL":
+    def to_uri(self) -> PreparedURL:
         return self
 
     def to_text(self, with_password: bool = False) -> str:
@@ -259,7 +262,7 @@ class ResponseTooLong(Exception):
     """The backend's answer was longer than the client accepts."""
 
 
-def _collect(response, limit: Optional[int] = None) -> "HTTPResult | Deferred[HTTPResult]":
+def _collect(response, limit: int | None = None) -> HTTPResult | Deferred[HTTPResult]:
     collector = _BodyCollector(response, limit)
     response.deliverBody(collector)
     return collector.outcome()
@@ -274,14 +277,14 @@ class _BodyCollector(Protocol):
     so the body is usually all there at once and no Deferred is needed.
     """
 
-    def __init__(self, response, limit: Optional[int] = None) -> None:
+    def __init__(self, response, limit: int | None = None) -> None:
         self._response = response
         self._left = limit
         self._parts: list[bytes] = []
-        self._result: "HTTPResult | Failure | None" = None
-        self._waiting: Optional[Deferred[HTTPResult]] = None
+        self._result: HTTPResult | Failure | None = None
+        self._waiting: Deferred[HTTPResult] | None = None
 
-    def outcome(self) -> "HTTPResult | Failure | Deferred[HTTPResult]":
+    def outcome(self) -> HTTPResult | Failure | Deferred[HTTPResult]:
         """The result if the body has ended, else a Deferred of it."""
         if self._result is not None:
             return self._result
@@ -304,7 +307,7 @@ class _BodyCollector(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._too_long:
-            result: "HTTPResult | Failure" = Failure(ResponseTooLong(
+            result: HTTPResult | Failure = Failure(ResponseTooLong(
                 "the backend's answer is longer than this client accepts"))
         elif isinstance(reason.value, (ResponseDone, PotentialDataLoss)):
             response = self._response
@@ -320,7 +323,7 @@ class _BodyCollector(Protocol):
             self._waiting.callback(result)
 
 
-def make_tls_policy(ca_path: Optional[str]) -> BrowserLikePolicyForHTTPS:
+def make_tls_policy(ca_path: str | None) -> BrowserLikePolicyForHTTPS:
     """
     How https backends are verified: against the system trust store, or only
     against the private CA in ``ca_path``; the hostname is always checked
@@ -345,6 +348,7 @@ def describe_failure(failure: Failure) -> str:
             return "TLS: the backend's certificate does not match its hostname"
         if isinstance(value, SSL.Error):
             return "TLS: " + _openssl_reason(value)
+    assert failure.type is not None  # a Failure always has its exception's type
     return failure.type.__name__
 
 

@@ -20,7 +20,7 @@ reaches the disk.
 from __future__ import annotations
 
 import sqlite3
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -149,7 +149,7 @@ class ThreadWriter:
     def stop(self) -> None:
         self._pool.stop()
 
-    def __call__(self, work: Callable[[], object]) -> "Deferred[object]":
+    def __call__(self, work: Callable[[], object]) -> Deferred[object]:
         return deferToThreadPool(self._reactor, self._pool, work)
 
 
@@ -168,14 +168,14 @@ class Journal:
         self.path = path
         self._clock = clock
         self._writer = writer
-        self._db: Optional[sqlite3.Connection] = None
+        self._db: sqlite3.Connection | None = None
         self._closed = False
         # connection id -> True (insert) / False (delete), not yet written.
         self._pending: dict[str, bool] = {}
         # Fired once the batch collecting in _pending is on disk.
         self._waiters: list[Deferred[None]] = []
-        self._retry: Optional[IDelayedCall] = None
-        self._inflight: Optional[Deferred[None]] = None
+        self._retry: IDelayedCall | None = None
+        self._inflight: Deferred[None] | None = None
         self._failing = False
 
     def open(self) -> list[str]:
@@ -189,7 +189,7 @@ class Journal:
         self._writer.start()
         return [row[0] for row in self._db.execute("SELECT id FROM connections")]
 
-    def record(self, connection_id: str) -> "Deferred[None]":
+    def record(self, connection_id: str) -> Deferred[None]:
         """
         A connection was accepted: its notice is owed.  Fires once that is
         on disk; at once when there is no usable journal, and also while the
@@ -286,7 +286,7 @@ class Journal:
             self._retry = self._clock.callLater(RETRY_DELAY, self.flush)
         _release(waiters)
 
-    def close(self) -> "Deferred[None]":
+    def close(self) -> Deferred[None]:
         """
         At a stop: write what is pending, then close the file.  Notices not
         delivered by then stay in the journal for the next start.  Changes
@@ -306,7 +306,7 @@ class Journal:
         ready.addCallback(lambda _: self._finish())
         return ready
 
-    def _finish(self) -> "Deferred[None]":
+    def _finish(self) -> Deferred[None]:
         batch, self._pending = self._pending, {}
         waiters, self._waiters = self._waiters, []
         db, self._db = self._db, None
@@ -330,7 +330,7 @@ class Journal:
         return d
 
 
-def _release(waiters: "list[Deferred[None]]") -> None:
+def _release(waiters: list[Deferred[None]]) -> None:
     for d in waiters:
         d.callback(None)
 
@@ -366,6 +366,6 @@ class JournalService(Service):
         if lost:
             self._recover(lost)
 
-    def stopService(self) -> "Deferred[None]":
+    def stopService(self) -> Deferred[None]:
         super().stopService()
         return self._journal.close()

@@ -6,14 +6,14 @@ without ``cluster``).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from socketdock.relay.reach import IReach, InvalidTags, Reached
+from socketdock.relay.reach import InvalidTags, IReach, Reached
 from socketdock.relay.registry import NotLive, OutboundFull, Registry
 
 
@@ -55,7 +55,7 @@ class LocalReach:
         except (NotLive, InvalidTags):
             return fail()
 
-    def send_to_tag(self, tag: str, payload: bytes, is_binary: bool) -> "Deferred[Reached]":
+    def send_to_tag(self, tag: str, payload: bytes, is_binary: bool) -> Deferred[Reached]:
         handed = full = 0
         for connection in self._registry.tagged(tag):
             d = connection.deliver(payload, is_binary)
@@ -81,11 +81,11 @@ class LocalReach:
                        "did not complete or its client is not reading",
                        connection_id=connection_id)
 
-    def close_tag(self, tag: str, code: int, reason: str) -> "Deferred[Reached]":
+    def close_tag(self, tag: str, code: int, reason: str) -> Deferred[Reached]:
         closing = self._registry.tagged(tag)
         for connection in closing:
             connection.close(code, reason, "backend")
         return succeed(Reached(connections=len(closing)))
 
-    def count_tag(self, tag: str) -> "Deferred[Reached]":
+    def count_tag(self, tag: str) -> Deferred[Reached]:
         return succeed(Reached(connections=self._registry.carriers(tag)))

@@ -37,7 +37,7 @@ failure                         answer
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -82,8 +82,8 @@ class Reached:
         outbound-buffer rule); not counted in ``connections``.
     """
 
-    connections: Optional[int] = None
-    instances: Optional[int] = None
+    connections: int | None = None
+    instances: int | None = None
     full: int = 0
 
     @property
@@ -116,7 +116,7 @@ class IReach(Interface):
 
     def send_to_connection(
         connection_id: str, payload: bytes, is_binary: bool
-    ) -> "Deferred[None]":
+    ) -> Deferred[None]:
         """
         Hand one frame to one connection, wherever it is held.
 
@@ -126,13 +126,13 @@ class IReach(Interface):
         when the instance that may hold it cannot be asked.
         """
 
-    def close_connection(connection_id: str, code: int, reason: str) -> "Deferred[None]":
+    def close_connection(connection_id: str, code: int, reason: str) -> Deferred[None]:
         """
         Close one connection on behalf of the backend (the notice says
         ``"initiator": "backend"``).  Fails with :class:`NotLive` or :class:`Unreachable`.
         """
 
-    def describe_connection(connection_id: str) -> "Deferred[dict]":
+    def describe_connection(connection_id: str) -> Deferred[dict]:
         """
         The JSON object of ``GET /socket/<id>`` for one connection, wherever
         it is held.  Fails with :class:`NotLive` or :class:`Unreachable`.
@@ -140,7 +140,7 @@ class IReach(Interface):
 
     def change_tags(
         connection_id: str, add: Sequence[str], remove: Sequence[str]
-    ) -> "Deferred[tuple[str, ...]]":
+    ) -> Deferred[tuple[str, ...]]:
         """
         Remove ``remove`` then add ``add`` to one connection's tags, all or
         nothing, and fire with its tags now (in the order they were first
@@ -149,7 +149,7 @@ class IReach(Interface):
         tags (nothing changed), :class:`NotLive`, or :class:`Unreachable`.
         """
 
-    def send_to_tag(tag: str, payload: bytes, is_binary: bool) -> "Deferred[Reached]":
+    def send_to_tag(tag: str, payload: bytes, is_binary: bool) -> Deferred[Reached]:
         """
         Hand one frame to every live connection carrying ``tag``, on every
         instance.  A connection whose client reads too slowly is skipped and
@@ -160,13 +160,13 @@ class IReach(Interface):
         others: the backend retries the whole send).
         """
 
-    def close_tag(tag: str, code: int, reason: str) -> "Deferred[Reached]":
+    def close_tag(tag: str, code: int, reason: str) -> Deferred[Reached]:
         """
         Close every live connection carrying ``tag`` (initiator ``backend``).
         Fires with how many were closed; fails with :class:`Unreachable`.
         """
 
-    def count_tag(tag: str) -> "Deferred[Reached]":
+    def count_tag(tag: str) -> Deferred[Reached]:
         """
         How many live connections (or instances) carry ``tag``; fails with
         :class:`Unreachable`.

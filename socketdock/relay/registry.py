@@ -10,7 +10,7 @@ tested with plain fakes.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
@@ -36,7 +36,7 @@ class IConnection(Interface):
         ":class:`Registry`, and kept once it stops being live (for the notice)."
     )
 
-    def deliver(payload: bytes, is_binary: bool) -> "Deferred[None]":
+    def deliver(payload: bytes, is_binary: bool) -> Deferred[None]:
         """
         Send one message to the client.
 
@@ -128,7 +128,7 @@ class Registry:
         """How many distinct tags live connections carry."""
         return len(self._by_tag)
 
-    def get(self, connection_id: str) -> Optional[IConnection]:
+    def get(self, connection_id: str) -> IConnection | None:
         """The live connection with this id, or ``None``."""
         return self._live.get(connection_id)
 

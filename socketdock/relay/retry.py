@@ -9,7 +9,8 @@ its outcome means.  It uses only the injected clock, so tests drive it with
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Generic, Optional, TypeVar, Union
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred
@@ -72,10 +73,10 @@ class Again:
     """
 
     why: str
-    after: Optional[float] = None
+    after: float | None = None
 
 
-Verdict = Union[Done[Any], Final, Again]
+Verdict = Done[Any] | Final | Again
 
 
 class RetriesExhausted(Exception):
@@ -90,11 +91,11 @@ class RetriesExhausted(Exception):
 def retrying(
     clock: IReactorTime,
     backoff: Backoff,
-    attempt: Callable[[], "Deferred[Any]"],
-    judge: Callable[[Union[Any, Failure]], Verdict],
+    attempt: Callable[[], Deferred[Any]],
+    judge: Callable[[Any | Failure], Verdict],
     on_retry: Callable[[int, str, float], None] = lambda n, why, delay: None,
     rnd: Callable[[], float] = random.random,
-) -> "Deferred[Any]":
+) -> Deferred[Any]:
     """
     Run ``attempt`` until ``judge`` says it is done, retries run out, or the
     returned Deferred is cancelled (which also cancels the attempt in flight
@@ -114,8 +115,8 @@ class _Retrying:
         self._on_retry = on_retry
         self._rnd = rnd
         self._tries = 0
-        self._inflight: Optional[Deferred[Any]] = None
-        self._wait: Optional[IDelayedCall] = None
+        self._inflight: Deferred[Any] | None = None
+        self._wait: IDelayedCall | None = None
         self._cancelled = False
         self.result: Deferred[Any] = Deferred(self._cancel)
         self._go()

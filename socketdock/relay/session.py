@@ -11,15 +11,16 @@ them (SPEC §6).
 from __future__ import annotations
 
 from collections import deque
-from typing import Optional
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from socketdock.relay.backend import IBackend, MessageRefused, Reply
 from socketdock.ops.metrics import Metrics
+from socketdock.relay.backend import IBackend, MessageRefused, Reply
 from socketdock.relay.registry import IConnection, NotLive, OutboundFull, Registry
 from socketdock.relay.retry import RetriesExhausted
 
@@ -53,7 +54,7 @@ class Session:
     _log = Logger()
 
     def __init__(
-        self, relay: "Relay", connection_id: str, socket: ISocket, recovered: bool = False
+        self, relay: Relay, connection_id: str, socket: ISocket, recovered: bool = False
     ) -> None:
         self.connection_id = connection_id
         self._recovered = recovered
@@ -63,9 +64,9 @@ class Session:
         self._queue: deque[tuple[int, bytes, bool]] = deque()
         self._busy = False
         self._paused = False
-        self._ended: Optional[tuple[Optional[int], str, str]] = None
+        self._ended: tuple[int | None, str, str] | None = None
         self._gave_up = False
-        self._inflight: Optional[Deferred[object]] = None
+        self._inflight: Deferred[Any] | None = None
         self._abandoned = False
 
     def __len__(self) -> int:
@@ -84,7 +85,7 @@ class Session:
             self._socket.pause_reading()
         self._pump()
 
-    def ended(self, code: Optional[int], reason: str, initiator: str) -> None:
+    def ended(self, code: int | None, reason: str, initiator: str) -> None:
         """The connection is gone: send the notice once the queue is done."""
         if self._ended is None:
             self._ended = (code, reason, initiator)
@@ -112,10 +113,10 @@ class Session:
             extra: dict = {"recovered": True} if self._recovered else {}
             if self._socket.tags:
                 extra["tags"] = self._socket.tags
-            d = self._inflight = self._relay.backend.disconnect(
+            notice = self._inflight = self._relay.backend.disconnect(
                 self.connection_id, code, reason, initiator, **extra
             )
-            d.addBoth(self._noticed)
+            notice.addBoth(self._noticed)
 
     def abandon(self) -> None:
         """The process is stopping: give up the request in flight and its retries."""
@@ -139,7 +140,7 @@ class Session:
         self._pump()
 
     def _message_failed(self, failure: Failure, seq: int) -> None:
-        if failure.check(MessageRefused):
+        if isinstance(failure.value, MessageRefused):
             self._log.warn(
                 "backend refused message {seq} of {connection_id} with HTTP {status}",
                 seq=seq, connection_id=self.connection_id, status=failure.value.status,
@@ -150,7 +151,7 @@ class Session:
         dropped = len(self._queue)
         self._queue.clear()
         self._gave_up = True
-        if failure.check(RetriesExhausted):
+        if isinstance(failure.value, RetriesExhausted):
             self._log.error(
                 "backend did not take message {seq} of {connection_id} ({why}); "
                 "closing it with 1011, {dropped} later messages not sent",
@@ -209,7 +210,7 @@ class Relay:
         self._idle_waiters: list[Deferred[None]] = []
         self.draining = False
 
-    def record(self, connection_id: str) -> "Deferred[None]":
+    def record(self, connection_id: str) -> Deferred[None]:
         """
         A handshake is about to be answered: fires once the journal has the
         connection on disk (at once without a journal), so that a client
@@ -271,6 +272,7 @@ class Relay:
 
     def _reply_lost(self, failure: Failure) -> None:
         failure.trap(NotLive, OutboundFull)
+        assert failure.type is not None  # trap passed: NotLive or OutboundFull
         self._log.info("a reply for a closed or stalled client was dropped ({why})",
                        why=failure.type.__name__)
 
@@ -290,7 +292,7 @@ class Relay:
         """Connections whose disconnect notice has not been delivered yet."""
         return len(self._unfinished)
 
-    def idle(self) -> "Deferred[None]":
+    def idle(self) -> Deferred[None]:
         """Fires once no session has work left."""
         if not self._unfinished:
             return succeed(None)
@@ -303,7 +305,7 @@ class Relay:
         for session in list(self._unfinished):
             session.abandon()
 
-    def drain(self, timeout: float) -> "Deferred[int]":
+    def drain(self, timeout: float) -> Deferred[int]:
         """
         Stop: refuse new handshakes, close every socket with 1001, and wait up
         to ``timeout`` for queued messages and notices.  Fires with how many
@@ -314,17 +316,17 @@ class Relay:
             connection.close(1001, "server shutting down", "server")
         d = self.idle()
         d.addTimeout(timeout, self._clock, onTimeoutCancel=lambda *_: None)
-        d.addCallback(lambda _: self.unfinished())
-        return d
+        return d.addCallback(lambda _: self.unfinished())
 
 
+@implementer(ISocket)
 class _GoneSocket:
     """Stands in for a client that left before its handshake completed."""
 
     def __init__(self, tags: tuple[str, ...] = ()) -> None:
         self.tags = tags
 
-    def deliver(self, payload: bytes, is_binary: bool) -> "Deferred[None]":
+    def deliver(self, payload: bytes, is_binary: bool) -> Deferred[None]:
         return fail(NotLive())
 
     def close(self, code: int, reason: str, initiator: str) -> None:

@@ -9,7 +9,7 @@ carries at most 64.  Every complaint is one line, fit for a 400 answer.
 from __future__ import annotations
 
 import unicodedata
-from typing import Iterable
+from collections.abc import Iterable
 
 from socketdock.relay.reach import InvalidTags
 

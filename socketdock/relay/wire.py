@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -74,8 +74,11 @@ class LearnedCallbackURLs:
         return f"{self.base}/socket/{connection_id}/disconnect"
 
 
+AnyCallbackURLs = CallbackURLs | LearnedCallbackURLs
+
+
 def connect_body(
-    urls: CallbackURLs, connection_id: str, headers: Mapping[str, str]
+    urls: AnyCallbackURLs, connection_id: str, headers: Mapping[str, str]
 ) -> bytes:
     """
     Body of the connect notice, sent before the handshake is answered.
@@ -92,7 +95,7 @@ def connect_body(
 
 
 def message_body(
-    urls: CallbackURLs, connection_id: str, seq: int, payload: bytes, is_binary: bool,
+    urls: AnyCallbackURLs, connection_id: str, seq: int, payload: bytes, is_binary: bool,
     tags: Sequence[str] = (),
 ) -> bytes:
     """
@@ -128,7 +131,7 @@ def message_body(
 
 def disconnect_body(
     connection_id: str,
-    code: Optional[int],
+    code: int | None,
     reason: str,
     initiator: str,
     recovered: bool = False,

@@ -32,20 +32,24 @@ returns the function that puts Autobahn back as it was (tests call it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pprint import pformat
 from types import FunctionType
-from typing import Any, Callable
+from typing import Any, TypeVar, cast
 
 import autobahn.twisted.websocket as _twisted_module
 import autobahn.websocket.protocol as _protocol_module
 from autobahn.util import hltype, hlval
+from autobahn.websocket.protocol import WebSocketServerProtocol
 from autobahn.websocket.xormasker import create_xor_masker as _autobahn_create_xor_masker
+
+_P = TypeVar("_P", bound=WebSocketServerProtocol)
 
 
 class _Lazy:
     """Calls ``render(*args, **kwargs)`` only when turned into text."""
 
-    __slots__ = ("_render", "_args", "_kwargs")
+    __slots__ = ("_args", "_kwargs", "_render")
 
     def __init__(self, render: Callable[..., str], args: tuple, kwargs: dict) -> None:
         self._render = render
@@ -141,7 +145,7 @@ def use_small_frame_masker() -> Callable[[], None]:
     """
     autobahns = _autobahn_create_xor_masker
 
-    def create_xor_masker(mask: bytes, length: "int | None" = None) -> Any:
+    def create_xor_masker(mask: bytes, length: int | None = None) -> Any:
         if length is not None and length < 128:
             return SmallFrameMasker(mask)
         return autobahns(mask, length)
@@ -149,7 +153,7 @@ def use_small_frame_masker() -> Callable[[], None]:
     return _replace([(_protocol_module, "create_xor_masker", create_xor_masker)])
 
 
-def with_options(protocol: type, factory: Any) -> type:
+def with_options(protocol: type[_P], factory: Any) -> type[_P]:
     """
     A subclass of ``protocol`` with ``factory``'s current protocol options as
     class attributes, so instances do not copy them (see the module doc).
@@ -157,7 +161,7 @@ def with_options(protocol: type, factory: Any) -> type:
     attributes = {name: _as_class_attribute(getattr(factory, name))
                   for name in protocol.CONFIG_ATTRS}
     attributes["__module__"] = protocol.__module__
-    return type(protocol.__name__, (protocol,), attributes)
+    return cast("type[_P]", type(protocol.__name__, (protocol,), attributes))
 
 
 def _as_class_attribute(value: Any) -> Any:

@@ -30,7 +30,8 @@ been stable since Twisted 12; those tests are what would notice a change.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from twisted.internet import tcp
 from twisted.internet.posixbase import PosixReactorBase
@@ -54,7 +55,7 @@ class WriteBatch:
         self.reading = False
         self._gathered: list[_SendAfterRead] = []
 
-    def add(self, transport: "_SendAfterRead") -> None:
+    def add(self, transport: _SendAfterRead) -> None:
         self._gathered.append(transport)
 
     def flush(self) -> None:
@@ -74,7 +75,14 @@ class WriteBatch:
                     transport.abortConnection()
 
 
-class _SendAfterRead:
+if TYPE_CHECKING:
+    # What the mixin leans on: tcp.Connection's buffer attributes and methods.
+    _ConnectionBase = tcp.Connection
+else:
+    _ConnectionBase = object
+
+
+class _SendAfterRead(_ConnectionBase):
     """
     Mixin for a ``tcp.Connection``: writes made while a batch is reading are
     gathered in Twisted's own buffer, and sent by :meth:`_send_gathered`.
@@ -159,7 +167,7 @@ class _SendAfterRead:
 class _BatchedServer(_SendAfterRead, tcp.Server):
     """An accepted connection whose reads share its port's batch."""
 
-    def __init__(self, sock, protocol, client, server: "_BatchedPort", sessionno, reactor) -> None:
+    def __init__(self, sock, protocol, client, server: _BatchedPort, sessionno, reactor) -> None:
         self._batch = server._batch
         super().__init__(sock, protocol, client, server, sessionno, reactor)
 
@@ -167,13 +175,14 @@ class _BatchedServer(_SendAfterRead, tcp.Server):
 class _BatchedClient(_SendAfterRead, tcp.Client):
     """An outgoing connection whose reads share its connector's batch."""
 
-    def __init__(self, host, port, bindAddress, connector: "_BatchedConnector", reactor) -> None:
+    def __init__(self, host, port, bindAddress, connector: _BatchedConnector, reactor) -> None:
         self._batch = connector._batch
         super().__init__(host, port, bindAddress, connector, reactor)
 
 
 class _BatchedPort(tcp.Port):
-    transport = _BatchedServer
+    # Narrower constructor (server: _BatchedPort): only this port builds it, passing itself.
+    transport = _BatchedServer  # type: ignore[assignment]
 
     def __init__(self, port, factory, backlog, interface, reactor, batch: WriteBatch) -> None:
         super().__init__(port, factory, backlog, interface, reactor)

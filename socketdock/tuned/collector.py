@@ -15,7 +15,7 @@ longer, and RSS per idle connection stayed at 8.6 KiB.
 from __future__ import annotations
 
 import gc
-from typing import Callable
+from collections.abc import Callable
 
 #: Allocations (net of frees) between young-generation collections.
 YOUNG_THRESHOLD = 10_000

@@ -20,13 +20,16 @@ sent it again anyway.  Every other failure goes to the caller at once.
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.web.client import (
-    URI, BrowserLikePolicyForHTTPS, RequestTransmissionFailed, ResponseNeverReceived,
+    URI,
+    BrowserLikePolicyForHTTPS,
+    RequestTransmissionFailed,
+    ResponseNeverReceived,
 )
 from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
@@ -55,7 +58,7 @@ class ConnectionPool:
         self._idle: dict[tuple, list[HTTP11Connection]] = {}
         self._sweep = None
 
-    def take(self, key: tuple) -> Optional[HTTP11Connection]:
+    def take(self, key: tuple) -> HTTP11Connection | None:
         """An idle connection to ``key``, or None."""
         idle = self._idle.get(key)
         while idle:
@@ -96,7 +99,7 @@ class ConnectionPool:
         if oldest is not None:
             self._sweep = self._reactor.callLater(oldest + self._timeout - now, self._expire)
 
-    def close_cached_connections(self) -> "Deferred[None]":
+    def close_cached_connections(self) -> Deferred[None]:
         """Close every idle connection; fires once they are all closed."""
         if self._sweep is not None:
             self._sweep.cancel()
@@ -133,7 +136,7 @@ class _ConnectionFactory(Factory):
 class _Origin:
     """One URL, parsed once: where to connect and what to put on the request line."""
 
-    __slots__ = ("key", "target", "host", "factory", "endpoint")
+    __slots__ = ("endpoint", "factory", "host", "key", "target")
 
     def __init__(self, key, target, host, factory, endpoint) -> None:
         self.key = key
@@ -191,13 +194,13 @@ class FastAgent:
         return origin
 
     def _endpoint(self, scheme: bytes, host: bytes, port: int) -> tuple:
-        endpoint = HostnameEndpoint(
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
             self._reactor, host.decode("ascii"), port, timeout=self._connect_timeout)
         if scheme == b"https":
             endpoint = wrapClientTLS(self._tls.creatorForNetloc(host, port), endpoint)
         return _ConnectionFactory(self._pool, (scheme, host, port), self._max_body), endpoint
 
-    def request(self, method: bytes, uri: bytes, headers: Optional[Headers] = None,
+    def request(self, method: bytes, uri: bytes, headers: Headers | None = None,
                 bodyProducer=None) -> Deferred:
         """Send one request; fires with an ``IResponse`` whose body is already here."""
         if not _TOKEN.match(method):

@@ -21,10 +21,12 @@ does, and pause the transport past ``_optimisticEagerReadSize``.
 from __future__ import annotations
 
 from collections import deque
-from typing import Optional
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
-from twisted.web.http import HTTPChannel
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, Request
 from twisted.web.iweb import INonQueuedRequestFactory
 
 _HEAD, _BODY, _DONE, _ERROR = range(4)
@@ -47,7 +49,7 @@ class FastHTTPChannel(HTTPChannel):
 
     def __init__(self) -> None:
         super().__init__()
-        self._parser: Optional[HttpRequestParser] = HttpRequestParser(self)
+        self._parser: HttpRequestParser | None = HttpRequestParser(self)
         # As HTTPChannel: control characters other than NUL, CR and LF are
         # allowed in header values (framing checks stay strict).
         self._parser.set_dangerous_leniencies(lenient_headers=True)
@@ -55,7 +57,7 @@ class FastHTTPChannel(HTTPChannel):
         self._draining = False
         self._closed = False
         # After an upgrade request: the bytes that follow it, never parsed.
-        self._unparsed: Optional[list[bytes]] = None
+        self._unparsed: list[bytes] | None = None
         # The message being parsed.
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -65,21 +67,23 @@ class FastHTTPChannel(HTTPChannel):
         self._stalled = 0
         # The request being received and its request line, under the names
         # HTTPChannel gives them (a request may read them in gotLength).
-        self._current = None
+        self._current: Request | None = None
         self._command = self._path = self._version = b""
-        self._host = None
-        self._peer = None
+        self._host: IAddress | None = None
+        self._peer: IAddress | None = None
 
     def getHost(self):
         # twisted.web asks for every request, and each ask is a getsockname()
         # call; a connection's local address never changes.
         if self._host is None:
+            assert self.transport is not None
             self._host = self.transport.getHost()
         return self._host
 
     def getPeer(self):
         # Asked for every request too; each ask built a new address object.
         if self._peer is None:
+            assert self.transport is not None
             self._peer = self.transport.getPeer()
         return self._peer
 
@@ -152,7 +156,7 @@ class FastHTTPChannel(HTTPChannel):
             self._feed(data)
             self._drain()
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closed = True
         self._events.clear()
         self._parser = None
@@ -242,6 +246,7 @@ class FastHTTPChannel(HTTPChannel):
                 if events:
                     kind, value = events.popleft()
                     if kind == _BODY:
+                        assert self._current is not None  # a body follows its head
                         self._current.handleContentChunk(value)
                     elif kind == _HEAD:
                         self._head(*value)
@@ -267,7 +272,7 @@ class FastHTTPChannel(HTTPChannel):
             request = factory(self, len(self.requests))
         self.requests.append(request)
         add = request.requestHeaders.addRawHeader
-        length: Optional[int] = 0
+        length: int | None = 0
         connection = expect = None
         cookies = False
         # One pass for what HTTPChannel looks up header by header afterwards.
@@ -312,5 +317,6 @@ class FastHTTPChannel(HTTPChannel):
 
     def _done(self) -> None:
         request, self._current = self._current, None
+        assert request is not None  # the end follows its head
         self._handlingRequest = True
         request.requestReceived(self._command, self._path, self._version)

@@ -13,11 +13,12 @@ stock ``Agent`` would give them.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import httptools
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers
@@ -31,9 +32,9 @@ _VERSIONS = {"1.1": (b"HTTP", 1, 1), "1.0": (b"HTTP", 1, 0)}
 MAX_HEAD = 64 * 1024
 
 
-def _chunked(codings: Optional[list[bytes]]) -> bool:
+def _chunked(codings: list[bytes] | None) -> bool:
     # Chunked framing only when chunked is the last transfer-coding (RFC 9112 6.3).
-    return bool(codings) and codings[-1].rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+    return bool(codings and codings[-1].rsplit(b",", 1)[-1].strip().lower() == b"chunked")
 
 
 class ResponseTooLarge(Exception):
@@ -49,6 +50,8 @@ class HTTP11Connection(Protocol):
     :param max_body: the largest response body accepted, in bytes.
     """
 
+    transport: ITCPTransport  # TCP or TLS, connected before the pool hands it out
+
     def __init__(self, on_idle: Callable, on_gone: Callable, max_body: int) -> None:
         self._on_idle = on_idle
         self._on_gone = on_gone
@@ -56,17 +59,18 @@ class HTTP11Connection(Protocol):
         self.connected = False
         self.idle_since = 0.0
         self._waiters: list[Deferred] = []
-        self._d: Optional[Deferred] = None
-        self._consumer: Optional[BodyConsumer] = None
+        self._d: Deferred | None = None
+        self._consumer: BodyConsumer | None = None
         self._producer = None
         self._registered = False
 
     # --- the request ----------------------------------------------------
 
-    def request(self, method: bytes, target: bytes, host: bytes, uri: bytes,
-                headers: Headers, producer) -> "Deferred[Response]":
+    def request(self, method: bytes, target: bytes, host: bytes | None, uri: bytes,
+                headers: Headers, producer) -> Deferred[Response]:
         """Send one request; fires with the whole response."""
-        self._d = d = Deferred(self._cancel)
+        d: Deferred[Response] = Deferred(self._cancel)
+        self._d = d
         self._info = RequestInfo(method, uri, headers)
         self._parser = httptools.HttpResponseParser(self)
         self._got_bytes = False
@@ -78,7 +82,7 @@ class HTTP11Connection(Protocol):
         self._framed = True
         self._complete = False
         self._sent = producer is None
-        self._error: Optional[BaseException] = None
+        self._error: BaseException | None = None
 
         lines = []
         for name, values in headers.getAllRawHeaders():
@@ -118,7 +122,7 @@ class HTTP11Connection(Protocol):
             # Only a producer that is still at work needs the transport's
             # pause/resume; one that wrote everything is done already.
             consumer.flush()
-            self.transport.registerProducer(producer, True)
+            self.transport.registerProducer(producer, True)  # type: ignore[attr-defined]  # TCP and TLS transports are IConsumers
             self._registered = True
         produced.addCallbacks(self._body_done, self._body_failed,
                               callbackArgs=(consumer,), errbackArgs=(consumer,))
@@ -143,7 +147,7 @@ class HTTP11Connection(Protocol):
     def _end_body(self) -> None:
         if self._registered:
             self._registered = False
-            self.transport.unregisterProducer()
+            self.transport.unregisterProducer()  # type: ignore[attr-defined]  # as in _write_body
         self._producer = self._consumer = None
 
     def _stop_body(self) -> None:
@@ -255,6 +259,7 @@ class HTTP11Connection(Protocol):
             self._on_idle(self)
         else:
             self.transport.loseConnection()
+        assert d is not None  # a response completes a request
         d.callback(response)
 
     # --- the connection -------------------------------------------------
@@ -262,7 +267,7 @@ class HTTP11Connection(Protocol):
     def connectionMade(self) -> None:
         self.connected = True
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False
         self._on_gone(self)
         waiters, self._waiters = self._waiters, []
@@ -280,7 +285,7 @@ class HTTP11Connection(Protocol):
         else:
             d.errback(ResponseFailed([reason]))
 
-    def when_closed(self) -> "Deferred[None]":
+    def when_closed(self) -> Deferred[None]:
         """Fires once this connection is closed."""
         d: Deferred[None] = Deferred()
         if self.connected:

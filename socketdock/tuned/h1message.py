@@ -6,8 +6,6 @@ going out (:class:`BodyConsumer`) and the whole response coming back
 
 from __future__ import annotations
 
-from typing import Optional
-
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from twisted.web.client import PotentialDataLoss, ResponseDone
@@ -20,7 +18,7 @@ from zope.interface import implementer
 class RequestInfo:
     """What ``IResponse.request`` describes: the request that was sent."""
 
-    __slots__ = ("method", "absoluteURI", "headers")
+    __slots__ = ("absoluteURI", "headers", "method")
 
     def __init__(self, method: bytes, uri: bytes, headers: Headers) -> None:
         self.method = method
@@ -49,7 +47,7 @@ class _Finished:
 class Response:
     """A whole response; ``deliverBody`` hands over the body and ends at once."""
 
-    previousResponse: Optional[IResponse] = None
+    previousResponse: IResponse | None = None
 
     def __init__(self, version, code: int, phrase: bytes, headers: Headers, body: bytes,
                  request: RequestInfo, complete: bool) -> None:
@@ -88,8 +86,9 @@ class BodyConsumer:
     def __init__(self, transport, length, head: bytes) -> None:
         self._transport = transport
         self._chunked = length == UNKNOWN_LENGTH
-        self._left = None if self._chunked else length
-        self._pending: Optional[list[bytes]] = [head]
+        # Read only when not chunked.
+        self._left: int = 0 if self._chunked else length
+        self._pending: list[bytes] | None = [head]
 
     def write(self, data: bytes) -> None:
         if self._chunked:

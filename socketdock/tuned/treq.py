@@ -16,8 +16,8 @@ This changes treq for the whole process, so it is not done on import:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from http.cookiejar import CookieJar
-from typing import Callable
 
 import treq.client as _treq_client
 from twisted.web.client import CookieAgent

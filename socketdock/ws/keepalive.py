@@ -9,7 +9,7 @@ busy loop and a timeout can fire at once.  This one uses the injected
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -39,8 +39,8 @@ class Keepalive:
         self._timeout = timeout
         self._send_ping = send_ping
         self._drop = drop
-        self._call: Optional[IDelayedCall] = None
-        self._waiting: Optional[bytes] = None
+        self._call: IDelayedCall | None = None
+        self._waiting: bytes | None = None
         self._count = 0
         self._reading = True
 

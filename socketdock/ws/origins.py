@@ -15,12 +15,12 @@ without a scheme it means any scheme.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 _DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
 
 
-def _glob(text: str) -> "re.Pattern[str]":
+def _glob(text: str) -> re.Pattern[str]:
     return re.compile(".*".join(re.escape(part) for part in text.split("*")), re.IGNORECASE)
 
 
@@ -47,7 +47,7 @@ class OriginPolicy:
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self._any = False
-        self._rules: list[tuple["re.Pattern[str]", "re.Pattern[str]", Optional["re.Pattern[str]"]]] = []
+        self._rules: list[tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str] | None]] = []
         for pattern in patterns:
             if pattern.strip() == "*":
                 self._any = True

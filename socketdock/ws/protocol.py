@@ -15,7 +15,7 @@ order, as soon as it opens.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
@@ -27,15 +27,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from socketdock.ops.timestamps import rfc3339
 from socketdock.relay.backend import Admission, ConnectRefused, UnusableAdmission
 from socketdock.relay.reach import InvalidTags
-from socketdock.ws.keepalive import Keepalive
-from socketdock.ws.origins import OriginPolicy
-from socketdock.ws.refusal import autobahn_reason, printable
 from socketdock.relay.registry import NotLive, OutboundFull
 from socketdock.relay.session import ISocket, Relay, Session
 from socketdock.relay.wire import new_connection_id
-from socketdock.ops.timestamps import rfc3339
+from socketdock.ws.keepalive import Keepalive
+from socketdock.ws.origins import OriginPolicy
+from socketdock.ws.refusal import autobahn_reason, printable
 
 _PENDING, _OPEN, _CLOSED = "pending", "open", "closed"
 
@@ -44,11 +44,11 @@ _PENDING, _OPEN, _CLOSED = "pending", "open", "closed"
 _VALID_CLOSE_CODES = frozenset(WebSocketServerProtocol.CLOSE_STATUS_CODES_ALLOWED)
 
 
-def _valid_close_code(code: Optional[int]) -> bool:
+def _valid_close_code(code: int | None) -> bool:
     return code is None or code in _VALID_CLOSE_CODES or 3000 <= code <= 4999
 
 
-def _bad_extension_offer(extensions) -> Optional[str]:
+def _bad_extension_offer(extensions) -> str | None:
     """
     Why a permessage-compress offer cannot be parsed, or None.  Autobahn
     parses them only after ``onConnect``, once the backend has admitted the
@@ -59,7 +59,7 @@ def _bad_extension_offer(extensions) -> Optional[str]:
         if pmce is None:
             continue
         try:
-            pmce["Offer"].parse(params)
+            pmce["Offer"].parse(params)  # type: ignore[attr-defined]  # autobahn types the table as dict[str, type]
         except Exception as e:
             return str(e)
     return None
@@ -83,11 +83,11 @@ class RelayServerProtocol(WebSocketServerProtocol):
         # Set by the registry only (SPEC §8); kept after close for the notice.
         self.tags: tuple[str, ...] = ()
         self._state = _PENDING
-        self._session: Optional[Session] = None
+        self._session: Session | None = None
         self._held: list[tuple[bytes, bool, Deferred[None]]] = []
-        self._refusal: Optional[ConnectRefused] = None
-        self._refusal_reason: Optional[str] = None
-        self._closed_by: Optional[tuple[Optional[int], str, str]] = None
+        self._refusal: ConnectRefused | None = None
+        self._refusal_reason: str | None = None
+        self._closed_by: tuple[int | None, str, str] | None = None
         self._connected_at = 0.0
         self._last_active_at = 0.0
         self._messages_in = 0
@@ -96,7 +96,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._unsent = 0
         self._reading_paused = False
         self._consuming = False
-        self._keepalive: Optional[Keepalive] = None
+        self._keepalive: Keepalive | None = None
 
     # -- handshake ------------------------------------------------------------
 
@@ -146,7 +146,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
         d.addCallback(self._open_session, admission)
         return d
 
-    def _open_session(self, _: None, admission: Admission) -> Optional[str]:
+    def _open_session(self, _: None, admission: Admission) -> str | None:
         if self._given_up(admission, recorded=True):
             return self._refused_now()
         self._session = self.factory.relay.open_session(self.connection_id, self)
@@ -177,13 +177,13 @@ class RelayServerProtocol(WebSocketServerProtocol):
         return True
 
     def _refuse(self, failure: Failure):
-        if not failure.check(ConnectRefused):
+        if not isinstance(failure.value, ConnectRefused):
             self._log.failure("admission of {connection_id} failed", failure,
                               connection_id=self.connection_id)
             self._refusal = ConnectRefused(503, "backend unavailable")
         else:
             self._refusal = failure.value
-            if failure.check(UnusableAdmission):
+            if isinstance(failure.value, UnusableAdmission):
                 # The backend said yes: it hears the connection is gone.
                 self.factory.relay.orphan(self.connection_id, failure.value.why, "server", self.tags)
         return self._refused_now()
@@ -284,13 +284,13 @@ class RelayServerProtocol(WebSocketServerProtocol):
 
     def pause_reading(self) -> None:
         self._reading_paused = True
-        self.transport.pauseProducing()
+        self.transport.pauseProducing()  # type: ignore[union-attr]  # TCP and TLS transports are IPushProducers
         if self._keepalive is not None:
             self._keepalive.reading(False)
 
     def resume_reading(self) -> None:
         self._reading_paused = False
-        self.transport.resumeProducing()
+        self.transport.resumeProducing()  # type: ignore[union-attr]  # as in pause_reading
         if self._keepalive is not None:
             self._keepalive.reading(True)
         if not self._consuming:
@@ -313,7 +313,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
 
     # -- backend to client ----------------------------------------------------
 
-    def deliver(self, payload: bytes, is_binary: bool) -> "Deferred[None]":
+    def deliver(self, payload: bytes, is_binary: bool) -> Deferred[None]:
         if self._state == _OPEN and self._closed_by is None:
             return self._send_now(payload, is_binary, None)
         if self._state == _PENDING and self._refusal is None and self._closed_by is None:
@@ -322,7 +322,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
             return d
         return fail(NotLive())
 
-    def _send_now(self, payload: bytes, is_binary: bool, d: Optional[Deferred[None]]):
+    def _send_now(self, payload: bytes, is_binary: bool, d: Deferred[None] | None):
         if self._client_paused:
             self._unsent += len(payload)
             if self._unsent > 2 * self.factory.max_message_size:
@@ -451,7 +451,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
         }
 
 
-def _is_utf8(raw: Optional[bytes]) -> bool:
+def _is_utf8(raw: bytes | None) -> bool:
     try:
         (raw or b"").decode("utf-8")
     except UnicodeDecodeError:
@@ -477,7 +477,7 @@ class RelayServerFactory(WebSocketServerFactory):
         self, relay: Relay, max_connections: int, max_message_size: int, reactor,
         origins: OriginPolicy = OriginPolicy(["*"]),
         ping_interval: float = 0, ping_timeout: float = 0,
-        specialise: "Optional[Callable[[type, RelayServerFactory], type]]" = None,
+        specialise: Callable[[type, RelayServerFactory], type] | None = None,
     ) -> None:
         self._specialise = specialise
         super().__init__(reactor=reactor)

@@ -36,6 +36,7 @@ class WebSocketUpgrade(Resource):
         channel = request.channel
         transport = channel.transport
         protocol = self._factory.buildProtocol(transport.getPeer())
+        assert protocol is not None  # the WebSocket factory accepts every peer
         channel.setTimeout(None)
         transport.unregisterProducer()
         channel.transport = None

@@ -8,7 +8,7 @@ tuned httptools one and twisted.web's own.
 from __future__ import annotations
 
 import tempfile
-from typing import Optional
+from typing import TYPE_CHECKING
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,10 +27,17 @@ AUTH = b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
 class _PlainSite(QuietSite):
     """The same site on twisted.web's own HTTPChannel (the plain stack)."""
 
-    protocol = HTTPChannel
+    protocol = HTTPChannel  # type: ignore[assignment]  # the plain stack on purpose
 
 
-class _Refusals:
+if TYPE_CHECKING:
+    # The test case this mixin is combined with.
+    from twisted.trial.unittest import SynchronousTestCase as _RefusalsBase
+else:
+    _RefusalsBase = object
+
+
+class _Refusals(_RefusalsBase):
     """Tests shared by both channels; ``site_class`` picks the channel."""
 
     site_class: type = QuietSite
@@ -46,7 +53,7 @@ class _Refusals:
 
         self.patch(tempfile, "TemporaryFile", counting)
 
-    def connect(self, root, max_body: Optional[int] = MB4):
+    def connect(self, root, max_body: int | None = MB4):
         site = self.site_class(root, Clock(), max_body)
         channel = site.buildProtocol(None)
         transport = StringTransport()
@@ -57,7 +64,7 @@ class _Refusals:
         """The WebSocket listener when api_listen is set: no API behind it."""
         return self.connect(Root(("/ws", Upgrade()), None, self.front.health, None))
 
-    def api(self, max_body: Optional[int] = MB4):
+    def api(self, max_body: int | None = MB4):
         """The api_listen listener, with the token."""
         return self.connect(Root(None, self.front.api, self.front.health, TOKEN), max_body)
 

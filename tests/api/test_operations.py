@@ -108,7 +108,7 @@ class StatusTests(OperationsTestCase):
         yield self.start()
         code, _, body = yield self.backend.request("HEAD", self.relay.base + "/status")
         self.assertEqual((code, body), (200, b""))
-        code, headers, _ = yield self.backend.request("POST", self.relay.base + "/status")
+        code, _headers, _ = yield self.backend.request("POST", self.relay.base + "/status")
         self.assertEqual(code, 405)
 
 
@@ -191,7 +191,7 @@ class HealthTests(OperationsTestCase):
         """/healthz and /readyz answer 200 without the bearer token that /status needs."""
         yield self.start(api_token="sekrit")
         for path in ("/healthz", "/readyz"):
-            code, headers, body = yield self.get(path)
+            code, _headers, body = yield self.get(path)
             self.assertEqual((code, body), (200, b"OK\n"), path)
         code, _, _ = yield self.get("/status")
         self.assertEqual(code, 401)

@@ -6,7 +6,6 @@ The callback API's tag routes (socketdock/api/tags.py) through the real
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, fail
@@ -30,13 +29,13 @@ AUTH = {b"Authorization": [b"Bearer " + TOKEN.encode()]}
 class Front:
     """An instance's API tree over a registry of fake connections."""
 
-    def __init__(self, reach: Optional[IReach] = None, max_message_size: int = 64) -> None:
+    def __init__(self, reach: IReach | None = None, max_message_size: int = 64) -> None:
         clock = Clock()
         self.registry = Registry()
         metrics = Metrics(active=self.registry.__len__, queued=lambda: 0)
         relay = Relay(LoopbackBackend(), self.registry, metrics, clock, 8)
         api = make_api_children(self.registry, metrics, clock, max_message_size, reach)
-        self.treq = StubTreq(Root(("/ws", None), api, make_health(relay), TOKEN))
+        self.treq = StubTreq(Root(("/ws", None), api, make_health(relay), TOKEN))  # type: ignore[arg-type]  # no WebSocket resource: these tests never reach /ws
 
     def add(self, connection_id: str, *tags: str, answer=None) -> FakeConnection:
         connection = FakeConnection(connection_id, answer)
@@ -50,9 +49,9 @@ class _Requests(SynchronousTestCase):
              content_type: bytes = b"text/plain", auth: bool = True):
         headers = dict(AUTH) if auth else {}
         headers[b"Content-Type"] = [content_type]
-        response = self.successResultOf(front.treq.request(
+        response = self.successResultOf(front.treq.request(  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
             method, "http://relay.test" + path, data=body or None, headers=headers))
-        return response.code, response.headers, self.successResultOf(front.treq.content(response))
+        return response.code, response.headers, self.successResultOf(front.treq.content(response))  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
 
 
 class TagSendTests(_Requests):
@@ -235,8 +234,8 @@ class SlowReach:
 
 class ClusterShapedTests(_Requests):
     def request(self, front: Front, method: str, path: str, body: bytes = b"x"):
-        return front.treq.request(method, "http://relay.test" + path, data=body,
-                                  headers=AUTH)
+        request = front.treq.request  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
+        return request(method, "http://relay.test" + path, data=body, headers=AUTH)
 
     def test_answer_waits_for_the_reach(self) -> None:
         """The API answers once the reach fires, with instances when only those are known."""
@@ -248,7 +247,7 @@ class ClusterShapedTests(_Requests):
         front.treq.flush()
         response = self.successResultOf(d)
         self.assertEqual(response.code, 200)
-        self.assertEqual(json.loads(self.successResultOf(front.treq.content(response))),
+        self.assertEqual(json.loads(self.successResultOf(front.treq.content(response))),  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
                          {"instances": 3})
 
     def test_unreachable_is_503_with_retry_after(self) -> None:
@@ -261,7 +260,7 @@ class ClusterShapedTests(_Requests):
         response = self.successResultOf(d)
         self.assertEqual(response.code, 503)
         self.assertEqual(response.headers.getRawHeaders(b"retry-after"), [b"5"])
-        self.assertEqual(self.successResultOf(front.treq.content(response)), b"cluster link down\n")
+        self.assertEqual(self.successResultOf(front.treq.content(response)), b"cluster link down\n")  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
 
     def test_immediate_unreachable(self) -> None:
         """An Unreachable that has already fired is answered the same way."""

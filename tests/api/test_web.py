@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,15 +18,16 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from socketdock.relay.backend import LoopbackBackend
+from socketdock.api.site import Root, make_api_children, make_health, make_site, warn_if_exposed
 from socketdock.config.settings import load_config
 from socketdock.ops.metrics import Metrics
+from socketdock.relay.backend import LoopbackBackend
 from socketdock.relay.registry import IConnection, Registry
 from socketdock.relay.session import Relay
-from socketdock.api.site import Root, make_api_children, make_health, make_site, warn_if_exposed
 from socketdock.tuned.fastchannel import FastHTTPChannel
 
 TOKEN = "t0ken-for-tests"
@@ -47,7 +47,7 @@ class FakeConnection:
         self.tags: tuple[str, ...] = ()
         self.closed: list[tuple[int, str, str]] = []
 
-    def deliver(self, payload: bytes, is_binary: bool) -> "Deferred[None]":
+    def deliver(self, payload: bytes, is_binary: bool) -> Deferred[None]:
         self.delivered.append((payload, is_binary))
         return succeed(None)
 
@@ -71,7 +71,7 @@ class Upgrade(Resource):
 class Front:
     """The real resource tree of one instance, built as make_service builds it."""
 
-    def __init__(self, token: Optional[str] = TOKEN, max_message_size: int = 64) -> None:
+    def __init__(self, token: str | None = TOKEN, max_message_size: int = 64) -> None:
         self.clock = Clock()
         self.registry = Registry()
         self.connection = FakeConnection(LIVE)
@@ -101,11 +101,11 @@ def bearer(token: str = TOKEN) -> dict[bytes, list[bytes]]:
 
 class _Requests(SynchronousTestCase):
     def call(self, treq: StubTreq, method: str, path: str, body: bytes = b"",
-             headers: Optional[dict] = None) -> tuple[int, object, bytes]:
+             headers: dict | None = None) -> tuple[int, Headers, bytes]:
         response = self.successResultOf(
-            treq.request(method, "http://relay.test" + path, data=body or None, headers=headers)
+            treq.request(method, "http://relay.test" + path, data=body or None, headers=headers)  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
         )
-        return response.code, response.headers, self.successResultOf(treq.content(response))
+        return response.code, response.headers, self.successResultOf(treq.content(response))  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
 
 
 API_CALLS = [
@@ -141,7 +141,7 @@ class TokenTests(_Requests):
         for path in (f"/socket/{LIVE}/send", f"/socket/{UNKNOWN}/send", "/nope/send"):
             for headers in (None, bearer("wrong"), bearer(TOKEN + "x"), bearer(TOKEN[:-1])):
                 code, hdrs, body = self.call(treq, "POST", path, b"hi", headers)
-                answers.add((code, body, tuple(hdrs.getRawHeaders(b"www-authenticate"))))
+                answers.add((code, body, tuple(hdrs.getRawHeaders(b"www-authenticate") or ())))
         self.assertEqual(len(answers), 1, answers)
         self.assertEqual(Front().connection.delivered, [])
 
@@ -430,7 +430,9 @@ class TokenPropertyTests(_Requests):
            other=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), min_size=1, max_size=40))
     def test_token_round_trip(self, token: str, other: str) -> None:
         """The configured token gets 200 on /status; any other token gets 401."""
-        token = load_config({"api_token": token}, {}, None).api_token
+        loaded = load_config({"api_token": token}, {}, None).api_token
+        assert loaded is not None
+        token = loaded
         treq = Front(token=token).combined()
         self.assertEqual(self.call(treq, "GET", "/status", headers=bearer(token))[0], 200)
         if other != token:
@@ -441,7 +443,7 @@ class TokenPropertyTests(_Requests):
 CHANNEL: type = FastHTTPChannel
 
 
-def _channel(max_body: int = 16, clock: Optional[Clock] = None):
+def _channel(max_body: int = 16, clock: Clock | None = None):
     """The real site's HTTP channel over a StringTransport."""
     site = make_site(Root(("/ws", Upgrade()), Front(token=None).api, {}, None),
                      clock or Clock(), max_body, CHANNEL)
@@ -547,7 +549,7 @@ class PlainBodyLimitTests(BodyLimitTests):
 class ExposureWarningTests(SynchronousTestCase):
     """A callback API reachable beyond loopback without a token is warned about."""
 
-    def warned(self, endpoint: str, token: Optional[str] = None) -> list[dict]:
+    def warned(self, endpoint: str, token: str | None = None) -> list[dict]:
         with capturedLogs() as events:
             warn_if_exposed(endpoint, token, Logger(namespace="test"))
         return [e for e in events if e["log_level"].name == "warn"]

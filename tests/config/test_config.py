@@ -10,7 +10,12 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from socketdock.config.settings import (
-    SECRET_KEYS, SETTINGS, Config, ConfigError, environ_warnings, load_config,
+    SECRET_KEYS,
+    SETTINGS,
+    Config,
+    ConfigError,
+    environ_warnings,
+    load_config,
 )
 
 _SAMPLE_INI = Path(__file__).parents[2] / "etc" / "socketdock.ini"

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
-from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 
 from tests.daemon import TREE, Process
 
@@ -28,14 +30,14 @@ NODE = shutil.which("node")
 _HINT = "run .ci/agents to install it"
 
 
-def acapy_missing() -> Optional[str]:
+def acapy_missing() -> str | None:
     """Why ACA-Py cannot run here, or None."""
     if not ACAPY.exists():
         return f"ACA-Py (acapy-agent 1.7.0) is not installed at {ACAPY.parent.parent}: {_HINT}"
     return None
 
 
-def credo_missing() -> Optional[str]:
+def credo_missing() -> str | None:
     """Why the Credo (Node) agents cannot run here, or None."""
     if NODE is None:
         return "node is not installed"
@@ -48,7 +50,7 @@ def credo_missing() -> Optional[str]:
     return None
 
 
-def node_environ(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
+def node_environ(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for the Credo scripts: their modules and the askar library."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKETDOCK_")}
     env["NODE_PATH"] = str(NODE_MODULES)
@@ -88,7 +90,7 @@ class Agents(Process):
         for _, d in checks:
             d.errback(AssertionError(f"{self.name} ended; its output:\n{self.text()[-4000:]}"))
 
-    def wait_until(self, predicate: Callable[[], bool]) -> "Deferred[None]":
+    def wait_until(self, predicate: Callable[[], bool]) -> Deferred[None]:
         """Fire once ``predicate()`` holds, checked whenever output arrives."""
         d: Deferred[None] = Deferred()
         if predicate():
@@ -106,7 +108,7 @@ class WatchedProcess(Agents):
         self.transport.closeStdin()
 
 
-def within(reactor: Any, seconds: float, d: "Deferred[Any]", what: str, *logs: Process) -> "Deferred[Any]":
+def within(reactor: Any, seconds: float, d: Deferred[Any], what: str, *logs: Process) -> Deferred[Any]:
     """
     ``d``, failing after ``seconds`` with a message saying what was awaited
     and the tail of each process's output.

@@ -224,7 +224,7 @@ class WalletStory:
             agents.command(f"send queued-{n}")
             yield step(agents.wait_for(f"EVENT sent queued-{n}"), "the second agent's send")
             yield step(
-                mediator.wait_until(lambda: mediator.count(self.queued_text) >= queued + n),
+                mediator.wait_until(lambda n=n: mediator.count(self.queued_text) >= queued + n),
                 f"the mediator to queue message {n} for pickup",
             )
         self.assertNotIn("EVENT received queued-", agents.text())

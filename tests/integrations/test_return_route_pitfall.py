@@ -27,7 +27,13 @@ from twisted.trial.unittest import TestCase
 
 from tests.daemon import spawn_socketdock, started
 from tests.integrations.support import (
-    HERE, NODE, Agents, credo_missing, node_environ, port_for_an_agent, within,
+    HERE,
+    NODE,
+    Agents,
+    credo_missing,
+    node_environ,
+    port_for_an_agent,
+    within,
 )
 
 STEP = 60

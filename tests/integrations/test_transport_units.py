@@ -28,7 +28,7 @@ from tests.integrations.support import (
 if str(ACAPY_INTEGRATION) not in sys.path:
     sys.path.insert(0, str(ACAPY_INTEGRATION))
 
-from socketdock_acapy.test.test_wire import (  # noqa: E402,F401
+from socketdock_acapy.test.test_wire import (  # noqa: F401
     NoticeTests,
     OutcomeTests,
     SeqFilterTests,

@@ -14,7 +14,7 @@ import os
 import shutil
 import signal
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
@@ -74,7 +74,7 @@ class ClientProcess(EventLog, ProcessProtocol):
         super().__init__()
         self.stdout = b""
         self.stderr = b""
-        self.ended: Deferred[Optional[int]] = Deferred()
+        self.ended: Deferred[int | None] = Deferred()
         self._partial = b""
 
     @property
@@ -104,17 +104,18 @@ class ClientProcess(EventLog, ProcessProtocol):
         self.finish()
         self.ended.callback(getattr(reason.value, "exitCode", None))
 
-    def stop(self) -> Deferred[Optional[int]]:
+    def stop(self) -> Deferred[int | None]:
         """Kill the client if it still runs; fires once it is gone."""
         if self.running:
             try:
+                assert self.transport is not None
                 self.transport.signalProcess("KILL")
             except ProcessExitedAlready:
                 pass  # processEnded is on its way
         return self.ended
 
 
-def spawn(testcase, argv: list[str], env: Optional[dict[str, str]] = None) -> ClientProcess:
+def spawn(testcase, argv: list[str], env: dict[str, str] | None = None) -> ClientProcess:
     """Start ``argv`` in tests/interop; the test's cleanup kills it and waits."""
     process = ClientProcess()
     full_env = dict(os.environ if env is None else env)
@@ -123,12 +124,19 @@ def spawn(testcase, argv: list[str], env: Optional[dict[str, str]] = None) -> Cl
     return process
 
 
-def which(program: str) -> Optional[str]:
+def which(program: str) -> str | None:
     """The program's path, or None when it is not installed."""
     return shutil.which(program)
 
 
-class ClientScenarios:
+if TYPE_CHECKING:
+    # The test case this mixin is combined with.
+    from twisted.trial.unittest import TestCase as _ClientScenariosBase
+else:
+    _ClientScenariosBase = object
+
+
+class ClientScenarios(_ClientScenariosBase):
     """
     The checks every client stack passes; mix into a ``TestCase`` and define
     :meth:`client_argv` (and ``skip`` when the stack is absent).

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -31,6 +32,7 @@ class JsonLineTests(SynchronousTestCase):
             "log_format": "retry {attempt} for {connection_id}", "attempt": 2,
             "connection_id": "ab" * 16, "log_logger": object(),
         })
+        assert line is not None
         self.assertTrue(line.endswith("\n"))
         self.assertEqual(line.count("\n"), 1)
         self.assertEqual(json.loads(line), {
@@ -42,10 +44,10 @@ class JsonLineTests(SynchronousTestCase):
     def test_failure_and_odd_values(self):
         """A failure is kept as a traceback; values JSON cannot hold become their repr."""
         try:
-            1 / 0
+            1 / 0  # noqa: B018 (raises on purpose, for a real traceback)
         except ZeroDivisionError:
             failure = Failure()
-        record = json.loads(event_as_json_line({
+        record = json.loads(event_as_json_line({  # type: ignore[arg-type]  # a failure event is never dropped
             "log_time": 0, "log_level": LogLevel.error, "log_namespace": "x",
             "log_format": "boom", "log_failure": failure, "peer": ("127.0.0.1", 1),
         }))
@@ -72,8 +74,9 @@ class LogLevelTests(SynchronousTestCase):
         self.seen: list[str] = []
 
     def _begin(self) -> None:
-        self.beginner.beginLoggingTo(
-            [lambda event: self.seen.append(event["log_level"].name)], redirectStandardIO=False)
+        # A plain callable is a log observer (Twisted's types want the interface).
+        observers: list[Any] = [lambda event: self.seen.append(event["log_level"].name)]
+        self.beginner.beginLoggingTo(observers, redirectStandardIO=False)
 
     def _emit_one_of_each(self) -> None:
         self.log.debug("d")

@@ -7,6 +7,7 @@ import email.utils
 import json
 import os
 import time
+from typing import Any
 
 from twisted.internet.defer import fail, succeed
 from twisted.internet.error import ConnectionRefusedError
@@ -14,11 +15,16 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
+from socketdock.ops.metrics import Metrics
 from socketdock.relay.backend import (
-    ConnectRefused, HTTPBackend, MessageRefused, Reply, UnusableAdmission, retry_after,
+    ConnectRefused,
+    HTTPBackend,
+    MessageRefused,
+    Reply,
+    UnusableAdmission,
+    retry_after,
 )
 from socketdock.relay.httpclient import HTTPResult
-from socketdock.ops.metrics import Metrics
 from socketdock.relay.retry import MAX_RETRY_AFTER, Backoff, RetriesExhausted
 from socketdock.relay.wire import CallbackURLs
 
@@ -59,8 +65,9 @@ class HTTPBackendTests(SynchronousTestCase):
         self.clock.advance(NOW)
         self.client = ScriptedClient(self.clock, script)
         self.metrics = Metrics(active=lambda: 0, queued=lambda: 0)
+        client: Any = self.client  # a scripted BackendClient double
         return HTTPBackend(
-            self.client, self.clock, CallbackURLs("http://sd"), self.metrics,
+            client, self.clock, CallbackURLs("http://sd"), self.metrics,
             messageuri="http://b/message", connecturi=connecturi,
             disconnecturi="http://b/disconnect", backoff=Backoff(retries),
             inline_reply=inline_reply,

@@ -11,13 +11,16 @@ import sqlite3
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python import usage
 from twisted.python.failure import Failure
-from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from socketdock.config.settings import ConfigError, load_config
+from socketdock.ops.metrics import Metrics
+from socketdock.relay.backend import IBackend
 from socketdock.relay.journal import (
     RETRY_DELAY,
     Journal,
@@ -25,9 +28,8 @@ from socketdock.relay.journal import (
     JournalService,
     check_journal,
 )
-from socketdock.ops.metrics import Metrics
 from socketdock.relay.registry import Registry
-from socketdock.relay.session import RECOVERED_REASON, Relay
+from socketdock.relay.session import RECOVERED_REASON, ISocket, Relay
 from socketdock.service import TuningService
 from socketdock.tap import Options, make_service, preflight
 from tests.fakes import InlineWriter
@@ -91,7 +93,7 @@ class JournalTests(SynchronousTestCase):
 
     def committed(self) -> list[str]:
         """The ids committed so far, read on the journal's own (exclusive) connection."""
-        return sorted(row[0] for row in self.journal._db.execute("SELECT id FROM connections"))
+        return sorted(row[0] for row in self.journal._db.execute("SELECT id FROM connections"))  # type: ignore[union-attr]  # reads the open journal's private connection on purpose
 
     def test_idle_journal_commits_at_once(self) -> None:
         """With no commit running, a record is written at once: no timer, no window."""
@@ -174,7 +176,7 @@ class JournalTests(SynchronousTestCase):
 
     def test_write_error_is_logged_and_retried(self) -> None:
         """A failed write is logged once, kept, and retried; the journal keeps working."""
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)  # type: ignore[arg-type]  # Twisted wants a TestCase; this one has addCleanup too
         self.writer.fail_next = 2
         first = self.journal.record("a")
         # The handshake is not held up by a failing disk.
@@ -223,7 +225,7 @@ class JournalTests(SynchronousTestCase):
         for cid in ("x", "y"):
             self.journal.record(cid)
         # No close: as after a crash (SIGKILL), the WAL holds the commits.
-        self.journal._db.close()
+        self.journal._db.close()  # type: ignore[union-attr]  # reads the open journal's private connection on purpose
         self.assertEqual(stored(self.path), ["x", "y"])
 
 
@@ -303,6 +305,7 @@ class StartupCheckTests(SynchronousTestCase):
         self.assertEqual(journal.pending(), 0)
 
 
+@implementer(IBackend)
 class _Backend:
     """An IBackend whose disconnect notices wait until the test answers them."""
 
@@ -314,15 +317,16 @@ class _Backend:
     def connect(self, connection_id, headers, offered):
         return succeed(None)
 
-    def message(self, connection_id, seq, payload, is_binary):
+    def message(self, connection_id, seq, payload, is_binary, tags=()):
         return succeed(None)
 
-    def disconnect(self, connection_id, code, reason, initiator, recovered=False):
+    def disconnect(self, connection_id, code, reason, initiator, recovered=False, tags=()):
         d: Deferred = Deferred()
         self.notices.append(((connection_id, code, reason, initiator), {"recovered": recovered}, d))
         return d
 
 
+@implementer(ISocket)
 class _Socket:
     tags: tuple = ()
 
@@ -413,7 +417,7 @@ class JournalServiceTests(SynchronousTestCase):
 
     def test_start_with_unusable_journal_runs_on(self) -> None:
         """A journal that broke after the parse-time check is logged; the service runs."""
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)  # type: ignore[arg-type]  # Twisted wants a TestCase; this one has addCleanup too
         path = self.mktemp()
         with open(path, "wb") as f:
             f.write(b"y" * 4096)

@@ -1,17 +1,16 @@
 """Unit tests for socketdock.relay.session: ordering, backpressure, notices and drain, with fakes."""
 
-from typing import Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from socketdock.relay.backend import IBackend, MessageRefused, Reply
 from socketdock.ops.metrics import Metrics
+from socketdock.relay.backend import IBackend, MessageRefused, Reply
 from socketdock.relay.registry import Registry
-from socketdock.relay.session import ISocket, Relay
 from socketdock.relay.retry import RetriesExhausted
+from socketdock.relay.session import ISocket, Relay
 
 
 @implementer(IBackend)
@@ -21,7 +20,7 @@ class ScriptedBackend:
     admits = False
 
     def __init__(self) -> None:
-        self.messages: list[tuple[str, int, bytes, bool, Deferred]] = []
+        self.messages: list[tuple[str, int, bytes, bool, Deferred, tuple[str, ...]]] = []
         self.notices: list[tuple] = []
         self.notice_tags: list = []
         self.notice_results: list[Deferred] = []
@@ -50,9 +49,8 @@ class FakeSocket:
         self.connection_id = connection_id
         self.sent: list[tuple[bytes, bool]] = []
         self.tags: tuple[str, ...] = ()
-        self.closed: Optional[tuple[int, str, str]] = None
+        self.closed: tuple[int, str, str] | None = None
         self.paused = False
-        self.tags: tuple[str, ...] = ()
 
     def deliver(self, payload, is_binary):
         self.sent.append((payload, is_binary))

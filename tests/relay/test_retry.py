@@ -6,7 +6,13 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from socketdock.relay.retry import (
-    MAX_RETRY_AFTER, Again, Backoff, Done, Final, RetriesExhausted, retrying,
+    MAX_RETRY_AFTER,
+    Again,
+    Backoff,
+    Done,
+    Final,
+    RetriesExhausted,
+    retrying,
 )
 
 
@@ -67,7 +73,7 @@ class RetryingTests(SynchronousTestCase):
 
     def test_success_first_time_makes_one_attempt(self) -> None:
         """A good first answer is the result; nothing is scheduled."""
-        clock, script, d = self.run_script(["ok"])
+        clock, _script, d = self.run_script(["ok"])
         self.assertEqual(self.successResultOf(d), "value")
         self.assertEqual(clock.getDelayedCalls(), [])
 
@@ -83,13 +89,13 @@ class RetryingTests(SynchronousTestCase):
 
     def test_final_is_not_retried(self) -> None:
         """A final verdict fails at once with its error."""
-        clock, script, d = self.run_script(["no", "ok"])
+        _clock, script, d = self.run_script(["no", "ok"])
         self.failureResultOf(d, ValueError)
         self.assertEqual(len(script.times), 1)
 
     def test_exhausted_after_retries(self) -> None:
         """With 2 retries, the third failure gives up with RetriesExhausted."""
-        clock, script, d = self.run_script(["refused"] * 3, retries=2)
+        clock, _script, d = self.run_script(["refused"] * 3, retries=2)
         clock.pump([1] * 5)
         failure = self.failureResultOf(d, RetriesExhausted)
         self.assertEqual(failure.value.attempts, 3)
@@ -109,16 +115,16 @@ class RetryingTests(SynchronousTestCase):
 
     def test_cancel_stops_the_wait(self) -> None:
         """Cancelling during a backoff wait leaves nothing scheduled."""
-        clock, script, d = self.run_script(["refused", "ok"])
+        clock, _script, d = self.run_script(["refused", "ok"])
         d.cancel()
         self.failureResultOf(d)
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_cancel_cancels_the_attempt_in_flight(self) -> None:
         """Cancelling during an attempt cancels that attempt's Deferred."""
-        cancelled = []
+        cancelled: list[object] = []
         inflight: Deferred = Deferred(cancelled.append)
-        clock, script, d = self.run_script([inflight])
+        _clock, script, d = self.run_script([inflight])
         d.cancel()
         self.assertEqual(cancelled, [inflight])
         self.failureResultOf(d)

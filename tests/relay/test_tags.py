@@ -5,7 +5,7 @@ and the local IReach over it (socketdock.relay.localreach).
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial.unittest import SynchronousTestCase
@@ -16,7 +16,11 @@ from socketdock.relay.localreach import LocalReach
 from socketdock.relay.reach import IConnectionEvents, InvalidTags, IReach, NoEvents, Reached
 from socketdock.relay.registry import IConnection, NotLive, OutboundFull, Registry
 from socketdock.relay.tags import (
-    MAX_TAGS, check_tag, check_tag_list, merged, tag_from_path,
+    MAX_TAGS,
+    check_tag,
+    check_tag_list,
+    merged,
+    tag_from_path,
 )
 
 
@@ -72,7 +76,7 @@ class FakeConnection:
     """A live connection that records deliveries and closes; deliveries answer as told."""
 
     def __init__(
-        self, connection_id: str, answer: Optional[Callable[[], Deferred]] = None
+        self, connection_id: str, answer: Callable[[], Deferred] | None = None
     ) -> None:
         self.connection_id = connection_id
         self.tags: tuple[str, ...] = ()
@@ -80,7 +84,7 @@ class FakeConnection:
         self.closed: list[tuple[int, str, str]] = []
         self._answer = answer
 
-    def deliver(self, payload: bytes, is_binary: bool) -> "Deferred[None]":
+    def deliver(self, payload: bytes, is_binary: bool) -> Deferred[None]:
         self.delivered.append((payload, is_binary))
         return succeed(None) if self._answer is None else self._answer()
 

@@ -7,21 +7,24 @@ writes still holds.
 from __future__ import annotations
 
 import socket
+from collections.abc import Generator
+from typing import Any
 
 from twisted.internet import reactor, ssl, tcp
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString, wrapClientTLS
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
+    IPullProducer,
+    IPushProducer,
     IReactorPluggableNameResolver,
     IReactorTCP,
     IReactorTime,
-    IPullProducer,
-    IPushProducer,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
@@ -38,6 +41,8 @@ BIG = bytes(range(256)) * (32 * 1024)
 
 class Peer(Protocol):
     """The far end: keeps what arrives; ``closed`` fires with it and the reason."""
+
+    transport: Any  # a real TCP or TLS transport: the tests reach into it
 
     def __init__(self) -> None:
         self.received = bytearray()
@@ -58,12 +63,14 @@ class Peer(Protocol):
             self._waiters.remove(waiter)
             waiter[1].callback(None)
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closed.callback((bytes(self.received), reason))
 
 
 class Scripted(Protocol):
     """A server connection that runs ``on_read(self)`` for each read."""
+
+    transport: Any  # a real batched TCP transport: the tests reach into it
 
     def __init__(self, on_read) -> None:
         self.on_read = on_read
@@ -72,7 +79,7 @@ class Scripted(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.on_read(self)
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost.callback(reason.value)
 
 
@@ -99,7 +106,7 @@ class BatchedTCPTests(TestCase):
     timeout = 20
 
     def setUp(self) -> None:
-        self.net = BatchingReactor(reactor)
+        self.net = BatchingReactor(reactor)  # type: ignore[arg-type]  # the installed reactor is a PosixReactorBase
         self.servers: list[Scripted] = []
 
     def listen(self, on_read) -> int:
@@ -124,7 +131,7 @@ class BatchedTCPTests(TestCase):
         return peer
 
     @inlineCallbacks
-    def test_writes_made_while_reading_are_sent_when_the_read_ends(self) -> None:
+    def test_writes_made_while_reading_are_sent_when_the_read_ends(self) -> Generator[Deferred[Any], Any, None]:
         """All of a read's writes are sent before the reactor turns: no watch armed."""
         armed = []
 
@@ -141,7 +148,7 @@ class BatchedTCPTests(TestCase):
         reason.trap(ConnectionDone)
 
     @inlineCallbacks
-    def test_writes_made_outside_a_read_take_twisteds_path(self) -> None:
+    def test_writes_made_outside_a_read_take_twisteds_path(self) -> Generator[Deferred[Any], Any, None]:
         """A write from a timer arms the watch, and the bytes still arrive."""
         armed = []
 
@@ -157,7 +164,7 @@ class BatchedTCPTests(TestCase):
         self.assertEqual((received, armed), (b"late", [True]))
 
     @inlineCallbacks
-    def test_a_read_on_one_connection_sends_what_it_wrote_to_another(self) -> None:
+    def test_a_read_on_one_connection_sends_what_it_wrote_to_another(self) -> Generator[Deferred[Any], Any, None]:
         """As a send request writes a frame to a client: it is sent with the read's own."""
         armed = []
 
@@ -175,7 +182,7 @@ class BatchedTCPTests(TestCase):
         self.assertEqual((received, armed), (b"frame", [False]))
 
     @inlineCallbacks
-    def test_what_the_kernel_does_not_take_follows_in_order(self) -> None:
+    def test_what_the_kernel_does_not_take_follows_in_order(self) -> Generator[Deferred[Any], Any, None]:
         """A write larger than the socket buffers is finished by Twisted's doWrite."""
         armed = []
 
@@ -192,7 +199,7 @@ class BatchedTCPTests(TestCase):
         reason.trap(ConnectionDone)
 
     @inlineCallbacks
-    def test_a_streaming_producer_is_paused_and_then_resumed(self) -> None:
+    def test_a_streaming_producer_is_paused_and_then_resumed(self) -> Generator[Deferred[Any], Any, None]:
         """Past bufferSize the producer pauses; once the bytes are out it resumes."""
         calls = []
 
@@ -221,7 +228,7 @@ class BatchedTCPTests(TestCase):
         self.assertEqual(calls, ["pause", "resume"])
 
     @inlineCallbacks
-    def test_a_pull_producer_is_asked_for_more_after_each_send(self) -> None:
+    def test_a_pull_producer_is_asked_for_more_after_each_send(self) -> Generator[Deferred[Any], Any, None]:
         """A pull producer's next chunk is asked for once the last one is sent."""
 
         @implementer(IPullProducer)
@@ -250,7 +257,7 @@ class BatchedTCPTests(TestCase):
         reason.trap(ConnectionDone)
 
     @inlineCallbacks
-    def test_lose_connection_closes_after_the_gathered_bytes(self) -> None:
+    def test_lose_connection_closes_after_the_gathered_bytes(self) -> Generator[Deferred[Any], Any, None]:
         def on_read(server):
             server.transport.write(b"bye")
             server.transport.loseConnection()
@@ -261,7 +268,7 @@ class BatchedTCPTests(TestCase):
         self.assertIsInstance((yield self.servers[0].lost), ConnectionDone)
 
     @inlineCallbacks
-    def test_lose_write_connection_half_closes_after_the_gathered_bytes(self) -> None:
+    def test_lose_write_connection_half_closes_after_the_gathered_bytes(self) -> Generator[Deferred[Any], Any, None]:
         """The peer reads the bytes, then end of file."""
 
         def on_read(server):
@@ -273,7 +280,7 @@ class BatchedTCPTests(TestCase):
         reason.trap(ConnectionDone)
 
     @inlineCallbacks
-    def test_abort_drops_what_was_gathered(self) -> None:
+    def test_abort_drops_what_was_gathered(self) -> Generator[Deferred[Any], Any, None]:
         def on_read(server):
             server.transport.write(b"never")
             server.transport.abortConnection()
@@ -283,7 +290,7 @@ class BatchedTCPTests(TestCase):
         self.assertIsInstance((yield self.servers[0].lost), ConnectionAborted)
 
     @inlineCallbacks
-    def test_a_failed_send_is_reported_as_the_connections_loss(self) -> None:
+    def test_a_failed_send_is_reported_as_the_connections_loss(self) -> Generator[Deferred[Any], Any, None]:
         """The send error is left to doWrite, which reports the loss as Twisted always has."""
 
         def on_read(server):
@@ -295,7 +302,7 @@ class BatchedTCPTests(TestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
 
     @inlineCallbacks
-    def test_an_unexpected_failure_aborts_only_its_own_connection(self) -> None:
+    def test_an_unexpected_failure_aborts_only_its_own_connection(self) -> Generator[Deferred[Any], Any, None]:
         """The error is logged, that connection aborted, and the next one still sent."""
 
         class Broken:
@@ -326,7 +333,7 @@ class BatchedTCPTests(TestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     @inlineCallbacks
-    def test_writing_text_is_refused_as_twisted_refuses_it(self) -> None:
+    def test_writing_text_is_refused_as_twisted_refuses_it(self) -> Generator[Deferred[Any], Any, None]:
         refused = []
 
         def on_read(server):
@@ -342,7 +349,7 @@ class BatchedTCPTests(TestCase):
         self.assertEqual((received, refused), (b"", [True, True]))
 
     @inlineCallbacks
-    def test_tls_both_ways(self) -> None:
+    def test_tls_both_ways(self) -> Generator[Deferred[Any], Any, None]:
         """``ssl:`` listeners and TLS client connections work over batched transports."""
         ca = make_ca()
         key, cert = ca.issue(["127.0.0.1"]).write(self.mktemp())
@@ -383,7 +390,7 @@ class RelayWiringTests(TestCase):
     """make_service uses batching(reactor), so every end-to-end test of the relay runs over it."""
 
     @inlineCallbacks
-    def test_the_listener_and_the_backend_connections_are_batched(self) -> None:
+    def test_the_listener_and_the_backend_connections_are_batched(self) -> Generator[Deferred[Any], Any, None]:
         backend = FakeBackend(reactor)
         backend_port, url = yield start_backend(reactor, backend)
         self.addCleanup(stop_backend, backend_port, backend)

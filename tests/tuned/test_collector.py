@@ -1,12 +1,13 @@
 """The garbage collector settings the daemon runs with."""
 
 import gc
+from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from socketdock.tuned.collector import YOUNG_THRESHOLD, tune_collector
 from socketdock.tap import makeService
+from socketdock.tuned.collector import YOUNG_THRESHOLD, tune_collector
 from tests.test_tap_options import _parse, private_log_beginner
 
 
@@ -32,7 +33,8 @@ class TuneCollectorTests(SynchronousTestCase):
         """makeService leaves the tuning for reactor start, after every startup import."""
         gc.set_threshold(700, 10, 10)
         reactor = MemoryReactorClock()
-        makeService({"settings": _parse(["--externalhostandport", "h:1"])}, reactor=reactor,
+        options: Any = {"settings": _parse(["--externalhostandport", "h:1"])}  # only options["settings"] is read
+        makeService(options, reactor=reactor,
                     log_beginner=private_log_beginner())
         self.assertEqual(gc.get_threshold()[0], 700)
         for hook, args, kwargs in reactor.whenRunningHooks:

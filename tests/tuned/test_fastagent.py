@@ -8,35 +8,49 @@ from __future__ import annotations
 from io import BytesIO
 from pathlib import Path
 from shutil import which
+from typing import Any
 
+import treq
+from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import (
-    CancelledError, Deferred, TimeoutError, gatherResults, inlineCallbacks, succeed,
+    CancelledError,
+    Deferred,
+    TimeoutError,
+    gatherResults,
+    inlineCallbacks,
+    succeed,
 )
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.client import (
-    FileBodyProducer, PotentialDataLoss, RequestTransmissionFailed, ResponseFailed,
+    FileBodyProducer,
+    PotentialDataLoss,
+    RequestTransmissionFailed,
+    ResponseFailed,
     ResponseNeverReceived,
 )
 from twisted.web.error import SchemeNotSupported
-from twisted.web.http_headers import Headers
 from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
-import treq
-from treq.client import HTTPClient
 
-from socketdock.tuned.h1client import HTTP11Connection, ResponseTooLarge
-from socketdock.tuned.fastagent import ConnectionPool, FastAgent
 from socketdock.relay.httpclient import (
-    BackendClient, BytesProducer, NoCookies, describe_failure, make_tls_policy,
+    BackendClient,
+    BytesProducer,
+    NoCookies,
+    describe_failure,
+    make_tls_policy,
 )
+from socketdock.tuned.fastagent import ConnectionPool, FastAgent
+from socketdock.tuned.h1client import HTTP11Connection, ResponseTooLarge
 from tests.certs import make_ca
 from tests.interop.support import spawn
 
@@ -107,7 +121,10 @@ class _Paths(Resource):
 
 
 class _Channel(HTTPChannel):
-    def connectionLost(self, reason) -> None:
+    transport: ITCPTransport  # the tests drop it from the server side
+    site: _Site  # set by Site.buildProtocol
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self.site.lost(self)
 
@@ -115,7 +132,7 @@ class _Channel(HTTPChannel):
 class _Site(Site):
     """A Site that counts its connections and can wait for them to close."""
 
-    protocol = _Channel
+    protocol = _Channel  # type: ignore[assignment]  # a plain HTTP/1.1 channel on purpose
 
     def __init__(self, resource) -> None:
         super().__init__(resource)
@@ -151,7 +168,7 @@ class _Case(TestCase):
     scheme = "http"
 
     @inlineCallbacks
-    def setUp(self):
+    def setUp(self):  # type: ignore[override]  # trial waits on a Deferred from setUp
         self.paths = _Paths()
         self.site = _Site(self.paths)
         self.port = yield serverFromString(reactor, self.endpoint).listen(self.site)
@@ -327,7 +344,7 @@ class HTTPTests(_Case):
     def test_backend_client_timeout(self):
         """Through treq exactly as BackendClient uses it: answers arrive, and its timeout aborts."""
         clock = Clock()
-        client = BackendClient(HTTPClient(self.agent, cookiejar=NoCookies()), clock, 5)
+        client = BackendClient(HTTPClient(self.agent, cookiejar=NoCookies()), clock, 5)  # type: ignore[arg-type]  # treq takes any CookieJar
         result = yield client.post(self.base + "/echo", b'{"n":1}')
         self.assertEqual((result.code, result.body), (200, b'{"n":1}'))
         d = client.post(self.base + "/hang", b"{}")
@@ -353,6 +370,9 @@ class HTTPTests(_Case):
 class _RawServer(Protocol):
     """Answers any request with a body framed only by the close."""
 
+    transport: ITCPTransport
+    factory: Any  # given ``head`` by the test
+
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(self.factory.head + b"\r\n\r\nuntil close")
         self.transport.loseConnection()
@@ -361,10 +381,13 @@ class _RawServer(Protocol):
 class _TrailingJunk(Protocol):
     """Answers each request with a framed body followed by stray bytes."""
 
+    transport: ITCPTransport
+    factory: Any  # given ``connections``, ``closed`` and ``all_closed`` by the test
+
     def connectionMade(self) -> None:
         self.factory.connections += 1
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.closed.append(reason)
         if len(self.factory.closed) == 2:
             self.factory.all_closed.callback(None)
@@ -379,7 +402,7 @@ def _agent_for(test: TestCase, factory) -> tuple[FastAgent, bytes]:
     test.addCleanup(port.stopListening)
     pool = ConnectionPool(reactor)
     test.addCleanup(pool.close_cached_connections)
-    return FastAgent(reactor, pool), f"http://127.0.0.1:{port.getHost().port}/".encode("ascii")
+    return FastAgent(reactor, pool), f"http://127.0.0.1:{port.getHost().port}/".encode("ascii")  # type: ignore[attr-defined]  # a TCP port's host is an IPv4Address
 
 
 class TrailingBytesTests(TestCase):
@@ -388,7 +411,7 @@ class TrailingBytesTests(TestCase):
     @inlineCallbacks
     def test_not_reused(self):
         """Both requests get their answer, each on its own connection."""
-        factory = Factory.forProtocol(_TrailingJunk)
+        factory: Any = Factory.forProtocol(_TrailingJunk)  # given attributes below
         factory.connections = 0
         factory.closed = []
         factory.all_closed = Deferred()
@@ -406,7 +429,7 @@ class ReadUntilCloseTests(TestCase):
 
     @inlineCallbacks
     def fetch(self, head: bytes):
-        factory = Factory.forProtocol(_RawServer)
+        factory: Any = Factory.forProtocol(_RawServer)  # given ``head`` below
         factory.head = head
         agent, url = _agent_for(self, factory)
         response = yield agent.request(b"GET", url)
@@ -416,7 +439,7 @@ class ReadUntilCloseTests(TestCase):
             def dataReceived(self, data):
                 ended.append(data)
 
-            def connectionLost(self, reason):
+            def connectionLost(self, reason: Failure = connectionDone):
                 ended.append(reason)
 
         response.deliverBody(Body())
@@ -454,7 +477,7 @@ class TLSTests(_Case):
     scheme = "https"
 
     @inlineCallbacks
-    def setUp(self):
+    def setUp(self):  # type: ignore[override]  # trial waits on a Deferred from setUp
         self.ca = make_ca()
         key, cert = self.ca.issue(["127.0.0.1"]).write(self.mktemp())
         self.endpoint = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
@@ -482,7 +505,7 @@ class NodeTests(TestCase):
     """Against Node's http module: keep-alive, chunked answers, interim 100, chunked uploads."""
 
     @inlineCallbacks
-    def setUp(self):
+    def setUp(self):  # type: ignore[override]  # trial waits on a Deferred from setUp
         if which("node") is None:
             raise SkipTest("node is not installed")
         self.node = spawn(self, ["node", str(NODE_SERVER)])
@@ -492,7 +515,7 @@ class NodeTests(TestCase):
         self.base = f"http://127.0.0.1:{listening['port']}"
         self.pool = ConnectionPool(reactor)
         self.addCleanup(self.pool.close_cached_connections)
-        self.client = HTTPClient(FastAgent(reactor, self.pool), cookiejar=NoCookies())
+        self.client = HTTPClient(FastAgent(reactor, self.pool), cookiejar=NoCookies())  # type: ignore[arg-type]  # treq takes any CookieJar
 
     @inlineCallbacks
     def fetch(self, path: str, data=None):

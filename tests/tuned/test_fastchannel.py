@@ -7,6 +7,7 @@ loopback tests against real peers are in test_fastchannel_peers.py.
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,12 +19,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from socketdock.relay.backend import LoopbackBackend
-from socketdock.tuned.fastchannel import FastHTTPChannel
+from socketdock.api.site import Root, make_api_children, make_health, make_site
 from socketdock.ops.metrics import Metrics
+from socketdock.relay.backend import LoopbackBackend
 from socketdock.relay.registry import IConnection, Registry
 from socketdock.relay.session import Relay
-from socketdock.api.site import Root, make_api_children, make_health, make_site
+from socketdock.tuned.fastchannel import FastHTTPChannel
 
 LIVE = "a" * 32
 
@@ -137,8 +138,8 @@ class PipelineTests(SynchronousTestCase):
     @given(st.lists(st.integers(0, len(STREAM)), max_size=12))
     def test_any_split(self, cuts) -> None:
         """Any split of the pipelined stream into reads gets the same bytes back."""
-        bounds = [0] + sorted(cuts) + [len(STREAM)]
-        pieces = [STREAM[a:b] for a, b in zip(bounds, bounds[1:])]
+        bounds = [0, *sorted(cuts), len(STREAM)]
+        pieces = [STREAM[a:b] for a, b in pairwise(bounds)]
         self.assertEqual(self.answer(pieces), self.answer([STREAM]))
 
     def test_byte_by_byte(self) -> None:
@@ -258,7 +259,7 @@ class RequestShapeTests(SynchronousTestCase):
                 seen.append(request.requestHeaders.getRawHeaders(b"x"))
                 return b""
 
-        channel, transport = _connect(Echo(), Clock())
+        channel, _transport = _connect(Echo(), Clock())
         channel.dataReceived(b"GET / HTTP/1.1\r\nX:  a\x0bb \t\r\n\r\n")
         self.assertEqual(seen, [[b"a\x0bb"]])
 
@@ -269,7 +270,7 @@ class TimeoutTests(SynchronousTestCase):
     def test_idle_then_abort(self) -> None:
         """An idle connection is closed after the site's timeout, and aborted abortTimeout later."""
         clock = Clock()
-        channel, transport = _connect(_Held(), clock)
+        _channel, transport = _connect(_Held(), clock)
         clock.advance(59)
         self.assertFalse(transport.disconnecting)
         clock.advance(1)
@@ -312,7 +313,7 @@ class BackpressureTests(SynchronousTestCase):
     def test_full_transport_pauses_the_response(self) -> None:
         """A transport that cannot keep up pauses the producer writing the response."""
         held = _Held()
-        channel, transport = _connect(held, Clock())
+        channel, _transport = _connect(held, Clock())
         channel.dataReceived(b"GET /held HTTP/1.1\r\n\r\n")
 
         class Producer:
@@ -365,7 +366,7 @@ class AddressTests(SynchronousTestCase):
         channel, transport = _connect(root, clock)
         asked = []
         real = getattr(transport, name)
-        setattr(transport, name, lambda: asked.append(1) or real())
+        setattr(transport, name, lambda: asked.append(1) or real())  # type: ignore[func-returns-value]  # count the call, then make it
         channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
         self.assertEqual(re.findall(rb"HTTP/1.1 (\d+) ", transport.value()), [b"200"] * 3)
         self.assertEqual(getattr(channel, name)(), real())

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlsplit
 
 import httptools
@@ -18,8 +18,9 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
 from tests.harness import start_relay
@@ -41,7 +42,7 @@ class _Raw(Protocol):
         self.received += data
         self._check()
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
         self._check()
 
@@ -229,8 +230,8 @@ class TreqPeerTests(RelayTestCase):
         yield treq.content(got)
         got = yield treq.head(base + "/healthz", pool=pool)
         self.assertEqual((got.code, (yield treq.content(got))), (200, b""))
-        got = yield treq.post(message["meta"]["send"], b"from treq", pool=pool,
-                              headers={b"content-type": [b"text/plain"]})
+        headers: dict[bytes | str, list[bytes | str]] = {b"content-type": [b"text/plain"]}
+        got = yield treq.post(message["meta"]["send"], b"from treq", pool=pool, headers=headers)
         self.assertEqual(got.code, 200)
         yield treq.content(got)
         self.assertEqual((yield client.next_message()), (b"from treq", False))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from http.cookiejar import CookieJar
+from typing import Any
 
 import treq.client as treq_client
 from treq.client import HTTPClient
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, CookieAgent, HTTPConnectionPool
 from twisted.web.resource import Resource
@@ -53,15 +55,15 @@ class TreqTuningTests(TestCase):
         self.assertIs(treq_client.CookieAgent, CookieAgent)
 
     @inlineCallbacks
-    def test_cookies_still_travel_for_a_real_jar_and_not_for_no_cookies(self) -> None:
-        port = reactor.listenTCP(0, Site(CookieEcho()), interface="127.0.0.1")
+    def test_cookies_still_travel_for_a_real_jar_and_not_for_no_cookies(self) -> Generator[Deferred[Any], Any, None]:
+        port = reactor.listenTCP(0, Site(CookieEcho()), interface="127.0.0.1")  # type: ignore[arg-type]  # Twisted's Site/ServerFactory generics disagree
         self.addCleanup(port.stopListening)
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.addCleanup(pool.closeCachedConnections)
-        url = f"http://127.0.0.1:{port.getHost().port}/"
+        url = f"http://127.0.0.1:{port.getHost().port}/"  # type: ignore[attr-defined]  # a TCP port's host is an IPv4Address
         seen = {}
         for name, jar in (("jar", CookieJar()), ("none", NoCookies())):
-            client = HTTPClient(Agent(reactor, pool=pool), cookiejar=jar)
+            client = HTTPClient(Agent(reactor, pool=pool), cookiejar=jar)  # type: ignore[arg-type]  # treq takes any CookieJar
             yield (yield client.get(url)).content()
             seen[name] = yield (yield client.get(url)).content()
         self.assertEqual(seen, {"jar": b"session=s1", "none": b"-"})

@@ -8,11 +8,13 @@ codes are validated, and origin refusals are 403 and counted.
 import os
 import socket
 import struct
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, inlineCallbacks
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 
 from tests.fakebackend import STALL, Answer
 from tests.test_end_to_end import RelayTestCase
@@ -41,10 +43,11 @@ class _Raw(Protocol):
     def __init__(self, request):
         self.request = request
         self.received = b""
-        self.answered = Deferred()
-        self.head = Deferred()
+        self.answered: Deferred[bytes] = Deferred()
+        self.head: Deferred[bytes] | None = Deferred()
 
     def connectionMade(self):
+        assert self.transport is not None
         self.transport.write(self.request)
 
     def dataReceived(self, data):
@@ -53,7 +56,7 @@ class _Raw(Protocol):
             head, self.head = self.head, None
             head.callback(self.received)
 
-    def connectionLost(self, reason):
+    def connectionLost(self, reason: Failure = connectionDone):
         self.answered.callback(self.received)
 
 
@@ -65,7 +68,8 @@ def raw_exchange(port, request, rcvbuf=None):
     sock.connect(("127.0.0.1", port))
     sock.setblocking(False)
     protocol = _Raw(request)
-    reactor.adoptStreamConnection(sock.fileno(), socket.AF_INET, _OneProtocol(protocol))
+    reactor.adoptStreamConnection(  # type: ignore[attr-defined]  # the installed reactor is an IReactorSocket
+        sock.fileno(), socket.AF_INET, _OneProtocol(protocol))
     sock.close()  # the reactor holds its own duplicate
     return protocol
 
@@ -88,11 +92,19 @@ def status_line(answer):
     return answer.split(b"\r\n", 1)[0]
 
 
-class LogCaptureMixin:
+if TYPE_CHECKING:
+    # The test case this mixin is combined with.
+    from twisted.trial.unittest import TestCase as _LogCaptureMixinBase
+else:
+    _LogCaptureMixinBase = object
+
+
+class LogCaptureMixin(_LogCaptureMixinBase):
     def capture_log(self):
-        events = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events: list[dict[str, Any]] = []
+        # A plain callable is a log observer (Twisted's types want the interface).
+        globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)  # type: ignore[arg-type]
         return events
 
 
@@ -164,6 +176,7 @@ class PingFloodTests(RelayTestCase):
         client = raw_exchange(self.relay.port, upgrade_request(), rcvbuf=4096)
         head = yield client.head
         self.assertTrue(head.startswith(b"HTTP/1.1 101"), head)
+        server: Any  # the RelayServerProtocol: the test reaches into it and its transport
         (server,) = list(self.relay.service.relay.registry)
         transport = server.transport
         transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
@@ -179,7 +192,7 @@ class PingFloodTests(RelayTestCase):
         ping = masked_frame(0x9, b"p" * 125)
         count = 2_000_000 // len(ping)
         # Done when the server has seen every ping, or has dropped the client.
-        all_seen = Deferred()
+        all_seen: Deferred[None] = Deferred()
         seen = [0]
         on_ping = server.onPing
 

@@ -14,7 +14,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from socketdock.tuned.autobahn import (
-    SmallFrameMasker, defer_debug_formatting, use_small_frame_masker, with_options,
+    SmallFrameMasker,
+    defer_debug_formatting,
+    use_small_frame_masker,
+    with_options,
 )
 from socketdock.ws.protocol import RelayServerFactory, RelayServerProtocol
 
@@ -25,7 +28,7 @@ class OptionsAsClassAttributesTests(SynchronousTestCase):
         factory = RelayServerFactory(None, 0, 10, Clock(), specialise=with_options)
         factory.setProtocolOptions(maxMessagePayloadSize=10, echoCloseCodeReason=True)
         protocol = factory.protocol()
-        self.assertEqual((protocol.maxMessagePayloadSize, protocol.echoCloseCodeReason), (10, True))
+        self.assertEqual((protocol.maxMessagePayloadSize, protocol.echoCloseCodeReason), (10, True))  # type: ignore[attr-defined]  # Autobahn's options are set as attributes at run time
         self.assertNotIn("maxMessagePayloadSize", vars(protocol))
         self.assertTrue(issubclass(factory.protocol, RelayServerProtocol))
 
@@ -34,7 +37,7 @@ class OptionsAsClassAttributesTests(SynchronousTestCase):
         seen = []
         factory = RelayServerFactory(None, 0, 10, Clock(), specialise=with_options)
         factory.setProtocolOptions(perMessageCompressionAccept=lambda offers: seen.append(offers))
-        factory.protocol().perMessageCompressionAccept(["offer"])
+        factory.protocol().perMessageCompressionAccept(["offer"])  # type: ignore[attr-defined]  # Autobahn's options are set as attributes at run time
         self.assertEqual(seen, [["offer"]])
 
     def test_factories_do_not_share_options(self) -> None:
@@ -43,7 +46,9 @@ class OptionsAsClassAttributesTests(SynchronousTestCase):
         b = RelayServerFactory(None, 0, 10, Clock(), specialise=with_options)
         a.setProtocolOptions(maxMessagePayloadSize=1)
         b.setProtocolOptions(maxMessagePayloadSize=2)
-        self.assertEqual((a.protocol.maxMessagePayloadSize, b.protocol.maxMessagePayloadSize), (1, 2))
+        # Autobahn's options are set as attributes at run time.
+        sizes = (a.protocol.maxMessagePayloadSize, b.protocol.maxMessagePayloadSize)  # type: ignore[attr-defined]
+        self.assertEqual(sizes, (1, 2))
         self.assertIsNot(with_options(RelayServerProtocol, a), a.protocol)
 
 
@@ -52,7 +57,7 @@ class DeferredDebugFormattingTests(SynchronousTestCase):
         """Autobahn's per-frame log arguments cost nothing until a line is emitted, then read the same."""
         self.addCleanup(defer_debug_formatting())
         calls = []
-        value = type("Counted", (), {"__str__": lambda self: calls.append(1) or "x"})()
+        value = type("Counted", (), {"__str__": lambda self: calls.append(1) or "x"})()  # type: ignore[func-returns-value]  # count the call, then make it
         lazy = protocol_module.hlval(value)
         self.assertEqual(calls, [])
         self.assertEqual(f"{lazy}", hlval(value))
