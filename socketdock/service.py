@@ -87,7 +87,7 @@ class TuningService(Service):
 
     def __init__(self, stack: Stack) -> None:
         self._stack = stack
-        self._undo = None
+        self._undo: Callable[[], None] | None = None
 
     def startService(self) -> None:
         super().startService()

@@ -39,7 +39,7 @@ from socketdock.relay.localreach import LocalReach
 from socketdock.relay.registry import Registry
 from socketdock.relay.retry import Backoff
 from socketdock.relay.session import Relay
-from socketdock.relay.wire import CallbackURLs, LearnedCallbackURLs
+from socketdock.relay.wire import AnyCallbackURLs, CallbackURLs, LearnedCallbackURLs
 from socketdock.service import (
     SocketDockService,
     TuningService,
@@ -212,7 +212,9 @@ def makeService(options: Options, reactor=None, log_beginner=None) -> SocketDock
     return make_service(config, reactor, stack)
 
 
-def make_backend(config: Config, reactor, net, urls: CallbackURLs, metrics: Metrics, stack: Stack):
+def make_backend(
+    config: Config, reactor, net, urls: AnyCallbackURLs, metrics: Metrics, stack: Stack
+):
     """
     The backend the settings name, and the connection pool to close at stop
     (None for loopback).  Backend connections are made through ``net``.
@@ -230,6 +232,8 @@ def make_backend(config: Config, reactor, net, urls: CallbackURLs, metrics: Metr
         metrics.backend_request,
         response_limit,
     )
+    # load_config refuses backend = http without a messageuri.
+    assert config.messageuri is not None
     backend = HTTPBackend(
         client, reactor, urls, metrics,
         messageuri=config.messageuri,
@@ -279,8 +283,9 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
         journal = Journal(config.journal, reactor, ThreadWriter(reactor))
     if cluster is not None:
         backend = cluster.backend(backend)
-        journal = cluster.journal
-    relay = Relay(backend, registry, metrics, reactor, config.queue_limit, journal)
+    # In cluster mode the notices owed are kept in Redis instead.
+    relay = Relay(backend, registry, metrics, reactor, config.queue_limit,
+                  cluster.journal if cluster is not None else journal)
 
     ws_factory = make_ws_factory(config, relay, reactor, stack.ws_specialise)
     upgrade = WebSocketUpgrade(ws_factory)

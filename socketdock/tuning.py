@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import attrs
 from treq.client import HTTPClient
@@ -180,5 +181,6 @@ def make_http_client(stack: Stack, reactor, pool, tls_policy,
     A treq client over ``pool`` with ``stack``'s agent; ``tls_policy``
     verifies https backends.  Its jar keeps no cookies.
     """
+    jar: Any = NoCookies()  # treq takes any CookieJar (its type says IndexableCookieJar)
     return HTTPClient(stack.make_agent(reactor, pool, tls_policy, max_response_body),
-                      cookiejar=NoCookies())
+                      cookiejar=jar)

@@ -247,7 +247,8 @@ class QuietSite(Site):
                  channel: type[HTTPChannel] = HTTPChannel) -> None:
         super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor)
         self.max_body = max_body
-        self.protocol = channel
+        # Twisted types Site.protocol as a method; a channel class is what it holds.
+        self.protocol = channel  # type: ignore[method-assign, assignment]
 
     def getResourceFor(self, request: Any) -> Resource:
         # A request with a body was routed on its headers already (see

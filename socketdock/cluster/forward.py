@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import treq
 from twisted.internet.defer import Deferred
@@ -63,8 +64,8 @@ class Forwarder:
         body = json.dumps({"add": list(add), "remove": list(remove)}).encode("utf-8")
         d = self._request(holder, "POST", f"/socket/{connection_id}/tags", body,
                           b"application/json")
-        d.addCallback(self._json, holder)
-        return d.addCallback(lambda answer: tuple(answer["tags"]))
+        answer = d.addCallback(self._json, holder)
+        return answer.addCallback(lambda answer: tuple(answer["tags"]))
 
     def _request(
         self, holder: str, method: str, path: str, body: bytes | None,
@@ -93,7 +94,7 @@ class Forwarder:
             return
         raise self._failure(code, body, holder)
 
-    def _json(self, answer: tuple[int, bytes], holder: str) -> object:
+    def _json(self, answer: tuple[int, bytes], holder: str) -> Any:
         code, body = answer
         if code != 200:
             raise self._failure(code, body, holder)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import txredisapi
+import txredisapi  # type: ignore[import-untyped]  # ships no type information
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import (
@@ -25,6 +25,7 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
@@ -161,7 +162,7 @@ class RedisLink(Service):
     # -- the service ---------------------------------------------------------
 
     def _endpoint(self):
-        endpoint = HostnameEndpoint(
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
             self.reactor, self.address.host, self.address.port, timeout=CONNECT_TIMEOUT)
         if self.address.tls:
             endpoint = wrapClientTLS(optionsForClientTLS(self.address.host), endpoint)

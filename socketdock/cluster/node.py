@@ -12,12 +12,14 @@ for a survivor to claim.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from socketdock.cluster.link import ILinkUser, RedisLink
@@ -76,7 +78,7 @@ class ClusterNode(MultiService):
         if self._beat is not None and self._beat.running:
             self._beat.stop()
         d = self.roster.leave()
-        d.addErrback(self._log.failure, "cluster: leaving the cluster failed")
+        d.addErrback(lambda f: self._log.failure("cluster: leaving the cluster failed", f))
         d.addCallback(lambda _: MultiService.stopService(self))
         return d
 
@@ -85,7 +87,11 @@ class ClusterNode(MultiService):
     def link_up(self, link: RedisLink) -> Deferred[None]:
         d = gatherResults(
             [self.roster.rejoin(), self.subscriptions.restore()], consumeErrors=True)
-        d.addErrback(lambda f: f.trap(FirstError) and f.value.subFailure)
+        def first_error(f: Failure) -> Failure:
+            f.trap(FirstError)
+            return cast(FirstError, f.value).subFailure
+
+        d.addErrback(first_error)
         return d.addCallback(lambda _: None)
 
     def link_down(self) -> None:

@@ -41,13 +41,9 @@ class Subscriptions:
         or at once while the link is down (:meth:`restore` subscribes later).
         """
         self._holds[tag] = self._holds.get(tag, 0) + 1
-        state = self._state.get(tag, False)
+        state = self._state[tag] if tag in self._state else self._subscribe(tag)
         if state is None:
             return succeed(None)
-        if state is False:
-            state = self._subscribe(tag)
-            if state is None:
-                return succeed(None)
         waiter: Deferred[None] = Deferred()
 
         def settled(result: object) -> object:

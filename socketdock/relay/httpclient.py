@@ -12,7 +12,7 @@ import hmac
 from collections import deque
 from collections.abc import Callable
 from http.cookiejar import CookieJar
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import attrs
 from hyperlink import EncodedURL
@@ -20,7 +20,7 @@ from OpenSSL import SSL
 from service_identity import VerificationError
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.ssl import Certificate
 from twisted.python.failure import Failure
@@ -262,7 +262,9 @@ class ResponseTooLong(Exception):
     """The backend's answer was longer than the client accepts."""
 
 
-def _collect(response, limit: int | None = None) -> HTTPResult | Deferred[HTTPResult]:
+def _collect(
+    response, limit: int | None = None
+) -> HTTPResult | Failure | Deferred[HTTPResult]:
     collector = _BodyCollector(response, limit)
     response.deliverBody(collector)
     return collector.outcome()
@@ -298,7 +300,9 @@ class _BodyCollector(Protocol):
                 self._left = None
                 self._parts = []
                 self._too_long = True
-                self.transport.stopProducing()  # the agent drops the connection
+                # deliverBody's protocol gets the body's IPushProducer as its transport.
+                producer = cast(IPushProducer, self.transport)
+                producer.stopProducing()  # the agent drops the connection
                 return
         if not self._too_long:
             self._parts.append(data)

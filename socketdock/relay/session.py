@@ -246,7 +246,7 @@ class Relay:
         :param tags: those the connection was given, for the notice.
         :param recorded: :meth:`record` already put it in the journal.
         """
-        session = Session(self, connection_id, _GoneSocket(tags))
+        session = Session(self, connection_id, _GoneSocket(connection_id, tags))
         self._unfinished.add(session)
         if self.journal is not None and not recorded:
             # Not when already on disk: a record and a forget in one batch
@@ -261,7 +261,7 @@ class Relay:
         retried like any other and waited for by a drain.
         """
         for connection_id in connection_ids:
-            session = Session(self, connection_id, _GoneSocket(), recovered=True)
+            session = Session(self, connection_id, _GoneSocket(connection_id), recovered=True)
             self._unfinished.add(session)
             session.ended(None, RECOVERED_REASON, "server")
 
@@ -323,7 +323,8 @@ class Relay:
 class _GoneSocket:
     """Stands in for a client that left before its handshake completed."""
 
-    def __init__(self, tags: tuple[str, ...] = ()) -> None:
+    def __init__(self, connection_id: str, tags: tuple[str, ...] = ()) -> None:
+        self.connection_id = connection_id
         self.tags = tags
 
     def deliver(self, payload: bytes, is_binary: bool) -> Deferred[None]:
@@ -331,6 +332,9 @@ class _GoneSocket:
 
     def close(self, code: int, reason: str, initiator: str) -> None:
         pass
+
+    def describe(self) -> dict:
+        return {"connection_id": self.connection_id, "tags": list(self.tags)}
 
     def pause_reading(self) -> None:
         pass

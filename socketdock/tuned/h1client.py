@@ -254,7 +254,8 @@ class HTTP11Connection(Protocol):
         response = self._response(True)
         reusable = self._framed and self._sent and self._keep_alive
         d, self._d = self._d, None
-        self._parser = None
+        # Let go of the finished response's parser; the next request makes one.
+        self._parser = None  # type: ignore[assignment]
         if reusable:
             self._on_idle(self)
         else:

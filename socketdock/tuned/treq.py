@@ -40,9 +40,10 @@ def skip_cookie_agent_for(jar_type: type[CookieJar]) -> Callable[[], None]:
             return agent
         return CookieAgent(agent, jar)
 
-    _treq_client.CookieAgent = cookie_agent
+    # treq names the class; a function making the same agents stands in for it.
+    _treq_client.CookieAgent = cookie_agent  # type: ignore[misc, assignment]
 
     def undo() -> None:
-        _treq_client.CookieAgent = CookieAgent
+        _treq_client.CookieAgent = CookieAgent  # type: ignore[misc]  # restores treq's own class
 
     return undo

@@ -16,6 +16,7 @@ order, as soon as it opens.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
@@ -477,7 +478,9 @@ class RelayServerFactory(WebSocketServerFactory):
         self, relay: Relay, max_connections: int, max_message_size: int, reactor,
         origins: OriginPolicy = OriginPolicy(["*"]),
         ping_interval: float = 0, ping_timeout: float = 0,
-        specialise: Callable[[type, RelayServerFactory], type] | None = None,
+        specialise: Callable[
+            [type[RelayServerProtocol], RelayServerFactory], type[RelayServerProtocol]
+        ] | None = None,
     ) -> None:
         self._specialise = specialise
         super().__init__(reactor=reactor)
@@ -488,7 +491,8 @@ class RelayServerFactory(WebSocketServerFactory):
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
 
-    def setProtocolOptions(self, **options) -> None:
+    # Autobahn spells out every option; this forwards them all by keyword.
+    def setProtocolOptions(self, **options: Any) -> None:  # type: ignore[override]
         """Set Autobahn's options, and let ``specialise`` see them."""
         super().setProtocolOptions(**options)
         if self._specialise is not None:
