@@ -84,6 +84,7 @@ class RedisServer:
     async def restart(self) -> None:
         """Start again on the same port, after :meth:`stop`."""
         if not await self._run():
+            assert self.process is not None  # _run keeps the process it spawned
             raise AssertionError(
                 f"redis-server could not listen on {self.port} again:\n{self.process.text()}")
 

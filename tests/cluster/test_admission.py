@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -42,7 +44,10 @@ class SubscribingBackendTests(SynchronousTestCase):
         from socketdock.cluster.admission import SubscribingBackend
 
         self.subscriptions = _Subscriptions()
-        return SubscribingBackend(_Backend(answer), self.subscriptions)
+        # Doubles with only what the wrapper calls.
+        backend: Any = _Backend(answer)
+        subscriptions: Any = self.subscriptions
+        return SubscribingBackend(backend, subscriptions)
 
     def test_waits_for_subscriptions(self):
         """The admission reaches the protocol only once every tag is subscribed; the holds are then released."""

@@ -36,7 +36,7 @@ class ClusterTestCase(TestCase):
     skip = NO_REDIS
 
     @inlineCallbacks
-    def setUp(self):
+    def setUp(self):  # type: ignore[override]  # trial waits on a Deferred from setUp
         self.redis = yield start_redis(self, reactor)
         self.backend = FakeBackend(reactor)
         port, url = yield start_backend(reactor, self.backend)

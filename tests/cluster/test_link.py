@@ -56,7 +56,7 @@ class LinkTests(TestCase):
     skip = NO_REDIS
 
     @inlineCallbacks
-    def setUp(self):
+    def setUp(self):  # type: ignore[override]  # trial waits on a Deferred from setUp
         from socketdock.cluster.link import RedisLink
 
         self.redis = yield start_redis(self, reactor, password="pw-for-tests")
@@ -172,7 +172,7 @@ class LinkTests(TestCase):
             if connected and not both.called:
                 both.callback(None)
 
-        self.link._ready = spy
+        self.link._ready = spy  # type: ignore[method-assign]  # spies on each connection made ready
         down = self.user.next("down")
         yield Deferred.fromCoroutine(self.redis.stop())
         yield down

@@ -49,7 +49,7 @@ class RosterTests(TestCase):
     skip = NO_REDIS
 
     @inlineCallbacks
-    def setUp(self):
+    def setUp(self):  # type: ignore[override]  # trial waits on a Deferred from setUp
         self.redis = yield start_redis(self, reactor)
         self.address = parse_cluster_url(self.redis.url(db=2))
 

@@ -29,6 +29,7 @@ class ClusterSettingTests(SynchronousTestCase):
     def test_password_from_environment(self) -> None:
         """SOCKETDOCK_CLUSTER gives the whole URL, password included, like any setting."""
         config = load_config({}, {"SOCKETDOCK_CLUSTER": "redis://:pw@127.0.0.1:1/0"}, None)
+        assert config.cluster is not None
         self.assertEqual(config.cluster.password, "pw")
 
     def test_password_never_shown(self) -> None:

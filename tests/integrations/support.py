@@ -70,9 +70,11 @@ class Agents(Process):
         self._checks: list[tuple[Callable[[], bool], Deferred[None]]] = []
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         self.pid = self.transport.pid  # stdin stays open: it carries commands
 
     def command(self, line: str) -> None:
+        assert self.transport is not None
         self.transport.write(line.encode("utf-8") + b"\n")
 
     def outReceived(self, data: bytes) -> None:
@@ -105,6 +107,7 @@ class WatchedProcess(Agents):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        assert self.transport is not None
         self.transport.closeStdin()
 
 

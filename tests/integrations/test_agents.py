@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from typing import TYPE_CHECKING
 
 import treq
 from treq.client import HTTPClient
@@ -69,7 +70,14 @@ def _request(method: str, url: str, body: bytes = b"", headers: dict | None = No
     return d
 
 
-class WalletStory:
+if TYPE_CHECKING:
+    # The test case this mixin is combined with.
+    from twisted.trial.unittest import TestCase as _WalletStoryBase
+else:
+    _WalletStoryBase = object
+
+
+class WalletStory(_WalletStoryBase):
     """
     The whole wallet story against a mediator behind SocketDock; subclasses
     say which mediator (:meth:`start_mediator`) and pick the settings.
@@ -162,7 +170,7 @@ class WalletStory:
             self.addCleanup(self.save_output, process, workdir)
 
         started = reactor.seconds()
-        timings = []
+        timings: list[str] = []
         self.addCleanup(self.save_timings, timings, workdir)
 
         def step(d, what, seconds=STEP):
@@ -256,7 +264,14 @@ class WalletStory:
         self.assertEqual(status, 401)
 
 
-class CrashStory:
+if TYPE_CHECKING:
+    # The wallet story (and test case) this mixin is combined with.
+    _CrashStoryBase = WalletStory
+else:
+    _CrashStoryBase = object
+
+
+class CrashStory(_CrashStoryBase):
     """A SocketDock crash under a connected wallet (mixed into a WalletStory)."""
 
     @inlineCallbacks

@@ -61,13 +61,14 @@ class ReturnRoutePitfallTests(TestCase):
             env["SOCKETDOCK_CREDO_TRANSPORT"] = transport
         self.mediator = Agents("credo mediator")
         self.agents = Agents("credo wallet")
+        assert NODE is not None  # skipped otherwise (credo_missing)
         for process, extra in ((self.mediator, env), (self.agents, {})):
             reactor.spawnProcess(process, NODE, [NODE, str(HERE / "agents.js")],
                                  env=node_environ(extra), path=workdir)
             self.addCleanup(process.stop)
         self.logs = (self.agents, self.mediator, self.socketdock)
-        for process in self.logs:  # kept in _trial_temp for a look afterwards
-            self.addCleanup(self.save_output, process, workdir)
+        for logged in self.logs:  # kept in _trial_temp for a look afterwards
+            self.addCleanup(self.save_output, logged, workdir)
 
         sd_port = yield self.step(
             Deferred.fromCoroutine(started(reactor, self.socketdock)), "SocketDock to start")

@@ -28,7 +28,8 @@ from tests.integrations.support import (
 if str(ACAPY_INTEGRATION) not in sys.path:
     sys.path.insert(0, str(ACAPY_INTEGRATION))
 
-from socketdock_acapy.test.test_wire import (  # noqa: F401
+# On sys.path only at run time (above), so mypy cannot follow it.
+from socketdock_acapy.test.test_wire import (  # type: ignore[import-not-found]  # noqa: F401
     NoticeTests,
     OutcomeTests,
     SeqFilterTests,
@@ -42,6 +43,7 @@ class CredoTransportUnitTests(TestCase):
     skip = None if NODE else "node is not installed"
 
     def test_node_test_runner(self):
+        assert NODE is not None  # skipped otherwise
         process = WatchedProcess("node --test")
         argv = [NODE, "--test", str(CREDO_INTEGRATION / "test")]
         reactor.spawnProcess(process, NODE, argv, env={"PATH": "/usr/bin:/bin"},

@@ -82,7 +82,8 @@ class BackendClientTests(TestCase):
         self.resource = _Recorder()
         port = reactor.listenTCP(0, Site(self.resource), interface="127.0.0.1")  # type: ignore[arg-type]  # Twisted's Site/ServerFactory generics disagree
         self.addCleanup(port.stopListening)
-        self.url = f"http://127.0.0.1:{port.getHost().port}/message"
+        host: Any = port.getHost()  # a TCP port's host is an IPv4Address
+        self.url = f"http://127.0.0.1:{host.port}/message"
         pool = self.stack.make_pool(reactor, 4)
         self.addCleanup(pool.closeCachedConnections)
         http = make_http_client(self.stack, reactor, pool, make_tls_policy(None), 100_000)

@@ -328,6 +328,7 @@ class _Backend:
 
 @implementer(ISocket)
 class _Socket:
+    connection_id = ""
     tags: tuple = ()
 
     def deliver(self, payload, is_binary):
@@ -341,6 +342,9 @@ class _Socket:
 
     def resume_reading(self):
         pass
+
+    def describe(self):
+        return {}
 
 
 class RelayJournalTests(SynchronousTestCase):

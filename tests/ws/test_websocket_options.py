@@ -5,6 +5,7 @@ Autobahn, as connections see them; each change is engaged per test and undone.
 
 import os
 import random
+from typing import Any
 
 import autobahn.twisted.websocket as twisted_module
 import autobahn.websocket.protocol as protocol_module
@@ -21,11 +22,14 @@ from socketdock.tuned.autobahn import (
 )
 from socketdock.ws.protocol import RelayServerFactory, RelayServerProtocol
 
+#: These factories never relay: only their options are exercised.
+NO_RELAY: Any = None
+
 
 class OptionsAsClassAttributesTests(SynchronousTestCase):
     def test_connections_share_the_factorys_options(self) -> None:
         """A connection reads the factory's options without a copy of its own."""
-        factory = RelayServerFactory(None, 0, 10, Clock(), specialise=with_options)
+        factory = RelayServerFactory(NO_RELAY, 0, 10, Clock(), specialise=with_options)
         factory.setProtocolOptions(maxMessagePayloadSize=10, echoCloseCodeReason=True)
         protocol = factory.protocol()
         self.assertEqual((protocol.maxMessagePayloadSize, protocol.echoCloseCodeReason), (10, True))  # type: ignore[attr-defined]  # Autobahn's options are set as attributes at run time
@@ -35,15 +39,15 @@ class OptionsAsClassAttributesTests(SynchronousTestCase):
     def test_function_options_stay_plain_functions(self) -> None:
         """A function option (the deflate acceptor) is called with its own arguments, not the protocol."""
         seen = []
-        factory = RelayServerFactory(None, 0, 10, Clock(), specialise=with_options)
+        factory = RelayServerFactory(NO_RELAY, 0, 10, Clock(), specialise=with_options)
         factory.setProtocolOptions(perMessageCompressionAccept=lambda offers: seen.append(offers))
         factory.protocol().perMessageCompressionAccept(["offer"])  # type: ignore[attr-defined]  # Autobahn's options are set as attributes at run time
         self.assertEqual(seen, [["offer"]])
 
     def test_factories_do_not_share_options(self) -> None:
         """Two factories' options do not leak into each other's connections."""
-        a = RelayServerFactory(None, 0, 10, Clock(), specialise=with_options)
-        b = RelayServerFactory(None, 0, 10, Clock(), specialise=with_options)
+        a = RelayServerFactory(NO_RELAY, 0, 10, Clock(), specialise=with_options)
+        b = RelayServerFactory(NO_RELAY, 0, 10, Clock(), specialise=with_options)
         a.setProtocolOptions(maxMessagePayloadSize=1)
         b.setProtocolOptions(maxMessagePayloadSize=2)
         # Autobahn's options are set as attributes at run time.
@@ -96,7 +100,7 @@ class PlainAutobahnTests(SynchronousTestCase):
     """Without a specialise hook or engaged patches, Autobahn is as it ships."""
 
     def test_plain_factory_copies_options_as_autobahn_does(self) -> None:
-        factory = RelayServerFactory(None, 0, 10, Clock())
+        factory = RelayServerFactory(NO_RELAY, 0, 10, Clock())
         factory.setProtocolOptions(maxMessagePayloadSize=10)
         self.assertIs(factory.protocol, RelayServerProtocol)
 
