@@ -56,7 +56,8 @@ class SocketDockService(MultiService):
     def stopService(self) -> Deferred[None]:
         self._log.info(
             "draining: closing {count} connections, up to {timeout}s for the backend",
-            count=len(self._relay.registry), timeout=self._shutdown_timeout,
+            count=len(self._relay.registry),
+            timeout=self._shutdown_timeout,
         )
         d: Deferred[Any] = self._relay.drain(self._shutdown_timeout)
         d.addCallback(self._drained)
@@ -71,7 +72,8 @@ class SocketDockService(MultiService):
         if undelivered:
             self._log.warn(
                 "stopped with {count} disconnect notices undelivered after {timeout}s",
-                count=undelivered, timeout=self._shutdown_timeout,
+                count=undelivered,
+                timeout=self._shutdown_timeout,
             )
         else:
             self._log.info("drained: every queued message and notice delivered")
@@ -101,7 +103,10 @@ class TuningService(Service):
 
 
 def add_listener(
-    parent: MultiService, endpoint, factory, name: str = "listen",
+    parent: MultiService,
+    endpoint,
+    factory,
+    name: str = "listen",
     on_bound: Callable[[Any], None] | None = None,
 ) -> StreamServerEndpointService:
     """

@@ -235,7 +235,10 @@ def make_backend(
     # load_config refuses backend = http without a messageuri.
     assert config.messageuri is not None
     backend = HTTPBackend(
-        client, reactor, urls, metrics,
+        client,
+        reactor,
+        urls,
+        metrics,
         messageuri=config.messageuri,
         connecturi=config.connecturi,
         disconnecturi=config.disconnecturi,
@@ -260,7 +263,8 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
     if stack.reason:
         _log.warn("{reason}", reason=stack.reason)
     urls = (
-        LearnedCallbackURLs() if config.externalhostandport is None
+        LearnedCallbackURLs()
+        if config.externalhostandport is None
         else CallbackURLs(config.externalhostandport)
     )
     cluster = None
@@ -274,7 +278,9 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
     net = stack.network(reactor)
     # The gauge reads the relay built below, only when scraped.
     metrics = Metrics(
-        active=registry.__len__, queued=lambda: relay.queued(), tags=registry.tag_count,
+        active=registry.__len__,
+        queued=lambda: relay.queued(),
+        tags=registry.tag_count,
         cluster=cluster.status if cluster is not None else None,
     )
     backend, pool = make_backend(config, reactor, net, urls, metrics, stack)
@@ -284,8 +290,14 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
     if cluster is not None:
         backend = cluster.backend(backend)
     # In cluster mode the notices owed are kept in Redis instead.
-    relay = Relay(backend, registry, metrics, reactor, config.queue_limit,
-                  cluster.journal if cluster is not None else journal)
+    relay = Relay(
+        backend,
+        registry,
+        metrics,
+        reactor,
+        config.queue_limit,
+        cluster.journal if cluster is not None else journal,
+    )
 
     ws_factory = make_ws_factory(config, relay, reactor, stack.ws_specialise)
     upgrade = WebSocketUpgrade(ws_factory)
@@ -293,7 +305,8 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
     # Within one instance; cluster mode swaps in an IReach that asks the others.
     reach = LocalReach(registry) if cluster is None else cluster.make_reach(registry)
     api_children = make_api_children(
-        registry, metrics, reactor, config.max_message_size, reach, anywhere=cluster is not None)
+        registry, metrics, reactor, config.max_message_size, reach, anywhere=cluster is not None
+    )
 
     service = SocketDockService(relay, pool, config.shutdown_timeout)
     # First in, last out: the patches outlive every connection.

@@ -75,7 +75,7 @@ def untested(versions: Mapping[str, str]) -> list[str]:
         have = versions.get(name, "")
         release = _release(have)
         top = _release(newest)
-        if not release or release < _release(oldest) or release[:len(top)] > top:
+        if not release or release < _release(oldest) or release[: len(top)] > top:
             out.append(f"{name} {have or '(none)'} is outside {oldest}..{newest}.x")
     return out
 
@@ -132,14 +132,25 @@ class Stack:
 
 
 PLAIN = Stack(
-    name="plain", channel=HTTPChannel, network=_plain_network, make_pool=_plain_pool,
-    make_agent=_plain_agent, ws_specialise=None, patches=(), tune_gc=False,
+    name="plain",
+    channel=HTTPChannel,
+    network=_plain_network,
+    make_pool=_plain_pool,
+    make_agent=_plain_agent,
+    ws_specialise=None,
+    patches=(),
+    tune_gc=False,
 )
 
 TUNED = Stack(
-    name="tuned", channel=FastHTTPChannel, network=batching, make_pool=_tuned_pool,
-    make_agent=FastAgent, ws_specialise=with_options,
-    patches=(defer_debug_formatting, use_small_frame_masker, _skip_no_cookies), tune_gc=True,
+    name="tuned",
+    channel=FastHTTPChannel,
+    network=batching,
+    make_pool=_tuned_pool,
+    make_agent=FastAgent,
+    ws_specialise=with_options,
+    patches=(defer_debug_formatting, use_small_frame_masker, _skip_no_cookies),
+    tune_gc=True,
 )
 
 
@@ -154,10 +165,14 @@ def choose_stack(setting: str, versions: Mapping[str, str]) -> Stack:
         return PLAIN
     outside = untested(versions)
     if outside:
-        return attrs.evolve(PLAIN, reason=(
-            "tuning = auto, but " + "; ".join(outside)
-            + " (the versions tuning is tested with): running the plain Twisted/treq/Autobahn stack"
-        ))
+        return attrs.evolve(
+            PLAIN,
+            reason=(
+                "tuning = auto, but "
+                + "; ".join(outside)
+                + " (the versions tuning is tested with): running the plain Twisted/treq/Autobahn stack"
+            ),
+        )
     return TUNED
 
 
@@ -175,12 +190,12 @@ def engage(stack: Stack) -> Callable[[], None]:
     return undo
 
 
-def make_http_client(stack: Stack, reactor, pool, tls_policy,
-                     max_response_body: int = DEFAULT_MAX_RESPONSE_BODY) -> HTTPClient:
+def make_http_client(
+    stack: Stack, reactor, pool, tls_policy, max_response_body: int = DEFAULT_MAX_RESPONSE_BODY
+) -> HTTPClient:
     """
     A treq client over ``pool`` with ``stack``'s agent; ``tls_policy``
     verifies https backends.  Its jar keeps no cookies.
     """
     jar: Any = NoCookies()  # treq takes any CookieJar (its type says IndexableCookieJar)
-    return HTTPClient(stack.make_agent(reactor, pool, tls_policy, max_response_body),
-                      cookiejar=jar)
+    return HTTPClient(stack.make_agent(reactor, pool, tls_policy, max_response_body), cookiejar=jar)

@@ -169,8 +169,11 @@ class ProcessGone(Exception):
 
 def child_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This process's environment without SOCKETDOCK_* (but SOCKETDOCK_TUNING) and with PYTHONPATH=tree."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SOCKETDOCK_") or k == "SOCKETDOCK_TUNING"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SOCKETDOCK_") or k == "SOCKETDOCK_TUNING"
+    }
     env["PYTHONPATH"] = str(TREE)
     env.update(extra or {})
     return env
@@ -195,8 +198,12 @@ def spawn(
     fds: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
     fds.update(extra_fds or {})
     reactor.spawnProcess(
-        process, argv[0], list(argv), env=dict(env if env is not None else child_environ()),
-        path=path, childFDs=fds,
+        process,
+        argv[0],
+        list(argv),
+        env=dict(env if env is not None else child_environ()),
+        path=path,
+        childFDs=fds,
     )
     testcase.addCleanup(process.stop)
     return process

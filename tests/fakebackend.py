@@ -326,7 +326,9 @@ class _TrackingFactory(WrappingFactory):
 
 
 def start_backend(
-    reactor: Any, backend: FakeBackend, endpoint: str = "tcp:0:interface=127.0.0.1",
+    reactor: Any,
+    backend: FakeBackend,
+    endpoint: str = "tcp:0:interface=127.0.0.1",
     host: str = "127.0.0.1",
 ) -> Deferred[tuple[IListeningPort, str]]:
     """

@@ -78,7 +78,9 @@ class Daemon(ProcessProtocol):
     def wait_for_journal(self, recorded: int, forgotten: int) -> Deferred[str]:
         """Fire once at least this many records and forgets reached the disk."""
         return self.wait_for_log(
-            lambda _: all(a >= b for a, b in zip(self.journal_totals(), (recorded, forgotten), strict=True))
+            lambda _: all(
+                a >= b for a, b in zip(self.journal_totals(), (recorded, forgotten), strict=True)
+            )
         )
 
     def ended(self) -> Deferred[int | None]:
@@ -102,8 +104,10 @@ class Daemon(ProcessProtocol):
         re-raises the stop signal after a clean shutdown, death by SIGTERM.
         """
         return self._signal(signal.SIGTERM).addCallback(
-            lambda code: "Server Shut Down." in self.output
-            and (code == 0 or self.exit_signal == signal.SIGTERM)
+            lambda code: (
+                "Server Shut Down." in self.output
+                and (code == 0 or self.exit_signal == signal.SIGTERM)
+            )
         )
 
     def _signal(self, sig: int) -> Deferred[int | None]:
@@ -144,20 +148,37 @@ def start_daemon(testcase, reactor, *args: str) -> Deferred[Daemon]:
     runs and waits for it to be gone.
     """
     daemon = Daemon()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SOCKETDOCK_") or k == "SOCKETDOCK_TUNING"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SOCKETDOCK_") or k == "SOCKETDOCK_TUNING"
+    }
     env["PYTHONPATH"] = TREE
     argv = [
-        sys.executable, "-c", _RUN_TWISTD, "-n", "--pidfile=", "socketdock",
-        "--bindip", "127.0.0.1", "--bindport", "0", "--log-level", "debug", *args,
+        sys.executable,
+        "-c",
+        _RUN_TWISTD,
+        "-n",
+        "--pidfile=",
+        "socketdock",
+        "--bindip",
+        "127.0.0.1",
+        "--bindport",
+        "0",
+        "--log-level",
+        "debug",
+        *args,
     ]
     workdir = testcase.mktemp()
     os.makedirs(workdir)
     reactor.spawnProcess(daemon, sys.executable, argv, env=env, path=workdir)
     testcase.addCleanup(daemon.kill)
     # Runs after the kill: the child's whole log lands in _trial_temp/test.log.
-    testcase.addCleanup(lambda: _log.info("twistd child on {port}:\n{output}",
-                                          port=daemon.port, output=daemon.output))
+    testcase.addCleanup(
+        lambda: _log.info(
+            "twistd child on {port}:\n{output}", port=daemon.port, output=daemon.output
+        )
+    )
     d = daemon.wait_for_log(_listening)
     d.addCallback(lambda log: setattr(daemon, "port", listening_port(log)))
     d.addCallback(lambda _: _healthz(reactor, daemon.port))

@@ -53,9 +53,16 @@ class DaemonCase(TestCase):
         workdir = os.path.abspath(self.mktemp())
         os.makedirs(workdir)
         self.pidfile = os.path.join(workdir, "twistd.pid")
-        proc = spawn_socketdock(self, reactor, "--bindport", str(bindport), *args,
-                                twistd_args=("-n", "--pidfile", self.pidfile), path=workdir,
-                                env=env)
+        proc = spawn_socketdock(
+            self,
+            reactor,
+            "--bindport",
+            str(bindport),
+            *args,
+            twistd_args=("-n", "--pidfile", self.pidfile),
+            path=workdir,
+            env=env,
+        )
         if wait:
             self.port = yield Deferred.fromCoroutine(started(reactor, proc))
         return proc
@@ -75,9 +82,16 @@ class DaemonCase(TestCase):
 
     def http_daemon(self, *args, messageuri=None, disconnecturi=None):
         return self.daemon(
-            "--backend", "http", "--ping-interval", "0",
-            "--messageuri", messageuri or self.url + "/message",
-            "--disconnecturi", disconnecturi or self.url + "/disconnect", *args)
+            "--backend",
+            "http",
+            "--ping-interval",
+            "0",
+            "--messageuri",
+            messageuri or self.url + "/message",
+            "--disconnecturi",
+            disconnecturi or self.url + "/disconnect",
+            *args,
+        )
 
     @inlineCallbacks
     def client(self):
@@ -114,8 +128,11 @@ class StartTests(DaemonCase):
     def test_bad_setting_is_one_line(self):
         """--bindport abc: exit 1 and exactly the README's line on stderr, no usage, no traceback."""
         line = yield self.refused("--bindport", "abc")
-        self.assertEqual(line, "twistd socketdock: bindport: 'abc' is not a port number; "
-                               "use an integer from 0 to 65535")
+        self.assertEqual(
+            line,
+            "twistd socketdock: bindport: 'abc' is not a port number; "
+            "use an integer from 0 to 65535",
+        )
 
     @inlineCallbacks
     def test_port_clash_is_one_line_naming_bindport(self):
@@ -126,25 +143,37 @@ class StartTests(DaemonCase):
         taken.listen(1)
         port = taken.getsockname()[1]
         line = yield self.refused(bindport=port)
-        self.assertTrue(line.startswith(
-            f"twistd socketdock: bindport: cannot listen on 127.0.0.1:{port} "), line)
+        self.assertTrue(
+            line.startswith(f"twistd socketdock: bindport: cannot listen on 127.0.0.1:{port} "),
+            line,
+        )
 
     @inlineCallbacks
     def test_unknown_option_is_one_line(self):
         """A misspelt option: one line naming it and the closest option."""
         line = yield self.refused("--bind-prot", "1")
-        self.assertEqual(line, "twistd socketdock: --bind-prot: unknown option; "
-                               "did you mean --bindport?")
+        self.assertEqual(
+            line, "twistd socketdock: --bind-prot: unknown option; did you mean --bindport?"
+        )
 
     @inlineCallbacks
     def test_unknown_environment_variable_warns_and_starts(self):
         """SOCKETDOCK_BINDPROT is named in one warning line on stderr, and start-up goes on."""
         proc = yield self.daemon(env={"SOCKETDOCK_BINDPROT": "1"})
-        warnings = [line for line in proc.errors.decode("utf-8").splitlines()
-                    if "SOCKETDOCK_BINDPROT" in line]
-        self.assertEqual(warnings, [(
-            "twistd socketdock: warning: SOCKETDOCK_BINDPROT: not a setting, ignored; "
-            "did you mean SOCKETDOCK_BINDPORT (bindport)?")])
+        warnings = [
+            line
+            for line in proc.errors.decode("utf-8").splitlines()
+            if "SOCKETDOCK_BINDPROT" in line
+        ]
+        self.assertEqual(
+            warnings,
+            [
+                (
+                    "twistd socketdock: warning: SOCKETDOCK_BINDPROT: not a setting, ignored; "
+                    "did you mean SOCKETDOCK_BINDPORT (bindport)?"
+                )
+            ],
+        )
         proc.signal("TERM")
         self.assertEqual((yield self.exit_code(proc)), 0)
 
@@ -171,23 +200,27 @@ class DrainTests(DaemonCase):
         code, _, _ = yield self.backend.request("GET", f"http://127.0.0.1:{self.port}/readyz")
         self.assertEqual(code, 503)
         refused = yield self.assertFailure(
-            connect_client(reactor, f"ws://127.0.0.1:{self.port}/ws"), HandshakeRefused)
+            connect_client(reactor, f"ws://127.0.0.1:{self.port}/ws"), HandshakeRefused
+        )
         self.assertEqual(refused.status, 503)
 
         self.backend.release(self.backend.stalled[0], Answer())
         notices = yield self.backend.wait_for("disconnect", 3)
         self.assertEqual((yield self.exit_code(proc)), 0)
         self.assertFalse(os.path.exists(self.pidfile))
-        self.assertEqual({(n["meta"]["code"], n["meta"]["initiator"]) for n in notices},
-                         {(1001, "server")})
+        self.assertEqual(
+            {(n["meta"]["code"], n["meta"]["initiator"]) for n in notices}, {(1001, "server")}
+        )
         by_connection: dict[str, list[Any]] = {}
         for m in self.backend.messages:
             by_connection.setdefault(m["meta"]["connection_id"], []).append(m)
         self.assertEqual(set(by_connection), {n["connection_id"] for n in notices})
         a_id = self.backend.messages[0]["meta"]["connection_id"]
         # Started on port 0, it names the port it bound in its callback URLs.
-        self.assertEqual(self.backend.messages[0]["meta"]["send"],
-                         f"http://127.0.0.1:{self.port}/socket/{a_id}/send")
+        self.assertEqual(
+            self.backend.messages[0]["meta"]["send"],
+            f"http://127.0.0.1:{self.port}/socket/{a_id}/send",
+        )
         self.assertEqual(folded(self, by_connection[a_id]), [(1, "a1"), (2, "a2")])
         yield proc.wait_for("every queued message and notice delivered")
 
@@ -196,8 +229,13 @@ class DrainTests(DaemonCase):
         """With the backend gone, a stop exits 0 right after shutdown_timeout and logs the notices lost."""
         dead = f"http://127.0.0.1:{refused_port(self)}"
         proc = yield self.http_daemon(
-            "--shutdown-timeout", "1.5", "--backend-timeout", "0.5",
-            messageuri=dead + "/message", disconnecturi=dead + "/disconnect")
+            "--shutdown-timeout",
+            "1.5",
+            "--backend-timeout",
+            "0.5",
+            messageuri=dead + "/message",
+            disconnecturi=dead + "/disconnect",
+        )
         clients = [(yield self.client()), (yield self.client())]
         stopped_at = reactor.seconds()
         proc.signal("TERM")
@@ -237,7 +275,8 @@ class DrainTests(DaemonCase):
 #: frees every object one by one (0.5 s after a stop with 8,000 connections).
 #: It leaves a mark if the process gets that far.
 _TWISTD_MARKING_TEARDOWN = [
-    TWISTD[0], "-c",
+    TWISTD[0],
+    "-c",
     "import atexit, os\n"
     "def teardown():\n"
     "    with open(os.environ['TEARDOWN_MARK'], 'a') as f:\n"
@@ -263,11 +302,23 @@ class DaemonizedTests(TestCase):
         workdir.mkdir()
         pidfile, logfile, mark = workdir / "twistd.pid", workdir / "twistd.log", workdir / "mark"
         launcher = spawn(
-            self, reactor, "twistd", [
-                *_TWISTD_MARKING_TEARDOWN, "--pidfile", str(pidfile), "--logfile", str(logfile),
-                "socketdock", "--bindip", "127.0.0.1", "--bindport", "0",
+            self,
+            reactor,
+            "twistd",
+            [
+                *_TWISTD_MARKING_TEARDOWN,
+                "--pidfile",
+                str(pidfile),
+                "--logfile",
+                str(logfile),
+                "socketdock",
+                "--bindip",
+                "127.0.0.1",
+                "--bindport",
+                "0",
             ],
-            env=child_environ({"TEARDOWN_MARK": str(mark)}), path=str(workdir),
+            env=child_environ({"TEARDOWN_MARK": str(mark)}),
+            path=str(workdir),
         )
         # The launcher exits 0 once the daemon wrote its pidfile and started its services.
         self.assertEqual((yield launcher.exited), (0, None))
@@ -285,8 +336,7 @@ class DaemonizedTests(TestCase):
         os.kill(pid, signal.SIGTERM)
         yield removed
         # By then the drain is over: the client was closed and its notice sent.
-        self.assertIn(b"drained: every queued message and notice delivered",
-                      logfile.read_bytes())
+        self.assertIn(b"drained: every queued message and notice delivered", logfile.read_bytes())
         _, code, _ = yield client.closed
         self.assertEqual(code, 1001)
         yield exited

@@ -24,13 +24,37 @@ SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 #: systemd.exec(5), systemd.kill(5), systemd.resource-control(5)); a key in any
 #: other section is ignored with no more than a log line.
 UNIT_SECTIONS = {
-    "Unit": {"Description", "Documentation", "After", "Before", "Wants", "Requires",
-             "StartLimitIntervalSec", "StartLimitBurst"},
-    "Service": {"Type", "ExecStart", "ExecReload", "User", "Group", "Environment",
-                "EnvironmentFile", "WorkingDirectory", "KillSignal", "KillMode",
-                "TimeoutStopSec", "Restart", "RestartSec", "LimitNOFILE",
-                "StateDirectory", "NoNewPrivileges", "ProtectSystem", "ProtectHome",
-                "PrivateTmp"},
+    "Unit": {
+        "Description",
+        "Documentation",
+        "After",
+        "Before",
+        "Wants",
+        "Requires",
+        "StartLimitIntervalSec",
+        "StartLimitBurst",
+    },
+    "Service": {
+        "Type",
+        "ExecStart",
+        "ExecReload",
+        "User",
+        "Group",
+        "Environment",
+        "EnvironmentFile",
+        "WorkingDirectory",
+        "KillSignal",
+        "KillMode",
+        "TimeoutStopSec",
+        "Restart",
+        "RestartSec",
+        "LimitNOFILE",
+        "StateDirectory",
+        "NoNewPrivileges",
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+    },
     "Install": {"WantedBy", "RequiredBy", "Alias"},
 }
 
@@ -55,8 +79,9 @@ class DeployFilesTests(SynchronousTestCase):
 
     def test_haproxy_sends_proxy_to_haproxy_listeners(self):
         """Each instance listens with haproxy: on a port HAProxy sends to with send-proxy."""
-        servers = re.findall(r"^\s*server \S+ (\S+)(.*)$", (ETC / "haproxy.cfg").read_text(),
-                             re.MULTILINE)
+        servers = re.findall(
+            r"^\s*server \S+ (\S+)(.*)$", (ETC / "haproxy.cfg").read_text(), re.MULTILINE
+        )
         sends_proxy = {address for address, rest in servers if "send-proxy" in rest.split()}
         self.assertEqual(len(sends_proxy), len(servers))
         for path in sorted(ETC.glob("instance-*.ini")):
@@ -74,8 +99,12 @@ class DeployFilesTests(SynchronousTestCase):
         text = (ETC / "haproxy.cfg").read_text()
         self.assertIn("option httpchk GET /readyz", text)
         self.assertIn("timeout tunnel", text)
-        result = subprocess.run([HAPROXY, "-c", "-f", str(ETC / "haproxy.cfg")],
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [HAPROXY, "-c", "-f", str(ETC / "haproxy.cfg")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
 
     def test_systemd_unit(self):
@@ -86,8 +115,9 @@ class DeployFilesTests(SynchronousTestCase):
         self.assertEqual(service["Restart"], "on-failure")
         self.assertEqual(service["KillSignal"], "SIGTERM")
         self.assertGreaterEqual(int(service["LimitNOFILE"]), 65536)
-        longest_drain = max(load_config({}, {}, str(p)).shutdown_timeout
-                            for p in ETC.glob("instance-*.ini"))
+        longest_drain = max(
+            load_config({}, {}, str(p)).shutdown_timeout for p in ETC.glob("instance-*.ini")
+        )
         self.assertGreater(int(service["TimeoutStopSec"]), longest_drain)
 
     def test_systemd_unit_keys_sit_in_their_sections(self):
@@ -108,10 +138,16 @@ class DeployFilesTests(SynchronousTestCase):
         directory.mkdir(parents=True)
         instance = directory / "socketdock@a.service"
         instance.write_bytes((ETC / "socketdock@.service").read_bytes())
-        result = subprocess.run([SYSTEMD_ANALYZE, "verify", "--man=no", str(instance)],
-                                capture_output=True, text=True, timeout=60, cwd=directory)
+        result = subprocess.run(
+            [SYSTEMD_ANALYZE, "verify", "--man=no", str(instance)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=directory,
+        )
         complaints = [
-            line for line in (result.stdout + result.stderr).splitlines()
+            line
+            for line in (result.stdout + result.stderr).splitlines()
             # This machine is not a deployment: the unit's install path is absent.
             if line.strip() and "/opt/socketdock/bin/twistd is not executable" not in line
         ]

@@ -27,8 +27,9 @@ class RelayTestCase(TestCase):
         settings.setdefault("messageuri", url + "/message")
         settings.setdefault("disconnecturi", url + "/disconnect")
         settings.setdefault("ping_interval", 0)
-        settings = {k: v.format(backend=url) if isinstance(v, str) else v
-                    for k, v in settings.items()}
+        settings = {
+            k: v.format(backend=url) if isinstance(v, str) else v for k, v in settings.items()
+        }
         self.backend_url = url
         self.relay = start_relay(self, reactor, **settings)
         return self.relay
@@ -111,12 +112,14 @@ class CallbackTests(RelayTestCase):
         client = yield self.client()
         client.send_text("hi")
         (msg,) = yield self.backend.wait_for("message", 1)
-        code, body = yield self.backend.post_send(msg["meta"]["send"], "ü".encode(),
-                                                  b"text/plain; charset=utf-8")
+        code, body = yield self.backend.post_send(
+            msg["meta"]["send"], "ü".encode(), b"text/plain; charset=utf-8"
+        )
         self.assertEqual((code, body), (200, b"OK"))
         self.assertEqual((yield client.next_message()), ("ü".encode(), False))
-        code, _ = yield self.backend.post_send(msg["meta"]["send"], b"\x00\x01",
-                                               b"application/octet-stream")
+        code, _ = yield self.backend.post_send(
+            msg["meta"]["send"], b"\x00\x01", b"application/octet-stream"
+        )
         self.assertEqual(code, 200)
         self.assertEqual((yield client.next_message()), (b"\x00\x01", True))
 
@@ -128,7 +131,9 @@ class CallbackTests(RelayTestCase):
         client.send_text("hi")
         (msg,) = yield self.backend.wait_for("message", 1)
         send = msg["meta"]["send"]
-        code, _ = yield self.backend.post_send(send.replace(msg["meta"]["connection_id"], "0" * 32), b"x")
+        code, _ = yield self.backend.post_send(
+            send.replace(msg["meta"]["connection_id"], "0" * 32), b"x"
+        )
         self.assertEqual(code, 404)
         code, _ = yield self.backend.post_send(send, b"\xff", b"text/plain")
         self.assertEqual(code, 400)
@@ -142,7 +147,9 @@ class CallbackTests(RelayTestCase):
         client = yield self.client()
         client.send_text("hi")
         (msg,) = yield self.backend.wait_for("message", 1)
-        code, _ = yield self.backend.post_json(msg["meta"]["disconnect"], {"code": 4000, "reason": "bye"})
+        code, _ = yield self.backend.post_json(
+            msg["meta"]["disconnect"], {"code": 4000, "reason": "bye"}
+        )
         self.assertEqual(code, 200)
         _was_clean, close_code, reason = yield client.closed
         self.assertEqual((close_code, reason), (4000, "bye"))
@@ -159,7 +166,8 @@ class ConnectTests(RelayTestCase):
         yield self.start(connecturi="{backend}/connect")
         self.backend.answer("connect", status=403, body=b"no")
         failure = yield self.assertFailure(
-            connect_client(reactor, self.relay.ws_url()), HandshakeRefused)
+            connect_client(reactor, self.relay.ws_url()), HandshakeRefused
+        )
         self.assertEqual(failure.status, 403)
         self.assertEqual(len(self.backend.disconnects), 0)
 
@@ -168,13 +176,15 @@ class ConnectTests(RelayTestCase):
         """connect carries headers; a send during the pending handshake is delivered after it."""
         yield self.start(connecturi="{backend}/connect")
         self.backend.answer_next("connect", STALL)
-        pending = connect_client(reactor, self.relay.ws_url(), protocols=["didcomm/v2", "x"],
-                                 headers={"X-Test": "1"})
+        pending = connect_client(
+            reactor, self.relay.ws_url(), protocols=["didcomm/v2", "x"], headers={"X-Test": "1"}
+        )
         (connect,) = yield self.backend.wait_for("connect", 1)
         self.assertEqual(connect["meta"]["headers"]["x-test"], "1")
         sent = self.backend.post_send(connect["meta"]["send"], b"early")
-        self.backend.release(self.backend.stalled[0],
-                             Answer(200, b"", {"Sec-WebSocket-Protocol": "didcomm/v2"}))
+        self.backend.release(
+            self.backend.stalled[0], Answer(200, b"", {"Sec-WebSocket-Protocol": "didcomm/v2"})
+        )
         client = yield pending
         self.addCleanup(client.shutdown)
         self.assertEqual(client.selected_protocol, "didcomm/v2")
@@ -252,7 +262,9 @@ class InspectionTests(RelayTestCase):
         yield self.start()
         code, _, body = yield self.backend.request("GET", f"{self.relay.base}/status")
         status = json.loads(body)
-        self.assertEqual(set(status), {"version", "uptime_seconds", "connections", "messages", "backend"})
+        self.assertEqual(
+            set(status), {"version", "uptime_seconds", "connections", "messages", "backend"}
+        )
         code, _, body = yield self.backend.request("GET", f"{self.relay.base}/nowhere")
         self.assertEqual((code, body), (404, b"no such path\n"))
         code, headers, _ = yield self.backend.request("PUT", f"{self.relay.base}/status")
@@ -264,5 +276,6 @@ class InspectionTests(RelayTestCase):
         """A WebSocket upgrade on another path is refused with 404."""
         yield self.start()
         failure = yield self.assertFailure(
-            connect_client(reactor, self.relay.ws_url("/other")), HandshakeRefused)
+            connect_client(reactor, self.relay.ws_url("/other")), HandshakeRefused
+        )
         self.assertEqual(failure.status, 404)

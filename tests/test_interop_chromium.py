@@ -112,13 +112,21 @@ class ChromiumClient(EventLog):
         self._factory = _Tracking(_QuietSite(root))
         self._port = reactor.listenTCP(0, self._factory, interface="127.0.0.1")  # type: ignore[arg-type]  # Twisted's Site/ServerFactory generics disagree
         port = self._port.getHost().port  # type: ignore[attr-defined]  # a TCP port's host is an IPv4Address
-        page = "http://127.0.0.1:{}/page.html?{}".format(port, urlencode({"ws": ws_url, "mode": mode}))
+        page = "http://127.0.0.1:{}/page.html?{}".format(
+            port, urlencode({"ws": ws_url, "mode": mode})
+        )
         self.process = ClientProcess()
         argv = [
-            _CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--user-data-dir=" + os.path.abspath(testcase.mktemp()),
-            "--dump-dom", page,
+            _CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--user-data-dir=" + os.path.abspath(testcase.mktemp()),
+            "--dump-dom",
+            page,
         ]
         reactor.spawnProcess(self.process, argv[0], argv, env=dict(os.environ))
         self.process.ended.addBoth(lambda _: self.finish())
@@ -177,6 +185,7 @@ class ChromiumTests(ClientScenarios, TestCase):
         events = {e["event"]: e for e in client.dom_events()}
         self.assertEqual(events["echo"]["text"], "hello \u00fc", client.process.stdout[-2000:])
         self.assertEqual(events["echo"]["binary"], "0001feff")
-        self.assertEqual((events["echo"]["big_length"], events["echo"]["big_equal"]),
-                         (1024 * 1024, True))
+        self.assertEqual(
+            (events["echo"]["big_length"], events["echo"]["big_equal"]), (1024 * 1024, True)
+        )
         self.assertEqual(events["closed"]["code"], 1000)

@@ -32,11 +32,16 @@ class JournalDaemonTests(TestCase):
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         self.args = (
-            "--backend", "http",
-            "--messageuri", url + "/message",
-            "--disconnecturi", url + "/disconnect",
-            "--ping-interval", "0",
-            "--journal", os.path.join(directory, "journal.sqlite"),
+            "--backend",
+            "http",
+            "--messageuri",
+            url + "/message",
+            "--disconnecturi",
+            url + "/disconnect",
+            "--ping-interval",
+            "0",
+            "--journal",
+            os.path.join(directory, "journal.sqlite"),
         )
 
     @inlineCallbacks

@@ -61,7 +61,9 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def imports(module: str, source: str, is_package: bool = False) -> Iterator[tuple[int, str, str | None]]:
+def imports(
+    module: str, source: str, is_package: bool = False
+) -> Iterator[tuple[int, str, str | None]]:
     """
     Every ``(line, imported module, name or None)`` in ``source``, anywhere in
     it (functions included), relative imports resolved against ``module``.
@@ -133,8 +135,9 @@ def package_violations() -> list[str]:
     """Every violation in the installed tree's socketdock package."""
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        found += violations(_module_name(path), path.read_text(encoding="utf-8"),
-                            path.name == "__init__.py")
+        found += violations(
+            _module_name(path), path.read_text(encoding="utf-8"), path.name == "__init__.py"
+        )
     return found
 
 
@@ -158,40 +161,79 @@ class CheckerTests(SynchronousTestCase):
         self.assertIn(fragment, found[0])
 
     def test_upward_import(self) -> None:
-        self.assertCaught("socketdock.config.preflight",
-                          "from socketdock.relay.journal import check_journal\n", "config/ is below relay/")
+        self.assertCaught(
+            "socketdock.config.preflight",
+            "from socketdock.relay.journal import check_journal\n",
+            "config/ is below relay/",
+        )
 
     def test_function_local_import(self) -> None:
-        self.assertCaught("socketdock.relay.session",
-                          "def f():\n    import socketdock.ws.protocol\n", "relay/ is below ws/")
+        self.assertCaught(
+            "socketdock.relay.session",
+            "def f():\n    import socketdock.ws.protocol\n",
+            "relay/ is below ws/",
+        )
 
     def test_relative_import(self) -> None:
-        self.assertCaught("socketdock.api.site", "from ..tuned import fastchannel\n",
-                          "only top-level modules import tuned/")
+        self.assertCaught(
+            "socketdock.api.site",
+            "from ..tuned import fastchannel\n",
+            "only top-level modules import tuned/",
+        )
 
     def test_peers(self) -> None:
-        self.assertCaught("socketdock.api.site", "from socketdock.ws import upgrade\n",
-                          "api/ is below ws/ (or its peer)")
+        self.assertCaught(
+            "socketdock.api.site",
+            "from socketdock.ws import upgrade\n",
+            "api/ is below ws/ (or its peer)",
+        )
 
     def test_tuned_imports_only_config_and_ops(self) -> None:
-        self.assertCaught("socketdock.tuned.fastagent", "from socketdock.relay import httpclient\n",
-                          "tuned/ imports only config/ and ops/")
-        self.assertEqual(violations("socketdock.tuned.collector", "from socketdock.ops import metrics\n"), [])
+        self.assertCaught(
+            "socketdock.tuned.fastagent",
+            "from socketdock.relay import httpclient\n",
+            "tuned/ imports only config/ and ops/",
+        )
+        self.assertEqual(
+            violations("socketdock.tuned.collector", "from socketdock.ops import metrics\n"), []
+        )
 
     def test_relay_and_twisted_web(self) -> None:
-        self.assertCaught("socketdock.relay.backend", "from twisted.web.server import Site\n",
-                          "a treq client's types")
-        self.assertCaught("socketdock.relay.backend", "from twisted.web.http import HTTPChannel\n",
-                          "a treq client's types")
-        self.assertCaught("socketdock.relay.backend", "from twisted.web import resource\n",
-                          "a treq client's types")
-        self.assertCaught("socketdock.relay.backend", "import autobahn.twisted.websocket\n",
-                          "never imports Autobahn")
-        self.assertEqual(violations("socketdock.relay.httpclient",
-                                    "from twisted.web.client import ResponseDone\n"
-                                    "from twisted.web.http import PotentialDataLoss\n"
-                                    "from twisted.web import http_headers\n"), [])
+        self.assertCaught(
+            "socketdock.relay.backend",
+            "from twisted.web.server import Site\n",
+            "a treq client's types",
+        )
+        self.assertCaught(
+            "socketdock.relay.backend",
+            "from twisted.web.http import HTTPChannel\n",
+            "a treq client's types",
+        )
+        self.assertCaught(
+            "socketdock.relay.backend",
+            "from twisted.web import resource\n",
+            "a treq client's types",
+        )
+        self.assertCaught(
+            "socketdock.relay.backend",
+            "import autobahn.twisted.websocket\n",
+            "never imports Autobahn",
+        )
+        self.assertEqual(
+            violations(
+                "socketdock.relay.httpclient",
+                "from twisted.web.client import ResponseDone\n"
+                "from twisted.web.http import PotentialDataLoss\n"
+                "from twisted.web import http_headers\n",
+            ),
+            [],
+        )
 
     def test_top_and_package_root(self) -> None:
-        self.assertEqual(violations("socketdock.tap", "from socketdock.tuned.collector import tune_collector\n"), [])
-        self.assertEqual(violations("socketdock.relay.httpclient", "from socketdock import __version__\n"), [])
+        self.assertEqual(
+            violations("socketdock.tap", "from socketdock.tuned.collector import tune_collector\n"),
+            [],
+        )
+        self.assertEqual(
+            violations("socketdock.relay.httpclient", "from socketdock import __version__\n"), []
+        )

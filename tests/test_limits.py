@@ -17,8 +17,9 @@ class LimitCase(RelayTestCase):
 
     def refused(self, **kwargs):
         """Fires with the status of a handshake that must be refused."""
-        d = self.assertFailure(connect_client(reactor, self.relay.ws_url(), **kwargs),
-                               HandshakeRefused)
+        d = self.assertFailure(
+            connect_client(reactor, self.relay.ws_url(), **kwargs), HandshakeRefused
+        )
         return d.addCallback(lambda failure: failure.status)  # type: ignore[call-overload]  # assertFailure fires with the exception, not the client its type says
 
 
@@ -62,8 +63,11 @@ class OriginTests(LimitCase):
     def test_matching_pattern_is_101(self):
         """``https://*.example.com`` admits https://app.example.com, on its default port or not."""
         yield self.start(allowed_origins="https://*.example.com, http://localhost:*")
-        for origin in ("https://app.example.com", "https://app.example.com:443",
-                       "http://localhost:3000"):
+        for origin in (
+            "https://app.example.com",
+            "https://app.example.com:443",
+            "http://localhost:3000",
+        ):
             client = yield self.client(origin=origin)
             yield client.close()
 

@@ -202,8 +202,9 @@ class BackpressureTests(ReliabilityCase):
             yield self.backend.wait_for("message", n)
             peak = max(peak, relay.queued())
         self.assertLessEqual(peak, limit)
-        self.assertEqual(folded(self, self.backend.messages),
-                         [(i + 1, f"m{i}") for i in range(count)])
+        self.assertEqual(
+            folded(self, self.backend.messages), [(i + 1, f"m{i}") for i in range(count)]
+        )
         yield client.ping()
         self.assertIn(server.transport, reactor.getReaders())
 
@@ -225,16 +226,19 @@ class BackpressureTests(ReliabilityCase):
         accepted = 0
         for i in range(1000):
             code, _body = yield self.backend.post_send(
-                msg["meta"]["send"], b"%06d" % i + b"x" * (size - 6), b"application/octet-stream")
+                msg["meta"]["send"], b"%06d" % i + b"x" * (size - 6), b"application/octet-stream"
+            )
             if code != 200:
                 break
             accepted += 1
         self.assertEqual(code, 503, f"still 200 after {accepted} sends")
         # The transport's buffer, one message over it, and twice max_message_size.
-        self.assertLessEqual(unsent(server.transport),
-                             server.transport.bufferSize + 3 * (size + 14))
+        self.assertLessEqual(
+            unsent(server.transport), server.transport.bufferSize + 3 * (size + 14)
+        )
         code, headers, _ = yield self.backend.request(
-            "POST", msg["meta"]["send"], b"again", {b"Content-Type": b"application/octet-stream"})
+            "POST", msg["meta"]["send"], b"again", {b"Content-Type": b"application/octet-stream"}
+        )
         self.assertEqual(code, 503)
         self.assertTrue(headers.getRawHeaders(b"retry-after"))
         client.protocol.transport.resumeProducing()

@@ -87,20 +87,29 @@ class ScaleOutTests(TestCase):
         self.addCleanup(stop_backend, port, self.backend)
         processes = {
             name: spawn_socketdock(
-                self, reactor,
-                "--listen", "haproxy:tcp:0:interface=127.0.0.1",
-                "--api-listen", "tcp:0:interface=127.0.0.1",
-                "--backend", "http",
-                "--messageuri", url + "/message",
-                "--disconnecturi", url + "/disconnect",
-                "--ping-interval", "0",
-                "--shutdown-timeout", "60",
+                self,
+                reactor,
+                "--listen",
+                "haproxy:tcp:0:interface=127.0.0.1",
+                "--api-listen",
+                "tcp:0:interface=127.0.0.1",
+                "--backend",
+                "http",
+                "--messageuri",
+                url + "/message",
+                "--disconnecturi",
+                url + "/disconnect",
+                "--ping-interval",
+                "0",
+                "--shutdown-timeout",
+                "60",
                 name=f"socketdock-{name}",
             )
             for name in NAMES
         }
-        started = yield gatherResults([
-            Deferred.fromCoroutine(self._ready(name, p)) for name, p in processes.items()])
+        started = yield gatherResults(
+            [Deferred.fromCoroutine(self._ready(name, p)) for name, p in processes.items()]
+        )
         self.instances = {instance.name: instance for instance in started}
         self.haproxy, self.lb_port = self._start_haproxy()
 
@@ -116,7 +125,8 @@ class ScaleOutTests(TestCase):
         directory = Path(self.mktemp()).resolve()
         directory.mkdir(parents=True)
         servers = "\n".join(
-            f"    server {i.name} 127.0.0.1:{i.port} send-proxy" for i in self.instances.values())
+            f"    server {i.name} 127.0.0.1:{i.port} send-proxy" for i in self.instances.values()
+        )
         config = directory / "haproxy.cfg"
         config.write_text(HAPROXY_TEMPLATE.format(servers=servers))
         listening = socket.socket()
@@ -124,8 +134,13 @@ class ScaleOutTests(TestCase):
             listening.bind(("127.0.0.1", 0))
             listening.listen(128)
             assert HAPROXY is not None  # the test skips without it
-            process = spawn(self, reactor, "haproxy", [HAPROXY, "-db", "-f", str(config)],
-                            extra_fds={3: listening.fileno()})
+            process = spawn(
+                self,
+                reactor,
+                "haproxy",
+                [HAPROXY, "-db", "-f", str(config)],
+                extra_fds={3: listening.fileno()},
+            )
             return process, listening.getsockname()[1]
         finally:
             listening.close()  # HAProxy holds its own copy
@@ -196,7 +211,8 @@ class ScaleOutTests(TestCase):
         for client, message in zip(clients, messages, strict=True):
             local = client.protocol.transport.getHost()
             code, body = yield get(
-                reactor, f"{self.holder(message).base}/socket/{message['meta']['connection_id']}")
+                reactor, f"{self.holder(message).base}/socket/{message['meta']['connection_id']}"
+            )
             self.assertEqual(code, 200)
             self.assertEqual(json.loads(body)["remote"], f"tcp4:{local.host}:{local.port}")
 
@@ -218,8 +234,8 @@ class ScaleOutTests(TestCase):
             self.assertFalse(was_clean)
             self.assertNotEqual(code, 1001)
             yield self.assertFailure(
-                self.backend.post_send(message["meta"]["send"], b"anyone?"),
-                ConnectionRefusedError)
+                self.backend.post_send(message["meta"]["send"], b"anyone?"), ConnectionRefusedError
+            )
         survivors = [pair for name in (stopped.name, kept.name) for pair in on[name]]
         yield self.assert_replies_reach([c for c, _ in survivors], [m for _, m in survivors])
         yield self.haproxy.wait_for(f"socketdock/{killed.name} is DOWN")
@@ -234,7 +250,8 @@ class ScaleOutTests(TestCase):
         client.send_text("slow")
         yield self.backend.wait_for("message", before + 1)
         stopped_clients = [c for c, _ in on[stopped.name]] + [
-            c for c, h in zip(again, holders, strict=True) if h is stopped]
+            c for c, h in zip(again, holders, strict=True) if h is stopped
+        ]
         stopped.process.signal("TERM")
         for c in stopped_clients:
             _, code, _ = yield c.closed

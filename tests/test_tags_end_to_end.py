@@ -22,7 +22,8 @@ class TagTestCase(RelayTestCase):
     def tagged_client(self, *tags):
         """A client the connect answer gives ``tags``, and its connection id."""
         self.backend.answer_next(
-            "connect", Answer(200, json.dumps({"tags": list(tags)}).encode(), JSON))
+            "connect", Answer(200, json.dumps({"tags": list(tags)}).encode(), JSON)
+        )
         client = yield self.client()
         connect = self.backend.connects[-1]
         return client, connect["meta"]["connection_id"]
@@ -65,8 +66,9 @@ class TagTests(TagTestCase):
         (first,) = yield self.backend.wait_for("message", 1)
         self.assertNotIn("tags", first["meta"])
         cid = first["meta"]["connection_id"]
-        code, _, body = yield self.api("POST", f"/socket/{cid}/tags",
-                                       b'{"add": ["bob", "x"], "remove": ["y"]}')
+        code, _, body = yield self.api(
+            "POST", f"/socket/{cid}/tags", b'{"add": ["bob", "x"], "remove": ["y"]}'
+        )
         self.assertEqual((code, json.loads(body)), (200, {"tags": ["bob", "x"]}))
         code, _, body = yield self.api("POST", f"/socket/{cid}/tags", b'{"remove": ["x"]}')
         self.assertEqual(json.loads(body), {"tags": ["bob"]})
@@ -85,13 +87,15 @@ class TagTests(TagTestCase):
         a, _ = yield self.tagged_client("room/1")
         b, _ = yield self.tagged_client("room/1", "other")
         c, _ = yield self.tagged_client("other")
-        code, _, body = yield self.api("POST", "/tags/room%2F1/send", "é".encode(),
-                                       b"text/plain; charset=utf-8")
+        code, _, body = yield self.api(
+            "POST", "/tags/room%2F1/send", "é".encode(), b"text/plain; charset=utf-8"
+        )
         self.assertEqual((code, json.loads(body)), (200, {"connections": 2}))
         self.assertEqual((yield a.next_message()), ("é".encode(), False))
         self.assertEqual((yield b.next_message()), ("é".encode(), False))
-        code, _, body = yield self.api("POST", "/tags/other/send", b"\x00",
-                                       b"application/octet-stream")
+        code, _, body = yield self.api(
+            "POST", "/tags/other/send", b"\x00", b"application/octet-stream"
+        )
         self.assertEqual(json.loads(body), {"connections": 2})
         self.assertEqual((yield c.next_message()), (b"\x00", True))
         self.assertEqual((yield b.next_message()), (b"\x00", True))
@@ -108,8 +112,9 @@ class TagTests(TagTestCase):
         yield self.start(connecturi="{backend}/connect")
         a, _ = yield self.tagged_client("t")
         _b, _ = yield self.tagged_client("u")
-        code, _, body = yield self.api("POST", "/tags/t/disconnect",
-                                       b'{"code": 4002, "reason": "kicked"}', b"application/json")
+        code, _, body = yield self.api(
+            "POST", "/tags/t/disconnect", b'{"code": 4002, "reason": "kicked"}', b"application/json"
+        )
         self.assertEqual((code, json.loads(body)), (200, {"connections": 1}))
         info = yield a.closed
         self.assertEqual(info[1], 4002)  # (was_clean, code, reason)
@@ -126,7 +131,8 @@ class TagTests(TagTestCase):
         yield self.start(connecturi="{backend}/connect")
         self.backend.answer_next("connect", Answer(200, b'{"tags": [""]}', JSON))
         failure = yield self.assertFailure(
-            connect_client(reactor, self.relay.ws_url()), HandshakeRefused)
+            connect_client(reactor, self.relay.ws_url()), HandshakeRefused
+        )
         self.assertEqual(failure.status, 503)
         (notice,) = yield self.backend.wait_for("disconnect", 1)
         self.assertEqual(notice["meta"]["initiator"], "server")
@@ -163,7 +169,9 @@ class PendingHandshakeTagTests(TagTestCase):
         """64 tags set during the handshake plus one more in the answer: 503, and a notice with the 64."""
         pending, cid = yield self.pending_client()
         many = [f"t{i}" for i in range(64)]
-        code, _, _ = yield self.api("POST", f"/socket/{cid}/tags", json.dumps({"add": many}).encode())
+        code, _, _ = yield self.api(
+            "POST", f"/socket/{cid}/tags", json.dumps({"add": many}).encode()
+        )
         self.assertEqual(code, 200)
         self.backend.release(self.backend.stalled[0], Answer(200, b'{"tags": ["one-more"]}', JSON))
         failure = yield self.assertFailure(pending, HandshakeRefused)

@@ -118,7 +118,8 @@ class UnderTwistdTests(SynchronousTestCase):
     def test_unknown_environment_variable_warns(self) -> None:
         """A misspelt ``SOCKETDOCK_`` variable is one warning line; the settings still load."""
         options, stderr, argv = self.parse(
-            ["--bindport", "9000"], {"SOCKETDOCK_WSPAHT": "/x", "SOCKETDOCK_WSPATH": "/y"})
+            ["--bindport", "9000"], {"SOCKETDOCK_WSPAHT": "/x", "SOCKETDOCK_WSPATH": "/y"}
+        )
         options.parseOptions(argv)
         self.assertEqual(options["settings"].wspath, "/y")
         self.assertEqual(
@@ -151,13 +152,18 @@ class UnderTwistdTests(SynchronousTestCase):
         from twisted.internet.testing import MemoryReactorClock
 
         reactor = MemoryReactorClock()
-        settings = _parse(["--listen", "tcp:0:interface=127.0.0.1", "--api-listen",
-                           "tcp:0:interface=127.0.0.2", "--externalhostandport", "h:1"])
+        settings = _parse(
+            [
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--api-listen",
+                "tcp:0:interface=127.0.0.2",
+                "--externalhostandport",
+                "h:1",
+            ]
+        )
         options: Any = {"settings": settings}  # makeService reads only options["settings"]
-        service = makeService(options, reactor=reactor,
-                              log_beginner=private_log_beginner())
+        service = makeService(options, reactor=reactor, log_beginner=private_log_beginner())
         service.startService()
         self.addCleanup(service.stopService)  # it also undoes the tuned stack's patches
-        self.assertEqual(
-            sorted(port[3] for port in reactor.tcpServers), ["127.0.0.1", "127.0.0.2"]
-        )
+        self.assertEqual(sorted(port[3] for port in reactor.tcpServers), ["127.0.0.1", "127.0.0.2"])

@@ -68,8 +68,9 @@ class ApiResource(Resource):
         if self._handler(request) is not None:
             return None
         allowed = sorted(
-            name[len("render_"):] for name in dir(self) if name.startswith("render_")
-            and name != "render_HEAD"
+            name[len("render_") :]
+            for name in dir(self)
+            if name.startswith("render_") and name != "render_HEAD"
         )
         if "GET" in allowed:
             allowed.append("HEAD")

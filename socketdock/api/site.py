@@ -102,8 +102,12 @@ class Root(Resource):
 
 
 def make_api_children(
-    registry: Registry, metrics: Metrics, clock: IReactorTime, max_message_size: int,
-    reach: IReach | None = None, anywhere: bool = False,
+    registry: Registry,
+    metrics: Metrics,
+    clock: IReactorTime,
+    max_message_size: int,
+    reach: IReach | None = None,
+    anywhere: bool = False,
 ) -> dict[bytes, Resource]:
     """
     The callback API's resources by first path segment.
@@ -243,8 +247,13 @@ class QuietSite(Site):
 
     requestFactory = BoundedRequest
 
-    def __init__(self, root: Resource, reactor, max_body: int | None = None,
-                 channel: type[HTTPChannel] = HTTPChannel) -> None:
+    def __init__(
+        self,
+        root: Resource,
+        reactor,
+        max_body: int | None = None,
+        channel: type[HTTPChannel] = HTTPChannel,
+    ) -> None:
         super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor)
         self.max_body = max_body
         # Twisted types Site.protocol as a method; a channel class is what it holds.
@@ -267,8 +276,9 @@ class QuietSite(Site):
         pass
 
 
-def make_site(root: Resource, reactor, max_body: int | None = None,
-              channel: type[HTTPChannel] = HTTPChannel) -> Site:
+def make_site(
+    root: Resource, reactor, max_body: int | None = None, channel: type[HTTPChannel] = HTTPChannel
+) -> Site:
     """The site that serves one listener; see :class:`BoundedRequest` for its bodies."""
     return QuietSite(root, reactor, max_body, channel)
 
@@ -300,6 +310,7 @@ def warn_if_exposed(api_endpoint: str, token: str | None, log: Logger = _log) ->
         "the callback API listens on {interface} ({endpoint}) without api_token: "
         "anyone who can reach it may send to or close any connection whose id they "
         "learn; set api_token, or bind api_listen to a loopback or private interface",
-        interface=interface or "every interface", endpoint=api_endpoint,
+        interface=interface or "every interface",
+        endpoint=api_endpoint,
     )
     return True

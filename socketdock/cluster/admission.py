@@ -49,8 +49,7 @@ class SubscribingBackend:
                 for tag in admission.tags:
                     self._subscriptions.release(tag)
 
-        self._backend.connect(connection_id, headers, offered).addCallbacks(
-            admitted, outer.errback)
+        self._backend.connect(connection_id, headers, offered).addCallbacks(admitted, outer.errback)
         return outer
 
     def message(self, connection_id, seq, payload, is_binary, tags=()):
@@ -58,4 +57,5 @@ class SubscribingBackend:
 
     def disconnect(self, connection_id, code, reason, initiator, recovered=False, tags=()):
         return self._backend.disconnect(
-            connection_id, code, reason, initiator, recovered=recovered, tags=tags)
+            connection_id, code, reason, initiator, recovered=recovered, tags=tags
+        )

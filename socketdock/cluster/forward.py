@@ -50,8 +50,9 @@ class Forwarder:
 
     def close(self, holder: str, connection_id: str, code: int, reason: str) -> Deferred:
         body = json.dumps({"code": code, "reason": reason}).encode("utf-8")
-        d = self._request(holder, "POST", f"/socket/{connection_id}/disconnect", body,
-                          b"application/json")
+        d = self._request(
+            holder, "POST", f"/socket/{connection_id}/disconnect", body, b"application/json"
+        )
         return d.addCallback(self._outcome, holder)
 
     def describe(self, holder: str, connection_id: str) -> Deferred:
@@ -62,30 +63,45 @@ class Forwarder:
         self, holder: str, connection_id: str, add: Sequence[str], remove: Sequence[str]
     ) -> Deferred:
         body = json.dumps({"add": list(add), "remove": list(remove)}).encode("utf-8")
-        d = self._request(holder, "POST", f"/socket/{connection_id}/tags", body,
-                          b"application/json")
+        d = self._request(
+            holder, "POST", f"/socket/{connection_id}/tags", body, b"application/json"
+        )
         answer = d.addCallback(self._json, holder)
         return answer.addCallback(lambda answer: tuple(answer["tags"]))
 
     def _request(
-        self, holder: str, method: str, path: str, body: bytes | None,
+        self,
+        holder: str,
+        method: str,
+        path: str,
+        body: bytes | None,
         content_type: bytes | None,
     ) -> Deferred[tuple[int, bytes]]:
         headers = dict(self._headers)
         if content_type is not None:
             headers[b"Content-Type"] = [content_type]
         d = self._http.request(
-            method, holder + path, headers=headers, data=body, timeout=self._timeout,
+            method,
+            holder + path,
+            headers=headers,
+            data=body,
+            timeout=self._timeout,
             reactor=self._reactor,
         )
-        d.addCallback(lambda response: treq.content(response).addCallback(
-            lambda content: (response.code, content)))
+        d.addCallback(
+            lambda response: treq.content(response).addCallback(
+                lambda content: (response.code, content)
+            )
+        )
         d.addErrback(self._unreachable, holder)
         return d
 
     def _unreachable(self, failure: Failure, holder: str):
-        self._log.info("cluster: forwarding to {holder} failed: {why}",
-                       holder=holder, why=failure.getErrorMessage())
+        self._log.info(
+            "cluster: forwarding to {holder} failed: {why}",
+            holder=holder,
+            why=failure.getErrorMessage(),
+        )
         raise Unreachable("the instance holding this connection did not answer; retry later")
 
     def _outcome(self, answer: tuple[int, bytes], holder: str) -> None:
@@ -108,6 +124,10 @@ class Forwarder:
             return InvalidTags(line)
         if code == 503 and "not reading" in line:
             return OutboundFull()
-        self._log.warn("cluster: {holder} answered a forwarded request with {code} {line}",
-                       holder=holder, code=code, line=line[:200])
+        self._log.warn(
+            "cluster: {holder} answered a forwarded request with {code} {line}",
+            holder=holder,
+            code=code,
+            line=line[:200],
+        )
         return Unreachable(f"the instance holding this connection answered {code}; retry later")

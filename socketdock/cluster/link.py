@@ -88,7 +88,6 @@ class _Subscriber(_Commands):
     own: the command connection's timeouts find a dead server.
     """
 
-
     def replyReceived(self, reply: object) -> None:
         if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
             self._link._message(reply[1], reply[2])
@@ -122,7 +121,6 @@ class _ProtocolFactory(Factory):
         return protocol
 
 
-
 class RedisLink(Service):
     """
     Keeps a command and a pub/sub connection to Redis, and says whether the
@@ -139,7 +137,11 @@ class RedisLink(Service):
     _log = Logger()
 
     def __init__(
-        self, address: RedisAddress, reactor, user, changed: Callable[[bool], None] = lambda up: None,
+        self,
+        address: RedisAddress,
+        reactor,
+        user,
+        changed: Callable[[bool], None] = lambda up: None,
         retry_policy: Callable[[int], float] | None = None,
     ) -> None:
         self.address = address
@@ -163,7 +165,8 @@ class RedisLink(Service):
 
     def _endpoint(self):
         endpoint: IStreamClientEndpoint = HostnameEndpoint(
-            self.reactor, self.address.host, self.address.port, timeout=CONNECT_TIMEOUT)
+            self.reactor, self.address.host, self.address.port, timeout=CONNECT_TIMEOUT
+        )
         if self.address.tls:
             endpoint = wrapClientTLS(optionsForClientTLS(self.address.host), endpoint)
         return endpoint
@@ -172,8 +175,11 @@ class RedisLink(Service):
         super().startService()
         for kind in (_Commands, _Subscriber):
             service = ClientService(
-                self._endpoint(), _ProtocolFactory(self, kind), retryPolicy=self._retry,
-                clock=self.reactor, prepareConnection=self._prepared,
+                self._endpoint(),
+                _ProtocolFactory(self, kind),
+                retryPolicy=self._retry,
+                clock=self.reactor,
+                prepareConnection=self._prepared,
             )
             self._services.append(service)
             service.startService()
@@ -280,8 +286,10 @@ class RedisLink(Service):
             return
         if failure.check(RedisRefused):
             # Redis refused part of the restore (logged where it was refused).
-            self._log.warn("cluster: restoring this instance's state in Redis failed; "
-                           "trying again on new connections")
+            self._log.warn(
+                "cluster: restoring this instance's state in Redis failed; "
+                "trying again on new connections"
+            )
         else:
             self._log.failure("cluster: restoring this instance's state in Redis failed", failure)
         # Start over on fresh connections rather than run half restored.
@@ -317,7 +325,8 @@ class RedisLink(Service):
             self._log.warn(
                 "cluster: no link to Redis at {address} ({why}); local connections are "
                 "served, requests that need other instances answer 503 until it is back",
-                address=str(self.address), why=why,
+                address=str(self.address),
+                why=why,
             )
 
     def _refused(self, why: str) -> None:
@@ -325,8 +334,9 @@ class RedisLink(Service):
         if why == self._refusal:
             return
         self._refusal = why
-        self._log.error("cluster: Redis at {address} refused us: {why}",
-                        address=str(self.address), why=why)
+        self._log.error(
+            "cluster: Redis at {address} refused us: {why}", address=str(self.address), why=why
+        )
 
     def _message(self, channel: bytes, data: bytes) -> None:
         try:
@@ -407,4 +417,3 @@ def _as_unreachable(failure: Failure):
         _log.warn("cluster: Redis refused a command: {why}", why=failure.getErrorMessage())
         raise RedisRefused("Redis refused the request; retry later")
     return failure
-

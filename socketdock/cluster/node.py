@@ -52,11 +52,17 @@ class ClusterNode(MultiService):
     _log = Logger()
 
     def __init__(
-        self, address: RedisAddress, names: Names, name: Callable[[], str], reactor,
+        self,
+        address: RedisAddress,
+        names: Names,
+        name: Callable[[], str],
+        reactor,
         heartbeat: float,
-        recover: Callable[[list[str]], None], on_message: Callable[[bytes, bytes], None],
+        recover: Callable[[list[str]], None],
+        on_message: Callable[[bytes, bytes], None],
         fenced: Callable[[list[str]], None] = lambda ids: None,
-        retry_policy: Callable[[int], float] | None = None, clock: IReactorTime | None = None,
+        retry_policy: Callable[[int], float] | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         super().__init__()
         self._clock = reactor if clock is None else clock
@@ -85,8 +91,8 @@ class ClusterNode(MultiService):
     # ILinkUser
 
     def link_up(self, link: RedisLink) -> Deferred[None]:
-        d = gatherResults(
-            [self.roster.rejoin(), self.subscriptions.restore()], consumeErrors=True)
+        d = gatherResults([self.roster.rejoin(), self.subscriptions.restore()], consumeErrors=True)
+
         def first_error(f: Failure) -> Failure:
             f.trap(FirstError)
             return cast(FirstError, f.value).subFailure
@@ -103,6 +109,9 @@ class ClusterNode(MultiService):
 
     def status(self) -> dict:
         """The ``cluster`` object of ``/status``."""
-        status = {"link": "up" if self.link.up else "down", "tags_subscribed": self.subscriptions.held()}
+        status = {
+            "link": "up" if self.link.up else "down",
+            "tags_subscribed": self.subscriptions.held(),
+        }
         status.update(self.roster.status())
         return status

@@ -54,7 +54,9 @@ class ClusterEvents:
     def connection_added(self, connection_id: str) -> None:
         self._roster.added(connection_id)
 
-    def tags_changed(self, connection_id: str, added: Sequence[str], removed: Sequence[str]) -> None:
+    def tags_changed(
+        self, connection_id: str, added: Sequence[str], removed: Sequence[str]
+    ) -> None:
         for tag in added:
             self._subscriptions.hold(tag)
         for tag in removed:
@@ -77,8 +79,13 @@ class ClusterReach:
     _log = Logger()
 
     def __init__(
-        self, registry: Registry, link, names: Names, roster: Roster,
-        subscriptions: Subscriptions, forwarder: Forwarder,
+        self,
+        registry: Registry,
+        link,
+        names: Names,
+        roster: Roster,
+        subscriptions: Subscriptions,
+        forwarder: Forwarder,
     ) -> None:
         self._registry = registry
         self._local = LocalReach(registry)
@@ -154,14 +161,17 @@ class ClusterReach:
         def published(subscribers: int) -> Deferred[Reached]:
             others = self._others(tag, subscribers)
             return self._local.send_to_tag(tag, payload, is_binary).addCallback(
-                self._counted, others)
+                self._counted, others
+            )
 
         return d.addCallback(published)
 
     def close_tag(self, tag: str, code: int, reason: str) -> Deferred[Reached]:
         if not self._link.up:
             return fail(Unreachable(_DOWN))
-        message = _envelope({"op": "close", "from": self._roster.me, "code": code, "reason": reason})
+        message = _envelope(
+            {"op": "close", "from": self._roster.me, "code": code, "reason": reason}
+        )
         d = self._link.command("PUBLISH", self._names.tag_channel(tag), message)
 
         def published(subscribers: int) -> Deferred[Reached]:

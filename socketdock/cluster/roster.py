@@ -53,7 +53,11 @@ class Roster:
     _log = Logger()
 
     def __init__(
-        self, link, names: Names, name: Callable[[], str], heartbeat: float,
+        self,
+        link,
+        names: Names,
+        name: Callable[[], str],
+        heartbeat: float,
         recover: Callable[[list[str]], None],
         fenced: Callable[[list[str]], None] = lambda ids: None,
     ) -> None:
@@ -92,8 +96,11 @@ class Roster:
             return succeed(None)
         d = self._link.command("SADD", self._names.owed(self.me), connection_id)
         d.addErrback(lambda f: f.trap(Unreachable))
-        d.addErrback(self._log.failure, "cluster: recording {connection_id} failed",
-                     connection_id=connection_id)
+        d.addErrback(
+            self._log.failure,
+            "cluster: recording {connection_id} failed",
+            connection_id=connection_id,
+        )
         return d.addCallback(lambda _: None)
 
     def forget(self, connection_id: str) -> None:
@@ -139,8 +146,14 @@ class Roster:
         live, owed = sorted(self._live), sorted(self._owed)
         first = self._first
         args = [
-            self._names.prefix, self.me, self._token, self._ttl_ms,
-            "1" if first else "0", len(live), *live, *owed,
+            self._names.prefix,
+            self.me,
+            self._token,
+            self._ttl_ms,
+            "1" if first else "0",
+            len(live),
+            *live,
+            *owed,
         ]
         d = self._link.eval(REJOIN, [], args)
         # Changes from now on follow the script on the same connection, so
@@ -160,14 +173,17 @@ class Roster:
                 "of reach for {ttl}s or more, and sent recovered notices for {count} "
                 "connections that are still open here; closing them so that their "
                 "clients reconnect (the backend hears of each a second time)",
-                ttl=self._ttl_ms / 1000, count=len(still_live),
+                ttl=self._ttl_ms / 1000,
+                count=len(still_live),
             )
             self._fenced(still_live)
         leftover = [i for i in leftover if i not in self._owed]
         if leftover:
             self._log.info(
                 "cluster: {count} connections left by this instance's last run; "
-                "sending their notices", count=len(leftover))
+                "sending their notices",
+                count=len(leftover),
+            )
             self._claimed(leftover)
 
     def beat(self) -> Deferred[None]:
@@ -178,7 +194,8 @@ class Roster:
         if not self._joined or self._beating is not None:
             return succeed(None)
         d = self._beating = self._link.eval(
-            BEAT, [], [self._names.prefix, self.me, self._token, self._ttl_ms])
+            BEAT, [], [self._names.prefix, self.me, self._token, self._ttl_ms]
+        )
         d.addCallback(self._beaten)
         d.addErrback(lambda f: f.trap(Unreachable))
         d.addErrback(self._log.failure, "cluster: a heartbeat failed")
@@ -193,7 +210,9 @@ class Roster:
         if not result[0]:
             self._log.warn(
                 "cluster: this instance's heartbeat lapsed in Redis, or another instance "
-                "uses the same externalhostandport ({me}); rejoining", me=self.me)
+                "uses the same externalhostandport ({me}); rejoining",
+                me=self.me,
+            )
             return self.rejoin()
         flat = [_text(x) for x in result[1]]
         by_instance: dict[str, list[str]] = {}
@@ -203,7 +222,10 @@ class Roster:
         for lost, ids in sorted(by_instance.items()):
             self._log.info(
                 "cluster: instance {lost} stopped beating; sending the disconnect notices "
-                "of its {count} connections", lost=lost, count=len(ids))
+                "of its {count} connections",
+                lost=lost,
+                count=len(ids),
+            )
             self._claimed(ids)
         return None
 
@@ -248,4 +270,3 @@ class Roster:
 
 def _text(value: object) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-

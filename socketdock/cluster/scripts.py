@@ -46,7 +46,7 @@ class Names:
         head = self.prefix + b"tag:"
         if not channel.startswith(head):
             return None
-        return channel[len(head):].decode("utf-8", "replace")
+        return channel[len(head) :].decode("utf-8", "replace")
 
     def live(self, instance: str) -> bytes:
         return self.prefix + b"live:" + instance.encode("utf-8")

@@ -33,7 +33,11 @@ class Cluster:
     """
 
     def __init__(
-        self, config: Config, reactor, urls, recover: Callable[[list[str]], None],
+        self,
+        config: Config,
+        reactor,
+        urls,
+        recover: Callable[[list[str]], None],
         retry_policy: Callable[[int], float] | None = None,
     ) -> None:
         assert config.cluster is not None
@@ -42,8 +46,15 @@ class Cluster:
         self._names = Names.for_db(config.cluster.db)
         self._reach: ClusterReach | None = None
         self.node = ClusterNode(
-            config.cluster, self._names, lambda: urls.base, reactor,
-            config.cluster_heartbeat, recover, self._message, self._fenced, retry_policy,
+            config.cluster,
+            self._names,
+            lambda: urls.base,
+            reactor,
+            config.cluster_heartbeat,
+            recover,
+            self._message,
+            self._fenced,
+            retry_policy,
         )
         #: The registry's :class:`IConnectionEvents`.
         self.events = ClusterEvents(self.node.roster, self.node.subscriptions)
@@ -65,12 +76,18 @@ class Cluster:
         assert self._reach is None
         config = self._config
         forwarder = Forwarder(
-            HTTPClient(Agent(self._reactor, pool=self._pool)), self._reactor, config.api_token,
+            HTTPClient(Agent(self._reactor, pool=self._pool)),
+            self._reactor,
+            config.api_token,
             # A send held for a pending handshake waits for the admission.
             timeout=config.backend_timeout * (config.backend_retries + 1) + 5,
         )
         self._reach = ClusterReach(
-            registry, self.node.link, self._names, self.node.roster, self.node.subscriptions,
+            registry,
+            self.node.link,
+            self._names,
+            self.node.roster,
+            self.node.subscriptions,
             forwarder,
         )
         return self._reach

@@ -62,8 +62,14 @@ def parse_bool(text: str) -> bool:
     raise Invalid(f"{show(text)} is not a boolean; use true, false, yes, no, 1 or 0")
 
 
-_LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warn", "warning": "warn",
-               "error": "error", "critical": "critical"}
+_LOG_LEVELS = {
+    "debug": "debug",
+    "info": "info",
+    "warn": "warn",
+    "warning": "warn",
+    "error": "error",
+    "critical": "critical",
+}
 
 
 def parse_log_level(text: str) -> str:
@@ -103,9 +109,7 @@ def parse_seconds(text: str, allow_zero: bool = True) -> float:
     :param allow_zero: whether ``0`` (meaning "off") is allowed.
     """
     word = text.strip()
-    fix = "use a number of seconds such as 10 or 0.5" + (
-        "" if allow_zero else ", greater than 0"
-    )
+    fix = "use a number of seconds such as 10 or 0.5" + ("" if allow_zero else ", greater than 0")
     if word.startswith("-") and _DECIMAL.fullmatch(word[1:]):
         raise Invalid(f"{show(text)} is negative; {fix}")
     if not _DECIMAL.fullmatch(word):
@@ -136,9 +140,7 @@ def parse_bindip(text: str) -> str:
     except ValueError:
         pass
     if not _HOSTNAME.fullmatch(word):
-        raise Invalid(
-            f"{show(text)} is not an IP address or host name; use e.g. 127.0.0.1 or ::1"
-        )
+        raise Invalid(f"{show(text)} is not an IP address or host name; use e.g. 127.0.0.1 or ::1")
     return word
 
 
@@ -179,9 +181,7 @@ def parse_base_url(text: str) -> str:
     scheme, word = _split_url(word)
     parts = urlsplit(word)
     if parts.query or parts.fragment or "?" in word or "#" in word:
-        raise Invalid(
-            f"{show(text)} has a query or fragment; use http(s)://host[:port][/path]"
-        )
+        raise Invalid(f"{show(text)} has a query or fragment; use http(s)://host[:port][/path]")
     if parts.username is not None or parts.password is not None:
         raise Invalid(f"{show(text)} holds user credentials; use http(s)://host[:port][/path]")
     return f"{scheme}://{parts.netloc}{parts.path}".rstrip("/")
@@ -206,8 +206,10 @@ def parse_endpoint(text: str) -> str:
     while kind == "haproxy":  # the PROXY-protocol wrapper around another endpoint
         kind, _, rest = rest.partition(":")
     first = split_endpoint(rest, maxsplit=1)[0]
-    if kind in TCP_TYPES and "=" not in first and not (
-        _DIGITS.fullmatch(first) and int(first) <= 65535
+    if (
+        kind in TCP_TYPES
+        and "=" not in first
+        and not (_DIGITS.fullmatch(first) and int(first) <= 65535)
     ):
         raise Invalid(f"{show(text)} has no valid port after {kind}:; {fix}")
     return word

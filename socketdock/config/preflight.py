@@ -36,16 +36,18 @@ def check_startable(config: Config, reactor) -> None:
             endpoints.serverFromString(reactor, description)
         except (ValueError, TypeError, KeyError) as e:
             raise ConfigError(
-                key, f"{description!r} is not a Twisted endpoint string ({e}); "
-                "see the README's endpoint examples"
+                key,
+                f"{description!r} is not a Twisted endpoint string ({e}); "
+                "see the README's endpoint examples",
             ) from None
         address = tcp_address(description)
         if address is not None:
             _check_port_free(key, *address)
     if config.cluster is not None and importlib.util.find_spec("txredisapi") is None:
         raise ConfigError(
-            "cluster", "needs the txredisapi package, which is not installed; "
-            "pip install 'socketdock[cluster]' (or txredisapi), or remove cluster"
+            "cluster",
+            "needs the txredisapi package, which is not installed; "
+            "pip install 'socketdock[cluster]' (or txredisapi), or remove cluster",
         )
 
 
@@ -61,8 +63,9 @@ def _check_port_free(key: str, interface: str, port: int) -> None:
     except OSError as e:
         where = f"{interface or '*'}:{port}"
         raise ConfigError(
-            key, f"cannot listen on {where} ({e.strerror}); "
-            "choose another port or stop what is using it"
+            key,
+            f"cannot listen on {where} ({e.strerror}); "
+            "choose another port or stop what is using it",
         ) from None
     finally:
         probe.close()

@@ -82,11 +82,21 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("bindip", "127.0.0.1", "Interface the WebSocket listener binds."),
     Setting("bindport", "8765", "Port of the WebSocket listener."),
-    Setting("listen", None, "Twisted endpoint string for the WebSocket listener; overrides bindip/bindport."),
-    Setting("externalhostandport", None, "Base URL at which the backend reaches this instance (default http://<bindip>:<bindport>; with port 0, the port bound)."),
+    Setting(
+        "listen",
+        None,
+        "Twisted endpoint string for the WebSocket listener; overrides bindip/bindport.",
+    ),
+    Setting(
+        "externalhostandport",
+        None,
+        "Base URL at which the backend reaches this instance (default http://<bindip>:<bindport>; with port 0, the port bound).",
+    ),
     Setting("backend", "loopback", "loopback (echo every message) or http."),
     Setting("messageuri", None, "Backend URL for messages; required with backend = http."),
-    Setting("connecturi", None, "Backend URL told of new connections; it also admits or refuses them."),
+    Setting(
+        "connecturi", None, "Backend URL told of new connections; it also admits or refuses them."
+    ),
     Setting("disconnecturi", None, "Backend URL told of closed connections."),
     Setting("wspath", "/ws", "Path that accepts WebSocket upgrades."),
     Setting("api_listen", None, "Endpoint string of a separate callback-API listener."),
@@ -94,22 +104,50 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("signing_secret", None, "Secret that signs every request to the backend."),
     Setting("allowed_origins", "*", "Comma-separated Origin patterns accepted at the handshake."),
     Setting("max_message_size", "4194304", "Largest message in either direction, in bytes."),
-    Setting("max_connections", "0", "Most live connections; further handshakes get 503 (0: no limit)."),
+    Setting(
+        "max_connections", "0", "Most live connections; further handshakes get 503 (0: no limit)."
+    ),
     Setting("ping_interval", "30", "Seconds between WebSocket pings (0: off)."),
     Setting("ping_timeout", "10", "Seconds to wait for a pong before dropping the peer (0: off)."),
     Setting("backend_timeout", "10", "Seconds for one request to the backend."),
     Setting("backend_retries", "5", "Further attempts after a failed backend request."),
-    Setting("backend_concurrency", "128", "Requests to the backend in flight at once; more wait in line."),
-    Setting("queue_limit", "64", "Messages waiting for the backend per connection before reading pauses."),
-    Setting("inline_reply", "false", "Send a non-empty 2xx body of a message POST back to the client."),
+    Setting(
+        "backend_concurrency",
+        "128",
+        "Requests to the backend in flight at once; more wait in line.",
+    ),
+    Setting(
+        "queue_limit",
+        "64",
+        "Messages waiting for the backend per connection before reading pauses.",
+    ),
+    Setting(
+        "inline_reply", "false", "Send a non-empty 2xx body of a message POST back to the client."
+    ),
     Setting("shutdown_timeout", "10", "Seconds a stop may spend draining."),
     Setting("journal", None, "Path of an SQLite file recording open connections across crashes."),
     Setting("backend_ca", None, "PEM file of a private CA for https backends."),
     Setting("permessage_deflate", "false", "Offer and accept the permessage-deflate extension."),
-    Setting("log_level", "info", "Lowest level written to the log: debug, info, warn, error or critical."),
-    Setting("cluster", None, "redis://[:password@]host:port/db (rediss:// for TLS) shared by the instances of a cluster."),
-    Setting("cluster_heartbeat", "5", "Seconds between cluster heartbeats; an instance silent for three is declared lost."),
-    Setting("tuning", "auto", "auto (the faster paths, on tested library versions only) or off (plain Twisted/treq/Autobahn)."),
+    Setting(
+        "log_level",
+        "info",
+        "Lowest level written to the log: debug, info, warn, error or critical.",
+    ),
+    Setting(
+        "cluster",
+        None,
+        "redis://[:password@]host:port/db (rediss:// for TLS) shared by the instances of a cluster.",
+    ),
+    Setting(
+        "cluster_heartbeat",
+        "5",
+        "Seconds between cluster heartbeats; an instance silent for three is declared lost.",
+    ),
+    Setting(
+        "tuning",
+        "auto",
+        "auto (the faster paths, on tested library versions only) or off (plain Twisted/treq/Autobahn).",
+    ),
 )
 
 _KEYS = tuple(s.key for s in SETTINGS)
@@ -222,9 +260,7 @@ class Config:
     listen_key: str = "listen"
 
 
-def load_config(
-    cli: Mapping[str, str], environ: Mapping[str, str], ini_path: str | None
-) -> Config:
+def load_config(cli: Mapping[str, str], environ: Mapping[str, str], ini_path: str | None) -> Config:
     """
     Merge the layers and validate the result.
 
@@ -261,7 +297,7 @@ def environ_warnings(environ: Mapping[str, str]) -> list[str]:
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or name in known:
             continue
-        close = closest_key(name[len(ENV_PREFIX):])
+        close = closest_key(name[len(ENV_PREFIX) :])
         hint = (
             f"did you mean {ENV_PREFIX}{close.upper()} ({close})?"
             if close is not None
@@ -390,9 +426,7 @@ def _read_ini(path: str) -> dict[str, str]:
     values = dict(parser.items(_SECTION))
     for key in values:
         if key not in _PARSERS:
-            raise ConfigError(
-                key, f"unknown key in [socketdock] of {path!r}{_did_you_mean(key)}"
-            )
+            raise ConfigError(key, f"unknown key in [socketdock] of {path!r}{_did_you_mean(key)}")
     return values
 
 

@@ -35,6 +35,7 @@ def raise_open_file_limit(rlimits=resource) -> tuple[int, int]:
         # An unlimited hard limit (some BSDs) cannot be the soft one.
         _log.warn("open-file limit left at {soft}: {error}", soft=soft, error=e)
         return soft, soft
-    _log.info("open-file limit raised from {before} to {after}, the hard limit",
-              before=soft, after=hard)
+    _log.info(
+        "open-file limit raised from {before} to {after}, the hard limit", before=soft, after=hard
+    )
     return soft, hard

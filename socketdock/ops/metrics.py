@@ -23,7 +23,19 @@ from prometheus_client.exposition import generate_latest
 
 #: Seconds; a relay's backend round trips are usually a few milliseconds.
 _LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 #: The ``le`` label of each bucket, as prometheus-client writes it.
 _BUCKET_LABELS = (*(repr(float(b)) for b in _LATENCY_BUCKETS), "+Inf")
@@ -58,7 +70,9 @@ class Metrics:
     """
 
     def __init__(
-        self, active: Callable[[], int], queued: Callable[[], int],
+        self,
+        active: Callable[[], int],
+        queued: Callable[[], int],
         tags: Callable[[], int] = lambda: 0,
         cluster: Callable[[], dict] | None = None,
     ) -> None:
@@ -67,7 +81,8 @@ class Metrics:
         self._cluster = cluster
         if cluster is not None:
             up = Gauge(
-                "socketdock_cluster_up", "1 while the link to the cluster's Redis is up.",
+                "socketdock_cluster_up",
+                "1 while the link to the cluster's Redis is up.",
                 registry=r,
             )
             up.set_function(lambda: 1 if cluster()["link"] == "up" else 0)
@@ -83,9 +98,7 @@ class Metrics:
             "socketdock_tags", "Distinct tags carried by live connections.", registry=r
         )
         self._tags.set_function(tags)
-        self._opened = Counter(
-            "socketdock_connections_opened", "Handshakes completed.", registry=r
-        )
+        self._opened = Counter("socketdock_connections_opened", "Handshakes completed.", registry=r)
         self._closed = Counter(
             "socketdock_connections_closed",
             "Connections closed, by close code (none: dropped without a close frame;"
@@ -94,8 +107,10 @@ class Metrics:
             registry=r,
         )
         self._refused = Counter(
-            "socketdock_handshakes_refused", "Handshakes refused, by HTTP status and reason.",
-            ["status", "reason"], registry=r,
+            "socketdock_handshakes_refused",
+            "Handshakes refused, by HTTP status and reason.",
+            ["status", "reason"],
+            registry=r,
         )
         self._retries = Counter(
             "socketdock_backend_retries", "Backend requests retried.", registry=r
@@ -200,21 +215,24 @@ class _HotFigures:
 
     def collect(self) -> Iterator[Metric]:
         messages = CounterMetricFamily(
-            "socketdock_messages", "WebSocket messages relayed, by direction.",
+            "socketdock_messages",
+            "WebSocket messages relayed, by direction.",
             labels=["direction"],
         )
         messages.add_metric(["in"], self.messages_in)
         messages.add_metric(["out"], self.messages_out)
         yield messages
         requests = CounterMetricFamily(
-            "socketdock_backend_requests", "Requests to the backend, by kind and outcome.",
+            "socketdock_backend_requests",
+            "Requests to the backend, by kind and outcome.",
             labels=["kind", "outcome"],
         )
         for (kind, outcome), count in sorted(self._requests.items()):
             requests.add_metric([kind, outcome], count)
         yield requests
         latency = HistogramMetricFamily(
-            "socketdock_backend_latency_seconds", "Time for one backend request attempt.",
+            "socketdock_backend_latency_seconds",
+            "Time for one backend request attempt.",
             labels=["kind"],
         )
         for kind, (counts, total) in self._latency.items():

@@ -81,9 +81,7 @@ class MessageRefused(Exception):
 class IBackend(Interface):
     """What the relay asks of a backend."""
 
-    admits = Attribute(
-        "True when every handshake waits for the backend's connect answer."
-    )
+    admits = Attribute("True when every handshake waits for the backend's connect answer.")
 
     def connect(
         connection_id: str, headers: Mapping[str, str], offered: Sequence[str]
@@ -91,7 +89,10 @@ class IBackend(Interface):
         """Fires with an :class:`Admission`; fails with ConnectRefused."""
 
     def message(
-        connection_id: str, seq: int, payload: bytes, is_binary: bool,
+        connection_id: str,
+        seq: int,
+        payload: bytes,
+        is_binary: bool,
         tags: Sequence[str] = (),
     ) -> Deferred[Reply | None]:
         """
@@ -102,8 +103,12 @@ class IBackend(Interface):
         """
 
     def disconnect(
-        connection_id: str, code: int | None, reason: str, initiator: str,
-        recovered: bool = False, tags: Sequence[str] = (),
+        connection_id: str,
+        code: int | None,
+        reason: str,
+        initiator: str,
+        recovered: bool = False,
+        tags: Sequence[str] = (),
     ) -> Deferred[None]:
         """
         Fires once the notice was delivered (retried for as long as it takes).
@@ -219,7 +224,11 @@ class HTTPBackend:
             self._metrics.backend_retry()
             self._log.info(
                 "{kind} for {connection_id} failed ({why}); retry {attempt} in {delay:.2f}s",
-                kind=kind, connection_id=connection_id, why=why, attempt=n, delay=delay,
+                kind=kind,
+                connection_id=connection_id,
+                why=why,
+                attempt=n,
+                delay=delay,
             )
 
         return retrying(self._clock, backoff, attempt, judge, on_retry)
@@ -244,7 +253,8 @@ class HTTPBackend:
             self._log.warn(
                 "backend picked subprotocol {name!r} for {connection_id}, which the "
                 "client did not offer; continuing without one",
-                name=name, connection_id=connection_id,
+                name=name,
+                connection_id=connection_id,
             )
             return None
 
@@ -257,7 +267,8 @@ class HTTPBackend:
                 self._log.warn(
                     "backend admitted {connection_id} with unusable tags ({why}); "
                     "refusing the handshake with 503",
-                    connection_id=connection_id, why=str(e),
+                    connection_id=connection_id,
+                    why=str(e),
                 )
                 raise UnusableAdmission("backend answered with unusable tags") from None
             return Admission(chosen(result), tags)
@@ -298,9 +309,9 @@ class HTTPBackend:
             # The backend has heard the notice and said no: retrying would
             # hear the same answer forever.
             self._log.warn(
-                "backend answered the disconnect notice for {connection_id} "
-                "with HTTP {status}",
-                connection_id=connection_id, status=result.code,
+                "backend answered the disconnect notice for {connection_id} with HTTP {status}",
+                connection_id=connection_id,
+                status=result.code,
             )
             return Done(None)
 

@@ -111,10 +111,12 @@ class BackendClient:
         self._secret = signing_secret.encode("utf-8") if signing_secret else None
         self._urls: dict[str, EncodedURL] = {}
         # Never mutated: treq and the agents below copy before they add.
-        self._headers = Headers({
-            b"Content-Type": [b"application/json"],
-            b"User-Agent": [USER_AGENT],
-        })
+        self._headers = Headers(
+            {
+                b"Content-Type": [b"application/json"],
+                b"User-Agent": [USER_AGENT],
+            }
+        )
         self._no_cookies = NoCookies()
 
     def _url(self, url: str) -> EncodedURL:
@@ -262,9 +264,7 @@ class ResponseTooLong(Exception):
     """The backend's answer was longer than the client accepts."""
 
 
-def _collect(
-    response, limit: int | None = None
-) -> HTTPResult | Failure | Deferred[HTTPResult]:
+def _collect(response, limit: int | None = None) -> HTTPResult | Failure | Deferred[HTTPResult]:
     collector = _BodyCollector(response, limit)
     response.deliverBody(collector)
     return collector.outcome()
@@ -311,12 +311,12 @@ class _BodyCollector(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._too_long:
-            result: HTTPResult | Failure = Failure(ResponseTooLong(
-                "the backend's answer is longer than this client accepts"))
+            result: HTTPResult | Failure = Failure(
+                ResponseTooLong("the backend's answer is longer than this client accepts")
+            )
         elif isinstance(reason.value, (ResponseDone, PotentialDataLoss)):
             response = self._response
-            result = HTTPResult(
-                response.code, response.headers, b"".join(self._parts))
+            result = HTTPResult(response.code, response.headers, b"".join(self._parts))
         else:
             result = reason
         if self._waiting is None:

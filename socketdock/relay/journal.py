@@ -90,10 +90,7 @@ def _explain(e: sqlite3.Error) -> str:
             "(its connections are lost) or point journal at a new file"
         )
     if "locked" in text:
-        return (
-            f"is in use by another process ({text}); give each instance "
-            "its own journal file"
-        )
+        return f"is in use by another process ({text}); give each instance its own journal file"
     if "readonly" in text or "unable to open" in text:
         return (
             f"cannot be opened for writing ({text}); make its directory exist "
@@ -249,7 +246,8 @@ class Journal:
         recorded = sum(batch.values())
         self._log.debug(
             "journal: {recorded} recorded, {forgotten} forgotten",
-            recorded=recorded, forgotten=len(batch) - recorded,
+            recorded=recorded,
+            forgotten=len(batch) - recorded,
         )
         if self._failing:
             self._failing = False
@@ -277,7 +275,9 @@ class Journal:
             self._log.error(
                 "journal {path}: write failed ({why}); {count} changes kept, "
                 "retrying every {delay}s",
-                path=self.path, why=failure.getErrorMessage(), count=len(self._pending),
+                path=self.path,
+                why=failure.getErrorMessage(),
+                count=len(self._pending),
                 delay=RETRY_DELAY,
             )
         waiters += self._waiters
@@ -322,7 +322,8 @@ class Journal:
         d.addErrback(
             lambda f: self._log.error(
                 "journal {path}: last write failed ({why})",
-                path=self.path, why=f.getErrorMessage(),
+                path=self.path,
+                why=f.getErrorMessage(),
             )
         )
         d.addBoth(lambda _: _release(waiters))
@@ -356,12 +357,16 @@ class JournalService(Service):
         except JournalError as e:
             # Checked at parse time, so this is a race with something else
             # touching the file: run on without it rather than not at all.
-            self._log.error("journal {path} {why}; running without a journal",
-                            path=self._journal.path, why=str(e))
+            self._log.error(
+                "journal {path} {why}; running without a journal",
+                path=self._journal.path,
+                why=str(e),
+            )
             return
         self._log.info(
             "journal {path}: {count} connections left by the last run",
-            path=self._journal.path, count=len(lost),
+            path=self._journal.path,
+            count=len(lost),
         )
         if lost:
             self._recover(lost)

@@ -71,15 +71,20 @@ class LocalReach:
             elif outcome[0].check(OutboundFull):
                 full += 1
             elif not outcome[0].check(NotLive):
-                self._log.failure("tag send to {connection_id} failed", outcome[0],
-                                  connection_id=connection.connection_id)
+                self._log.failure(
+                    "tag send to {connection_id} failed",
+                    outcome[0],
+                    connection_id=connection.connection_id,
+                )
         return succeed(Reached(connections=handed, full=full))
 
     def _held_lost(self, failure: Failure, connection_id: str) -> None:
         failure.trap(NotLive, OutboundFull)
-        self._log.info("a tag send held for {connection_id} was dropped: its handshake "
-                       "did not complete or its client is not reading",
-                       connection_id=connection_id)
+        self._log.info(
+            "a tag send held for {connection_id} was dropped: its handshake "
+            "did not complete or its client is not reading",
+            connection_id=connection_id,
+        )
 
     def close_tag(self, tag: str, code: int, reason: str) -> Deferred[Reached]:
         closing = self._registry.tagged(tag)

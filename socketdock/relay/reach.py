@@ -114,9 +114,7 @@ class IReach(Interface):
     SPEC §4's: open or in a pending handshake, not closing.
     """
 
-    def send_to_connection(
-        connection_id: str, payload: bytes, is_binary: bool
-    ) -> Deferred[None]:
+    def send_to_connection(connection_id: str, payload: bytes, is_binary: bool) -> Deferred[None]:
         """
         Hand one frame to one connection, wherever it is held.
 
@@ -185,9 +183,7 @@ class IConnectionEvents(Interface):
     def connection_added(connection_id: str) -> None:
         """A handshake started here: the connection is live on this instance."""
 
-    def tags_changed(
-        connection_id: str, added: Sequence[str], removed: Sequence[str]
-    ) -> None:
+    def tags_changed(connection_id: str, added: Sequence[str], removed: Sequence[str]) -> None:
         """A live connection's tags changed by exactly these (never both empty)."""
 
     def connection_gone(connection_id: str, tags: Sequence[str]) -> None:
@@ -205,7 +201,9 @@ class NoEvents:
     def connection_added(self, connection_id: str) -> None:
         pass
 
-    def tags_changed(self, connection_id: str, added: Sequence[str], removed: Sequence[str]) -> None:
+    def tags_changed(
+        self, connection_id: str, added: Sequence[str], removed: Sequence[str]
+    ) -> None:
         pass
 
     def connection_gone(self, connection_id: str, tags: Sequence[str]) -> None:

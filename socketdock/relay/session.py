@@ -143,7 +143,9 @@ class Session:
         if isinstance(failure.value, MessageRefused):
             self._log.warn(
                 "backend refused message {seq} of {connection_id} with HTTP {status}",
-                seq=seq, connection_id=self.connection_id, status=failure.value.status,
+                seq=seq,
+                connection_id=self.connection_id,
+                status=failure.value.status,
             )
             return
         # Retries used up, or something unexpected: the message must not be
@@ -155,13 +157,17 @@ class Session:
             self._log.error(
                 "backend did not take message {seq} of {connection_id} ({why}); "
                 "closing it with 1011, {dropped} later messages not sent",
-                seq=seq, connection_id=self.connection_id, why=failure.value.why,
+                seq=seq,
+                connection_id=self.connection_id,
+                why=failure.value.why,
                 dropped=dropped,
             )
         else:
             self._log.failure(
                 "delivering message {seq} of {connection_id} failed",
-                failure, seq=seq, connection_id=self.connection_id,
+                failure,
+                seq=seq,
+                connection_id=self.connection_id,
             )
         self._socket.close(1011, "backend unavailable", "backend")
 
@@ -173,7 +179,8 @@ class Session:
         if isinstance(outcome, Failure):
             self._log.failure(
                 "disconnect notice for {connection_id} failed",
-                outcome, connection_id=self.connection_id,
+                outcome,
+                connection_id=self.connection_id,
             )
         elif self._relay.journal is not None:
             self._relay.journal.forget(self.connection_id)
@@ -236,8 +243,12 @@ class Relay:
         return session
 
     def orphan(
-        self, connection_id: str, reason: str, initiator: str,
-        tags: tuple[str, ...] = (), recorded: bool = False,
+        self,
+        connection_id: str,
+        reason: str,
+        initiator: str,
+        tags: tuple[str, ...] = (),
+        recorded: bool = False,
     ) -> None:
         """
         The backend admitted a connection whose handshake then did not finish
@@ -273,8 +284,9 @@ class Relay:
     def _reply_lost(self, failure: Failure) -> None:
         failure.trap(NotLive, OutboundFull)
         assert failure.type is not None  # trap passed: NotLive or OutboundFull
-        self._log.info("a reply for a closed or stalled client was dropped ({why})",
-                       why=failure.type.__name__)
+        self._log.info(
+            "a reply for a closed or stalled client was dropped ({why})", why=failure.type.__name__
+        )
 
     def finished(self, session: Session) -> None:
         """A session's notice went out: it has no work left."""

@@ -77,9 +77,7 @@ class LearnedCallbackURLs:
 AnyCallbackURLs = CallbackURLs | LearnedCallbackURLs
 
 
-def connect_body(
-    urls: AnyCallbackURLs, connection_id: str, headers: Mapping[str, str]
-) -> bytes:
+def connect_body(urls: AnyCallbackURLs, connection_id: str, headers: Mapping[str, str]) -> bytes:
     """
     Body of the connect notice, sent before the handshake is answered.
 
@@ -95,7 +93,11 @@ def connect_body(
 
 
 def message_body(
-    urls: AnyCallbackURLs, connection_id: str, seq: int, payload: bytes, is_binary: bool,
+    urls: AnyCallbackURLs,
+    connection_id: str,
+    seq: int,
+    payload: bytes,
+    is_binary: bool,
     tags: Sequence[str] = (),
 ) -> bytes:
     """

@@ -132,7 +132,7 @@ class SmallFrameMasker:
         if not n:
             return b""
         shift = self._ptr & 3
-        key = (self._mask * ((shift + n) // 4 + 1))[shift:shift + n]
+        key = (self._mask * ((shift + n) // 4 + 1))[shift : shift + n]
         self._ptr += n
         return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
 
@@ -158,8 +158,9 @@ def with_options(protocol: type[_P], factory: Any) -> type[_P]:
     A subclass of ``protocol`` with ``factory``'s current protocol options as
     class attributes, so instances do not copy them (see the module doc).
     """
-    attributes = {name: _as_class_attribute(getattr(factory, name))
-                  for name in protocol.CONFIG_ATTRS}
+    attributes = {
+        name: _as_class_attribute(getattr(factory, name)) for name in protocol.CONFIG_ATTRS
+    }
     attributes["__module__"] = protocol.__module__
     return cast("type[_P]", type(protocol.__name__, (protocol,), attributes))
 

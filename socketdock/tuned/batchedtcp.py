@@ -70,8 +70,10 @@ class WriteBatch:
                 try:
                     transport._send_gathered()
                 except Exception:
-                    self._log.failure("sending to {peer} failed; aborting that connection",
-                                      peer=transport.getPeer())
+                    self._log.failure(
+                        "sending to {peer} failed; aborting that connection",
+                        peer=transport.getPeer(),
+                    )
                     transport.abortConnection()
 
 
@@ -93,15 +95,23 @@ class _SendAfterRead(_ConnectionBase):
 
     def write(self, data: bytes) -> None:
         batch = self._batch
-        if not batch.reading or type(data) is not bytes or not self.connected or self._writeDisconnected:
+        if (
+            not batch.reading
+            or type(data) is not bytes
+            or not self.connected
+            or self._writeDisconnected
+        ):
             super().write(data)
         elif data:
             self._gather(data)
 
     def writeSequence(self, iovec: Iterable[bytes]) -> None:
         iovec = list(iovec)
-        if not self._batch.reading or not self.connected or self._writeDisconnected or (
-            iovec and set(map(type, iovec)) != {bytes}
+        if (
+            not self._batch.reading
+            or not self.connected
+            or self._writeDisconnected
+            or (iovec and set(map(type, iovec)) != {bytes})
         ):
             super().writeSequence(iovec)  # Twisted's path, and its TypeError for text
             return
@@ -190,7 +200,9 @@ class _BatchedPort(tcp.Port):
 
 
 class _BatchedConnector(tcp.Connector):
-    def __init__(self, host, port, factory, timeout, bindAddress, reactor, batch: WriteBatch) -> None:
+    def __init__(
+        self, host, port, factory, timeout, bindAddress, reactor, batch: WriteBatch
+    ) -> None:
         super().__init__(host, port, factory, timeout, bindAddress, reactor)
         self._batch = batch
 
@@ -220,12 +232,16 @@ class BatchingReactor:
 
     def listenSSL(self, port, factory, contextFactory, backlog=50, interface=""):
         # As Twisted's reactor does it: TLS in memory over a plain TCP listener.
-        listener = self.listenTCP(port, TLSMemoryBIOFactory(contextFactory, False, factory), backlog, interface)
+        listener = self.listenTCP(
+            port, TLSMemoryBIOFactory(contextFactory, False, factory), backlog, interface
+        )
         listener._type = "TLS"
         return listener
 
     def connectTCP(self, host, port, factory, timeout=30.0, bindAddress=None):
-        connector = _BatchedConnector(host, port, factory, timeout, bindAddress, self._reactor, self._batch)
+        connector = _BatchedConnector(
+            host, port, factory, timeout, bindAddress, self._reactor, self._batch
+        )
         connector.connect()
         return connector
 

@@ -156,9 +156,14 @@ class FastAgent:
     :param connect_timeout: seconds for a TCP connect.
     """
 
-    def __init__(self, reactor, pool: ConnectionPool, tls_policy=None,
-                 max_response_body: int = DEFAULT_MAX_RESPONSE_BODY,
-                 connect_timeout: float = 30) -> None:
+    def __init__(
+        self,
+        reactor,
+        pool: ConnectionPool,
+        tls_policy=None,
+        max_response_body: int = DEFAULT_MAX_RESPONSE_BODY,
+        connect_timeout: float = 30,
+    ) -> None:
         self._reactor = reactor
         self._pool = pool
         self._tls = tls_policy if tls_policy is not None else BrowserLikePolicyForHTTPS()
@@ -195,13 +200,15 @@ class FastAgent:
 
     def _endpoint(self, scheme: bytes, host: bytes, port: int) -> tuple:
         endpoint: IStreamClientEndpoint = HostnameEndpoint(
-            self._reactor, host.decode("ascii"), port, timeout=self._connect_timeout)
+            self._reactor, host.decode("ascii"), port, timeout=self._connect_timeout
+        )
         if scheme == b"https":
             endpoint = wrapClientTLS(self._tls.creatorForNetloc(host, port), endpoint)
         return _ConnectionFactory(self._pool, (scheme, host, port), self._max_body), endpoint
 
-    def request(self, method: bytes, uri: bytes, headers: Headers | None = None,
-                bodyProducer=None) -> Deferred:
+    def request(
+        self, method: bytes, uri: bytes, headers: Headers | None = None, bodyProducer=None
+    ) -> Deferred:
         """Send one request; fires with an ``IResponse`` whose body is already here."""
         if not _TOKEN.match(method):
             raise ValueError(f"invalid method: {method!r}")
@@ -219,7 +226,8 @@ class FastAgent:
     def _fresh(self, origin: _Origin, method, uri, headers, producer) -> Deferred:
         d = origin.endpoint.connect(origin.factory)
         return d.addCallback(
-            lambda conn: conn.request(method, origin.target, origin.host, uri, headers, producer))
+            lambda conn: conn.request(method, origin.target, origin.host, uri, headers, producer)
+        )
 
     def _stale(self, failure, origin: _Origin, method, uri, headers, producer):
         if failure.check(ResponseNeverReceived, RequestTransmissionFailed) is None:

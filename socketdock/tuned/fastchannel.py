@@ -125,8 +125,7 @@ class FastHTTPChannel(HTTPChannel):
             raise _Refused()
         self._progress = True
         headers, self._headers = self._headers, []  # trailers, if any, are dropped
-        self._events.append(
-            (_HEAD, (method, self._url, version, headers, parser.should_upgrade())))
+        self._events.append((_HEAD, (method, self._url, version, headers, parser.should_upgrade())))
 
     def on_body(self, data: bytes) -> None:
         self._progress = True
@@ -206,8 +205,10 @@ class FastHTTPChannel(HTTPChannel):
 
     def _bufferedMore(self, buffered: list[bytes]) -> None:
         # Backpressure on a peer that keeps sending while we answer.
-        if (sum(map(len, buffered)) > self._optimisticEagerReadSize
-                and not self._waitingForTransport):
+        if (
+            sum(map(len, buffered)) > self._optimisticEagerReadSize
+            and not self._waitingForTransport
+        ):
             self._networkProducer.pauseProducing()
 
     def _feed(self, data: bytes) -> None:
@@ -218,7 +219,7 @@ class FastHTTPChannel(HTTPChannel):
         try:
             parser.feed_data(data)
         except HttpParserUpgrade as upgrade:
-            self._unparsed = [data[upgrade.args[0]:]]
+            self._unparsed = [data[upgrade.args[0] :]]
             return
         except HttpParserError:
             self._events.append((_ERROR, None))
@@ -263,8 +264,14 @@ class FastHTTPChannel(HTTPChannel):
         finally:
             self._draining = False
 
-    def _head(self, method: bytes, url: bytes, version: bytes,
-              headers: list[tuple[bytes, bytes]], upgrade: bool) -> None:
+    def _head(
+        self,
+        method: bytes,
+        url: bytes,
+        version: bytes,
+        headers: list[tuple[bytes, bytes]],
+        upgrade: bool,
+    ) -> None:
         factory = self.requestFactory
         if INonQueuedRequestFactory.providedBy(factory):
             request = factory(self)
@@ -309,10 +316,14 @@ class FastHTTPChannel(HTTPChannel):
         self._current = request
         self._command, self._path, self._version = method, url, version
         request.gotLength(length)
-        if (expect is not None and version == b"HTTP/1.1" and not self._closed
-                and expect.lower() == b"100-continue"
-                # gotLength may have answered already and dropped the header
-                and request.requestHeaders.hasHeader(b"expect")):
+        if (
+            expect is not None
+            and version == b"HTTP/1.1"
+            and not self._closed
+            and expect.lower() == b"100-continue"
+            # gotLength may have answered already and dropped the header
+            and request.requestHeaders.hasHeader(b"expect")
+        ):
             self._send100Continue()
 
     def _done(self) -> None:

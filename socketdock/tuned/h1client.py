@@ -66,8 +66,15 @@ class HTTP11Connection(Protocol):
 
     # --- the request ----------------------------------------------------
 
-    def request(self, method: bytes, target: bytes, host: bytes | None, uri: bytes,
-                headers: Headers, producer) -> Deferred[Response]:
+    def request(
+        self,
+        method: bytes,
+        target: bytes,
+        host: bytes | None,
+        uri: bytes,
+        headers: Headers,
+        producer,
+    ) -> Deferred[Response]:
         """Send one request; fires with the whole response."""
         d: Deferred[Response] = Deferred(self._cancel)
         self._d = d
@@ -124,8 +131,9 @@ class HTTP11Connection(Protocol):
             consumer.flush()
             self.transport.registerProducer(producer, True)  # type: ignore[attr-defined]  # TCP and TLS transports are IConsumers
             self._registered = True
-        produced.addCallbacks(self._body_done, self._body_failed,
-                              callbackArgs=(consumer,), errbackArgs=(consumer,))
+        produced.addCallbacks(
+            self._body_done, self._body_failed, callbackArgs=(consumer,), errbackArgs=(consumer,)
+        )
 
     def _body_done(self, _, consumer: BodyConsumer) -> None:
         if consumer is not self._consumer:
@@ -246,8 +254,12 @@ class HTTP11Connection(Protocol):
         parser = self._parser
         return Response(
             _VERSIONS.get(parser.get_http_version()) or (b"HTTP", 1, 1),
-            parser.get_status_code(), self._phrase, Headers(self._headers),
-            b"".join(self._body), self._info, complete,
+            parser.get_status_code(),
+            self._phrase,
+            Headers(self._headers),
+            b"".join(self._body),
+            self._info,
+            complete,
         )
 
     def _finish(self) -> None:

@@ -49,8 +49,16 @@ class Response:
 
     previousResponse: IResponse | None = None
 
-    def __init__(self, version, code: int, phrase: bytes, headers: Headers, body: bytes,
-                 request: RequestInfo, complete: bool) -> None:
+    def __init__(
+        self,
+        version,
+        code: int,
+        phrase: bytes,
+        headers: Headers,
+        body: bytes,
+        request: RequestInfo,
+        complete: bool,
+    ) -> None:
         self.version = version
         self.code = code
         self.phrase = phrase

@@ -138,9 +138,14 @@ class RelayServerProtocol(WebSocketServerProtocol):
             except InvalidTags as e:
                 # Tags the backend set through the callback API while the
                 # handshake was pending, plus these, pass the limit.
-                self._log.warn("backend admitted {connection_id} with unusable tags ({why})",
-                               connection_id=self.connection_id, why=str(e))
-                return self._refuse(Failure(UnusableAdmission("backend answered with unusable tags")))
+                self._log.warn(
+                    "backend admitted {connection_id} with unusable tags ({why})",
+                    connection_id=self.connection_id,
+                    why=str(e),
+                )
+                return self._refuse(
+                    Failure(UnusableAdmission("backend answered with unusable tags"))
+                )
         # The answer waits until the journal has the connection on disk
         # (no wait without a journal), with or without a connect notice.
         d = self.factory.relay.record(self.connection_id)
@@ -165,11 +170,17 @@ class RelayServerProtocol(WebSocketServerProtocol):
         if relay.backend.admits:
             tags = tuple(dict.fromkeys(self.tags + admission.tags))
             if self._state == _CLOSED:
-                relay.orphan(self.connection_id, "client left during the handshake", "client",
-                             tags, recorded=recorded)
+                relay.orphan(
+                    self.connection_id,
+                    "client left during the handshake",
+                    "client",
+                    tags,
+                    recorded=recorded,
+                )
             else:
-                relay.orphan(self.connection_id, "server shutting down", "server",
-                             tags, recorded=recorded)
+                relay.orphan(
+                    self.connection_id, "server shutting down", "server", tags, recorded=recorded
+                )
         elif recorded:
             relay.unrecord(self.connection_id)
         if self._refusal is None:
@@ -179,14 +190,17 @@ class RelayServerProtocol(WebSocketServerProtocol):
 
     def _refuse(self, failure: Failure):
         if not isinstance(failure.value, ConnectRefused):
-            self._log.failure("admission of {connection_id} failed", failure,
-                              connection_id=self.connection_id)
+            self._log.failure(
+                "admission of {connection_id} failed", failure, connection_id=self.connection_id
+            )
             self._refusal = ConnectRefused(503, "backend unavailable")
         else:
             self._refusal = failure.value
             if isinstance(failure.value, UnusableAdmission):
                 # The backend said yes: it hears the connection is gone.
-                self.factory.relay.orphan(self.connection_id, failure.value.why, "server", self.tags)
+                self.factory.relay.orphan(
+                    self.connection_id, failure.value.why, "server", self.tags
+                )
         return self._refused_now()
 
     def _refused_now(self):
@@ -201,8 +215,9 @@ class RelayServerProtocol(WebSocketServerProtocol):
             return super().succeedHandshake(res)
         except Exception:
             # Nothing waits on this Deferred: the client would hang, pending.
-            self._log.failure("handshake of {connection_id} failed",
-                              connection_id=self.connection_id)
+            self._log.failure(
+                "handshake of {connection_id} failed", connection_id=self.connection_id
+            )
             if self.state == self.STATE_CONNECTING:
                 self._refusal_reason = "error"
                 self.failHandshake("internal server error", 500)
@@ -221,11 +236,18 @@ class RelayServerProtocol(WebSocketServerProtocol):
         if self.connection_id:
             self._log.info(
                 "handshake of {connection_id} from {peer} refused: {status} {why}",
-                connection_id=self.connection_id, peer=self.peer, status=code, why=why,
+                connection_id=self.connection_id,
+                peer=self.peer,
+                status=code,
+                why=why,
             )
         else:
-            self._log.info("handshake from {peer} refused: {status} {why}",
-                           peer=self.peer, status=code, why=why)
+            self._log.info(
+                "handshake from {peer} refused: {status} {why}",
+                peer=self.peer,
+                status=code,
+                why=why,
+            )
         if self._session is not None and self._closed_by is None:
             # Admitted, then failed (the backend heard of it): onClose
             # sends the disconnect notice.
@@ -241,8 +263,11 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._state = _OPEN
         factory = self.factory
         self._keepalive = Keepalive(
-            factory.reactor, factory.ping_interval, factory.ping_timeout,
-            self.sendPing, self._ping_timed_out,
+            factory.reactor,
+            factory.ping_interval,
+            factory.ping_timeout,
+            self.sendPing,
+            self._ping_timed_out,
         )
         self._keepalive.start()
         held, self._held = self._held, []
@@ -258,8 +283,10 @@ class RelayServerProtocol(WebSocketServerProtocol):
         if self._client_paused:
             self._unsent += len(payload) + 2
             if self._unsent > 2 * self.factory.max_message_size:
-                self._log.info("client {connection_id} pings but does not read; closing it",
-                               connection_id=self.connection_id)
+                self._log.info(
+                    "client {connection_id} pings but does not read; closing it",
+                    connection_id=self.connection_id,
+                )
                 self.close(1008, "not reading pongs", "server")
                 return
         self.sendPong(payload)
@@ -269,8 +296,10 @@ class RelayServerProtocol(WebSocketServerProtocol):
             self._keepalive.pong(payload)
 
     def _ping_timed_out(self) -> None:
-        self._log.info("client {connection_id} did not answer a ping; dropping it",
-                       connection_id=self.connection_id)
+        self._log.info(
+            "client {connection_id} did not answer a ping; dropping it",
+            connection_id=self.connection_id,
+        )
         self.wasClean = False
         self.wasNotCleanReason = "ping timeout"
         self.dropConnection(abort=True)
@@ -415,7 +444,10 @@ class RelayServerProtocol(WebSocketServerProtocol):
                 # Admitted but never opened (the handshake failed, or the
                 # client left once it was admitted): the backend still hears.
                 code, reason, initiator = self._closed_by or (
-                    None, "client left during the handshake", "client")
+                    None,
+                    "client left during the handshake",
+                    "client",
+                )
                 self._session.ended(code, reason, initiator)
             return
         if self._closed_by is None:
@@ -432,8 +464,11 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._log.info(
             "client {connection_id} from {peer} closed after {seconds:.1f}s: "
             "code {code}, initiator {initiator}",
-            connection_id=self.connection_id, peer=self.peer, code=notice_code,
-            initiator=initiator, seconds=self.factory.reactor.seconds() - self._connected_at,
+            connection_id=self.connection_id,
+            peer=self.peer,
+            code=notice_code,
+            initiator=initiator,
+            seconds=self.factory.reactor.seconds() - self._connected_at,
         )
         if self._session is not None:
             self._session.ended(notice_code, notice_reason, initiator)
@@ -475,12 +510,18 @@ class RelayServerFactory(WebSocketServerFactory):
     protocol = RelayServerProtocol
 
     def __init__(
-        self, relay: Relay, max_connections: int, max_message_size: int, reactor,
+        self,
+        relay: Relay,
+        max_connections: int,
+        max_message_size: int,
+        reactor,
         origins: OriginPolicy = OriginPolicy(["*"]),
-        ping_interval: float = 0, ping_timeout: float = 0,
+        ping_interval: float = 0,
+        ping_timeout: float = 0,
         specialise: Callable[
             [type[RelayServerProtocol], RelayServerFactory], type[RelayServerProtocol]
-        ] | None = None,
+        ]
+        | None = None,
     ) -> None:
         self._specialise = specialise
         super().__init__(reactor=reactor)
@@ -506,8 +547,13 @@ def make_ws_factory(config, relay: Relay, reactor, specialise=None) -> RelayServ
     :param specialise: see :class:`RelayServerFactory`.
     """
     factory = RelayServerFactory(
-        relay, config.max_connections, config.max_message_size, reactor,
-        OriginPolicy(config.allowed_origins), config.ping_interval, config.ping_timeout,
+        relay,
+        config.max_connections,
+        config.max_message_size,
+        reactor,
+        OriginPolicy(config.allowed_origins),
+        config.ping_interval,
+        config.ping_timeout,
         specialise,
     )
     options = dict(

@@ -86,7 +86,8 @@ class _Refusals(_RefusalsBase):
         channel, transport = self.public()
         channel.dataReceived(
             b"POST /socket/" + LIVE.encode() + b"/send HTTP/1.1\r\nHost: x\r\n"
-            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % MB4 + b"x" * 65536)
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % MB4 + b"x" * 65536
+        )
         self.assert_answered_early(channel, transport, b"404")
         self.assertEqual(self.temp_files, 0)
 
@@ -96,9 +97,10 @@ class _Refusals(_RefusalsBase):
             channel, transport = self.api()
             channel.dataReceived(
                 b"POST /socket/" + LIVE.encode() + b"/send HTTP/1.1\r\nHost: x\r\n"
-                b"Content-Length: " + length + b"\r\n\r\n" + b"x" * 50)
+                b"Content-Length: " + length + b"\r\n\r\n" + b"x" * 50
+            )
             answer = self.assert_answered_early(channel, transport, b"401")
-            self.assertIn(b"\r\nWWW-Authenticate: Bearer realm=\"socketdock\"\r\n", answer)
+            self.assertIn(b'\r\nWWW-Authenticate: Bearer realm="socketdock"\r\n', answer)
         self.assertEqual(self.front.connection.delivered, [])
 
     def test_chunked_body_without_token(self) -> None:
@@ -106,7 +108,8 @@ class _Refusals(_RefusalsBase):
         channel, transport = self.api()
         channel.dataReceived(
             b"POST /status HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"4000\r\n" + b"x" * 0x4000 + b"\r\n")
+            b"4000\r\n" + b"x" * 0x4000 + b"\r\n"
+        )
         self.assert_answered_early(channel, transport, b"401")
         self.assertEqual(self.temp_files, 0)
 
@@ -114,7 +117,8 @@ class _Refusals(_RefusalsBase):
         """With the token, a body to a route that does not take the method gets 405 and Allow at once."""
         channel, transport = self.api()
         channel.dataReceived(
-            b"POST /status HTTP/1.1\r\nHost: x\r\n" + AUTH + b"Content-Length: 200000\r\n\r\nxx")
+            b"POST /status HTTP/1.1\r\nHost: x\r\n" + AUTH + b"Content-Length: 200000\r\n\r\nxx"
+        )
         answer = self.assert_answered_early(channel, transport, b"405")
         self.assertIn(b"\r\nAllow: GET, HEAD\r\n", answer)
 
@@ -122,8 +126,12 @@ class _Refusals(_RefusalsBase):
         """With the token, a declared body past the route's own limit gets 413 at once."""
         channel, transport = self.api()
         channel.dataReceived(
-            b"DELETE /socket/" + LIVE.encode() + b" HTTP/1.1\r\nHost: x\r\n" + AUTH
-            + b"Content-Length: 5000\r\n\r\n{")
+            b"DELETE /socket/"
+            + LIVE.encode()
+            + b" HTTP/1.1\r\nHost: x\r\n"
+            + AUTH
+            + b"Content-Length: 5000\r\n\r\n{"
+        )
         answer = self.assert_answered_early(channel, transport, b"413")
         self.assertTrue(answer.endswith(b"\r\n\r\nbody larger than 4096 bytes\n"), answer)
         self.assertEqual(self.front.connection.closed, [])
@@ -145,13 +153,24 @@ class _Refusals(_RefusalsBase):
         """With the token, a chunked body and a declared one past 100 kB reach send with no temporary file."""
         channel, transport = self.api()
         channel.dataReceived(
-            b"POST /socket/" + LIVE.encode() + b"/send HTTP/1.1\r\nHost: x\r\n" + AUTH
-            + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+            b"POST /socket/"
+            + LIVE.encode()
+            + b"/send HTTP/1.1\r\nHost: x\r\n"
+            + AUTH
+            + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        )
         channel.dataReceived(
-            b"POST /socket/" + LIVE.encode() + b"/send HTTP/1.1\r\nHost: x\r\n" + AUTH
-            + b"Content-Length: 150000\r\n\r\n" + b"z" * 150_000)
+            b"POST /socket/"
+            + LIVE.encode()
+            + b"/send HTTP/1.1\r\nHost: x\r\n"
+            + AUTH
+            + b"Content-Length: 150000\r\n\r\n"
+            + b"z" * 150_000
+        )
         self.assertEqual(transport.value().count(b"\r\n\r\nOK"), 2, transport.value()[-300:])
-        self.assertEqual(self.front.connection.delivered, [(b"hello", True), (b"z" * 150_000, True)])
+        self.assertEqual(
+            self.front.connection.delivered, [(b"hello", True), (b"z" * 150_000, True)]
+        )
         self.assertEqual(self.temp_files, 0)
 
     def test_held_requests_stress(self) -> None:
@@ -165,7 +184,8 @@ class _Refusals(_RefusalsBase):
             path = b"/socket/" + LIVE.encode() + (b"/send" if i % 4 < 2 else b"/disconnect")
             channel.dataReceived(
                 b"POST " + path + b" HTTP/1.1\r\nHost: x\r\n"
-                b"Content-Length: %d\r\n\r\n" % MB4 + partial)
+                b"Content-Length: %d\r\n\r\n" % MB4 + partial
+            )
             channel.dataReceived(partial)  # what a peer may still send before it sees the answer
             held.append((channel, transport, b"404" if public else b"401"))
         for channel, transport, status in held:
@@ -176,16 +196,23 @@ class _Refusals(_RefusalsBase):
         self.assertEqual(self.front.connection.closed, [])
 
     # Run once per channel class below; each run builds its own channels.
-    @settings(max_examples=100, deadline=None,
-              suppress_health_check=[HealthCheck.differing_executors])
-    @given(route=st.sampled_from(BODY_ROUTES), body=_ANY_BODIES, chunked=st.booleans(),
-           token=st.sampled_from([TOKEN, "wrong"]))
+    @settings(
+        max_examples=100, deadline=None, suppress_health_check=[HealthCheck.differing_executors]
+    )
+    @given(
+        route=st.sampled_from(BODY_ROUTES),
+        body=_ANY_BODIES,
+        chunked=st.booleans(),
+        token=st.sampled_from([TOKEN, "wrong"]),
+    )
     def test_any_body_through_the_channel(self, route, body, chunked, token) -> None:
         """Any body, declared or chunked, with or without the token: one answer under 500, one line."""
         method, path = route
         channel, transport = self.api()
-        head = (method.encode() + b" " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
-                b"Authorization: Bearer " + token.encode() + b"\r\n")
+        head = (
+            method.encode() + b" " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + token.encode() + b"\r\n"
+        )
         if chunked:
             framed = (b"%x\r\n" % len(body) + body + b"\r\n" if body else b"") + b"0\r\n\r\n"
             channel.dataReceived(head + b"Transfer-Encoding: chunked\r\n\r\n" + framed)

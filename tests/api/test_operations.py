@@ -22,8 +22,9 @@ def _families(text: bytes) -> dict:
 
 def _value(family, suffix: str = "", **labels) -> float:
     """The one sample of ``family`` named ``<name><suffix>`` with exactly ``labels``."""
-    found = [s.value for s in family.samples
-             if s.name == family.name + suffix and s.labels == labels]
+    found = [
+        s.value for s in family.samples if s.name == family.name + suffix and s.labels == labels
+    ]
     if len(found) != 1:
         raise AssertionError(f"no single {family.name}{suffix} {labels}: {family.samples}")
     return found[0]
@@ -35,7 +36,8 @@ class OperationsTestCase(RelayTestCase):
     @inlineCallbacks
     def get(self, path, headers=None):
         code, response_headers, body = yield self.backend.request(
-            "GET", self.relay.base + path, headers=headers)
+            "GET", self.relay.base + path, headers=headers
+        )
         return code, response_headers, body
 
     @inlineCallbacks
@@ -59,7 +61,9 @@ class OperationsTestCase(RelayTestCase):
         before = len(self.backend.messages)
         client.send_text(text)
         messages = yield self.backend.wait_for("message", before + 1)
-        code, _ = yield self.backend.post_send(messages[-1]["meta"]["send"], b"re: " + text.encode())
+        code, _ = yield self.backend.post_send(
+            messages[-1]["meta"]["send"], b"re: " + text.encode()
+        )
         self.assertEqual(code, 200)
         self.assertEqual((yield client.next_message()), (b"re: " + text.encode(), False))
         return client
@@ -74,12 +78,15 @@ class StatusTests(OperationsTestCase):
         uptime = status.pop("uptime_seconds")
         self.assertIsInstance(uptime, (int, float))
         self.assertGreaterEqual(uptime, 0)
-        self.assertEqual(status, {
-            "version": __version__,
-            "connections": {"active": 0, "lifetime": 0},
-            "messages": {"in": 0, "out": 0},
-            "backend": {"failures": 0, "retries": 0},
-        })
+        self.assertEqual(
+            status,
+            {
+                "version": __version__,
+                "connections": {"active": 0, "lifetime": 0},
+                "messages": {"in": 0, "out": 0},
+                "backend": {"failures": 0, "retries": 0},
+            },
+        )
 
     @inlineCallbacks
     def test_counts_move(self):
@@ -125,7 +132,9 @@ class MetricsTests(OperationsTestCase):
         self.assertEqual(families["socketdock_connections_active"].type, "gauge")
         self.assertEqual(_value(families["socketdock_connections_active"]), 0)
         self.assertEqual(_value(families["socketdock_connections_opened"], "_total"), 1)
-        self.assertEqual(_value(families["socketdock_connections_closed"], "_total", code="1000"), 1)
+        self.assertEqual(
+            _value(families["socketdock_connections_closed"], "_total", code="1000"), 1
+        )
         messages = families["socketdock_messages"]
         self.assertEqual(_value(messages, "_total", direction="in"), 1)
         self.assertEqual(_value(messages, "_total", direction="out"), 1)

@@ -35,7 +35,9 @@ from tests.wsclient import connect_client
 TOKEN = "s3cret-api-token-for-tests"
 SECRET = "signing-secret-for-tests"
 _OPERATING = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "operating.rst"
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    "docs",
+    "operating.rst",
 )
 
 
@@ -71,8 +73,9 @@ class _Case(TestCase):
     @inlineCallbacks
     def start(self, notices: bool = True, **settings):
         url = yield self.backend()
-        settings = {k: v.format(backend=url) if isinstance(v, str) else v
-                    for k, v in settings.items()}
+        settings = {
+            k: v.format(backend=url) if isinstance(v, str) else v for k, v in settings.items()
+        }
         settings.setdefault("backend", "http")
         settings.setdefault("messageuri", url + "/message")
         if notices:
@@ -110,7 +113,10 @@ class TLSTests(_Case):
     def test_wss_end_to_end(self):
         """A wss client talks through an ssl: WebSocket listener with a generated certificate."""
         relay = start_relay(
-            self, reactor, backend="loopback", ping_interval=0,
+            self,
+            reactor,
+            backend="loopback",
+            ping_interval=0,
             listen=self.ssl_endpoint(["127.0.0.1"]),
         )
         self.assertEqual(relay.base, f"https://127.0.0.1:{relay.port}")
@@ -123,7 +129,10 @@ class TLSTests(_Case):
     def test_api_listener_over_tls(self):
         """An ssl: api_listen serves the callback API over TLS."""
         relay = start_relay(
-            self, reactor, backend="loopback", ping_interval=0,
+            self,
+            reactor,
+            backend="loopback",
+            ping_interval=0,
             api_listen=self.ssl_endpoint(["127.0.0.1"]),
         )
         api_port = relay.api_port
@@ -141,8 +150,13 @@ class TLSTests(_Case):
         url = yield self.backend(self.ssl_endpoint(["127.0.0.1"]))
         self.assertTrue(url.startswith("https://"))
         self.relay = start_relay(
-            self, reactor, backend="http", ping_interval=0, messageuri=url + "/message",
-            disconnecturi=url + "/disconnect", backend_ca=self.ca_path,
+            self,
+            reactor,
+            backend="http",
+            ping_interval=0,
+            messageuri=url + "/message",
+            disconnecturi=url + "/disconnect",
+            backend_ca=self.ca_path,
         )
         client = yield self.client()
         msg = yield self.first_message(client, "secured")
@@ -157,8 +171,11 @@ class TLSTests(_Case):
         url = yield self.backend(endpoint)
         observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         settings = dict(
-            backend="http", ping_interval=0, messageuri=url + "/message",
-            backend_retries=0, backend_timeout=5,
+            backend="http",
+            ping_interval=0,
+            messageuri=url + "/message",
+            backend_retries=0,
+            backend_timeout=5,
         )
         if backend_ca is not None:
             settings["backend_ca"] = backend_ca
@@ -181,7 +198,8 @@ class TLSTests(_Case):
         """A backend certificate from a CA other than backend_ca is refused."""
         other = make_ca("some other CA")
         whys = yield self.assert_refused_backend(
-            self.ssl_endpoint(["127.0.0.1"], ca=other), self.ca_path)
+            self.ssl_endpoint(["127.0.0.1"], ca=other), self.ca_path
+        )
         self.assertIn("TLS: certificate verify failed", whys)
 
     @inlineCallbacks
@@ -195,8 +213,8 @@ def readme_verify():
     """The ``verify`` function of docs/operating.rst's "Verifying signed requests", run as written."""
     with open(_OPERATING, encoding="utf-8") as f:
         text = f.read()
-    section = text[text.index("Verifying signed requests\n---"):]
-    block = section[section.index("::\n\n") + 4:]
+    section = text[text.index("Verifying signed requests\n---") :]
+    block = section[section.index("::\n\n") + 4 :]
     lines = []
     for line in block.splitlines():
         if line and not line.startswith("    "):
@@ -216,20 +234,27 @@ class SigningTests(_Case):
         verify = readme_verify()
         url = yield self.backend()
         self.relay = start_relay(
-            self, reactor, backend="http", ping_interval=0, signing_secret=SECRET,
-            messageuri=url + "/message", connecturi=url + "/connect",
+            self,
+            reactor,
+            backend="http",
+            ping_interval=0,
+            signing_secret=SECRET,
+            messageuri=url + "/message",
+            connecturi=url + "/connect",
             disconnecturi=url + "/disconnect",
         )
         client = yield self.client()
         yield self.first_message(client, "signed")
         yield client.close()
         yield self.fake.wait_for("disconnect", 1)
-        self.assertEqual([r.path for r in self.fake.received], ["/connect", "/message", "/disconnect"])
+        self.assertEqual(
+            [r.path for r in self.fake.received], ["/connect", "/message", "/disconnect"]
+        )
         for request in self.fake.received:
             (raw,) = request.headers.getRawHeaders(b"x-socketdock-signature") or []
             header = raw.decode("ascii")
             self.assertRegex(header, r"^t=\d+,v1=[0-9a-f]{64}$")
-            self.assertLess(abs(time.time() - int(header[2:header.index(",")])), 60)
+            self.assertLess(abs(time.time() - int(header[2 : header.index(",")])), 60)
             self.assertTrue(verify(SECRET.encode(), header, request.body), request.path)
             self.assertFalse(verify(b"another secret", header, request.body))
             self.assertFalse(verify(SECRET.encode(), header, request.body + b" "))
@@ -274,9 +299,13 @@ class TokenTests(_Case):
         send = msg["meta"]["send"]
         code, body = yield self.fake.post_send(send, b"sneaky")
         self.assertEqual((code, body), (401, b"missing or wrong bearer token\n"))
-        code, _ = yield self.fake.post_send(send, b"sneaky", headers={b"Authorization": b"Bearer nope"})
+        code, _ = yield self.fake.post_send(
+            send, b"sneaky", headers={b"Authorization": b"Bearer nope"}
+        )
         self.assertEqual(code, 401)
-        code, _ = yield self.fake.post_send(send, b"welcome", headers={b"Authorization": b"Bearer " + TOKEN.encode()})
+        code, _ = yield self.fake.post_send(
+            send, b"welcome", headers={b"Authorization": b"Bearer " + TOKEN.encode()}
+        )
         self.assertEqual(code, 200)
         self.assertEqual((yield client.next_message()), (b"welcome", False))
         code, _, _ = yield self.fake.request("GET", self.relay.base + "/healthz")
@@ -296,9 +325,13 @@ class ApiListenTests(_Case):
         cid = msg["meta"]["connection_id"]
         self.assertEqual(msg["meta"]["send"], f"http://127.0.0.1:{api_port}/socket/{cid}/send")
         ws_base = f"http://127.0.0.1:{self.relay.port}"
-        for method, path in [("POST", f"/socket/{cid}/send"), ("GET", f"/socket/{cid}"),
-                             ("POST", f"/socket/{cid}/disconnect"), ("GET", "/status"),
-                             ("GET", "/metrics")]:
+        for method, path in [
+            ("POST", f"/socket/{cid}/send"),
+            ("GET", f"/socket/{cid}"),
+            ("POST", f"/socket/{cid}/disconnect"),
+            ("GET", "/status"),
+            ("GET", "/metrics"),
+        ]:
             code, _, _ = yield self.fake.request(method, ws_base + path, b"x")
             self.assertEqual(code, 404, path)
         code, _, _ = yield self.fake.request("GET", ws_base + "/healthz")
@@ -307,12 +340,12 @@ class ApiListenTests(_Case):
         self.assertEqual(code, 200)
         self.assertEqual((yield client.next_message()), (b"via api", False))
 
-
     @inlineCallbacks
     def test_held_bodies_refused_on_headers(self):
         """200 held POSTs declaring 4 MB to the WebSocket listener each get 404 on their
         headers and are closed; no temporary file is made, and a client still gets through."""
         import tempfile
+
         made = []
         real = tempfile.TemporaryFile
         self.patch(tempfile, "TemporaryFile", lambda *a, **k: made.append(1) or real(*a, **k))  # type: ignore[func-returns-value]  # count the call, then make it
@@ -323,8 +356,10 @@ class ApiListenTests(_Case):
         held = []
         for _ in range(200):
             raw = yield raw_connect(self.relay.port)
-            raw.transport.write(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\n"
-                                b"Content-Length: 4194304\r\n\r\n" + b"x" * 8192)
+            raw.transport.write(
+                b"POST " + path + b" HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: 4194304\r\n\r\n" + b"x" * 8192
+            )
             held.append(raw)
         answers = []
         for raw in held:
@@ -344,8 +379,11 @@ class StartupWarningTests(SynchronousTestCase):
     def warnings(self, **settings: str) -> list[dict]:
         observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)  # type: ignore[arg-type]  # Twisted wants a TestCase; this one has addCleanup too
         make_service(load_config(settings, {}, None), MemoryReactorClock())
-        return [e for e in observer
-                if e["log_level"] == LogLevel.warn and "interface" in e and "endpoint" in e]
+        return [
+            e
+            for e in observer
+            if e["log_level"] == LogLevel.warn and "interface" in e and "endpoint" in e
+        ]
 
     def test_wildcard_api_without_token(self):
         """The API on the wildcard WebSocket listener, no token: one warning naming the interface."""
@@ -360,11 +398,20 @@ class StartupWarningTests(SynchronousTestCase):
 
     def test_safe_setups(self):
         """A token, a loopback api_listen (WebSockets public) or the defaults: no warning."""
-        self.assertEqual(self.warnings(bindip="0.0.0.0", externalhostandport="http://sd-1:8765",
-                                       api_token=TOKEN), [])
-        self.assertEqual(self.warnings(listen="tcp:8765:interface=0.0.0.0",
-                                       api_listen="tcp:9000:interface=127.0.0.1",
-                                       externalhostandport="http://127.0.0.1:9000"), [])
+        self.assertEqual(
+            self.warnings(
+                bindip="0.0.0.0", externalhostandport="http://sd-1:8765", api_token=TOKEN
+            ),
+            [],
+        )
+        self.assertEqual(
+            self.warnings(
+                listen="tcp:8765:interface=0.0.0.0",
+                api_listen="tcp:9000:interface=127.0.0.1",
+                externalhostandport="http://127.0.0.1:9000",
+            ),
+            [],
+        )
         self.assertEqual(self.warnings(), [])
 
 
@@ -410,7 +457,9 @@ class HostileInputTests(_Case):
         yield self.start()
         client = yield self.client()
         msg = yield self.first_message(client)
-        code, body = yield self.fake.post_json(msg["meta"]["disconnect"], {"code": 4000, "reason": "r" * 100_000})
+        code, body = yield self.fake.post_json(
+            msg["meta"]["disconnect"], {"code": 4000, "reason": "r" * 100_000}
+        )
         self.assertEqual(code, 413)
         self.assertEqual(len(body.splitlines()), 1)
         yield client.ping()
@@ -457,13 +506,20 @@ class LogSecrecyTests(_Case):
         code, _ = yield self.fake.post_send(msg["meta"]["send"], marker_out.encode(), headers=auth)
         self.assertEqual(code, 200)
         self.assertEqual((yield client.next_message()), (marker_out.encode(), False))
-        code, _ = yield self.fake.post_send(msg["meta"]["send"], b"x", headers={b"Authorization": b"Bearer wrong-" + TOKEN.encode()})
+        code, _ = yield self.fake.post_send(
+            msg["meta"]["send"], b"x", headers={b"Authorization": b"Bearer wrong-" + TOKEN.encode()}
+        )
         self.assertEqual(code, 401)
-        yield self.fake.post_json(msg["meta"]["disconnect"], {"code": 4001, "reason": marker_out}, headers=auth)
+        yield self.fake.post_json(
+            msg["meta"]["disconnect"], {"code": 4001, "reason": marker_out}, headers=auth
+        )
         yield client.closed
         yield self.fake.wait_for("disconnect", 1)
-        texts = [eventAsText(e, includeTimestamp=False) for e in observer
-                 if e["log_level"] > LogLevel.debug]
+        texts = [
+            eventAsText(e, includeTimestamp=False)
+            for e in observer
+            if e["log_level"] > LogLevel.debug
+        ]
         everything = "\n".join(texts)
         self.assertIn(msg["meta"]["connection_id"], everything)
         for secret in (marker_in, marker_out, TOKEN, SECRET):

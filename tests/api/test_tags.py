@@ -45,12 +45,22 @@ class Front:
 
 
 class _Requests(SynchronousTestCase):
-    def call(self, front: Front, method: str, path: str, body: bytes = b"",
-             content_type: bytes = b"text/plain", auth: bool = True):
+    def call(
+        self,
+        front: Front,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        content_type: bytes = b"text/plain",
+        auth: bool = True,
+    ):
         headers = dict(AUTH) if auth else {}
         headers[b"Content-Type"] = [content_type]
-        response = self.successResultOf(front.treq.request(  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
-            method, "http://relay.test" + path, data=body or None, headers=headers))
+        response = self.successResultOf(
+            front.treq.request(  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
+                method, "http://relay.test" + path, data=body or None, headers=headers
+            )
+        )
         return response.code, response.headers, self.successResultOf(front.treq.content(response))  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
 
 
@@ -62,8 +72,9 @@ class TagSendTests(_Requests):
         code, headers, body = self.call(front, "POST", "/tags/t/send", b"hi")
         self.assertEqual((code, json.loads(body)), (200, {"connections": 2}))
         self.assertEqual(headers.getRawHeaders(b"content-type"), [b"application/json"])
-        self.assertEqual((a.delivered, b.delivered, c.delivered),
-                         ([(b"hi", False)], [(b"hi", False)], []))
+        self.assertEqual(
+            (a.delivered, b.delivered, c.delivered), ([(b"hi", False)], [(b"hi", False)], [])
+        )
         code, _, _ = self.call(front, "POST", "/tags/u/send", b"\x00", b"application/octet-stream")
         self.assertEqual(c.delivered, [(b"\x00", True)])
 
@@ -81,8 +92,12 @@ class TagSendTests(_Requests):
         """A tag nobody carries gets 404 with a one-line reason, on every tag route."""
         front = Front()
         front.add(A, "other")
-        for method, path in [("POST", "/tags/t/send"), ("POST", "/tags/t/disconnect"),
-                             ("GET", "/tags/t"), ("HEAD", "/tags/t")]:
+        for method, path in [
+            ("POST", "/tags/t/send"),
+            ("POST", "/tags/t/disconnect"),
+            ("GET", "/tags/t"),
+            ("HEAD", "/tags/t"),
+        ]:
             code, _, body = self.call(front, method, path, b"x" if path.endswith("send") else b"")
             self.assertEqual(code, 404, (method, path))
             if method != "HEAD":
@@ -131,8 +146,12 @@ class TagSendTests(_Requests):
         """Tag routes need the bearer token like the rest of the callback API."""
         front = Front()
         a = front.add(A, "t")
-        for method, path in [("POST", "/tags/t/send"), ("GET", "/tags/t"),
-                             ("POST", f"/socket/{A}/tags"), ("POST", "/tags/t/disconnect")]:
+        for method, path in [
+            ("POST", "/tags/t/send"),
+            ("GET", "/tags/t"),
+            ("POST", f"/socket/{A}/tags"),
+            ("POST", "/tags/t/disconnect"),
+        ]:
             self.assertEqual(self.call(front, method, path, b"{}", auth=False)[0], 401)
         self.assertEqual((a.delivered, a.closed, a.tags), ([], [], ("t",)))
 
@@ -151,8 +170,13 @@ class TagCountAndCloseTests(_Requests):
         """POST /tags/<tag>/disconnect closes every carrier with the asked code, as the backend."""
         front = Front()
         a, b = front.add(A, "t"), front.add(B, "u")
-        code, _, body = self.call(front, "POST", "/tags/t/disconnect",
-                                  b'{"code": 4001, "reason": "bye"}', b"application/json")
+        code, _, body = self.call(
+            front,
+            "POST",
+            "/tags/t/disconnect",
+            b'{"code": 4001, "reason": "bye"}',
+            b"application/json",
+        )
         self.assertEqual((code, json.loads(body)), (200, {"connections": 1}))
         self.assertEqual((a.closed, b.closed), ([(4001, "bye", "backend")], []))
         self.assertEqual(self.call(front, "POST", "/tags/u/disconnect")[0], 200)
@@ -196,14 +220,24 @@ class ConnectionTagsTests(_Requests):
         """Bad JSON, a non-object, a non-list, a bad tag and passing 64 tags are 400, changing nothing."""
         front = Front()
         a = front.add(A, "keep")
-        bad = [b"", b"{", b"[]", {"add": "x"}, {"remove": [1]}, {"add": [""]},
-               {"add": ["a\u0001"]}, {"add": [str(i) for i in range(64)]}]
+        bad = [
+            b"",
+            b"{",
+            b"[]",
+            {"add": "x"},
+            {"remove": [1]},
+            {"add": [""]},
+            {"add": ["a\u0001"]},
+            {"add": [str(i) for i in range(64)]},
+        ]
         for change in bad:
             code, _, body = self.post(front, A, change)
             self.assertEqual(code, 400, change)
             self.assertEqual(body.count(b"\n"), 1, body)
         self.assertEqual(a.tags, ("keep",))
-        code, _, body = self.post(front, A, {"add": [str(i) for i in range(64)], "remove": ["keep"]})
+        code, _, body = self.post(
+            front, A, {"add": [str(i) for i in range(64)], "remove": ["keep"]}
+        )
         self.assertEqual(code, 200)
 
     def test_other_socket_routes_unchanged(self) -> None:
@@ -247,8 +281,10 @@ class ClusterShapedTests(_Requests):
         front.treq.flush()
         response = self.successResultOf(d)
         self.assertEqual(response.code, 200)
-        self.assertEqual(json.loads(self.successResultOf(front.treq.content(response))),  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
-                         {"instances": 3})
+        self.assertEqual(
+            json.loads(self.successResultOf(front.treq.content(response))),  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
+            {"instances": 3},
+        )
 
     def test_unreachable_is_503_with_retry_after(self) -> None:
         """Unreachable (the cluster link is down) is 503 with its Retry-After and reason."""
@@ -269,8 +305,9 @@ class ClusterShapedTests(_Requests):
         reach.change_tags = reach._later  # type: ignore[method-assign]
         front = Front(reach)
         code, headers, body = self.call(front, "POST", f"/socket/{A}/tags", b"{}")
-        self.assertEqual((code, headers.getRawHeaders(b"retry-after"), body),
-                         (503, [b"2"], b"no redis\n"))
+        self.assertEqual(
+            (code, headers.getRawHeaders(b"retry-after"), body), (503, [b"2"], b"no redis\n")
+        )
 
     def test_unexpected_failure_is_500_and_logged(self) -> None:
         """A bug in a reach is a plain 500 and a logged failure, not a hung request."""

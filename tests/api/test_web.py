@@ -100,8 +100,9 @@ def bearer(token: str = TOKEN) -> dict[bytes, list[bytes]]:
 
 
 class _Requests(SynchronousTestCase):
-    def call(self, treq: StubTreq, method: str, path: str, body: bytes = b"",
-             headers: dict | None = None) -> tuple[int, Headers, bytes]:
+    def call(
+        self, treq: StubTreq, method: str, path: str, body: bytes = b"", headers: dict | None = None
+    ) -> tuple[int, Headers, bytes]:
         response = self.successResultOf(
             treq.request(method, "http://relay.test" + path, data=body or None, headers=headers)  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
         )
@@ -131,8 +132,9 @@ class TokenTests(_Requests):
             code, headers, body = self.call(treq, method, path, b"x")
             self.assertEqual(code, 401, (method, path))
             self.assertEqual(body, b"missing or wrong bearer token\n")
-            self.assertEqual(headers.getRawHeaders(b"www-authenticate"),
-                             [b'Bearer realm="socketdock"'])
+            self.assertEqual(
+                headers.getRawHeaders(b"www-authenticate"), [b'Bearer realm="socketdock"']
+            )
 
     def test_nothing_learnt_about_ids_or_paths(self) -> None:
         """A live id, an unknown id and an unknown path get the very same 401."""
@@ -162,10 +164,12 @@ class TokenTests(_Requests):
         """send, disconnect and DELETE answer exactly ``OK``, no newline, as the original (SPEC §4)."""
         front = Front()
         treq = front.combined()
-        for method, path, body in [("POST", f"/socket/{LIVE}/send", b"x"),
-                                   ("POST", f"/socket/{LIVE}/disconnect", b""),
-                                   ("POST", f"/socket/{LIVE}/disconnect", b'{"code": 4000}'),
-                                   ("DELETE", f"/socket/{LIVE}", b"")]:
+        for method, path, body in [
+            ("POST", f"/socket/{LIVE}/send", b"x"),
+            ("POST", f"/socket/{LIVE}/disconnect", b""),
+            ("POST", f"/socket/{LIVE}/disconnect", b'{"code": 4000}'),
+            ("DELETE", f"/socket/{LIVE}", b""),
+        ]:
             code, headers, content = self.call(treq, method, path, body, bearer())
             self.assertEqual((code, content), (200, b"OK"), (method, path, body))
             self.assertEqual(headers.getRawHeaders(b"content-type"), [b"text/plain; charset=utf-8"])
@@ -250,23 +254,34 @@ class HostileRequestTests(_Requests):
         front = Front()
         treq = front.combined()
         bodies = [
-            (b'{"code": 4000, "reason": "\\ud800"}', b"body has a string that is not valid Unicode (lone surrogate)\n"),
-            (b'{"reason": ["\\udfff"]}', b"body has a string that is not valid Unicode (lone surrogate)\n"),
+            (
+                b'{"code": 4000, "reason": "\\ud800"}',
+                b"body has a string that is not valid Unicode (lone surrogate)\n",
+            ),
+            (
+                b'{"reason": ["\\udfff"]}',
+                b"body has a string that is not valid Unicode (lone surrogate)\n",
+            ),
             (b"[" * 2000, b"body is JSON nested too deeply\n"),
             (b'{"":' * 1020, b"body is JSON nested too deeply\n"),
             (b'{"reason": "\xff"}', b"body is not valid UTF-8\n"),
             (b"[" * 100_000, b"body larger than 4096 bytes\n"),
         ]
         for body, reason in bodies:
-            for method, path in [("POST", f"/socket/{LIVE}/disconnect"), ("DELETE", f"/socket/{LIVE}")]:
+            for method, path in [
+                ("POST", f"/socket/{LIVE}/disconnect"),
+                ("DELETE", f"/socket/{LIVE}"),
+            ]:
                 code, _, text = self.call(treq, method, path, body, bearer())
                 self.assertEqual(text, reason, (method, body[:40]))
                 self.assertIn(code, (400, 413))
         self.assertEqual(front.connection.closed, [])
         # A surrogate pair is one valid code point, not a lone surrogate.
-        code, _, _ = self.call(treq, "DELETE", f"/socket/{LIVE}", b'{"reason": "\\ud83d\\ude00"}', bearer())
+        code, _, _ = self.call(
+            treq, "DELETE", f"/socket/{LIVE}", b'{"reason": "\\ud83d\\ude00"}', bearer()
+        )
         self.assertEqual(code, 200)
-        self.assertEqual(front.connection.closed, [(1000, "\U0001F600", "backend")])
+        self.assertEqual(front.connection.closed, [(1000, "\U0001f600", "backend")])
 
     def test_close_reason_at_the_limit(self) -> None:
         """A 123-byte reason (the most a close frame holds) is accepted."""
@@ -279,7 +294,9 @@ class HostileRequestTests(_Requests):
     def test_send_over_limit_in_the_resource(self) -> None:
         """A send body over max_message_size gets 413 and is not delivered."""
         front = Front(max_message_size=16)
-        code, _, _ = self.call(front.combined(), "POST", f"/socket/{LIVE}/send", b"x" * 17, bearer())
+        code, _, _ = self.call(
+            front.combined(), "POST", f"/socket/{LIVE}/send", b"x" * 17, bearer()
+        )
         self.assertEqual(code, 413)
         self.assertEqual(front.connection.delivered, [])
 
@@ -287,7 +304,9 @@ class HostileRequestTests(_Requests):
         """A text/* send body that is not UTF-8 gets 400."""
         front = Front()
         headers = {**bearer(), b"Content-Type": [b"text/plain"]}
-        code, _, _ = self.call(front.combined(), "POST", f"/socket/{LIVE}/send", b"\xff\xfe", headers)
+        code, _, _ = self.call(
+            front.combined(), "POST", f"/socket/{LIVE}/send", b"\xff\xfe", headers
+        )
         self.assertEqual(code, 400)
         self.assertEqual(front.connection.delivered, [])
 
@@ -304,7 +323,13 @@ class HostileRequestTests(_Requests):
     def test_paths_below_leaves(self) -> None:
         """/status/x, /metrics/x, /healthz/x and /socket/<id>/send/x are unknown paths: 404."""
         treq = Front().combined()
-        for path in ("/status/x", "/metrics/socket", "/healthz/x", "/readyz/", f"/socket/{LIVE}/send/x"):
+        for path in (
+            "/status/x",
+            "/metrics/socket",
+            "/healthz/x",
+            "/readyz/",
+            f"/socket/{LIVE}/send/x",
+        ):
             self.assertEqual(self.call(treq, "GET", path, headers=bearer())[0], 404, path)
 
     def test_odd_ids(self) -> None:
@@ -315,28 +340,63 @@ class HostileRequestTests(_Requests):
             self.assertEqual(code, 404, cid)
 
 
-_METHODS = st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "FOO"])
+_METHODS = st.sampled_from(
+    ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "FOO"]
+)
 _SEGMENTS = st.sampled_from(
-    ["socket", LIVE, UNKNOWN, "send", "disconnect", "status", "metrics", "healthz", "readyz",
-     "ws", "", "..", "%00", "%ff", "x" * 300]
+    [
+        "socket",
+        LIVE,
+        UNKNOWN,
+        "send",
+        "disconnect",
+        "status",
+        "metrics",
+        "healthz",
+        "readyz",
+        "ws",
+        "",
+        "..",
+        "%00",
+        "%ff",
+        "x" * 300,
+    ]
 )
 _HEADER_NAMES = st.sampled_from(
-    [b"Content-Type", b"Authorization", b"Content-Encoding", b"X-Junk", b"Transfer-Encoding", b"Expect"]
+    [
+        b"Content-Type",
+        b"Authorization",
+        b"Content-Encoding",
+        b"X-Junk",
+        b"Transfer-Encoding",
+        b"Expect",
+    ]
 )
 #: Bytes that end a line for str.splitlines(). StubTreq serves through a plain
 #: Site, whose form parsing (off in QuietSite) raises on a Content-Type holding
 #: one of them; BodyLimitTests.test_line_breaks_in_content_type covers QuietSite.
 _LINE_BREAKS = b"\r\n\x0b\x0c\x1c\x1d\x1e\x85"
 _HEADER_VALUES = st.one_of(
-    st.sampled_from([b"text/plain", b"text/plain; charset=latin-1", b"application/json",
-                     b"Bearer " + TOKEN.encode(), b"Bearer", b"gzip", b"identity"]),
+    st.sampled_from(
+        [
+            b"text/plain",
+            b"text/plain; charset=latin-1",
+            b"application/json",
+            b"Bearer " + TOKEN.encode(),
+            b"Bearer",
+            b"gzip",
+            b"identity",
+        ]
+    ),
     st.binary(max_size=40).map(lambda b: bytes(c for c in b if c not in _LINE_BREAKS)),
 )
 _BODIES = st.one_of(
     st.binary(max_size=80),
-    st.builds(lambda c, r: json.dumps({"code": c, "reason": r}).encode(),
-              st.one_of(st.integers(-10, 70000), st.text(max_size=3), st.none()),
-              st.text(max_size=140)),
+    st.builds(
+        lambda c, r: json.dumps({"code": c, "reason": r}).encode(),
+        st.one_of(st.integers(-10, 70000), st.text(max_size=3), st.none()),
+        st.text(max_size=140),
+    ),
 )
 
 
@@ -387,21 +447,34 @@ BODY_ROUTES = [
     ("POST", "/tags/t/disconnect"),
 ]
 _JSON_LEAVES = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=20),
     st.sampled_from(["\ud800", "\udfff", "a\udc80b", "\ud83d"]),  # lone surrogates
 )
 _JSON_VALUES = st.recursive(
     _JSON_LEAVES,
-    lambda inner: st.one_of(st.lists(inner, max_size=3),
-                            st.dictionaries(st.sampled_from(["code", "reason", "\ud800", "x"]), inner, max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["code", "reason", "\ud800", "x"]), inner, max_size=3),
+    ),
     max_leaves=10,
 )
 _ANY_BODIES = st.one_of(
     st.binary(max_size=5000),
     st.builds(lambda v: json.dumps(v).encode(), _JSON_VALUES),
-    st.builds(lambda c, r: json.dumps({"code": c, "reason": r}).encode(),
-              st.integers(2990, 5010), _JSON_LEAVES),
-    st.builds(lambda n, opener: opener * n, st.integers(1, 6000), st.sampled_from([b"[", b'{"":', b"[{\"a\":"])),
+    st.builds(
+        lambda c, r: json.dumps({"code": c, "reason": r}).encode(),
+        st.integers(2990, 5010),
+        _JSON_LEAVES,
+    ),
+    st.builds(
+        lambda n, opener: opener * n,
+        st.integers(1, 6000),
+        st.sampled_from([b"[", b'{"":', b'[{"a":']),
+    ),
 )
 
 
@@ -409,8 +482,11 @@ class BodyPropertyTests(_Requests):
     """Any bytes as the body of any body-reading route: a 4xx or 200, never a 500, in one line."""
 
     @settings(max_examples=300, deadline=None)
-    @given(route=st.sampled_from(BODY_ROUTES), body=_ANY_BODIES,
-           content_type=st.sampled_from([None, b"text/plain", b"application/json"]))
+    @given(
+        route=st.sampled_from(BODY_ROUTES),
+        body=_ANY_BODIES,
+        content_type=st.sampled_from([None, b"text/plain", b"application/json"]),
+    )
     def test_any_body(self, route, body, content_type) -> None:
         """No body makes a body-reading route answer 5xx; each answer is one line."""
         method, path = route
@@ -426,8 +502,14 @@ class TokenPropertyTests(_Requests):
     """Any token the settings parser accepts authenticates, and nothing else does."""
 
     @settings(max_examples=100, deadline=None)
-    @given(token=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), min_size=1, max_size=40),
-           other=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), min_size=1, max_size=40))
+    @given(
+        token=st.text(
+            st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40
+        ),
+        other=st.text(
+            st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40
+        ),
+    )
     def test_token_round_trip(self, token: str, other: str) -> None:
         """The configured token gets 200 on /status; any other token gets 401."""
         loaded = load_config({"api_token": token}, {}, None).api_token
@@ -445,8 +527,12 @@ CHANNEL: type = FastHTTPChannel
 
 def _channel(max_body: int = 16, clock: Clock | None = None):
     """The real site's HTTP channel over a StringTransport."""
-    site = make_site(Root(("/ws", Upgrade()), Front(token=None).api, {}, None),
-                     clock or Clock(), max_body, CHANNEL)
+    site = make_site(
+        Root(("/ws", Upgrade()), Front(token=None).api, {}, None),
+        clock or Clock(),
+        max_body,
+        CHANNEL,
+    )
     channel = site.buildProtocol(None)
     transport = StringTransport()
     channel.makeConnection(transport)

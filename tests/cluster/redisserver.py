@@ -20,7 +20,8 @@ from twisted.internet.defer import Deferred
 from tests.daemon import Process, spawn
 
 REDIS_SERVER = shutil.which("redis-server") or shutil.which(
-    "redis-server", path="/usr/bin:/usr/sbin:/usr/local/bin")
+    "redis-server", path="/usr/bin:/usr/sbin:/usr/local/bin"
+)
 
 #: Why cluster tests skip where Redis or its client is absent.
 NO_REDIS = (
@@ -43,6 +44,8 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
 _ATTEMPTS = 5
 
 
@@ -65,9 +68,23 @@ class RedisServer:
 
     def _argv(self) -> list[str]:
         argv = [
-            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", self.directory, "--save", "", "--appendonly", "no",
-            "--daemonize", "no", "--protected-mode", "no", "--loglevel", "notice",
+            REDIS_SERVER,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self.directory,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+            "--loglevel",
+            "notice",
         ]
         if self._password:
             argv += ["--requirepass", self._password]
@@ -86,7 +103,8 @@ class RedisServer:
         if not await self._run():
             assert self.process is not None  # _run keeps the process it spawned
             raise AssertionError(
-                f"redis-server could not listen on {self.port} again:\n{self.process.text()}")
+                f"redis-server could not listen on {self.port} again:\n{self.process.text()}"
+            )
 
     async def _run(self) -> bool:
         process = spawn(self._testcase, self._reactor, "redis-server", self._argv())

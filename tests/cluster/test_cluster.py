@@ -62,7 +62,8 @@ class ClusterTestCase(TestCase):
     def client(self, relay, *tags):
         """A client of ``relay`` that the connect answer gives ``tags``; and its id."""
         self.backend.answer_next(
-            "connect", Answer(200, json.dumps({"tags": list(tags)}).encode(), JSON))
+            "connect", Answer(200, json.dumps({"tags": list(tags)}).encode(), JSON)
+        )
         before = len(self.backend.connects)
         client = yield connect_client(reactor, relay.ws_url())
         self.addCleanup(client.shutdown)
@@ -99,8 +100,9 @@ class TagAcrossInstancesTests(ClusterTestCase):
 
         on_b, _ = yield self.client(b, "did:key:alice")
         for sender in (a, b):
-            code, _, body = yield self.api(sender, "POST", "/tags/did:key:alice/send",
-                                           b"\x00\xff", b"application/octet-stream")
+            code, _, body = yield self.api(
+                sender, "POST", "/tags/did:key:alice/send", b"\x00\xff", b"application/octet-stream"
+            )
             self.assertEqual((code, json.loads(body)), (200, {"instances": 2}))
             self.assertEqual((yield on_a.next_message()), (b"\x00\xff", True))
             self.assertEqual((yield on_b.next_message()), (b"\x00\xff", True))
@@ -109,9 +111,16 @@ class TagAcrossInstancesTests(ClusterTestCase):
         code, _, body = yield self.api(b, "GET", "/tags/did:key:alice")
         self.assertEqual((code, json.loads(body)), (200, {"instances": 2}))
         _, _, body = yield self.api(a, "GET", "/status")
-        self.assertEqual(json.loads(body)["cluster"], {
-            "link": "up", "instance": a.base, "owed": 1, "recovered": 0, "tags_subscribed": 1,
-        })
+        self.assertEqual(
+            json.loads(body)["cluster"],
+            {
+                "link": "up",
+                "instance": a.base,
+                "owed": 1,
+                "recovered": 0,
+                "tags_subscribed": 1,
+            },
+        )
 
     @inlineCallbacks
     def test_tag_added_by_callback_through_another_instance(self):
@@ -119,14 +128,16 @@ class TagAcrossInstancesTests(ClusterTestCase):
         a = yield self.instance()
         b = yield self.instance()
         on_a, cid = yield self.client(a)
-        code, _, body = yield self.api(b, "POST", f"/socket/{cid}/tags",
-                                       b'{"add": ["tenant/7"]}', b"application/json")
+        code, _, body = yield self.api(
+            b, "POST", f"/socket/{cid}/tags", b'{"add": ["tenant/7"]}', b"application/json"
+        )
         self.assertEqual((code, json.loads(body)), (200, {"tags": ["tenant/7"]}))
         code, _, body = yield self.api(b, "POST", "/tags/tenant%2F7/send", b"hi")
         self.assertEqual((code, json.loads(body)), (200, {"instances": 1}))
         self.assertEqual((yield on_a.next_message()), (b"hi", False))
-        code, _, body = yield self.api(b, "POST", f"/socket/{cid}/tags",
-                                       b'{"add": [""]}', b"application/json")
+        code, _, body = yield self.api(
+            b, "POST", f"/socket/{cid}/tags", b'{"add": [""]}', b"application/json"
+        )
         self.assertEqual(code, 400)
 
     @inlineCallbacks
@@ -137,8 +148,13 @@ class TagAcrossInstancesTests(ClusterTestCase):
         first, _ = yield self.client(a, "room")
         second, _ = yield self.client(a, "room")
         other, _ = yield self.client(a, "elsewhere")
-        code, _, body = yield self.api(b, "POST", "/tags/room/disconnect",
-                                       b'{"code": 4001, "reason": "bye"}', b"application/json")
+        code, _, body = yield self.api(
+            b,
+            "POST",
+            "/tags/room/disconnect",
+            b'{"code": 4001, "reason": "bye"}',
+            b"application/json",
+        )
         self.assertEqual((code, json.loads(body)), (200, {"instances": 1}))
         for client in (first, second):
             _, code, _ = yield client.closed
@@ -153,9 +169,11 @@ class TagAcrossInstancesTests(ClusterTestCase):
         a = yield self.instance()
         b = yield self.instance()
         yield self.client(a, "someone")
-        for method, path, body in (("POST", "/tags/nobody/send", b"x"),
-                                   ("POST", "/tags/nobody/disconnect", b""),
-                                   ("GET", "/tags/nobody", None)):
+        for method, path, body in (
+            ("POST", "/tags/nobody/send", b"x"),
+            ("POST", "/tags/nobody/disconnect", b""),
+            ("GET", "/tags/nobody", None),
+        ):
             code, _, _ = yield self.api(b, method, path, body)
             self.assertEqual(code, 404, path)
 
@@ -174,7 +192,9 @@ class ConnectionAcrossInstancesTests(ClusterTestCase):
         self.assertEqual((yield client.next_message()), (b"via b", False))
         code, _, body = yield self.api(b, "GET", f"/socket/{cid}")
         self.assertEqual(code, 200)
-        self.assertEqual((json.loads(body)["connection_id"], json.loads(body)["tags"]), (cid, ["t"]))
+        self.assertEqual(
+            (json.loads(body)["connection_id"], json.loads(body)["tags"]), (cid, ["t"])
+        )
         code, _ = yield self.backend.post_send(f"{b.base}/socket/{'0' * 32}/send", b"?")
         self.assertEqual(code, 404)
         code, _ = yield self.backend.post_json(f"{b.base}/socket/{cid}/disconnect", {"code": 4002})
@@ -186,7 +206,6 @@ class ConnectionAcrossInstancesTests(ClusterTestCase):
         code, _ = yield self.backend.post_send(f"{b.base}/socket/{cid}/send", b"gone")
         self.assertEqual(code, 404)
 
-
     @inlineCallbacks
     def test_send_through_another_instance_held_while_pending(self):
         """Sends by id and by tag through B, made while A's handshake waits for the backend, arrive once it opens."""
@@ -197,8 +216,9 @@ class ConnectionAcrossInstancesTests(ClusterTestCase):
         (connect,) = yield self.backend.wait_for("connect", 1)
         cid = connect["meta"]["connection_id"]
         held = self.backend.post_send(f"{b.base}/socket/{cid}/send", b"first")
-        code, _, body = yield self.api(b, "POST", f"/socket/{cid}/tags",
-                                       b'{"add": ["early"]}', b"application/json")
+        code, _, body = yield self.api(
+            b, "POST", f"/socket/{cid}/tags", b'{"add": ["early"]}', b"application/json"
+        )
         self.assertEqual((code, json.loads(body)), (200, {"tags": ["early"]}))
         code, _, body = yield self.api(b, "POST", "/tags/early/send", b"second")
         self.assertEqual((code, json.loads(body)), (200, {"instances": 1}))

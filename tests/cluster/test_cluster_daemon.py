@@ -55,25 +55,33 @@ class LostInstanceTests(TestCase):
         self.instances = {}
         for name in ("lost", "b", "c"):
             process = spawn_socketdock(
-                self, reactor,
-                "--bindip", "127.0.0.1", "--bindport", "0",
-                "--backend", "http",
-                "--messageuri", url + "/message",
-                "--disconnecturi", url + "/disconnect",
-                "--ping-interval", "0",
-                "--cluster-heartbeat", HEARTBEAT,
+                self,
+                reactor,
+                "--bindip",
+                "127.0.0.1",
+                "--bindport",
+                "0",
+                "--backend",
+                "http",
+                "--messageuri",
+                url + "/message",
+                "--disconnecturi",
+                url + "/disconnect",
+                "--ping-interval",
+                "0",
+                "--cluster-heartbeat",
+                HEARTBEAT,
                 # Debug: each heartbeat logs a line the test can wait for.
-                "--log-level", "debug",
+                "--log-level",
+                "debug",
                 env={"SOCKETDOCK_CLUSTER": self.redis.url(db=0)},
                 name=f"socketdock-{name}",
             )
             self.instances[name] = Instance(name, process)
-        yield gatherResults([
-            Deferred.fromCoroutine(i.start()) for i in self.instances.values()
-        ])
-        yield gatherResults([
-            i.process.wait_for("cluster: linked to Redis") for i in self.instances.values()
-        ])
+        yield gatherResults([Deferred.fromCoroutine(i.start()) for i in self.instances.values()])
+        yield gatherResults(
+            [i.process.wait_for("cluster: linked to Redis") for i in self.instances.values()]
+        )
 
     @inlineCallbacks
     def beats_after(self, instance, offset: int, count: int):
@@ -108,7 +116,8 @@ class LostInstanceTests(TestCase):
         for notice in notices:
             meta = notice["meta"]
             self.assertEqual(
-                (meta["code"], meta["initiator"], meta.get("recovered")), (None, "server", True))
+                (meta["code"], meta["initiator"], meta.get("recovered")), (None, "server", True)
+            )
             self.assertEqual(meta["reason"], RECOVERED_REASON)
 
         # Two more beats of each survivor after the notices: neither claims again.

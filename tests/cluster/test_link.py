@@ -63,7 +63,10 @@ class LinkTests(TestCase):
         self.user = _User()
         self.attempts: list[Deferred] = []
         self.link = RedisLink(
-            parse_cluster_url(self.redis.url(db=3)), reactor, self.user, self.user.changed,
+            parse_cluster_url(self.redis.url(db=3)),
+            reactor,
+            self.user,
+            self.user.changed,
             retry_policy=self._policy,
         )
         self.log = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)

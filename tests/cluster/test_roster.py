@@ -26,8 +26,13 @@ class Node:
 
         self.recovered: list[list[str]] = []
         self.node = ClusterNode(
-            address, Names.for_db(address.db), lambda: me, reactor, FAR,
-            self.recovered.append, lambda channel, data: None,
+            address,
+            Names.for_db(address.db),
+            lambda: me,
+            reactor,
+            FAR,
+            self.recovered.append,
+            lambda channel, data: None,
             retry_policy=lambda attempt: 0.05,
         )
         self.roster = self.node.roster
@@ -175,8 +180,15 @@ class ClockedHeartbeatTests(TestCase):
         clock = Clock()
         claimed: Deferred = Deferred()
         node = ClusterNode(
-            address, Names.for_db(4), lambda: "http://survivor", reactor, 5.0, claimed.callback,
-            lambda channel, data: None, retry_policy=lambda attempt: 0.05, clock=clock,
+            address,
+            Names.for_db(4),
+            lambda: "http://survivor",
+            reactor,
+            5.0,
+            claimed.callback,
+            lambda channel, data: None,
+            retry_policy=lambda attempt: 0.05,
+            clock=clock,
         )
         node.startService()
         self.addCleanup(node.stopService)

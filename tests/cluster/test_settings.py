@@ -42,9 +42,12 @@ class ClusterSettingTests(SynchronousTestCase):
     def test_mistakes(self) -> None:
         """Wrong scheme, bad port or db, no host: one line naming cluster, no password quoted."""
         for url in (
-            "http://:topsecret@h:1/0", "redis://:topsecret@h:99999/0",
-            "redis://:topsecret@h:1/x", "redis://:topsecret@:1/0",
-            "redis://:topsecret@h:1/0?ssl=1", "redis://:top secret@h/0",
+            "http://:topsecret@h:1/0",
+            "redis://:topsecret@h:99999/0",
+            "redis://:topsecret@h:1/x",
+            "redis://:topsecret@:1/0",
+            "redis://:topsecret@h:1/0?ssl=1",
+            "redis://:top secret@h/0",
         ):
             with self.assertRaises(ConfigError) as caught:
                 _load(cluster=url)
@@ -78,8 +81,11 @@ class ClientMissingTests(SynchronousTestCase):
 
         config = _load(cluster="redis://127.0.0.1/0")
         real = importlib.util.find_spec
-        self.patch(importlib.util, "find_spec",
-                   lambda name, *a: None if name == "txredisapi" else real(name, *a))
+        self.patch(
+            importlib.util,
+            "find_spec",
+            lambda name, *a: None if name == "txredisapi" else real(name, *a),
+        )
         with self.assertRaises(ConfigError) as caught:
             preflight.check_startable(config, None)
         self.assertEqual(caught.exception.key, "cluster")

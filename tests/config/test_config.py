@@ -50,17 +50,37 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(
             c,
             Config(
-                bindip="127.0.0.1", bindport=8765,
+                bindip="127.0.0.1",
+                bindport=8765,
                 listen="tcp:8765:interface=127.0.0.1",
-                externalhostandport="http://127.0.0.1:8765", backend="loopback",
-                messageuri=None, connecturi=None, disconnecturi=None, wspath="/ws",
-                api_listen=None, api_token=None, signing_secret=None,
-                allowed_origins=("*",), max_message_size=4194304, max_connections=0,
-                ping_interval=30.0, ping_timeout=10.0, backend_timeout=10.0,
-                backend_retries=5, backend_concurrency=128, queue_limit=64, inline_reply=False,
-                shutdown_timeout=10.0, journal=None, backend_ca=None,
-                permessage_deflate=False, log_level="info",
-                cluster=None, cluster_heartbeat=5.0, tuning="auto", listen_key="bindport",
+                externalhostandport="http://127.0.0.1:8765",
+                backend="loopback",
+                messageuri=None,
+                connecturi=None,
+                disconnecturi=None,
+                wspath="/ws",
+                api_listen=None,
+                api_token=None,
+                signing_secret=None,
+                allowed_origins=("*",),
+                max_message_size=4194304,
+                max_connections=0,
+                ping_interval=30.0,
+                ping_timeout=10.0,
+                backend_timeout=10.0,
+                backend_retries=5,
+                backend_concurrency=128,
+                queue_limit=64,
+                inline_reply=False,
+                shutdown_timeout=10.0,
+                journal=None,
+                backend_ca=None,
+                permessage_deflate=False,
+                log_level="info",
+                cluster=None,
+                cluster_heartbeat=5.0,
+                tuning="auto",
+                listen_key="bindport",
             ),
         )
 
@@ -121,8 +141,10 @@ class PrecedenceTests(_Files, SynchronousTestCase):
     def test_env_over_ini(self) -> None:
         """SOCKETDOCK_<KEY> variables replace INI values."""
         env = {
-            "SOCKETDOCK_BINDPORT": "2222", "SOCKETDOCK_PING_INTERVAL": "2.5",
-            "SOCKETDOCK_INLINE_REPLY": "0", "SOCKETDOCK_WSPATH": "/env",
+            "SOCKETDOCK_BINDPORT": "2222",
+            "SOCKETDOCK_PING_INTERVAL": "2.5",
+            "SOCKETDOCK_INLINE_REPLY": "0",
+            "SOCKETDOCK_WSPATH": "/env",
         }
         c = load_config({}, env, self.path)
         self.assertEqual(
@@ -194,8 +216,14 @@ class ValueTests(SynchronousTestCase):
     def test_fractional_durations(self) -> None:
         """Durations accept fractions and zero where zero means off."""
         c = load_config(
-            {"ping_interval": "0", "ping_timeout": ".25", "backend_timeout": "0.5",
-             "shutdown_timeout": "2."}, {}, None,
+            {
+                "ping_interval": "0",
+                "ping_timeout": ".25",
+                "backend_timeout": "0.5",
+                "shutdown_timeout": "2.",
+            },
+            {},
+            None,
         )
         self.assertEqual(
             (c.ping_interval, c.ping_timeout, c.backend_timeout, c.shutdown_timeout),
@@ -204,14 +232,28 @@ class ValueTests(SynchronousTestCase):
 
     def test_booleans(self) -> None:
         """Booleans accept true/false/yes/no/1/0 in any case."""
-        for text, want in [("true", True), ("YES", True), ("1", True), ("False", False),
-                           ("no", False), (" 0 ", False)]:
-            self.assertIs(load_config({"permessage_deflate": text}, {}, None).permessage_deflate, want)
+        for text, want in [
+            ("true", True),
+            ("YES", True),
+            ("1", True),
+            ("False", False),
+            ("no", False),
+            (" 0 ", False),
+        ]:
+            self.assertIs(
+                load_config({"permessage_deflate": text}, {}, None).permessage_deflate, want
+            )
 
     def test_log_levels(self) -> None:
         """log_level takes Twisted's level names in any case, and warning for warn."""
-        for text, want in [("debug", "debug"), ("INFO", "info"), ("warn", "warn"),
-                           ("Warning", "warn"), (" error ", "error"), ("critical", "critical")]:
+        for text, want in [
+            ("debug", "debug"),
+            ("INFO", "info"),
+            ("warn", "warn"),
+            ("Warning", "warn"),
+            (" error ", "error"),
+            ("critical", "critical"),
+        ]:
             self.assertEqual(load_config({"log_level": text}, {}, None).log_level, want)
 
     def test_origins_split(self) -> None:
@@ -231,8 +273,11 @@ class ValueTests(SynchronousTestCase):
 
     def test_listen_any_endpoint_type(self) -> None:
         """A type this module does not know (haproxy:, a plugin's) is left for Twisted to judge."""
-        for listen in ("haproxy:tcp:8765:interface=127.0.0.1", "systemd:domain=INET:index=0",
-                       "someplugin:x"):
+        for listen in (
+            "haproxy:tcp:8765:interface=127.0.0.1",
+            "systemd:domain=INET:index=0",
+            "someplugin:x",
+        ):
             c = load_config({"listen": listen, "externalhostandport": "h:1"}, {}, None)
             self.assertEqual(c.listen, listen)
 
@@ -241,13 +286,19 @@ class ValueTests(SynchronousTestCase):
         With the callback API on port 0 of one interface, externalhostandport is
         left to be learned from the bound port (None); elsewhere port 0 still needs it.
         """
-        for cli in ({"bindport": "0"}, {"listen": "tcp:0:interface=127.0.0.1"},
-                    {"api_listen": "tcp:0:interface=127.0.0.1"},
-                    {"listen": "ssl:0:interface=127.0.0.1:privateKey=k"}):
+        for cli in (
+            {"bindport": "0"},
+            {"listen": "tcp:0:interface=127.0.0.1"},
+            {"api_listen": "tcp:0:interface=127.0.0.1"},
+            {"listen": "ssl:0:interface=127.0.0.1:privateKey=k"},
+        ):
             self.assertIsNone(load_config(cli, {}, None).externalhostandport, cli)
-        for cli in ({"listen": "tcp:0"}, {"bindip": "0.0.0.0", "bindport": "0"},
-                    {"listen": "haproxy:tcp:0:interface=127.0.0.1"},
-                    {"bindport": "0", "api_listen": "tcp:9001:interface=127.0.0.1"}):
+        for cli in (
+            {"listen": "tcp:0"},
+            {"bindip": "0.0.0.0", "bindport": "0"},
+            {"listen": "haproxy:tcp:0:interface=127.0.0.1"},
+            {"bindport": "0", "api_listen": "tcp:9001:interface=127.0.0.1"},
+        ):
             with self.assertRaises(ConfigError, msg=str(cli)) as caught:
                 load_config(cli, {}, None)
             self.assertEqual(caught.exception.key, "externalhostandport")
@@ -264,7 +315,11 @@ _BAD_CLI = [
     ({"bindport": "65536"}, "bindport", "not a port number"),
     ({"bindport": "-1"}, "bindport", "not a port number"),
     ({"backend": "carrier-pigeon"}, "backend", "use loopback or http"),
-    ({"log_level": "loud"}, "log_level", "'loud' is not a log level; use debug, info, warn, error or critical"),
+    (
+        {"log_level": "loud"},
+        "log_level",
+        "'loud' is not a log level; use debug, info, warn, error or critical",
+    ),
     ({"tuning": "fast"}, "tuning", "'fast' is not a tuning mode; use auto or off"),
     ({"backend": "http"}, "messageuri", "set messageuri"),
     ({"messageuri": "ftp://b/m"}, "messageuri", "not an http(s) URL"),
@@ -323,16 +378,24 @@ class EnvironWarningTests(SynchronousTestCase):
         """A misspelt key is one line naming the variable and the closest key."""
         self.assertEqual(
             environ_warnings({"SOCKETDOCK_MAX_MESAGE_SIZE": "1"}),
-            [("SOCKETDOCK_MAX_MESAGE_SIZE: not a setting, ignored; "
-              "did you mean SOCKETDOCK_MAX_MESSAGE_SIZE (max_message_size)?")],
+            [
+                (
+                    "SOCKETDOCK_MAX_MESAGE_SIZE: not a setting, ignored; "
+                    "did you mean SOCKETDOCK_MAX_MESSAGE_SIZE (max_message_size)?"
+                )
+            ],
         )
 
     def test_lower_case(self) -> None:
         """Only the upper-case name is read, so a lower-case one is pointed at it."""
         self.assertEqual(
             environ_warnings({"SOCKETDOCK_bindport": "1"}),
-            [("SOCKETDOCK_bindport: not a setting, ignored; "
-              "did you mean SOCKETDOCK_BINDPORT (bindport)?")],
+            [
+                (
+                    "SOCKETDOCK_bindport: not a setting, ignored; "
+                    "did you mean SOCKETDOCK_BINDPORT (bindport)?"
+                )
+            ],
         )
 
     def test_unrelated_name(self) -> None:
@@ -355,8 +418,10 @@ class EnvironWarningTests(SynchronousTestCase):
     def test_listen_key(self) -> None:
         """listen_key says which setting gave the WebSocket listener."""
         self.assertEqual(load_config({}, {}, None).listen_key, "bindport")
-        self.assertEqual(load_config({"listen": "tcp:1", "externalhostandport": "h:1"},
-                                     {}, None).listen_key, "listen")
+        self.assertEqual(
+            load_config({"listen": "tcp:1", "externalhostandport": "h:1"}, {}, None).listen_key,
+            "listen",
+        )
 
 
 class ErrorTests(_Files, SynchronousTestCase):
@@ -383,7 +448,9 @@ class ErrorTests(_Files, SynchronousTestCase):
 
     def test_bad_env_value(self) -> None:
         """A bad value from the environment is reported under its key."""
-        self.assertConfigError("queue_limit", "whole number", {}, {"SOCKETDOCK_QUEUE_LIMIT": "x"}, None)
+        self.assertConfigError(
+            "queue_limit", "whole number", {}, {"SOCKETDOCK_QUEUE_LIMIT": "x"}, None
+        )
 
     def test_bad_ini_value(self) -> None:
         """A bad value from the INI file is reported under its key."""
@@ -396,7 +463,9 @@ class ErrorTests(_Files, SynchronousTestCase):
 
     def test_unknown_ini_key(self) -> None:
         """An unknown key in [socketdock] is refused with a spelling hint."""
-        self.assertConfigError("bindprot", "did you mean bindport?", {}, {}, self.ini("bindprot = 1\n"))
+        self.assertConfigError(
+            "bindprot", "did you mean bindport?", {}, {}, self.ini("bindprot = 1\n")
+        )
 
     def test_missing_file(self) -> None:
         """A missing config file is named under the key 'config'."""
@@ -426,30 +495,54 @@ class ErrorTests(_Files, SynchronousTestCase):
 
     def test_wrong_section(self) -> None:
         """A file with sections but no [socketdock] is refused."""
-        self.assertConfigError("config", "no [socketdock] section", {}, {}, self.write("[other]\na = 1\n"))
+        self.assertConfigError(
+            "config", "no [socketdock] section", {}, {}, self.write("[other]\na = 1\n")
+        )
 
     def test_duplicate_key(self) -> None:
         """A key given twice in the INI file is refused under that key."""
-        self.assertConfigError("bindport", "given twice", {}, {}, self.ini("bindport = 1\nbindport = 2\n"))
+        self.assertConfigError(
+            "bindport", "given twice", {}, {}, self.ini("bindport = 1\nbindport = 2\n")
+        )
 
     def test_duplicate_section(self) -> None:
         """A [socketdock] section given twice is refused."""
-        self.assertConfigError("config", "appears twice", {}, {}, self.write("[socketdock]\n[socketdock]\n"))
+        self.assertConfigError(
+            "config", "appears twice", {}, {}, self.write("[socketdock]\n[socketdock]\n")
+        )
 
     def test_backend_ca(self) -> None:
         """backend_ca must be a readable file holding a PEM certificate."""
         good = self.write(_PEM, "ca.pem")
         self.assertEqual(load_config({"backend_ca": good}, {}, None).backend_ca, good)
-        self.assertConfigError("backend_ca", "no PEM certificate", {"backend_ca": self.write("junk", "x.pem")}, {}, None)
-        self.assertConfigError("backend_ca", "cannot read", {"backend_ca": os.path.dirname(good)}, {}, None)
+        self.assertConfigError(
+            "backend_ca",
+            "no PEM certificate",
+            {"backend_ca": self.write("junk", "x.pem")},
+            {},
+            None,
+        )
+        self.assertConfigError(
+            "backend_ca", "cannot read", {"backend_ca": os.path.dirname(good)}, {}, None
+        )
 
     def test_secrets_never_echoed(self) -> None:
         """Errors about api_token or signing_secret never contain their values."""
-        e = self.assertConfigError("api_token", "api_token", {"api_token": "s3cr3t token\u00e9"}, {}, None)
+        e = self.assertConfigError(
+            "api_token", "api_token", {"api_token": "s3cr3t token\u00e9"}, {}, None
+        )
         self.assertNotIn("s3cr3t", str(e))
-        e = self.assertConfigError("api_tokn", "did you mean api_token?", {}, {}, self.ini("api_tokn = s3cr3t\n"))
+        e = self.assertConfigError(
+            "api_tokn", "did you mean api_token?", {}, {}, self.ini("api_tokn = s3cr3t\n")
+        )
         self.assertNotIn("s3cr3t", str(e))
-        e = self.assertConfigError("signing_secret", "given twice", {}, {}, self.ini("signing_secret = s3cr3t\nsigning_secret = s3cr3t\n"))
+        e = self.assertConfigError(
+            "signing_secret",
+            "given twice",
+            {},
+            {},
+            self.ini("signing_secret = s3cr3t\nsigning_secret = s3cr3t\n"),
+        )
         self.assertNotIn("s3cr3t", str(e))
 
 
@@ -487,7 +580,10 @@ class PropertyTests(_Files, SynchronousTestCase):
             _check_error(self, e, set(values) | {"externalhostandport", "messageuri", "wspath"})
 
     @_HYPOTHESIS
-    @given(key=st.sampled_from(sorted(SECRET_KEYS)), value=st.text(min_size=8).filter(lambda v: v.strip() == v))
+    @given(
+        key=st.sampled_from(sorted(SECRET_KEYS)),
+        value=st.text(min_size=8).filter(lambda v: v.strip() == v),
+    )
     def test_secret_not_echoed(self, key: str, value: str) -> None:
         """No error about a secret ever quotes the secret."""
         try:

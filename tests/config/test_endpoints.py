@@ -21,8 +21,10 @@ class EndpointStringTests(SynchronousTestCase):
         self.assertEqual(
             split_endpoint(r"tcp:8765:interface=\:\:1"), ["tcp", "8765", r"interface=\:\:1"]
         )
-        self.assertEqual(split_endpoint(r"tcp:8765:interface=\:\:1", maxsplit=1),
-                         ["tcp", r"8765:interface=\:\:1"])
+        self.assertEqual(
+            split_endpoint(r"tcp:8765:interface=\:\:1", maxsplit=1),
+            ["tcp", r"8765:interface=\:\:1"],
+        )
 
     def test_tcp_address(self) -> None:
         """Interface and port of the TCP kinds, also behind haproxy:; None for others."""

@@ -32,18 +32,29 @@ class PortClashTests(SynchronousTestCase):
         """A clash on bindport names bindport, not the listen derived from it."""
         e = self.clash({"bindip": "127.0.0.1", "bindport": str(self.port)})
         self.assertEqual(e.key, "bindport")
-        self.assertTrue(str(e).startswith(f"bindport: cannot listen on 127.0.0.1:{self.port} "), str(e))
+        self.assertTrue(
+            str(e).startswith(f"bindport: cannot listen on 127.0.0.1:{self.port} "), str(e)
+        )
 
     def test_listen_names_listen(self) -> None:
         """A clash on an explicit listen string names listen."""
-        e = self.clash({"listen": f"tcp:{self.port}:interface=127.0.0.1",
-                        "externalhostandport": "http://127.0.0.1:1"})
+        e = self.clash(
+            {
+                "listen": f"tcp:{self.port}:interface=127.0.0.1",
+                "externalhostandport": "http://127.0.0.1:1",
+            }
+        )
         self.assertEqual(e.key, "listen")
 
     def test_api_listen_names_api_listen(self) -> None:
         """A clash on api_listen names api_listen."""
-        e = self.clash({"bindport": "0", "api_listen": f"tcp:{self.port}:interface=127.0.0.1",
-                        "externalhostandport": "http://127.0.0.1:1"})
+        e = self.clash(
+            {
+                "bindport": "0",
+                "api_listen": f"tcp:{self.port}:interface=127.0.0.1",
+                "externalhostandport": "http://127.0.0.1:1",
+            }
+        )
         self.assertEqual(e.key, "api_listen")
 
 
@@ -64,8 +75,7 @@ class EndpointTypeTests(SynchronousTestCase):
         e = self.assertRaises(ConfigError, self.check, {"listen": "udp:53"})
         self.assertEqual(e.key, "listen")
         self.assertIn("Unknown endpoint type: 'udp'", str(e))
-        e = self.assertRaises(ConfigError, self.check,
-                              {"api_listen": "carrier:1", "bindport": "0"})
+        e = self.assertRaises(ConfigError, self.check, {"api_listen": "carrier:1", "bindport": "0"})
         self.assertEqual(e.key, "api_listen")
 
     def test_haproxy_port_clash(self) -> None:
@@ -75,7 +85,8 @@ class EndpointTypeTests(SynchronousTestCase):
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        e = self.assertRaises(ConfigError, self.check,
-                              {"listen": f"haproxy:tcp:{port}:interface=127.0.0.1"})
+        e = self.assertRaises(
+            ConfigError, self.check, {"listen": f"haproxy:tcp:{port}:interface=127.0.0.1"}
+        )
         self.assertEqual(e.key, "listen")
         self.assertIn("cannot listen on 127.0.0.1:", str(e))

@@ -111,7 +111,9 @@ class WatchedProcess(Agents):
         self.transport.closeStdin()
 
 
-def within(reactor: Any, seconds: float, d: Deferred[Any], what: str, *logs: Process) -> Deferred[Any]:
+def within(
+    reactor: Any, seconds: float, d: Deferred[Any], what: str, *logs: Process
+) -> Deferred[Any]:
     """
     ``d``, failing after ``seconds`` with a message saying what was awaited
     and the tail of each process's output.

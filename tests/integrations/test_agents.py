@@ -121,10 +121,16 @@ class WalletStory(_WalletStoryBase):
     def start_socketdock(self, sd_port, backend_port):
         backend = f"http://127.0.0.1:{backend_port}"
         args = [
-            "--backend", "http", "--bindport", str(sd_port),
-            "--connecturi", backend + "/connect",
-            "--messageuri", backend + "/message",
-            "--disconnecturi", backend + "/disconnect",
+            "--backend",
+            "http",
+            "--bindport",
+            str(sd_port),
+            "--connecturi",
+            backend + "/connect",
+            "--messageuri",
+            backend + "/message",
+            "--disconnecturi",
+            backend + "/disconnect",
         ]
         if self.signing_secret:
             args += ["--signing-secret", self.signing_secret]
@@ -157,13 +163,23 @@ class WalletStory(_WalletStoryBase):
 
         # SocketDock first, on port 0: the mediator's endpoint names its port.
         socketdock = self.start_socketdock(0, backend_port)
-        sd_port = yield within(reactor, START, Deferred.fromCoroutine(socketdock_started(reactor, socketdock)),
-                               "SocketDock to start", socketdock)
+        sd_port = yield within(
+            reactor,
+            START,
+            Deferred.fromCoroutine(socketdock_started(reactor, socketdock)),
+            "SocketDock to start",
+            socketdock,
+        )
         mediator = self.start_mediator(workdir, backend_port, sd_port)
         agents = self.spawn(
             Agents("credo agents"), [NODE, str(HERE / "agents.js")], node_environ(), workdir
         )
-        self.agents, self.mediator, self.socketdock, self.sd_port = agents, mediator, socketdock, sd_port
+        self.agents, self.mediator, self.socketdock, self.sd_port = (
+            agents,
+            mediator,
+            socketdock,
+            sd_port,
+        )
         logs = [agents, mediator, socketdock]
         self.logs, self.workdir = logs, workdir
         for process in logs:  # kept in _trial_temp for a look afterwards
@@ -184,7 +200,9 @@ class WalletStory(_WalletStoryBase):
 
         yield step(agents.wait_for("EVENT started"), "the Credo script to start", START)
         invitation_url = yield self.mediator_invitation(mediator, step)
-        self.assertTrue(invitation_url.startswith(f"ws://127.0.0.1:{sd_port}/ws?oob="), invitation_url)
+        self.assertTrue(
+            invitation_url.startswith(f"ws://127.0.0.1:{sd_port}/ws?oob="), invitation_url
+        )
 
         # OOB + DID exchange + mediation request/grant, over SocketDock.
         agents.command(f"wallet {invitation_url} {self.pickup}")
@@ -214,7 +232,9 @@ class WalletStory(_WalletStoryBase):
         yield step(agents.wait_for("EVENT closed"), "the wallet to close its socket")
 
         def closed():
-            return dict(re.findall(r"SocketDock connection (\w+) closed \(code (\w+)", mediator.text()))
+            return dict(
+                re.findall(r"SocketDock connection (\w+) closed \(code (\w+)", mediator.text())
+            )
 
         yield step(
             mediator.wait_until(lambda: opened <= set(closed())),
@@ -241,7 +261,9 @@ class WalletStory(_WalletStoryBase):
         # v2 live mode) delivers the whole backlog, without further messages.
         agents.command("reconnect")
         for n in (1, 2, 3):
-            yield step(agents.wait_for(f"EVENT received queued-{n}"), f"queued message {n} after reconnect")
+            yield step(
+                agents.wait_for(f"EVENT received queued-{n}"), f"queued message {n} after reconnect"
+            )
 
         self.assertNotIn("EVENT error", agents.text())
         self.assertNotIn("POST /message refused", mediator.text())
@@ -255,10 +277,14 @@ class WalletStory(_WalletStoryBase):
     def check_refuses_unsigned(self, backend_port):
         """With a signing secret, a POST without a valid signature is refused: 401."""
         status, _ = yield within(
-            reactor, STEP,
-            _request("POST", f"http://127.0.0.1:{backend_port}/message",
-                     b'{"meta": {"connection_id": "x", "send": "http://127.0.0.1:1/"}, "message": "{}"}',
-                     {b"Content-Type": [b"application/json"]}),
+            reactor,
+            STEP,
+            _request(
+                "POST",
+                f"http://127.0.0.1:{backend_port}/message",
+                b'{"meta": {"connection_id": "x", "send": "http://127.0.0.1:1/"}, "message": "{}"}',
+                {b"Content-Type": [b"application/json"]},
+            ),
             "the transport's answer",
         )
         self.assertEqual(status, 401)
@@ -294,7 +320,8 @@ class CrashStory(_CrashStoryBase):
         self.addCleanup(self.save_output, again, self.workdir, "socketdock-restarted")
         yield step(
             Deferred.fromCoroutine(ready(reactor, again, f"http://127.0.0.1:{self.sd_port}")),
-            "SocketDock to start again", START,
+            "SocketDock to start again",
+            START,
         )
 
         requeued = mediator.count(self.requeued_text)
@@ -323,16 +350,39 @@ class ACApyMediator(WalletStory):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKETDOCK_")}
         env.update(HOME=workdir, PYTHONPATH=str(ACAPY_INTEGRATION), **self.secret_env())
         argv = [
-            str(ACAPY), "start", "--label", "mediator",
-            "--inbound-transport", "socketdock_acapy.transport", "127.0.0.1", str(backend_port),
-            "--outbound-transport", "http", "--outbound-transport", "ws",
-            "--endpoint", f"ws://127.0.0.1:{sd_port}/ws",
-            "--admin", "127.0.0.1", str(self.admin_port), "--admin-insecure-mode",
-            "--no-ledger", "--wallet-type", "askar", "--wallet-name", "mediator",
-            "--wallet-key", "mediator-key", "--auto-provision",
-            "--open-mediation", "--enable-undelivered-queue",
-            "--auto-accept-invites", "--auto-accept-requests", "--auto-ping-connection",
-            "--log-level", "info",
+            str(ACAPY),
+            "start",
+            "--label",
+            "mediator",
+            "--inbound-transport",
+            "socketdock_acapy.transport",
+            "127.0.0.1",
+            str(backend_port),
+            "--outbound-transport",
+            "http",
+            "--outbound-transport",
+            "ws",
+            "--endpoint",
+            f"ws://127.0.0.1:{sd_port}/ws",
+            "--admin",
+            "127.0.0.1",
+            str(self.admin_port),
+            "--admin-insecure-mode",
+            "--no-ledger",
+            "--wallet-type",
+            "askar",
+            "--wallet-name",
+            "mediator",
+            "--wallet-key",
+            "mediator-key",
+            "--auto-provision",
+            "--open-mediation",
+            "--enable-undelivered-queue",
+            "--auto-accept-invites",
+            "--auto-accept-requests",
+            "--auto-ping-connection",
+            "--log-level",
+            "info",
         ]
         return self.spawn(WatchedProcess("aca-py mediator"), argv, env, workdir)
 
@@ -343,7 +393,9 @@ class ACApyMediator(WalletStory):
             _request(
                 "POST",
                 f"http://127.0.0.1:{self.admin_port}/out-of-band/create-invitation?multi_use=true",
-                json.dumps({"handshake_protocols": ["https://didcomm.org/didexchange/1.1"]}).encode(),
+                json.dumps(
+                    {"handshake_protocols": ["https://didcomm.org/didexchange/1.1"]}
+                ).encode(),
                 {b"Content-Type": [b"application/json"]},
             ),
             "the mediator's invitation",
@@ -364,15 +416,15 @@ class CredoMediator(WalletStory):
         self.ws_url = f"ws://127.0.0.1:{sd_port}/ws"
         self.mediator_backend_port = backend_port
         env = node_environ({"CREDO_LOG_LEVEL": "info", **self.secret_env()})
-        return self.spawn(
-            Agents("credo mediator"), [NODE, str(HERE / "agents.js")], env, workdir
-        )
+        return self.spawn(Agents("credo mediator"), [NODE, str(HERE / "agents.js")], env, workdir)
 
     @inlineCallbacks
     def mediator_invitation(self, mediator, step):
         yield step(mediator.wait_for("EVENT started"), "the Credo mediator script", START)
         mediator.command(f"mediator {self.mediator_backend_port} {self.ws_url}")
-        end = yield step(mediator.wait_for("EVENT mediator-invitation "), "the Credo mediator", START)
+        end = yield step(
+            mediator.wait_for("EVENT mediator-invitation "), "the Credo mediator", START
+        )
         return mediator.text()[end:].split("\n", 1)[0].strip()
 
 

@@ -51,10 +51,24 @@ class ReturnRoutePitfallTests(TestCase):
         backend_port = port_for_an_agent()
         backend = f"http://127.0.0.1:{backend_port}"
         self.socketdock = spawn_socketdock(
-            self, reactor, "--backend", "http", "--bindport", "0",
-            "--connecturi", backend + "/connect", "--messageuri", backend + "/message",
-            "--disconnecturi", backend + "/disconnect", "--inline-reply", "true",
-            "--backend-timeout", "2", "--backend-retries", "1",
+            self,
+            reactor,
+            "--backend",
+            "http",
+            "--bindport",
+            "0",
+            "--connecturi",
+            backend + "/connect",
+            "--messageuri",
+            backend + "/message",
+            "--disconnecturi",
+            backend + "/disconnect",
+            "--inline-reply",
+            "true",
+            "--backend-timeout",
+            "2",
+            "--backend-retries",
+            "1",
         )
         env = {"CREDO_LOG_LEVEL": "info"}
         if transport:
@@ -63,15 +77,21 @@ class ReturnRoutePitfallTests(TestCase):
         self.agents = Agents("credo wallet")
         assert NODE is not None  # skipped otherwise (credo_missing)
         for process, extra in ((self.mediator, env), (self.agents, {})):
-            reactor.spawnProcess(process, NODE, [NODE, str(HERE / "agents.js")],
-                                 env=node_environ(extra), path=workdir)
+            reactor.spawnProcess(
+                process,
+                NODE,
+                [NODE, str(HERE / "agents.js")],
+                env=node_environ(extra),
+                path=workdir,
+            )
             self.addCleanup(process.stop)
         self.logs = (self.agents, self.mediator, self.socketdock)
         for logged in self.logs:  # kept in _trial_temp for a look afterwards
             self.addCleanup(self.save_output, logged, workdir)
 
         sd_port = yield self.step(
-            Deferred.fromCoroutine(started(reactor, self.socketdock)), "SocketDock to start")
+            Deferred.fromCoroutine(started(reactor, self.socketdock)), "SocketDock to start"
+        )
         yield self.step(self.mediator.wait_for("EVENT started"), "the mediator script")
         yield self.step(self.agents.wait_for("EVENT started"), "the wallet script")
         self.mediator.command(f"mediator {backend_port} ws://127.0.0.1:{sd_port}/ws")
@@ -95,12 +115,17 @@ class ReturnRoutePitfallTests(TestCase):
     @inlineCallbacks
     def test_holding_the_post_gets_messages_handled_twice_and_the_wallet_closed(self):
         yield self.start(str(HERE / "holding_transport.js"))
-        yield self.step(self.mediator.wait_until(self.resent),
-                        "SocketDock to time out and send a held message again (same seq)")
-        yield self.step(self.mediator.wait_for("Error handling message"),
-                        "Credo to fail on the second copy")
-        yield self.step(self.mediator.wait_for("closed (code 1011, initiator backend)"),
-                        "SocketDock to give up and close the wallet's socket with 1011")
+        yield self.step(
+            self.mediator.wait_until(self.resent),
+            "SocketDock to time out and send a held message again (same seq)",
+        )
+        yield self.step(
+            self.mediator.wait_for("Error handling message"), "Credo to fail on the second copy"
+        )
+        yield self.step(
+            self.mediator.wait_for("closed (code 1011, initiator backend)"),
+            "SocketDock to give up and close the wallet's socket with 1011",
+        )
 
     @inlineCallbacks
     def test_answering_at_once_with_the_same_settings(self):

@@ -46,8 +46,9 @@ class CredoTransportUnitTests(TestCase):
         assert NODE is not None  # skipped otherwise
         process = WatchedProcess("node --test")
         argv = [NODE, "--test", str(CREDO_INTEGRATION / "test")]
-        reactor.spawnProcess(process, NODE, argv, env={"PATH": "/usr/bin:/bin"},
-                             path=str(CREDO_INTEGRATION))
+        reactor.spawnProcess(
+            process, NODE, argv, env={"PATH": "/usr/bin:/bin"}, path=str(CREDO_INTEGRATION)
+        )
         self.addCleanup(process.stop)
 
         def check(ended):
@@ -67,8 +68,13 @@ class ACApyTransportUnitTests(TestCase):
         python = str(ACAPY.parent / "python")
         process = WatchedProcess("acapy unit tests")
         argv = [python, "-m", "unittest", "-v", "socketdock_acapy.test.test_transport"]
-        reactor.spawnProcess(process, python, argv, env={"PYTHONPATH": str(ACAPY_INTEGRATION)},
-                             path=str(ACAPY_INTEGRATION))
+        reactor.spawnProcess(
+            process,
+            python,
+            argv,
+            env={"PYTHONPATH": str(ACAPY_INTEGRATION)},
+            path=str(ACAPY_INTEGRATION),
+        )
         self.addCleanup(process.stop)
 
         def check(ended):
@@ -76,5 +82,6 @@ class ACApyTransportUnitTests(TestCase):
             self.assertIn("\nOK", process.text())
             self.assertNotIn("skipped", process.text())
 
-        return within(reactor, 60, process.exited, "the ACA-Py transport's unit tests", process
-                      ).addCallback(check)
+        return within(
+            reactor, 60, process.exited, "the ACA-Py transport's unit tests", process
+        ).addCallback(check)

@@ -45,12 +45,14 @@ async def main(url, mode):
             await ws.send(bytes([0, 1, 254, 255]))
             await ws.send(pattern(BIG))
             text, binary, big = [await ws.recv() for _ in range(3)]
-            say(event="echo",
+            say(
+                event="echo",
                 text=text if isinstance(text, str) else None,
                 binary=binary.hex() if isinstance(binary, bytes) else None,
                 big_binary=isinstance(big, bytes),
                 big_length=len(big),
-                big_equal=big == pattern(BIG))
+                big_equal=big == pattern(BIG),
+            )
             await ws.close(1000, "done")
         elif mode == "close":
             await ws.send("hi")

@@ -97,8 +97,12 @@ class ClientProcess(EventLog, ProcessProtocol):
         self.stderr += data
 
     def _missing(self, name: str) -> dict[str, Any]:
-        return {"event": "missing", "wanted": name, "stdout": self.stdout.decode(errors="replace"),
-                "stderr": self.stderr.decode(errors="replace")}
+        return {
+            "event": "missing",
+            "wanted": name,
+            "stdout": self.stdout.decode(errors="replace"),
+            "stderr": self.stderr.decode(errors="replace"),
+        }
 
     def processEnded(self, reason: Any) -> None:
         self.finish()
@@ -153,8 +157,12 @@ class ClientScenarios(_ClientScenariosBase):
         self.addCleanup(stop_backend, port, self.backend)
         settings.setdefault("ping_interval", 0)
         relay: RunningRelay = start_relay(
-            self, reactor, backend="http", messageuri=url + "/message",
-            disconnecturi=url + "/disconnect", **settings,
+            self,
+            reactor,
+            backend="http",
+            messageuri=url + "/message",
+            disconnecturi=url + "/disconnect",
+            **settings,
         )
         return relay
 
@@ -169,8 +177,9 @@ class ClientScenarios(_ClientScenariosBase):
         echo = yield client.event("echo")
         self.assertEqual(echo.get("text"), "hello \u00fc", echo)
         self.assertEqual(echo["binary"], "0001feff")
-        self.assertEqual((echo["big_binary"], echo["big_length"], echo["big_equal"]),
-                         (True, BIG, True))
+        self.assertEqual(
+            (echo["big_binary"], echo["big_length"], echo["big_equal"]), (True, BIG, True)
+        )
         closed = yield client.event("closed")
         self.assertEqual(closed["code"], 1000)
 
@@ -182,7 +191,8 @@ class ClientScenarios(_ClientScenariosBase):
         (notice,) = yield self.backend.wait_for("disconnect", 1)
         self.assertEqual(
             (notice["meta"]["code"], notice["meta"]["reason"], notice["meta"]["initiator"]),
-            (4002, "client bye", "client"))
+            (4002, "client bye", "client"),
+        )
         self.assertEqual([m["message"] for m in self.backend.messages], ["hi"])
         closed = yield client.event("closed")
         self.assertEqual(closed["code"], 4002)
@@ -194,7 +204,8 @@ class ClientScenarios(_ClientScenariosBase):
         client = self.client(relay, "wait")
         (message,) = yield self.backend.wait_for("message", 1)
         code, _ = yield self.backend.post_json(
-            message["meta"]["disconnect"], {"code": 4001, "reason": "bye"})
+            message["meta"]["disconnect"], {"code": 4001, "reason": "bye"}
+        )
         self.assertEqual(code, 200)
         closed = yield client.event("closed")
         self.assertEqual((closed.get("code"), closed.get("reason")), (4001, "bye"), closed)

@@ -71,8 +71,18 @@ class DaemonLimitTests(TestCase):
             raise SkipTest(f"the hard open-file limit here is {hard}: nothing to raise to")
         if not sys.platform.startswith("linux"):
             raise SkipTest("reads /proc/<pid>/limits")
-        argv = ["/bin/sh", "-c", 'ulimit -S -n 512 && exec "$@"', "sh",
-                *TWISTD, "-n", "--pidfile=", "socketdock", "--bindport", "0"]
+        argv = [
+            "/bin/sh",
+            "-c",
+            'ulimit -S -n 512 && exec "$@"',
+            "sh",
+            *TWISTD,
+            "-n",
+            "--pidfile=",
+            "socketdock",
+            "--bindport",
+            "0",
+        ]
         workdir = self.mktemp()
         os.makedirs(workdir)
         proc = spawn(self, reactor, "socketdock", argv, path=workdir)

@@ -27,19 +27,31 @@ JSON_LOGGER = ("--logger", "socketdock.ops.jsonlog.json_observer")
 class JsonLineTests(SynchronousTestCase):
     def test_fields(self):
         """An event becomes one JSON line with time, level, namespace, text and its fields."""
-        line = event_as_json_line({
-            "log_time": 0.25, "log_level": LogLevel.warn, "log_namespace": "socketdock.relay.session",
-            "log_format": "retry {attempt} for {connection_id}", "attempt": 2,
-            "connection_id": "ab" * 16, "log_logger": object(),
-        })
+        line = event_as_json_line(
+            {
+                "log_time": 0.25,
+                "log_level": LogLevel.warn,
+                "log_namespace": "socketdock.relay.session",
+                "log_format": "retry {attempt} for {connection_id}",
+                "attempt": 2,
+                "connection_id": "ab" * 16,
+                "log_logger": object(),
+            }
+        )
         assert line is not None
         self.assertTrue(line.endswith("\n"))
         self.assertEqual(line.count("\n"), 1)
-        self.assertEqual(json.loads(line), {
-            "time": "1970-01-01T00:00:00.250Z", "level": "warn",
-            "namespace": "socketdock.relay.session", "text": f"retry 2 for {'ab' * 16}",
-            "attempt": 2, "connection_id": "ab" * 16,
-        })
+        self.assertEqual(
+            json.loads(line),
+            {
+                "time": "1970-01-01T00:00:00.250Z",
+                "level": "warn",
+                "namespace": "socketdock.relay.session",
+                "text": f"retry 2 for {'ab' * 16}",
+                "attempt": 2,
+                "connection_id": "ab" * 16,
+            },
+        )
 
     def test_failure_and_odd_values(self):
         """A failure is kept as a traceback; values JSON cannot hold become their repr."""
@@ -47,10 +59,18 @@ class JsonLineTests(SynchronousTestCase):
             1 / 0  # noqa: B018 (raises on purpose, for a real traceback)
         except ZeroDivisionError:
             failure = Failure()
-        record = json.loads(event_as_json_line({  # type: ignore[arg-type]  # a failure event is never dropped
-            "log_time": 0, "log_level": LogLevel.error, "log_namespace": "x",
-            "log_format": "boom", "log_failure": failure, "peer": ("127.0.0.1", 1),
-        }))
+        record = json.loads(
+            event_as_json_line(
+                {  # type: ignore[arg-type]  # a failure event is never dropped
+                    "log_time": 0,
+                    "log_level": LogLevel.error,
+                    "log_namespace": "x",
+                    "log_format": "boom",
+                    "log_failure": failure,
+                    "peer": ("127.0.0.1", 1),
+                }
+            )
+        )
         self.assertIn("ZeroDivisionError", record["failure"])
         self.assertEqual(record["peer"], "('127.0.0.1', 1)")
 
@@ -58,7 +78,8 @@ class JsonLineTests(SynchronousTestCase):
         """--logfile and -n are read as twistd reads them; the plugin's own options are not."""
         self.assertEqual(
             _twistd_log_options(["-n", "--logfile", "a.log", "socketdock", "--logfile", "b"]),
-            (True, "a.log"))
+            (True, "a.log"),
+        )
         self.assertEqual(_twistd_log_options(["-nl", "a.log", "socketdock"]), (True, "a.log"))
         self.assertEqual(_twistd_log_options(["--logfile=-", "socketdock"]), (False, "-"))
         self.assertEqual(_twistd_log_options(["socketdock", "-n"]), (False, None))
@@ -113,8 +134,14 @@ class TwistdLogTests(TestCase):
     def test_json_to_stdout(self):
         """With --logger json_observer and -n, every line on stdout is a JSON object."""
         instance = spawn_socketdock(
-            self, reactor, "--bindport", "0", "--ping-interval", "0",
-            twistd_args=("-n", "--pidfile=", *JSON_LOGGER))
+            self,
+            reactor,
+            "--bindport",
+            "0",
+            "--ping-interval",
+            "0",
+            twistd_args=("-n", "--pidfile=", *JSON_LOGGER),
+        )
         yield Deferred.fromCoroutine(started(reactor, instance))
         instance.signal("TERM")
         code, _ = yield instance.exited
@@ -134,17 +161,31 @@ class TwistdLogTests(TestCase):
         journal = Path(self.mktemp()).resolve()
         journal.mkdir(parents=True)
         instance = spawn_socketdock(
-            self, reactor, "--bindport", "0", "--ping-interval", "0",
-            "--backend", "http", "--messageuri", url + "/message", "--connecturi", url + "/connect",
-            "--journal", str(journal / "j.sqlite"),
-            twistd_args=("-n", "--pidfile=", *JSON_LOGGER))
+            self,
+            reactor,
+            "--bindport",
+            "0",
+            "--ping-interval",
+            "0",
+            "--backend",
+            "http",
+            "--messageuri",
+            url + "/message",
+            "--connecturi",
+            url + "/connect",
+            "--journal",
+            str(journal / "j.sqlite"),
+            twistd_args=("-n", "--pidfile=", *JSON_LOGGER),
+        )
         port = yield Deferred.fromCoroutine(started(reactor, instance))
         client = yield connect_client(reactor, f"ws://127.0.0.1:{port}/ws")
         self.addCleanup(client.shutdown)
         (notice,) = yield backend.wait_for("connect", 1)
         # The journal wrote the connection (its id is in the write-ahead log):
         # at debug level that write would have logged a line.
-        yield wait_for_file(self, reactor, journal / "j.sqlite-wal", notice["meta"]["connection_id"])
+        yield wait_for_file(
+            self, reactor, journal / "j.sqlite-wal", notice["meta"]["connection_id"]
+        )
         instance.signal("TERM")
         code, _ = yield instance.exited
         self.assertEqual(code, 0, instance.text())
@@ -166,8 +207,14 @@ class TwistdLogTests(TestCase):
         directory.mkdir(parents=True)
         log = directory / "socketdock.log"
         instance = spawn_socketdock(
-            self, reactor, "--bindport", "0", "--ping-interval", "0",
-            twistd_args=("-n", "--pidfile=", "--logfile", str(log), *logger))
+            self,
+            reactor,
+            "--bindport",
+            "0",
+            "--ping-interval",
+            "0",
+            twistd_args=("-n", "--pidfile=", "--logfile", str(log), *logger),
+        )
         content = yield wait_for_file(self, reactor, log, "listen: listening on")
         port = listening_port(content.decode("utf-8"))
         yield get(reactor, f"http://127.0.0.1:{port}/healthz")  # the reactor runs

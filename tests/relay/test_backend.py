@@ -67,9 +67,14 @@ class HTTPBackendTests(SynchronousTestCase):
         self.metrics = Metrics(active=lambda: 0, queued=lambda: 0)
         client: Any = self.client  # a scripted BackendClient double
         return HTTPBackend(
-            client, self.clock, CallbackURLs("http://sd"), self.metrics,
-            messageuri="http://b/message", connecturi=connecturi,
-            disconnecturi="http://b/disconnect", backoff=Backoff(retries),
+            client,
+            self.clock,
+            CallbackURLs("http://sd"),
+            self.metrics,
+            messageuri="http://b/message",
+            connecturi=connecturi,
+            disconnecturi="http://b/disconnect",
+            backoff=Backoff(retries),
             inline_reply=inline_reply,
         )
 
@@ -80,8 +85,9 @@ class HTTPBackendTests(SynchronousTestCase):
 
     def test_retryable_answers_then_success(self):
         """Refused, 500, 408 and 429 are retried with the same seq and body until a 2xx."""
-        backend = self.backend([REFUSED, answer(500), answer(408), answer(429), answer(204)],
-                               retries=4)
+        backend = self.backend(
+            [REFUSED, answer(500), answer(408), answer(429), answer(204)], retries=4
+        )
         d = backend.message(CID, 7, b"hi", False)
         self.run_out()
         self.assertIsNone(self.successResultOf(d))
@@ -132,15 +138,20 @@ class HTTPBackendTests(SynchronousTestCase):
 
     def test_inline_reply_text_binary_and_empty(self):
         """With inline_reply a 2xx body is a reply: text/* as text, other types binary, empty none."""
-        backend = self.backend([
-            answer(200, b"hello", content_type="text/plain; charset=utf-8"),
-            answer(200, b"{}", content_type="application/json"),
-            answer(200, b""),
-        ], inline_reply=True)
-        self.assertEqual(self.successResultOf(backend.message(CID, 1, b"x", False)),
-                         Reply(b"hello", False))
-        self.assertEqual(self.successResultOf(backend.message(CID, 2, b"x", False)),
-                         Reply(b"{}", True))
+        backend = self.backend(
+            [
+                answer(200, b"hello", content_type="text/plain; charset=utf-8"),
+                answer(200, b"{}", content_type="application/json"),
+                answer(200, b""),
+            ],
+            inline_reply=True,
+        )
+        self.assertEqual(
+            self.successResultOf(backend.message(CID, 1, b"x", False)), Reply(b"hello", False)
+        )
+        self.assertEqual(
+            self.successResultOf(backend.message(CID, 2, b"x", False)), Reply(b"{}", True)
+        )
         self.assertIsNone(self.successResultOf(backend.message(CID, 3, b"x", False)))
 
     def test_body_ignored_without_inline_reply(self):
@@ -163,14 +174,15 @@ class HTTPBackendTests(SynchronousTestCase):
         picked = answer(200, sec_websocket_protocol="didcomm/v2")
         backend = self.backend([picked, picked], connecturi="http://b/connect")
         self.assertEqual(
-            self.successResultOf(backend.connect(CID, {}, ["didcomm/v2"])).subprotocol,
-            "didcomm/v2")
+            self.successResultOf(backend.connect(CID, {}, ["didcomm/v2"])).subprotocol, "didcomm/v2"
+        )
         self.assertIsNone(self.successResultOf(backend.connect(CID, {}, ["other"])).subprotocol)
 
     def test_connect_answer_tags(self):
         """A JSON {"tags": [...]} connect answer tags the connection, de-duplicated, in order."""
-        tagged = answer(200, b'{"tags": ["b", "a", "b"]}',
-                        content_type="application/json; charset=utf-8")
+        tagged = answer(
+            200, b'{"tags": ["b", "a", "b"]}', content_type="application/json; charset=utf-8"
+        )
         backend = self.backend([tagged], connecturi="http://b/connect")
         self.assertEqual(self.successResultOf(backend.connect(CID, {}, [])).tags, ("b", "a"))
 
@@ -190,10 +202,16 @@ class HTTPBackendTests(SynchronousTestCase):
 
     def test_unusable_connect_tags_refuse_with_503(self):
         """Tags against the rules refuse the handshake with 503 once (no retry), logged."""
-        bad = [b'{"tags": "a"}', b'{"tags": [""]}', b'{"tags": ["a\\u0000"]}',
-               b'{"tags": [%s]}' % b",".join(b'"%d"' % i for i in range(65))]
-        backend = self.backend([answer(200, body, content_type="application/json")
-                                for body in bad], connecturi="http://b/connect")
+        bad = [
+            b'{"tags": "a"}',
+            b'{"tags": [""]}',
+            b'{"tags": ["a\\u0000"]}',
+            b'{"tags": [%s]}' % b",".join(b'"%d"' % i for i in range(65)),
+        ]
+        backend = self.backend(
+            [answer(200, body, content_type="application/json") for body in bad],
+            connecturi="http://b/connect",
+        )
         for _ in bad:
             failure = self.failureResultOf(backend.connect(CID, {}, []), UnusableAdmission)
             self.assertEqual(failure.value.status, 503)
@@ -204,8 +222,9 @@ class HTTPBackendTests(SynchronousTestCase):
         backend = self.backend([answer(200), answer(200)])
         backend.message(CID, 1, b"hi", False, tags=("t",))
         backend.disconnect(CID, 1000, "", "client", tags=("t", "u"))
-        self.assertEqual([sent[2]["meta"]["tags"] for sent in self.client.sent],
-                         [["t"], ["t", "u"]])
+        self.assertEqual(
+            [sent[2]["meta"]["tags"] for sent in self.client.sent], [["t"], ["t", "u"]]
+        )
 
     def test_notice_retried_past_backend_retries(self):
         """A disconnect notice goes on being retried after backend_retries, then is delivered."""

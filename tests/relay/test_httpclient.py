@@ -87,8 +87,9 @@ class BackendClientTests(TestCase):
         pool = self.stack.make_pool(reactor, 4)
         self.addCleanup(pool.closeCachedConnections)
         http = make_http_client(self.stack, reactor, pool, make_tls_policy(None), 100_000)
-        self.client = BackendClient(http, reactor, 10, signing_secret="s3cret",
-                                    max_response_body=100_000)
+        self.client = BackendClient(
+            http, reactor, 10, signing_secret="s3cret", max_response_body=100_000
+        )
 
     @inlineCallbacks
     def test_answer_at_most_the_bound_arrives(self):
@@ -112,7 +113,9 @@ class BackendClientTests(TestCase):
         self.assertEqual(port1, port2)
         self.assertEqual(headers2.getRawHeaders(b"content-type"), [b"application/json"])
         self.assertEqual(headers2.getRawHeaders(b"content-length"), [b"7"])
-        self.assertTrue((headers2.getRawHeaders(b"x-socketdock-signature") or [b""])[0].startswith(b"t="))
+        self.assertTrue(
+            (headers2.getRawHeaders(b"x-socketdock-signature") or [b""])[0].startswith(b"t=")
+        )
         self.assertIsNone(headers2.getRawHeaders(b"cookie"))
 
     @inlineCallbacks
@@ -149,8 +152,13 @@ class ConcurrencyTests(SynchronousTestCase):
         clock = Clock()
         self.observed: list[tuple[object, ...]] = []
         http: Any = Http()  # a test double with only post()
-        return clock, BackendClient(http, clock, 10, concurrency=concurrency,
-                                    observe=lambda *seen: self.observed.append(seen))
+        return clock, BackendClient(
+            http,
+            clock,
+            10,
+            concurrency=concurrency,
+            observe=lambda *seen: self.observed.append(seen),
+        )
 
     def test_excess_requests_wait_in_line(self) -> None:
         """With two slots the third request starts only when one finishes, in order."""
@@ -190,6 +198,7 @@ class ConcurrencyTests(SynchronousTestCase):
 
     def test_a_request_that_raises_gives_its_place_back(self) -> None:
         """An attempt that fails before it is sent is a failed result, and the next request still runs."""
+
         class Broken:
             def post(inner, url, **kwargs):
                 raise ValueError("bad URL")

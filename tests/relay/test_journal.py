@@ -285,11 +285,10 @@ class StartupCheckTests(SynchronousTestCase):
         path = self.mktemp()
         with open(path, "wb") as f:
             f.write(b"\x00garbage" * 1000)
-        options = Options(
-            environ={}, preflight=lambda c: preflight(c, MemoryReactorClock())
-        )
+        options = Options(environ={}, preflight=lambda c: preflight(c, MemoryReactorClock()))
         e = self.assertRaises(
-            usage.UsageError, options.parseOptions,
+            usage.UsageError,
+            options.parseOptions,
             ["--bindport", "0", "--journal", path],
         )
         self.assertTrue(str(e).startswith("journal: "))
@@ -358,8 +357,12 @@ class RelayJournalTests(SynchronousTestCase):
         self.backend = _Backend()
         registry = Registry()
         self.relay = Relay(
-            self.backend, registry, Metrics(active=lambda: 0, queued=lambda: 0),
-            self.clock, 8, self.journal,
+            self.backend,
+            registry,
+            Metrics(active=lambda: 0, queued=lambda: 0),
+            self.clock,
+            8,
+            self.journal,
         )
 
     def test_open_records_and_notice_forgets(self) -> None:
@@ -390,8 +393,10 @@ class RelayJournalTests(SynchronousTestCase):
         self.relay.recover(["c" * 32, "d" * 32])
         self.assertEqual(
             [(n[0], n[1]) for n in self.backend.notices],
-            [(("c" * 32, None, RECOVERED_REASON, "server"), {"recovered": True}),
-             (("d" * 32, None, RECOVERED_REASON, "server"), {"recovered": True})],
+            [
+                (("c" * 32, None, RECOVERED_REASON, "server"), {"recovered": True}),
+                (("d" * 32, None, RECOVERED_REASON, "server"), {"recovered": True}),
+            ],
         )
         idle = self.relay.idle()
         self.backend.notices[0][2].callback(None)
@@ -430,8 +435,9 @@ class JournalServiceTests(SynchronousTestCase):
         service.startService()
         self.assertTrue(service.running)
         self.assertEqual(recovered, [])
-        self.assertEqual([e["log_level"] for e in events if e["log_level"] >= LogLevel.error],
-                         [LogLevel.error])
+        self.assertEqual(
+            [e["log_level"] for e in events if e["log_level"] >= LogLevel.error], [LogLevel.error]
+        )
         self.successResultOf(service.stopService())
 
     def test_make_service_starts_the_journal_before_listening(self) -> None:

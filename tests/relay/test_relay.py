@@ -1,6 +1,5 @@
 """Unit tests for socketdock.relay.session: ordering, backpressure, notices and drain, with fakes."""
 
-
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -75,9 +74,11 @@ class RelayTests(SynchronousTestCase):
         self.backend = ScriptedBackend()
         self.registry = Registry()
         self.relay = Relay(
-            self.backend, self.registry,
+            self.backend,
+            self.registry,
             Metrics(active=self.registry.__len__, queued=lambda: self.relay.queued()),
-            self.clock, queue_limit=3,
+            self.clock,
+            queue_limit=3,
         )
         self.socket = FakeSocket()
         self.session = self.relay.open_session(self.socket.connection_id, self.socket)
@@ -88,8 +89,9 @@ class RelayTests(SynchronousTestCase):
         self.session.received(b"2", True)
         self.assertEqual([m[1] for m in self.backend.messages], [1])
         self.backend.messages[0][4].callback(None)
-        self.assertEqual([(m[1], m[2], m[3]) for m in self.backend.messages],
-                         [(1, b"1", False), (2, b"2", True)])
+        self.assertEqual(
+            [(m[1], m[2], m[3]) for m in self.backend.messages], [(1, b"1", False), (2, b"2", True)]
+        )
 
     def test_reading_pauses_at_queue_limit_and_resumes(self) -> None:
         """At queue_limit waiting messages reading stops; it resumes once below."""
@@ -184,8 +186,9 @@ class RelayTests(SynchronousTestCase):
     def test_orphan_gets_a_notice(self) -> None:
         """An admitted client that left during its handshake still gets a notice."""
         self.relay.orphan("b" * 32, "client left during the handshake", "client")
-        self.assertEqual(self.backend.notices[-1],
-                         ("b" * 32, None, "client left during the handshake", "client"))
+        self.assertEqual(
+            self.backend.notices[-1], ("b" * 32, None, "client left during the handshake", "client")
+        )
         self.assertEqual(self.relay.unfinished(), 2)
 
 

@@ -75,9 +75,7 @@ class TagRuleTests(SynchronousTestCase):
 class FakeConnection:
     """A live connection that records deliveries and closes; deliveries answer as told."""
 
-    def __init__(
-        self, connection_id: str, answer: Callable[[], Deferred] | None = None
-    ) -> None:
+    def __init__(self, connection_id: str, answer: Callable[[], Deferred] | None = None) -> None:
         self.connection_id = connection_id
         self.tags: tuple[str, ...] = ()
         self.delivered: list[tuple[bytes, bool]] = []
@@ -172,12 +170,16 @@ class RegistryIndexTests(SynchronousTestCase):
         self.registry.retag(A, ["y"], ["x"])
         self.registry.discard(A)
         self.registry.discard(A)
-        self.assertEqual(self.events.calls, [
-            ("added", A), ("added", B),
-            ("changed", A, ["x"], []),
-            ("changed", A, ["y"], ["x"]),
-            ("gone", A, ["y"]),
-        ])
+        self.assertEqual(
+            self.events.calls,
+            [
+                ("added", A),
+                ("added", B),
+                ("changed", A, ["x"], []),
+                ("changed", A, ["y"], ["x"]),
+                ("gone", A, ["y"]),
+            ],
+        )
 
     def test_no_events_provides_the_interface(self) -> None:
         """The default hooks satisfy IConnectionEvents."""
@@ -232,14 +234,18 @@ class LocalReachTests(SynchronousTestCase):
         """close_tag closes every carrier as the backend; count_tag counts them."""
         a, b = self.add(A, ["t"]), self.add(B, ["t"])
         self.assertEqual(self.successResultOf(self.reach.count_tag("t")).connections, 2)
-        self.assertEqual(self.successResultOf(self.reach.close_tag("t", 4000, "bye")).connections, 2)
+        self.assertEqual(
+            self.successResultOf(self.reach.close_tag("t", 4000, "bye")).connections, 2
+        )
         self.assertEqual(a.closed, [(4000, "bye", "backend")])
         self.assertEqual(b.closed, [(4000, "bye", "backend")])
 
     def test_change_tags(self) -> None:
         """change_tags answers the tags now; unknown ids fail NotLive, overfull InvalidTags."""
         self.add(A, [])
-        self.assertEqual(self.successResultOf(self.reach.change_tags(A, ["x", "y"], [])), ("x", "y"))
+        self.assertEqual(
+            self.successResultOf(self.reach.change_tags(A, ["x", "y"], [])), ("x", "y")
+        )
         self.assertEqual(self.successResultOf(self.reach.change_tags(A, [], ["x"])), ("y",))
         self.failureResultOf(self.reach.change_tags(B, ["x"], []), NotLive)
         too_many = [str(i) for i in range(MAX_TAGS)]

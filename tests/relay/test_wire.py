@@ -39,7 +39,7 @@ class MessageBodyTests(SynchronousTestCase):
 
     def test_utf8_binary_travels_as_string(self) -> None:
         """A binary frame that is valid UTF-8 is sent as the string with binary: true."""
-        body = json.loads(wire.message_body(URLS, ID, 7, b"{\"a\": 1}", True))
+        body = json.loads(wire.message_body(URLS, ID, 7, b'{"a": 1}', True))
         self.assertEqual(body["message"], '{"a": 1}')
         self.assertIs(body["meta"]["binary"], True)
         self.assertNotIn("encoding", body["meta"])
@@ -72,8 +72,10 @@ class ConnectAndDisconnectTests(SynchronousTestCase):
         body = json.loads(wire.disconnect_body(ID, None, "", "client"))
         self.assertEqual(
             body,
-            {"connection_id": ID,
-             "meta": {"connection_id": ID, "code": None, "reason": "", "initiator": "client"}},
+            {
+                "connection_id": ID,
+                "meta": {"connection_id": ID, "code": None, "reason": "", "initiator": "client"},
+            },
         )
 
     def test_recovered_flag_only_when_recovered(self) -> None:

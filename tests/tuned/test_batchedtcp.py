@@ -124,14 +124,20 @@ class BatchedTCPTests(TestCase):
     @inlineCallbacks
     def connect(self, port: int, first: bytes = b"go"):
         peer = Peer()
-        yield HostnameEndpoint(reactor, "127.0.0.1", port).connect(Factory.forProtocol(lambda: peer))
-        self.addCleanup(lambda: peer.transport.abortConnection() if peer.transport.connected else None)
+        yield HostnameEndpoint(reactor, "127.0.0.1", port).connect(
+            Factory.forProtocol(lambda: peer)
+        )
+        self.addCleanup(
+            lambda: peer.transport.abortConnection() if peer.transport.connected else None
+        )
         if first:
             peer.transport.write(first)
         return peer
 
     @inlineCallbacks
-    def test_writes_made_while_reading_are_sent_when_the_read_ends(self) -> Generator[Deferred[Any], Any, None]:
+    def test_writes_made_while_reading_are_sent_when_the_read_ends(
+        self,
+    ) -> Generator[Deferred[Any], Any, None]:
         """All of a read's writes are sent before the reactor turns: no watch armed."""
         armed = []
 
@@ -139,7 +145,9 @@ class BatchedTCPTests(TestCase):
             server.transport.write(b"a")
             server.transport.writeSequence([b"b", b"", b"c"])
             server.transport.write(b"d")
-            next_turn().addCallback(lambda _: armed.append(server.transport in reactor.getWriters()))
+            next_turn().addCallback(
+                lambda _: armed.append(server.transport in reactor.getWriters())
+            )
             next_turn().addCallback(lambda _: server.transport.loseConnection())
 
         received, reason = yield self.exchange(on_read)
@@ -148,7 +156,9 @@ class BatchedTCPTests(TestCase):
         reason.trap(ConnectionDone)
 
     @inlineCallbacks
-    def test_writes_made_outside_a_read_take_twisteds_path(self) -> Generator[Deferred[Any], Any, None]:
+    def test_writes_made_outside_a_read_take_twisteds_path(
+        self,
+    ) -> Generator[Deferred[Any], Any, None]:
         """A write from a timer arms the watch, and the bytes still arrive."""
         armed = []
 
@@ -164,7 +174,9 @@ class BatchedTCPTests(TestCase):
         self.assertEqual((received, armed), (b"late", [True]))
 
     @inlineCallbacks
-    def test_a_read_on_one_connection_sends_what_it_wrote_to_another(self) -> Generator[Deferred[Any], Any, None]:
+    def test_a_read_on_one_connection_sends_what_it_wrote_to_another(
+        self,
+    ) -> Generator[Deferred[Any], Any, None]:
         """As a send request writes a frame to a client: it is sent with the read's own."""
         armed = []
 
@@ -182,14 +194,18 @@ class BatchedTCPTests(TestCase):
         self.assertEqual((received, armed), (b"frame", [False]))
 
     @inlineCallbacks
-    def test_what_the_kernel_does_not_take_follows_in_order(self) -> Generator[Deferred[Any], Any, None]:
+    def test_what_the_kernel_does_not_take_follows_in_order(
+        self,
+    ) -> Generator[Deferred[Any], Any, None]:
         """A write larger than the socket buffers is finished by Twisted's doWrite."""
         armed = []
 
         def on_read(server):
             server.transport.write(BIG)
             server.transport.write(b"END")
-            next_turn().addCallback(lambda _: armed.append(server.transport in reactor.getWriters()))
+            next_turn().addCallback(
+                lambda _: armed.append(server.transport in reactor.getWriters())
+            )
             server.transport.loseConnection()
 
         received, reason = yield self.exchange(on_read)
@@ -199,7 +215,9 @@ class BatchedTCPTests(TestCase):
         reason.trap(ConnectionDone)
 
     @inlineCallbacks
-    def test_a_streaming_producer_is_paused_and_then_resumed(self) -> Generator[Deferred[Any], Any, None]:
+    def test_a_streaming_producer_is_paused_and_then_resumed(
+        self,
+    ) -> Generator[Deferred[Any], Any, None]:
         """Past bufferSize the producer pauses; once the bytes are out it resumes."""
         calls = []
 
@@ -228,7 +246,9 @@ class BatchedTCPTests(TestCase):
         self.assertEqual(calls, ["pause", "resume"])
 
     @inlineCallbacks
-    def test_a_pull_producer_is_asked_for_more_after_each_send(self) -> Generator[Deferred[Any], Any, None]:
+    def test_a_pull_producer_is_asked_for_more_after_each_send(
+        self,
+    ) -> Generator[Deferred[Any], Any, None]:
         """A pull producer's next chunk is asked for once the last one is sent."""
 
         @implementer(IPullProducer)
@@ -257,7 +277,9 @@ class BatchedTCPTests(TestCase):
         reason.trap(ConnectionDone)
 
     @inlineCallbacks
-    def test_lose_connection_closes_after_the_gathered_bytes(self) -> Generator[Deferred[Any], Any, None]:
+    def test_lose_connection_closes_after_the_gathered_bytes(
+        self,
+    ) -> Generator[Deferred[Any], Any, None]:
         def on_read(server):
             server.transport.write(b"bye")
             server.transport.loseConnection()
@@ -268,7 +290,9 @@ class BatchedTCPTests(TestCase):
         self.assertIsInstance((yield self.servers[0].lost), ConnectionDone)
 
     @inlineCallbacks
-    def test_lose_write_connection_half_closes_after_the_gathered_bytes(self) -> Generator[Deferred[Any], Any, None]:
+    def test_lose_write_connection_half_closes_after_the_gathered_bytes(
+        self,
+    ) -> Generator[Deferred[Any], Any, None]:
         """The peer reads the bytes, then end of file."""
 
         def on_read(server):
@@ -290,7 +314,9 @@ class BatchedTCPTests(TestCase):
         self.assertIsInstance((yield self.servers[0].lost), ConnectionAborted)
 
     @inlineCallbacks
-    def test_a_failed_send_is_reported_as_the_connections_loss(self) -> Generator[Deferred[Any], Any, None]:
+    def test_a_failed_send_is_reported_as_the_connections_loss(
+        self,
+    ) -> Generator[Deferred[Any], Any, None]:
         """The send error is left to doWrite, which reports the loss as Twisted always has."""
 
         def on_read(server):
@@ -302,7 +328,9 @@ class BatchedTCPTests(TestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
 
     @inlineCallbacks
-    def test_an_unexpected_failure_aborts_only_its_own_connection(self) -> Generator[Deferred[Any], Any, None]:
+    def test_an_unexpected_failure_aborts_only_its_own_connection(
+        self,
+    ) -> Generator[Deferred[Any], Any, None]:
         """The error is logged, that connection aborted, and the next one still sent."""
 
         class Broken:
@@ -333,12 +361,16 @@ class BatchedTCPTests(TestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     @inlineCallbacks
-    def test_writing_text_is_refused_as_twisted_refuses_it(self) -> Generator[Deferred[Any], Any, None]:
+    def test_writing_text_is_refused_as_twisted_refuses_it(
+        self,
+    ) -> Generator[Deferred[Any], Any, None]:
         refused = []
 
         def on_read(server):
-            for write in (lambda: server.transport.write("text"),
-                          lambda: server.transport.writeSequence([b"ok", "text"])):
+            for write in (
+                lambda: server.transport.write("text"),
+                lambda: server.transport.writeSequence([b"ok", "text"]),
+            ):
                 try:
                     write()
                 except TypeError:
@@ -390,12 +422,20 @@ class RelayWiringTests(TestCase):
     """make_service uses batching(reactor), so every end-to-end test of the relay runs over it."""
 
     @inlineCallbacks
-    def test_the_listener_and_the_backend_connections_are_batched(self) -> Generator[Deferred[Any], Any, None]:
+    def test_the_listener_and_the_backend_connections_are_batched(
+        self,
+    ) -> Generator[Deferred[Any], Any, None]:
         backend = FakeBackend(reactor)
         backend_port, url = yield start_backend(reactor, backend)
         self.addCleanup(stop_backend, backend_port, backend)
-        relay = start_relay(self, reactor, backend="http", messageuri=url + "/message", ping_interval=0,
-                            tuning="auto")
+        relay = start_relay(
+            self,
+            reactor,
+            backend="http",
+            messageuri=url + "/message",
+            ping_interval=0,
+            tuning="auto",
+        )
         client = yield connect_client(reactor, relay.ws_url())
         self.addCleanup(client.shutdown)
         client.send_text("hello")

@@ -33,9 +33,10 @@ class TuneCollectorTests(SynchronousTestCase):
         """makeService leaves the tuning for reactor start, after every startup import."""
         gc.set_threshold(700, 10, 10)
         reactor = MemoryReactorClock()
-        options: Any = {"settings": _parse(["--externalhostandport", "h:1"])}  # only options["settings"] is read
-        makeService(options, reactor=reactor,
-                    log_beginner=private_log_beginner())
+        options: Any = {
+            "settings": _parse(["--externalhostandport", "h:1"])
+        }  # only options["settings"] is read
+        makeService(options, reactor=reactor, log_beginner=private_log_beginner())
         self.assertEqual(gc.get_threshold()[0], 700)
         for hook, args, kwargs in reactor.whenRunningHooks:
             if hook is tune_collector:

@@ -206,8 +206,9 @@ class HTTPTests(_Case):
     def test_content_length(self):
         """A Content-Length answer arrives with its status line, headers and body."""
         response, body = yield self.get("/cl")
-        self.assertEqual((response.code, response.phrase, response.version),
-                         (200, b"OK", (b"HTTP", 1, 1)))
+        self.assertEqual(
+            (response.code, response.phrase, response.version), (200, b"OK", (b"HTTP", 1, 1))
+        )
         self.assertEqual((body, response.length), (b"hello", 5))
         self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"text/plain"])
         self.assertEqual(response.request.method, b"GET")
@@ -280,8 +281,9 @@ class HTTPTests(_Case):
         yield self.get("/cl")
         self.site.channels[0].transport.abortConnection()
         producer = FileBodyProducer(BytesIO(b"once"))
-        failure = yield self.assertFailure(self.get("/echo", b"POST", producer),
-                                           ResponseNeverReceived, RequestTransmissionFailed)
+        failure = yield self.assertFailure(
+            self.get("/echo", b"POST", producer), ResponseNeverReceived, RequestTransmissionFailed
+        )
         self.assertTrue(failure.reasons)
         self.assertEqual(self.paths.bodies, [b""])
 
@@ -294,7 +296,9 @@ class HTTPTests(_Case):
         unknown = FileBodyProducer(BytesIO(b"b" * 70000), readSize=30000)
         unknown.length = UNKNOWN_LENGTH
         response, body = yield self.get("/echo", b"POST", unknown)
-        self.assertEqual((body, response.headers.getRawHeaders(b"x-te")), (b"b" * 70000, [b"chunked"]))
+        self.assertEqual(
+            (body, response.headers.getRawHeaders(b"x-te")), (b"b" * 70000, [b"chunked"])
+        )
         self.assertEqual(len(self.site.channels), 1)
 
     @inlineCallbacks
@@ -302,7 +306,9 @@ class HTTPTests(_Case):
         """A caller's Expect: 100-continue goes out with the body; the server's 100 is skipped and the connection reused."""
         headers = Headers({b"Expect": [b"100-continue"]})
         url = (self.base + "/echo").encode("ascii")
-        response = yield self.agent.request(b"POST", url, headers, FileBodyProducer(BytesIO(b"c" * 5000)))
+        response = yield self.agent.request(
+            b"POST", url, headers, FileBodyProducer(BytesIO(b"c" * 5000))
+        )
         body = yield treq.content(response)
         self.assertEqual((response.code, body), (200, b"c" * 5000))
         _, after = yield self.get("/cl")
@@ -530,7 +536,9 @@ class NodeTests(TestCase):
         _, after = yield self.fetch("/continue")
         _, plain = yield self.fetch("/plain")
         _, count = yield self.fetch("/count")
-        self.assertEqual((chunked, after, plain), (b"part one, part two, end", b"after continue", b"hello"))
+        self.assertEqual(
+            (chunked, after, plain), (b"part one, part two, end", b"after continue", b"hello")
+        )
         self.assertEqual(count, b"1")
 
     @inlineCallbacks

@@ -100,15 +100,17 @@ def _without_dates(answer: bytes) -> bytes:
     return re.sub(rb"\r\nDate: [^\r]*", b"", answer)
 
 
-_CHUNKED = (b"POST /socket/" + b"b" * 32 + b"/send HTTP/1.1\r\nHost: x\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: t\r\n\r\n")
+_CHUNKED = (
+    b"POST /socket/" + b"b" * 32 + b"/send HTTP/1.1\r\nHost: x\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: t\r\n\r\n"
+)
 #: Pipelined requests over the real tree: each answer differs from the others.
 STREAM = (
     b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
     b"POST /socket/" + LIVE.encode() + b"/send HTTP/1.1\r\nHost: x\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
-    + _CHUNKED +
-    b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    + _CHUNKED
+    + b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
     b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n"
     b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 )
@@ -144,8 +146,9 @@ class PipelineTests(SynchronousTestCase):
 
     def test_byte_by_byte(self) -> None:
         """One byte per read still gets the same answers."""
-        self.assertEqual(self.answer([STREAM[i:i + 1] for i in range(len(STREAM))]),
-                         self.answer([STREAM]))
+        self.assertEqual(
+            self.answer([STREAM[i : i + 1] for i in range(len(STREAM))]), self.answer([STREAM])
+        )
 
     def test_held_answer_keeps_its_place(self) -> None:
         """A request after one still being answered is not answered, nor refused, before it."""
@@ -153,7 +156,8 @@ class PipelineTests(SynchronousTestCase):
         channel, transport = _connect(held, Clock(), max_body=4)
         channel.dataReceived(
             b"GET /held HTTP/1.1\r\n\r\nGET /now HTTP/1.1\r\n\r\n"
-            b"POST /now HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 99\r\n\r\n")
+            b"POST /now HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 99\r\n\r\n"
+        )
         self.assertEqual(transport.value(), b"")
         held.release()
         answer = transport.value()
@@ -169,7 +173,9 @@ class PipelineTests(SynchronousTestCase):
         channel.dataReceived(b"GET /held HTTP/1.1\r\n\r\n\x00\x01garbage\r\n\r\n")
         self.assertEqual(transport.value(), b"")
         held.release()
-        self.assertTrue(transport.value().endswith(b"held\n\r\n0\r\n\r\nHTTP/1.1 400 Bad Request\r\n\r\n"))
+        self.assertTrue(
+            transport.value().endswith(b"held\n\r\n0\r\n\r\nHTTP/1.1 400 Bad Request\r\n\r\n")
+        )
         self.assertTrue(transport.disconnecting)
 
     def test_many_at_once(self) -> None:
@@ -194,7 +200,9 @@ class RequestShapeTests(SynchronousTestCase):
     def test_continue_before_body(self) -> None:
         """Expect: 100-continue gets 100 Continue before the body is sent, then the answer."""
         channel, transport = _connect(_Held(), Clock())
-        channel.dataReceived(b"POST /now HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n")
+        channel.dataReceived(
+            b"POST /now HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n"
+        )
         self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
         channel.dataReceived(b"hi")
         self.assertIn(b"HTTP/1.1 200 ", transport.value())
@@ -202,7 +210,9 @@ class RequestShapeTests(SynchronousTestCase):
     def test_no_continue_for_http10(self) -> None:
         """An HTTP/1.0 request's Expect is ignored, as HTTPChannel does."""
         channel, transport = _connect(_Held(), Clock())
-        channel.dataReceived(b"POST /now HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+        channel.dataReceived(
+            b"POST /now HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+        )
         self.assertEqual(transport.value(), b"")
 
     def test_header_count(self) -> None:
@@ -224,7 +234,7 @@ class RequestShapeTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"HTTP/1.1 400 Bad Request\r\n\r\n")
         channel, transport = _connect(_Held(), Clock())
         for i in range(len(big)):
-            channel.dataReceived(big[i:i + 1])
+            channel.dataReceived(big[i : i + 1])
             if transport.disconnecting:
                 break
         self.assertEqual(transport.value(), b"HTTP/1.1 400 Bad Request\r\n\r\n")
@@ -238,11 +248,13 @@ class RequestShapeTests(SynchronousTestCase):
 
     def test_malformed(self) -> None:
         """Bad framing, a NUL in a header, an unknown transfer coding: 400 and a close."""
-        for raw in [b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-                    b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
-                    b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
-                    b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-                    b"GET /\r\n\r\n"]:
+        for raw in [
+            b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"GET /\r\n\r\n",
+        ]:
             channel, transport = _connect(_Held(), Clock())
             channel.dataReceived(raw)
             self.assertEqual(transport.value(), b"HTTP/1.1 400 Bad Request\r\n\r\n", raw)
@@ -343,16 +355,20 @@ class UpgradeTests(SynchronousTestCase):
         """Bytes in the same read after the upgrade request's head go to the new owner, unparsed."""
         held = _Held()
         channel, transport = _connect(held, Clock())
-        channel.dataReceived(b"GET /upgrade HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
-                             b"\x81\x85GET / HTTP/1.1\r\n\r\n")
+        channel.dataReceived(
+            b"GET /upgrade HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+            b"\x81\x85GET / HTTP/1.1\r\n\r\n"
+        )
         self.assertEqual(held.taken, b"\x81\x85GET / HTTP/1.1\r\n\r\n")
         self.assertEqual(transport.value(), b"")
 
     def test_upgrade_not_taken_closes(self) -> None:
         """An upgrade request that is answered normally closes the connection after the answer."""
         channel, transport = _connect(_Held(), Clock())
-        channel.dataReceived(b"GET /now HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n"
-                             b"GET /now HTTP/1.1\r\n\r\n")
+        channel.dataReceived(
+            b"GET /now HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n"
+            b"GET /now HTTP/1.1\r\n\r\n"
+        )
         self.assertEqual(transport.value().count(b"now:/now"), 1)
         self.assertIn(b"Connection: close", transport.value())
         self.assertTrue(transport.disconnecting)

@@ -103,7 +103,9 @@ class RawPeerTests(RelayTestCase):
         client.send_text("hi")
         (message,) = yield self.backend.wait_for("message", 1)
         send = urlsplit(message["meta"]["send"]).path.encode()
-        raw = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.relay.port), _Raw())
+        raw = yield connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", self.relay.port), _Raw()
+        )
         self.addCleanup(raw.transport.loseConnection)
         return client, send, raw
 
@@ -115,7 +117,8 @@ class RawPeerTests(RelayTestCase):
             b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
             b"POST " + send + b" HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
             b"Content-Length: 3\r\n\r\none"
-            b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+            b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
         got = _responses((yield raw.until(_count(3))))
         self.assertEqual([code for code, _, _ in got], [200, 200, 200])
         self.assertIn(b"connections", got[2][2])
@@ -130,8 +133,10 @@ class RawPeerTests(RelayTestCase):
     def test_chunked_upload(self):
         """A chunked body sent in pieces reaches the WebSocket client whole."""
         client, send, raw = yield self.connected()
-        raw.transport.write(b"POST " + send + b" HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
-                            b"Transfer-Encoding: chunked\r\n\r\n4\r\nchun")
+        raw.transport.write(
+            b"POST " + send + b" HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n4\r\nchun"
+        )
         raw.transport.write(b"\r\n6\r\nked-up\r\n0\r\n\r\n")
         self.assertEqual((yield client.next_message()), (b"chunked-up", False))
         self.assertEqual(_responses((yield raw.until(_count(1))))[0][0], 200)
@@ -140,8 +145,10 @@ class RawPeerTests(RelayTestCase):
     def test_expect_continue(self):
         """100 Continue comes before the body is sent; then the answer."""
         client, send, raw = yield self.connected()
-        raw.transport.write(b"POST " + send + b" HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
-                            b"Expect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+        raw.transport.write(
+            b"POST " + send + b" HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+            b"Expect: 100-continue\r\nContent-Length: 4\r\n\r\n"
+        )
         got = yield raw.until(lambda r: r.endswith(b"\r\n\r\n"))
         self.assertEqual(got, b"HTTP/1.1 100 Continue\r\n\r\n")
         raw.transport.write(b"body")
@@ -151,8 +158,10 @@ class RawPeerTests(RelayTestCase):
     def test_oversize_body(self):
         """A Content-Length over max_message_size gets 413, no 100 Continue, and a close."""
         _, send, raw = yield self.connected(max_message_size=100)
-        raw.transport.write(b"POST " + send + b" HTTP/1.1\r\nHost: x\r\n"
-                            b"Expect: 100-continue\r\nContent-Length: 1000\r\n\r\n")
+        raw.transport.write(
+            b"POST " + send + b" HTTP/1.1\r\nHost: x\r\n"
+            b"Expect: 100-continue\r\nContent-Length: 1000\r\n\r\n"
+        )
         got = yield raw.closed()
         self.assertTrue(got.startswith(b"HTTP/1.1 413 "), got)
 
@@ -162,10 +171,14 @@ class RawPeerTests(RelayTestCase):
         # The tuned channel's answers (twisted.web's own closes silently on a
         # header line past 16 KiB).
         yield self.start(tuning="auto")
-        for request in [b"GET /healthz HTTP/1.1\r\n" + b"X: y\r\n" * 501 + b"\r\n",
-                        b"GET /healthz HTTP/1.1\r\nX: " + b"y" * 20000 + b"\r\n\r\n",
-                        b"GET /healthz HTTP/1.1 extra\r\n\r\n"]:
-            raw = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.relay.port), _Raw())
+        for request in [
+            b"GET /healthz HTTP/1.1\r\n" + b"X: y\r\n" * 501 + b"\r\n",
+            b"GET /healthz HTTP/1.1\r\nX: " + b"y" * 20000 + b"\r\n\r\n",
+            b"GET /healthz HTTP/1.1 extra\r\n\r\n",
+        ]:
+            raw = yield connectProtocol(
+                TCP4ClientEndpoint(reactor, "127.0.0.1", self.relay.port), _Raw()
+            )
             raw.transport.write(request)
             self.assertEqual((yield raw.closed()), b"HTTP/1.1 400 Bad Request\r\n\r\n")
 
@@ -173,9 +186,13 @@ class RawPeerTests(RelayTestCase):
     def test_http10_and_close(self):
         """HTTP/1.0, or Connection: close, is answered and then the connection closes."""
         yield self.start()
-        for request in [b"GET /healthz HTTP/1.0\r\n\r\n",
-                        b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"]:
-            raw = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.relay.port), _Raw())
+        for request in [
+            b"GET /healthz HTTP/1.0\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+        ]:
+            raw = yield connectProtocol(
+                TCP4ClientEndpoint(reactor, "127.0.0.1", self.relay.port), _Raw()
+            )
             raw.transport.write(request)
             got = yield raw.closed()
             self.assertEqual([code for code, _, _ in _responses(got)], [200], got)
@@ -201,7 +218,9 @@ class UpgradeTests(RelayTestCase):
         frame = b"\x81\x85" + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"hello"))
         raw.transport.write(
             b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" + frame)
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            + frame
+        )
         got = yield raw.until(lambda r: r.endswith(b"\x81\x05hello"))
         self.assertTrue(got.startswith(b"HTTP/1.1 101 "), got[:60])
         self.assertTrue(got.endswith(b"\x81\x05hello"), got[-20:])
@@ -250,14 +269,23 @@ class NodePeerTests(RelayTestCase):
         client.send_text("hi")
         (message,) = yield self.backend.wait_for("message", 1)
         out, err, code = yield getProcessOutputAndValue(
-            NODE, [str(CLIENT_JS), f"http://127.0.0.1:{self.relay.port}",
-                   urlsplit(message["meta"]["send"]).path], env=dict(os.environ), reactor=reactor)
+            NODE,
+            [
+                str(CLIENT_JS),
+                f"http://127.0.0.1:{self.relay.port}",
+                urlsplit(message["meta"]["send"]).path,
+            ],
+            env=dict(os.environ),
+            reactor=reactor,
+        )
         self.assertEqual(code, 0, err)
         checks = {c["check"]: c for c in map(json.loads, out.decode().splitlines())}
         self.assertEqual(checks["keepalive"]["status"], [200, 200])
         self.assertTrue(checks["keepalive"]["reused"])
         self.assertEqual((checks["head"]["status"], checks["head"]["body"]), (200, ""))
         self.assertEqual(checks["chunked"]["status"], 200)
-        self.assertEqual((checks["continue"]["status"], checks["continue"]["continued"]), (200, True))
+        self.assertEqual(
+            (checks["continue"]["status"], checks["continue"]["continued"]), (200, True)
+        )
         self.assertEqual((yield client.next_message()), (b"chunked-from-node", False))
         self.assertEqual((yield client.next_message()), (b"after-continue", False))

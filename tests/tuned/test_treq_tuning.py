@@ -55,7 +55,9 @@ class TreqTuningTests(TestCase):
         self.assertIs(treq_client.CookieAgent, CookieAgent)
 
     @inlineCallbacks
-    def test_cookies_still_travel_for_a_real_jar_and_not_for_no_cookies(self) -> Generator[Deferred[Any], Any, None]:
+    def test_cookies_still_travel_for_a_real_jar_and_not_for_no_cookies(
+        self,
+    ) -> Generator[Deferred[Any], Any, None]:
         port = reactor.listenTCP(0, Site(CookieEcho()), interface="127.0.0.1")  # type: ignore[arg-type]  # Twisted's Site/ServerFactory generics disagree
         self.addCleanup(port.stopListening)
         pool = HTTPConnectionPool(reactor, persistent=False)

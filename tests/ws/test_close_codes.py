@@ -34,4 +34,3 @@ class ServerCloseCodeTests(RelayTestCase):
         self.assertEqual(notice["meta"]["code"], 1009)
         self.assertIsInstance(notice["meta"]["reason"], str)
         self.assertIn("exceeds", notice["meta"]["reason"])
-

@@ -25,9 +25,17 @@ _KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 
 def upgrade_request(path=b"/ws", upgrade=b"websocket", extra=b""):
     """A WebSocket upgrade request's bytes, with ``upgrade`` as its Upgrade value."""
-    return (b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: " + upgrade
-            + b"\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + _KEY
-            + b"\r\nSec-WebSocket-Version: 13\r\n" + extra + b"\r\n")
+    return (
+        b"GET "
+        + path
+        + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: "
+        + upgrade
+        + b"\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
+        + _KEY
+        + b"\r\nSec-WebSocket-Version: 13\r\n"
+        + extra
+        + b"\r\n"
+    )
 
 
 def masked_frame(opcode, payload):
@@ -69,7 +77,8 @@ def raw_exchange(port, request, rcvbuf=None):
     sock.setblocking(False)
     protocol = _Raw(request)
     reactor.adoptStreamConnection(  # type: ignore[attr-defined]  # the installed reactor is an IReactorSocket
-        sock.fileno(), socket.AF_INET, _OneProtocol(protocol))
+        sock.fileno(), socket.AF_INET, _OneProtocol(protocol)
+    )
     sock.close()  # the reactor holds its own duplicate
     return protocol
 
@@ -122,7 +131,7 @@ class RefusedHandshakeTests(RelayTestCase, LogCaptureMixin):
         line = status_line(answer)
         self.assertTrue(line.startswith(b"HTTP/1.1 400 "), line)
         self.assertLess(len(answer), 300)
-        self.assertFalse(any(b < 0x20 or b > 0x7e for b in line), line)
+        self.assertFalse(any(b < 0x20 or b > 0x7E for b in line), line)
         texts = [formatEvent(e) for e in events]
         self.assertEqual(len(texts), 1, texts)
         self.assertLess(len(texts[0]), 300)
@@ -137,17 +146,20 @@ class RefusedHandshakeTests(RelayTestCase, LogCaptureMixin):
         hostile = b"\x1b]0;pwned\x07" + b"y" * 15000
         requests = 300
         for _ in range(requests // 50):
-            answers = yield gatherResults([
-                raw_exchange(self.relay.port, upgrade_request(upgrade=hostile)).answered
-                for _ in range(50)
-            ])
+            answers = yield gatherResults(
+                [
+                    raw_exchange(self.relay.port, upgrade_request(upgrade=hostile)).answered
+                    for _ in range(50)
+                ]
+            )
             for answer in answers:
                 self.assertTrue(status_line(answer).startswith(b"HTTP/1.1 400 "))
         texts = [formatEvent(e) for e in events]
         self.assertEqual(len(texts), requests)
         self.assertLess(sum(len(t) for t in texts), 100_000)
         refused = self.relay.service.relay.metrics.registry.get_sample_value(
-            "socketdock_handshakes_refused_total", {"status": "400", "reason": "bad_request"})
+            "socketdock_handshakes_refused_total", {"status": "400", "reason": "bad_request"}
+        )
         self.assertEqual(refused, requests)
 
     @inlineCallbacks
@@ -157,8 +169,11 @@ class RefusedHandshakeTests(RelayTestCase, LogCaptureMixin):
         events = self.capture_log()
         self.backend.answer("connect", status=403, body=b"no")
         yield self.assertFailure(connect_client(reactor, self.relay.ws_url()), HandshakeRefused)
-        texts = [formatEvent(e) for e in events if e.get("log_namespace", "").startswith(
-            ("socketdock.ws", "autobahn"))]
+        texts = [
+            formatEvent(e)
+            for e in events
+            if e.get("log_namespace", "").startswith(("socketdock.ws", "autobahn"))
+        ]
         self.assertEqual(len(texts), 1, texts)
         self.assertIn("refused: 403", texts[0])
 
@@ -220,9 +235,13 @@ class AdmittedThenFailedTests(RelayTestCase):
         """An unparsable permessage-deflate offer: 400, and the backend never hears of it."""
         yield self.start(connecturi="{backend}/connect")
         failure = yield self.assertFailure(
-            connect_client(reactor, self.relay.ws_url(),
-                           headers={"Sec-WebSocket-Extensions": "permessage-deflate; foo=bar"}),
-            HandshakeRefused)
+            connect_client(
+                reactor,
+                self.relay.ws_url(),
+                headers={"Sec-WebSocket-Extensions": "permessage-deflate; foo=bar"},
+            ),
+            HandshakeRefused,
+        )
         self.assertEqual(failure.status, 400)
         self.assertEqual((len(self.backend.connects), len(self.backend.disconnects)), (0, 0))
 
@@ -264,16 +283,20 @@ class AdmittedThenFailedTests(RelayTestCase):
         """
         yield self.start(connecturi="{backend}/connect")
         import socketdock.ws.protocol as protocol_module
+
         self.patch(protocol_module, "_bad_extension_offer", lambda extensions: None)
         yield self.assertFailure(
-            connect_client(reactor, self.relay.ws_url(),
-                           headers={"Sec-WebSocket-Extensions": "permessage-deflate; foo=bar"}),
-            HandshakeRefused)
+            connect_client(
+                reactor,
+                self.relay.ws_url(),
+                headers={"Sec-WebSocket-Extensions": "permessage-deflate; foo=bar"},
+            ),
+            HandshakeRefused,
+        )
         (notice,) = yield self.backend.wait_for("disconnect", 1)
         (connect,) = self.backend.connects
         self.assertEqual(notice["connection_id"], connect["meta"]["connection_id"])
         self.assertEqual((notice["meta"]["code"], notice["meta"]["initiator"]), (None, "server"))
-
 
     @inlineCallbacks
     def test_error_inside_autobahns_handshake_gets_notice(self):
@@ -289,11 +312,13 @@ class AdmittedThenFailedTests(RelayTestCase):
         self.patch(WebSocketServerProtocol, "succeedHandshake", broken)
         yield self.start(connecturi="{backend}/connect")
         failure = yield self.assertFailure(
-            connect_client(reactor, self.relay.ws_url()), HandshakeRefused)
+            connect_client(reactor, self.relay.ws_url()), HandshakeRefused
+        )
         self.assertEqual(failure.status, 500)
         (notice,) = yield self.backend.wait_for("disconnect", 1)
         self.assertEqual(notice["meta"]["initiator"], "server")
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
 
 class CloseCodeValidationTests(RelayTestCase):
     @inlineCallbacks
@@ -310,14 +335,17 @@ class CloseCodeValidationTests(RelayTestCase):
         yield self.start()
         for code in (999, 5000, 1005):
             answer = yield self.close_with(code)
-            frame = answer[answer.index(b"\r\n\r\n") + 4:]
+            frame = answer[answer.index(b"\r\n\r\n") + 4 :]
             self.assertEqual(frame[:1], b"\x88")
             self.assertEqual(struct.unpack("!H", frame[2:4])[0], 1002, code)
         notices = yield self.backend.wait_for("disconnect", 3)
         self.assertEqual([n["meta"]["code"] for n in notices], [1002] * 3)
         exposition = self.relay.service.relay.metrics.exposition().decode()
-        closed = [line for line in exposition.splitlines()
-                  if line.startswith("socketdock_connections_closed_total{")]
+        closed = [
+            line
+            for line in exposition.splitlines()
+            if line.startswith("socketdock_connections_closed_total{")
+        ]
         self.assertEqual(closed, ['socketdock_connections_closed_total{code="1002"} 3.0'])
 
     @inlineCallbacks
@@ -348,11 +376,14 @@ class OriginTests(RelayTestCase):
         yield self.start(allowed_origins="https://app.example.com")
         for origin in ("https://evil.example.com", "null"):
             failure = yield self.assertFailure(
-                connect_client(reactor, self.relay.ws_url(), origin=origin), HandshakeRefused)
+                connect_client(reactor, self.relay.ws_url(), origin=origin), HandshakeRefused
+            )
             self.assertEqual(failure.status, 403)
         answer = yield raw_exchange(
-            self.relay.port, upgrade_request(extra=b"Origin: no-host\r\n")).answered
+            self.relay.port, upgrade_request(extra=b"Origin: no-host\r\n")
+        ).answered
         self.assertTrue(status_line(answer).startswith(b"HTTP/1.1 403 "), answer)
         value = self.relay.service.relay.metrics.registry.get_sample_value
         self.assertEqual(
-            value("socketdock_handshakes_refused_total", {"status": "403", "reason": "origin"}), 3)
+            value("socketdock_handshakes_refused_total", {"status": "403", "reason": "origin"}), 3
+        )

@@ -13,8 +13,9 @@ class KeepaliveTests(SynchronousTestCase):
         self.clock = Clock()
         self.pings: list[bytes] = []
         self.dropped: list[bool] = []
-        self.keepalive = Keepalive(self.clock, 0.5, 0.2, self.pings.append,
-                                   lambda: self.dropped.append(True))
+        self.keepalive = Keepalive(
+            self.clock, 0.5, 0.2, self.pings.append, lambda: self.dropped.append(True)
+        )
         self.keepalive.start()
 
     def test_pings_at_fractional_intervals(self) -> None:

@@ -65,8 +65,10 @@ class DeferredDebugFormattingTests(SynchronousTestCase):
         lazy = protocol_module.hlval(value)
         self.assertEqual(calls, [])
         self.assertEqual(f"{lazy}", hlval(value))
-        self.assertEqual(str(twisted_module.hltype(DeferredDebugFormattingTests)),
-                         hltype(DeferredDebugFormattingTests))
+        self.assertEqual(
+            str(twisted_module.hltype(DeferredDebugFormattingTests)),
+            hltype(DeferredDebugFormattingTests),
+        )
         self.assertEqual(str(protocol_module.pformat({"a": 1})), "{'a': 1}")
 
 
@@ -80,7 +82,7 @@ class SmallFrameMaskerTests(SynchronousTestCase):
             ours, out, at = SmallFrameMasker(mask), [], 0
             while at < length:
                 step = rnd.randint(1, 7)
-                out.append(ours.process(payload[at:at + step]))
+                out.append(ours.process(payload[at : at + step]))
                 at += step
             self.assertEqual(b"".join(out), expected, length)
             self.assertEqual(ours.pointer(), length)
@@ -106,8 +108,12 @@ class PlainAutobahnTests(SynchronousTestCase):
 
     def test_undo_puts_autobahn_back(self) -> None:
         """Each patch's undo restores Autobahn's own functions; nested engagements undo in order."""
-        originals = (protocol_module.create_xor_masker, protocol_module.pformat,
-                     protocol_module.hlval, twisted_module.hltype)
+        originals = (
+            protocol_module.create_xor_masker,
+            protocol_module.pformat,
+            protocol_module.hlval,
+            twisted_module.hltype,
+        )
         outer = [use_small_frame_masker(), defer_debug_formatting()]
         inner = [use_small_frame_masker(), defer_debug_formatting()]
         self.assertIsNot(protocol_module.create_xor_masker, originals[0])
@@ -116,6 +122,13 @@ class PlainAutobahnTests(SynchronousTestCase):
         self.assertIsNot(protocol_module.create_xor_masker, originals[0])
         for undo in reversed(outer):
             undo()
-        self.assertEqual((protocol_module.create_xor_masker, protocol_module.pformat,
-                          protocol_module.hlval, twisted_module.hltype), originals)
+        self.assertEqual(
+            (
+                protocol_module.create_xor_masker,
+                protocol_module.pformat,
+                protocol_module.hlval,
+                twisted_module.hltype,
+            ),
+            originals,
+        )
         self.assertIs(protocol_module.create_xor_masker, create_xor_masker)
