@@ -61,7 +61,7 @@ class _Requests(SynchronousTestCase):
                 method, "http://relay.test" + path, data=body or None, headers=headers
             )
         )
-        return response.code, response.headers, self.successResultOf(front.treq.content(response))  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
+        return response.code, response.headers, self.successResultOf(front.treq.content(response))  # type: ignore[attr-defined]  # StubTreq adds treq's functions at run time
 
 
 class TagSendTests(_Requests):
