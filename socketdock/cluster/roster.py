@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from socketdock.cluster.scripts import BEAT, LEAVE, LOCATE, REJOIN, Names
 from socketdock.relay.reach import Unreachable
@@ -76,6 +78,13 @@ class Roster:
         #: Connections of lost instances this one claimed (for /status).
         self.recovered = 0
 
+    def _logged(self, what: str, **fields: Any) -> Callable[[Failure], None]:
+        """
+        An errback that logs ``what`` with the failure (``addErrback(log.failure,
+        what)`` would pass the failure as the format and ``what`` as the failure).
+        """
+        return lambda failure: self._log.failure(what, failure, **fields)
+
     @property
     def me(self) -> str:
         """This instance's name in the cluster."""
@@ -97,9 +106,7 @@ class Roster:
         d = self._link.command("SADD", self._names.owed(self.me), connection_id)
         d.addErrback(lambda f: f.trap(Unreachable))
         d.addErrback(
-            self._log.failure,
-            "cluster: recording {connection_id} failed",
-            connection_id=connection_id,
+            self._logged("cluster: recording {connection_id} failed", connection_id=connection_id)
         )
         return d.addCallback(lambda _: None)
 
@@ -132,7 +139,7 @@ class Roster:
         # A change lost with the link is rewritten by the next rejoin.
         d = self._link.command(*args)
         d.addErrback(lambda f: f.trap(Unreachable))
-        d.addErrback(self._log.failure, "cluster: a Redis update failed")
+        d.addErrback(self._logged("cluster: a Redis update failed"))
 
     # -- joining, beating, leaving ------------------------------------------------
 
@@ -198,7 +205,7 @@ class Roster:
         )
         d.addCallback(self._beaten)
         d.addErrback(lambda f: f.trap(Unreachable))
-        d.addErrback(self._log.failure, "cluster: a heartbeat failed")
+        d.addErrback(self._logged("cluster: a heartbeat failed"))
 
         def done(result: object) -> object:
             self._beating = None

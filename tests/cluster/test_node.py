@@ -40,3 +40,26 @@ class StopTests(SynchronousTestCase):
         )
         failures[0]["log_failure"].trap(ScriptError)
         self.flushLoggedErrors(ScriptError)
+
+
+class RosterFailureTests(SynchronousTestCase):
+    def test_failed_update_is_logged_readably(self) -> None:
+        """A Redis update the server refuses is logged with its message and failure."""
+        from socketdock.cluster.roster import Roster
+        from socketdock.cluster.scripts import Names
+
+        class RefusingLink:
+            def command(self, *args: object):
+                return fail(ScriptError("ERR refused"))
+
+        roster = Roster(RefusingLink(), Names.for_db(0), lambda: "http://me", 5.0, lambda ids: None)
+        roster._joined = True  # as after a join; joining needs a real Redis
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)  # type: ignore[arg-type]  # Twisted wants a TestCase; this one has addCleanup too
+        roster.added("c1")
+        self.successResultOf(roster.record("c2"))
+        failures = [event for event in events if "log_failure" in event]
+        self.assertEqual(
+            [formatEvent(event) for event in failures],
+            ["cluster: a Redis update failed"] * 2 + ["cluster: recording c2 failed"],
+        )
+        self.flushLoggedErrors(ScriptError)
