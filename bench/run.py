@@ -383,21 +383,31 @@ def compare_cluster(args, node_path: str) -> None:
                         sampler.join()
                     (r,) = [r for r in doc["results"] if r.get("test") == "idle" and r["n"] == n]
                     held = r.get("opened") == n and r.get("stillOpenAfterHold") == n
+                    # a notice retried after a timeout arrives twice (at least once):
+                    # every id once is what counts
+                    notices = (r.get("disconnectUniqueIds") == n and
+                               (admission == "off" or r.get("connectUniqueIds") == n))
                     figures = {
                         "hs": n / r["openSec"] if held and r.get("openSec") else float("nan"),
+                        # from the first handshake to the end of the hold (idle: nothing)
+                        "cpu": r["cpuSecToOpen"] / n * 1e3 if held else float("nan"),
                         "rss": r["rssPerConnKb"] if held else float("nan"),
                         "redis": sampler.per_connection(n) if cluster == "on" else None,
-                        "ok": held and (admission == "off" or r.get("ok")),
+                        "ok": held and notices,
+                        "again": (r.get("disconnectNotifs") or 0) - (r.get("disconnectUniqueIds") or 0),
                     }
                     idle.setdefault((admission, cluster), []).append(figures)
                     redis_shown = ("" if figures["redis"] is None
                                    else f"  Redis {figures['redis']:.0f} B/conn")
                     # (the harness measures other load only during rt; here, just before)
                     before = (r.get("preRun") or {}).get("preLoadCpuPerSec")
+                    again = (f"  {figures['again']} disconnect notices retried and delivered twice"
+                             if figures["again"] else "")
                     print(f"  idle x{n} admission={admission:3s} cluster={cluster:3s} rep {rep}: "
-                          f"handshakes/s {figures['hs']:6.0f}  RSS/conn {figures['rss']:5.1f} KiB"
+                          f"handshakes/s {figures['hs']:6.0f}  relay CPU/handshake "
+                          f"{figures['cpu']:.2f} ms  RSS/conn {figures['rss']:5.1f} KiB"
                           f"{redis_shown}  machine busy just before "
-                          f"{'?' if before is None else format(before, '.2f')} cores"
+                          f"{'?' if before is None else format(before, '.2f')} cores{again}"
                           f"{'' if figures['ok'] else '  NOT ALL HELD / NOTICES MISSING'}",
                           flush=True)
     finally:
@@ -411,9 +421,11 @@ def compare_cluster(args, node_path: str) -> None:
         for cluster in ("off", "on"):
             runs = idle[(admission, cluster)]
             hs = statistics.median(f["hs"] for f in runs)
+            cpu = statistics.median(f["cpu"] for f in runs)
             rss = statistics.median(f["rss"] for f in runs)
             line = (f"  idle x{n} admission {admission:3s} cluster {cluster:3s}: "
-                    f"handshakes/s {hs:6.0f}  RSS/conn {rss:5.1f} KiB")
+                    f"handshakes/s {hs:6.0f}  relay CPU/handshake {cpu:.2f} ms  "
+                    f"RSS/conn {rss:5.1f} KiB")
             redis_bytes = [f["redis"] for f in runs if f["redis"] is not None]
             if redis_bytes:
                 line += f"  Redis used_memory/conn {statistics.median(redis_bytes):.0f} B"
