@@ -2,6 +2,8 @@
 Compare this checkout with another revision on a noisy machine: ABBA blocks.
 
     python bench/ab.py BASE [--blocks 4] [--inline] [--duration 10]
+    python bench/ab.py 8cf848c --this 1784dfd     # two revisions, neither checked out
+
 
 This VM's speed drifts by 10-20% over minutes, more than most single changes
 are worth, so one run of each build says little.  This script checks BASE
@@ -13,7 +15,11 @@ checkout won; a change is only worth believing if it wins nearly every block.
 Each run also shows how busy other processes kept the busiest core (the
 harness measures it); when some runs were disturbed, the medians of the
 undisturbed ones follow, since one neighbour's burst can take a fifth of a
-core and make one build look worse than it is.
+core and make one build look worse than it is.  ``--this REV`` puts a
+second revision in place of this checkout (also in a temporary worktree), so
+two old commits can be compared with today's harness; ``--quiet-wait`` is
+passed on to bench/run.py (how long each run waits for the machine to go
+quiet first: on a machine that never does, a shorter wait only saves time).
 """
 
 from __future__ import annotations
@@ -47,7 +53,8 @@ def run_once(tree: str, args, out: str) -> "tuple[dict, float]":
     value}, and the most any core was busy with other processes meanwhile.
     """
     cmd = [sys.executable, os.path.join(HERE, "run.py"), "--tests", "rt", "--reps", "1",
-           "--duration", str(args.duration), "--tree", tree, "--out", out]
+           "--duration", str(args.duration), "--tree", tree, "--out", out,
+           "--quiet-wait", str(args.quiet_wait)]
     if args.inline:
         cmd.append("--inline")
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=30 * 60)
@@ -70,27 +77,40 @@ def main(argv: list[str]) -> int:
     p.add_argument("--blocks", type=int, default=4, help="ABBA blocks (four runs each)")
     p.add_argument("--inline", action="store_true", help="also compare inline_reply")
     p.add_argument("--duration", type=int, default=10, help="seconds measured per run")
+    p.add_argument("--this", default=None, metavar="REV",
+                   help="a revision to run in place of this checkout")
+    p.add_argument("--quiet-wait", type=int, default=30,
+                   help="seconds each run waits for the machine to go quiet (bench/run.py)")
     args = p.parse_args(argv)
 
     scratch = tempfile.mkdtemp(prefix="socketdock-ab-")
     base_tree = os.path.join(scratch, "base")
+    trees = [base_tree]
     subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", base_tree, args.base],
                    check=True, stdout=subprocess.DEVNULL)
+    this_tree = ROOT
+    if args.this:
+        this_tree = os.path.join(scratch, "this")
+        trees.append(this_tree)
+        subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", this_tree, args.this],
+                       check=True, stdout=subprocess.DEVNULL)
     runs: dict[str, list[dict]] = {"base": [], "this": []}
     noisy: dict[str, list[bool]] = {"base": [], "this": []}
     try:
         for block in range(args.blocks):
             for n, name in enumerate(("base", "this", "this", "base")):
-                tree = base_tree if name == "base" else ROOT
+                tree = base_tree if name == "base" else this_tree
                 figures, other = run_once(tree, args, os.path.join(scratch, f"{block}-{n}"))
                 runs[name].append(figures)
                 noisy[name].append(other > NOISY)
                 shown = "  ".join(f"{mode} {label} {value:.0f}" for (mode, label), value in figures.items())
                 print(f"block {block + 1} {name:4s}  {shown}  other load {other:.0%}", flush=True)
     finally:
-        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", base_tree], check=False)
+        for tree in trees:
+            subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", tree], check=False)
 
-    print(f"\nmedians, base ({args.base}) -> this checkout; blocks this checkout won:")
+    this_name = args.this or "this checkout"
+    print(f"\nmedians, base ({args.base}) -> {this_name}; blocks {this_name} won:")
     for key in runs["this"][0]:
         mode, label = key
         lower_better = next(f[4] for f in FIGURES if f[0] == label)

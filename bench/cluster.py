@@ -2,6 +2,7 @@
 What cluster mode costs a callback, on this machine, loopback only.
 
     python bench/cluster.py --n 500
+    python bench/cluster.py --concurrency 32 --requests 5000   # throughput too
 
 Starts a redis-server on a free port (no persistence), two SocketDock
 instances in this process sharing it, and one WebSocket client on instance A
@@ -18,6 +19,15 @@ the same for a handshake and close (``connect`` to the 101, then the close
 handshake) on an instance with and one without ``cluster``.  Client,
 instances and Redis share the machine, so the figures are for comparing the
 four paths with each other, not absolute.
+
+``--concurrency C`` adds a throughput run of each tag path: ``--requests``
+POSTs to ``/tags/bench/send`` (A's own, then B's, alternated twice) from C
+senders in a closed loop (a sender's next POST waits for its last message's
+frame at the client; messages are told apart by their bodies); it prints
+messages/s from the first POST to the last frame, and the median and 99th
+percentile from a POST to its frame arriving.  Everything
+(client, both instances, the HTTP client) shares one process and so one
+core: the figures are what one core does for all of them together.
 """
 
 from __future__ import annotations
@@ -85,7 +95,50 @@ async def _handshakes(name: str, port: int, n: int) -> None:
     _report(name, samples)
 
 
-async def _run(n: int, redis_port: int) -> None:
+async def _throughput(name: str, http: HTTPClient, client, url: str, requests: int,
+                      concurrency: int, quiet: bool = False) -> None:
+    """
+    ``requests`` POSTs to ``url`` from ``concurrency`` senders in a closed
+    loop: each sender's next POST waits until its last message's frame has
+    reached ``client``.  Bounded: every message is waited for once.
+    """
+    arrived: dict[bytes, defer.Deferred] = {}
+    latencies: list[float] = []
+    bodies = iter(range(requests))
+
+    async def sender() -> None:
+        for i in bodies:
+            body = f"t{i}".encode()
+            arrival = arrived[body] = defer.Deferred()
+            started = time.perf_counter()
+            response = await http.post(url, body, headers={b"Content-Type": [b"text/plain"]})
+            await response.content()
+            assert response.code == 200, (name, response.code)
+            await arrival
+            latencies.append((time.perf_counter() - started) * 1e6)
+
+    async def receiver() -> None:
+        for _ in range(requests):
+            payload, _binary = await client.next_message()
+            arrived.pop(payload).callback(None)
+
+    started = time.perf_counter()
+    receiving = defer.Deferred.fromCoroutine(receiver())
+    await defer.gatherResults([defer.Deferred.fromCoroutine(sender())
+                               for _ in range(concurrency)], consumeErrors=True)
+    await receiving
+    elapsed = time.perf_counter() - started
+    assert not arrived, f"{len(arrived)} messages never arrived"
+    latencies.sort()
+    if quiet:
+        return
+    print(f"{name:42s} {requests / elapsed:7.0f} msg/s   "
+          f"p50 {latencies[len(latencies) // 2] / 1e3:6.1f} ms   "
+          f"p99 {latencies[int(len(latencies) * 0.99)] / 1e3:6.1f} ms   "
+          f"(n={requests}, {concurrency} senders, closed loop)")
+
+
+async def _run(n: int, redis_port: int, concurrency: int = 0, requests: int = 0) -> None:
     a, node_a, base_a, port_a = _instance(redis_port)
     b, node_b, base_b, _ = _instance(redis_port)
     await node_a.link.when_up()
@@ -117,6 +170,13 @@ async def _run(n: int, redis_port: int) -> None:
             if i >= 20:  # warm-up
                 samples.append((time.perf_counter() - started) * 1e6)
         _report(name, samples)
+    if concurrency:
+        tag_paths = [(name, url) for name, url in paths.items() if "/tags/" in name]
+        for name, url in tag_paths:  # warm-up, not shown
+            await _throughput(name, http, client, url, min(requests, 500), concurrency, quiet=True)
+        for _ in range(2):  # alternated, so neither gets the warmer machine
+            for name, url in tag_paths:
+                await _throughput(name, http, client, url, requests, concurrency)
     await client.shutdown()
     plain, _, _, plain_port = _instance(None)
     for _ in range(2):  # alternated, so neither gets the warmer machine
@@ -130,11 +190,15 @@ async def _run(n: int, redis_port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=500, help="requests per path")
+    parser.add_argument("--concurrency", type=int, default=0,
+                        help="also measure tag-send throughput with this many requests under way")
+    parser.add_argument("--requests", type=int, default=5000,
+                        help="requests per throughput run (with --concurrency)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         redis, port = _start_redis(directory)
         try:
-            task.react(lambda _: defer.Deferred.fromCoroutine(_run(args.n, port)))
+            task.react(lambda _: defer.Deferred.fromCoroutine(_run(args.n, port, args.concurrency, args.requests)))
         finally:
             redis.kill()
             redis.wait()

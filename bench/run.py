@@ -18,7 +18,14 @@ allows it.  ``--inline`` adds a run with
 copy of the reference harness adds).  ``--journal`` instead compares
 handshakes/s (the idle test) without and with a ``journal`` file, the two
 alternating ``--reps`` times in one run (``--open-concurrency 1`` turns the
-rate into one handshake's latency).  ``--echo`` adds the floor: an
+rate into one handshake's latency).  ``--cluster`` measures what cluster
+mode costs (``python bench/run.py --cluster --reps 3 --idle-n 10000``): it
+starts a private redis-server on loopback (temporary directory, no
+persistence) and alternates relays without and with ``cluster`` on it:
+round trips (rt), then handshakes/s and memory per idle connection with
+``connecturi`` admission on and off, and Redis's own memory per idle
+connection (``INFO memory`` used_memory while they are all open, less
+before, over N).  ``--echo`` adds the floor: an
 Autobahn/Twisted echo server with no HTTP at all, on the same machine.
 ``--tuning both`` measures round trips with ``tuning = auto`` (the tuned
 stack) and ``tuning = off`` (plain Twisted/treq/Autobahn), alternating A B B A
@@ -37,10 +44,13 @@ import os
 import resource
 import shlex
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HARNESS = os.path.join(HERE, "relay-bench")
@@ -51,14 +61,18 @@ sys.path.insert(0, ROOT)
 from socketdock.ops.filelimit import raise_open_file_limit  # noqa: E402
 
 
-def relay_command(extra: str, tree: str = ROOT) -> str:
-    """The relay as the harness starts it: ``tree``'s code, settings on the command line."""
+def relay_command(extra: str, tree: str = ROOT, admission: bool = True) -> str:
+    """
+    The relay as the harness starts it: ``tree``'s code, settings on the
+    command line; ``admission`` False leaves ``connecturi`` out.
+    """
     # (``python -m twisted.scripts.twistd`` does nothing: the module has no main)
     twistd = f"{shlex.quote(sys.executable)} -c 'from twisted.scripts.twistd import run; run()'"
+    connect = "--connecturi {backend}/connect " if admission else ""
     return (
         f"env PYTHONPATH={shlex.quote(tree)} {twistd} -n --pidfile= socketdock "
         "--bindip 127.0.0.1 --bindport {port} --backend http --externalhostandport {relay} "
-        "--messageuri {backend}/message --connecturi {backend}/connect "
+        "--messageuri {backend}/message " + connect +
         "--disconnecturi {backend}/disconnect --ping-interval 0 " + extra
     ).strip()
 
@@ -105,7 +119,7 @@ def raise_file_limit(idle_counts: list[int]) -> "str | None":
 
 
 def harness(args, node_path: str, label: str, mode: str, relay_cmd: str, tests: str,
-            out: str, port: int, backend_reply: str = "send") -> dict:
+            out: str, port: int, backend_reply: str = "send", extra: tuple = ()) -> dict:
     """One harness run; returns its JSON document."""
     cmd = [
         "taskset", "-c", args.client_cpu, "node", os.path.join(HARNESS, "bench.js"),
@@ -115,6 +129,7 @@ def harness(args, node_path: str, label: str, mode: str, relay_cmd: str, tests: 
         "--conns", str(args.conns), "--duration", str(args.duration),
         "--quiet-wait", str(args.quiet_wait), "--out", out, "--backend-reply", backend_reply,
         "--sources", str(args.sources), "--open-concurrency", str(args.open_concurrency),
+        *extra,
     ]
     env = dict(os.environ, NODE_PATH=node_path)
     log = out + ".log"
@@ -226,6 +241,197 @@ def compare_tuning(args, node_path: str) -> None:
               f"  auto/off {med['auto'] / med['off']:.2f}")
 
 
+class PrivateRedis:
+    """
+    A redis-server of our own on a free loopback port, in a temporary
+    directory, with no persistence; :meth:`info` asks it over a plain socket.
+    """
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="socketdock-bench-redis-")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.process = subprocess.Popen(
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.directory],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in self.process.stdout:
+            if "Ready to accept connections" in line:
+                break
+        else:
+            raise SystemExit("bench/run.py: redis-server did not start")
+        # what it logs later is read and dropped, so the pipe never fills
+        threading.Thread(target=self.process.stdout.read, daemon=True).start()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self, *words: str) -> bytes:
+        """One command's reply (a bulk string or integer), raw."""
+        request = f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(request.encode())
+            reply = b""
+            while True:
+                reply += s.recv(65536)
+                head, _, rest = reply.partition(b"\r\n")
+                if head[:1] in (b":", b"+", b"-") and _:
+                    return head[1:]
+                if head[:1] == b"$" and _ and len(rest) >= int(head[1:]) + 2:
+                    return rest[:int(head[1:])]
+
+    def info(self, section: str) -> dict[str, str]:
+        text = self.command("INFO", section).decode()
+        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class RedisSampler(threading.Thread):
+    """
+    Samples Redis's used_memory and how many connections the cluster has
+    recorded as live (``HLEN`` of the ``where`` hash) every 0.2 s while an
+    idle run goes on, bounded by ``limit`` seconds.
+    """
+
+    def __init__(self, redis: PrivateRedis, limit: float = 40 * 60) -> None:
+        super().__init__(daemon=True)
+        self.redis = redis
+        self.limit = limit
+        self.samples: list[tuple[int, int]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        end = time.monotonic() + self.limit
+        while not self.done.is_set() and time.monotonic() < end:
+            used = int(self.redis.info("memory")["used_memory"])
+            live = int(self.redis.command("HLEN", "socketdock:0:where"))
+            self.samples.append((used, live))
+            self.done.wait(0.2)
+
+    def per_connection(self, n: int) -> "float | None":
+        """
+        Bytes per connection: the median used_memory while all ``n`` were
+        recorded, less the last sample before any of them was, over n.
+        """
+        if not self.samples:
+            return None
+        floor = min(live for _, live in self.samples)
+        loaded = [used for used, live in self.samples if live >= floor + n]
+        if not loaded:
+            return None
+        first = next(i for i, (_, live) in enumerate(self.samples) if live >= floor + n)
+        before = [used for used, live in self.samples[:first] if live == floor]
+        if not before:
+            return None
+        return (statistics.median(loaded) - before[-1]) / n
+
+
+def other_load(doc: dict) -> float:
+    """The most any core was kept busy by other processes during the run."""
+    return max((x for r in doc["results"] for x in (r.get("otherBusyPerCore") or [0.0])),
+               default=0.0)
+
+
+def compare_cluster(args, node_path: str) -> None:
+    """
+    Without and with ``cluster`` (a private Redis), alternating A B B A ... one
+    repetition per relay run: round trips, then the idle test with
+    ``connecturi`` admission on and off.
+    """
+    redis = PrivateRedis()
+    print(f"private redis-server {redis.info('server').get('redis_version')} on "
+          f"{redis.url}, no persistence", flush=True)
+    one = argparse.Namespace(**{**vars(args), "reps": 1})
+    try:
+        rts: dict[str, list[dict]] = {"off": [], "on": []}
+        for rep in range(args.reps):
+            for cluster in (("off", "on") if rep % 2 == 0 else ("on", "off")):
+                extra = args.relay_args + (f" --cluster {redis.url}" if cluster == "on" else "")
+                doc = harness(one, node_path, f"cluster-{cluster}", "relay",
+                              relay_command(extra, args.tree), "rt",
+                              os.path.join(args.out, f"cluster-rt-{cluster}-{rep}.json"),
+                              args.port + 40)
+                rt = doc["summary"]["rt"]
+                rts[cluster].append(rt)
+                shown = "  ".join(f"{label} {rt[key]['median'] * scale:.1f}{unit}"
+                                  for label, key, scale, unit in RT_FIGURES)
+                print(f"  rt cluster={cluster:3s} rep {rep}: {shown}  other load "
+                      f"{other_load(doc):.0%}{'' if rt['allCorrect'] else '  REPLIES WRONG'}",
+                      flush=True)
+        idle: dict[tuple[str, str], list[dict]] = {}
+        n = max(int(x) for x in args.idle_n.split(","))
+        for rep in range(args.reps):
+            for admission in ("on", "off"):
+                for cluster in (("off", "on") if rep % 2 == 0 else ("on", "off")):
+                    extra = args.relay_args + (f" --cluster {redis.url}" if cluster == "on" else "")
+                    # without connecturi no connect notices come: wait for them briefly
+                    notify = () if admission == "on" else ("--notify-timeout", "5")
+                    redis.command("FLUSHDB")  # what an earlier relay left, if anything
+                    sampler = RedisSampler(redis)
+                    sampler.start()
+                    try:
+                        doc = harness(one, node_path, f"cluster-{cluster}", "relay",
+                                      relay_command(extra, args.tree, admission == "on"), "idle",
+                                      os.path.join(args.out, f"cluster-idle-{admission}-{cluster}-{rep}.json"),
+                                      args.port + 50, extra=notify)
+                    finally:
+                        sampler.done.set()
+                        sampler.join()
+                    (r,) = [r for r in doc["results"] if r.get("test") == "idle" and r["n"] == n]
+                    held = r.get("opened") == n and r.get("stillOpenAfterHold") == n
+                    # a notice retried after a timeout arrives twice (at least once):
+                    # every id once is what counts
+                    notices = (r.get("disconnectUniqueIds") == n and
+                               (admission == "off" or r.get("connectUniqueIds") == n))
+                    figures = {
+                        "hs": n / r["openSec"] if held and r.get("openSec") else float("nan"),
+                        # from the first handshake to the end of the hold (idle: nothing)
+                        "cpu": r["cpuSecToOpen"] / n * 1e3 if held else float("nan"),
+                        "rss": r["rssPerConnKb"] if held else float("nan"),
+                        "redis": sampler.per_connection(n) if cluster == "on" else None,
+                        "ok": held and notices,
+                        "again": (r.get("disconnectNotifs") or 0) - (r.get("disconnectUniqueIds") or 0),
+                    }
+                    idle.setdefault((admission, cluster), []).append(figures)
+                    redis_shown = ("" if figures["redis"] is None
+                                   else f"  Redis {figures['redis']:.0f} B/conn")
+                    # (the harness measures other load only during rt; here, just before)
+                    before = (r.get("preRun") or {}).get("preLoadCpuPerSec")
+                    again = (f"  {figures['again']} disconnect notices retried and delivered twice"
+                             if figures["again"] else "")
+                    print(f"  idle x{n} admission={admission:3s} cluster={cluster:3s} rep {rep}: "
+                          f"handshakes/s {figures['hs']:6.0f}  relay CPU/handshake "
+                          f"{figures['cpu']:.2f} ms  RSS/conn {figures['rss']:5.1f} KiB"
+                          f"{redis_shown}  machine busy just before "
+                          f"{'?' if before is None else format(before, '.2f')} cores{again}"
+                          f"{'' if figures['ok'] else '  NOT ALL HELD / NOTICES MISSING'}",
+                          flush=True)
+    finally:
+        redis.stop()
+    print(f"== cluster off vs on ({args.reps} alternating runs each, medians)")
+    for label, key, scale, unit in RT_FIGURES:
+        med = {c: statistics.median(r[key]["median"] for r in rs) * scale for c, rs in rts.items()}
+        print(f"  rt {label:13s} off {med['off']:9.1f}{unit:2s}  on {med['on']:9.1f}{unit:2s}"
+              f"  on/off {med['on'] / med['off']:.2f}")
+    for admission in ("on", "off"):
+        for cluster in ("off", "on"):
+            runs = idle[(admission, cluster)]
+            hs = statistics.median(f["hs"] for f in runs)
+            cpu = statistics.median(f["cpu"] for f in runs)
+            rss = statistics.median(f["rss"] for f in runs)
+            line = (f"  idle x{n} admission {admission:3s} cluster {cluster:3s}: "
+                    f"handshakes/s {hs:6.0f}  relay CPU/handshake {cpu:.2f} ms  "
+                    f"RSS/conn {rss:5.1f} KiB")
+            redis_bytes = [f["redis"] for f in runs if f["redis"] is not None]
+            if redis_bytes:
+                line += f"  Redis used_memory/conn {statistics.median(redis_bytes):.0f} B"
+            print(line)
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tests", default="rt,burst,idle,edge")
@@ -245,6 +451,10 @@ def main(argv: list[str]) -> int:
                         "in its response body instead of POSTing to send")
     p.add_argument("--journal", action="store_true",
                    help="only compare handshakes/s (idle test) without and with a journal file")
+    p.add_argument("--cluster", action="store_true",
+                   help="only compare cluster off and on (a private redis-server): round trips, "
+                        "then handshakes/s, RSS and Redis memory per idle connection with "
+                        "connecturi admission on and off")
     p.add_argument("--open-concurrency", type=int, default=100,
                    help="handshakes the idle test keeps under way at once")
     p.add_argument("--relay-cpu", default="0")
@@ -273,6 +483,10 @@ def main(argv: list[str]) -> int:
     os.makedirs(args.out, exist_ok=True)
     if args.journal:
         compare_journal(args, node_path)
+        return 0
+    if args.cluster:
+        compare_cluster(args, node_path)
+        print(f"full results: {args.out}")
         return 0
     if args.tuning == "both":
         compare_tuning(args, node_path)
