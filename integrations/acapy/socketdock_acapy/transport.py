@@ -289,13 +289,19 @@ class SocketDockInboundTransport(BaseInboundTransport):
                 payload = await session.wait_response()
                 if payload is None or conn.closing:  # closed
                     break
+                # Take the reply out of ACA-Py's one-message buffer before the
+                # POST: a reply ACA-Py routes meanwhile (a mediation grant right
+                # behind a DID exchange response) then finds the session free,
+                # instead of going to the undelivered queue while its client is
+                # connected and waiting for it.
+                outbound = session.response_buffer
+                session.clear_response()
                 conn.posting = True
                 try:
                     outcome = await self._post(conn, payload)
                 finally:
                     conn.posting = False
                 if outcome == DELIVERED:
-                    session.clear_response()
                     if not conn.closing:
                         self._more_undelivered(session)
                 elif outcome == GONE:
@@ -303,6 +309,7 @@ class SocketDockInboundTransport(BaseInboundTransport):
                         "SocketDock connection %s: reply not delivered; it goes back to ACA-Py",
                         conn.connection_id,
                     )
+                    self._give_back(session, outbound)
                     break
                 else:  # refused for good (400, 401, 413): a retry would be too
                     LOGGER.warning(
@@ -310,7 +317,6 @@ class SocketDockInboundTransport(BaseInboundTransport):
                         conn.connection_id,
                         outcome,
                     )
-                    session.clear_response()
         except asyncio.CancelledError:
             pass
         except Exception:
@@ -360,6 +366,22 @@ class SocketDockInboundTransport(BaseInboundTransport):
         # Retries used up (or the connection is closing): hand it back to ACA-Py
         # rather than drop it; the client's next message opens a new session.
         return GONE
+
+    def _give_back(self, session: InboundSession, outbound) -> None:
+        """
+        A reply that could not be delivered goes back to ACA-Py, as a closing
+        session's buffered reply does: to another session of its recipient,
+        or to the undelivered queue for pickup.
+        """
+        manager = getattr(self._create_session, "__self__", None)
+        return_inbound = getattr(manager, "return_inbound", None)
+        if outbound is None or return_inbound is None:
+            LOGGER.warning("SocketDock transport: a reply could not be handed back to ACA-Py")
+            return
+        try:
+            return_inbound(session.profile, outbound)
+        except Exception:
+            LOGGER.exception("SocketDock transport: handing a reply back to ACA-Py failed")
 
     def _more_undelivered(self, session: InboundSession) -> None:
         """

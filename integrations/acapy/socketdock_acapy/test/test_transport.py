@@ -44,6 +44,7 @@ class StubSession:
         self.closed_with = None
         self.cleared = 0
         self.fail_next = False
+        self.profile = None
         self._event = asyncio.Event()
 
     async def receive(self, payload):
@@ -86,6 +87,8 @@ class TransportTests(unittest.IsolatedAsyncioTestCase):
         self.sends: list[tuple[str, dict, bytes]] = []
         self.send_status = 200
         self.send_event = asyncio.Event()
+        #: When set, the stub SocketDock holds each send until this fires.
+        self.hold_sends: asyncio.Event | None = None
 
         async def create_session(**kwargs):
             session = StubSession()
@@ -96,6 +99,8 @@ class TransportTests(unittest.IsolatedAsyncioTestCase):
         async def send(request):
             self.sends.append((request.match_info["id"], dict(request.headers), await request.read()))
             self.send_event.set()
+            if self.hold_sends is not None:
+                await self.hold_sends.wait()
             return web.Response(status=self.send_status, text="x")
 
         app = web.Application()
@@ -185,6 +190,20 @@ class TransportTests(unittest.IsolatedAsyncioTestCase):
         self.assertFalse(session.closed)
 
     async def test_reply_to_gone_connection_goes_back_to_acapy(self):
+        """A reply SocketDock answers 404 for is handed back to ACA-Py, not dropped."""
+        returned = []
+        sessions = self.sessions
+
+        class Manager:
+            async def create_session(self, **kwargs):
+                session = StubSession()
+                sessions.append(session)
+                return session
+
+            def return_inbound(self, profile, outbound):
+                returned.append(outbound)
+
+        self.transport._create_session = Manager().create_session
         self.send_status = 404
         await self.post("/connect", {"meta": self.meta()})
         session = self.sessions[0]
@@ -195,8 +214,29 @@ class TransportTests(unittest.IsolatedAsyncioTestCase):
                 break
             await asyncio.sleep(0.01)
         self.assertTrue(session.closed)
-        self.assertEqual(session.closed_with, "reply")  # handed back, not dropped
+        self.assertEqual(returned, ["reply"])  # handed back, not dropped
         self.assertEqual(self.transport.connections, {})
+
+    async def test_buffer_is_free_while_a_reply_is_posted(self):
+        """
+        While one reply is being POSTed, ACA-Py's one-message buffer is free,
+        so a reply routed meanwhile is taken by the session (not queued for
+        pickup) and follows the first, in order.
+        """
+        self.hold_sends = asyncio.Event()
+        await self.post("/connect", {"meta": self.meta()})
+        session = self.sessions[0]
+        session.set_response(b"first")
+        await asyncio.wait_for(self.send_event.wait(), 10)
+        self.assertIsNone(session.response_buffer)  # free while the POST is held
+        session.set_response(b"second")
+        self.hold_sends.set()
+        for _ in range(500):
+            if len(self.sends) == 2:
+                break
+            await asyncio.sleep(0.01)
+        held = [body for _, _, body in self.sends]
+        self.assertEqual(held, [b"first", b"second"])
 
     async def test_disconnect_closes_the_session(self):
         await self.post("/message", {"meta": self.meta(seq=1), "message": "m"})
