@@ -9,76 +9,33 @@ answers, with 503 + ``Retry-After`` added for "cannot know right now".
 
 from __future__ import annotations
 
+from functools import partial
+
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from socketdock.api.resources import (
     CLOSE_BODY_LIMIT,
     ApiResource,
-    BadBody,
     ConnectionResource,
     NotFound,
     as_json,
-    close_request,
     ok,
-    plain,
-    read_body,
-    read_frame,
 )
-from socketdock.api.tags import ConnectionTagsResource, SocketsWithTags, _answer
+from socketdock.api.tags import (
+    CloseThroughReach,
+    ConnectionTagsResource,
+    FrameThroughReach,
+    SocketsWithTags,
+    _answer,
+    close_through_reach,
+)
 from socketdock.relay.reach import IReach
 from socketdock.relay.registry import Registry
 
 
 def _ok(request: Request, _: object) -> bytes:
     return ok(request)
-
-
-class SendAnywhere(ApiResource):
-    """``POST /socket/<id>/send`` for a connection on any instance."""
-
-    isLeaf = True
-
-    def __init__(self, reach: IReach, connection_id: str, max_message_size: int) -> None:
-        super().__init__()
-        self._reach = reach
-        self._id = connection_id
-        self._max = max_message_size
-
-    def body_limit(self, request: Request) -> int:
-        return self._max if request.method == b"POST" else 0
-
-    def render_POST(self, request: Request):
-        try:
-            payload, is_binary = read_frame(request, self._max)
-        except BadBody as bad:
-            return plain(request, bad.status, bad.reason)
-        return _answer(request, self._reach.send_to_connection(self._id, payload, is_binary), _ok)
-
-
-def _close(reach: IReach, connection_id: str, request: Request):
-    try:
-        code, reason = close_request(read_body(request, CLOSE_BODY_LIMIT))
-    except BadBody as bad:
-        return plain(request, bad.status, bad.reason)
-    return _answer(request, reach.close_connection(connection_id, code, reason), _ok)
-
-
-class DisconnectAnywhere(ApiResource):
-    """``POST /socket/<id>/disconnect`` for a connection on any instance."""
-
-    isLeaf = True
-
-    def __init__(self, reach: IReach, connection_id: str) -> None:
-        super().__init__()
-        self._reach = reach
-        self._id = connection_id
-
-    def body_limit(self, request: Request) -> int:
-        return CLOSE_BODY_LIMIT if request.method == b"POST" else 0
-
-    def render_POST(self, request: Request):
-        return _close(self._reach, self._id, request)
 
 
 class ConnectionAnywhere(ApiResource):
@@ -94,9 +51,10 @@ class ConnectionAnywhere(ApiResource):
         if request.postpath:
             return NotFound()
         if name == b"send":
-            return SendAnywhere(self._reach, self._id, self._max)
+            send = partial(self._reach.send_to_connection, self._id)
+            return FrameThroughReach(send, self._max, _ok)
         if name == b"disconnect":
-            return DisconnectAnywhere(self._reach, self._id)
+            return CloseThroughReach(partial(self._reach.close_connection, self._id), _ok)
         if name == b"tags":
             return ConnectionTagsResource(self._reach, self._id)
         return NotFound()
@@ -108,7 +66,7 @@ class ConnectionAnywhere(ApiResource):
         return _answer(request, self._reach.describe_connection(self._id), as_json)
 
     def render_DELETE(self, request: Request):
-        return _close(self._reach, self._id, request)
+        return close_through_reach(request, partial(self._reach.close_connection, self._id), _ok)
 
 
 class SocketsAnywhere(SocketsWithTags):

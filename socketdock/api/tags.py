@@ -10,6 +10,7 @@ cluster; its failures map to statuses here, "cannot know" included (503 +
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -111,16 +112,26 @@ def tag_change(body: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return add, remove
 
 
-class TagSendResource(ApiResource):
-    """``POST /tags/<tag>/send``: one frame to every live connection carrying the tag."""
+#: How a reach-backed route renders its success: the request and the result.
+Answer = Callable[[Request, object], bytes]
+
+
+class FrameThroughReach(ApiResource):
+    """
+    ``POST .../send`` through an :class:`IReach`: the body becomes one frame
+    (SPEC §4's rule), handed to ``send``; ``answer`` renders its result.  One
+    class for ``/tags/<tag>/send`` and, in cluster mode, ``/socket/<id>/send``.
+    """
 
     isLeaf = True
 
-    def __init__(self, reach: IReach, tag: str, max_message_size: int) -> None:
+    def __init__(
+        self, send: Callable[[bytes, bool], Deferred], max_message_size: int, answer: Answer
+    ) -> None:
         super().__init__()
-        self._reach = reach
-        self._tag = tag
+        self._send = send
         self._max = max_message_size
+        self._ok = answer
 
     def body_limit(self, request: Request) -> int:
         return self._max if request.method == b"POST" else 0
@@ -130,28 +141,36 @@ class TagSendResource(ApiResource):
             payload, is_binary = read_frame(request, self._max)
         except BadBody as bad:
             return plain(request, bad.status, bad.reason)
-        return _answer(request, self._reach.send_to_tag(self._tag, payload, is_binary), _reached)
+        return _answer(request, self._send(payload, is_binary), self._ok)
 
 
-class TagDisconnectResource(ApiResource):
-    """``POST /tags/<tag>/disconnect``: close every live connection carrying the tag."""
+def close_through_reach(request: Request, close: Callable[[int, str], Deferred], answer: Answer):
+    """Read a close body (optional code and reason), then ask ``close``; answer it."""
+    try:
+        code, reason = close_request(read_body(request, CLOSE_BODY_LIMIT))
+    except BadBody as bad:
+        return plain(request, bad.status, bad.reason)
+    return _answer(request, close(code, reason), answer)
+
+
+class CloseThroughReach(ApiResource):
+    """
+    ``POST .../disconnect`` through an :class:`IReach`: one class for
+    ``/tags/<tag>/disconnect`` and, in cluster mode, ``/socket/<id>/disconnect``.
+    """
 
     isLeaf = True
 
-    def __init__(self, reach: IReach, tag: str) -> None:
+    def __init__(self, close: Callable[[int, str], Deferred], answer: Answer) -> None:
         super().__init__()
-        self._reach = reach
-        self._tag = tag
+        self._close = close
+        self._ok = answer
 
     def body_limit(self, request: Request) -> int:
         return CLOSE_BODY_LIMIT if request.method == b"POST" else 0
 
     def render_POST(self, request: Request):
-        try:
-            code, reason = close_request(read_body(request, CLOSE_BODY_LIMIT))
-        except BadBody as bad:
-            return plain(request, bad.status, bad.reason)
-        return _answer(request, self._reach.close_tag(self._tag, code, reason), _reached)
+        return close_through_reach(request, self._close, self._ok)
 
 
 class TagResource(ApiResource):
@@ -167,9 +186,11 @@ class TagResource(ApiResource):
         if request.postpath:
             return NotFound()
         if name == b"send":
-            return TagSendResource(self._reach, self._tag, self._max)
+            return FrameThroughReach(
+                partial(self._reach.send_to_tag, self._tag), self._max, _reached
+            )
         if name == b"disconnect":
-            return TagDisconnectResource(self._reach, self._tag)
+            return CloseThroughReach(partial(self._reach.close_tag, self._tag), _reached)
         return NotFound()
 
     def render_GET(self, request: Request):
