@@ -48,7 +48,7 @@ from socketdock.service import (
     exit_zero_on_stop_signals,
 )
 from socketdock.tuned.collector import tune_collector
-from socketdock.tuning import Stack, choose_stack, installed_versions, make_http_client
+from socketdock.tuning import Stack, choose_stack, make_http_client
 from socketdock.ws.protocol import make_ws_factory
 from socketdock.ws.upgrade import WebSocketUpgrade
 
@@ -154,6 +154,9 @@ class Options(usage.Options):
         try:
             self["settings"] = config = load_config(cli, self._environ, self["config"])
             self._preflight(config)
+            # Each faster path's start-up check, run once; tuning = required
+            # stops here, with one line naming the piece.
+            self["stack"] = choose_stack(config.tuning)
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
 
@@ -206,7 +209,7 @@ def makeService(options: Options, reactor=None, log_beginner=None) -> SocketDock
     raise_open_file_limit()
     reactor.callWhenRunning(exit_zero_on_stop_signals, reactor)
     reactor.callWhenRunning(exit_right_after_shutdown, reactor)
-    stack = choose_stack(config.tuning, installed_versions())
+    stack = options.get("stack") or choose_stack(config.tuning)
     if stack.tune_gc:
         reactor.callWhenRunning(tune_collector)
     return make_service(config, reactor, stack)
@@ -255,13 +258,15 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
     """
     Wire the collaborators bottom-up and attach their listeners.
 
-    :param stack: plain or tuned (:mod:`socketdock.tuning`); by default chosen
-        from ``config.tuning`` and the installed library versions.
+    :param stack: which faster paths run (:mod:`socketdock.tuning`); by
+        default chosen from ``config.tuning`` by each piece's check.
     """
     if stack is None:
-        stack = choose_stack(config.tuning, installed_versions())
-    if stack.reason:
-        _log.warn("{reason}", reason=stack.reason)
+        stack = choose_stack(config.tuning)
+    if stack.off and config.tuning != "off":
+        _log.warn("{line}", line=stack.summary(), tuning=dict(stack.pieces))
+    else:
+        _log.info("{line}", line=stack.summary(), tuning=dict(stack.pieces))
     urls = (
         LearnedCallbackURLs()
         if config.externalhostandport is None
@@ -282,6 +287,7 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
         queued=lambda: relay.queued(),
         tags=registry.tag_count,
         cluster=cluster.status if cluster is not None else None,
+        tuning=stack.pieces,
     )
     backend, pool = make_backend(config, reactor, net, urls, metrics, stack)
     journal = None

@@ -13,11 +13,13 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
+from twisted.trial.unittest import SkipTest
 
 from socketdock.config.endpoints import base_url_for, scheme_of
 from socketdock.config.settings import Config, load_config
 from socketdock.service import SocketDockService
 from socketdock.tap import make_service
+from socketdock.tuning import PIECES, Stack
 
 
 def refused_port(testcase) -> int:
@@ -72,7 +74,23 @@ def tuning_environ() -> dict[str, str]:
     return {} if value is None else {TUNING_VARIABLE: value}
 
 
-def start_relay(testcase, reactor, **settings: Any) -> RunningRelay:
+def stack_with(*names: str) -> Stack:
+    """
+    A stack with the named faster paths forced on and the others off, for a
+    test of those pieces; the test skips, naming the failed check, where a
+    piece truly cannot run here.
+    """
+    pieces = {piece.name: piece for piece in PIECES}
+    verdicts = {name: "off for this test" for name in pieces}
+    for name in names:
+        why = pieces[name].verdict({})
+        if why != "on":
+            raise SkipTest(f"the {name} piece cannot run here: {why}")
+        verdicts[name] = "on"
+    return Stack(verdicts)
+
+
+def start_relay(testcase, reactor, stack: Stack | None = None, **settings: Any) -> RunningRelay:
     """
     Build and start an instance with ``settings`` (strings or values, as in
     the INI) on loopback; the cleanup stops it, draining.
@@ -80,12 +98,13 @@ def start_relay(testcase, reactor, **settings: Any) -> RunningRelay:
     Listeners take port 0 (``bindport``, and ``api_listen`` given as ``"tcp:0"``
     or ``tcp:0:interface=127.0.0.1``): the OS picks a free port while binding, so no
     other process can take it first; the instance tells the ports it got.
-    ``tuning`` follows SOCKETDOCK_TUNING unless ``settings`` name it.
+    ``tuning`` follows SOCKETDOCK_TUNING unless ``settings`` name it; a
+    ``stack`` (:func:`stack_with`) overrides both.
     """
     cli: dict[str, str] = {"bindip": "127.0.0.1", "bindport": "0"}
     cli.update({k: _text(v) for k, v in settings.items()})
     config = load_config(cli, tuning_environ(), None)
-    service = make_service(config, reactor)
+    service = make_service(config, reactor, stack)
     service.startService()
     testcase.addCleanup(_stop, service)
     # A listener that is not TCP (unix:) has no port.

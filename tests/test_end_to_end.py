@@ -16,7 +16,14 @@ from tests.wsclient import HandshakeRefused, connect_client
 
 
 class RelayTestCase(TestCase):
-    """Starts a backend and an instance; clients are closed in cleanup."""
+    """
+    Starts a backend and an instance; clients are closed in cleanup.
+
+    :cvar stack: which faster paths run (see ``tests/test_one_piece_off.py``);
+        None for what ``tuning`` chooses.
+    """
+
+    stack = None
 
     @inlineCallbacks
     def start(self, **settings):
@@ -31,6 +38,8 @@ class RelayTestCase(TestCase):
             k: v.format(backend=url) if isinstance(v, str) else v for k, v in settings.items()
         }
         self.backend_url = url
+        if self.stack is not None:
+            settings.setdefault("stack", self.stack)
         self.relay = start_relay(self, reactor, **settings)
         return self.relay
 
@@ -263,7 +272,8 @@ class InspectionTests(RelayTestCase):
         code, _, body = yield self.backend.request("GET", f"{self.relay.base}/status")
         status = json.loads(body)
         self.assertEqual(
-            set(status), {"version", "uptime_seconds", "connections", "messages", "backend"}
+            set(status),
+            {"version", "uptime_seconds", "connections", "messages", "backend", "tuning"},
         )
         code, _, body = yield self.backend.request("GET", f"{self.relay.base}/nowhere")
         self.assertEqual((code, body), (404, b"no such path\n"))

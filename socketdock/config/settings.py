@@ -146,7 +146,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "tuning",
         "auto",
-        "auto (the faster paths, on tested library versions only) or off (plain Twisted/treq/Autobahn).",
+        "auto (each faster path where its start-up check passes), off (plain"
+        " Twisted/treq/Autobahn) or required (refuse to start unless every faster path runs).",
     ),
 )
 
@@ -209,8 +210,8 @@ def _parse_backend(text: str) -> str:
 
 def _parse_tuning(text: str) -> str:
     word = text.strip().lower()
-    if word not in ("auto", "off"):
-        raise p.Invalid(f"{text!r} is not a tuning mode; use auto or off")
+    if word not in ("auto", "off", "required"):
+        raise p.Invalid(f"{text!r} is not a tuning mode; use auto, off or required")
     return word
 
 

@@ -15,7 +15,7 @@ prometheus-client's metric objects take a lock on every update, which cost
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -67,6 +67,8 @@ class Metrics:
         bound).
     :param cluster: in cluster mode, the ``cluster`` object of ``/status``
         right now (its ``link`` is ``"up"`` or ``"down"``); None otherwise.
+    :param tuning: each faster path's name to ``"on"`` or why it is off
+        (``/status``'s ``tuning`` object and ``socketdock_tuned``).
     """
 
     def __init__(
@@ -75,10 +77,21 @@ class Metrics:
         queued: Callable[[], int],
         tags: Callable[[], int] = lambda: 0,
         cluster: Callable[[], dict] | None = None,
+        tuning: Mapping[str, str] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self._cluster = cluster
+        self._tuning = dict(tuning or {})
+        if tuning:
+            tuned = Gauge(
+                "socketdock_tuned",
+                "1 where a faster path beneath Twisted, treq or Autobahn runs, 0 where it is off.",
+                ["piece"],
+                registry=r,
+            )
+            for piece, why in self._tuning.items():
+                tuned.labels(piece=piece).set(1 if why == "on" else 0)
         if cluster is not None:
             up = Gauge(
                 "socketdock_cluster_up",
@@ -174,6 +187,8 @@ class Metrics:
                 "retries": count("socketdock_backend_retries_total"),
             },
         }
+        if self._tuning:
+            status["tuning"] = dict(self._tuning)
         if self._cluster is not None:
             status["cluster"] = self._cluster()
         return status

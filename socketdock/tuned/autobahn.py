@@ -33,6 +33,7 @@ returns the function that puts Autobahn back as it was (tests call it).
 from __future__ import annotations
 
 from collections.abc import Callable
+from inspect import signature
 from pprint import pformat
 from types import FunctionType
 from typing import Any, TypeVar, cast
@@ -42,6 +43,8 @@ import autobahn.websocket.protocol as _protocol_module
 from autobahn.util import hltype, hlval
 from autobahn.websocket.protocol import WebSocketServerProtocol
 from autobahn.websocket.xormasker import create_xor_masker as _autobahn_create_xor_masker
+
+from socketdock.tuned import CheckFailed, require, require_attributes
 
 _P = TypeVar("_P", bound=WebSocketServerProtocol)
 
@@ -171,3 +174,77 @@ def _as_class_attribute(value: Any) -> Any:
     if isinstance(value, FunctionType):
         return staticmethod(value)
     return value
+
+
+def check_options() -> None:
+    """
+    :func:`with_options` holds where Autobahn still copies each of
+    ``CONFIG_ATTRS`` from the factory only when the protocol lacks it: a
+    specialised protocol, connected, keeps none in its own ``__dict__`` and
+    reads the factory's values.
+    """
+    from autobahn.twisted.websocket import WebSocketServerFactory
+    from autobahn.twisted.websocket import WebSocketServerProtocol as TwistedServerProtocol
+    from twisted.internet.error import ConnectionDone
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+    from twisted.python.failure import Failure
+
+    names = getattr(TwistedServerProtocol, "CONFIG_ATTRS", None)
+    require(names and all(isinstance(n, str) for n in names), "Autobahn has no CONFIG_ATTRS list")
+    factory = WebSocketServerFactory("ws://127.0.0.1:1", reactor=Clock())
+    factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=0)
+    require_attributes(factory, tuple(names), "WebSocketServerFactory")
+    factory.protocol = with_options(TwistedServerProtocol, factory)
+    protocol = factory.buildProtocol(None)
+    protocol.makeConnection(StringTransport())
+    try:
+        copied = [name for name in names if name in vars(protocol)]
+        if copied:
+            raise CheckFailed(f"Autobahn copied {', '.join(copied[:3])} into the connection anyway")
+        differ = [name for name in names if getattr(protocol, name) != getattr(factory, name)]
+        if differ:
+            raise CheckFailed(f"a specialised connection reads another {differ[0]} than the factory")
+    finally:
+        protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def check_debug_formatting() -> None:
+    """
+    :func:`defer_debug_formatting` replaces names that Autobahn's modules
+    must still have, and its lazy text must read as the eager one.
+    """
+    require_attributes(_protocol_module, ("pformat", "hltype", "hlval"), "autobahn.websocket.protocol")
+    require_attributes(_twisted_module, ("hltype", "hlval"), "autobahn.twisted.websocket")
+    samples = [(hltype, (WebSocketServerProtocol,)), (hlval, (1234,)), (pformat, ([("a", 1)],))]
+    for render, args in samples:
+        require(
+            f"{_lazy(render)(*args)}" == render(*args),
+            f"the deferred {render.__name__} text differs from Autobahn's",
+        )
+
+
+def check_small_frame_masker() -> None:
+    """
+    :func:`use_small_frame_masker` stands in for ``create_xor_masker(mask,
+    length)`` in Autobahn's protocol module: the name must be there, take
+    that call, and unmask like Autobahn's own masker in any chunking.
+    """
+    original = getattr(_protocol_module, "create_xor_masker", None)
+    require(original is not None, "autobahn.websocket.protocol has no create_xor_masker")
+    try:
+        signature(original).bind(b"abcd", 1)
+    except (TypeError, ValueError):
+        raise CheckFailed("Autobahn's create_xor_masker no longer takes (mask, length)") from None
+    payload = bytes(range(7, 7 + 127))
+    for mask in (b"\x00\x00\x00\x00", b"\x9f\x31\xc4\x0e", b"\xff\xff\xff\xff"):
+        for length in (0, 1, 3, 4, 5, 63, 127):
+            data = payload[:length]
+            for step in (1, 3, 4, 7, 128):
+                ours, theirs = SmallFrameMasker(mask), _autobahn_create_xor_masker(mask, length)
+                chunks = [data[i : i + step] for i in range(0, length, step)] or [b""]
+                for chunk in chunks:
+                    if ours.process(chunk) != theirs.process(chunk):
+                        raise CheckFailed("the small-frame masker unmasks unlike Autobahn's")
+                    if ours.pointer() != theirs.pointer():
+                        raise CheckFailed("the small-frame masker counts unlike Autobahn's")

@@ -30,14 +30,19 @@ been stable since Twisted 12; those tests are what would notice a change.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable
+from inspect import signature
 from typing import TYPE_CHECKING
 
 from twisted.internet import tcp
 from twisted.internet.posixbase import PosixReactorBase
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import directlyProvides, providedBy
+
+from socketdock.tuned import require, require_attributes
 
 
 class WriteBatch:
@@ -255,3 +260,109 @@ def batching(reactor):
     if isinstance(reactor, PosixReactorBase):
         return BatchingReactor(reactor)
     return reactor
+
+
+#: What :class:`_SendAfterRead` reads or calls on a Twisted TCP connection.
+_CONNECTION_INTERNALS = (
+    "_tempDataBuffer",
+    "_tempDataLen",
+    "_maybePauseProducer",
+    "_writeDisconnected",
+    "_aborting",
+    "dataBuffer",
+    "offset",
+    "socket",
+    "producer",
+    "streamingProducer",
+    "producerPaused",
+    "startWriting",
+    "doRead",
+    "connected",
+)
+
+
+class _FakeFDSet:
+    """Enough of ``IReactorFDSet`` to build a connection that is never run."""
+
+    def __init__(self) -> None:
+        self.writers: set = set()
+
+    def addReader(self, reader) -> None:
+        pass
+
+    def removeReader(self, reader) -> None:
+        pass
+
+    def addWriter(self, writer) -> None:
+        self.writers.add(writer)
+
+    def removeWriter(self, writer) -> None:
+        self.writers.discard(writer)
+
+
+class _Replies(Protocol):
+    """Writes a few replies, in pieces, for every read."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(b"head:" + data)
+        self.transport.writeSequence([b"-", data[:1], b"", data[1:]])
+        self.transport.write(b"")
+
+
+def check_batching() -> None:
+    """
+    The batched transports hold where Twisted's TCP connection still keeps
+    the buffer attributes they use and its constructors take the same
+    arguments: a batched connection over a socket pair sends what a read
+    wrote byte for byte, with one send and no writability watch, and leaves
+    a write made outside a read to Twisted's own path.
+    """
+    for cls, params in (
+        (tcp.Server, ("sock", "protocol", "client", "server", "sessionno", "reactor")),
+        (tcp.Client, ("host", "port", "bindAddress", "connector", "reactor")),
+        (tcp.Port, ("port", "factory", "backlog", "interface", "reactor")),
+        (tcp.Connector, ("host", "port", "factory", "timeout", "bindAddress", "reactor")),
+    ):
+        got = tuple(signature(cls.__init__).parameters)[1:]
+        require(got == params, f"twisted.internet.tcp.{cls.__name__} takes {got}, not {params}")
+    require_attributes(tcp.Connector, ("_makeTransport",), "twisted.internet.tcp.Connector")
+    require(getattr(tcp.Port, "transport", None) is tcp.Server, "tcp.Port no longer builds tcp.Server")
+    ours, theirs = socket.socketpair()
+    try:
+        fds = _FakeFDSet()
+        port = _PortStandIn(WriteBatch())
+        connection = _BatchedServer(ours, _Replies(), ("127.0.0.1", 1), port, 1, fds)  # type: ignore[arg-type]
+        connection.protocol.makeConnection(connection)
+        require_attributes(connection, _CONNECTION_INTERNALS, "a Twisted TCP connection")
+        theirs.sendall(b"ping")
+        connection.doRead()
+        expected = b"head:ping-ping"
+        require(_read_exactly(theirs, len(expected)) == expected, "a batched write lost or reordered bytes")
+        require(not fds.writers, "a batched write armed the writability watch")
+        connection.write(b"later")
+        require(fds.writers == {connection}, "a write outside a read did not take Twisted's path")
+        connection.doWrite()
+        require(_read_exactly(theirs, 5) == b"later", "Twisted's path lost the bytes after a batch")
+    finally:
+        ours.close()
+        theirs.close()
+
+
+class _PortStandIn:
+    """What a batched server connection asks of its port."""
+
+    _realPortNumber = 0
+
+    def __init__(self, batch: WriteBatch) -> None:
+        self._batch = batch
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    sock.settimeout(1)
+    got = b""
+    while len(got) < size:
+        chunk = sock.recv(size - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got

@@ -17,6 +17,8 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable
 
+from socketdock.tuned import require, require_attributes
+
 #: Allocations (net of frees) between young-generation collections.
 YOUNG_THRESHOLD = 10_000
 
@@ -40,3 +42,12 @@ def tune_collector() -> Callable[[], None]:
         gc.set_threshold(*before)
 
     return undo
+
+
+def check_collector() -> None:
+    """:func:`tune_collector` needs a collector with generations and ``freeze``."""
+    require_attributes(
+        gc, ("freeze", "unfreeze", "get_freeze_count", "get_threshold", "set_threshold"), "gc"
+    )
+    require(gc.isenabled(), "the garbage collector is disabled")
+    require(len(gc.get_threshold()) == 3, "the collector no longer has three generations")

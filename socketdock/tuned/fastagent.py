@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import re
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
 from twisted.web.client import (
     URI,
     BrowserLikePolicyForHTTPS,
@@ -37,6 +38,7 @@ from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
 from socketdock.config.settings import DEFAULT_MAX_RESPONSE_BODY
+from socketdock.tuned import require
 from socketdock.tuned.h1client import HTTP11Connection
 
 _TOKEN = re.compile(rb"\A[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -233,3 +235,123 @@ class FastAgent:
         if failure.check(ResponseNeverReceived, RequestTransmissionFailed) is None:
             return failure
         return self._fresh(origin, method, uri, headers, producer)
+
+
+_FRAMING = {b"content-length", b"transfer-encoding", b"connection"}
+_PROBE_URL = b"http://127.0.0.1:8080/message?x=1"
+_PROBE_RESPONSES = (
+    b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+    b"X-Twice: a\r\nX-Twice: b\r\nContent-Length: 2\r\n\r\n{}",
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n",
+)
+
+
+class _Body:
+    """A replayable body of known length, written at once."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer) -> Deferred[None]:
+        consumer.write(self.data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class _Collect(Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+
+def _outcome(d: Deferred) -> tuple:
+    """What a response that already fired holds: code, phrase, headers, body."""
+    got: list = []
+    d.addBoth(got.append)
+    require(got and not isinstance(got[0], Failure), "a probe request failed or never answered")
+    response = got[0]
+    body = _Collect()
+    response.deliverBody(body)
+    # Twisted keeps the framing headers to itself; ours shows them.  Neither matters above.
+    headers = sorted(
+        (name.lower(), values)
+        for name, values in response.headers.getAllRawHeaders()
+        if name.lower() not in _FRAMING
+    )
+    return response.code, response.phrase, headers, body.data
+
+
+def _requests_seen(wire: bytes) -> list[tuple]:
+    """The requests in ``wire``, as a server would parse them."""
+    from httptools import HttpRequestParser
+
+    seen: list[tuple] = []
+
+    class Server:
+        def on_message_begin(self) -> None:
+            seen.append([b"", [], b""])
+
+        def on_url(self, url: bytes) -> None:
+            seen[-1][0] += url
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            seen[-1][1].append((name.lower(), value))
+
+        def on_body(self, body: bytes) -> None:
+            seen[-1][2] += body
+
+    parser = HttpRequestParser(Server())
+    parser.feed_data(wire)
+    return [(parser.get_method(), url, sorted(headers), body) for url, headers, body in seen]
+
+
+def check_agent() -> None:
+    """
+    :class:`FastAgent` holds where its request line, headers and body reach
+    a server as Twisted's ``Agent`` sends them, and it reads the same
+    responses (a fixed length and a chunked one) as Twisted does.
+    """
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+    from twisted.web._newclient import HTTP11ClientProtocol
+    from twisted.web._newclient import Request as TwistedRequest
+
+    agent = FastAgent(MemoryReactorClock(), ConnectionPool(MemoryReactorClock()))
+    origin = agent._origin(_PROBE_URL)
+    fields = [(b"Content-Type", b"application/json"), (b"X-Twice", b"1"), (b"X-Twice", b"2")]
+    for response in _PROBE_RESPONSES:
+        headers = Headers()
+        for name, value in fields:
+            headers.addRawHeader(name, value)
+        ours = HTTP11Connection(lambda conn: None, lambda conn: None, 1 << 20)
+        ours_wire = StringTransport()
+        ours.makeConnection(ours_wire)
+        ours_d = ours.request(b"POST", origin.target, origin.host, _PROBE_URL, headers, _Body(b"{}"))
+
+        theirs_headers = headers.copy()
+        theirs_headers.addRawHeader(b"Host", origin.host)
+        theirs = HTTP11ClientProtocol()
+        theirs_wire = StringTransport()
+        theirs.makeConnection(theirs_wire)
+        parsed = URI.fromBytes(_PROBE_URL)  # as Agent builds its request
+        request = TwistedRequest._construct(
+            b"POST", parsed.originForm, theirs_headers, _Body(b"{}"), True, parsed
+        )
+        theirs_d = theirs.request(request)
+        sent = _requests_seen(ours_wire.value())
+        require(sent == _requests_seen(theirs_wire.value()), "the agent's POST differs from Twisted's")
+        require(len(sent) == 1, "the agent's POST did not parse as one request")
+        ours.dataReceived(response)
+        theirs.dataReceived(response)
+        require(_outcome(ours_d) == _outcome(theirs_d), "the agent reads a response unlike Twisted")

@@ -21,13 +21,17 @@ does, and pause the transport past ``_optimisticEagerReadSize``.
 from __future__ import annotations
 
 from collections import deque
+from io import BytesIO
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from twisted.internet.interfaces import IAddress
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 from twisted.web.iweb import INonQueuedRequestFactory
+
+from socketdock.tuned import CheckFailed, require, require_attributes
 
 _HEAD, _BODY, _DONE, _ERROR = range(4)
 _VERSIONS = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
@@ -331,3 +335,103 @@ class FastHTTPChannel(HTTPChannel):
         assert request is not None  # the end follows its head
         self._handlingRequest = True
         request.requestReceived(self._command, self._path, self._version)
+
+
+#: What :class:`FastHTTPChannel` reads, calls or sets of ``HTTPChannel``'s own.
+_CHANNEL_INTERNALS = (
+    "_handlingRequest",
+    "_dataBuffer",
+    "_networkProducer",
+    "_waitingForTransport",
+    "_optimisticEagerReadSize",
+    "_respondToBadRequestAndDisconnect",
+    "_send100Continue",
+    "requests",
+    "maxHeaders",
+    "totalHeadersSize",
+    "persistent",
+    "timeOut",
+    "setTimeout",
+    "resetTimeout",
+    "requestDone",
+    "timeoutConnection",
+)
+
+#: Pipelined requests both channels must hand over alike.
+_PIPELINED = (
+    b"GET /a?b=c&d HTTP/1.1\r\nHost: h\r\nX-Twice: 1\r\nX-Twice: 2\r\n\r\n"
+    b"POST /socket/x/send HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 5\r\n\r\nhello"
+    b"POST /chunked HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    b"HEAD /h HTTP/1.1\r\nHost: h\r\nCookie: a=b\r\nConnection: close\r\n\r\n"
+)
+
+
+def _recording_request(seen: list) -> type[Request]:
+    class Recorded(Request):
+        def gotLength(self, length: int | None) -> None:
+            self.content = BytesIO()  # never a temporary file, even for a chunked body
+
+        def process(self) -> None:
+            assert self.content is not None
+            seen.append(
+                (
+                    self.method,
+                    self.uri,
+                    self.clientproto,
+                    sorted(self.requestHeaders.getAllRawHeaders()),
+                    self.content.read(),
+                    dict(self.received_cookies),
+                )
+            )
+            self.setResponseCode(200)
+            self.write(b"ok")
+            self.finish()
+
+    return Recorded
+
+
+def _hand_over(channel_type: type[HTTPChannel], chunk: int) -> tuple[list, bool]:
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    seen: list = []
+    channel = channel_type()
+    channel.requestFactory = _recording_request(seen)  # type: ignore[assignment]
+    channel.callLater = Clock().callLater  # type: ignore[method-assign]  # its timeout, never run
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    for i in range(0, len(_PIPELINED), chunk):
+        channel.dataReceived(_PIPELINED[i : i + chunk])
+    answers = transport.value().count(b"HTTP/1.1 200 OK\r\n")
+    channel.connectionLost(Failure(ConnectionDone()))
+    return seen, answers == len(seen) and transport.disconnecting
+
+
+def check_channel() -> None:
+    """
+    :class:`FastHTTPChannel` holds where ``HTTPChannel`` still has the
+    internals it inherits and sets, and both channels hand the same
+    pipelined requests to the site's request factory, whole or byte by byte.
+    """
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    connected = HTTPChannel()
+    connected.callLater = Clock().callLater  # type: ignore[method-assign]  # its timeout, never run
+    connected.makeConnection(StringTransport())
+    try:
+        require_attributes(connected, _CHANNEL_INTERNALS, "twisted.web.http.HTTPChannel")
+    finally:
+        connected.connectionLost(Failure(ConnectionDone()))
+    require(
+        hasattr(HttpRequestParser, "set_dangerous_leniencies"),
+        "httptools' parser has no set_dangerous_leniencies (httptools < 0.6.3)",
+    )
+    plain, plain_closed = _hand_over(HTTPChannel, len(_PIPELINED))
+    require(len(plain) == 4 and plain_closed, "twisted.web's own channel parsed the probe otherwise")
+    for chunk in (len(_PIPELINED), 1, 7):
+        fast, closed = _hand_over(FastHTTPChannel, chunk)
+        if fast != plain or not closed:
+            raise CheckFailed(f"the httptools channel hands over other requests than twisted.web's ({chunk}-byte reads)")

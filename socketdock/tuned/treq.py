@@ -20,8 +20,12 @@ from collections.abc import Callable
 from http.cookiejar import CookieJar
 
 import treq.client as _treq_client
+from twisted.internet.defer import Deferred
 from twisted.web.client import CookieAgent
 from twisted.web.iweb import IAgent
+from zope.interface import implementer
+
+from socketdock.tuned import require
 
 
 def skip_cookie_agent_for(jar_type: type[CookieJar]) -> Callable[[], None]:
@@ -47,3 +51,46 @@ def skip_cookie_agent_for(jar_type: type[CookieJar]) -> Callable[[], None]:
         _treq_client.CookieAgent = CookieAgent  # type: ignore[misc]  # restores treq's own class
 
     return undo
+
+
+@implementer(IAgent)
+class _RecordingAgent:
+    """Keeps what treq asked of it and answers nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def request(self, method, uri, headers=None, bodyProducer=None):
+        raw = sorted(headers.getAllRawHeaders()) if headers is not None else []
+        self.calls.append((method, uri, raw, bodyProducer is not None))
+        return Deferred()
+
+
+def check_skip_cookie_agent(jar_type: type[CookieJar]) -> None:
+    """
+    :func:`skip_cookie_agent_for` holds where treq still wraps its agent in
+    Twisted's ``CookieAgent`` by that name on each request, and the agent
+    beneath gets the same request with the shortcut as without it.
+    """
+    require(
+        getattr(_treq_client, "CookieAgent", None) is CookieAgent,
+        "treq no longer wraps its agent in twisted.web.client.CookieAgent",
+    )
+    from treq.client import HTTPClient
+
+    seen = []
+    for shortcut in (False, True):
+        undo = skip_cookie_agent_for(jar_type) if shortcut else (lambda: None)
+        try:
+            agent = _RecordingAgent()
+            client = HTTPClient(agent, cookiejar=jar_type())
+            for d in (
+                client.post("http://127.0.0.1:9/a?b=c", b"{}", headers={"X-A": "1"}),
+                client.get("http://127.0.0.1:9/"),
+            ):
+                d.addErrback(lambda _: None)
+                d.cancel()
+            seen.append(agent.calls)
+        finally:
+            undo()
+    require(seen[0] and seen[0] == seen[1], "treq's requests differ without its cookie wrapper")

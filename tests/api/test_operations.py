@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from socketdock import __version__
 from socketdock.ops.metrics import Metrics
+from socketdock.tuning import PIECES
 from tests.fakebackend import STALL, Answer
 from tests.test_end_to_end import RelayTestCase
 
@@ -76,6 +77,8 @@ class StatusTests(OperationsTestCase):
         yield self.start()
         status = yield self.status()
         uptime = status.pop("uptime_seconds")
+        tuning = status.pop("tuning")
+        self.assertEqual(list(tuning), [piece.name for piece in PIECES])
         self.assertIsInstance(uptime, (int, float))
         self.assertGreaterEqual(uptime, 0)
         self.assertEqual(

@@ -31,7 +31,7 @@ from zope.interface import implementer
 from socketdock.tuned.batchedtcp import BatchingReactor, batching
 from tests.certs import make_ca
 from tests.fakebackend import FakeBackend, start_backend, stop_backend
-from tests.harness import start_relay
+from tests.harness import stack_with, start_relay
 from tests.wsclient import connect_client
 
 # Larger than a loopback socket's send and receive buffers together, so the
@@ -434,7 +434,7 @@ class RelayWiringTests(TestCase):
             backend="http",
             messageuri=url + "/message",
             ping_interval=0,
-            tuning="auto",
+            stack=stack_with("network"),
         )
         client = yield connect_client(reactor, relay.ws_url())
         self.addCleanup(client.shutdown)

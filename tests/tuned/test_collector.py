@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from socketdock.tap import makeService
 from socketdock.tuned.collector import YOUNG_THRESHOLD, tune_collector
+from tests.harness import stack_with
 from tests.test_tap_options import _parse, private_log_beginner
 
 
@@ -34,11 +35,22 @@ class TuneCollectorTests(SynchronousTestCase):
         gc.set_threshold(700, 10, 10)
         reactor = MemoryReactorClock()
         options: Any = {
-            "settings": _parse(["--externalhostandport", "h:1"])
-        }  # only options["settings"] is read
+            "settings": _parse(["--externalhostandport", "h:1"]),
+            "stack": stack_with("gc"),
+        }  # only options["settings"] and ["stack"] are read
         makeService(options, reactor=reactor, log_beginner=private_log_beginner())
         self.assertEqual(gc.get_threshold()[0], 700)
         for hook, args, kwargs in reactor.whenRunningHooks:
             if hook is tune_collector:
                 hook(*args, **kwargs)
         self.assertEqual(gc.get_threshold()[0], YOUNG_THRESHOLD)
+
+    def test_the_daemon_leaves_the_collector_alone_without_the_piece(self) -> None:
+        """With the gc piece off, makeService schedules no collector tuning."""
+        reactor = MemoryReactorClock()
+        options: Any = {
+            "settings": _parse(["--externalhostandport", "h:1"]),
+            "stack": stack_with("channel"),
+        }
+        makeService(options, reactor=reactor, log_beginner=private_log_beginner())
+        self.assertNotIn(tune_collector, [hook for hook, _, _ in reactor.whenRunningHooks])

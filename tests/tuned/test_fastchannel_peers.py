@@ -23,7 +23,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
-from tests.harness import start_relay
+from tests.harness import stack_with, start_relay
 from tests.test_end_to_end import RelayTestCase
 
 NODE = shutil.which("node")
@@ -170,7 +170,7 @@ class RawPeerTests(RelayTestCase):
         """Too many headers, a head too large, a malformed request line: 400 and a close."""
         # The tuned channel's answers (twisted.web's own closes silently on a
         # header line past 16 KiB).
-        yield self.start(tuning="auto")
+        yield self.start(stack=stack_with("channel"))
         for request in [
             b"GET /healthz HTTP/1.1\r\n" + b"X: y\r\n" * 501 + b"\r\n",
             b"GET /healthz HTTP/1.1\r\nX: " + b"y" * 20000 + b"\r\n\r\n",
