@@ -5,11 +5,34 @@ the request's connection over to the relay's WebSocket protocol.
 
 from __future__ import annotations
 
+import re
+
+from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from socketdock.ws.protocol import RelayServerFactory
+from socketdock.ws.refusal import printable
+
+
+#: What no header value may hold (RFC 9110 §5.5): controls other than HTAB, and DEL.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+#: Header names are tokens; anything else is shown as this.
+_NAME = re.compile(rb"\A[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}\Z")
+
+
+def _header_with_control_character(request) -> bytes | None:
+    """The (printable) name of the first header whose value has a control character."""
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        if any(_CONTROL.search(value) for value in values):
+            return name if _NAME.match(name) else b"unnamed"
+    return None
+
+
+def _peer(address) -> str:
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    return printable(f"{host}:{port}") if host is not None else "unknown"
 
 
 class WebSocketUpgrade(Resource):
@@ -23,6 +46,7 @@ class WebSocketUpgrade(Resource):
     """
 
     isLeaf = True
+    _log = Logger()
 
     def __init__(self, factory: RelayServerFactory) -> None:
         super().__init__()
@@ -33,6 +57,24 @@ class WebSocketUpgrade(Resource):
             request.setResponseCode(404)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"no WebSocket endpoint at this path\n"
+        bad = _header_with_control_character(request)
+        if bad is not None:
+            # Decided here, the same on every Autobahn release (26.11 began to
+            # refuse what 26.10 let through) and on both HTTP channels; counted
+            # and logged as the protocol's own refusals are.
+            why = f"control character in the {bad.decode('ascii')} header"
+            self._factory.relay.metrics.handshake_refused(400, "bad_request")
+            self._log.info(
+                "handshake from {peer} refused: {status} {why}",
+                peer=_peer(request.getClientAddress()),
+                status=400,
+                why=why,
+            )
+            request.setResponseCode(400)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.setHeader(b"connection", b"close")
+            request.channel.persistent = False  # and close once answered
+            return why.encode("ascii") + b"\n"
         channel = request.channel
         transport = channel.transport
         protocol = self._factory.buildProtocol(transport.getPeer())

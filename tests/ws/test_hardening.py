@@ -388,3 +388,42 @@ class OriginTests(RelayTestCase):
         self.assertEqual(
             value("socketdock_handshakes_refused_total", {"status": "403", "reason": "origin"}), 3
         )
+
+
+class HeaderControlCharacterTests(RelayTestCase, LogCaptureMixin):
+    """
+    A control character in a handshake header value: 400 from SocketDock
+    itself, whatever Autobahn's release does with it (26.11 refuses what
+    26.10 let through), on the tuned channel and twisted.web's own.
+    """
+
+    @inlineCallbacks
+    def refused_on(self, stack_name):
+        yield self.start(tuning=stack_name)
+        events = self.capture_log()
+        for value in (b"a\x01b", b"a\x7fb", b"\x1b[31m"):
+            answer = yield raw_exchange(
+                self.relay.port, upgrade_request(extra=b"X-Wallet: " + value + b"\r\n")
+            ).answered
+            self.assertTrue(status_line(answer).startswith(b"HTTP/1.1 400 "), answer)
+            self.assertTrue(
+                answer.endswith(b"control character in the X-Wallet header\n"), answer
+            )
+        texts = [formatEvent(e) for e in events]
+        self.assertEqual(len(texts), 3, texts)
+        self.assertIn("refused: 400 control character in the X-Wallet header", texts[0])
+        refused = self.relay.service.relay.metrics.registry.get_sample_value(
+            "socketdock_handshakes_refused_total", {"status": "400", "reason": "bad_request"}
+        )
+        self.assertEqual(refused, 3)
+        # A tab and non-ASCII bytes are allowed in a value (RFC 9110 §5.5).
+        client = yield self.client(headers={"X-Wallet": "a\tb"})
+        client.send_text("still fine")
+        (message,) = yield self.backend.wait_for("message", 1)
+        self.assertEqual(message["message"], "still fine")
+
+    def test_tuned_channel(self):
+        return self.refused_on("auto")
+
+    def test_plain_channel(self):
+        return self.refused_on("off")
