@@ -9,6 +9,7 @@ or a traceback.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
@@ -224,6 +225,23 @@ def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
+#: The deepest nesting of arrays and objects a JSON body may have (routes need 3).
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')
+
+
+def _nesting(text: str) -> int:
+    """How deep arrays and objects nest in ``text`` (strings skipped; valid or not)."""
+    deepest = depth = 0
+    for char in _JSON_STRING.sub("", text):
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def parse_json(body: bytes) -> object:
     """
     The JSON value in ``body``, for routes that take JSON.
@@ -239,6 +257,9 @@ def parse_json(body: bytes) -> object:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadBody(400, "body is not valid UTF-8") from None
+    if _nesting(text) > MAX_JSON_DEPTH:
+        # Decided here: where json.loads gives up varies by Python version.
+        raise BadBody(400, "body is JSON nested too deeply")
     try:
         value = json.loads(text)
     except RecursionError:
