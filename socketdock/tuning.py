@@ -221,7 +221,9 @@ class Stack:
     def name(self) -> str:
         """``tuned`` (every piece on), ``plain`` (none) or ``partly tuned``."""
         running = sum(1 for why in self.pieces.values() if why == "on")
-        return "tuned" if running == len(self.pieces) else "plain" if not running else "partly tuned"
+        return (
+            "tuned" if running == len(self.pieces) else "plain" if not running else "partly tuned"
+        )
 
     @property
     def channel(self) -> type:

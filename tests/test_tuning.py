@@ -59,9 +59,7 @@ class ChooseStackTests(SynchronousTestCase):
 
     def test_a_failed_check_turns_only_its_piece_off(self) -> None:
         stack = choose_stack("auto", _INSIDE, _made_up(a=_passes, b=_fails, c=_passes))
-        self.assertEqual(
-            stack.pieces, {"a": "on", "b": "the thing it needs is gone", "c": "on"}
-        )
+        self.assertEqual(stack.pieces, {"a": "on", "b": "the thing it needs is gone", "c": "on"})
         self.assertEqual(stack.name, "partly tuned")
 
     def test_a_check_that_raises_counts_as_failed_in_one_line(self) -> None:
@@ -197,7 +195,7 @@ class RealCheckTests(SynchronousTestCase):
         self.assertNoticed(
             "ws_options",
             lambda: self.patch(
-                twisted_websocket.WebSocketServerProtocol, "CONFIG_ATTRS", names + ["newOption"]
+                twisted_websocket.WebSocketServerProtocol, "CONFIG_ATTRS", [*names, "newOption"]
             ),
             "WebSocketServerFactory has no newOption",
         )

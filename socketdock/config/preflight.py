@@ -47,7 +47,7 @@ def check_startable(config: Config, reactor) -> None:
         raise ConfigError(
             "cluster",
             "needs the txredisapi package, which is not installed; "
-            "pip install 'socketdock[cluster]' (or txredisapi), or remove cluster",
+            "pip install '.[cluster]' from SocketDock's checkout (or txredisapi), or remove cluster",
         )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -173,7 +174,7 @@ class Metrics:
         def count(name: str, **labels: str) -> int:
             return int(value(name, labels) or 0)
 
-        status = {
+        status: dict[str, Any] = {
             "connections": {
                 "active": self._active_fn(),
                 "lifetime": count("socketdock_connections_opened_total"),

@@ -190,13 +190,14 @@ def check_options() -> None:
     from twisted.internet.testing import StringTransport
     from twisted.python.failure import Failure
 
-    names = getattr(TwistedServerProtocol, "CONFIG_ATTRS", None)
+    names = list(getattr(TwistedServerProtocol, "CONFIG_ATTRS", None) or ())
     require(names and all(isinstance(n, str) for n in names), "Autobahn has no CONFIG_ATTRS list")
     factory = WebSocketServerFactory("ws://127.0.0.1:1", reactor=Clock())
     factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=0)
     require_attributes(factory, tuple(names), "WebSocketServerFactory")
     factory.protocol = with_options(TwistedServerProtocol, factory)
     protocol = factory.buildProtocol(None)
+    assert protocol is not None  # Autobahn's factory builds for any address
     protocol.makeConnection(StringTransport())
     try:
         copied = [name for name in names if name in vars(protocol)]
@@ -204,7 +205,9 @@ def check_options() -> None:
             raise CheckFailed(f"Autobahn copied {', '.join(copied[:3])} into the connection anyway")
         differ = [name for name in names if getattr(protocol, name) != getattr(factory, name)]
         if differ:
-            raise CheckFailed(f"a specialised connection reads another {differ[0]} than the factory")
+            raise CheckFailed(
+                f"a specialised connection reads another {differ[0]} than the factory"
+            )
     finally:
         protocol.connectionLost(Failure(ConnectionDone()))
 
@@ -214,7 +217,9 @@ def check_debug_formatting() -> None:
     :func:`defer_debug_formatting` replaces names that Autobahn's modules
     must still have, and its lazy text must read as the eager one.
     """
-    require_attributes(_protocol_module, ("pformat", "hltype", "hlval"), "autobahn.websocket.protocol")
+    require_attributes(
+        _protocol_module, ("pformat", "hltype", "hlval"), "autobahn.websocket.protocol"
+    )
     require_attributes(_twisted_module, ("hltype", "hlval"), "autobahn.twisted.websocket")
     samples = [(hltype, (WebSocketServerProtocol,)), (hlval, (1234,)), (pformat, ([("a", 1)],))]
     for render, args in samples:
@@ -231,7 +236,8 @@ def check_small_frame_masker() -> None:
     that call, and unmask like Autobahn's own masker in any chunking.
     """
     original = getattr(_protocol_module, "create_xor_masker", None)
-    require(original is not None, "autobahn.websocket.protocol has no create_xor_masker")
+    if original is None:
+        raise CheckFailed("autobahn.websocket.protocol has no create_xor_masker")
     try:
         signature(original).bind(b"abcd", 1)
     except (TypeError, ValueError):

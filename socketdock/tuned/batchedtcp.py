@@ -304,6 +304,7 @@ class _Replies(Protocol):
     """Writes a few replies, in pieces, for every read."""
 
     def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
         self.transport.write(b"head:" + data)
         self.transport.writeSequence([b"-", data[:1], b"", data[1:]])
         self.transport.write(b"")
@@ -326,7 +327,9 @@ def check_batching() -> None:
         got = tuple(signature(cls.__init__).parameters)[1:]
         require(got == params, f"twisted.internet.tcp.{cls.__name__} takes {got}, not {params}")
     require_attributes(tcp.Connector, ("_makeTransport",), "twisted.internet.tcp.Connector")
-    require(getattr(tcp.Port, "transport", None) is tcp.Server, "tcp.Port no longer builds tcp.Server")
+    require(
+        getattr(tcp.Port, "transport", None) is tcp.Server, "tcp.Port no longer builds tcp.Server"
+    )
     ours, theirs = socket.socketpair()
     try:
         fds = _FakeFDSet()
@@ -337,7 +340,10 @@ def check_batching() -> None:
         theirs.sendall(b"ping")
         connection.doRead()
         expected = b"head:ping-ping"
-        require(_read_exactly(theirs, len(expected)) == expected, "a batched write lost or reordered bytes")
+        require(
+            _read_exactly(theirs, len(expected)) == expected,
+            "a batched write lost or reordered bytes",
+        )
         require(not fds.writers, "a batched write armed the writability watch")
         connection.write(b"later")
         require(fds.writers == {connection}, "a write outside a read did not take Twisted's path")

@@ -297,7 +297,7 @@ def _requests_seen(wire: bytes) -> list[tuple]:
     """The requests in ``wire``, as a server would parse them."""
     from httptools import HttpRequestParser
 
-    seen: list[tuple] = []
+    seen: list[list] = []
 
     class Server:
         def on_message_begin(self) -> None:
@@ -337,7 +337,9 @@ def check_agent() -> None:
         ours = HTTP11Connection(lambda conn: None, lambda conn: None, 1 << 20)
         ours_wire = StringTransport()
         ours.makeConnection(ours_wire)
-        ours_d = ours.request(b"POST", origin.target, origin.host, _PROBE_URL, headers, _Body(b"{}"))
+        ours_d = ours.request(
+            b"POST", origin.target, origin.host, _PROBE_URL, headers, _Body(b"{}")
+        )
 
         theirs_headers = headers.copy()
         theirs_headers.addRawHeader(b"Host", origin.host)
@@ -350,7 +352,9 @@ def check_agent() -> None:
         )
         theirs_d = theirs.request(request)
         sent = _requests_seen(ours_wire.value())
-        require(sent == _requests_seen(theirs_wire.value()), "the agent's POST differs from Twisted's")
+        require(
+            sent == _requests_seen(theirs_wire.value()), "the agent's POST differs from Twisted's"
+        )
         require(len(sent) == 1, "the agent's POST did not parse as one request")
         ours.dataReceived(response)
         theirs.dataReceived(response)

@@ -24,8 +24,8 @@ from collections import deque
 from io import BytesIO
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
-from twisted.internet.interfaces import IAddress
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
@@ -398,8 +398,8 @@ def _hand_over(channel_type: type[HTTPChannel], chunk: int) -> tuple[list, bool]
 
     seen: list = []
     channel = channel_type()
-    channel.requestFactory = _recording_request(seen)  # type: ignore[assignment]
-    channel.callLater = Clock().callLater  # type: ignore[method-assign]  # its timeout, never run
+    channel.requestFactory = _recording_request(seen)
+    channel.callLater = Clock().callLater  # type: ignore[assignment]  # its timeout, never run
     transport = StringTransport()
     channel.makeConnection(transport)
     for i in range(0, len(_PIPELINED), chunk):
@@ -419,7 +419,7 @@ def check_channel() -> None:
     from twisted.internet.testing import StringTransport
 
     connected = HTTPChannel()
-    connected.callLater = Clock().callLater  # type: ignore[method-assign]  # its timeout, never run
+    connected.callLater = Clock().callLater  # type: ignore[assignment]  # its timeout, never run
     connected.makeConnection(StringTransport())
     try:
         require_attributes(connected, _CHANNEL_INTERNALS, "twisted.web.http.HTTPChannel")
@@ -430,8 +430,12 @@ def check_channel() -> None:
         "httptools' parser has no set_dangerous_leniencies (httptools < 0.6.3)",
     )
     plain, plain_closed = _hand_over(HTTPChannel, len(_PIPELINED))
-    require(len(plain) == 4 and plain_closed, "twisted.web's own channel parsed the probe otherwise")
+    require(
+        len(plain) == 4 and plain_closed, "twisted.web's own channel parsed the probe otherwise"
+    )
     for chunk in (len(_PIPELINED), 1, 7):
         fast, closed = _hand_over(FastHTTPChannel, chunk)
         if fast != plain or not closed:
-            raise CheckFailed(f"the httptools channel hands over other requests than twisted.web's ({chunk}-byte reads)")
+            raise CheckFailed(
+                f"the httptools channel hands over other requests than twisted.web's ({chunk}-byte reads)"
+            )

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from http.cookiejar import CookieJar
+from typing import Any
 
 import treq.client as _treq_client
 from twisted.internet.defer import Deferred
 from twisted.web.client import CookieAgent
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
@@ -83,9 +85,12 @@ def check_skip_cookie_agent(jar_type: type[CookieJar]) -> None:
         undo = skip_cookie_agent_for(jar_type) if shortcut else (lambda: None)
         try:
             agent = _RecordingAgent()
-            client = HTTPClient(agent, cookiejar=jar_type())
+            jar: Any = jar_type()  # treq's type says IndexableCookieJar; any CookieJar works
+            client = HTTPClient(agent, cookiejar=jar)
             for d in (
-                client.post("http://127.0.0.1:9/a?b=c", b"{}", headers={"X-A": "1"}),
+                client.post(
+                    "http://127.0.0.1:9/a?b=c", data=b"{}", headers=Headers({b"X-A": [b"1"]})
+                ),
                 client.get("http://127.0.0.1:9/"),
             ):
                 d.addErrback(lambda _: None)

@@ -15,7 +15,6 @@ from twisted.web.server import NOT_DONE_YET
 from socketdock.ws.protocol import RelayServerFactory
 from socketdock.ws.refusal import printable
 
-
 #: What no header value may hold (RFC 9110 §5.5): controls other than HTAB, and DEL.
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 #: Header names are tokens; anything else is shown as this.

@@ -89,4 +89,4 @@ class ClientMissingTests(SynchronousTestCase):
         with self.assertRaises(ConfigError) as caught:
             preflight.check_startable(config, None)
         self.assertEqual(caught.exception.key, "cluster")
-        self.assertIn("socketdock[cluster]", str(caught.exception))
+        self.assertIn(".[cluster]", str(caught.exception))

@@ -320,7 +320,7 @@ _BAD_CLI = [
         "log_level",
         "'loud' is not a log level; use debug, info, warn, error or critical",
     ),
-    ({"tuning": "fast"}, "tuning", "'fast' is not a tuning mode; use auto or off"),
+    ({"tuning": "fast"}, "tuning", "'fast' is not a tuning mode; use auto, off or required"),
     ({"backend": "http"}, "messageuri", "set messageuri"),
     ({"messageuri": "ftp://b/m"}, "messageuri", "not an http(s) URL"),
     ({"connecturi": "http:///nohost"}, "connecturi", "has no host"),

@@ -406,9 +406,7 @@ class HeaderControlCharacterTests(RelayTestCase, LogCaptureMixin):
                 self.relay.port, upgrade_request(extra=b"X-Wallet: " + value + b"\r\n")
             ).answered
             self.assertTrue(status_line(answer).startswith(b"HTTP/1.1 400 "), answer)
-            self.assertTrue(
-                answer.endswith(b"control character in the X-Wallet header\n"), answer
-            )
+            self.assertTrue(answer.endswith(b"control character in the X-Wallet header\n"), answer)
         texts = [formatEvent(e) for e in events]
         self.assertEqual(len(texts), 3, texts)
         self.assertIn("refused: 400 control character in the X-Wallet header", texts[0])
