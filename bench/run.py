@@ -30,7 +30,11 @@ Autobahn/Twisted echo server with no HTTP at all, on the same machine.
 ``--tuning both`` measures round trips with ``tuning = auto`` (the tuned
 stack) and ``tuning = off`` (plain Twisted/treq/Autobahn), alternating A B B A
 ... one repetition each, and prints the ratio of their medians: what tuning
-buys, measured in one run.
+buys, measured in one run.  With ``--sets locked=PY,newest=PY`` (each a
+Python whose site-packages hold one library set, e.g. a virtualenv made with
+``pip install -c constraints.txt .`` and one with a plain ``pip install .``)
+it runs ``auto`` on every set and ``off`` on the first, round robin, and
+first prints each set's ``tuning:`` start-up line (which pieces run).
 
 Needs ``node`` and ``npm`` (``ws`` is installed once under ``--deps``) and
 ``taskset`` (util-linux).
@@ -61,13 +65,15 @@ sys.path.insert(0, ROOT)
 from socketdock.ops.filelimit import raise_open_file_limit  # noqa: E402
 
 
-def relay_command(extra: str, tree: str = ROOT, admission: bool = True) -> str:
+def relay_command(extra: str, tree: str = ROOT, admission: bool = True,
+                  python: str = sys.executable) -> str:
     """
-    The relay as the harness starts it: ``tree``'s code, settings on the
-    command line; ``admission`` False leaves ``connecturi`` out.
+    The relay as the harness starts it: ``tree``'s code run by ``python``
+    (whose libraries it uses), settings on the command line; ``admission``
+    False leaves ``connecturi`` out.
     """
     # (``python -m twisted.scripts.twistd`` does nothing: the module has no main)
-    twistd = f"{shlex.quote(sys.executable)} -c 'from twisted.scripts.twistd import run; run()'"
+    twistd = f"{shlex.quote(python)} -c 'from twisted.scripts.twistd import run; run()'"
     connect = "--connecturi {backend}/connect " if admission else ""
     return (
         f"env PYTHONPATH={shlex.quote(tree)} {twistd} -n --pidfile= socketdock "
@@ -219,26 +225,55 @@ RT_FIGURES = (("relay CPU/rt", "relayCpuSecPer1000", 1000, "us"),
               ("p99", "latP99ms", 1, "ms"))
 
 
+def _library_sets(text: str) -> list[tuple[str, str]]:
+    """``--sets locked=PY,newest=PY`` as (name, python); this Python alone by default."""
+    if not text:
+        return [("this", sys.executable)]
+    return [tuple(item.split("=", 1)) for item in text.split(",")]  # type: ignore[misc]
+
+
+def _tuning_line(python: str, tree: str) -> str:
+    """The start-up line ``python`` would log for ``tuning = auto`` on ``tree``."""
+    code = "from socketdock.tuning import choose_stack; print(choose_stack('auto').summary())"
+    env = {**os.environ, "PYTHONPATH": tree}
+    done = subprocess.run([python, "-c", code], env=env, capture_output=True, text=True)
+    return (done.stdout or done.stderr).strip().splitlines()[-1]
+
+
 def compare_tuning(args, node_path: str) -> None:
-    """Round trips with tuning auto and off, alternating, one repetition per run."""
+    """
+    Round trips with tuning auto on each library set of ``--sets`` and off
+    on the first, round robin, one repetition per run; medians and their
+    ratio to off.
+    """
     one = argparse.Namespace(**{**vars(args), "reps": 1})
-    runs: dict[str, list[dict]] = {"auto": [], "off": []}
+    sets = _library_sets(args.sets)
+    for name, python in sets:
+        print(f"  {name}: {_tuning_line(python, args.tree)}", flush=True)
+    runs_of = [(f"{name} auto", python, "auto") for name, python in sets]
+    runs_of.append((f"{sets[0][0]} off", sets[0][1], "off"))
+    runs: dict[str, list[dict]] = {label: [] for label, _, _ in runs_of}
     for rep in range(args.reps):
-        for tuning in (("auto", "off") if rep % 2 == 0 else ("off", "auto")):
-            doc = harness(one, node_path, f"tuning-{tuning}", "relay",
-                          relay_command(f"{args.relay_args} --tuning {tuning}", args.tree), "rt",
-                          os.path.join(args.out, f"tuning-{tuning}-{rep}.json"), args.port + 30)
+        order = runs_of if rep % 2 == 0 else runs_of[::-1]
+        for label, python, tuning in order:
+            slug = label.replace(" ", "-")
+            doc = harness(one, node_path, slug, "relay",
+                          relay_command(f"{args.relay_args} --tuning {tuning}", args.tree,
+                                        python=python), "rt",
+                          os.path.join(args.out, f"tuning-{slug}-{rep}.json"), args.port + 30)
             rt = doc["summary"]["rt"]
-            runs[tuning].append(rt)
-            shown = "  ".join(f"{label} {rt[key]['median'] * scale:.1f}{unit}"
-                              for label, key, scale, unit in RT_FIGURES)
-            print(f"  tuning={tuning:4s} rep {rep}: {shown}"
+            runs[label].append(rt)
+            shown = "  ".join(f"{fig} {rt[key]['median'] * scale:.1f}{unit}"
+                              for fig, key, scale, unit in RT_FIGURES)
+            print(f"  {label:14s} rep {rep}: {shown}"
                   f"{'' if rt['allCorrect'] else '  REPLIES WRONG'}", flush=True)
-    print(f"== tuning auto vs off ({args.reps} alternating runs each, medians)")
-    for label, key, scale, unit in RT_FIGURES:
+    off = runs_of[-1][0]
+    print(f"== tuning: {', '.join(runs)} ({args.reps} runs each, round robin, medians;"
+          f" ratio to {off})")
+    for fig, key, scale, unit in RT_FIGURES:
         med = {t: statistics.median(r[key]["median"] for r in rs) * scale for t, rs in runs.items()}
-        print(f"  {label:13s} auto {med['auto']:9.1f}{unit:2s}  off {med['off']:9.1f}{unit:2s}"
-              f"  auto/off {med['auto'] / med['off']:.2f}")
+        shown = "  ".join(f"{t} {m:8.1f}{unit:2s} ({m / med[off]:.2f})" for t, m in med.items())
+        print(f"  {fig:13s} {shown}")
 
 
 class PrivateRedis:
@@ -444,6 +479,9 @@ def main(argv: list[str]) -> int:
                         f"(default: one per {PER_SOURCE:,} connections)")
     p.add_argument("--relay-args", default="", help="extra socketdock options, e.g. '--queue-limit 64'")
     p.add_argument("--echo", action="store_true", help="also measure the Autobahn echo floor")
+    p.add_argument("--sets", default="",
+                   help="with --tuning both: NAME=PYTHON,... library sets to run auto on"
+                   " (each a Python whose site-packages hold one set); off runs on the first")
     p.add_argument("--tuning", choices=["auto", "off", "both"], default="auto",
                    help="the relay's tuning setting; both: compare auto and off on round trips only")
     p.add_argument("--inline", action="store_true",
