@@ -65,7 +65,9 @@ class Cluster:
 
     def status(self) -> dict:
         """The ``cluster`` object of ``/status``."""
-        return self.node.status()
+        status = self.node.status()
+        status["messages_dropped"] = self._reach.dropped if self._reach is not None else 0
+        return status
 
     def backend(self, backend: IBackend) -> IBackend:
         """The relay's backend, with admissions that wait for their tags' subscriptions."""
