@@ -111,3 +111,60 @@ class InlineReplyTests(LimitCase):
         (msg,) = yield self.backend.wait_for("message", 1)
         yield self.backend.post_send(msg["meta"]["send"], b"only this")
         self.assertEqual((yield client.next_message()), (b"only this", False))
+
+
+class HandshakeRateTests(LimitCase):
+    @inlineCallbacks
+    def test_past_the_burst_is_429_before_the_backend(self):
+        """handshake_rate 0.5, burst 2: the third handshake from 127.0.0.1 is 429 + Retry-After, unseen by the backend, and counted."""
+        from tests.ws.test_hardening import raw_exchange, status_line, upgrade_request
+
+        yield self.start(handshake_rate=0.5, handshake_burst=2, connecturi="{backend}/connect")
+        yield self.client()
+        yield self.client()
+        answer = yield raw_exchange(self.relay.port, upgrade_request()).answered
+        self.assertEqual(status_line(answer), b"HTTP/1.1 429 too many handshakes from this address")
+        self.assertIn(b"\r\nRetry-After: 2\r\n", answer)
+        self.assertEqual(len(self.backend.connects), 2)
+        code, _, body = yield self.backend.request("GET", self.relay.base + "/metrics")
+        self.assertIn(
+            b'socketdock_handshakes_refused_total{reason="rate",status="429"} 1.0', body
+        )
+
+    @inlineCallbacks
+    def test_off_by_default(self):
+        """Without handshake_rate, 30 handshakes in a row from one address are all admitted."""
+        yield self.start(connecturi="{backend}/connect")
+        for _ in range(30):
+            client = yield self.client()
+            yield client.close()
+        self.assertEqual(len(self.backend.connects), 30)
+
+
+class PendingHandshakesTests(LimitCase):
+    @inlineCallbacks
+    def test_past_pending_handshakes_is_503(self):
+        """pending_handshakes 1: while one connect notice waits, the next handshake is 503 unseen by the backend; once answered, admitted."""
+        yield self.start(pending_handshakes=1, connecturi="{backend}/connect")
+        self.backend.answer_next("connect", STALL)
+        pending = connect_client(reactor, self.relay.ws_url())
+        yield self.backend.wait_for("connect", 1)
+        self.assertEqual((yield self.refused()), 503)
+        self.assertEqual(len(self.backend.connects), 1)
+        self.backend.release(self.backend.stalled[0], Answer(200, b""))
+        client = yield pending
+        self.addCleanup(client.shutdown)
+        yield self.client()
+        code, _, body = yield self.backend.request("GET", self.relay.base + "/metrics")
+        self.assertIn(
+            b'socketdock_handshakes_refused_total{reason="pending",status="503"} 1.0', body
+        )
+
+    @inlineCallbacks
+    def test_refused_admissions_leave_no_count(self):
+        """Refused and failed admissions free their place: pending_handshakes 1 still admits after three refusals."""
+        yield self.start(pending_handshakes=1, connecturi="{backend}/connect")
+        for _ in range(3):
+            self.backend.answer_next("connect", Answer(403, b"no"))
+            self.assertEqual((yield self.refused()), 403)
+        yield self.client()
