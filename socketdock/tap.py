@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
+import attrs
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
@@ -29,7 +30,13 @@ from socketdock.config.settings import (
     load_config,
     max_response_body,
 )
-from socketdock.ops.filelimit import raise_open_file_limit
+from socketdock.ops.filelimit import (
+    RESERVED,
+    ListenerCap,
+    connection_budget,
+    open_file_limit,
+    raise_open_file_limit,
+)
 from socketdock.ops.jsonlog import log_from_level
 from socketdock.ops.metrics import Metrics
 from socketdock.relay.backend import HTTPBackend, LoopbackBackend
@@ -251,17 +258,22 @@ def make_backend(
 _log = Logger()
 
 
-def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketDockService:
+def make_service(
+    config: Config, reactor, stack: Stack | None = None, open_files: int | None = None
+) -> SocketDockService:
     """
     Wire the collaborators bottom-up and attach their listeners.
 
     :param stack: plain or tuned (:mod:`socketdock.tuning`); by default chosen
         from ``config.tuning`` and the installed library versions.
+    :param open_files: the open-file limit to budget descriptors by; by
+        default the process's soft limit now.
     """
     if stack is None:
         stack = choose_stack(config.tuning, installed_versions())
     if stack.reason:
         _log.warn("{reason}", reason=stack.reason)
+    config, cap = _budget_descriptors(config, open_file_limit() if open_files is None else open_files)
     urls = (
         LearnedCallbackURLs()
         if config.externalhostandport is None
@@ -313,8 +325,8 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
     TuningService(stack).setServiceParent(service)
     max_body = config.max_message_size
 
-    def make_site_for(root: Root):
-        return make_site(root, reactor, max_body, stack.channel)
+    def make_site_for(root: Root, cap: ListenerCap | None = None):
+        return make_site(root, reactor, max_body, stack.channel, cap)
 
     if cluster is not None:
         # Started before the listeners; stopped after the drain, so the
@@ -326,14 +338,45 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
         JournalService(journal, relay.recover).setServiceParent(service)
     if config.api_listen is None:
         front = Root((config.wspath, upgrade), api_children, health, config.api_token)
-        _listen(service, net, "listen", config.listen, make_site_for(front), urls)
+        _listen(service, net, "listen", config.listen, make_site_for(front, cap), urls)
     else:
         front = Root((config.wspath, upgrade), None, health, None)
         back = Root(None, api_children, health, config.api_token)
-        _listen(service, net, "listen", config.listen, make_site_for(front), None)
+        _listen(service, net, "listen", config.listen, make_site_for(front, cap), None)
         _listen(service, net, "api_listen", config.api_listen, make_site_for(back), urls)
     warn_if_exposed(config.api_listen or config.listen, config.api_token)
     return service
+
+
+def _budget_descriptors(config: Config, open_files: int) -> tuple[Config, ListenerCap]:
+    """
+    The public listener's cap, from the open-file limit less what the
+    backend pool and the callback API need; and ``max_connections`` derived
+    from it when unset (0).  Either way one line says what was chosen.
+    """
+    budget = connection_budget(open_files, config.backend_concurrency)
+    cap = ListenerCap(budget)
+    if config.max_connections == 0:
+        _log.info(
+            "max_connections: {budget} (derived: open-file limit {limit}, less "
+            "{pool} for the backend pool (backend_concurrency) and {reserved} kept for "
+            "the callback API, /healthz and the rest)",
+            budget=budget,
+            limit=open_files,
+            pool=config.backend_concurrency,
+            reserved=RESERVED,
+        )
+        return attrs.evolve(config, max_connections=budget), cap
+    if config.max_connections > budget:
+        _log.warn(
+            "max_connections {given} is more than the open-file limit {limit} leaves room "
+            "for; the listener holds at most {budget} connections (raise LimitNOFILE or "
+            "ulimit -n)",
+            given=config.max_connections,
+            limit=open_files,
+            budget=budget,
+        )
+    return config, cap
 
 
 def _listen(service: SocketDockService, net, name: str, description: str, site, urls) -> None:

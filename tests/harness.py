@@ -72,7 +72,9 @@ def tuning_environ() -> dict[str, str]:
     return {} if value is None else {TUNING_VARIABLE: value}
 
 
-def start_relay(testcase, reactor, **settings: Any) -> RunningRelay:
+def start_relay(
+    testcase, reactor, open_files: int | None = None, **settings: Any
+) -> RunningRelay:
     """
     Build and start an instance with ``settings`` (strings or values, as in
     the INI) on loopback; the cleanup stops it, draining.
@@ -81,11 +83,12 @@ def start_relay(testcase, reactor, **settings: Any) -> RunningRelay:
     or ``tcp:0:interface=127.0.0.1``): the OS picks a free port while binding, so no
     other process can take it first; the instance tells the ports it got.
     ``tuning`` follows SOCKETDOCK_TUNING unless ``settings`` name it.
+    ``open_files`` stands in for the open-file limit (see ``make_service``).
     """
     cli: dict[str, str] = {"bindip": "127.0.0.1", "bindport": "0"}
     cli.update({k: _text(v) for k, v in settings.items()})
     config = load_config(cli, tuning_environ(), None)
-    service = make_service(config, reactor)
+    service = make_service(config, reactor, open_files=open_files)
     service.startService()
     testcase.addCleanup(_stop, service)
     # A listener that is not TCP (unix:) has no port.

@@ -168,3 +168,72 @@ class PendingHandshakesTests(LimitCase):
             self.backend.answer_next("connect", Answer(403, b"no"))
             self.assertEqual((yield self.refused()), 403)
         yield self.client()
+
+
+class DescriptorBudgetTests(LimitCase):
+    """
+    The public listener holds at most what the open-file limit leaves room
+    for, so that the callback API and /healthz keep answering.
+    """
+
+    #: An open-file limit that leaves 20 public connections (see connection_budget).
+    OPEN_FILES = 64 + 128 + 20
+
+    @inlineCallbacks
+    def admitted_once_room(self):
+        """A client, once the instance has noticed a close (each try a round trip)."""
+        for _ in range(200):
+            try:
+                client = yield connect_client(reactor, self.relay.ws_url())
+            except HandshakeRefused as e:
+                self.assertEqual(e.status, 503)
+                continue
+            self.addCleanup(client.shutdown)
+            return client
+        self.fail("no room after a close")
+
+    @inlineCallbacks
+    def test_full_listener_keeps_the_api_answering(self):
+        """20 places: 10 idle sockets + 10 clients fill them; the next gets 503, the API and its /healthz answer; a close frees a place."""
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        from tests.ws.test_hardening import raw_exchange, status_line
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        yield self.start(
+            api_listen="tcp:0:interface=127.0.0.1", open_files=self.OPEN_FILES
+        )
+        derived = [e for e in events if "(derived" in e.get("log_format", "")]
+        self.assertEqual([e["budget"] for e in derived], [20])
+        idle = [raw_exchange(self.relay.port, b"") for _ in range(10)]
+        clients = []
+        for _ in range(10):
+            clients.append((yield self.client()))
+        answer = yield raw_exchange(self.relay.port, b"").answered
+        self.assertEqual(status_line(answer), b"HTTP/1.1 503 Service Unavailable")
+        self.assertEqual((yield self.refused()), 503)
+        code, _, body = yield self.backend.request("GET", self.relay.base + "/healthz")
+        self.assertEqual(code, 200)
+        code, _, body = yield self.backend.request("GET", self.relay.base + "/status")
+        self.assertEqual(code, 200)
+        # A WebSocket client's place, and an idle socket's, come back when they close.
+        yield clients.pop().close()
+        clients.append((yield self.admitted_once_room()))
+        idle.pop().transport.loseConnection()
+        clients.append((yield self.admitted_once_room()))
+        for protocol in idle:
+            protocol.transport.loseConnection()
+
+    @inlineCallbacks
+    def test_given_max_connections_is_kept(self):
+        """max_connections set: it stays, and no line says it was derived."""
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        yield self.start(max_connections=3, open_files=self.OPEN_FILES)
+        self.assertEqual([e for e in events if "(derived" in e.get("log_format", "")], [])
+        for _ in range(3):
+            yield self.client()
+        self.assertEqual((yield self.refused()), 503)

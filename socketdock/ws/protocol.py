@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from socketdock.ops.filelimit import no_release
 from socketdock.ops.timestamps import rfc3339
 from socketdock.relay.backend import Admission, ConnectRefused, UnusableAdmission
 from socketdock.relay.reach import InvalidTags
@@ -78,6 +79,10 @@ class RelayServerProtocol(WebSocketServerProtocol):
     """
 
     _log = Logger()
+
+    #: Gives back this connection's place under its listener's cap
+    #: (:mod:`socketdock.ops.filelimit`); the upgrade sets it.
+    release: Callable[[], None] = staticmethod(no_release)
 
     def __init__(self) -> None:
         super().__init__()
@@ -440,6 +445,12 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._fail_connection(code, reason)
         self.dropConnection(abort=False)
         return True
+
+    def connectionLost(self, reason) -> None:
+        try:
+            super().connectionLost(reason)
+        finally:
+            self.release()
 
     def onClose(self, wasClean: bool, code, reason) -> None:
         state, self._state = self._state, _CLOSED
