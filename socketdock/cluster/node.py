@@ -71,7 +71,7 @@ class ClusterNode(MultiService):
         self._beat: LoopingCall | None = None
         self.link = RedisLink(address, reactor, self, retry_policy=retry_policy)
         self.link.setServiceParent(self)
-        self.roster = Roster(self.link, names, name, heartbeat, recover, fenced)
+        self.roster = Roster(self.link, names, name, heartbeat, recover, fenced, self._clock)
         self.subscriptions = Subscriptions(self.link, names)
 
     def startService(self) -> None:
@@ -83,6 +83,7 @@ class ClusterNode(MultiService):
     def stopService(self) -> Deferred[None]:
         if self._beat is not None and self._beat.running:
             self._beat.stop()
+        self.roster.stop_rewriting()
         d = self.roster.leave()
         d.addErrback(lambda f: self._log.failure("cluster: leaving the cluster failed", f))
         d.addCallback(lambda _: MultiService.stopService(self))

@@ -6,7 +6,12 @@ of a lost instance's notices (SPEC §8).
 The roster keeps the truth in memory and mirrors each change to Redis while
 the link is up.  A change made while the link is down is not queued: when
 the link comes back, :meth:`Roster.rejoin` rewrites the whole record from memory
-in one script, which also covers a Redis that restarted empty.
+in one script, which also covers a Redis that restarted empty.  A change
+Redis refuses with the link up (out of memory, ``READONLY`` after a failover)
+is made good the same way: the whole record is rewritten, every
+:data:`REWRITE_DELAY` seconds at first and less often while refused, until
+Redis takes it, as the journal retries its batch.  The refusal and the end of
+it are logged once each, not per change.
 
 It is the relay's journal in cluster mode (:meth:`Roster.record`/:meth:`Roster.forget`): a notice
 owed here and never delivered, because this instance died, is sent by the
@@ -22,14 +27,21 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from socketdock.cluster.link import RedisRefused
 from socketdock.cluster.scripts import BEAT, LEAVE, LOCATE, REJOIN, Names
 from socketdock.relay.reach import Unreachable
 
 #: Heartbeats an instance may miss before it is declared lost.
 MISSED_BEATS = 3
+
+#: Seconds before the record is rewritten after Redis refused a change;
+#: doubled while the rewrite is refused too, up to :data:`REWRITE_DELAY_MAX`.
+REWRITE_DELAY = 0.5
+REWRITE_DELAY_MAX = 5.0
 
 
 class Roster:
@@ -50,6 +62,7 @@ class Roster:
     :param fenced: called with the ids, still live here, that a survivor
         claimed while this instance was cut off from Redis: the backend was
         told they are gone.
+    :param clock: times the rewrite after a refused change.
     """
 
     _log = Logger()
@@ -62,8 +75,15 @@ class Roster:
         heartbeat: float,
         recover: Callable[[list[str]], None],
         fenced: Callable[[list[str]], None] = lambda ids: None,
+        clock: IReactorTime | None = None,
     ) -> None:
         self._link = link
+        self._clock = clock
+        # Why Redis last refused a change (None: it takes them), and the
+        # rewrite that will make good what it refused.
+        self._refusal: str | None = None
+        self._rewrite: IDelayedCall | None = None
+        self._rewrite_delay = REWRITE_DELAY
         self._names = names
         self._name = name
         self._ttl_ms = max(1, int(heartbeat * MISSED_BEATS * 1000))
@@ -104,7 +124,7 @@ class Roster:
         if not self._joined:
             return succeed(None)
         d = self._link.command("SADD", self._names.owed(self.me), connection_id)
-        d.addErrback(lambda f: f.trap(Unreachable))
+        d.addCallbacks(self._taken, self._refused)
         d.addErrback(
             self._logged("cluster: recording {connection_id} failed", connection_id=connection_id)
         )
@@ -136,10 +156,62 @@ class Roster:
             self._command(*args)
 
     def _command(self, *args: object) -> None:
-        # A change lost with the link is rewritten by the next rejoin.
         d = self._link.command(*args)
-        d.addErrback(lambda f: f.trap(Unreachable))
+        d.addCallbacks(self._taken, self._refused)
         d.addErrback(self._logged("cluster: a Redis update failed"))
+
+    # -- changes Redis refuses ------------------------------------------------------
+
+    def _taken(self, result: object) -> None:
+        """Redis took a change: if it refused the ones before, say it no longer does."""
+        if self._refusal is not None:
+            self._refusal = None
+            self._rewrite_delay = REWRITE_DELAY
+            self._log.info("cluster: Redis takes this instance's changes again")
+
+    def _refused(self, failure: Failure) -> None:
+        """
+        A change did not reach Redis.  Lost with the link: the next rejoin
+        rewrites it.  Refused by Redis: a rewrite is scheduled.
+        """
+        failure.trap(Unreachable)
+        if not isinstance(failure.value, RedisRefused):
+            return
+        why = failure.value.why
+        if why != self._refusal:
+            self._refusal = why
+            self._log.warn(
+                "cluster: Redis refuses this instance's changes ({why}); its connections "
+                "are served, and its record is rewritten until Redis takes it",
+                why=why,
+            )
+        self._schedule_rewrite()
+
+    def _schedule_rewrite(self) -> None:
+        if self._clock is None or (self._rewrite is not None and self._rewrite.active()):
+            return
+        self._rewrite = self._clock.callLater(self._rewrite_delay, self._rewrite_now)
+
+    def _rewrite_now(self) -> None:
+        self._rewrite = None
+        if not self._joined:
+            return  # the link went: its return rewrites everything anyway
+        d = self.rejoin()
+
+        def refused(failure: Failure) -> None:
+            failure.trap(RedisRefused)
+            self._rewrite_delay = min(REWRITE_DELAY_MAX, self._rewrite_delay * 2)
+            self._schedule_rewrite()
+
+        d.addErrback(refused)
+        d.addErrback(lambda f: f.trap(Unreachable))
+        d.addErrback(self._logged("cluster: rewriting this instance's record failed"))
+
+    def stop_rewriting(self) -> None:
+        """No rewrite after a stop."""
+        if self._rewrite is not None and self._rewrite.active():
+            self._rewrite.cancel()
+        self._rewrite = None
 
     # -- joining, beating, leaving ------------------------------------------------
 

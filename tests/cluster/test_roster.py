@@ -20,7 +20,7 @@ FAR = 3600.0
 class Node:
     """A ClusterNode and the ids it was asked to recover."""
 
-    def __init__(self, testcase, address, me: str) -> None:
+    def __init__(self, testcase, address, me: str, clock=None) -> None:
         from socketdock.cluster.node import ClusterNode
         from socketdock.cluster.scripts import Names
 
@@ -34,6 +34,7 @@ class Node:
             self.recovered.append,
             lambda channel, data: None,
             retry_policy=lambda attempt: 0.05,
+            clock=clock,
         )
         self.roster = self.node.roster
         # The link only: the node's heartbeat timer stays off, beats are the test's.
@@ -202,3 +203,87 @@ class ClockedHeartbeatTests(TestCase):
         self.assertFalse(claimed.called)
         clock.advance(0.1)
         self.assertEqual((yield claimed), ["h" * 32])
+
+
+class RefusedChangesTests(TestCase):
+    """Changes Redis refuses with the link up are rewritten until they land (timed by a Clock)."""
+
+    timeout = 30
+    skip = NO_REDIS
+
+    @inlineCallbacks
+    def setUp(self):  # type: ignore[override]  # trial waits on a Deferred from setUp
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        redis = yield start_redis(self, reactor)
+        self.clock = Clock()
+        self.node = Node(self, parse_cluster_url(redis.url(db=5)), "http://n", self.clock)
+        self.link = self.node.node.link
+        yield self.link.when_up()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def lines(self, words: str) -> list:
+        from twisted.logger import formatEvent
+
+        return [e for e in self.events if words in formatEvent(e)]
+
+    @inlineCallbacks
+    def records(self):
+        """What Redis holds for the node: live ids, owed ids, where the first id is."""
+        live = yield self.link.command("SMEMBERS", b"socketdock:5:live:http://n")
+        owed = yield self.link.command("SMEMBERS", b"socketdock:5:owed:http://n")
+        return len(live), len(owed)
+
+    @inlineCallbacks
+    def open_twenty(self):
+        ids = [f"{i:032x}" for i in range(20)]
+        for cid in ids:
+            self.node.roster.added(cid)
+            # Refused, record() still fires: a handshake is not held up.
+            yield self.node.roster.record(cid)
+        return ids
+
+    @inlineCallbacks
+    def test_out_of_memory(self):
+        """Out of memory: 20 handshakes' changes are refused with one warning each from the link and the roster; the rewrite lands them; room again is said once."""
+        yield self.link.command("CONFIG", "SET", "maxmemory", "1")
+        ids = yield self.open_twenty()
+        self.assertEqual((yield self.records()), (0, 0))
+        self.assertEqual(len(self.lines("refuses this instance's changes")), 1)
+        self.assertEqual(len(self.lines("refused a command")), 1)
+        from socketdock.cluster.roster import REWRITE_DELAY
+
+        self.clock.advance(REWRITE_DELAY)
+        yield self.link.command("PING")  # answered after the rewrite
+        self.assertEqual((yield self.records()), (20, 20))
+        where = yield self.link.command("HGET", b"socketdock:5:where", ids[-1].encode())
+        self.assertEqual(where, b"http://n")
+        yield self.link.command("CONFIG", "SET", "maxmemory", "0")
+        self.node.roster.gone(ids[0])
+        yield self.link.command("PING")
+        self.assertEqual((yield self.records()), (19, 20))
+        self.assertEqual(len(self.lines("takes this instance's changes again")), 1)
+        self.assertEqual(len(self.lines("refuses this instance's changes")), 1)
+        self.assertEqual([e for e in self.events if "log_failure" in e], [])
+
+    @inlineCallbacks
+    def test_read_only_until_failover_ends(self):
+        """READONLY (a replica now): the rewrite is refused too and tried again, less often, until Redis takes writes."""
+        from socketdock.cluster.roster import REWRITE_DELAY
+
+        yield self.link.command("REPLICAOF", "127.0.0.1", "1")
+        yield self.open_twenty()
+        self.assertEqual(len(self.lines("READONLY")), 2)  # the link's line, the roster's
+        self.clock.advance(REWRITE_DELAY)
+        yield self.link.command("PING")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)  # the next rewrite
+        yield self.link.command("REPLICAOF", "NO", "ONE")
+        self.clock.advance(REWRITE_DELAY)
+        yield self.link.command("PING")
+        self.assertEqual((yield self.records()), (0, 0))  # not yet: the delay doubled
+        self.clock.advance(REWRITE_DELAY)
+        yield self.link.command("PING")
+        self.assertEqual((yield self.records()), (20, 20))
+        self.assertEqual([e for e in self.events if "log_failure" in e], [])
