@@ -16,6 +16,7 @@ from typing import TextIO
 import attrs
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.internet.error import ReactorNotRunning
 from twisted.python import usage
 
 from socketdock.api.site import Root, make_api_children, make_health, make_site, warn_if_exposed
@@ -211,12 +212,24 @@ def makeService(options: Options, reactor=None, log_beginner=None) -> SocketDock
     config = options["settings"]
     log_from_level(config.log_level, log_beginner)
     raise_open_file_limit()
+    refused: list[str] = []
+
+    def must_not_run(line: str) -> None:
+        # The line is logged already; the process stops and exits 1.
+        refused.append(line)
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass
+
     reactor.callWhenRunning(exit_zero_on_stop_signals, reactor)
-    reactor.callWhenRunning(exit_right_after_shutdown, reactor)
+    reactor.callWhenRunning(
+        exit_right_after_shutdown, reactor, os._exit, lambda: 1 if refused else 0
+    )
     stack = choose_stack(config.tuning, installed_versions())
     if stack.tune_gc:
         reactor.callWhenRunning(tune_collector)
-    return make_service(config, reactor, stack)
+    return make_service(config, reactor, stack, must_not_run=must_not_run)
 
 
 def make_backend(
@@ -259,7 +272,11 @@ _log = Logger()
 
 
 def make_service(
-    config: Config, reactor, stack: Stack | None = None, open_files: int | None = None
+    config: Config,
+    reactor,
+    stack: Stack | None = None,
+    open_files: int | None = None,
+    must_not_run: Callable[[str], None] | None = None,
 ) -> SocketDockService:
     """
     Wire the collaborators bottom-up and attach their listeners.
@@ -268,6 +285,9 @@ def make_service(
         from ``config.tuning`` and the installed library versions.
     :param open_files: the open-file limit to budget descriptors by; by
         default the process's soft limit now.
+    :param must_not_run: called, after one critical line names why, when the
+        instance finds it must not run (cluster mode: another live instance
+        has its name); by default the service stops.
     """
     if stack is None:
         stack = choose_stack(config.tuning, installed_versions())
@@ -284,7 +304,16 @@ def make_service(
         # Imported only here: without cluster, nothing needs Redis or its client.
         from socketdock.cluster.wiring import Cluster
 
-        cluster = Cluster(config, reactor, urls, recover=lambda ids: relay.recover(ids))
+        def taken(line: str) -> None:
+            _log.critical("{line}", line=line)
+            if must_not_run is not None:
+                must_not_run(line)
+            elif service.running:
+                service.stopService()
+
+        cluster = Cluster(
+            config, reactor, urls, recover=lambda ids: relay.recover(ids), taken=taken
+        )
     registry = Registry(cluster.events) if cluster is not None else Registry()
     # Listeners and backend connections use it; timers and the rest use the reactor.
     net = stack.network(reactor)

@@ -47,6 +47,8 @@ class ClusterNode(MultiService):
     :param on_message: handles a tag request from another instance.
     :param fenced: closes connections a survivor declared lost while this
         instance was cut off (see :class:`Roster`).
+    :param taken: stops this instance, given one line, when another live
+        instance runs under its name (see :class:`Roster`).
     """
 
     _log = Logger()
@@ -63,6 +65,7 @@ class ClusterNode(MultiService):
         fenced: Callable[[list[str]], None] = lambda ids: None,
         retry_policy: Callable[[int], float] | None = None,
         clock: IReactorTime | None = None,
+        taken: Callable[[str], None] = lambda line: None,
     ) -> None:
         super().__init__()
         self._clock = reactor if clock is None else clock
@@ -71,7 +74,9 @@ class ClusterNode(MultiService):
         self._beat: LoopingCall | None = None
         self.link = RedisLink(address, reactor, self, retry_policy=retry_policy)
         self.link.setServiceParent(self)
-        self.roster = Roster(self.link, names, name, heartbeat, recover, fenced, self._clock)
+        self.roster = Roster(
+            self.link, names, name, heartbeat, recover, fenced, self._clock, taken
+        )
         self.subscriptions = Subscriptions(self.link, names)
 
     def startService(self) -> None:

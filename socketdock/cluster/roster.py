@@ -26,6 +26,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import task
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -62,7 +63,10 @@ class Roster:
     :param fenced: called with the ids, still live here, that a survivor
         claimed while this instance was cut off from Redis: the backend was
         told they are gone.
-    :param clock: times the rewrite after a refused change.
+    :param clock: times the rewrite after a refused change, and the watch of
+        another run's heartbeat at the first link.
+    :param taken: called with one line when another live instance already
+        runs under this name: this one must not join (``tap`` stops it).
     """
 
     _log = Logger()
@@ -76,9 +80,15 @@ class Roster:
         recover: Callable[[list[str]], None],
         fenced: Callable[[list[str]], None] = lambda ids: None,
         clock: IReactorTime | None = None,
+        taken: Callable[[str], None] = lambda line: None,
     ) -> None:
         self._link = link
         self._clock = clock
+        self._taken_by_other = taken
+        self._heartbeat = heartbeat
+        # The beat count of another run seen under this name at the first
+        # link, while waiting to learn whether it lives (None: not waiting).
+        self._other_beats: bytes | None = None
         # Why Redis last refused a change (None: it takes them), and the
         # rewrite that will make good what it refused.
         self._refusal: str | None = None
@@ -236,12 +246,57 @@ class Roster:
         ]
         d = self._link.eval(REJOIN, [], args)
         # Changes from now on follow the script on the same connection, so
-        # they apply on top of the snapshot just sent.
-        self._joined = True
-        d.addCallback(self._rejoined, first)
+        # they apply on top of the snapshot just sent; but a run's first
+        # join waits for the answer, which may be that the name is taken.
+        self._joined = not first
+        d.addCallback(self._rejoined, first, live, owed)
         return d
 
-    def _rejoined(self, result: list, first: bool) -> None:
+    def _rejoined(
+        self, result: list, first: bool, live: list[str], owed: list[str]
+    ) -> Deferred[None] | None:
+        if result and result[0] == b"taken":
+            return self._name_taken(result[1], int(result[2]))
+        if first:
+            self._other_beats = None
+            if live != sorted(self._live) or owed != sorted(self._owed):
+                # Connections came or went while the answer was on its way.
+                self._first = False
+                self._joined = True
+                self._claim_leftover(result, first)
+                return self.rejoin()
+            self._joined = True
+        self._claim_leftover(result, first)
+        return None
+
+    def _name_taken(self, beats: bytes, pttl: int) -> Deferred[None] | None:
+        """
+        Another run's heartbeat is alive under this name.  If it beats while
+        this run waits, it is a live instance (a copied INI): this one is
+        refused, with one line.  If it lapses instead, it was this
+        instance's crashed run: the join goes ahead, and recovers its
+        notices.
+        """
+        if self._other_beats is not None and beats != self._other_beats:
+            self._taken_by_other(
+                f"cluster: another live instance already runs as {self.me} (its heartbeat "
+                "in Redis is beating); this one does not start: give each instance its "
+                "own externalhostandport"
+            )
+            return Deferred()  # never joins; the stop cancels it
+        if self._other_beats is None:
+            self._log.info(
+                "cluster: an earlier run of {me} has a heartbeat in Redis for {seconds:.1f}s "
+                "more; joining once it lapses (or refusing to start if it beats)",
+                me=self.me,
+                seconds=pttl / 1000,
+            )
+        self._other_beats = beats
+        assert self._clock is not None, "the first join needs a clock"
+        wait = min(self._heartbeat, max(pttl, 1) / 1000)
+        return task.deferLater(self._clock, wait, self.rejoin)
+
+    def _claim_leftover(self, result: list, first: bool) -> None:
         fenced = [_text(i) for i in result[0]]
         leftover = [_text(i) for i in result[1]]
         self._first = False
