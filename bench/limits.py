@@ -72,9 +72,7 @@ async def _serve_backend(port: int) -> None:
                 else:
                     counts[path] += 1
                     body = b""
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-                )
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
         finally:
@@ -226,7 +224,9 @@ def storm(args: argparse.Namespace) -> None:
     stack = [line for line in relay.lines if "tuning" in line]
     try:
         began = time.monotonic()
-        statuses = asyncio.run(_storm(relay_port, args.concurrency, args.seconds, args.max_handshakes))
+        statuses = asyncio.run(
+            _storm(relay_port, args.concurrency, args.seconds, args.max_handshakes)
+        )
         took = time.monotonic() - began
         time.sleep(1)  # the last disconnect notices
         counts = backend_counts(backend_port)
@@ -258,7 +258,9 @@ def _ask(port: int, path: str, deadline: float = 3.0) -> str:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=deadline) as s:
             s.settimeout(deadline)
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+            s.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+            )
             answer = b""
             while True:
                 chunk = s.recv(65536)
@@ -355,7 +357,7 @@ def main() -> None:
     if args.serve_backend:
         asyncio.run(_serve_backend(args.serve_backend))
         return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     args.tree = os.path.abspath(args.tree)
     print(f"tree: {args.tree}")

@@ -15,8 +15,8 @@ from typing import TextIO
 
 import attrs
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import Logger
 from twisted.internet.error import ReactorNotRunning
+from twisted.logger import Logger
 from twisted.python import usage
 
 from socketdock.api.site import Root, make_api_children, make_health, make_site, warn_if_exposed
@@ -293,7 +293,9 @@ def make_service(
         stack = choose_stack(config.tuning, installed_versions())
     if stack.reason:
         _log.warn("{reason}", reason=stack.reason)
-    config, cap = _budget_descriptors(config, open_file_limit() if open_files is None else open_files)
+    config, cap = _budget_descriptors(
+        config, open_file_limit() if open_files is None else open_files
+    )
     urls = (
         LearnedCallbackURLs()
         if config.externalhostandport is None

@@ -72,9 +72,7 @@ def tuning_environ() -> dict[str, str]:
     return {} if value is None else {TUNING_VARIABLE: value}
 
 
-def start_relay(
-    testcase, reactor, open_files: int | None = None, **settings: Any
-) -> RunningRelay:
+def start_relay(testcase, reactor, open_files: int | None = None, **settings: Any) -> RunningRelay:
     """
     Build and start an instance with ``settings`` (strings or values, as in
     the INI) on loopback; the cleanup stops it, draining.

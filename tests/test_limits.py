@@ -126,10 +126,8 @@ class HandshakeRateTests(LimitCase):
         self.assertEqual(status_line(answer), b"HTTP/1.1 429 too many handshakes from this address")
         self.assertIn(b"\r\nRetry-After: 2\r\n", answer)
         self.assertEqual(len(self.backend.connects), 2)
-        code, _, body = yield self.backend.request("GET", self.relay.base + "/metrics")
-        self.assertIn(
-            b'socketdock_handshakes_refused_total{reason="rate",status="429"} 1.0', body
-        )
+        _code, _, body = yield self.backend.request("GET", self.relay.base + "/metrics")
+        self.assertIn(b'socketdock_handshakes_refused_total{reason="rate",status="429"} 1.0', body)
 
     @inlineCallbacks
     def test_off_by_default(self):
@@ -155,7 +153,7 @@ class PendingHandshakesTests(LimitCase):
         client = yield pending
         self.addCleanup(client.shutdown)
         yield self.client()
-        code, _, body = yield self.backend.request("GET", self.relay.base + "/metrics")
+        _code, _, body = yield self.backend.request("GET", self.relay.base + "/metrics")
         self.assertIn(
             b'socketdock_handshakes_refused_total{reason="pending",status="503"} 1.0', body
         )
@@ -201,9 +199,7 @@ class DescriptorBudgetTests(LimitCase):
         from tests.ws.test_hardening import raw_exchange, status_line
 
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        yield self.start(
-            api_listen="tcp:0:interface=127.0.0.1", open_files=self.OPEN_FILES
-        )
+        yield self.start(api_listen="tcp:0:interface=127.0.0.1", open_files=self.OPEN_FILES)
         derived = [e for e in events if "(derived" in e.get("log_format", "")]
         self.assertEqual([e["budget"] for e in derived], [20])
         idle = [raw_exchange(self.relay.port, b"") for _ in range(10)]
@@ -213,9 +209,9 @@ class DescriptorBudgetTests(LimitCase):
         answer = yield raw_exchange(self.relay.port, b"").answered
         self.assertEqual(status_line(answer), b"HTTP/1.1 503 Service Unavailable")
         self.assertEqual((yield self.refused()), 503)
-        code, _, body = yield self.backend.request("GET", self.relay.base + "/healthz")
+        code, _, _ = yield self.backend.request("GET", self.relay.base + "/healthz")
         self.assertEqual(code, 200)
-        code, _, body = yield self.backend.request("GET", self.relay.base + "/status")
+        code, _, _ = yield self.backend.request("GET", self.relay.base + "/status")
         self.assertEqual(code, 200)
         # A WebSocket client's place, and an idle socket's, come back when they close.
         yield clients.pop().close()

@@ -414,7 +414,6 @@ class RedisLink(Service):
             return succeed(None)  # nothing to undo: a new connection starts empty
         return protocol.unsubscribe(channel).addErrback(self._as_unreachable)
 
-
     def _as_unreachable(self, failure: Failure):
         """
         The failures a caller must expect, as :class:`Unreachable`: the link

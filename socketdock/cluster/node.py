@@ -74,9 +74,7 @@ class ClusterNode(MultiService):
         self._beat: LoopingCall | None = None
         self.link = RedisLink(address, reactor, self, retry_policy=retry_policy)
         self.link.setServiceParent(self)
-        self.roster = Roster(
-            self.link, names, name, heartbeat, recover, fenced, self._clock, taken
-        )
+        self.roster = Roster(self.link, names, name, heartbeat, recover, fenced, self._clock, taken)
         self.subscriptions = Subscriptions(self.link, names)
 
     def startService(self) -> None:

@@ -294,7 +294,8 @@ class Roster:
         self._other_beats = beats
         assert self._clock is not None, "the first join needs a clock"
         wait = min(self._heartbeat, max(pttl, 1) / 1000)
-        return task.deferLater(self._clock, wait, self.rejoin)
+        d: Deferred[None] = task.deferLater(self._clock, wait, lambda: None)
+        return d.addCallback(lambda _: self.rejoin())
 
     def _claim_leftover(self, result: list, first: bool) -> None:
         fenced = [_text(i) for i in result[0]]

@@ -43,7 +43,6 @@ import attrs
 from twisted.internet.defer import Deferred
 from zope.interface import Interface, implementer
 
-
 #: Marks a ``/socket/<id>`` request that one instance forwarded to another
 #: (cluster mode).  The receiver answers it from its own connections only,
 #: never forwards it again: a holder entry naming an alias of the instance

@@ -48,7 +48,7 @@ class WebSocketUpgrade(Resource):
         else:
             transport.protocol = protocol
         # The connection's place under the listener's cap goes with it.
-        protocol.release = hand_over(channel)
+        protocol.release = hand_over(channel)  # type: ignore[attr-defined]  # a RelayServerProtocol
         protocol.makeConnection(transport)
         transport.registerProducer(protocol, True)
         # twisted.web paused reading while it handled the request; nothing else

@@ -322,10 +322,12 @@ class SameNameTests(TestCase):
     @inlineCallbacks
     def second(self):
         """The second run, once it has seen the first's heartbeat; and the lines it was refused with."""
-        from twisted.logger import globalLogPublisher
+        from twisted.logger import ILogObserver, globalLogPublisher
+        from zope.interface import implementer
 
         seen: Deferred = Deferred()
 
+        @implementer(ILogObserver)
         def observe(event):
             if "an earlier run of" in event.get("log_format", "") and not seen.called:
                 seen.callback(None)
