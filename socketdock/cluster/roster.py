@@ -293,7 +293,9 @@ class Roster:
             )
         self._other_beats = beats
         assert self._clock is not None, "the first join needs a clock"
-        wait = min(self._heartbeat, max(pttl, 1) / 1000)
+        # Look again after a beat, or as soon as it lapses (-1: no
+        # time-to-live at all, which only a hand in Redis sets).
+        wait = self._heartbeat if pttl < 0 else min(self._heartbeat, max(pttl, 1) / 1000)
         d: Deferred[None] = task.deferLater(self._clock, wait, lambda: None)
         return d.addCallback(lambda _: self.rejoin())
 
