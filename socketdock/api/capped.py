@@ -50,4 +50,6 @@ def counted(channel: type[HTTPChannel]) -> type[HTTPChannel]:
                 self.release()
 
     Counted.__name__ = Counted.__qualname__ = "Counted" + channel.__name__
+    #: The channel class it counts (the stack's: see socketdock.tuning).
+    Counted.uncounted = channel
     return Counted
