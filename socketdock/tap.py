@@ -293,7 +293,7 @@ def make_service(
         stack = choose_stack(config.tuning, installed_versions())
     if stack.reason:
         _log.warn("{reason}", reason=stack.reason)
-    config, cap = _budget_descriptors(
+    config, budget = _budget_descriptors(
         config, open_file_limit() if open_files is None else open_files
     )
     urls = (
@@ -326,6 +326,7 @@ def make_service(
         tags=registry.tag_count,
         cluster=cluster.status if cluster is not None else None,
     )
+    cap = ListenerCap(budget, "listen", metrics.listener_refused)
     backend, pool = make_backend(config, reactor, net, urls, metrics, stack)
     journal = None
     if config.journal is not None:
@@ -379,14 +380,13 @@ def make_service(
     return service
 
 
-def _budget_descriptors(config: Config, open_files: int) -> tuple[Config, ListenerCap]:
+def _budget_descriptors(config: Config, open_files: int) -> tuple[Config, int]:
     """
-    The public listener's cap, from the open-file limit less what the
-    backend pool and the callback API need; and ``max_connections`` derived
-    from it when unset (0).  Either way one line says what was chosen.
+    The connections the public listener may hold: the open-file limit less
+    what the backend pool and the callback API need; and ``max_connections``
+    derived from it when unset (0), with one line saying so.
     """
     budget = connection_budget(open_files, config.backend_concurrency)
-    cap = ListenerCap(budget)
     if config.max_connections == 0:
         _log.info(
             "max_connections: {budget} (derived: open-file limit {limit}, less "
@@ -397,7 +397,7 @@ def _budget_descriptors(config: Config, open_files: int) -> tuple[Config, Listen
             pool=config.backend_concurrency,
             reserved=RESERVED,
         )
-        return attrs.evolve(config, max_connections=budget), cap
+        return attrs.evolve(config, max_connections=budget), budget
     if config.max_connections > budget:
         _log.warn(
             "max_connections {given} is more than the open-file limit {limit} leaves room "
@@ -407,7 +407,7 @@ def _budget_descriptors(config: Config, open_files: int) -> tuple[Config, Listen
             limit=open_files,
             budget=budget,
         )
-    return config, cap
+    return config, budget
 
 
 def _listen(service: SocketDockService, net, name: str, description: str, site, urls) -> None:

@@ -213,6 +213,10 @@ class DescriptorBudgetTests(LimitCase):
         self.assertEqual(code, 200)
         code, _, _ = yield self.backend.request("GET", self.relay.base + "/status")
         self.assertEqual(code, 200)
+        _, _, body = yield self.backend.request("GET", self.relay.base + "/metrics")
+        self.assertIn(b"\nsocketdock_listener_refused_total 2.0\n", body)
+        full = [e for e in events if "refusing new ones" in e.get("log_format", "")]
+        self.assertEqual(len(full), 1)
         # A WebSocket client's place, and an idle socket's, come back when they close.
         yield clients.pop().close()
         clients.append((yield self.admitted_once_room()))

@@ -83,19 +83,24 @@ class ListenerCap:
 
     :param limit: connections held at most.
     :param name: the listener's setting (``listen``), for the log.
+    :param refused: called for each connection refused (the metric).
     """
 
     _log = Logger()
 
-    def __init__(self, limit: int, name: str = "listen") -> None:
+    def __init__(
+        self, limit: int, name: str = "listen", refused: Callable[[], None] = lambda: None
+    ) -> None:
         self.limit = limit
         self.open = 0
         self._name = name
         self._full = False
+        self._refused = refused
 
     def take(self) -> Callable[[], None] | None:
         """A place for one more connection, as its release; None when full."""
         if self.open >= self.limit:
+            self._refused()
             if not self._full:
                 self._full = True
                 self._log.warn(

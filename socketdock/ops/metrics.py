@@ -121,6 +121,12 @@ class Metrics:
             "Backend requests that failed for good (refused, or retries used up).",
             registry=r,
         )
+        self._listener_refused = Counter(
+            "socketdock_listener_refused",
+            "Connections the WebSocket listener answered 503 and closed as it accepted"
+            " them, holding as many as the open-file limit leaves room for.",
+            registry=r,
+        )
         self._hot = _HotFigures()
         r.register(self._hot)
         self._active_fn = active
@@ -137,6 +143,9 @@ class Metrics:
             never text from the request, so the label set stays bounded.
         """
         self._refused.labels(str(status), reason).inc()
+
+    def listener_refused(self) -> None:
+        self._listener_refused.inc()
 
     def message_in(self) -> None:
         self._hot.messages_in += 1
