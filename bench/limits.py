@@ -19,7 +19,8 @@ daemon on loopback; run by hand, prints figures.
    WebSocket listener and left idle; then ``GET /healthz`` and ``GET /status``
    on the callback-API listener and ``GET /healthz`` on the WebSocket listener
    are asked, each with a 3 s deadline, and the answers printed, with how
-   many idle sockets the daemon answered 503 or closed.
+   many idle sockets the daemon answered 503 or closed.  ``--shared`` leaves
+   ``api_listen`` out: one listener serves everything.
 
 Loopback only; every loop is bounded.
 """
@@ -276,10 +277,11 @@ def _ask(port: int, path: str, deadline: float = 3.0) -> str:
 
 def descriptors(args: argparse.Namespace) -> None:
     backend, backend_port = start_backend()
-    relay_port, api_port = free_port(), free_port()
+    relay_port = free_port()
+    api_port = relay_port if args.shared else free_port()
+    api = [] if args.shared else ["--api-listen", f"tcp:{api_port}:interface=127.0.0.1"]
     settings = [
-        "--bindip", "127.0.0.1", "--bindport", str(relay_port),
-        "--api-listen", f"tcp:{api_port}:interface=127.0.0.1",
+        "--bindip", "127.0.0.1", "--bindport", str(relay_port), *api,
         "--externalhostandport", f"http://127.0.0.1:{api_port}",
         "--backend", "http",
         "--messageuri", f"http://127.0.0.1:{backend_port}/message",
@@ -328,7 +330,8 @@ def descriptors(args: argparse.Namespace) -> None:
         backend.stop()
     print(
         f"== descriptors: open-file limit {args.nofile}, {len(idle)} idle sockets "
-        "to the WebSocket listener, callback API on its own listener"
+        "to the WebSocket listener, callback API "
+        + ("on the same listener" if args.shared else "on its own listener")
     )
     for line in derived:
         print("  daemon said:", line.split(" ", 2)[-1][:200])
@@ -351,6 +354,9 @@ def main() -> None:
         "--tuning", choices=("auto", "off"), default="auto", help="the daemons' tuning setting"
     )
     p.add_argument("--idle", type=int, default=300)
+    p.add_argument(
+        "--shared", action="store_true", help="no api_listen: one listener for everything"
+    )
     p.add_argument("--only", choices=("storm", "descriptors"))
     p.add_argument("--serve-backend", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
