@@ -173,7 +173,9 @@ def exit_zero_on_stop_signals(reactor) -> None:
         signal.signal(number, handler)
 
 
-def exit_right_after_shutdown(reactor, exit=os._exit) -> None:
+def exit_right_after_shutdown(
+    reactor, exit=os._exit, status: Callable[[], int] | None = None
+) -> None:
     """
     End the process as soon as twistd has removed its pidfile after a
     completed shutdown.
@@ -190,11 +192,14 @@ def exit_right_after_shutdown(reactor, exit=os._exit) -> None:
     standard streams and exits 0 at once.  Call once the reactor runs.
 
     :param exit: what ends the process (a fake in tests).
+    :param status: the exit status, asked at the exit (0 if not given): 1
+        after a stop the instance made itself because it must not run.
     """
-    reactor.addSystemEventTrigger("after", "shutdown", atexit.register, _exit_now, exit)
+    args = (_exit_now, exit) if status is None else (_exit_now, exit, status)
+    reactor.addSystemEventTrigger("after", "shutdown", atexit.register, *args)
 
 
-def _exit_now(exit) -> None:
+def _exit_now(exit, status: Callable[[], int] = lambda: 0) -> None:
     if getattr(sys, "last_value", None) is not None:
         return  # an uncaught error: let Python report it and exit non-zero
     for stream in (sys.stdout, sys.stderr):
@@ -202,4 +207,4 @@ def _exit_now(exit) -> None:
             stream.flush()
         except (OSError, ValueError, AttributeError):
             pass
-    exit(0)
+    exit(status())

@@ -13,7 +13,9 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
+import attrs
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -29,7 +31,13 @@ from socketdock.config.settings import (
     load_config,
     max_response_body,
 )
-from socketdock.ops.filelimit import raise_open_file_limit
+from socketdock.ops.filelimit import (
+    RESERVED,
+    ListenerCap,
+    connection_budget,
+    open_file_limit,
+    raise_open_file_limit,
+)
 from socketdock.ops.jsonlog import log_from_level
 from socketdock.ops.metrics import Metrics
 from socketdock.relay.backend import HTTPBackend, LoopbackBackend
@@ -207,12 +215,24 @@ def makeService(options: Options, reactor=None, log_beginner=None) -> SocketDock
     config = options["settings"]
     log_from_level(config.log_level, log_beginner)
     raise_open_file_limit()
+    refused: list[str] = []
+
+    def must_not_run(line: str) -> None:
+        # The line is logged already; the process stops and exits 1.
+        refused.append(line)
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass
+
     reactor.callWhenRunning(exit_zero_on_stop_signals, reactor)
-    reactor.callWhenRunning(exit_right_after_shutdown, reactor)
+    reactor.callWhenRunning(
+        exit_right_after_shutdown, reactor, os._exit, lambda: 1 if refused else 0
+    )
     stack = options.get("stack") or choose_stack(config.tuning)
     if stack.tune_gc:
         reactor.callWhenRunning(tune_collector)
-    return make_service(config, reactor, stack)
+    return make_service(config, reactor, stack, must_not_run=must_not_run)
 
 
 def make_backend(
@@ -254,12 +274,23 @@ def make_backend(
 _log = Logger()
 
 
-def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketDockService:
+def make_service(
+    config: Config,
+    reactor,
+    stack: Stack | None = None,
+    open_files: int | None = None,
+    must_not_run: Callable[[str], None] | None = None,
+) -> SocketDockService:
     """
     Wire the collaborators bottom-up and attach their listeners.
 
     :param stack: which faster paths run (:mod:`socketdock.tuning`); by
         default chosen from ``config.tuning`` by each piece's check.
+    :param open_files: the open-file limit to budget descriptors by; by
+        default the process's soft limit now.
+    :param must_not_run: called, after one critical line names why, when the
+        instance finds it must not run (cluster mode: another live instance
+        has its name); by default the service stops.
     """
     if stack is None:
         stack = choose_stack(config.tuning)
@@ -267,6 +298,9 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
         _log.warn("{line}", line=stack.summary(), tuning=dict(stack.pieces))
     else:
         _log.info("{line}", line=stack.summary(), tuning=dict(stack.pieces))
+    config, budget = _budget_descriptors(
+        config, open_file_limit() if open_files is None else open_files
+    )
     urls = (
         LearnedCallbackURLs()
         if config.externalhostandport is None
@@ -277,7 +311,16 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
         # Imported only here: without cluster, nothing needs Redis or its client.
         from socketdock.cluster.wiring import Cluster
 
-        cluster = Cluster(config, reactor, urls, recover=lambda ids: relay.recover(ids))
+        def taken(line: str) -> None:
+            _log.critical("{line}", line=line)
+            if must_not_run is not None:
+                must_not_run(line)
+            elif service.running:
+                service.stopService()
+
+        cluster = Cluster(
+            config, reactor, urls, recover=lambda ids: relay.recover(ids), taken=taken
+        )
     registry = Registry(cluster.events) if cluster is not None else Registry()
     # Listeners and backend connections use it; timers and the rest use the reactor.
     net = stack.network(reactor)
@@ -289,6 +332,7 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
         cluster=cluster.status if cluster is not None else None,
         tuning=stack.pieces,
     )
+    cap = ListenerCap(budget, "listen", metrics.listener_refused)
     backend, pool = make_backend(config, reactor, net, urls, metrics, stack)
     journal = None
     if config.journal is not None:
@@ -319,8 +363,8 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
     TuningService(stack).setServiceParent(service)
     max_body = config.max_message_size
 
-    def make_site_for(root: Root):
-        return make_site(root, reactor, max_body, stack.channel)
+    def make_site_for(root: Root, cap: ListenerCap | None = None):
+        return make_site(root, reactor, max_body, stack.channel, cap)
 
     if cluster is not None:
         # Started before the listeners; stopped after the drain, so the
@@ -332,14 +376,44 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
         JournalService(journal, relay.recover).setServiceParent(service)
     if config.api_listen is None:
         front = Root((config.wspath, upgrade), api_children, health, config.api_token)
-        _listen(service, net, "listen", config.listen, make_site_for(front), urls)
+        _listen(service, net, "listen", config.listen, make_site_for(front, cap), urls)
     else:
         front = Root((config.wspath, upgrade), None, health, None)
         back = Root(None, api_children, health, config.api_token)
-        _listen(service, net, "listen", config.listen, make_site_for(front), None)
+        _listen(service, net, "listen", config.listen, make_site_for(front, cap), None)
         _listen(service, net, "api_listen", config.api_listen, make_site_for(back), urls)
     warn_if_exposed(config.api_listen or config.listen, config.api_token)
     return service
+
+
+def _budget_descriptors(config: Config, open_files: int) -> tuple[Config, int]:
+    """
+    The connections the public listener may hold: the open-file limit less
+    what the backend pool and the callback API need; and ``max_connections``
+    derived from it when unset (0), with one line saying so.
+    """
+    budget = connection_budget(open_files, config.backend_concurrency)
+    if config.max_connections == 0:
+        _log.info(
+            "max_connections: {budget} (derived: open-file limit {limit}, less "
+            "{pool} for the backend pool (backend_concurrency) and {reserved} kept for "
+            "the callback API, /healthz and the rest)",
+            budget=budget,
+            limit=open_files,
+            pool=config.backend_concurrency,
+            reserved=RESERVED,
+        )
+        return attrs.evolve(config, max_connections=budget), budget
+    if config.max_connections > budget:
+        _log.warn(
+            "max_connections {given} is more than the open-file limit {limit} leaves room "
+            "for; the listener holds at most {budget} connections (raise LimitNOFILE or "
+            "ulimit -n)",
+            given=config.max_connections,
+            limit=open_files,
+            budget=budget,
+        )
+    return config, budget
 
 
 def _listen(service: SocketDockService, net, name: str, description: str, site, urls) -> None:

@@ -90,7 +90,13 @@ def stack_with(*names: str) -> Stack:
     return Stack(verdicts)
 
 
-def start_relay(testcase, reactor, stack: Stack | None = None, **settings: Any) -> RunningRelay:
+def start_relay(
+    testcase,
+    reactor,
+    stack: Stack | None = None,
+    open_files: int | None = None,
+    **settings: Any,
+) -> RunningRelay:
     """
     Build and start an instance with ``settings`` (strings or values, as in
     the INI) on loopback; the cleanup stops it, draining.
@@ -99,12 +105,13 @@ def start_relay(testcase, reactor, stack: Stack | None = None, **settings: Any) 
     or ``tcp:0:interface=127.0.0.1``): the OS picks a free port while binding, so no
     other process can take it first; the instance tells the ports it got.
     ``tuning`` follows SOCKETDOCK_TUNING unless ``settings`` name it; a
-    ``stack`` (:func:`stack_with`) overrides both.
+    ``stack`` (:func:`stack_with`) overrides both.  ``open_files`` stands in
+    for the open-file limit (see ``make_service``).
     """
     cli: dict[str, str] = {"bindip": "127.0.0.1", "bindport": "0"}
     cli.update({k: _text(v) for k, v in settings.items()})
     config = load_config(cli, tuning_environ(), None)
-    service = make_service(config, reactor, stack)
+    service = make_service(config, reactor, stack, open_files=open_files)
     service.startService()
     testcase.addCleanup(_stop, service)
     # A listener that is not TCP (unix:) has no port.

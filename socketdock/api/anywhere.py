@@ -30,7 +30,7 @@ from socketdock.api.tags import (
     _answer,
     close_through_reach,
 )
-from socketdock.relay.reach import IReach
+from socketdock.relay.reach import HOP_HEADER, IReach
 from socketdock.relay.registry import Registry
 
 
@@ -70,14 +70,23 @@ class ConnectionAnywhere(ApiResource):
 
 
 class SocketsAnywhere(SocketsWithTags):
-    """``/socket/``: every route through the reach."""
+    """
+    ``/socket/``: every route through the reach; a request another instance
+    forwarded (it carries :data:`HOP_HEADER`) through the reach's
+    ``here_only()``, so that it is answered here or 404, never forwarded again.
+    """
 
     def __init__(self, registry: Registry, max_message_size: int, reach: IReach) -> None:
         super().__init__(registry, max_message_size, reach)
         self._anywhere = reach
+        here_only = getattr(reach, "here_only", None)
+        self._here: IReach = reach if here_only is None else here_only()
 
     def getChild(self, name: bytes, request: Request) -> Resource:
         child = SocketsWithTags.getChild(self, name, request)
+        reach = self._here if request.requestHeaders.hasHeader(HOP_HEADER) else self._anywhere
+        if isinstance(child, ConnectionTagsResource):
+            return ConnectionTagsResource(reach, name.decode("ascii"))
         if isinstance(child, ConnectionResource):
-            return ConnectionAnywhere(self._anywhere, name.decode("ascii"), self._max)
+            return ConnectionAnywhere(reach, name.decode("ascii"), self._max)
         return child

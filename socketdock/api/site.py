@@ -24,8 +24,10 @@ from twisted.web.server import Request, Site
 
 from socketdock.api import resources as api
 from socketdock.api.anywhere import SocketsAnywhere
+from socketdock.api.capped import Full, counted
 from socketdock.api.tags import SocketsWithTags, TagsResource
 from socketdock.config.endpoints import is_loopback, tcp_address
+from socketdock.ops.filelimit import ListenerCap
 from socketdock.ops.metrics import Metrics
 from socketdock.relay.localreach import LocalReach
 from socketdock.relay.reach import IReach
@@ -253,11 +255,25 @@ class QuietSite(Site):
         reactor,
         max_body: int | None = None,
         channel: type[HTTPChannel] = HTTPChannel,
+        cap: ListenerCap | None = None,
     ) -> None:
         super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor)
         self.max_body = max_body
+        self._cap = cap
+        if cap is not None:
+            channel = counted(channel)
         # Twisted types Site.protocol as a method; a channel class is what it holds.
         self.protocol = channel  # type: ignore[method-assign, assignment]
+
+    def buildProtocol(self, addr):
+        if self._cap is None:
+            return super().buildProtocol(addr)
+        release = self._cap.take()
+        if release is None:
+            return Full()
+        channel = super().buildProtocol(addr)
+        channel.release = release
+        return channel
 
     def getResourceFor(self, request: Any) -> Resource:
         # A request with a body was routed on its headers already (see
@@ -277,10 +293,17 @@ class QuietSite(Site):
 
 
 def make_site(
-    root: Resource, reactor, max_body: int | None = None, channel: type[HTTPChannel] = HTTPChannel
+    root: Resource,
+    reactor,
+    max_body: int | None = None,
+    channel: type[HTTPChannel] = HTTPChannel,
+    cap: ListenerCap | None = None,
 ) -> Site:
-    """The site that serves one listener; see :class:`BoundedRequest` for its bodies."""
-    return QuietSite(root, reactor, max_body, channel)
+    """
+    The site that serves one listener; see :class:`BoundedRequest` for its
+    bodies, and :mod:`socketdock.api.capped` for ``cap``.
+    """
+    return QuietSite(root, reactor, max_body, channel, cap)
 
 
 _log = Logger()

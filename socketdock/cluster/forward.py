@@ -7,7 +7,9 @@ already uses for it, so forwarding needs no channel of its own and keeps the
 callback API's answers exactly: a send held during a pending handshake is
 answered when it is delivered, 404 when the connection went in between, 503
 when its client is not reading.  Requests go out through treq over one
-persistent pool, with the cluster's ``api_token``.
+persistent pool, with the cluster's ``api_token`` and the hop marker
+(:data:`socketdock.relay.reach.HOP_HEADER`): the receiver answers from its own
+connections and never forwards it on.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from socketdock.relay.reach import InvalidTags, Unreachable
+from socketdock.relay.reach import HOP_HEADER, InvalidTags, Unreachable
 from socketdock.relay.registry import NotLive, OutboundFull
 
 
@@ -40,7 +42,9 @@ class Forwarder:
     def __init__(self, http, reactor, token: str | None, timeout: float) -> None:
         self._http = http
         self._reactor = reactor
-        self._headers = {b"Authorization": [b"Bearer " + token.encode("utf-8")]} if token else {}
+        self._headers = {HOP_HEADER: [b"1"]}
+        if token:
+            self._headers[b"Authorization"] = [b"Bearer " + token.encode("utf-8")]
         self._timeout = timeout
 
     def send(self, holder: str, connection_id: str, payload: bytes, is_binary: bool) -> Deferred:

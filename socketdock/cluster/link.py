@@ -43,7 +43,16 @@ CONNECT_TIMEOUT = 5.0
 
 
 class RedisRefused(Unreachable):
-    """Redis answered a command with an error (out of memory, still loading)."""
+    """
+    Redis answered a command with an error (out of memory, ``READONLY``,
+    still loading).
+
+    :ivar why: Redis's own words.
+    """
+
+    def __init__(self, why: str) -> None:
+        super().__init__("Redis refused the request; retry later")
+        self.why = why
 
 
 class ILinkUser(Interface):
@@ -160,6 +169,8 @@ class RedisLink(Service):
         self._down_waiters: list[Deferred[None]] = []
         self._refusal: str | None = None
         self._rejections = 0
+        # The last refusal of a command logged since the link came up.
+        self._command_refusal: str | None = None
 
     # -- the service ---------------------------------------------------------
 
@@ -269,6 +280,7 @@ class RedisLink(Service):
             return
         self.up = True
         self._refusal = None
+        self._command_refusal = None
         self._rejections = 0
         self._changed(True)
         waiters, self._up_waiters = self._up_waiters, []
@@ -375,14 +387,14 @@ class RedisLink(Service):
             d = protocol.execute_command(name, *args)
         except txredisapi.ConnectionError:
             return fail(Unreachable("no link to Redis; retry later"))
-        return d.addErrback(_as_unreachable)
+        return d.addErrback(self._as_unreachable)
 
     def eval(self, script: bytes, keys: list, args: list) -> Deferred[object]:
         """Run a Lua script (by its hash once Redis knows it)."""
         protocol = self._commands
         if protocol is None or not protocol.connected:
             return fail(Unreachable("no link to Redis; retry later"))
-        return protocol.eval(script, keys, args).addErrback(_as_unreachable)
+        return protocol.eval(script, keys, args).addErrback(self._as_unreachable)
 
     def subscriber_connected(self) -> bool:
         """Whether the pub/sub connection is there (it may still be restoring)."""
@@ -393,27 +405,28 @@ class RedisLink(Service):
         protocol = self._subscriber
         if protocol is None or not protocol.connected:
             return fail(Unreachable("no link to Redis; retry later"))
-        return protocol.subscribe(channel).addErrback(_as_unreachable)
+        return protocol.subscribe(channel).addErrback(self._as_unreachable)
 
     def unsubscribe(self, channel: bytes) -> Deferred[object]:
         """Unsubscribe from one channel (harmless when not subscribed)."""
         protocol = self._subscriber
         if protocol is None or not protocol.connected:
             return succeed(None)  # nothing to undo: a new connection starts empty
-        return protocol.unsubscribe(channel).addErrback(_as_unreachable)
+        return protocol.unsubscribe(channel).addErrback(self._as_unreachable)
 
-
-_log = Logger()
-
-
-def _as_unreachable(failure: Failure):
-    """
-    The failures a caller must expect, as :class:`Unreachable`: the link went, or
-    Redis refused the command (out of memory, still loading after a restart).
-    """
-    if failure.check(txredisapi.ConnectionError):  # TimeoutError is one too
-        raise Unreachable("lost the link to Redis; retry later")
-    if failure.check(txredisapi.ResponseError):
-        _log.warn("cluster: Redis refused a command: {why}", why=failure.getErrorMessage())
-        raise RedisRefused("Redis refused the request; retry later")
-    return failure
+    def _as_unreachable(self, failure: Failure):
+        """
+        The failures a caller must expect, as :class:`Unreachable`: the link
+        went, or Redis refused the command (out of memory, ``READONLY``, still
+        loading after a restart).  A refusal is logged when its reason differs
+        from the last one logged since the link came up, not per command.
+        """
+        if failure.check(txredisapi.ConnectionError):  # TimeoutError is one too
+            raise Unreachable("lost the link to Redis; retry later")
+        if failure.check(txredisapi.ResponseError):
+            why = failure.getErrorMessage()
+            if why != self._command_refusal:
+                self._command_refusal = why
+                self._log.warn("cluster: Redis refused a command: {why}", why=why)
+            raise RedisRefused(why)
+        return failure

@@ -47,6 +47,8 @@ class ClusterNode(MultiService):
     :param on_message: handles a tag request from another instance.
     :param fenced: closes connections a survivor declared lost while this
         instance was cut off (see :class:`Roster`).
+    :param taken: stops this instance, given one line, when another live
+        instance runs under its name (see :class:`Roster`).
     """
 
     _log = Logger()
@@ -63,6 +65,7 @@ class ClusterNode(MultiService):
         fenced: Callable[[list[str]], None] = lambda ids: None,
         retry_policy: Callable[[int], float] | None = None,
         clock: IReactorTime | None = None,
+        taken: Callable[[str], None] = lambda line: None,
     ) -> None:
         super().__init__()
         self._clock = reactor if clock is None else clock
@@ -71,7 +74,7 @@ class ClusterNode(MultiService):
         self._beat: LoopingCall | None = None
         self.link = RedisLink(address, reactor, self, retry_policy=retry_policy)
         self.link.setServiceParent(self)
-        self.roster = Roster(self.link, names, name, heartbeat, recover, fenced)
+        self.roster = Roster(self.link, names, name, heartbeat, recover, fenced, self._clock, taken)
         self.subscriptions = Subscriptions(self.link, names)
 
     def startService(self) -> None:
@@ -83,6 +86,7 @@ class ClusterNode(MultiService):
     def stopService(self) -> Deferred[None]:
         if self._beat is not None and self._beat.running:
             self._beat.stop()
+        self.roster.stop_rewriting()
         d = self.roster.leave()
         d.addErrback(lambda f: self._log.failure("cluster: leaving the cluster failed", f))
         d.addCallback(lambda _: MultiService.stopService(self))

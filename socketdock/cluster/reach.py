@@ -74,6 +74,8 @@ class ClusterReach:
     Reach every instance's connections.
 
     :param link: the :class:`socketdock.cluster.link.RedisLink`; tag requests need it up.
+    :param forwards: whether a connection held elsewhere is asked of its holder
+        (False: 404, see :meth:`here_only`).
     """
 
     _log = Logger()
@@ -86,6 +88,7 @@ class ClusterReach:
         roster: Roster,
         subscriptions: Subscriptions,
         forwarder: Forwarder,
+        forwards: bool = True,
     ) -> None:
         self._registry = registry
         self._local = LocalReach(registry)
@@ -94,11 +97,16 @@ class ClusterReach:
         self._roster = roster
         self._subscriptions = subscriptions
         self._forwarder = forwarder
+        self._forwards = forwards
+        #: Messages on tag channels that were not tag requests (junk).
+        self.dropped = 0
 
     # -- one connection ---------------------------------------------------------
 
     def _holder(self, connection_id: str) -> Deferred[str]:
         """The other instance holding it; fails NotLive or Unreachable."""
+        if not self._forwards:
+            return fail(NotLive())
         if not self._link.up:
             return fail(Unreachable(_DOWN))
 
@@ -108,6 +116,22 @@ class ClusterReach:
             return holder
 
         return self._roster.locate(connection_id).addCallback(found)
+
+    def here_only(self) -> ClusterReach:
+        """
+        This reach without forwarding: for a request another instance
+        forwarded here (:data:`socketdock.relay.reach.HOP_HEADER`), a
+        connection not held here is 404, never asked of a third instance.
+        """
+        return ClusterReach(
+            self._registry,
+            self._link,
+            self._names,
+            self._roster,
+            self._subscriptions,
+            self._forwarder,
+            forwards=False,
+        )
 
     def send_to_connection(self, connection_id: str, payload: bytes, is_binary: bool):
         if self._registry.get(connection_id) is not None:
@@ -211,15 +235,56 @@ class ClusterReach:
     # -- from other instances ---------------------------------------------------
 
     def message(self, channel: bytes, data: bytes) -> None:
-        """A tag request published by another instance (or this one, skipped)."""
+        """
+        A tag request published by another instance (or this one, skipped).
+        Anything else on a tag channel (whoever can publish to Redis can put
+        it there) is counted in ``dropped`` and dropped; the first one is
+        logged, in one line.
+        """
         tag = self._names.tag_of(channel)
         if tag is None:
             return
-        head, _, payload = data.partition(b"\n")
-        header = json.loads(head)
+        request = _tag_request(data)
+        if request is None:
+            self.dropped += 1
+            if self.dropped == 1:
+                self._log.warn(
+                    "cluster: dropped a message on {channel!r} that is not a tag request; "
+                    "further ones are only counted (socketdock_cluster_messages_dropped_total)",
+                    channel=channel[:200],
+                )
+            return
+        header, payload = request
         if header.get("from") == self._roster.me:
             return  # delivered here already, by the request itself
         if header["op"] == "send":
-            self._local.send_to_tag(tag, payload, bool(header["binary"]))
-        elif header["op"] == "close":
-            self._local.close_tag(tag, int(header["code"]), str(header["reason"]))
+            self._local.send_to_tag(tag, payload, header["binary"])
+        else:
+            self._local.close_tag(tag, header["code"], header["reason"])
+
+
+def _tag_request(data: bytes) -> tuple[dict, bytes] | None:
+    """
+    The header and payload of a message :func:`_envelope` made, or None for
+    anything else.
+    """
+    head, _, payload = data.partition(b"\n")
+    try:
+        header = json.loads(head)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not isinstance(header, dict):
+        return None
+    op = header.get("op")
+    if op == "send":
+        if type(header.get("binary")) is not bool:
+            return None
+    elif op == "close":
+        code, reason = header.get("code"), header.get("reason")
+        if type(code) is not int or not (code == 1000 or 3000 <= code <= 4999):
+            return None
+        if not isinstance(reason, str) or len(reason.encode("utf-8", "replace")) > 123:
+            return None
+    else:
+        return None
+    return header, payload

@@ -6,7 +6,12 @@ of a lost instance's notices (SPEC §8).
 The roster keeps the truth in memory and mirrors each change to Redis while
 the link is up.  A change made while the link is down is not queued: when
 the link comes back, :meth:`Roster.rejoin` rewrites the whole record from memory
-in one script, which also covers a Redis that restarted empty.
+in one script, which also covers a Redis that restarted empty.  A change
+Redis refuses with the link up (out of memory, ``READONLY`` after a failover)
+is made good the same way: the whole record is rewritten, every
+:data:`REWRITE_DELAY` seconds at first and less often while refused, until
+Redis takes it, as the journal retries its batch.  The refusal and the end of
+it are logged once each, not per change.
 
 It is the relay's journal in cluster mode (:meth:`Roster.record`/:meth:`Roster.forget`): a notice
 owed here and never delivered, because this instance died, is sent by the
@@ -21,15 +26,23 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import task
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from socketdock.cluster.link import RedisRefused
 from socketdock.cluster.scripts import BEAT, LEAVE, LOCATE, REJOIN, Names
 from socketdock.relay.reach import Unreachable
 
 #: Heartbeats an instance may miss before it is declared lost.
 MISSED_BEATS = 3
+
+#: Seconds before the record is rewritten after Redis refused a change;
+#: doubled while the rewrite is refused too, up to :data:`REWRITE_DELAY_MAX`.
+REWRITE_DELAY = 0.5
+REWRITE_DELAY_MAX = 5.0
 
 
 class Roster:
@@ -50,6 +63,10 @@ class Roster:
     :param fenced: called with the ids, still live here, that a survivor
         claimed while this instance was cut off from Redis: the backend was
         told they are gone.
+    :param clock: times the rewrite after a refused change, and the watch of
+        another run's heartbeat at the first link.
+    :param taken: called with one line when another live instance already
+        runs under this name: this one must not join (``tap`` stops it).
     """
 
     _log = Logger()
@@ -62,8 +79,21 @@ class Roster:
         heartbeat: float,
         recover: Callable[[list[str]], None],
         fenced: Callable[[list[str]], None] = lambda ids: None,
+        clock: IReactorTime | None = None,
+        taken: Callable[[str], None] = lambda line: None,
     ) -> None:
         self._link = link
+        self._clock = clock
+        self._taken_by_other = taken
+        self._heartbeat = heartbeat
+        # The beat count of another run seen under this name at the first
+        # link, while waiting to learn whether it lives (None: not waiting).
+        self._other_beats: bytes | None = None
+        # Why Redis last refused a change (None: it takes them), and the
+        # rewrite that will make good what it refused.
+        self._refusal: str | None = None
+        self._rewrite: IDelayedCall | None = None
+        self._rewrite_delay = REWRITE_DELAY
         self._names = names
         self._name = name
         self._ttl_ms = max(1, int(heartbeat * MISSED_BEATS * 1000))
@@ -104,7 +134,7 @@ class Roster:
         if not self._joined:
             return succeed(None)
         d = self._link.command("SADD", self._names.owed(self.me), connection_id)
-        d.addErrback(lambda f: f.trap(Unreachable))
+        d.addCallbacks(self._taken, self._refused)
         d.addErrback(
             self._logged("cluster: recording {connection_id} failed", connection_id=connection_id)
         )
@@ -136,10 +166,62 @@ class Roster:
             self._command(*args)
 
     def _command(self, *args: object) -> None:
-        # A change lost with the link is rewritten by the next rejoin.
         d = self._link.command(*args)
-        d.addErrback(lambda f: f.trap(Unreachable))
+        d.addCallbacks(self._taken, self._refused)
         d.addErrback(self._logged("cluster: a Redis update failed"))
+
+    # -- changes Redis refuses ------------------------------------------------------
+
+    def _taken(self, result: object) -> None:
+        """Redis took a change: if it refused the ones before, say it no longer does."""
+        if self._refusal is not None:
+            self._refusal = None
+            self._rewrite_delay = REWRITE_DELAY
+            self._log.info("cluster: Redis takes this instance's changes again")
+
+    def _refused(self, failure: Failure) -> None:
+        """
+        A change did not reach Redis.  Lost with the link: the next rejoin
+        rewrites it.  Refused by Redis: a rewrite is scheduled.
+        """
+        failure.trap(Unreachable)
+        if not isinstance(failure.value, RedisRefused):
+            return
+        why = failure.value.why
+        if why != self._refusal:
+            self._refusal = why
+            self._log.warn(
+                "cluster: Redis refuses this instance's changes ({why}); its connections "
+                "are served, and its record is rewritten until Redis takes it",
+                why=why,
+            )
+        self._schedule_rewrite()
+
+    def _schedule_rewrite(self) -> None:
+        if self._clock is None or (self._rewrite is not None and self._rewrite.active()):
+            return
+        self._rewrite = self._clock.callLater(self._rewrite_delay, self._rewrite_now)
+
+    def _rewrite_now(self) -> None:
+        self._rewrite = None
+        if not self._joined:
+            return  # the link went: its return rewrites everything anyway
+        d = self.rejoin()
+
+        def refused(failure: Failure) -> None:
+            failure.trap(RedisRefused)
+            self._rewrite_delay = min(REWRITE_DELAY_MAX, self._rewrite_delay * 2)
+            self._schedule_rewrite()
+
+        d.addErrback(refused)
+        d.addErrback(lambda f: f.trap(Unreachable))
+        d.addErrback(self._logged("cluster: rewriting this instance's record failed"))
+
+    def stop_rewriting(self) -> None:
+        """No rewrite after a stop."""
+        if self._rewrite is not None and self._rewrite.active():
+            self._rewrite.cancel()
+        self._rewrite = None
 
     # -- joining, beating, leaving ------------------------------------------------
 
@@ -164,12 +246,60 @@ class Roster:
         ]
         d = self._link.eval(REJOIN, [], args)
         # Changes from now on follow the script on the same connection, so
-        # they apply on top of the snapshot just sent.
-        self._joined = True
-        d.addCallback(self._rejoined, first)
+        # they apply on top of the snapshot just sent; but a run's first
+        # join waits for the answer, which may be that the name is taken.
+        self._joined = not first
+        d.addCallback(self._rejoined, first, live, owed)
         return d
 
-    def _rejoined(self, result: list, first: bool) -> None:
+    def _rejoined(
+        self, result: list, first: bool, live: list[str], owed: list[str]
+    ) -> Deferred[None] | None:
+        if result and result[0] == b"taken":
+            return self._name_taken(result[1], int(result[2]))
+        if first:
+            self._other_beats = None
+            if live != sorted(self._live) or owed != sorted(self._owed):
+                # Connections came or went while the answer was on its way.
+                self._first = False
+                self._joined = True
+                self._claim_leftover(result, first)
+                return self.rejoin()
+            self._joined = True
+        self._claim_leftover(result, first)
+        return None
+
+    def _name_taken(self, beats: bytes, pttl: int) -> Deferred[None] | None:
+        """
+        Another run's heartbeat is alive under this name.  If it beats while
+        this run waits, it is a live instance (a copied INI): this one is
+        refused, with one line.  If it lapses instead, it was this
+        instance's crashed run: the join goes ahead, and recovers its
+        notices.
+        """
+        if self._other_beats is not None and beats != self._other_beats:
+            self._taken_by_other(
+                f"cluster: another live instance already runs as {self.me} (its heartbeat "
+                "in Redis is beating); this one does not start: give each instance its "
+                "own externalhostandport"
+            )
+            return Deferred()  # never joins; the stop cancels it
+        if self._other_beats is None:
+            self._log.info(
+                "cluster: an earlier run of {me} has a heartbeat in Redis for {seconds:.1f}s "
+                "more; joining once it lapses (or refusing to start if it beats)",
+                me=self.me,
+                seconds=pttl / 1000,
+            )
+        self._other_beats = beats
+        assert self._clock is not None, "the first join needs a clock"
+        # Look again after a beat, or as soon as it lapses (-1: no
+        # time-to-live at all, which only a hand in Redis sets).
+        wait = self._heartbeat if pttl < 0 else min(self._heartbeat, max(pttl, 1) / 1000)
+        d: Deferred[None] = task.deferLater(self._clock, wait, lambda: None)
+        return d.addCallback(lambda _: self.rejoin())
+
+    def _claim_leftover(self, result: list, first: bool) -> None:
         fenced = [_text(i) for i in result[0]]
         leftover = [_text(i) for i in result[1]]
         self._first = False

@@ -11,7 +11,12 @@ pub/sub channels are shared by every database of a server):
 ``live:<instance>``     set: the ids live on that instance (to clean ``where``)
 ``owed:<instance>``     set: accepted ids whose disconnect notice is not yet
                         delivered (the journal's role, cluster-wide)
-``alive:<instance>``    the heartbeat: that run's token, with a time-to-live
+``alive:<instance>``    the heartbeat: that run's token (random, one per run),
+                        with a time-to-live
+``beats:<instance>``    the number of beats of that run, with the same
+                        time-to-live: a run that finds another's token
+                        in ``alive`` watches it to tell a live one from
+                        a crashed one
 ``instances``           set: instances that may have records
 ``claimed:<instance>``  set: the ids a survivor claimed from that instance
                         (read, and cleared, when it rejoins after all)
@@ -65,11 +70,21 @@ class Names:
 #: run before (a crash, a restart before anyone claimed them) are kept and
 #: returned, for this run to send their notices.  Returns {fenced, leftover}:
 #: fenced lists the ids a survivor claimed from this instance in between (it
-#: was cut off for longer than the time-to-live, and declared lost).
+#: was cut off for longer than the time-to-live, and declared lost).  On a
+#: run's first link, while another run's heartbeat is still alive under this
+#: name, nothing is changed and {'taken', beats, pttl} is returned: that run's
+#: beat count so far and the milliseconds its heartbeat has left.
 REJOIN = b"""
 local P, me, token, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local first = ARGV[5] == '1'
 local nlive = tonumber(ARGV[6])
+if first then
+  local other = redis.call('GET', P..'alive:'..me)
+  if other and other ~= token then
+    local beats = redis.call('GET', P..'beats:'..me) or ''
+    return {'taken', beats, redis.call('PTTL', P..'alive:'..me)}
+  end
+end
 local where, live, owed = P..'where', P..'live:'..me, P..'owed:'..me
 local fenced = redis.call('SMEMBERS', P..'claimed:'..me)
 redis.call('DEL', P..'claimed:'..me)
@@ -102,6 +117,8 @@ BEAT = b"""
 local P, me, token, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if redis.call('GET', P..'alive:'..me) ~= token then return {0} end
 redis.call('PEXPIRE', P..'alive:'..me, ttl)
+redis.call('INCR', P..'beats:'..me)
+redis.call('PEXPIRE', P..'beats:'..me, ttl)
 local where, mine = P..'where', P..'owed:'..me
 local claimed = {}
 for _, other in ipairs(redis.call('SMEMBERS', P..'instances')) do
@@ -117,7 +134,7 @@ for _, other in ipairs(redis.call('SMEMBERS', P..'instances')) do
       table.insert(claimed, id)
     end
     redis.call('EXPIRE', P..'claimed:'..other, 86400)
-    redis.call('DEL', P..'live:'..other, P..'owed:'..other)
+    redis.call('DEL', P..'live:'..other, P..'owed:'..other, P..'beats:'..other)
     redis.call('SREM', P..'instances', other)
   end
 end
@@ -134,7 +151,9 @@ for _, id in ipairs(redis.call('SMEMBERS', live)) do
   if redis.call('HGET', where, id) == me then redis.call('HDEL', where, id) end
 end
 redis.call('DEL', live)
-if redis.call('GET', P..'alive:'..me) == token then redis.call('DEL', P..'alive:'..me) end
+if redis.call('GET', P..'alive:'..me) == token then
+  redis.call('DEL', P..'alive:'..me, P..'beats:'..me)
+end
 if redis.call('SCARD', P..'owed:'..me) == 0 then redis.call('SREM', P..'instances', me) end
 return 1
 """

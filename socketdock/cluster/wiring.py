@@ -30,6 +30,8 @@ class Cluster:
         cluster (learned when the listener binds, with port 0).
     :param recover: sends the notices of connections claimed from a lost
         instance (``Relay.recover``; the relay is built after this).
+    :param taken: stops the instance, given one line, when another live
+        instance runs under the same ``externalhostandport``.
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class Cluster:
         urls,
         recover: Callable[[list[str]], None],
         retry_policy: Callable[[int], float] | None = None,
+        taken: Callable[[str], None] = lambda line: None,
     ) -> None:
         assert config.cluster is not None
         self._config = config
@@ -55,6 +58,7 @@ class Cluster:
             self._message,
             self._fenced,
             retry_policy,
+            taken=taken,
         )
         #: The registry's :class:`IConnectionEvents`.
         self.events = ClusterEvents(self.node.roster, self.node.subscriptions)
@@ -65,7 +69,9 @@ class Cluster:
 
     def status(self) -> dict:
         """The ``cluster`` object of ``/status``."""
-        return self.node.status()
+        status = self.node.status()
+        status["messages_dropped"] = self._reach.dropped if self._reach is not None else 0
+        return status
 
     def backend(self, backend: IBackend) -> IBackend:
         """The relay's backend, with admissions that wait for their tags' subscriptions."""

@@ -122,6 +122,20 @@ def parse_seconds(text: str, allow_zero: bool = True) -> float:
     return value
 
 
+def parse_rate(text: str) -> float:
+    """:param text: a rate per second, possibly fractional (``0.5``); ``0`` is off."""
+    word = text.strip()
+    fix = "use a number a second such as 20 or 0.5, or 0 for no limit"
+    if word.startswith("-") and _DECIMAL.fullmatch(word[1:]):
+        raise Invalid(f"{show(text)} is negative; {fix}")
+    if not _DECIMAL.fullmatch(word):
+        raise Invalid(f"{show(text)} is not a number; {fix}")
+    value = float(word)
+    if not math.isfinite(value):
+        raise Invalid(f"{show(text)} is too large; {fix}")
+    return value
+
+
 def parse_port(text: str) -> int:
     """:param text: a TCP port number, 0 to 65535 (0 picks a free port)."""
     word = text.strip()

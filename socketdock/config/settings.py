@@ -105,7 +105,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("allowed_origins", "*", "Comma-separated Origin patterns accepted at the handshake."),
     Setting("max_message_size", "4194304", "Largest message in either direction, in bytes."),
     Setting(
-        "max_connections", "0", "Most live connections; further handshakes get 503 (0: no limit)."
+        "max_connections",
+        "0",
+        "Most live connections; further handshakes get 503 (0: derived from the open-file limit).",
+    ),
+    Setting(
+        "pending_handshakes",
+        "1024",
+        "Handshakes waiting for the backend's answer to their connect notice at once; further ones get 503 (0: no limit).",
+    ),
+    Setting(
+        "handshake_rate",
+        "0",
+        "Handshakes a second allowed from one client address (an IPv6 /64); past it 429 (0: no limit).",
+    ),
+    Setting(
+        "handshake_burst",
+        "20",
+        "Handshakes one client address may make at once before handshake_rate applies.",
     ),
     Setting("ping_interval", "30", "Seconds between WebSocket pings (0: off)."),
     Setting("ping_timeout", "10", "Seconds to wait for a pong before dropping the peer (0: off)."),
@@ -182,6 +199,9 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "allowed_origins": p.parse_origins,
     "max_message_size": lambda t: p.parse_count(t, minimum=1),
     "max_connections": p.parse_count,
+    "pending_handshakes": p.parse_count,
+    "handshake_rate": p.parse_rate,
+    "handshake_burst": lambda t: p.parse_count(t, minimum=1),
     "ping_interval": p.parse_seconds,
     "ping_timeout": p.parse_seconds,
     "backend_timeout": lambda t: p.parse_seconds(t, allow_zero=False),
@@ -243,6 +263,9 @@ class Config:
     allowed_origins: tuple[str, ...]
     max_message_size: int
     max_connections: int
+    pending_handshakes: int
+    handshake_rate: float
+    handshake_burst: int
     ping_interval: float
     ping_timeout: float
     backend_timeout: float

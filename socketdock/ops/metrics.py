@@ -100,6 +100,7 @@ class Metrics:
                 registry=r,
             )
             up.set_function(lambda: 1 if cluster()["link"] == "up" else 0)
+            r.register(_ClusterDropped(cluster))
         self._active = Gauge(
             "socketdock_connections_active", "Live WebSocket connections.", registry=r
         )
@@ -134,6 +135,12 @@ class Metrics:
             "Backend requests that failed for good (refused, or retries used up).",
             registry=r,
         )
+        self._listener_refused = Counter(
+            "socketdock_listener_refused",
+            "Connections the WebSocket listener answered 503 and closed as it accepted"
+            " them, holding as many as the open-file limit leaves room for.",
+            registry=r,
+        )
         self._hot = _HotFigures()
         r.register(self._hot)
         self._active_fn = active
@@ -150,6 +157,9 @@ class Metrics:
             never text from the request, so the label set stays bounded.
         """
         self._refused.labels(str(status), reason).inc()
+
+    def listener_refused(self) -> None:
+        self._listener_refused.inc()
 
     def message_in(self) -> None:
         self._hot.messages_in += 1
@@ -197,6 +207,26 @@ class Metrics:
     def exposition(self) -> bytes:
         """The Prometheus text format of every figure."""
         return generate_latest(self.registry)
+
+
+class _ClusterDropped:
+    """``socketdock_cluster_messages_dropped_total``, read from the cluster's status."""
+
+    _NAME = "socketdock_cluster_messages_dropped"
+    _HELP = "Messages on the cluster's tag channels that were not tag requests, dropped."
+
+    def __init__(self, cluster: Callable[[], dict]) -> None:
+        self._cluster = cluster
+
+    def describe(self) -> list[Metric]:
+        # Without this, registering would collect, and ask the cluster for
+        # its status before it has a name.
+        return [CounterMetricFamily(self._NAME, self._HELP)]
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            self._NAME, self._HELP, value=self._cluster().get("messages_dropped", 0)
+        )
 
 
 class _HotFigures:

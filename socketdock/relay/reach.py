@@ -43,6 +43,14 @@ import attrs
 from twisted.internet.defer import Deferred
 from zope.interface import Interface, implementer
 
+#: Marks a ``/socket/<id>`` request that one instance forwarded to another
+#: (cluster mode).  The receiver answers it from its own connections only,
+#: never forwards it again: a holder entry naming an alias of the instance
+#: itself cannot make a request travel in a loop (RFC 8586's ``CDN-Loop``
+#: guards proxies the same way).  The callback API's token is checked first,
+#: as for any request.
+HOP_HEADER = b"X-SocketDock-Forwarded"
+
 
 class Unreachable(Exception):
     """

@@ -24,10 +24,12 @@ from autobahn.websocket.compress import PERMESSAGE_COMPRESSION_EXTENSION
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from socketdock.ops.filelimit import no_release
 from socketdock.ops.timestamps import rfc3339
 from socketdock.relay.backend import Admission, ConnectRefused, UnusableAdmission
 from socketdock.relay.reach import InvalidTags
@@ -36,6 +38,7 @@ from socketdock.relay.session import ISocket, Relay, Session
 from socketdock.relay.wire import new_connection_id
 from socketdock.ws.keepalive import Keepalive
 from socketdock.ws.origins import OriginPolicy
+from socketdock.ws.ratelimit import HandshakeRate
 from socketdock.ws.refusal import autobahn_reason, printable
 
 _PENDING, _OPEN, _CLOSED = "pending", "open", "closed"
@@ -78,6 +81,10 @@ class RelayServerProtocol(WebSocketServerProtocol):
 
     _log = Logger()
 
+    #: Gives back this connection's place under its listener's cap
+    #: (:mod:`socketdock.ops.filelimit`); the upgrade sets it.
+    release: Callable[[], None] = staticmethod(no_release)
+
     def __init__(self) -> None:
         super().__init__()
         self.connection_id = ""
@@ -98,12 +105,20 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._reading_paused = False
         self._consuming = False
         self._keepalive: Keepalive | None = None
+        self._retry_after: int | None = None
 
     # -- handshake ------------------------------------------------------------
 
     def onConnect(self, request):
         factory = self.factory
         relay: Relay = factory.relay
+        # Every handshake an address attempts counts, whatever becomes of it.
+        rate = factory.rate
+        if rate is not None:
+            host = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]  # connected
+            if host is not None and not rate.allow(host):
+                self._retry_after = rate.retry_after
+                return self._deny(429, "too many handshakes from this address", "rate")
         origin = request.origin
         if origin and not factory.origins.allows(origin):
             return self._deny(403, "origin not allowed", "origin")
@@ -111,6 +126,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
             return self._deny(503, "server shutting down", "draining")
         if factory.max_connections and len(relay.registry) >= factory.max_connections:
             return self._deny(503, "too many connections", "capacity")
+        if factory.max_pending and factory.pending >= factory.max_pending:
+            return self._deny(503, "too many handshakes waiting", "pending")
         bad_offer = _bad_extension_offer(request.extensions)
         if bad_offer is not None:
             return self._deny(400, bad_offer, "bad_request")
@@ -120,7 +137,9 @@ class RelayServerProtocol(WebSocketServerProtocol):
         # No line here: twistd writes every level it is given, and formatting
         # one per handshake was ~12% of a handshake's CPU.  The close line (or
         # the refusal line) names the client and its peer once.
+        factory.pending += 1
         d = relay.backend.connect(self.connection_id, request.headers, request.protocols)
+        d.addBoth(factory.answered)
         d.addCallbacks(self._admit, self._refuse)
         return d
 
@@ -256,6 +275,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
         # A refusal is an orderly end, not Autobahn's warning-level "unclean".
         self.wasClean = True
         self.wasNotCleanReason = why
+        if self._retry_after is not None:
+            responseHeaders = [*(responseHeaders or ()), ("Retry-After", str(self._retry_after))]
         self.sendHttpErrorResponse(code, why, responseHeaders)
         self.dropConnection(abort=False)
 
@@ -426,6 +447,12 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self.dropConnection(abort=False)
         return True
 
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        try:
+            super().connectionLost(reason)
+        finally:
+            self.release()
+
     def onClose(self, wasClean: bool, code, reason) -> None:
         state, self._state = self._state, _CLOSED
         if self._keepalive is not None:
@@ -502,6 +529,9 @@ class RelayServerFactory(WebSocketServerFactory):
     :param relay: the sessions and the backend.
     :param max_connections: live connections allowed (0: no limit).
     :param max_message_size: also bounds a slow reader's unsent bytes (twice this).
+    :param max_pending: handshakes waiting for the backend's answer at once
+        (0: no limit); ``pending`` counts them.
+    :param rate: the per-address handshake rate, or None for none.
     :param specialise: given the protocol class and this factory after its
         options are set, returns the class to build connections from
         (:mod:`socketdock.tuning` passes one that shares the options), or None.
@@ -522,6 +552,8 @@ class RelayServerFactory(WebSocketServerFactory):
             [type[RelayServerProtocol], RelayServerFactory], type[RelayServerProtocol]
         ]
         | None = None,
+        max_pending: int = 0,
+        rate: HandshakeRate | None = None,
     ) -> None:
         self._specialise = specialise
         super().__init__(reactor=reactor)
@@ -531,6 +563,14 @@ class RelayServerFactory(WebSocketServerFactory):
         self.origins = origins
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.max_pending = max_pending
+        self.rate = rate
+        self.pending = 0
+
+    def answered(self, result: object) -> object:
+        """A connect notice was answered (or failed): one handshake less waits."""
+        self.pending -= 1
+        return result
 
     # Autobahn spells out every option; this forwards them all by keyword.
     def setProtocolOptions(self, **options: Any) -> None:  # type: ignore[override]
@@ -555,6 +595,10 @@ def make_ws_factory(config, relay: Relay, reactor, specialise=None) -> RelayServ
         config.ping_interval,
         config.ping_timeout,
         specialise,
+        config.pending_handshakes,
+        HandshakeRate(reactor, config.handshake_rate, config.handshake_burst)
+        if config.handshake_rate
+        else None,
     )
     options = dict(
         webStatus=False,

@@ -15,7 +15,16 @@ from __future__ import annotations
 REASON_LIMIT = 160
 
 #: The ``reason`` label values of ``socketdock_handshakes_refused_total``.
-REASONS = ("bad_request", "origin", "capacity", "draining", "backend", "error")
+REASONS = (
+    "bad_request",
+    "origin",
+    "capacity",
+    "pending",
+    "rate",
+    "draining",
+    "backend",
+    "error",
+)
 
 
 def printable(text: str, limit: int = REASON_LIMIT) -> str:

@@ -12,6 +12,7 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from socketdock.ops.filelimit import hand_over
 from socketdock.ws.protocol import RelayServerFactory
 from socketdock.ws.refusal import printable
 
@@ -87,6 +88,8 @@ class WebSocketUpgrade(Resource):
             transport.protocol.wrappedProtocol = protocol
         else:
             transport.protocol = protocol
+        # The connection's place under the listener's cap goes with it.
+        protocol.release = hand_over(channel)  # type: ignore[attr-defined]  # a RelayServerProtocol
         protocol.makeConnection(transport)
         transport.registerProducer(protocol, True)
         # twisted.web paused reading while it handled the request; nothing else

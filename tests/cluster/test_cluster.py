@@ -120,6 +120,7 @@ class TagAcrossInstancesTests(ClusterTestCase):
                 "owed": 1,
                 "recovered": 0,
                 "tags_subscribed": 1,
+                "messages_dropped": 0,
             },
         )
 
@@ -294,6 +295,75 @@ class RedisOutageTests(ClusterTestCase):
         code, _, body = yield self.api(b, "POST", "/tags/room/send", b"linked")
         self.assertEqual((code, json.loads(body)), (200, {"instances": 1}))
         self.assertEqual((yield client.next_message()), (b"linked", False))
+
+
+class HostileRedisTests(ClusterTestCase):
+    """What whoever can write to the cluster's Redis can make an instance do."""
+
+    @inlineCallbacks
+    def test_holder_naming_an_alias_of_itself_is_asked_once(self):
+        """A holder entry naming another URL of A: A forwards to itself once, which answers 404; no loop."""
+        a = yield self.instance()
+        cid = "f" * 32
+        alias = a.base.replace("127.0.0.1", "localhost")
+        link = node_of(a).link
+        yield link.command("HSET", b"socketdock:1:where", cid, alias)
+        yield link.command("SET", f"socketdock:1:alive:{alias}".encode(), b"x", "PX", 60000)
+        forwarded = []
+        from socketdock.cluster.forward import Forwarder
+
+        original = Forwarder._request
+
+        def counting(forwarder, holder, *args):
+            forwarded.append(holder)
+            return original(forwarder, holder, *args)
+
+        self.patch(Forwarder, "_request", counting)
+        for method, path, body in (
+            ("GET", f"/socket/{cid}", None),
+            ("POST", f"/socket/{cid}/send", b"x"),
+            ("POST", f"/socket/{cid}/tags", b'{"add": ["t"]}'),
+        ):
+            del forwarded[:]
+            code, _, _ = yield self.api(a, method, path, body, b"application/json")
+            self.assertEqual((code, forwarded), (404, [alias]), path)
+
+    @inlineCallbacks
+    def test_junk_on_a_tag_channel_is_counted_and_dropped(self):
+        """Junk published on a tag channel: counted in /metrics, one log line, no traceback; real requests still work."""
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        a = yield self.instance()
+        b = yield self.instance()
+        client, _ = yield self.client(a, "room")
+        code, _, _ = yield self.api(b, "POST", "/tags/room/send", b"first")
+        self.assertEqual(code, 200)
+        self.assertEqual((yield client.next_message()), (b"first", False))
+        channel = b"socketdock:1:tag:room"
+        junk = [
+            b"not json",
+            b"\xff\xfe",
+            b"[1, 2]",
+            b'{"op": "send"}',
+            b'{"op": "close", "code": 5000, "reason": "x"}',
+            b'{"op": "close", "code": 1000}',
+            b'{"op": "explode"}',
+            b"[" * 100000,
+        ]
+        for data in junk:
+            yield node_of(b).link.command("PUBLISH", channel, data)
+        # Messages on one channel arrive in order: once this one is
+        # delivered, the junk before it was handled.
+        code, _, _ = yield self.api(b, "POST", "/tags/room/send", b"after")
+        self.assertEqual(code, 200)
+        self.assertEqual((yield client.next_message()), (b"after", False))
+        _, _, body = yield self.api(a, "GET", "/metrics")
+        self.assertIn(b"\nsocketdock_cluster_messages_dropped_total 8.0\n", body)
+        dropped = [e for e in events if "not a tag request" in e.get("log_format", "")]
+        self.assertEqual(len(dropped), 1)
+        self.assertEqual([e for e in events if "log_failure" in e], [])
 
 
 class DeclaredLostTests(ClusterTestCase):

@@ -131,3 +131,65 @@ class LostInstanceTests(TestCase):
             self.assertEqual(code, 404)
         for client in clients:
             yield client.closed
+
+
+class SameNameTests(TestCase):
+    """Two processes started with the same externalhostandport (a copied INI)."""
+
+    timeout = 60
+    skip = NO_REDIS
+
+    @inlineCallbacks
+    def test_second_live_instance_is_refused_at_start(self):
+        """The second process logs one line naming the cause and exits 1; the first and its connection are untouched."""
+        redis = yield start_redis(self, reactor)
+        backend = FakeBackend(reactor)
+        port, url = yield start_backend(reactor, backend)
+        self.addCleanup(stop_backend, port, backend)
+
+        def instance(name: str):
+            return spawn_socketdock(
+                self,
+                reactor,
+                "--bindip",
+                "127.0.0.1",
+                "--bindport",
+                "0",
+                "--externalhostandport",
+                "http://socketdock-1.invalid:8765",
+                "--backend",
+                "http",
+                "--messageuri",
+                url + "/message",
+                "--disconnecturi",
+                url + "/disconnect",
+                "--ping-interval",
+                "0",
+                "--cluster-heartbeat",
+                HEARTBEAT,
+                env={"SOCKETDOCK_CLUSTER": redis.url(db=0)},
+                name=f"socketdock-{name}",
+            )
+
+        first = Instance("first", instance("first"))
+        yield Deferred.fromCoroutine(first.start())
+        yield first.process.wait_for("cluster: linked to Redis")
+        client = yield connect_client(reactor, f"ws://127.0.0.1:{first.port}/ws")
+        self.addCleanup(client.shutdown)
+        code, _ = yield get(reactor, first.base + "/tags/barrier")  # its records are in Redis
+        self.assertEqual(code, 404)
+
+        second = instance("second")
+        self.assertEqual((yield second.exited), (1, None))
+        self.assertEqual(second.count("another live instance already runs as"), 1)
+        self.assertEqual(second.count("externalhostandport"), 1)
+        self.assertEqual(second.count("Traceback"), 0)
+        self.assertEqual(second.count("left by this instance's last run"), 0)
+        self.assertEqual(backend.disconnects, [])
+        # The first still beats and serves its client.
+        code, _ = yield get(reactor, first.base + "/tags/barrier")
+        self.assertEqual(code, 404)
+        self.assertEqual(first.process.count("rejoining"), 0)
+        client.send_text("still here")
+        (message,) = yield backend.wait_for("message", 1)
+        self.assertEqual(message["message"], "still here")

@@ -20,7 +20,7 @@ FAR = 3600.0
 class Node:
     """A ClusterNode and the ids it was asked to recover."""
 
-    def __init__(self, testcase, address, me: str) -> None:
+    def __init__(self, testcase, address, me: str, clock=None, taken=None) -> None:
         from socketdock.cluster.node import ClusterNode
         from socketdock.cluster.scripts import Names
 
@@ -34,6 +34,8 @@ class Node:
             self.recovered.append,
             lambda channel, data: None,
             retry_policy=lambda attempt: 0.05,
+            clock=clock,
+            taken=taken or (lambda line: None),
         )
         self.roster = self.node.roster
         # The link only: the node's heartbeat timer stays off, beats are the test's.
@@ -121,6 +123,8 @@ class RosterTests(TestCase):
         first.roster.record("d" * 32)
         first.roster.record("e" * 32)
         first.roster.forget("e" * 32)
+        # Its heartbeat lapses (see SameNameTests for a restart before that).
+        yield self.command(first, "DEL", b"socketdock:2:alive:http://x")
         yield first.crash()
         second = yield self.node("http://x")
         self.assertEqual(second.recovered, [["d" * 32]])
@@ -202,3 +206,188 @@ class ClockedHeartbeatTests(TestCase):
         self.assertFalse(claimed.called)
         clock.advance(0.1)
         self.assertEqual((yield claimed), ["h" * 32])
+
+
+class RefusedChangesTests(TestCase):
+    """Changes Redis refuses with the link up are rewritten until they land (timed by a Clock)."""
+
+    timeout = 30
+    skip = NO_REDIS
+
+    @inlineCallbacks
+    def setUp(self):  # type: ignore[override]  # trial waits on a Deferred from setUp
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        redis = yield start_redis(self, reactor)
+        self.clock = Clock()
+        self.node = Node(self, parse_cluster_url(redis.url(db=5)), "http://n", self.clock)
+        self.link = self.node.node.link
+        yield self.link.when_up()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def lines(self, words: str) -> list:
+        from twisted.logger import formatEvent
+
+        return [e for e in self.events if words in formatEvent(e)]
+
+    @inlineCallbacks
+    def records(self):
+        """What Redis holds for the node: live ids, owed ids, where the first id is."""
+        live = yield self.link.command("SMEMBERS", b"socketdock:5:live:http://n")
+        owed = yield self.link.command("SMEMBERS", b"socketdock:5:owed:http://n")
+        return len(live), len(owed)
+
+    @inlineCallbacks
+    def open_twenty(self):
+        ids = [f"{i:032x}" for i in range(20)]
+        for cid in ids:
+            self.node.roster.added(cid)
+            # Refused, record() still fires: a handshake is not held up.
+            yield self.node.roster.record(cid)
+        return ids
+
+    @inlineCallbacks
+    def test_out_of_memory(self):
+        """Out of memory: 20 handshakes' changes are refused with one warning each from the link and the roster; the rewrite lands them; room again is said once."""
+        yield self.link.command("CONFIG", "SET", "maxmemory", "1")
+        ids = yield self.open_twenty()
+        self.assertEqual((yield self.records()), (0, 0))
+        self.assertEqual(len(self.lines("refuses this instance's changes")), 1)
+        self.assertEqual(len(self.lines("refused a command")), 1)
+        from socketdock.cluster.roster import REWRITE_DELAY
+
+        self.clock.advance(REWRITE_DELAY)
+        yield self.link.command("PING")  # answered after the rewrite
+        self.assertEqual((yield self.records()), (20, 20))
+        where = yield self.link.command("HGET", b"socketdock:5:where", ids[-1].encode())
+        self.assertEqual(where, b"http://n")
+        yield self.link.command("CONFIG", "SET", "maxmemory", "0")
+        self.node.roster.gone(ids[0])
+        yield self.link.command("PING")
+        self.assertEqual((yield self.records()), (19, 20))
+        self.assertEqual(len(self.lines("takes this instance's changes again")), 1)
+        self.assertEqual(len(self.lines("refuses this instance's changes")), 1)
+        self.assertEqual([e for e in self.events if "log_failure" in e], [])
+
+    @inlineCallbacks
+    def test_read_only_until_failover_ends(self):
+        """READONLY (a replica now): the rewrite is refused too and tried again, less often, until Redis takes writes."""
+        from socketdock.cluster.roster import REWRITE_DELAY
+
+        yield self.link.command("REPLICAOF", "127.0.0.1", "1")
+        yield self.open_twenty()
+        self.assertEqual(len(self.lines("READONLY")), 2)  # the link's line, the roster's
+        self.clock.advance(REWRITE_DELAY)
+        yield self.link.command("PING")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)  # the next rewrite
+        yield self.link.command("REPLICAOF", "NO", "ONE")
+        self.clock.advance(REWRITE_DELAY)
+        yield self.link.command("PING")
+        self.assertEqual((yield self.records()), (0, 0))  # not yet: the delay doubled
+        self.clock.advance(REWRITE_DELAY)
+        yield self.link.command("PING")
+        self.assertEqual((yield self.records()), (20, 20))
+        self.assertEqual([e for e in self.events if "log_failure" in e], [])
+
+
+class SameNameTests(TestCase):
+    """
+    A run that finds another run's heartbeat under its name at its first
+    link: a live instance (it beats) refuses it; a crashed run (it lapses)
+    is taken over, its notices recovered.  The waiting run's Clock is the
+    test's; the other run beats when the test says.
+    """
+
+    timeout = 30
+    skip = NO_REDIS
+
+    @inlineCallbacks
+    def setUp(self):  # type: ignore[override]  # trial waits on a Deferred from setUp
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        redis = yield start_redis(self, reactor)
+        self.address = parse_cluster_url(redis.url(db=6))
+        self.clock = Clock()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.first = Node(self, self.address, "http://x")
+        yield self.first.node.link.when_up()
+        self.first.roster.added("a" * 32)
+        self.first.roster.record("a" * 32)
+        yield self.first.roster.beat()
+
+    @inlineCallbacks
+    def second(self):
+        """The second run, once it has seen the first's heartbeat; and the lines it was refused with."""
+        from twisted.logger import ILogObserver, globalLogPublisher
+        from zope.interface import implementer
+
+        seen: Deferred = Deferred()
+
+        @implementer(ILogObserver)
+        def observe(event):
+            if "an earlier run of" in event.get("log_format", "") and not seen.called:
+                seen.callback(None)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        refused: list[str] = []
+        node = Node(self, self.address, "http://x", self.clock, refused.append)
+        yield seen
+        return node, refused
+
+    @inlineCallbacks
+    def owed(self, via):
+        members = yield via.node.link.command("SMEMBERS", b"socketdock:6:owed:http://x")
+        return sorted(m.decode() for m in members)
+
+    @inlineCallbacks
+    def test_live_instance_refuses_the_second(self):
+        """The first beats while the second waits: the second is refused with one line, changes nothing, recovers nothing."""
+        second, refused = yield self.second()
+        self.assertEqual(refused, [])
+        yield self.first.roster.beat()
+        self.clock.advance(3600)
+        yield second.node.link.command("PING")  # after its second look
+        self.assertEqual(len(refused), 1)
+        self.assertIn("another live instance already runs as http://x", refused[0])
+        self.assertIn("externalhostandport", refused[0])
+        self.assertEqual(second.recovered, [])
+        self.assertFalse(second.node.link.up)
+        self.assertEqual((yield self.owed(self.first)), ["a" * 32])
+        token = yield self.first.node.link.command("GET", b"socketdock:6:alive:http://x")
+        self.assertEqual(token.decode(), self.first.roster._token)
+        # The first is undisturbed: its beats still find its own heartbeat.
+        yield self.first.roster.beat()
+        self.assertEqual([e for e in self.events if "rejoining" in e.get("log_format", "")], [])
+
+    @inlineCallbacks
+    def test_crashed_run_is_taken_over_once_it_lapses(self):
+        """The first crashed: once its heartbeat lapses, the second joins and sends its notices."""
+        yield self.first.crash()
+        second, refused = yield self.second()
+        self.clock.advance(3600)
+        yield second.node.link.command("PING")
+        self.assertEqual(second.recovered, [])  # still alive: the second keeps waiting
+        yield second.node.link.command("DEL", b"socketdock:6:alive:http://x")  # it lapses
+        self.clock.advance(3600)
+        yield second.node.link.when_up()
+        self.assertEqual((second.recovered, refused), ([["a" * 32]], []))
+
+    @inlineCallbacks
+    def test_connections_made_while_waiting_are_written(self):
+        """Connections opened while the first join waited are in Redis once it joins."""
+        yield self.first.crash()
+        second, _ = yield self.second()
+        second.roster.added("b" * 32)
+        second.roster.record("b" * 32)
+        yield second.node.link.command("DEL", b"socketdock:6:alive:http://x")
+        self.clock.advance(3600)
+        yield second.node.link.when_up()
+        yield second.node.link.command("PING")
+        self.assertEqual((yield self.owed(second)), ["a" * 32, "b" * 32])
+        where = yield second.node.link.command("HGET", b"socketdock:6:where", b"b" * 32)
+        self.assertEqual(where, b"http://x")

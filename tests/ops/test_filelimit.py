@@ -93,3 +93,38 @@ class DaemonLimitTests(TestCase):
         self.assertEqual(soft, hard_seen)
         self.assertNotEqual(soft, "512")
         self.assertIn(f"open-file limit raised from 512 to {soft}", proc.text())
+
+
+class BudgetTests(SynchronousTestCase):
+    def test_budget_leaves_the_pool_and_the_reserve(self) -> None:
+        """The public listener gets the limit less the backend pool and RESERVED, and never fewer than MINIMUM_BUDGET."""
+        from socketdock.ops.filelimit import MINIMUM_BUDGET, RESERVED, connection_budget
+
+        self.assertEqual(connection_budget(1024, 128), 1024 - 128 - RESERVED)
+        self.assertEqual(connection_budget(256, 128), 256 - 128 - RESERVED)
+        self.assertEqual(connection_budget(100, 128), MINIMUM_BUDGET)
+
+    def test_cap_takes_and_releases_once(self) -> None:
+        """Places run out at the limit; a release gives one back, a second release of the same nothing more."""
+        from socketdock.ops.filelimit import ListenerCap, hand_over, no_release
+
+        cap = ListenerCap(2)
+        first, second = cap.take(), cap.take()
+        self.assertIsNone(cap.take())
+        assert first is not None and second is not None
+        first()
+        first()
+        self.assertEqual(cap.open, 1)
+
+        class Channel:
+            release = staticmethod(no_release)
+
+        channel = Channel()
+        channel.release = cap.take()  # type: ignore[assignment]
+        self.assertIsNone(cap.take())
+        taken = hand_over(channel)
+        channel.release()
+        self.assertEqual(cap.open, 2)
+        taken()
+        self.assertEqual(cap.open, 1)
+        self.assertIs(hand_over(object()), no_release)
