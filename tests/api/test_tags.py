@@ -188,7 +188,11 @@ class BadTagOverTheSiteTests(SynchronousTestCase):
                 (b"POST", b"/tags/a%00b/send/x", b"x"),
             ]:
                 raw = (
-                    method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n" + auth
+                    method
+                    + b" "
+                    + path
+                    + b" HTTP/1.1\r\nHost: x\r\n"
+                    + auth
                     + b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body)
                     + body
                 )
