@@ -27,8 +27,8 @@ from typing import Any
 import attrs
 from treq.client import HTTPClient
 from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.http import HTTPChannel
 
+from socketdock.api.site import PlainHTTPChannel
 from socketdock.config.settings import DEFAULT_MAX_RESPONSE_BODY
 from socketdock.relay.httpclient import NoCookies
 from socketdock.tuned.autobahn import defer_debug_formatting, use_small_frame_masker, with_options
@@ -133,7 +133,7 @@ class Stack:
 
 PLAIN = Stack(
     name="plain",
-    channel=HTTPChannel,
+    channel=PlainHTTPChannel,
     network=_plain_network,
     make_pool=_plain_pool,
     make_agent=_plain_agent,

@@ -13,8 +13,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import CookieAgent
-from twisted.web.http import HTTPChannel
 
+from socketdock.api.site import PlainHTTPChannel
 from socketdock.config.settings import load_config
 from socketdock.tap import make_service
 from socketdock.tuned.fastchannel import FastHTTPChannel
@@ -65,7 +65,7 @@ class MakeServiceTests(SynchronousTestCase):
         """The sites' channel and the WebSocket protocol class follow the stack."""
         tuned, plain = self.make(TUNED), self.make(PLAIN)
         self.assertEqual(_site_channels(tuned), [FastHTTPChannel])
-        self.assertEqual(_site_channels(plain), [HTTPChannel])
+        self.assertEqual(_site_channels(plain), [PlainHTTPChannel])
 
     def test_fallback_logs_one_line(self) -> None:
         """auto on an untested Twisted says so once, and builds the plain stack."""
@@ -74,7 +74,7 @@ class MakeServiceTests(SynchronousTestCase):
             service = self.make(stack)
         lines = [e for e in events if "plain Twisted/treq/Autobahn" in e.get("reason", "")]
         self.assertEqual(len(lines), 1)
-        self.assertEqual(_site_channels(service), [HTTPChannel])
+        self.assertEqual(_site_channels(service), [PlainHTTPChannel])
 
     def test_patches_hold_only_while_running(self) -> None:
         """Building changes no library; starting engages the patches, stopping undoes them."""
