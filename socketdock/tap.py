@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from typing import TextIO
 
 import attrs
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
@@ -40,6 +39,7 @@ from socketdock.ops.filelimit import (
 )
 from socketdock.ops.jsonlog import log_from_level
 from socketdock.ops.metrics import Metrics
+from socketdock.ops.proxyheader import server_endpoint
 from socketdock.relay.backend import HTTPBackend, LoopbackBackend
 from socketdock.relay.httpclient import BackendClient, make_tls_policy
 from socketdock.relay.journal import Journal, JournalService, ThreadWriter, check_journal
@@ -428,4 +428,4 @@ def _listen(service: SocketDockService, net, name: str, description: str, site, 
         if isinstance(urls, LearnedCallbackURLs):
             urls.learn(base_url_for(address.host, address.port, scheme_of(description)))
 
-    add_listener(service, serverFromString(net, description), site, name, bound)
+    add_listener(service, server_endpoint(net, description, net), site, name, bound)

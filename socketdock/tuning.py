@@ -31,8 +31,8 @@ from typing import Any
 import attrs
 from treq.client import HTTPClient
 from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.http import HTTPChannel
 
+from socketdock.api.site import PlainHTTPChannel
 from socketdock.config.settings import DEFAULT_MAX_RESPONSE_BODY, ConfigError
 from socketdock.relay.httpclient import NoCookies
 from socketdock.tuned import CheckFailed
@@ -228,7 +228,7 @@ class Stack:
     @property
     def channel(self) -> type:
         """The ``HTTPChannel`` class the sites parse requests with."""
-        return FastHTTPChannel if self.on("channel") else HTTPChannel
+        return FastHTTPChannel if self.on("channel") else PlainHTTPChannel
 
     @property
     def network(self) -> Callable:

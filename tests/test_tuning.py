@@ -23,6 +23,7 @@ from twisted.web import _newclient
 from twisted.web.client import CookieAgent
 from twisted.web.http import HTTPChannel
 
+from socketdock.api.site import PlainHTTPChannel
 from socketdock.config.settings import ConfigError, load_config
 from socketdock.tap import Options, make_service
 from socketdock.tuned import CheckFailed
@@ -110,7 +111,7 @@ class ChooseStackTests(SynchronousTestCase):
         self.assertEqual(only_channel.patches, ())
         self.assertFalse(only_channel.tune_gc)
         only_masker = Stack({p.name: ("on" if p.name == "masker" else "off") for p in PIECES})
-        self.assertIs(only_masker.channel, HTTPChannel)
+        self.assertIs(only_masker.channel, PlainHTTPChannel)
         self.assertEqual(len(only_masker.patches), 1)
         self.assertEqual(len(TUNED.patches), 3)
         self.assertEqual(PLAIN.patches, ())
@@ -237,7 +238,7 @@ class MakeServiceTests(SynchronousTestCase):
     def test_each_stack_builds_its_own_pieces(self) -> None:
         tuned, plain = self.make(TUNED), self.make(PLAIN)
         self.assertEqual(_site_channels(tuned), [FastHTTPChannel])
-        self.assertEqual(_site_channels(plain), [HTTPChannel])
+        self.assertEqual(_site_channels(plain), [PlainHTTPChannel])
 
     def test_one_start_up_line_lists_every_piece(self) -> None:
         """A piece that is off under auto is a warning naming it; all on is an info line."""

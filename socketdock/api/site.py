@@ -235,6 +235,24 @@ class BoundedRequest(Request):
         channel.loseConnection()
 
 
+class PlainHTTPChannel(HTTPChannel):
+    """
+    twisted.web's own channel (the plain stack), refusing a line of the head
+    that begins with a blank: an obs-fold continuation, which ``HTTPChannel``
+    joins to the field before it (``Transfer-Encoding`` included) where RFC
+    9112 §5.2 has a server refuse or replace it, or whitespace before the
+    first field line (§2.2).  Answered 400 and closed, as its other refusals.
+    """
+
+    def lineReceived(self, line: bytes) -> None:
+        # ``persistent`` is false only after a request that closes the
+        # connection, whose stray bytes HTTPChannel drops unanswered.
+        if line[:1] in (b" ", b"\t") and self.persistent:
+            self._respondToBadRequestAndDisconnect()
+            return
+        super().lineReceived(line)
+
+
 class QuietSite(Site):
     """
     A ``Site`` tuned for an API: no form parsing of POST bodies (they are JSON
@@ -254,7 +272,7 @@ class QuietSite(Site):
         root: Resource,
         reactor,
         max_body: int | None = None,
-        channel: type[HTTPChannel] = HTTPChannel,
+        channel: type[HTTPChannel] = PlainHTTPChannel,
         cap: ListenerCap | None = None,
     ) -> None:
         super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor)
@@ -296,7 +314,7 @@ def make_site(
     root: Resource,
     reactor,
     max_body: int | None = None,
-    channel: type[HTTPChannel] = HTTPChannel,
+    channel: type[HTTPChannel] = PlainHTTPChannel,
     cap: ListenerCap | None = None,
 ) -> Site:
     """

@@ -198,7 +198,11 @@ class TagResource(ApiResource):
 
 
 class BadTag(ApiResource):
-    """A path segment that cannot be a tag: 400 with the rule it breaks."""
+    """
+    A path segment that cannot be a tag: 400 with the rule it breaks, on every
+    route below it and for every method -- never the 404 a backend reads as
+    "nobody carries it" (SPEC §8), even when the request has a body.
+    """
 
     isLeaf = True
 
@@ -206,8 +210,11 @@ class BadTag(ApiResource):
         super().__init__()
         self._why = why
 
-    def render(self, request: Request) -> bytes:
+    def refusal(self, request: Request) -> bytes:
         return plain(request, 400, self._why)
+
+    def render(self, request: Request) -> bytes:
+        return self.refusal(request)
 
 
 class TagsResource(Resource):

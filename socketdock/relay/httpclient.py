@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.ssl import Certificate
 from twisted.python.failure import Failure
-from twisted.web.client import BrowserLikePolicyForHTTPS, ResponseDone
+from twisted.web.client import URI, BrowserLikePolicyForHTTPS, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
@@ -46,14 +46,27 @@ class HTTPResult:
     body: bytes
 
 
-def sign(secret: bytes, timestamp: int, body: bytes) -> bytes:
+def sign(
+    secret: bytes, timestamp: int, body: bytes, target: bytes | None = None, method: bytes = b"POST"
+) -> bytes:
     """
-    The ``X-SocketDock-Signature`` value (SPEC §3): HMAC-SHA256 of
+    The ``X-SocketDock-Signature`` value (SPEC §3): ``v1`` is HMAC-SHA256 of
     ``"<t>." + body``, so a backend can check the sender and refuse replays.
+    With the request ``target`` (its path and query, as on the request line),
+    ``v2`` follows: HMAC-SHA256 of ``"<t>.<method> <target>\n" + body``, which
+    binds the body to its route, so a backend that checks it refuses a
+    captured message replayed to ``disconnecturi``.  ``v1`` stays as it was
+    for backends that know only it.
     """
     t = str(timestamp).encode("ascii")
     mac = hmac.new(secret, t + b"." + body, hashlib.sha256).hexdigest()
-    return b"t=" + t + b",v1=" + mac.encode("ascii")
+    value = b"t=" + t + b",v1=" + mac.encode("ascii")
+    if target is None:
+        return value
+    head = t + b"." + method + b" " + target + b"\n"
+    return (
+        value + b",v2=" + hmac.new(secret, head + body, hashlib.sha256).hexdigest().encode("ascii")
+    )
 
 
 class NoCookies(CookieJar):
@@ -110,6 +123,7 @@ class BackendClient:
         self._timeout = timeout
         self._secret = signing_secret.encode("utf-8") if signing_secret else None
         self._urls: dict[str, EncodedURL] = {}
+        self._targets: dict[str, bytes] = {}
         # Never mutated: treq and the agents below copy before they add.
         self._headers = Headers(
             {
@@ -125,6 +139,14 @@ class BackendClient:
         if prepared is None:
             prepared = self._urls[url] = PreparedURL.prepare(url)
         return prepared
+
+    def _target(self, url: str) -> bytes:
+        # The request line's target, as both agents send it (URI.originForm).
+        target = self._targets.get(url)
+        if target is None:
+            text = self._url(url).to_text().encode("ascii")
+            target = self._targets[url] = URI.fromBytes(text).originForm
+        return target
 
     def post(self, url: str, body: bytes, kind: str = "request") -> Deferred[HTTPResult]:
         """
@@ -154,7 +176,7 @@ class BackendClient:
             headers = headers.copy()
             headers.setRawHeaders(
                 b"X-SocketDock-Signature",
-                [sign(self._secret, int(self._clock.seconds()), body)],
+                [sign(self._secret, int(self._clock.seconds()), body, self._target(url))],
             )
         d = self._http.post(
             self._url(url),

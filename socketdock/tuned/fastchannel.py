@@ -16,10 +16,16 @@ request is done: pipelined requests are answered in order, and nothing (a 400,
 a 413, a ``100 Continue``) is written ahead of an earlier response.  Bytes that
 arrive while a request is handled are buffered unparsed, as ``HTTPChannel``
 does, and pause the transport past ``_optimisticEagerReadSize``.
+
+llhttp's lenient header mode (kept for control bytes in values, as
+``HTTPChannel`` allows them) also lets a blank before the colon through for the
+names it knows (``Content-Length :``) and takes obs-fold continuation lines;
+the channel refuses both with 400, as RFC 9110 §5.1 and RFC 9112 §5.2 allow.
 """
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from io import BytesIO
 
@@ -35,6 +41,9 @@ from socketdock.tuned import CheckFailed, require, require_attributes
 
 _HEAD, _BODY, _DONE, _ERROR = range(4)
 _VERSIONS = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
+#: A line that begins with a blank: in a head, obs-fold (RFC 9112 §5.2) or
+#: whitespace before the first field line (§2.2).
+_BLANK_LINE_START = re.compile(rb"\n[ \t]").search
 
 
 class _Refused(Exception):
@@ -67,6 +76,10 @@ class FastHTTPChannel(HTTPChannel):
         self._headers: list[tuple[bytes, bytes]] = []
         self._headSize = 0
         self._inMessage = False
+        # Between a message's first byte and the end of its head; and whether
+        # the last byte fed was a LF (a fold may start the next read).
+        self._inHead = False
+        self._afterLF = False
         self._progress = False
         self._stalled = 0
         # The request being received and its request line, under the names
@@ -97,7 +110,7 @@ class FastHTTPChannel(HTTPChannel):
         self._url = b""
         self._headers = []
         self._headSize = 0
-        self._inMessage = self._progress = True
+        self._inMessage = self._inHead = self._progress = True
 
     def on_url(self, part: bytes) -> None:
         self._url += part
@@ -107,7 +120,9 @@ class FastHTTPChannel(HTTPChannel):
             raise _Refused()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if b"\x00" in value:
+        # llhttp checks that a name is a token, but its lenient mode lets a
+        # blank before the colon through after the names it knows by heart.
+        if b"\x00" in value or b" " in name or b"\t" in name:
             raise _Refused()
         if value and value[-1] in b" \t":
             value = value.rstrip(b" \t")
@@ -128,6 +143,7 @@ class FastHTTPChannel(HTTPChannel):
         if self._headSize + len(method) + len(version) + 2 > self.totalHeadersSize:
             raise _Refused()
         self._progress = True
+        self._inHead = False
         headers, self._headers = self._headers, []  # trailers, if any, are dropped
         self._events.append((_HEAD, (method, self._url, version, headers, parser.should_upgrade())))
 
@@ -216,28 +232,61 @@ class FastHTTPChannel(HTTPChannel):
             self._networkProducer.pauseProducing()
 
     def _feed(self, data: bytes) -> None:
+        if self._parser is None or not data:
+            return
+        if self._afterLF and self._inHead and data[:1] in (b" ", b"\t"):
+            self._refuse()
+            return
+        self._afterLF = data[-1] == 10  # a LF
+        blank = _BLANK_LINE_START(data)
+        if blank is None:  # most reads
+            self._feedPart(data)
+            return
+        # Fed up to each LF that a blank follows, to learn whether that line
+        # is in a head (refused) or in a body (any bytes go).
+        start = 0
+        while True:
+            end = len(data) if blank is None else blank.start() + 1
+            if not self._feedPart(data[start:end]):
+                if self._unparsed is not None and end < len(data):
+                    self._unparsed.append(data[end:])
+                return
+            if blank is None:
+                break
+            if self._inHead:
+                self._refuse()
+                return
+            start = end
+            blank = _BLANK_LINE_START(data, start)
+
+    def _refuse(self) -> None:
+        self._events.append((_ERROR, None))
+        self._parser = None
+
+    def _feedPart(self, data: bytes) -> bool:
+        """Feed ``data``; False once the parser stopped (an error or an upgrade)."""
         parser = self._parser
         if parser is None:
-            return
+            return False
         self._progress = False
         try:
             parser.feed_data(data)
         except HttpParserUpgrade as upgrade:
             self._unparsed = [data[upgrade.args[0] :]]
-            return
+            return False
         except HttpParserError:
-            self._events.append((_ERROR, None))
-            self._parser = None
-            return
+            self._refuse()
+            return False
         # httptools gathers a header's name and value out of our sight until
         # the line ends: bound the bytes fed mid-message with no sign of progress.
         if self._inMessage and not self._progress:
             self._stalled += len(data)
             if self._stalled > self.totalHeadersSize:
-                self._events.append((_ERROR, None))
-                self._parser = None
+                self._refuse()
+                return False
         else:
             self._stalled = 0
+        return True
 
     def _drain(self) -> None:
         # Iterative, so a burst of pipelined requests answered synchronously

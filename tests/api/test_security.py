@@ -253,11 +253,17 @@ class SigningTests(_Case):
         for request in self.fake.received:
             (raw,) = request.headers.getRawHeaders(b"x-socketdock-signature") or []
             header = raw.decode("ascii")
-            self.assertRegex(header, r"^t=\d+,v1=[0-9a-f]{64}$")
+            self.assertRegex(header, r"^t=\d+,v1=[0-9a-f]{64},v2=[0-9a-f]{64}$")
             self.assertLess(abs(time.time() - int(header[2 : header.index(",")])), 60)
             self.assertTrue(verify(SECRET.encode(), header, request.body), request.path)
             self.assertFalse(verify(b"another secret", header, request.body))
             self.assertFalse(verify(SECRET.encode(), header, request.body + b" "))
+            # v2 binds the route: the same body and signature fail on another path.
+            self.assertTrue(verify(SECRET.encode(), header, request.body, "POST", request.path))
+            for other in {"/connect", "/message", "/disconnect"} - {request.path}:
+                self.assertFalse(verify(SECRET.encode(), header, request.body, "POST", other))
+            # Without v2 (as an older SocketDock sends it), v1 alone still verifies.
+            self.assertTrue(verify(SECRET.encode(), header.split(",v2=")[0], request.body))
 
     def test_stale_or_forged_refused(self):
         """The documented verify refuses old, future, missing and malformed signatures."""

@@ -10,15 +10,17 @@ import json
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from socketdock.api.site import Root, make_api_children, make_health
+from socketdock.api.site import Root, make_api_children, make_health, make_site
 from socketdock.ops.metrics import Metrics
 from socketdock.relay.backend import LoopbackBackend
 from socketdock.relay.reach import IReach, Reached, Unreachable
 from socketdock.relay.registry import OutboundFull, Registry
 from socketdock.relay.session import Relay
+from socketdock.tuning import PLAIN, TUNED
 from tests.relay.test_tags import FakeConnection
 
 TOKEN = "t0ken-for-tests"
@@ -35,7 +37,8 @@ class Front:
         metrics = Metrics(active=self.registry.__len__, queued=lambda: 0)
         relay = Relay(LoopbackBackend(), self.registry, metrics, clock, 8)
         api = make_api_children(self.registry, metrics, clock, max_message_size, reach)
-        self.treq = StubTreq(Root(("/ws", None), api, make_health(relay), TOKEN))  # type: ignore[arg-type]  # no WebSocket resource: these tests never reach /ws
+        self.root = Root(("/ws", None), api, make_health(relay), TOKEN)  # type: ignore[arg-type]  # no WebSocket resource: these tests never reach /ws
+        self.treq = StubTreq(self.root)
 
     def add(self, connection_id: str, *tags: str, answer=None) -> FakeConnection:
         connection = FakeConnection(connection_id, answer)
@@ -154,6 +157,49 @@ class TagSendTests(_Requests):
         ]:
             self.assertEqual(self.call(front, method, path, b"{}", auth=False)[0], 401)
         self.assertEqual((a.delivered, a.closed, a.tags), ([], [], ("t",)))
+
+
+class BadTagOverTheSiteTests(SynchronousTestCase):
+    """
+    A bad tag through the real site and channels, where a request with a body
+    is routed on its headers (``BoundedRequest``): 400 on every tag route, never 404.
+    """
+
+    def answer(self, channel_class: type, raw: bytes) -> bytes:
+        front = Front()
+        front.add(A, "t")
+        channel = make_site(front.root, Clock(), 1024, channel_class).buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(raw)
+        return transport.value()
+
+    def test_every_route_every_stack(self) -> None:
+        """send, disconnect, the tag itself and paths below it; with and without a body."""
+        auth = b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+        for channel_class in (PLAIN.channel, TUNED.channel):
+            for method, path, body in [
+                (b"POST", b"/tags/a%00b/send", b"hello"),
+                (b"POST", b"/tags/%FF/send", b"hello"),
+                (b"POST", b"/tags/" + b"x" * 201 + b"/send", b""),
+                (b"POST", b"/tags/a%0Ab/disconnect", b'{"code": 4000}'),
+                (b"GET", b"/tags/a%00b", b""),
+                (b"GET", b"/tags/a%00b/other", b""),
+                (b"POST", b"/tags/a%00b/send/x", b"x"),
+            ]:
+                raw = (
+                    method
+                    + b" "
+                    + path
+                    + b" HTTP/1.1\r\nHost: x\r\n"
+                    + auth
+                    + b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body)
+                    + body
+                )
+                answer = self.answer(channel_class, raw)
+                where = (channel_class.__name__, path)
+                self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), (where, answer[:80]))
+                self.assertEqual(answer.split(b"\r\n\r\n", 1)[1].count(b"\n"), 1, where)
 
 
 class TagCountAndCloseTests(_Requests):

@@ -17,7 +17,6 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from zope.interface import implementer
@@ -29,6 +28,7 @@ from socketdock.relay.backend import LoopbackBackend
 from socketdock.relay.registry import IConnection, Registry
 from socketdock.relay.session import Relay
 from socketdock.tuned.fastchannel import FastHTTPChannel
+from socketdock.tuning import PLAIN
 
 TOKEN = "t0ken-for-tests"
 LIVE = "a" * 32
@@ -625,11 +625,45 @@ class BodyLimitTests(SynchronousTestCase):
         channel.dataReceived(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n")
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value()[:80])
 
+    def test_malformed_heads_are_quiet_400s(self) -> None:
+        """
+        A blank before a colon, obs-fold (Transfer-Encoding included) or a
+        blank before the first field: 400 and a close, and nothing logged.
+        """
+        for head in [
+            b"Content-Length : 5\r\n",
+            b"Transfer-Encoding : chunked\r\n",
+            b"Connection : close\r\n",
+            b"Upgrade : websocket\r\n",
+            b"X-Mine : 1\r\n",
+            b"X: a\r\n b\r\n",
+            b"Transfer-Encoding: gzip\r\n\t,chunked\r\n",
+            b"Content-Type: text/plain\r\n ; charset=utf-8\r\n",
+            b" Host: x\r\n",
+        ]:
+            channel, transport = _channel()
+            with capturedLogs() as events:
+                channel.dataReceived(
+                    b"POST /socket/" + LIVE.encode() + b"/send HTTP/1.1\r\n" + head + b"\r\nhello"
+                )
+            self.assertEqual(transport.value(), b"HTTP/1.1 400 Bad Request\r\n\r\n", head)
+            self.assertTrue(transport.disconnecting, head)
+            self.assertEqual(events, [], head)
+
+    def test_blank_lines_in_a_body_pass(self) -> None:
+        """A LF and a blank inside a body are no fold."""
+        channel, transport = _channel()
+        channel.dataReceived(
+            b"POST /socket/" + LIVE.encode() + b"/send HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: 6\r\n\r\na\n b\n\t"
+        )
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 "), transport.value()[:80])
+
 
 class PlainBodyLimitTests(BodyLimitTests):
-    """The same limits and answers with twisted.web's own channel (tuning = off)."""
+    """The same limits and answers with the plain stack's channel (tuning = off)."""
 
-    channel_class = HTTPChannel
+    channel_class = PLAIN.channel
 
 
 class ExposureWarningTests(SynchronousTestCase):

@@ -349,6 +349,8 @@ class ACApyMediator(WalletStory):
         self.admin_port = port_for_an_agent()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKETDOCK_")}
         env.update(HOME=workdir, PYTHONPATH=str(ACAPY_INTEGRATION), **self.secret_env())
+        # Replies go only to this SocketDock (its learned externalhostandport).
+        env["SOCKETDOCK_TRUSTED_URLS"] = f"http://127.0.0.1:{sd_port}"
         argv = [
             str(ACAPY),
             "start",

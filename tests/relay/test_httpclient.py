@@ -4,6 +4,8 @@ shared headers) against a real twisted.web server on loopback, its
 backend_concurrency line, and how an answer's body becomes a result.
 """
 
+import hashlib
+import hmac
 from typing import Any
 
 from hyperlink import EncodedURL
@@ -26,6 +28,7 @@ from socketdock.relay.httpclient import (
     ResponseTooLong,
     _collect,
     make_tls_policy,
+    sign,
 )
 from socketdock.tuning import PLAIN, TUNED, make_http_client
 
@@ -39,6 +42,23 @@ class PreparedURLTests(SynchronousTestCase):
         self.assertEqual(prepared.to_text(), expected)
         self.assertIs(prepared.to_uri(), prepared)
         self.assertEqual(prepared.to_uri().to_text(), expected)
+
+
+class SignTests(SynchronousTestCase):
+    def test_v1_unchanged(self):
+        """Without a target the value is v1 alone, byte for byte as before v2."""
+        mac = hmac.new(b"k", b"1700000000." + b"{}", hashlib.sha256).hexdigest()
+        self.assertEqual(sign(b"k", 1700000000, b"{}"), b"t=1700000000,v1=" + mac.encode())
+
+    def test_v2_follows_v1(self):
+        """v2 signs "<t>.POST <target>\\n" + body; v1 is unchanged in front of it."""
+        v1 = sign(b"k", 1700000000, b"{}")
+        v2 = hmac.new(b"k", b"1700000000.POST /message\n{}", hashlib.sha256).hexdigest()
+        self.assertEqual(sign(b"k", 1700000000, b"{}", b"/message"), v1 + b",v2=" + v2.encode())
+        self.assertNotEqual(
+            sign(b"k", 1700000000, b"{}", b"/disconnect"),
+            sign(b"k", 1700000000, b"{}", b"/message"),
+        )
 
 
 class BytesProducerTests(SynchronousTestCase):
@@ -60,10 +80,13 @@ class _Recorder(Resource):
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[tuple[bytes, Headers, int]] = []
+        #: Each request's target, as its request line had it.
+        self.targets: list[bytes] = []
 
     def render_POST(self, request):
         body = request.content.read()
         self.seen.append((body, request.requestHeaders, request.getClientAddress().port))
+        self.targets.append(request.uri)
         request.addCookie(b"session", b"backend-state")
         request.setHeader(b"content-type", b"text/plain")
         if body.startswith(b"long:"):
@@ -125,6 +148,19 @@ class BackendClientTests(TestCase):
         result = yield self.client.post(self.url, body)
         self.assertEqual(result.code, 200)
         self.assertEqual(self.resource.seen[0][0], body)
+
+    @inlineCallbacks
+    def test_signature_binds_the_route(self):
+        """v1 as before; v2 over the method and the target the backend received, then the body."""
+        url = self.url + "?a=1&b=%20&c=\u00e9"
+        yield self.client.post(url, b'{"n":1}')
+        (_, headers, _), target = self.resource.seen[-1], self.resource.targets[-1]
+        (value,) = headers.getRawHeaders(b"x-socketdock-signature") or []
+        t = value.split(b",")[0][2:]
+        v1 = hmac.new(b"s3cret", t + b'.{"n":1}', hashlib.sha256).hexdigest().encode()
+        v2 = hmac.new(b"s3cret", t + b".POST " + target + b'\n{"n":1}', hashlib.sha256)
+        self.assertEqual(value, b"t=" + t + b",v1=" + v1 + b",v2=" + v2.hexdigest().encode())
+        self.assertTrue(target.startswith(b"/message?a=1&b=%20&c=%C3%A9"), target)
 
 
 class PlainBackendClientTests(BackendClientTests):

@@ -186,6 +186,60 @@ class PipelineTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
 
 
+#: A pipelined stream whose third request has an obs-fold line; the second's
+#: body has a LF and a blank at every place a fold check could misread.
+_FOLDED = (
+    b"GET /now HTTP/1.1\r\nHost: x\r\n\r\n"
+    b"POST /now HTTP/1.1\r\nContent-Length: 8\r\n\r\n\n a\n\tb\n "
+    b"GET /now HTTP/1.1\r\nX: a\r\n b\r\n\r\n"
+    b"GET /now HTTP/1.1\r\n\r\n"
+)
+
+
+class MalformedHeadTests(SynchronousTestCase):
+    """A blank before a field's colon, or a line folded into the one before it: 400."""
+
+    def answer(self, pieces) -> bytes:
+        channel, transport = _connect(_Held(), Clock())
+        for piece in pieces:
+            channel.dataReceived(piece)
+        self.assertTrue(transport.disconnecting)
+        return _without_dates(transport.value())
+
+    def test_blank_before_the_colon(self) -> None:
+        """Every field name llhttp knows by name, and others: 400, no exception."""
+        for name in [b"Content-Length", b"Transfer-Encoding", b"Connection", b"Upgrade", b"X"]:
+            for blank in [b" ", b"\t", b"  "]:
+                value = b"chunked" if name == b"Transfer-Encoding" else b"0"
+                raw = b"GET /now HTTP/1.1\r\n" + name + blank + b": " + value + b"\r\n\r\n"
+                self.assertEqual(self.answer([raw]), b"HTTP/1.1 400 Bad Request\r\n\r\n", raw)
+
+    def test_folds(self) -> None:
+        """A fold in any field, Transfer-Encoding included, or before the first field: 400."""
+        for head in [
+            b"X: a\r\n b\r\n",
+            b"X: a\r\n\tb\r\n",
+            b"Transfer-Encoding: gzip\r\n ,chunked\r\n",
+            b"Content-Length: 1\r\n 0\r\n",
+            b" X: a\r\n",
+            b"Host: x\r\nX: a\n b\r\n",
+        ]:
+            raw = b"POST /now HTTP/1.1\r\n" + head + b"\r\n"
+            self.assertEqual(self.answer([raw]), b"HTTP/1.1 400 Bad Request\r\n\r\n", raw)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.integers(0, len(_FOLDED)), max_size=8))
+    def test_fold_any_split(self, cuts) -> None:
+        """Two answers then the 400, however the reads split; blanks in a body pass."""
+        bounds = [0, *sorted(cuts), len(_FOLDED)]
+        answer = self.answer([_FOLDED[a:b] for a, b in pairwise(bounds)])
+        self.assertEqual(re.findall(rb"HTTP/1.1 (\d+) ", answer), [b"200", b"200", b"400"])
+
+    def test_fold_byte_by_byte(self) -> None:
+        answer = self.answer([_FOLDED[i : i + 1] for i in range(len(_FOLDED))])
+        self.assertEqual(re.findall(rb"HTTP/1.1 (\d+) ", answer), [b"200", b"200", b"400"])
+
+
 class RequestShapeTests(SynchronousTestCase):
     """HTTP/1.0, Connection: close, 100-continue and the limits behave as HTTPChannel's."""
 

@@ -18,9 +18,18 @@ ACA-Py's dispatcher: replies never ride on the answer.
 
 Environment:
 
+``SOCKETDOCK_TRUSTED_URLS``
+    required: the base URLs of the SocketDock instances replies may go to
+    (their ``externalhostandport``), comma-separated.  A POST whose
+    ``meta.send`` is not ``<one of them>/socket/<id>/send`` gets 400, so
+    nobody who can reach this transport can have replies, and the API token
+    with them, sent elsewhere.
 ``SOCKETDOCK_SIGNING_SECRET``
     when set, every POST must carry a valid ``X-SocketDock-Signature``
-    (SocketDock's ``signing_secret``); others get 401.
+    (SocketDock's ``signing_secret``); others get 401.  Its ``v2``, when
+    present, must sign this route.  A signed POST already taken (a replay,
+    or SocketDock's retry of one whose answer it lost) is answered 200 and
+    does nothing.
 ``SOCKETDOCK_API_TOKEN``
     when set, sent as ``Authorization: Bearer <token>`` with every callback
     (SocketDock's ``api_token``).
@@ -54,9 +63,12 @@ from .wire import (
     BadRequest,
     BadSignature,
     Notice,
+    SeenSignatures,
     SeqFilter,
+    parse_trusted_urls,
     retry_after,
     send_outcome,
+    trusted_send_url,
     verify_signature,
 )
 
@@ -66,6 +78,10 @@ LOGGER = logging.getLogger(__name__)
 ENVELOPE_TYPE = "application/didcomm-envelope-enc"
 #: Attempts at one callback before the message goes back to ACA-Py.
 SEND_ATTEMPTS = 6
+
+
+class _AlreadyTaken(Exception):
+    """A signed POST taken before: answered 200, nothing done."""
 
 
 class _Connection:
@@ -96,21 +112,35 @@ class SocketDockInboundTransport(BaseInboundTransport):
         self.signing_secret = os.environ.get("SOCKETDOCK_SIGNING_SECRET") or None
         self.api_token = os.environ.get("SOCKETDOCK_API_TOKEN") or None
         self.send_timeout = float(os.environ.get("SOCKETDOCK_SEND_TIMEOUT") or 10)
+        self.seen = SeenSignatures()
+        self.trusted_urls: tuple[str, ...] = ()
+        self._trust_problem: Optional[str] = None
+        try:
+            self.trusted_urls = parse_trusted_urls(os.environ.get("SOCKETDOCK_TRUSTED_URLS"))
+        except ValueError as e:
+            self._trust_problem = f"SOCKETDOCK_TRUSTED_URLS: {e}"
+        if not self.trusted_urls and self._trust_problem is None:
+            self._trust_problem = (
+                "SOCKETDOCK_TRUSTED_URLS is not set: name the SocketDock instances replies "
+                "may go to, e.g. SOCKETDOCK_TRUSTED_URLS=http://10.0.0.5:8765"
+            )
 
     async def make_application(self) -> web.Application:
         """The aiohttp application with the three backend routes."""
         app = web.Application(client_max_size=max(self.max_message_size, 0) * 2 or 8 << 20)
         app.add_routes(
             [
-                web.post("/connect", self.connect_handler),
-                web.post("/message", self.message_handler),
-                web.post("/disconnect", self.disconnect_handler),
+                web.post("/connect", self._taken_once(self.connect_handler)),
+                web.post("/message", self._taken_once(self.message_handler)),
+                web.post("/disconnect", self._taken_once(self.disconnect_handler)),
             ]
         )
         return app
 
     async def start(self) -> None:
         """Listen on host:port."""
+        if self._trust_problem is not None:
+            raise InboundTransportSetupError(self._trust_problem)
         self.client = ClientSession(timeout=ClientTimeout(total=self.send_timeout))
         self.runner = web.AppRunner(await self.make_application())
         await self.runner.setup()
@@ -179,20 +209,72 @@ class SocketDockInboundTransport(BaseInboundTransport):
 
     # Intake
 
-    async def _read(self, request: web.BaseRequest) -> Notice:
+    def _taken_once(self, handler):
+        """
+        ``handler``, releasing the request's signature unless it answers 2xx:
+        SocketDock's retry of a POST that was not taken must get in.
+        """
+
+        async def taken_once(request: web.Request) -> web.StreamResponse:
+            try:
+                response = await handler(request)
+            except _AlreadyTaken:
+                return web.Response(status=200)
+            except BaseException:
+                self._release(request)
+                raise
+            if not 200 <= response.status < 300:
+                self._release(request)
+            return response
+
+        return taken_once
+
+    def _release(self, request: web.BaseRequest) -> None:
+        key = request.get("socketdock_signature")
+        if key is not None:
+            self.seen.release(key)
+
+    async def _read(self, request: web.BaseRequest, kind: str) -> Notice:
         body = await request.read()
         if self.signing_secret:
             try:
-                verify_signature(self.signing_secret, request.headers.get(SIGNATURE_HEADER), body)
+                key = verify_signature(
+                    self.signing_secret,
+                    request.headers.get(SIGNATURE_HEADER),
+                    body,
+                    method=request.method,
+                    target=request.raw_path,
+                )
             except BadSignature as e:
                 LOGGER.warning("SocketDock POST %s refused: %s", request.path, e)
                 raise web.HTTPUnauthorized(text=f"{e}\n")
+            if not self.seen.claim(key):
+                LOGGER.info(
+                    "SocketDock POST %s: a signed request already taken (a retry or a replay); "
+                    "nothing done",
+                    request.path,
+                )
+                raise _AlreadyTaken()
+            request["socketdock_signature"] = key
         try:
-            return Notice.parse(body)
+            return Notice.parse(body, kind)
         except BadRequest as e:
             raise web.HTTPBadRequest(text=f"{e}\n")
 
+    def _check_send(self, notice: Notice) -> None:
+        if notice.send is not None and not trusted_send_url(
+            notice.send, notice.connection_id, self.trusted_urls
+        ):
+            LOGGER.warning(
+                "SocketDock connection %s: meta.send is not a trusted SocketDock instance; refused",
+                notice.connection_id,
+            )
+            raise web.HTTPBadRequest(
+                text="meta.send is not <a SocketDock in SOCKETDOCK_TRUSTED_URLS>/socket/<id>/send\n"
+            )
+
     async def _open(self, notice: Notice, request: web.BaseRequest) -> _Connection:
+        self._check_send(notice)
         conn = self.connections.get(notice.connection_id)
         if conn is not None:
             if notice.send:
@@ -221,13 +303,13 @@ class SocketDockInboundTransport(BaseInboundTransport):
 
     async def connect_handler(self, request: web.BaseRequest) -> web.Response:
         """``connecturi``: open the session now, admit the client."""
-        notice = await self._read(request)
+        notice = await self._read(request, "connect")
         await self._open(notice, request)
         return web.Response(status=200)
 
     async def message_handler(self, request: web.BaseRequest) -> web.Response:
         """``messageuri``: hand the message to ACA-Py; answer at once."""
-        notice = await self._read(request)
+        notice = await self._read(request, "message")
         if notice.message is None:
             raise web.HTTPBadRequest(text="no message\n")
         conn = await self._open(notice, request)
@@ -254,7 +336,7 @@ class SocketDockInboundTransport(BaseInboundTransport):
 
     async def disconnect_handler(self, request: web.BaseRequest) -> web.Response:
         """``disconnecturi``: close the session; what waits for it goes back to ACA-Py."""
-        notice = await self._read(request)
+        notice = await self._read(request, "disconnect")
         conn = self.connections.get(notice.connection_id)
         LOGGER.info(
             "SocketDock connection %s closed (code %s, initiator %s%s)",

@@ -111,7 +111,25 @@ class TransportTests(unittest.IsolatedAsyncioTestCase):
         await web.TCPSite(self.sd_runner, "127.0.0.1", sd_port).start()
         self.sd = f"http://127.0.0.1:{sd_port}"
 
-        env = {"SOCKETDOCK_SIGNING_SECRET": self.secret, "SOCKETDOCK_API_TOKEN": self.token}
+        # An attacker's listener: replies and the API token must never reach it.
+        async def stolen(request):
+            self.stolen.append((dict(request.headers), await request.read()))
+            return web.Response(status=200)
+
+        self.stolen: list = []
+        evil = web.Application()
+        evil.add_routes([web.post("/{tail:.*}", stolen)])
+        self.evil_runner = web.AppRunner(evil)
+        await self.evil_runner.setup()
+        evil_port = _free_port()
+        await web.TCPSite(self.evil_runner, "127.0.0.1", evil_port).start()
+        self.evil = f"http://127.0.0.1:{evil_port}"
+
+        env = {
+            "SOCKETDOCK_SIGNING_SECRET": self.secret,
+            "SOCKETDOCK_API_TOKEN": self.token,
+            "SOCKETDOCK_TRUSTED_URLS": f"http://10.9.9.9:1, {self.sd}/",
+        }
         with mock.patch.dict(os.environ, env):
             self.port = _free_port()
             self.transport = SocketDockInboundTransport("127.0.0.1", self.port, create_session)
@@ -122,12 +140,18 @@ class TransportTests(unittest.IsolatedAsyncioTestCase):
         await self.client.close()
         await self.transport.stop()
         await self.sd_runner.cleanup()
+        await self.evil_runner.cleanup()
 
-    async def post(self, path, doc, signed=True):
+    async def post(self, path, doc, signed=True, v2=True):
         body = json.dumps(doc).encode()
         headers = {"Content-Type": "application/json"}
         if signed:
-            headers["X-SocketDock-Signature"] = sign(self.secret, body)
+            headers["X-SocketDock-Signature"] = (
+                sign(self.secret, body, method="POST", target=path) if v2 else sign(self.secret, body)
+            )
+        return await self.post_raw(path, body, headers)
+
+    async def post_raw(self, path, body, headers):
         async with self.client.post(f"http://127.0.0.1:{self.port}{path}", data=body, headers=headers) as r:
             return r.status, await r.text()
 
@@ -276,6 +300,100 @@ class TransportTests(unittest.IsolatedAsyncioTestCase):
 
         await self.transport._outbound_status(None, Event())
         self.assertEqual(offered, [idle])
+
+    async def test_replies_go_only_to_trusted_instances(self):
+        """A send URL outside SOCKETDOCK_TRUSTED_URLS is refused, and cannot replace a trusted one."""
+        for send in [
+            f"{self.evil}/socket/c1/send",
+            f"{self.sd}/socket/c2/send",  # another connection's
+            f"{self.sd}/socket/c1/send?x=1",
+            f"{self.sd}/socket/c1/../../x/send",
+            f"{self.sd.replace('http:', 'https:')}/socket/c1/send",
+            f"http://user@{self.sd[7:]}/socket/c1/send",
+        ]:
+            meta = dict(self.meta(), send=send)
+            status, text = await self.post("/connect", {"meta": meta})
+            self.assertEqual(status, 400, send)
+            self.assertEqual(text.count("\n"), 1)
+        self.assertEqual(self.sessions, [])
+        await self.post("/connect", {"meta": self.meta()})
+        meta = dict(self.meta(seq=1), send=f"{self.evil}/socket/c1/send")
+        status, _ = await self.post("/message", {"meta": meta, "message": "m"})
+        self.assertEqual(status, 400)
+        self.sessions[0].set_response("reply")
+        await asyncio.wait_for(self.send_event.wait(), 10)
+        self.assertEqual(self.stolen, [])
+        self.assertEqual(self.sends[0][0], "c1")
+
+    async def test_untrusted_without_a_list_refuses_to_start(self):
+        """Without SOCKETDOCK_TRUSTED_URLS (or with a bad one) the transport does not start."""
+        from acapy_agent.transport.inbound.base import InboundTransportSetupError
+
+        for value in ["", "ftp://x", "http://a b"]:
+            with mock.patch.dict(os.environ, {"SOCKETDOCK_TRUSTED_URLS": value}):
+                transport = SocketDockInboundTransport("127.0.0.1", _free_port(), None)
+            with self.assertRaises(InboundTransportSetupError) as caught:
+                await transport.start()
+            self.assertIn("SOCKETDOCK_TRUSTED_URLS", str(caught.exception))
+            self.assertNotIn("\n", str(caught.exception))
+
+    async def test_body_must_fit_its_route(self):
+        """A message body sent to /disconnect closes nothing; a notice sent to /message is refused."""
+        await self.post("/message", {"meta": self.meta(seq=1), "message": "m"})
+        message = {"meta": self.meta(seq=2), "message": "m2"}
+        self.assertEqual((await self.post("/disconnect", message))[0], 400)
+        self.assertFalse(self.sessions[0].closed)
+        disconnect = {"connection_id": "c1", "meta": {"connection_id": "c1", "code": 1000,
+                                                       "reason": "", "initiator": "client"}}
+        self.assertEqual((await self.post("/message", disconnect))[0], 400)
+        self.assertEqual((await self.post("/connect", message))[0], 400)
+        self.assertEqual(self.sessions[0].received, ["m"])
+
+    async def test_replayed_signature_refused(self):
+        """
+        A captured signed POST replayed to another route fails v2; replayed
+        to its own route or, v2 stripped, to any route, it was taken already:
+        answered 200, nothing done.
+        """
+        body = json.dumps({"meta": self.meta(seq=1), "message": "m"}).encode()
+        header = sign(self.secret, body, method="POST", target="/message")
+        headers = {"X-SocketDock-Signature": header}
+        self.assertEqual((await self.post_raw("/message", body, headers))[0], 200)
+        # The same bytes to /disconnect: v2 names /message.
+        status, text = await self.post_raw("/disconnect", body, headers)
+        self.assertEqual((status, text), (401, "X-SocketDock-Signature does not match\n"))
+        # Again, whole or with v2 stripped: already taken.
+        v1_only = header.rsplit(",v2=", 1)[0]
+        for path, replay in [("/message", header), ("/message", v1_only), ("/disconnect", v1_only)]:
+            status, text = await self.post_raw(path, body, {"X-SocketDock-Signature": replay})
+            self.assertEqual((status, text), (200, ""), (path, replay))
+        self.assertEqual(self.sessions[0].received, ["m"])
+        self.assertFalse(self.sessions[0].closed)
+
+    async def test_a_retry_after_a_refusal_gets_in(self):
+        """A POST that was not taken (503) does not use its signature up."""
+        await self.post("/connect", {"meta": self.meta()})
+        self.sessions[0].fail_next = True
+        body = json.dumps({"meta": self.meta(seq=1), "message": "m"}).encode()
+        headers = {"X-SocketDock-Signature": sign(self.secret, body, method="POST", target="/message")}
+        self.assertEqual((await self.post_raw("/message", body, headers))[0], 503)
+        self.assertEqual((await self.post_raw("/message", body, headers))[0], 200)
+        self.assertEqual(self.sessions[0].received, ["m"])
+
+    async def test_hostile_timestamps(self):
+        """Thousands of digits, non-ASCII digits or MACs: 401, never a 500."""
+        body = json.dumps({"meta": self.meta(seq=1), "message": "m"}).encode()
+        good = sign(self.secret, body).split(",v1=")[1]
+        for header in [
+            "t=" + "9" * 5000 + ",v1=" + good,
+            "t=\u0663\u0663,v1=" + good,
+            "t=1,v1=" + "\u00e9" * 64,
+        ]:
+            status, _ = await self.post_raw(
+                "/message", body, {"X-SocketDock-Signature": header.encode("utf-8").decode("latin-1")}
+            )
+            self.assertEqual(status, 401, header[:20])
+        self.assertEqual(self.sessions, [])
 
     async def test_bad_bodies(self):
         status, _ = await self.post("/message", {"meta": {"connection_id": "c1"}, "message": "m"})
