@@ -17,9 +17,11 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
+from socketdock.api.auth import BearerTokens
 from socketdock.api.site import Root, make_api_children, make_health, make_site, warn_if_exposed
 from socketdock.config.endpoints import base_url_for, scheme_of
 from socketdock.config.preflight import check_startable
+from socketdock.config.secrets import Secrets
 from socketdock.config.settings import (
     SETTINGS,
     Config,
@@ -262,6 +264,7 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
         stack = choose_stack(config.tuning, installed_versions())
     if stack.reason:
         _log.warn("{reason}", reason=stack.reason)
+    secrets = Secrets(api_tokens=(config.api_token,) if config.api_token else ())
     urls = (
         LearnedCallbackURLs()
         if config.externalhostandport is None
@@ -324,12 +327,13 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
         # Started before the listeners, so the recovered notices are queued
         # first; stopped after them, so it keeps what the drain left.
         JournalService(journal, relay.recover).setServiceParent(service)
+    tokens = BearerTokens(secrets, metrics, reactor)
     if config.api_listen is None:
-        front = Root((config.wspath, upgrade), api_children, health, config.api_token)
+        front = Root((config.wspath, upgrade), api_children, health, tokens)
         _listen(service, net, "listen", config.listen, make_site_for(front), urls)
     else:
         front = Root((config.wspath, upgrade), None, health, None)
-        back = Root(None, api_children, health, config.api_token)
+        back = Root(None, api_children, health, tokens)
         _listen(service, net, "listen", config.listen, make_site_for(front), None)
         _listen(service, net, "api_listen", config.api_listen, make_site_for(back), urls)
     warn_if_exposed(config.api_listen or config.listen, config.api_token)

@@ -120,6 +120,24 @@ class Metrics:
             "Backend requests that failed for good (refused, or retries used up).",
             registry=r,
         )
+        self._api_refused = Counter(
+            "socketdock_api_refused",
+            "Callback-API requests refused for their bearer token, by reason"
+            " (missing_token, wrong_token).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("missing_token", "wrong_token"):
+            self._api_refused.labels(reason)
+        self._backend_auth = Counter(
+            "socketdock_backend_auth_refused",
+            "Backend requests answered 401 or 403 (an authentication failure:"
+            " signing_secret or the backend's verifier), by kind.",
+            ["kind"],
+            registry=r,
+        )
+        for kind in _HotFigures.KINDS:
+            self._backend_auth.labels(kind)
         self._hot = _HotFigures()
         r.register(self._hot)
         self._active_fn = active
@@ -136,6 +154,14 @@ class Metrics:
             never text from the request, so the label set stays bounded.
         """
         self._refused.labels(str(status), reason).inc()
+
+    def api_refused(self, reason: str) -> None:
+        """:param reason: ``missing_token`` or ``wrong_token``."""
+        self._api_refused.labels(reason).inc()
+
+    def backend_auth_refused(self, kind: str) -> None:
+        """:param kind: connect, message or disconnect."""
+        self._backend_auth.labels(kind).inc()
 
     def message_in(self) -> None:
         self._hot.messages_in += 1

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from socketdock.ops.metrics import Metrics
-from socketdock.relay.backend import IBackend, MessageRefused, Reply
+from socketdock.relay.backend import AUTH_FAILURES, IBackend, MessageRefused, Reply
 from socketdock.relay.registry import IConnection, NotLive, OutboundFull, Registry
 from socketdock.relay.retry import RetriesExhausted
 
@@ -141,6 +141,8 @@ class Session:
 
     def _message_failed(self, failure: Failure, seq: int) -> None:
         if isinstance(failure.value, MessageRefused):
+            if failure.value.status in AUTH_FAILURES:
+                return  # the backend logs these once a minute, as authentication failures
             self._log.warn(
                 "backend refused message {seq} of {connection_id} with HTTP {status}",
                 seq=seq,
