@@ -30,6 +30,7 @@ from socketdock.config.settings import (
     environ_warnings,
     load_config,
     max_response_body,
+    secrets_of,
 )
 from socketdock.ops.filelimit import raise_open_file_limit
 from socketdock.ops.jsonlog import log_from_level
@@ -42,6 +43,7 @@ from socketdock.relay.registry import Registry
 from socketdock.relay.retry import Backoff
 from socketdock.relay.session import Relay
 from socketdock.relay.wire import AnyCallbackURLs, CallbackURLs, LearnedCallbackURLs
+from socketdock.reloading import ReloadableTLS, Reloader, reload_on_sighup
 from socketdock.service import (
     SocketDockService,
     TuningService,
@@ -153,11 +155,14 @@ class Options(usage.Options):
             for s in SETTINGS
             if self[_option_name(s.key)] is not None
         }
+        environ, ini = self._environ, self["config"]
         try:
-            self["settings"] = config = load_config(cli, self._environ, self["config"])
+            self["settings"] = config = load_config(cli, environ, ini)
             self._preflight(config)
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+        # What SIGHUP re-reads: the same sources, read again.
+        self["reload"] = lambda: load_config(cli, environ, ini)
 
 
 def _option_mistake(error: usage.UsageError) -> str:
@@ -211,15 +216,23 @@ def makeService(options: Options, reactor=None, log_beginner=None) -> SocketDock
     stack = choose_stack(config.tuning, installed_versions())
     if stack.tune_gc:
         reactor.callWhenRunning(tune_collector)
-    return make_service(config, reactor, stack)
+    return make_service(config, reactor, stack, options.get("reload"))
 
 
 def make_backend(
-    config: Config, reactor, net, urls: AnyCallbackURLs, metrics: Metrics, stack: Stack
+    config: Config,
+    reactor,
+    net,
+    urls: AnyCallbackURLs,
+    metrics: Metrics,
+    stack: Stack,
+    secrets: Secrets | None = None,
 ):
     """
     The backend the settings name, and the connection pool to close at stop
     (None for loopback).  Backend connections are made through ``net``.
+
+    :param secrets: those in force (the signing secrets); by default ``config``'s.
     """
     if config.backend != "http":
         return LoopbackBackend(), None
@@ -229,7 +242,7 @@ def make_backend(
         make_http_client(stack, net, pool, make_tls_policy(config.backend_ca), response_limit),
         reactor,
         config.backend_timeout,
-        config.signing_secret,
+        secrets if secrets is not None else secrets_of(config),
         config.backend_concurrency,
         metrics.backend_request,
         response_limit,
@@ -253,18 +266,25 @@ def make_backend(
 _log = Logger()
 
 
-def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketDockService:
+def make_service(
+    config: Config,
+    reactor,
+    stack: Stack | None = None,
+    reload: Callable[[], Config] | None = None,
+) -> SocketDockService:
     """
     Wire the collaborators bottom-up and attach their listeners.
 
     :param stack: plain or tuned (:mod:`socketdock.tuning`); by default chosen
         from ``config.tuning`` and the installed library versions.
+    :param reload: the settings read again; given, SIGHUP applies their
+        secrets (:mod:`socketdock.reloading`) once the reactor runs.
     """
     if stack is None:
         stack = choose_stack(config.tuning, installed_versions())
     if stack.reason:
         _log.warn("{reason}", reason=stack.reason)
-    secrets = Secrets(api_tokens=(config.api_token,) if config.api_token else ())
+    secrets = secrets_of(config)
     urls = (
         LearnedCallbackURLs()
         if config.externalhostandport is None
@@ -275,7 +295,9 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
         # Imported only here: without cluster, nothing needs Redis or its client.
         from socketdock.cluster.wiring import Cluster
 
-        cluster = Cluster(config, reactor, urls, recover=lambda ids: relay.recover(ids))
+        cluster = Cluster(
+            config, reactor, urls, recover=lambda ids: relay.recover(ids), secrets=secrets
+        )
     registry = Registry(cluster.events) if cluster is not None else Registry()
     # Listeners and backend connections use it; timers and the rest use the reactor.
     net = stack.network(reactor)
@@ -286,7 +308,7 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
         tags=registry.tag_count,
         cluster=cluster.status if cluster is not None else None,
     )
-    backend, pool = make_backend(config, reactor, net, urls, metrics, stack)
+    backend, pool = make_backend(config, reactor, net, urls, metrics, stack, secrets)
     journal = None
     if config.journal is not None:
         journal = Journal(config.journal, reactor, ThreadWriter(reactor))
@@ -328,24 +350,36 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
         # first; stopped after them, so it keeps what the drain left.
         JournalService(journal, relay.recover).setServiceParent(service)
     tokens = BearerTokens(secrets, metrics, reactor)
+    tls: list[ReloadableTLS] = []
     if config.api_listen is None:
         front = Root((config.wspath, upgrade), api_children, health, tokens)
-        _listen(service, net, "listen", config.listen, make_site_for(front), urls)
+        _listen(service, net, "listen", config.listen, make_site_for(front), urls, tls)
     else:
         front = Root((config.wspath, upgrade), None, health, None)
         back = Root(None, api_children, health, tokens)
-        _listen(service, net, "listen", config.listen, make_site_for(front), None)
-        _listen(service, net, "api_listen", config.api_listen, make_site_for(back), urls)
-    warn_if_exposed(config.api_listen or config.listen, config.api_token)
+        _listen(service, net, "listen", config.listen, make_site_for(front), None, tls)
+        _listen(service, net, "api_listen", config.api_listen, make_site_for(back), urls, tls)
+    warn_if_exposed(config.api_listen or config.listen, bool(config.api_tokens))
+    if reload is not None:
+        use_password = cluster.use_password if cluster is not None else None
+        reloader = Reloader(reload, config, secrets, use_password, tls)
+        reactor.callWhenRunning(reload_on_sighup, reactor, reloader.reload)
     return service
 
 
-def _listen(service: SocketDockService, net, name: str, description: str, site, urls) -> None:
+def _listen(
+    service: SocketDockService, net, name: str, description: str, site, urls, tls: list
+) -> None:
     """
     Attach one listener; once bound, record its address on ``service`` and, if it
     serves the callback API (``urls`` given) and the base URL is to be learned
-    (port 0), teach ``urls``.
+    (port 0), teach ``urls``.  An ``ssl:`` listener's context is added to
+    ``tls``, for SIGHUP to reload.
     """
+    if scheme_of(description) == "https":
+        reloadable = ReloadableTLS(name, description)
+        tls.append(reloadable)
+        net = reloadable.reactor(net)
 
     def bound(address) -> None:
         service.addresses[name] = address

@@ -291,7 +291,7 @@ def make_site(
 _log = Logger()
 
 
-def warn_if_exposed(api_endpoint: str, token: str | None, log: Logger = _log) -> bool:
+def warn_if_exposed(api_endpoint: str, token: str | bool | None, log: Logger = _log) -> bool:
     """
     Log a warning when the callback API listens beyond loopback without a
     token: anyone who can reach it and learns an id could then talk to, or

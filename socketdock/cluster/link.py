@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import attrs
 import txredisapi  # type: ignore[import-untyped]  # ships no type information
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
@@ -160,6 +161,13 @@ class RedisLink(Service):
         self._down_waiters: list[Deferred[None]] = []
         self._refusal: str | None = None
         self._rejections = 0
+
+    def use_password(self, password: str | None) -> None:
+        """
+        Send ``password`` from the next connection on (a rotated secret):
+        connections already authenticated stay as they are.
+        """
+        self.address = attrs.evolve(self.address, password=password)
 
     # -- the service ---------------------------------------------------------
 

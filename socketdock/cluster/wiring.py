@@ -17,7 +17,8 @@ from socketdock.cluster.forward import Forwarder
 from socketdock.cluster.node import ClusterNode
 from socketdock.cluster.reach import ClusterEvents, ClusterReach
 from socketdock.cluster.scripts import Names
-from socketdock.config.settings import Config
+from socketdock.config.secrets import Secrets
+from socketdock.config.settings import Config, secrets_of
 from socketdock.relay.backend import IBackend
 from socketdock.relay.registry import Registry
 
@@ -30,6 +31,7 @@ class Cluster:
         cluster (learned when the listener binds, with port 0).
     :param recover: sends the notices of connections claimed from a lost
         instance (``Relay.recover``; the relay is built after this).
+    :param secrets: those in force (the forwarder's token); by default ``config``'s.
     """
 
     def __init__(
@@ -39,9 +41,11 @@ class Cluster:
         urls,
         recover: Callable[[list[str]], None],
         retry_policy: Callable[[int], float] | None = None,
+        secrets: Secrets | None = None,
     ) -> None:
         assert config.cluster is not None
         self._config = config
+        self._secrets = secrets if secrets is not None else secrets_of(config)
         self._reactor = reactor
         self._names = Names.for_db(config.cluster.db)
         self._reach: ClusterReach | None = None
@@ -67,6 +71,10 @@ class Cluster:
         """The ``cluster`` object of ``/status``."""
         return self.node.status()
 
+    def use_password(self, password: str | None) -> None:
+        """Authenticate to Redis with ``password`` from the next (re)connection on."""
+        self.node.link.use_password(password)
+
     def backend(self, backend: IBackend) -> IBackend:
         """The relay's backend, with admissions that wait for their tags' subscriptions."""
         return SubscribingBackend(backend, self.node.subscriptions)
@@ -78,7 +86,7 @@ class Cluster:
         forwarder = Forwarder(
             HTTPClient(Agent(self._reactor, pool=self._pool)),
             self._reactor,
-            config.api_token,
+            self._secrets,
             # A send held for a pending handshake waits for the admission.
             timeout=config.backend_timeout * (config.backend_retries + 1) + 5,
         )

@@ -72,4 +72,5 @@ class Secrets:
 
 
 def _counted(key: str, what: str, new: tuple, old: tuple) -> str:
-    return f"{key} ({len(new)} {what}, were {len(old)})"
+    noun = what if len(new) != 1 else what[:-1]
+    return f"{key} ({len(new)} {noun}, were {len(old)})"

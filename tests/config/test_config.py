@@ -61,7 +61,9 @@ class DefaultsTests(SynchronousTestCase):
                 wspath="/ws",
                 api_listen=None,
                 api_token=None,
+                api_token_file=None,
                 signing_secret=None,
+                signing_secret_file=None,
                 allowed_origins=("*",),
                 max_message_size=4194304,
                 max_connections=0,
@@ -78,6 +80,7 @@ class DefaultsTests(SynchronousTestCase):
                 permessage_deflate=False,
                 log_level="info",
                 cluster=None,
+                cluster_password_file=None,
                 cluster_heartbeat=5.0,
                 tuning="auto",
                 listen_key="bindport",
@@ -85,11 +88,12 @@ class DefaultsTests(SynchronousTestCase):
         )
 
     def test_settings_match_config_fields(self) -> None:
-        """SETTINGS has exactly one row per Config field, in field order (after them: listen_key)."""
+        """SETTINGS has exactly one row per Config field, in field order (after them: the derived ones)."""
         import attrs
 
         self.assertEqual(
-            [s.key for s in SETTINGS] + ["listen_key"], [f.name for f in attrs.fields(Config)]
+            [s.key for s in SETTINGS] + ["listen_key", "api_tokens", "signing_secrets"],
+            [f.name for f in attrs.fields(Config)],
         )
 
     def test_help_is_one_line(self) -> None:

@@ -59,7 +59,9 @@ class ScriptedClient:
         return succeed(outcome)
 
 
-class HTTPBackendTests(SynchronousTestCase):
+class _BackendFixture:
+    """An HTTPBackend on a Clock over a ScriptedClient."""
+
     def backend(self, script, retries=2, inline_reply=False, connecturi=None):
         self.clock = Clock()
         self.clock.advance(NOW)
@@ -83,6 +85,8 @@ class HTTPBackendTests(SynchronousTestCase):
         for _ in range(int(seconds / step)):
             self.clock.advance(step)
 
+
+class HTTPBackendTests(_BackendFixture, SynchronousTestCase):
     def test_retryable_answers_then_success(self):
         """Refused, 500, 408 and 429 are retried with the same seq and body until a 2xx."""
         backend = self.backend(
@@ -295,10 +299,8 @@ class RetryAfterTests(SynchronousTestCase):
         self.assertEqual(MAX_RETRY_AFTER, 60.0)
 
 
-class AuthFailureTests(SynchronousTestCase):
+class AuthFailureTests(_BackendFixture, SynchronousTestCase):
     """A backend's 401 or 403 is counted and logged as an authentication failure, once a minute."""
-
-    backend = HTTPBackendTests.backend
 
     def auth_refused(self, kind):
         return self.metrics.registry.get_sample_value(
