@@ -129,6 +129,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("ping_interval", "30", "Seconds between WebSocket pings (0: off)."),
     Setting("ping_timeout", "10", "Seconds to wait for a pong before dropping the peer (0: off)."),
+    Setting(
+        "max_lifetime",
+        "0",
+        "Seconds (±10% jitter) after which a connection is closed with 1001 so its client reconnects (0: never).",
+    ),
+    Setting(
+        "tag_deadline",
+        "0",
+        "Seconds after opening by which the backend must have tagged a connection, else it is closed with 1008 (0: never).",
+    ),
     Setting("backend_timeout", "10", "Seconds for one request to the backend."),
     Setting("backend_retries", "5", "Further attempts after a failed backend request."),
     Setting(
@@ -210,6 +220,8 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "max_connections": p.parse_count,
     "ping_interval": p.parse_seconds,
     "ping_timeout": p.parse_seconds,
+    "max_lifetime": p.parse_seconds,
+    "tag_deadline": p.parse_seconds,
     "backend_timeout": lambda t: p.parse_seconds(t, allow_zero=False),
     "backend_retries": p.parse_count,
     "backend_concurrency": lambda t: p.parse_count(t, minimum=1),
@@ -277,6 +289,8 @@ class Config:
     max_connections: int
     ping_interval: float
     ping_timeout: float
+    max_lifetime: float
+    tag_deadline: float
     backend_timeout: float
     backend_retries: int
     backend_concurrency: int

@@ -15,6 +15,7 @@ order, as soon as it opens.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,7 @@ from socketdock.relay.registry import NotLive, OutboundFull
 from socketdock.relay.session import ISocket, Relay, Session
 from socketdock.relay.wire import new_connection_id
 from socketdock.ws.keepalive import Keepalive
+from socketdock.ws.lifetime import Lifetime
 from socketdock.ws.origins import OriginPolicy
 from socketdock.ws.refusal import autobahn_reason, printable
 
@@ -81,8 +83,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
     def __init__(self) -> None:
         super().__init__()
         self.connection_id = ""
-        # Set by the registry only (SPEC §8); kept after close for the notice.
-        self.tags: tuple[str, ...] = ()
+        self._tags: tuple[str, ...] = ()
+        self._ever_tagged = False
         self._state = _PENDING
         self._session: Session | None = None
         self._held: list[tuple[bytes, bool, Deferred[None]]] = []
@@ -98,6 +100,18 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._reading_paused = False
         self._consuming = False
         self._keepalive: Keepalive | None = None
+        self._lifetime: Lifetime | None = None
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """Set by the registry only (SPEC §8); kept after close for the notice."""
+        return self._tags
+
+    @tags.setter
+    def tags(self, tags: tuple[str, ...]) -> None:
+        self._tags = tags
+        if tags:
+            self._ever_tagged = True
 
     # -- handshake ------------------------------------------------------------
 
@@ -270,9 +284,28 @@ class RelayServerProtocol(WebSocketServerProtocol):
             self._ping_timed_out,
         )
         self._keepalive.start()
+        if factory.max_lifetime or factory.tag_deadline:
+            self._lifetime = Lifetime(
+                factory.reactor,
+                factory.max_lifetime,
+                factory.tag_deadline,
+                lambda: self._ever_tagged,
+                self._end_of_life,
+                factory.uniform,
+            )
+            self._lifetime.start()
         held, self._held = self._held, []
         for payload, is_binary, d in held:
             self._send_now(payload, is_binary, d)
+
+    def _end_of_life(self, code: int, reason: str) -> None:
+        self._log.info(
+            "closing client {connection_id} with {code}: {reason}",
+            connection_id=self.connection_id,
+            code=code,
+            reason=reason,
+        )
+        self.close(code, reason, "server")
 
     def onPing(self, payload: bytes) -> None:
         # A pong is outbound like a send: while the client is not reading it
@@ -430,6 +463,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
         state, self._state = self._state, _CLOSED
         if self._keepalive is not None:
             self._keepalive.stop()
+        if self._lifetime is not None:
+            self._lifetime.stop()
         # Autobahn forgets this timer when the connection goes: a stopped
         # instance would otherwise keep the reactor busy for another second.
         if self.closeHandshakeTimeoutCall is not None:
@@ -505,6 +540,11 @@ class RelayServerFactory(WebSocketServerFactory):
     :param specialise: given the protocol class and this factory after its
         options are set, returns the class to build connections from
         (:mod:`socketdock.tuning` passes one that shares the options), or None.
+    :param max_lifetime: seconds (±10%) after which an open connection is
+        closed with 1001; 0 for never.
+    :param tag_deadline: seconds after opening by which a tag must have
+        reached a connection, else it is closed with 1008; 0 for never.
+    :param uniform: numbers in [0, 1) for the lifetime's jitter.
     """
 
     protocol = RelayServerProtocol
@@ -522,6 +562,9 @@ class RelayServerFactory(WebSocketServerFactory):
             [type[RelayServerProtocol], RelayServerFactory], type[RelayServerProtocol]
         ]
         | None = None,
+        max_lifetime: float = 0,
+        tag_deadline: float = 0,
+        uniform: Callable[[], float] = random.random,
     ) -> None:
         self._specialise = specialise
         super().__init__(reactor=reactor)
@@ -531,6 +574,9 @@ class RelayServerFactory(WebSocketServerFactory):
         self.origins = origins
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.max_lifetime = max_lifetime
+        self.tag_deadline = tag_deadline
+        self.uniform = uniform
 
     # Autobahn spells out every option; this forwards them all by keyword.
     def setProtocolOptions(self, **options: Any) -> None:  # type: ignore[override]
@@ -555,6 +601,8 @@ def make_ws_factory(config, relay: Relay, reactor, specialise=None) -> RelayServ
         config.ping_interval,
         config.ping_timeout,
         specialise,
+        config.max_lifetime,
+        config.tag_deadline,
     )
     options = dict(
         webStatus=False,

@@ -69,6 +69,8 @@ class DefaultsTests(SynchronousTestCase):
                 max_connections=0,
                 ping_interval=30.0,
                 ping_timeout=10.0,
+                max_lifetime=0.0,
+                tag_deadline=0.0,
                 backend_timeout=10.0,
                 backend_retries=5,
                 backend_concurrency=128,
