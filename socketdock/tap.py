@@ -35,6 +35,7 @@ from socketdock.config.settings import (
 from socketdock.ops.filelimit import raise_open_file_limit
 from socketdock.ops.jsonlog import log_from_level
 from socketdock.ops.metrics import Metrics
+from socketdock.ops.runtime import RuntimeMetrics
 from socketdock.relay.backend import HTTPBackend, LoopbackBackend
 from socketdock.relay.httpclient import BackendClient, make_tls_policy
 from socketdock.relay.journal import Journal, JournalService, ThreadWriter, check_journal
@@ -336,6 +337,7 @@ def make_service(
     service = SocketDockService(relay, pool, config.shutdown_timeout)
     # First in, last out: the patches outlive every connection.
     TuningService(stack).setServiceParent(service)
+    RuntimeMetrics(metrics.registry, reactor).setServiceParent(service)
     max_body = config.max_message_size
 
     def make_site_for(root: Root):
