@@ -32,6 +32,7 @@ from socketdock.config.settings import (
     max_response_body,
     secrets_of,
 )
+from socketdock.config.summary import summary, summary_line
 from socketdock.ops.filelimit import raise_open_file_limit
 from socketdock.ops.jsonlog import log_from_level
 from socketdock.ops.metrics import Metrics
@@ -42,7 +43,7 @@ from socketdock.relay.journal import Journal, JournalService, ThreadWriter, chec
 from socketdock.relay.localreach import LocalReach
 from socketdock.relay.registry import Registry
 from socketdock.relay.retry import Backoff
-from socketdock.relay.session import Relay
+from socketdock.relay.session import LOST_INSTANCE_REASON, Relay
 from socketdock.relay.wire import AnyCallbackURLs, CallbackURLs, LearnedCallbackURLs
 from socketdock.reloading import ReloadableTLS, Reloader, reload_on_sighup
 from socketdock.service import (
@@ -210,7 +211,9 @@ def makeService(options: Options, reactor=None, log_beginner=None) -> SocketDock
     if log_beginner is None:
         from twisted.logger import globalLogBeginner as log_beginner
     config = options["settings"]
-    log_from_level(config.log_level, log_beginner)
+    # Under twistd (the parent of our options), its own --logfile is in argv.
+    twistd_argv = sys.argv[1:] if getattr(options, "parent", None) is not None else None
+    log_from_level(config.log_level, log_beginner, twistd_argv)
     raise_open_file_limit()
     reactor.callWhenRunning(exit_zero_on_stop_signals, reactor)
     reactor.callWhenRunning(exit_right_after_shutdown, reactor)
@@ -297,7 +300,11 @@ def make_service(
         from socketdock.cluster.wiring import Cluster
 
         cluster = Cluster(
-            config, reactor, urls, recover=lambda ids: relay.recover(ids), secrets=secrets
+            config,
+            reactor,
+            urls,
+            recover=lambda ids: relay.recover(ids, LOST_INSTANCE_REASON),
+            secrets=secrets,
         )
     registry = Registry(cluster.events) if cluster is not None else Registry()
     # Listeners and backend connections use it; timers and the rest use the reactor.
@@ -361,6 +368,8 @@ def make_service(
         back = Root(None, api_children, health, tokens)
         _listen(service, net, "listen", config.listen, make_site_for(front), None, tls)
         _listen(service, net, "api_listen", config.api_listen, make_site_for(back), urls, tls)
+    fields = summary(config)
+    _log.info("starting: {summary}", summary=summary_line(fields), **fields)
     warn_if_exposed(config.api_listen or config.listen, bool(config.api_tokens))
     if reload is not None:
         use_password = cluster.use_password if cluster is not None else None

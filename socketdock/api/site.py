@@ -251,6 +251,9 @@ class QuietSite(Site):
     """
 
     requestFactory = BoundedRequest
+    # No "Starting factory" line per listener start (the listener's own line
+    # says where it listens).
+    noisy = False
 
     def __init__(
         self,

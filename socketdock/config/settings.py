@@ -54,15 +54,17 @@ class ConfigError(Exception):
     :ivar key: the offending key, or ``"config"`` for the config file itself.
     """
 
-    def __init__(self, key: str, message: str) -> None:
+    def __init__(self, key: str, message: str, source: str | None = None) -> None:
         """
         :param key: the setting at fault, so callers can point at it.
         :param message: what is wrong and how to fix it, without the key.
+        :param source: where the operator wrote the value, to name instead of
+            the key (``SOCKETDOCK_BINDPORT`` for a value from the environment).
         """
         self.key = key
         # A misspelt key from an INI file can hold any character but a newline, and
         # str.splitlines() breaks on more than newlines: quote anything unusual.
-        shown = key if _PLAIN_KEY.fullmatch(key) else repr(key)
+        shown = source or (key if _PLAIN_KEY.fullmatch(key) else repr(key))
         super().__init__(f"{shown}: {message}")
 
 
@@ -332,14 +334,18 @@ def load_config(cli: Mapping[str, str], environ: Mapping[str, str], ini_path: st
     raw: dict[str, str | None] = dict(_DEFAULTS)
     if ini_path is not None:
         raw.update(_read_ini(ini_path))
+    # A value from the environment is named by its variable in a message.
+    sources: dict[str, str] = {}
     for key in _KEYS:
         if ENV_PREFIX + key.upper() in environ:
             raw[key] = environ[ENV_PREFIX + key.upper()]
+            sources[key] = ENV_PREFIX + key.upper()
     for key, value in cli.items():
         if key not in _PARSERS:
             raise ConfigError(str(key), f"unknown option{_did_you_mean(str(key))}")
         raw[key] = value
-    values = {key: _parse_one(key, raw[key]) for key in _KEYS}
+        sources.pop(key, None)
+    values = {key: _parse_one(key, raw[key], sources.get(key)) for key in _KEYS}
     return _finish(values)
 
 
@@ -377,7 +383,7 @@ def closest_key(word: str) -> str | None:
     return close[0] if close else None
 
 
-def _parse_one(key: str, text: str | None) -> object:
+def _parse_one(key: str, text: str | None, source: str | None = None) -> object:
     # An empty value of a key with no default means "not set", so an environment
     # variable or a later layer can switch off a setting from the INI file.
     if text is None or (_DEFAULTS[key] is None and text.strip() == ""):
@@ -386,7 +392,7 @@ def _parse_one(key: str, text: str | None) -> object:
         return _PARSERS[key](text)
     except p.Invalid as e:
         # The parsers of SECRET_KEYS never quote the value; tests hold them to it.
-        raise ConfigError(key, str(e)) from None
+        raise ConfigError(key, str(e), source) from None
 
 
 def _finish(values: dict[str, object]) -> Config:

@@ -453,10 +453,18 @@ class ErrorTests(_Files, SynchronousTestCase):
                 self.assertConfigError(key, fragment, cli, {}, None)
 
     def test_bad_env_value(self) -> None:
-        """A bad value from the environment is reported under its key."""
-        self.assertConfigError(
-            "queue_limit", "whole number", {}, {"SOCKETDOCK_QUEUE_LIMIT": "x"}, None
+        """A bad value from the environment is named by its variable (e.key stays the key)."""
+        e = self.assertRaises(ConfigError, load_config, {}, {"SOCKETDOCK_BINDPORT": "x"}, None)
+        self.assertEqual(e.key, "bindport")
+        self.assertEqual(
+            str(e),
+            "SOCKETDOCK_BINDPORT: 'x' is not a port number; use an integer from 0 to 65535",
         )
+        # The command line wins, and is named by the key as before.
+        e = self.assertRaises(
+            ConfigError, load_config, {"bindport": "y"}, {"SOCKETDOCK_BINDPORT": "x"}, None
+        )
+        self.assertTrue(str(e).startswith("bindport: 'y'"), str(e))
 
     def test_bad_ini_value(self) -> None:
         """A bad value from the INI file is reported under its key."""
@@ -560,7 +568,10 @@ def _check_error(case: SynchronousTestCase, e: ConfigError, keys: set[str]) -> N
     msg = str(e)
     case.assertEqual(len(msg.splitlines()), 1, msg)
     case.assertIn(e.key, keys)
-    case.assertTrue(msg.startswith(e.key + ": "), msg)
+    # A value from the environment is named by its variable.
+    case.assertTrue(
+        msg.startswith(e.key + ": ") or msg.startswith(f"SOCKETDOCK_{e.key.upper()}: "), msg
+    )
 
 
 class PropertyTests(_Files, SynchronousTestCase):
