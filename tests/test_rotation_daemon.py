@@ -8,21 +8,17 @@ backend's secret of the moment, and no connection is dropped.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from pathlib import Path
 
 from twisted.internet.defer import inlineCallbacks
 
+from tests.api.test_security import readme_verify
 from tests.test_daemon import DaemonCase
 
 
 def verifies(header: bytes, body: bytes, secret: str) -> bool:
-    """Whether any ``v1=`` of ``header`` signs ``body`` with ``secret`` (as a backend checks)."""
-    parts = [p.split(b"=", 1) for p in header.split(b",")]
-    t = next(v for k, v in parts if k == b"t")
-    mac = hmac.new(secret.encode(), t + b"." + body, hashlib.sha256).hexdigest().encode()
-    return any(hmac.compare_digest(v, mac) for k, v in parts if k == b"v1")
+    """Whether ``header`` signs ``body`` with ``secret``, checked by docs/operating.rst's verify."""
+    return readme_verify()(secret.encode(), header.decode("ascii"), body)
 
 
 class RotationTests(DaemonCase):
