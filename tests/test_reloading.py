@@ -109,15 +109,20 @@ class _Echo(Protocol):
         self.transport.write(data)
 
 
+@inlineCallbacks
+def tls_connect(testcase: TestCase, port: int):
+    """A TLS connection to ``port`` on loopback: ``(protocol, the server certificate's digest)``."""
+    protocol = _PeerCertificate()
+    factory = ClientFactory.forProtocol(lambda: protocol)
+    connector = reactor.connectSSL("127.0.0.1", port, factory, CertificateOptions())  # type: ignore[attr-defined]
+    testcase.addCleanup(connector.disconnect)
+    certificate = yield protocol.certificate
+    return protocol, certificate.digest("sha256")
+
+
 class TLSReloadTests(TestCase):
-    @inlineCallbacks
     def connect(self, port: int):
-        protocol = _PeerCertificate()
-        factory = ClientFactory.forProtocol(lambda: protocol)
-        connector = reactor.connectSSL("127.0.0.1", port, factory, CertificateOptions())  # type: ignore[attr-defined]
-        self.addCleanup(connector.disconnect)
-        certificate = yield protocol.certificate
-        return protocol, certificate.digest("sha256")
+        return tls_connect(self, port)
 
     @inlineCallbacks
     def test_new_handshakes_get_the_new_certificate(self):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
 
 from tests.api.test_security import readme_verify
 from tests.test_daemon import DaemonCase
@@ -111,3 +112,38 @@ class RotationTests(DaemonCase):
             for value in ("old-token", "new-token", "old-secret", "new-secret"):
                 self.assertNotIn(value, proc.text())
         self.assertEqual(len(self.backend.disconnects), 0)
+
+
+class CertificateReloadTests(DaemonCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_sighup_reloads_the_certificate_of_an_ssl_listener(self):
+        """An ssl: listener's new certificate serves the next handshake after SIGHUP; a WebSocket open before stays."""
+        from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+        from tests.certs import make_ca
+        from tests.test_reloading import tls_connect
+        from tests.wsclient import connect_client
+
+        ca = make_ca()
+        directory = str(Path(self.mktemp()).resolve())
+        key, cert = ca.issue(["127.0.0.1"]).write(directory)
+        listen = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        proc = yield self.daemon(
+            "--listen", listen, "--externalhostandport", "https://127.0.0.1:1", wait=False
+        )
+        port = yield Deferred.fromCoroutine(proc.port())
+        yield proc.wait_for("starting on")
+        _, before = yield tls_connect(self, port)
+        trust = optionsForClientTLS("127.0.0.1", Certificate.loadPEM(ca.cert_pem()))
+        client = yield connect_client(reactor, f"wss://127.0.0.1:{port}/ws", context_factory=trust)
+        self.addCleanup(client.shutdown)
+        ca.issue(["127.0.0.1"]).write(directory)
+        start = len(proc.output)
+        proc.signal("HUP")
+        yield proc.wait_for("SIGHUP: reloaded TLS certificate and key of listen", start)
+        _, after = yield tls_connect(self, port)
+        self.assertNotEqual(before, after)
+        client.send_text("still open")
+        self.assertEqual((yield client.next_message()), (b"still open", False))
