@@ -299,7 +299,9 @@ class RelayServerProtocol(WebSocketServerProtocol):
             self._send_now(payload, is_binary, d)
 
     def _end_of_life(self, code: int, reason: str) -> None:
-        self._log.info(
+        # Debug: the close line (info) follows, with the code; one info line
+        # per client is the rule (docs/operating.rst).
+        self._log.debug(
             "closing client {connection_id} with {code}: {reason}",
             connection_id=self.connection_id,
             code=code,
