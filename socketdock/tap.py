@@ -18,9 +18,11 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
 
+from socketdock.api.auth import BearerTokens
 from socketdock.api.site import Root, make_api_children, make_health, make_site, warn_if_exposed
 from socketdock.config.endpoints import base_url_for, scheme_of
 from socketdock.config.preflight import check_startable
+from socketdock.config.secrets import Secrets
 from socketdock.config.settings import (
     SETTINGS,
     Config,
@@ -29,7 +31,9 @@ from socketdock.config.settings import (
     environ_warnings,
     load_config,
     max_response_body,
+    secrets_of,
 )
+from socketdock.config.summary import summary, summary_line
 from socketdock.ops.filelimit import (
     RESERVED,
     ListenerCap,
@@ -40,14 +44,16 @@ from socketdock.ops.filelimit import (
 from socketdock.ops.jsonlog import log_from_level
 from socketdock.ops.metrics import Metrics
 from socketdock.ops.proxyheader import server_endpoint
+from socketdock.ops.runtime import RuntimeMetrics
 from socketdock.relay.backend import HTTPBackend, LoopbackBackend
 from socketdock.relay.httpclient import BackendClient, make_tls_policy
 from socketdock.relay.journal import Journal, JournalService, ThreadWriter, check_journal
 from socketdock.relay.localreach import LocalReach
 from socketdock.relay.registry import Registry
 from socketdock.relay.retry import Backoff
-from socketdock.relay.session import Relay
+from socketdock.relay.session import LOST_INSTANCE_REASON, Relay
 from socketdock.relay.wire import AnyCallbackURLs, CallbackURLs, LearnedCallbackURLs
+from socketdock.reloading import ReloadableTLS, Reloader, reload_on_sighup
 from socketdock.service import (
     SocketDockService,
     TuningService,
@@ -159,14 +165,17 @@ class Options(usage.Options):
             for s in SETTINGS
             if self[_option_name(s.key)] is not None
         }
+        environ, ini = self._environ, self["config"]
         try:
-            self["settings"] = config = load_config(cli, self._environ, self["config"])
+            self["settings"] = config = load_config(cli, environ, ini)
             self._preflight(config)
             # Each faster path's start-up check, run once; tuning = required
             # stops here, with one line naming the piece.
             self["stack"] = choose_stack(config.tuning)
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+        # What SIGHUP re-reads: the same sources, read again.
+        self["reload"] = lambda: load_config(cli, environ, ini)
 
 
 def _option_mistake(error: usage.UsageError) -> str:
@@ -213,7 +222,9 @@ def makeService(options: Options, reactor=None, log_beginner=None) -> SocketDock
     if log_beginner is None:
         from twisted.logger import globalLogBeginner as log_beginner
     config = options["settings"]
-    log_from_level(config.log_level, log_beginner)
+    # Under twistd (the parent of our options), its own --logfile is in argv.
+    twistd_argv = sys.argv[1:] if getattr(options, "parent", None) is not None else None
+    log_from_level(config.log_level, log_beginner, twistd_argv)
     raise_open_file_limit()
     refused: list[str] = []
 
@@ -232,15 +243,25 @@ def makeService(options: Options, reactor=None, log_beginner=None) -> SocketDock
     stack = options.get("stack") or choose_stack(config.tuning)
     if stack.tune_gc:
         reactor.callWhenRunning(tune_collector)
-    return make_service(config, reactor, stack, must_not_run=must_not_run)
+    return make_service(
+        config, reactor, stack, reload=options.get("reload"), must_not_run=must_not_run
+    )
 
 
 def make_backend(
-    config: Config, reactor, net, urls: AnyCallbackURLs, metrics: Metrics, stack: Stack
+    config: Config,
+    reactor,
+    net,
+    urls: AnyCallbackURLs,
+    metrics: Metrics,
+    stack: Stack,
+    secrets: Secrets | None = None,
 ):
     """
     The backend the settings name, and the connection pool to close at stop
     (None for loopback).  Backend connections are made through ``net``.
+
+    :param secrets: those in force (the signing secrets); by default ``config``'s.
     """
     if config.backend != "http":
         return LoopbackBackend(), None
@@ -250,7 +271,7 @@ def make_backend(
         make_http_client(stack, net, pool, make_tls_policy(config.backend_ca), response_limit),
         reactor,
         config.backend_timeout,
-        config.signing_secret,
+        secrets if secrets is not None else secrets_of(config),
         config.backend_concurrency,
         metrics.backend_request,
         response_limit,
@@ -280,6 +301,7 @@ def make_service(
     stack: Stack | None = None,
     open_files: int | None = None,
     must_not_run: Callable[[str], None] | None = None,
+    reload: Callable[[], Config] | None = None,
 ) -> SocketDockService:
     """
     Wire the collaborators bottom-up and attach their listeners.
@@ -291,6 +313,8 @@ def make_service(
     :param must_not_run: called, after one critical line names why, when the
         instance finds it must not run (cluster mode: another live instance
         has its name); by default the service stops.
+    :param reload: the settings read again; given, SIGHUP applies their
+        secrets (:mod:`socketdock.reloading`) once the reactor runs.
     """
     if stack is None:
         stack = choose_stack(config.tuning)
@@ -298,9 +322,11 @@ def make_service(
         _log.warn("{line}", line=stack.summary(), tuning=dict(stack.pieces))
     else:
         _log.info("{line}", line=stack.summary(), tuning=dict(stack.pieces))
+    given = config  # as read: what SIGHUP compares a new reading with
     config, budget = _budget_descriptors(
         config, open_file_limit() if open_files is None else open_files
     )
+    secrets = secrets_of(config)
     urls = (
         LearnedCallbackURLs()
         if config.externalhostandport is None
@@ -319,7 +345,12 @@ def make_service(
                 service.stopService()
 
         cluster = Cluster(
-            config, reactor, urls, recover=lambda ids: relay.recover(ids), taken=taken
+            config,
+            reactor,
+            urls,
+            recover=lambda ids: relay.recover(ids, LOST_INSTANCE_REASON),
+            taken=taken,
+            secrets=secrets,
         )
     registry = Registry(cluster.events) if cluster is not None else Registry()
     # Listeners and backend connections use it; timers and the rest use the reactor.
@@ -333,7 +364,7 @@ def make_service(
         tuning=stack.pieces,
     )
     cap = ListenerCap(budget, "listen", metrics.listener_refused)
-    backend, pool = make_backend(config, reactor, net, urls, metrics, stack)
+    backend, pool = make_backend(config, reactor, net, urls, metrics, stack, secrets)
     journal = None
     if config.journal is not None:
         journal = Journal(config.journal, reactor, ThreadWriter(reactor))
@@ -361,6 +392,7 @@ def make_service(
     service = SocketDockService(relay, pool, config.shutdown_timeout)
     # First in, last out: the patches outlive every connection.
     TuningService(stack).setServiceParent(service)
+    RuntimeMetrics(metrics.registry, reactor).setServiceParent(service)
     max_body = config.max_message_size
 
     def make_site_for(root: Root, cap: ListenerCap | None = None):
@@ -374,15 +406,23 @@ def make_service(
         # Started before the listeners, so the recovered notices are queued
         # first; stopped after them, so it keeps what the drain left.
         JournalService(journal, relay.recover).setServiceParent(service)
+    tokens = BearerTokens(secrets, metrics, reactor)
+    tls: list[ReloadableTLS] = []
     if config.api_listen is None:
-        front = Root((config.wspath, upgrade), api_children, health, config.api_token)
-        _listen(service, net, "listen", config.listen, make_site_for(front, cap), urls)
+        front = Root((config.wspath, upgrade), api_children, health, tokens)
+        _listen(service, net, "listen", config.listen, make_site_for(front, cap), urls, tls)
     else:
         front = Root((config.wspath, upgrade), None, health, None)
-        back = Root(None, api_children, health, config.api_token)
-        _listen(service, net, "listen", config.listen, make_site_for(front, cap), None)
-        _listen(service, net, "api_listen", config.api_listen, make_site_for(back), urls)
-    warn_if_exposed(config.api_listen or config.listen, config.api_token)
+        back = Root(None, api_children, health, tokens)
+        _listen(service, net, "listen", config.listen, make_site_for(front, cap), None, tls)
+        _listen(service, net, "api_listen", config.api_listen, make_site_for(back), urls, tls)
+    fields = summary(config)
+    _log.info("starting: {summary}", summary=summary_line(fields), **fields)
+    warn_if_exposed(config.api_listen or config.listen, bool(config.api_tokens))
+    if reload is not None:
+        use_password = cluster.use_password if cluster is not None else None
+        reloader = Reloader(reload, given, secrets, use_password, tls)
+        reactor.callWhenRunning(reload_on_sighup, reactor, reloader.reload)
     return service
 
 
@@ -416,12 +456,19 @@ def _budget_descriptors(config: Config, open_files: int) -> tuple[Config, int]:
     return config, budget
 
 
-def _listen(service: SocketDockService, net, name: str, description: str, site, urls) -> None:
+def _listen(
+    service: SocketDockService, net, name: str, description: str, site, urls, tls: list
+) -> None:
     """
     Attach one listener; once bound, record its address on ``service`` and, if it
     serves the callback API (``urls`` given) and the base URL is to be learned
-    (port 0), teach ``urls``.
+    (port 0), teach ``urls``.  An ``ssl:`` listener's context is added to
+    ``tls``, for SIGHUP to reload.
     """
+    if scheme_of(description) == "https":
+        reloadable = ReloadableTLS(name, description)
+        tls.append(reloadable)
+        net = reloadable.reactor(net)
 
     def bound(address) -> None:
         service.addresses[name] = address

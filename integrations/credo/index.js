@@ -119,6 +119,16 @@ class SocketDockTransportSession {
         throw new CredoError(`SocketDock connection ${this.id} is no longer live (${status})`)
       }
       const retry = status === undefined || status === 408 || status === 429 || status >= 500
+      if (!retry) {
+        // Refused for good (400, 401, 413): a retry would be too. Credo only
+        // logs the thrown error at debug, so a wrong apiToken would look like
+        // a wallet that never gets answers; say it here.
+        const hint = status === 401 || status === 403 ? ': check apiToken against SocketDock\'s api_token' : ''
+        this.transport.logger.warn(
+          `SocketDock connection ${this.id}: reply refused with HTTP ${status}${hint}; ` +
+            'Credo falls back to its other routes (queued for pickup)'
+        )
+      }
       if (!retry || attempt >= 6 || this.closed) {
         throw new CredoError(`SocketDock connection ${this.id}: send failed (${status || 'no answer'})`)
       }

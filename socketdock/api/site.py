@@ -11,7 +11,6 @@ headers, before its body is read (:class:`BoundedRequest`).
 
 from __future__ import annotations
 
-import hmac
 from io import BytesIO
 from typing import Any
 
@@ -24,9 +23,11 @@ from twisted.web.server import Request, Site
 
 from socketdock.api import resources as api
 from socketdock.api.anywhere import SocketsAnywhere
+from socketdock.api.auth import BearerTokens
 from socketdock.api.capped import Full, counted
 from socketdock.api.tags import SocketsWithTags, TagsResource
 from socketdock.config.endpoints import is_loopback, tcp_address
+from socketdock.config.secrets import Secrets
 from socketdock.ops.filelimit import ListenerCap
 from socketdock.ops.metrics import Metrics
 from socketdock.relay.localreach import LocalReach
@@ -43,7 +44,8 @@ class Root(Resource):
         a listener that serves only the callback API.
     :param api_children: the callback API by first path segment, or None on a
         listener that serves only WebSockets.
-    :param token: the bearer token the API demands, or None.
+    :param tokens: the bearer tokens the API demands; a plain token (or None
+        for none) is a fixed one whose refusals are neither counted nor logged.
     """
 
     def __init__(
@@ -51,7 +53,7 @@ class Root(Resource):
         ws: tuple[str, Resource] | None,
         api_children: dict[bytes, Resource] | None,
         health: dict[bytes, Resource],
-        token: str | None,
+        tokens: BearerTokens | str | None,
     ) -> None:
         super().__init__()
         self._ws_segments: list[bytes] = []
@@ -62,15 +64,18 @@ class Root(Resource):
             self._ws = resource
         self._api = api_children
         self._health = health
-        self._expected = b"bearer " + token.encode("utf-8") if token else None
+        if not isinstance(tokens, BearerTokens):
+            tokens = BearerTokens(Secrets(api_tokens=(tokens,) if tokens else ()), None, None)
+        self._tokens = tokens
 
-    def _authorized(self, request: Request) -> bool:
-        if self._expected is None:
-            return True
-        given = request.getHeader(b"authorization") or b""
-        # The scheme name is case-insensitive (RFC 7235 §2.1); the token is not.
-        scheme, _, credentials = given.partition(b" ")
-        return hmac.compare_digest(scheme.lower() + b" " + credentials, self._expected)
+    def _unauthorized(self, request: Request) -> api.Unauthorized | None:
+        """The 401 for a request without a token in force (counted), else None."""
+        reason = self._tokens.check(request)
+        if reason is None:
+            return None
+        # Asked once per request: on its headers, or when it is rendered.
+        self._tokens.refused(request, reason)
+        return api.Unauthorized()
 
     def getChildWithDefault(self, name: bytes, request: Request) -> Resource:
         if self._ws is not None and self._ws_segments and name == self._ws_segments[0]:
@@ -83,16 +88,16 @@ class Root(Resource):
             return self._health[name]
         if self._api is None:
             return api.NotFound()
-        if not self._authorized(request):
-            return api.Unauthorized()
-        return self._api.get(name) or api.NotFound()
+        return self._unauthorized(request) or self._api.get(name) or api.NotFound()
 
     def refusal(self, request: Request) -> bytes | None:
         """The 401 or 404 for the root itself; None where the upgrade is served at ``/``."""
         if self._ws is not None and not self._ws_segments:
             return None
-        if self._api is not None and not self._authorized(request):
-            return api.Unauthorized().refusal(request)
+        if self._api is not None:
+            unauthorized = self._unauthorized(request)
+            if unauthorized is not None:
+                return unauthorized.refusal(request)
         return api.plain(request, 404, "no such path")
 
     def render(self, request: Request):
@@ -266,6 +271,9 @@ class QuietSite(Site):
     """
 
     requestFactory = BoundedRequest
+    # No "Starting factory" line per listener start (the listener's own line
+    # says where it listens).
+    noisy = False
 
     def __init__(
         self,
@@ -327,7 +335,7 @@ def make_site(
 _log = Logger()
 
 
-def warn_if_exposed(api_endpoint: str, token: str | None, log: Logger = _log) -> bool:
+def warn_if_exposed(api_endpoint: str, token: str | bool | None, log: Logger = _log) -> bool:
     """
     Log a warning when the callback API listens beyond loopback without a
     token: anyone who can reach it and learns an id could then talk to, or

@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from socketdock.config.secrets import Secrets
 from socketdock.relay.reach import HOP_HEADER, InvalidTags, Unreachable
 from socketdock.relay.registry import NotLive, OutboundFull
 
@@ -32,19 +33,21 @@ class Forwarder:
     Asks the instance holding a connection.
 
     :param http: a treq ``HTTPClient``.
-    :param token: the ``api_token`` every instance of the cluster shares, or None.
+    :param token: the ``api_token`` every instance of the cluster shares, or
+        None; or the :class:`Secrets` in force, whose first token is sent (read
+        per request: during a rotation every instance accepts it).
     :param timeout: seconds for one forwarded request; a send held for a
         pending handshake waits as long as the backend may take to admit it.
     """
 
     _log = Logger()
 
-    def __init__(self, http, reactor, token: str | None, timeout: float) -> None:
+    def __init__(self, http, reactor, token: str | Secrets | None, timeout: float) -> None:
         self._http = http
         self._reactor = reactor
-        self._headers = {HOP_HEADER: [b"1"]}
-        if token:
-            self._headers[b"Authorization"] = [b"Bearer " + token.encode("utf-8")]
+        if not isinstance(token, Secrets):
+            token = Secrets(api_tokens=(token,) if token else ())
+        self._secrets = token
         self._timeout = timeout
 
     def send(self, holder: str, connection_id: str, payload: bytes, is_binary: bool) -> Deferred:
@@ -81,7 +84,10 @@ class Forwarder:
         body: bytes | None,
         content_type: bytes | None,
     ) -> Deferred[tuple[int, bytes]]:
-        headers = dict(self._headers)
+        tokens = self._secrets.api_tokens
+        headers = {HOP_HEADER: [b"1"]}
+        if tokens:
+            headers[b"Authorization"] = [b"Bearer " + tokens[0]]
         if content_type is not None:
             headers[b"Content-Type"] = [content_type]
         d = self._http.request(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import attrs
 import txredisapi  # type: ignore[import-untyped]  # ships no type information
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
@@ -171,6 +172,13 @@ class RedisLink(Service):
         self._rejections = 0
         # The last refusal of a command logged since the link came up.
         self._command_refusal: str | None = None
+
+    def use_password(self, password: str | None) -> None:
+        """
+        Send ``password`` from the next connection on (a rotated secret):
+        connections already authenticated stay as they are.
+        """
+        self.address = attrs.evolve(self.address, password=password)
 
     # -- the service ---------------------------------------------------------
 

@@ -17,7 +17,8 @@ from socketdock.cluster.forward import Forwarder
 from socketdock.cluster.node import ClusterNode
 from socketdock.cluster.reach import ClusterEvents, ClusterReach
 from socketdock.cluster.scripts import Names
-from socketdock.config.settings import Config
+from socketdock.config.secrets import Secrets
+from socketdock.config.settings import Config, secrets_of
 from socketdock.relay.backend import IBackend
 from socketdock.relay.registry import Registry
 
@@ -32,6 +33,7 @@ class Cluster:
         instance (``Relay.recover``; the relay is built after this).
     :param taken: stops the instance, given one line, when another live
         instance runs under the same ``externalhostandport``.
+    :param secrets: those in force (the forwarder's token); by default ``config``'s.
     """
 
     def __init__(
@@ -42,9 +44,11 @@ class Cluster:
         recover: Callable[[list[str]], None],
         retry_policy: Callable[[int], float] | None = None,
         taken: Callable[[str], None] = lambda line: None,
+        secrets: Secrets | None = None,
     ) -> None:
         assert config.cluster is not None
         self._config = config
+        self._secrets = secrets if secrets is not None else secrets_of(config)
         self._reactor = reactor
         self._names = Names.for_db(config.cluster.db)
         self._reach: ClusterReach | None = None
@@ -73,6 +77,10 @@ class Cluster:
         status["messages_dropped"] = self._reach.dropped if self._reach is not None else 0
         return status
 
+    def use_password(self, password: str | None) -> None:
+        """Authenticate to Redis with ``password`` from the next (re)connection on."""
+        self.node.link.use_password(password)
+
     def backend(self, backend: IBackend) -> IBackend:
         """The relay's backend, with admissions that wait for their tags' subscriptions."""
         return SubscribingBackend(backend, self.node.subscriptions)
@@ -84,7 +92,7 @@ class Cluster:
         forwarder = Forwarder(
             HTTPClient(Agent(self._reactor, pool=self._pool)),
             self._reactor,
-            config.api_token,
+            self._secrets,
             # A send held for a pending handshake waits for the admission.
             timeout=config.backend_timeout * (config.backend_retries + 1) + 5,
         )

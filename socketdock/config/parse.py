@@ -16,6 +16,7 @@ import re
 from urllib.parse import urlsplit
 
 from socketdock.config.endpoints import TCP_TYPES, split_endpoint
+from socketdock.config.secrets import split_secrets
 
 
 class Invalid(Exception):
@@ -286,9 +287,47 @@ def parse_token(text: str) -> str:
     return word
 
 
-def parse_secret(text: str) -> str:
-    """:param text: a signing secret; any text. Never quoted in messages."""
+def parse_tokens(text: str) -> str:
+    """
+    Several bearer tokens, comma-separated (any one admits); each as :func:`parse_token`.
+    Never quoted in messages.
+    """
+    for token in split_secrets(text):
+        parse_token(token)
+    if not split_secrets(text):
+        raise Invalid("holds no token, only commas; give one or more tokens")
     return text.strip()
+
+
+def parse_secret(text: str) -> str:
+    """
+    :param text: one or more signing secrets, comma-separated (the first signs); any
+        text but a comma. Never quoted in messages.
+    """
+    if not split_secrets(text):
+        raise Invalid("holds no secret, only commas; give one or more secrets")
+    return text.strip()
+
+
+def read_secret_file(path: str) -> str:
+    """
+    The text of a file holding secrets (one per line, or comma-separated).
+
+    :raises Invalid: unreadable or empty; never quoting what the file holds.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(1 << 16)
+    except UnicodeDecodeError:
+        raise Invalid(f"{show(path)} is not UTF-8 text; write the secret as UTF-8") from None
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or "cannot open"
+        raise Invalid(
+            f"cannot read {show(path)} ({reason}); use a file this user can read"
+        ) from None
+    if not split_secrets(text):
+        raise Invalid(f"{show(path)} is empty; write the secret into it")
+    return text
 
 
 def parse_path(text: str) -> str:

@@ -23,6 +23,7 @@ import attrs
 from socketdock.config import parse as p
 from socketdock.config.cluster import RedisAddress, parse_cluster_url
 from socketdock.config.endpoints import base_url_for, endpoint_for, is_wildcard, learns_base_url
+from socketdock.config.secrets import Secrets, split_secrets
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BODY",
@@ -36,6 +37,7 @@ __all__ = [
     "environ_warnings",
     "load_config",
     "max_response_body",
+    "secrets_of",
 ]
 
 ENV_PREFIX = "SOCKETDOCK_"
@@ -52,15 +54,17 @@ class ConfigError(Exception):
     :ivar key: the offending key, or ``"config"`` for the config file itself.
     """
 
-    def __init__(self, key: str, message: str) -> None:
+    def __init__(self, key: str, message: str, source: str | None = None) -> None:
         """
         :param key: the setting at fault, so callers can point at it.
         :param message: what is wrong and how to fix it, without the key.
+        :param source: where the operator wrote the value, to name instead of
+            the key (``SOCKETDOCK_BINDPORT`` for a value from the environment).
         """
         self.key = key
         # A misspelt key from an INI file can hold any character but a newline, and
         # str.splitlines() breaks on more than newlines: quote anything unusual.
-        shown = key if _PLAIN_KEY.fullmatch(key) else repr(key)
+        shown = source or (key if _PLAIN_KEY.fullmatch(key) else repr(key))
         super().__init__(f"{shown}: {message}")
 
 
@@ -100,8 +104,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("disconnecturi", None, "Backend URL told of closed connections."),
     Setting("wspath", "/ws", "Path that accepts WebSocket upgrades."),
     Setting("api_listen", None, "Endpoint string of a separate callback-API listener."),
-    Setting("api_token", None, "Bearer token every callback-API request must carry."),
-    Setting("signing_secret", None, "Secret that signs every request to the backend."),
+    Setting(
+        "api_token",
+        None,
+        "Bearer token every callback-API request must carry; several, comma-separated, during a rotation (any one admits).",
+    ),
+    Setting(
+        "api_token_file",
+        None,
+        "File holding api_token (one token per line, or comma-separated); re-read on SIGHUP.",
+    ),
+    Setting(
+        "signing_secret",
+        None,
+        "Secret that signs every request to the backend; several, comma-separated, during a rotation (the first signs, each adds a v1= signature).",
+    ),
+    Setting(
+        "signing_secret_file",
+        None,
+        "File holding signing_secret (one secret per line, or comma-separated); re-read on SIGHUP.",
+    ),
     Setting("allowed_origins", "*", "Comma-separated Origin patterns accepted at the handshake."),
     Setting("max_message_size", "4194304", "Largest message in either direction, in bytes."),
     Setting(
@@ -126,6 +148,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("ping_interval", "30", "Seconds between WebSocket pings (0: off)."),
     Setting("ping_timeout", "10", "Seconds to wait for a pong before dropping the peer (0: off)."),
+    Setting(
+        "max_lifetime",
+        "0",
+        "Seconds (±10% jitter) after which a connection is closed with 1001 so its client reconnects (0: never).",
+    ),
+    Setting(
+        "tag_deadline",
+        "0",
+        "Seconds after opening by which the backend must have tagged a connection, else it is closed with 1008 (0: never).",
+    ),
     Setting("backend_timeout", "10", "Seconds for one request to the backend."),
     Setting("backend_retries", "5", "Further attempts after a failed backend request."),
     Setting(
@@ -154,6 +186,11 @@ SETTINGS: tuple[Setting, ...] = (
         "cluster",
         None,
         "redis://[:password@]host:port/db (rediss:// for TLS) shared by the instances of a cluster.",
+    ),
+    Setting(
+        "cluster_password_file",
+        None,
+        "File holding the cluster's Redis password (instead of one in the cluster URL); re-read on SIGHUP.",
     ),
     Setting(
         "cluster_heartbeat",
@@ -194,8 +231,10 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "disconnecturi": p.parse_url,
     "wspath": p.parse_wspath,
     "api_listen": p.parse_endpoint,
-    "api_token": p.parse_token,
+    "api_token": p.parse_tokens,
+    "api_token_file": p.parse_path,
     "signing_secret": p.parse_secret,
+    "signing_secret_file": p.parse_path,
     "allowed_origins": p.parse_origins,
     "max_message_size": lambda t: p.parse_count(t, minimum=1),
     "max_connections": p.parse_count,
@@ -204,6 +243,8 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "handshake_burst": lambda t: p.parse_count(t, minimum=1),
     "ping_interval": p.parse_seconds,
     "ping_timeout": p.parse_seconds,
+    "max_lifetime": p.parse_seconds,
+    "tag_deadline": p.parse_seconds,
     "backend_timeout": lambda t: p.parse_seconds(t, allow_zero=False),
     "backend_retries": p.parse_count,
     "backend_concurrency": lambda t: p.parse_count(t, minimum=1),
@@ -215,6 +256,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "permessage_deflate": p.parse_bool,
     "log_level": p.parse_log_level,
     "cluster": parse_cluster_url,
+    "cluster_password_file": p.parse_path,
     "cluster_heartbeat": lambda t: p.parse_seconds(t, allow_zero=False),
     "tuning": lambda t: _parse_tuning(t),
 }
@@ -246,6 +288,9 @@ class Config:
     :ivar externalhostandport: None when the callback-API listener is TCP on one
         interface with port 0: the base URL is then learned from the port the OS
         picked, once listening.
+    :ivar api_tokens: not a setting: the tokens in force, from ``api_token`` or
+        ``api_token_file``; empty when none is set.
+    :ivar signing_secrets: likewise, from ``signing_secret`` or ``signing_secret_file``.
     """
 
     bindip: str
@@ -259,7 +304,9 @@ class Config:
     wspath: str
     api_listen: str | None
     api_token: str | None = attrs.field(repr=False)
+    api_token_file: str | None
     signing_secret: str | None = attrs.field(repr=False)
+    signing_secret_file: str | None
     allowed_origins: tuple[str, ...]
     max_message_size: int
     max_connections: int
@@ -268,6 +315,8 @@ class Config:
     handshake_burst: int
     ping_interval: float
     ping_timeout: float
+    max_lifetime: float
+    tag_deadline: float
     backend_timeout: float
     backend_retries: int
     backend_concurrency: int
@@ -279,9 +328,21 @@ class Config:
     permessage_deflate: bool
     log_level: str
     cluster: RedisAddress | None = attrs.field(repr=False)
+    cluster_password_file: str | None
     cluster_heartbeat: float
     tuning: str = "auto"
     listen_key: str = "listen"
+    api_tokens: tuple[str, ...] = attrs.field(default=(), repr=False)
+    signing_secrets: tuple[str, ...] = attrs.field(default=(), repr=False)
+
+
+def secrets_of(config: Config) -> Secrets:
+    """The secrets ``config`` puts in force (see :class:`Secrets`)."""
+    return Secrets(
+        config.api_tokens,
+        config.signing_secrets,
+        config.cluster.password if config.cluster is not None else None,
+    )
 
 
 def load_config(cli: Mapping[str, str], environ: Mapping[str, str], ini_path: str | None) -> Config:
@@ -297,14 +358,18 @@ def load_config(cli: Mapping[str, str], environ: Mapping[str, str], ini_path: st
     raw: dict[str, str | None] = dict(_DEFAULTS)
     if ini_path is not None:
         raw.update(_read_ini(ini_path))
+    # A value from the environment is named by its variable in a message.
+    sources: dict[str, str] = {}
     for key in _KEYS:
         if ENV_PREFIX + key.upper() in environ:
             raw[key] = environ[ENV_PREFIX + key.upper()]
+            sources[key] = ENV_PREFIX + key.upper()
     for key, value in cli.items():
         if key not in _PARSERS:
             raise ConfigError(str(key), f"unknown option{_did_you_mean(str(key))}")
         raw[key] = value
-    values = {key: _parse_one(key, raw[key]) for key in _KEYS}
+        sources.pop(key, None)
+    values = {key: _parse_one(key, raw[key], sources.get(key)) for key in _KEYS}
     return _finish(values)
 
 
@@ -342,7 +407,7 @@ def closest_key(word: str) -> str | None:
     return close[0] if close else None
 
 
-def _parse_one(key: str, text: str | None) -> object:
+def _parse_one(key: str, text: str | None, source: str | None = None) -> object:
     # An empty value of a key with no default means "not set", so an environment
     # variable or a later layer can switch off a setting from the INI file.
     if text is None or (_DEFAULTS[key] is None and text.strip() == ""):
@@ -351,7 +416,7 @@ def _parse_one(key: str, text: str | None) -> object:
         return _PARSERS[key](text)
     except p.Invalid as e:
         # The parsers of SECRET_KEYS never quote the value; tests hold them to it.
-        raise ConfigError(key, str(e)) from None
+        raise ConfigError(key, str(e), source) from None
 
 
 def _finish(values: dict[str, object]) -> Config:
@@ -389,6 +454,7 @@ def _finish(values: dict[str, object]) -> Config:
             "not used with cluster: Redis keeps each instance's open connections and a "
             "surviving instance sends their notices; remove journal or cluster",
         )
+    _secrets_from_files(values)
     if values["listen"] is None:
         values["listen"] = endpoint_for(bindip, bindport)
         values["listen_key"] = "bindport"
@@ -398,6 +464,55 @@ def _finish(values: dict[str, object]) -> Config:
         except p.Invalid as e:
             raise ConfigError("wspath", str(e)) from None
     return Config(**values)  # type: ignore[arg-type]
+
+
+def _secrets_from_files(values: dict[str, object]) -> None:
+    """Read the ``*_file`` secrets, and derive ``api_tokens`` and ``signing_secrets``."""
+    for key, parse in (("api_token", p.parse_tokens), ("signing_secret", p.parse_secret)):
+        text = _one_of(values, key)
+        if text is not None:
+            try:
+                parse(text)
+            except p.Invalid as e:
+                raise ConfigError(key + "_file", "the file's content: " + str(e)) from None
+        values[key + "s"] = split_secrets(text) if text is not None else ()
+    path = values["cluster_password_file"]
+    if path is None:
+        return
+    address = values["cluster"]
+    if not isinstance(address, RedisAddress):
+        raise ConfigError(
+            "cluster_password_file", "set, but cluster is not; set cluster or remove it"
+        )
+    if address.password is not None:
+        raise ConfigError(
+            "cluster_password_file",
+            "set, but the cluster URL holds a password too; keep one of them",
+        )
+    password = _read_secret(values, "cluster_password_file").strip()
+    if "\n" in password:
+        raise ConfigError(
+            "cluster_password_file", "holds more than one line; keep the password only"
+        )
+    values["cluster"] = attrs.evolve(address, password=password)
+
+
+def _one_of(values: dict[str, object], key: str) -> str | None:
+    """The text of ``key``, or of the file ``<key>_file`` names; never both."""
+    if values[key + "_file"] is None:
+        return values[key]  # type: ignore[return-value]
+    if values[key] is not None:
+        raise ConfigError(
+            key + "_file", f"set together with {key}; keep one of them (the file can be rotated)"
+        )
+    return _read_secret(values, key + "_file")
+
+
+def _read_secret(values: dict[str, object], key: str) -> str:
+    try:
+        return p.read_secret_file(str(values[key]))
+    except p.Invalid as e:
+        raise ConfigError(key, str(e)) from None
 
 
 def _read_ini(path: str) -> dict[str, str]:

@@ -38,6 +38,8 @@ from twisted.logger import (
 )
 from twisted.python.logfile import LogFile
 
+from socketdock.ops.chatter import DemoteChatter
+from socketdock.ops.logmode import keep_log_file_mode
 from socketdock.ops.timestamps import rfc3339
 
 __all__ = ["event_as_json_line", "json_file_observer", "json_observer", "log_from_level"]
@@ -79,32 +81,65 @@ def json_observer(argv: Sequence[str] | None = None) -> ILogObserver:
     nodaemon, logfile = _twistd_log_options(sys.argv[1:] if argv is None else argv)
     if logfile == "-" or (nodaemon and not logfile):
         return json_file_observer(sys.stdout)
-    log_file = LogFile.fromFullPath(logfile or "twistd.log")
+    path = logfile or "twistd.log"
+    # Made now, before twistd sets its umask: LogFile gives the files a
+    # rotation makes the mode of an existing one, so later files get this
+    # one's mode rather than 0600.
+    open(path, "a").close()
+    log_file = LogFile.fromFullPath(path)
     _rotate_on_sigusr1(log_file)
     return json_file_observer(log_file)
 
 
-def log_from_level(level: str, beginner: LogBeginner) -> None:
+def log_from_level(level: str, beginner: LogBeginner, argv: Sequence[str] | None = None) -> None:
     """
     Drop events below ``level`` (a ``LogLevel`` name) from whatever log
     twistd is about to start: text, syslog or a ``--logger`` factory's.
 
-    twistd has no log level of its own and writes debug events too.  It
+    twistd has no log level of its own and writes debug events too.
+    Library chatter (:mod:`socketdock.ops.chatter`) counts as debug.
+
+    :param argv: twistd's arguments; given, twistd's own text ``--logfile``
+        keeps the mode of its first file across rotations.  It
     starts logging after ``makeService``, through ``beginner`` (the global
     ``LogBeginner``), so each observer it hands over is wrapped in a level
     filter on the way in; events buffered before that are filtered as they
     are replayed.
     """
-    if level == "debug":
-        return  # the lowest level: nothing to drop
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
     begin = beginner.beginLoggingTo
+    text_log = _text_log_file(argv) if argv is not None else None
 
     def begin_filtered(observers, *args, **kwargs):
-        filtered = [FilteringLogObserver(observer, [predicate]) for observer in observers]
+        if text_log is not None:
+            # twistd opened it just now; rotations keep its mode (ops.logmode).
+            observers = [keep_log_file_mode(observer, text_log) for observer in observers]
+        # Library chatter is demoted to debug first (socketdock.ops.chatter).
+        filtered = [
+            DemoteChatter(FilteringLogObserver(observer, [predicate])) for observer in observers
+        ]
         return begin(filtered, *args, **kwargs)
 
     beginner.beginLoggingTo = begin_filtered  # type: ignore[method-assign]
+
+
+def _text_log_file(argv: Sequence[str]) -> str | None:
+    """The file twistd writes its own text log to, or None (stdout, syslog, --logger)."""
+    nodaemon, logfile = _twistd_log_options(argv)
+    if logfile == "-" or (nodaemon and not logfile) or _has_option(argv, "--logger", "--syslog"):
+        return None
+    return logfile or "twistd.log"
+
+
+def _has_option(argv: Sequence[str], *names: str) -> bool:
+    from twisted.scripts.twistd import ServerOptions
+
+    spec = ServerOptions()
+    try:
+        opts, _ = getopt.getopt(list(argv), spec.shortOpt, spec.longOpt)
+    except getopt.GetoptError:
+        return False
+    return any(name in names for name, _ in opts)
 
 
 def _twistd_log_options(argv: Sequence[str]) -> tuple[bool, str | None]:

@@ -141,6 +141,24 @@ class Metrics:
             " them, holding as many as the open-file limit leaves room for.",
             registry=r,
         )
+        self._api_refused = Counter(
+            "socketdock_api_refused",
+            "Callback-API requests refused for their bearer token, by reason"
+            " (missing_token, wrong_token).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("missing_token", "wrong_token"):
+            self._api_refused.labels(reason)
+        self._backend_auth = Counter(
+            "socketdock_backend_auth_refused",
+            "Backend requests answered 401 or 403 (an authentication failure:"
+            " signing_secret or the backend's verifier), by kind.",
+            ["kind"],
+            registry=r,
+        )
+        for kind in _HotFigures.KINDS:
+            self._backend_auth.labels(kind)
         self._hot = _HotFigures()
         r.register(self._hot)
         self._active_fn = active
@@ -160,6 +178,14 @@ class Metrics:
 
     def listener_refused(self) -> None:
         self._listener_refused.inc()
+
+    def api_refused(self, reason: str) -> None:
+        """:param reason: ``missing_token`` or ``wrong_token``."""
+        self._api_refused.labels(reason).inc()
+
+    def backend_auth_refused(self, kind: str) -> None:
+        """:param kind: connect, message or disconnect."""
+        self._backend_auth.labels(kind).inc()
 
     def message_in(self) -> None:
         self._hot.messages_in += 1

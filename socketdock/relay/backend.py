@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 from socketdock.ops.metrics import Metrics
+from socketdock.ops.ratelimit import OncePerWindow
 from socketdock.relay import wire
 from socketdock.relay.httpclient import BackendClient, HTTPResult, describe_failure
 from socketdock.relay.reach import InvalidTags
@@ -133,6 +134,10 @@ class LoopbackBackend:
         return succeed(None)
 
 
+#: Answers that mean the backend did not accept who sent the request.
+AUTH_FAILURES = (401, 403)
+
+
 def _retryable_status(code: int) -> bool:
     return code >= 500 or code in (408, 429)
 
@@ -201,6 +206,7 @@ class HTTPBackend:
         self._notice_backoff = attrs.evolve(backoff, forever=True)
         self._inline_reply = inline_reply
         self.admits = connecturi is not None
+        self._auth_once = OncePerWindow(clock)
 
     def _post(self, kind: str, url: str, body: bytes, backoff: Backoff, refuse, connection_id: str):
         """
@@ -215,6 +221,8 @@ class HTTPBackend:
                 return Done(outcome)
             if _retryable_status(outcome.code):
                 return Again(_why(outcome), retry_after(outcome.headers, self._clock.seconds()))
+            if outcome.code in AUTH_FAILURES:
+                self._auth_failed(kind, url, outcome.code, connection_id)
             return refuse(outcome)
 
         def attempt() -> Deferred[HTTPResult]:
@@ -232,6 +240,27 @@ class HTTPBackend:
             )
 
         return retrying(self._clock, backoff, attempt, judge, on_retry)
+
+    def _auth_failed(self, kind: str, url: str, status: int, connection_id: str) -> None:
+        """Count a 401 or 403 and log it, once per kind, status and minute."""
+        self._metrics.backend_auth_refused(kind)
+        held = self._auth_once.occurred((kind, status))
+        if held is None:
+            return
+        self._log.warn(
+            "authentication failure: the backend answered the {kind} request for "
+            "{connection_id} with HTTP {status} ({url}); check that signing_secret "
+            "matches the backend's verifier{connect_hint}{more}",
+            kind=kind,
+            connection_id=connection_id,
+            status=status,
+            url=url,
+            held_back=held,
+            connect_hint=", unless the backend meant to refuse that client"
+            if kind == "connect"
+            else "",
+            more=f"; {held} more such answers since the last such line" if held else "",
+        )
 
     def connect(self, connection_id, headers, offered):
         if self._connecturi is None:
@@ -308,6 +337,8 @@ class HTTPBackend:
         def refuse(result: HTTPResult):
             # The backend has heard the notice and said no: retrying would
             # hear the same answer forever.
+            if result.code in AUTH_FAILURES:
+                return Done(None)  # logged, once a minute, as an authentication failure
             self._log.warn(
                 "backend answered the disconnect notice for {connection_id} with HTTP {status}",
                 connection_id=connection_id,

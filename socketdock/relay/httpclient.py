@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.cookiejar import CookieJar
 from typing import TypeVar, cast
 
@@ -31,6 +31,7 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from socketdock import __version__
+from socketdock.config.secrets import Secrets
 
 _T = TypeVar("_T")
 
@@ -47,7 +48,11 @@ class HTTPResult:
 
 
 def sign(
-    secret: bytes, timestamp: int, body: bytes, target: bytes | None = None, method: bytes = b"POST"
+    secret: bytes | Sequence[bytes],
+    timestamp: int,
+    body: bytes,
+    target: bytes | None = None,
+    method: bytes = b"POST",
 ) -> bytes:
     """
     The ``X-SocketDock-Signature`` value (SPEC §3): ``v1`` is HMAC-SHA256 of
@@ -57,16 +62,23 @@ def sign(
     binds the body to its route, so a backend that checks it refuses a
     captured message replayed to ``disconnecturi``.  ``v1`` stays as it was
     for backends that know only it.
+
+    :param secret: one secret, or several during a rotation: one ``v1=`` (and
+        ``v2=``) each, in order, so a backend that knows any one of them verifies.
     """
     t = str(timestamp).encode("ascii")
-    mac = hmac.new(secret, t + b"." + body, hashlib.sha256).hexdigest()
-    value = b"t=" + t + b",v1=" + mac.encode("ascii")
+    secrets = (secret,) if isinstance(secret, bytes) else secret
+    value = b"t=" + t
+    for key in secrets:
+        value += b",v1=" + hmac.new(key, t + b"." + body, hashlib.sha256).hexdigest().encode(
+            "ascii"
+        )
     if target is None:
         return value
     head = t + b"." + method + b" " + target + b"\n"
-    return (
-        value + b",v2=" + hmac.new(secret, head + body, hashlib.sha256).hexdigest().encode("ascii")
-    )
+    for key in secrets:
+        value += b",v2=" + hmac.new(key, head + body, hashlib.sha256).hexdigest().encode("ascii")
+    return value
 
 
 class NoCookies(CookieJar):
@@ -92,7 +104,8 @@ class BackendClient:
     :param http: a treq ``HTTPClient`` (in tests, ``StubTreq``).
     :param clock: for the timeout.
     :param timeout: seconds for one whole exchange.
-    :param signing_secret: when set, every request is signed.
+    :param signing_secret: when set, every request is signed: one secret, or
+        the :class:`Secrets` in force, read per request (a SIGHUP changes them).
     :param concurrency: requests in flight at once.  Ten thousand clients
         closing together would otherwise open ten thousand connections to the
         backend at once, run the process out of file descriptors and lose
@@ -110,7 +123,7 @@ class BackendClient:
         http: HTTPClient,
         clock: IReactorTime,
         timeout: float,
-        signing_secret: str | None = None,
+        signing_secret: str | Secrets | None = None,
         concurrency: int = 128,
         observe: Callable[[str, str, float], None] = lambda kind, outcome, seconds: None,
         max_response_body: int | None = None,
@@ -121,7 +134,9 @@ class BackendClient:
         self._line = _Line(concurrency)
         self._clock = clock
         self._timeout = timeout
-        self._secret = signing_secret.encode("utf-8") if signing_secret else None
+        if not isinstance(signing_secret, Secrets):
+            signing_secret = Secrets(signing_secrets=(signing_secret,) if signing_secret else ())
+        self._secrets = signing_secret
         self._urls: dict[str, EncodedURL] = {}
         self._targets: dict[str, bytes] = {}
         # Never mutated: treq and the agents below copy before they add.
@@ -172,11 +187,12 @@ class BackendClient:
     def _send(self, url: str, body: bytes, kind: str) -> Deferred[HTTPResult]:
         started = self._clock.seconds()
         headers = self._headers
-        if self._secret is not None:
+        keys = self._secrets.signing_keys
+        if keys:
             headers = headers.copy()
             headers.setRawHeaders(
                 b"X-SocketDock-Signature",
-                [sign(self._secret, int(self._clock.seconds()), body, self._target(url))],
+                [sign(keys, int(self._clock.seconds()), body, self._target(url))],
             )
         d = self._http.post(
             self._url(url),

@@ -20,12 +20,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from socketdock.ops.metrics import Metrics
-from socketdock.relay.backend import IBackend, MessageRefused, Reply
+from socketdock.relay.backend import AUTH_FAILURES, IBackend, MessageRefused, Reply
 from socketdock.relay.registry import IConnection, NotLive, OutboundFull, Registry
 from socketdock.relay.retry import RetriesExhausted
 
 #: The reason of a notice sent by a restarted instance for a lost connection.
 RECOVERED_REASON = "instance restarted after a crash"
+#: The reason of a notice a surviving cluster instance sends for a lost one (SPEC §8).
+LOST_INSTANCE_REASON = "instance lost: its heartbeat lapsed"
 
 
 class ISocket(IConnection):
@@ -141,6 +143,8 @@ class Session:
 
     def _message_failed(self, failure: Failure, seq: int) -> None:
         if isinstance(failure.value, MessageRefused):
+            if failure.value.status in AUTH_FAILURES:
+                return  # the backend logs these once a minute, as authentication failures
             self._log.warn(
                 "backend refused message {seq} of {connection_id} with HTTP {status}",
                 seq=seq,
@@ -265,16 +269,20 @@ class Relay:
             self.journal.record(connection_id)
         session.ended(None, reason, initiator)
 
-    def recover(self, connection_ids: list[str]) -> None:
+    def recover(self, connection_ids: list[str], reason: str = RECOVERED_REASON) -> None:
         """
-        At start-up: connections a crashed instance left in the journal get
-        their notice (code null, initiator server, marked recovered), sent and
-        retried like any other and waited for by a drain.
+        Connections a crashed instance left (in the journal, at start-up; in
+        Redis, for a lost cluster instance) get their notice (code null,
+        initiator server, marked recovered), sent and retried like any other
+        and waited for by a drain.
+
+        :param reason: the notice's reason: by default, that this instance
+            restarted; :data:`LOST_INSTANCE_REASON` in cluster mode.
         """
         for connection_id in connection_ids:
             session = Session(self, connection_id, _GoneSocket(connection_id), recovered=True)
             self._unfinished.add(session)
-            session.ended(None, RECOVERED_REASON, "server")
+            session.ended(None, reason, "server")
 
     def reply(self, socket: ISocket, reply: Reply) -> None:
         """Hand a backend reply (loopback echo, inline reply) to the client."""

@@ -15,6 +15,7 @@ order, as soon as it opens.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,7 @@ from socketdock.relay.registry import NotLive, OutboundFull
 from socketdock.relay.session import ISocket, Relay, Session
 from socketdock.relay.wire import new_connection_id
 from socketdock.ws.keepalive import Keepalive
+from socketdock.ws.lifetime import Lifetime
 from socketdock.ws.origins import OriginPolicy
 from socketdock.ws.ratelimit import HandshakeRate
 from socketdock.ws.refusal import autobahn_reason, printable
@@ -88,8 +90,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
     def __init__(self) -> None:
         super().__init__()
         self.connection_id = ""
-        # Set by the registry only (SPEC §8); kept after close for the notice.
-        self.tags: tuple[str, ...] = ()
+        self._tags: tuple[str, ...] = ()
+        self._ever_tagged = False
         self._state = _PENDING
         self._session: Session | None = None
         self._held: list[tuple[bytes, bool, Deferred[None]]] = []
@@ -106,6 +108,18 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._consuming = False
         self._keepalive: Keepalive | None = None
         self._retry_after: int | None = None
+        self._lifetime: Lifetime | None = None
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """Set by the registry only (SPEC §8); kept after close for the notice."""
+        return self._tags
+
+    @tags.setter
+    def tags(self, tags: tuple[str, ...]) -> None:
+        self._tags = tags
+        if tags:
+            self._ever_tagged = True
 
     # -- handshake ------------------------------------------------------------
 
@@ -291,9 +305,30 @@ class RelayServerProtocol(WebSocketServerProtocol):
             self._ping_timed_out,
         )
         self._keepalive.start()
+        if factory.max_lifetime or factory.tag_deadline:
+            self._lifetime = Lifetime(
+                factory.reactor,
+                factory.max_lifetime,
+                factory.tag_deadline,
+                lambda: self._ever_tagged,
+                self._end_of_life,
+                factory.uniform,
+            )
+            self._lifetime.start()
         held, self._held = self._held, []
         for payload, is_binary, d in held:
             self._send_now(payload, is_binary, d)
+
+    def _end_of_life(self, code: int, reason: str) -> None:
+        # Debug: the close line (info) follows, with the code; one info line
+        # per client is the rule (docs/operating.rst).
+        self._log.debug(
+            "closing client {connection_id} with {code}: {reason}",
+            connection_id=self.connection_id,
+            code=code,
+            reason=reason,
+        )
+        self.close(code, reason, "server")
 
     def onPing(self, payload: bytes) -> None:
         # A pong is outbound like a send: while the client is not reading it
@@ -457,6 +492,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
         state, self._state = self._state, _CLOSED
         if self._keepalive is not None:
             self._keepalive.stop()
+        if self._lifetime is not None:
+            self._lifetime.stop()
         # Autobahn forgets this timer when the connection goes: a stopped
         # instance would otherwise keep the reactor busy for another second.
         if self.closeHandshakeTimeoutCall is not None:
@@ -535,6 +572,11 @@ class RelayServerFactory(WebSocketServerFactory):
     :param specialise: given the protocol class and this factory after its
         options are set, returns the class to build connections from
         (:mod:`socketdock.tuning` passes one that shares the options), or None.
+    :param max_lifetime: seconds (±10%) after which an open connection is
+        closed with 1001; 0 for never.
+    :param tag_deadline: seconds after opening by which a tag must have
+        reached a connection, else it is closed with 1008; 0 for never.
+    :param uniform: numbers in [0, 1) for the lifetime's jitter.
     """
 
     protocol = RelayServerProtocol
@@ -554,6 +596,9 @@ class RelayServerFactory(WebSocketServerFactory):
         | None = None,
         max_pending: int = 0,
         rate: HandshakeRate | None = None,
+        max_lifetime: float = 0,
+        tag_deadline: float = 0,
+        uniform: Callable[[], float] = random.random,
     ) -> None:
         self._specialise = specialise
         super().__init__(reactor=reactor)
@@ -566,6 +611,9 @@ class RelayServerFactory(WebSocketServerFactory):
         self.max_pending = max_pending
         self.rate = rate
         self.pending = 0
+        self.max_lifetime = max_lifetime
+        self.tag_deadline = tag_deadline
+        self.uniform = uniform
 
     def answered(self, result: object) -> object:
         """A connect notice was answered (or failed): one handshake less waits."""
@@ -599,6 +647,8 @@ def make_ws_factory(config, relay: Relay, reactor, specialise=None) -> RelayServ
         HandshakeRate(reactor, config.handshake_rate, config.handshake_burst)
         if config.handshake_rate
         else None,
+        config.max_lifetime,
+        config.tag_deadline,
     )
     options = dict(
         webStatus=False,

@@ -229,3 +229,29 @@ class HealthTests(OperationsTestCase):
         self.backend.release(self.backend.stalled[0], Answer())
         yield drained
         self.assertEqual(len(self.backend.disconnects), 1)
+
+
+class StandardMetricsTests(OperationsTestCase):
+    @inlineCallbacks
+    def test_process_gc_and_reactor_lag_series(self):
+        """/metrics, read by prometheus-client's parser, has process_*, GC pause and reactor-lag series."""
+        import gc
+
+        yield self.start()
+        gc.collect()
+        families = yield self.metrics()
+        for name in (
+            "process_cpu_seconds",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+        ):
+            self.assertIn(name, families)
+        pauses = families["socketdock_gc_pause_seconds"]
+        self.assertEqual(pauses.type, "histogram")
+        self.assertGreaterEqual(_value(pauses, "_count", generation="2"), 1)
+        self.assertGreater(_value(families["process_open_fds"]), 0)
+        lag = families["socketdock_reactor_lag_seconds"]
+        self.assertEqual(lag.type, "histogram")
+        self.assertGreaterEqual(_value(lag, "_count"), 0)

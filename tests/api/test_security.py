@@ -284,6 +284,17 @@ class SigningTests(_Case):
         for bad in ("", "t=,v1=", "v1=00", f"t={now}", f"t={now},v1=zz", "t=x,v1=y", "t=٣,v1=é"):
             self.assertFalse(verify(SECRET.encode(), bad, body), bad)
 
+    def test_several_v1_values(self):
+        """The documented verify accepts a rotation's header with either secret, and no other."""
+        from socketdock.relay.httpclient import sign
+
+        verify = readme_verify()
+        body = b'{"message": "x"}'
+        header = sign([b"new", b"old"], int(time.time()), body).decode("ascii")
+        self.assertTrue(verify(b"new", header, body))
+        self.assertTrue(verify(b"old", header, body))
+        self.assertFalse(verify(b"other", header, body))
+
     @inlineCallbacks
     def test_unsigned_without_secret(self):
         """Without signing_secret no signature header is sent."""

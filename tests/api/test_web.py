@@ -503,8 +503,11 @@ class TokenPropertyTests(_Requests):
 
     @settings(max_examples=100, deadline=None)
     @given(
+        # A comma separates tokens (several admit during a rotation).
         token=st.text(
-            st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40
+            st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters=","),
+            min_size=1,
+            max_size=40,
         ),
         other=st.text(
             st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40
@@ -707,3 +710,66 @@ class ExposureWarningTests(SynchronousTestCase):
         except p.Invalid:
             return
         self.assertIsInstance(warn_if_exposed(endpoint, None, Logger(namespace="test")), bool)
+
+
+class RefusalTests(_Requests):
+    """A refused callback-API request is counted and logged once per address and minute."""
+
+    def tokens_front(self):
+        from socketdock.api.auth import BearerTokens
+        from socketdock.config.secrets import Secrets
+
+        front = Front()
+        self.metrics = Metrics(active=lambda: 0, queued=lambda: 0)
+        self.clock = Clock()
+        self.secrets = Secrets(api_tokens=("old-token", TOKEN))
+        tokens = BearerTokens(self.secrets, self.metrics, self.clock)
+        return StubTreq(Root(("/ws", Upgrade()), front.api, front.health, tokens))
+
+    def refused(self, reason: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "socketdock_api_refused_total", {"reason": reason}
+        )
+        assert value is not None
+        return value
+
+    def test_any_token_admits(self) -> None:
+        """With several tokens set, each one admits; the change is seen at the next request."""
+        treq = self.tokens_front()
+        for token in ("old-token", TOKEN):
+            self.assertEqual(self.call(treq, "GET", "/status", headers=bearer(token))[0], 200)
+        from socketdock.config.secrets import Secrets
+
+        self.secrets.replace(Secrets(api_tokens=(TOKEN,)))
+        self.assertEqual(self.call(treq, "GET", "/status", headers=bearer("old-token"))[0], 401)
+        self.assertEqual(self.call(treq, "GET", "/status", headers=bearer(TOKEN))[0], 200)
+
+    def test_counted_by_reason_and_logged_once_a_minute(self) -> None:
+        """Missing and wrong tokens are counted apart; one warn line per address and minute names the peer."""
+        treq = self.tokens_front()
+        with capturedLogs() as events:
+            for _ in range(3):
+                self.assertEqual(self.call(treq, "GET", "/status")[0], 401)
+                self.assertEqual(
+                    self.call(treq, "POST", f"/socket/{LIVE}/send", b"x", bearer("nope"))[0], 401
+                )
+            self.assertEqual(self.call(treq, "GET", "/", headers=bearer("nope"))[0], 401)
+            self.clock.advance(61)
+            self.assertEqual(self.call(treq, "GET", "/status", headers=bearer("nope"))[0], 401)
+        self.assertEqual(self.refused("missing_token"), 3)
+        self.assertEqual(self.refused("wrong_token"), 5)
+        lines = [e for e in events if e.get("log_namespace") == "socketdock.api.auth.BearerTokens"]
+        self.assertEqual(
+            [(e["log_level"].name, e["reason"], e["held_back"]) for e in lines],
+            [("warn", "missing_token", 0), ("warn", "wrong_token", 0), ("warn", "wrong_token", 3)],
+        )
+        self.assertTrue(all(e["peer"] for e in lines))
+        self.assertNotIn("nope", repr(lines))
+
+    def test_admitted_requests_count_nothing(self) -> None:
+        """A request with a token in force is neither counted nor logged."""
+        treq = self.tokens_front()
+        with capturedLogs() as events:
+            self.assertEqual(self.call(treq, "GET", "/status", headers=bearer())[0], 200)
+        self.assertEqual(self.refused("missing_token") + self.refused("wrong_token"), 0)
+        self.assertEqual(list(events), [])

@@ -61,7 +61,9 @@ class DefaultsTests(SynchronousTestCase):
                 wspath="/ws",
                 api_listen=None,
                 api_token=None,
+                api_token_file=None,
                 signing_secret=None,
+                signing_secret_file=None,
                 allowed_origins=("*",),
                 max_message_size=4194304,
                 max_connections=0,
@@ -70,6 +72,8 @@ class DefaultsTests(SynchronousTestCase):
                 handshake_burst=20,
                 ping_interval=30.0,
                 ping_timeout=10.0,
+                max_lifetime=0.0,
+                tag_deadline=0.0,
                 backend_timeout=10.0,
                 backend_retries=5,
                 backend_concurrency=128,
@@ -81,6 +85,7 @@ class DefaultsTests(SynchronousTestCase):
                 permessage_deflate=False,
                 log_level="info",
                 cluster=None,
+                cluster_password_file=None,
                 cluster_heartbeat=5.0,
                 tuning="auto",
                 listen_key="bindport",
@@ -88,11 +93,12 @@ class DefaultsTests(SynchronousTestCase):
         )
 
     def test_settings_match_config_fields(self) -> None:
-        """SETTINGS has exactly one row per Config field, in field order (after them: listen_key)."""
+        """SETTINGS has exactly one row per Config field, in field order (after them: the derived ones)."""
         import attrs
 
         self.assertEqual(
-            [s.key for s in SETTINGS] + ["listen_key"], [f.name for f in attrs.fields(Config)]
+            [s.key for s in SETTINGS] + ["listen_key", "api_tokens", "signing_secrets"],
+            [f.name for f in attrs.fields(Config)],
         )
 
     def test_help_is_one_line(self) -> None:
@@ -453,10 +459,18 @@ class ErrorTests(_Files, SynchronousTestCase):
                 self.assertConfigError(key, fragment, cli, {}, None)
 
     def test_bad_env_value(self) -> None:
-        """A bad value from the environment is reported under its key."""
-        self.assertConfigError(
-            "queue_limit", "whole number", {}, {"SOCKETDOCK_QUEUE_LIMIT": "x"}, None
+        """A bad value from the environment is named by its variable (e.key stays the key)."""
+        e = self.assertRaises(ConfigError, load_config, {}, {"SOCKETDOCK_BINDPORT": "x"}, None)
+        self.assertEqual(e.key, "bindport")
+        self.assertEqual(
+            str(e),
+            "SOCKETDOCK_BINDPORT: 'x' is not a port number; use an integer from 0 to 65535",
         )
+        # The command line wins, and is named by the key as before.
+        e = self.assertRaises(
+            ConfigError, load_config, {"bindport": "y"}, {"SOCKETDOCK_BINDPORT": "x"}, None
+        )
+        self.assertTrue(str(e).startswith("bindport: 'y'"), str(e))
 
     def test_bad_ini_value(self) -> None:
         """A bad value from the INI file is reported under its key."""
@@ -560,7 +574,10 @@ def _check_error(case: SynchronousTestCase, e: ConfigError, keys: set[str]) -> N
     msg = str(e)
     case.assertEqual(len(msg.splitlines()), 1, msg)
     case.assertIn(e.key, keys)
-    case.assertTrue(msg.startswith(e.key + ": "), msg)
+    # A value from the environment is named by its variable.
+    case.assertTrue(
+        msg.startswith(e.key + ": ") or msg.startswith(f"SOCKETDOCK_{e.key.upper()}: "), msg
+    )
 
 
 class PropertyTests(_Files, SynchronousTestCase):

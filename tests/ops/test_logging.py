@@ -6,6 +6,7 @@ JSON lines for log shippers (socketdock.ops.jsonlog) and log rotation under
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +118,42 @@ class LogLevelTests(SynchronousTestCase):
         self._begin()
         self.assertEqual(self.seen, ["info", "warn", "error"])
 
-    def test_debug_leaves_the_beginner_alone(self) -> None:
+    def test_debug_keeps_every_level(self) -> None:
+        """log_level debug: every event is written, chatter included (at debug)."""
         log_from_level("debug", self.beginner)
-        self.assertNotIn("beginLoggingTo", vars(self.beginner))
         self._begin()
         self._emit_one_of_each()
-        self.assertEqual(self.seen, ["debug", "info", "warn", "error"])
+        self.log.info("Starting factory {factory!r}", factory=object())
+        self.assertEqual(self.seen, ["debug", "info", "warn", "error", "debug"])
+
+    def test_library_chatter_is_below_info(self) -> None:
+        """Factory start/stop and ClientService retry lines are debug; other info lines stay."""
+        log_from_level("info", self.beginner)
+        self._begin()
+        pool = Logger(namespace="twisted.web.client._HTTP11ClientFactory", observer=self.publisher)
+        pool.info("Starting factory {factory!r}", factory=object())
+        pool.info("Stopping factory {factory!r}", factory=object())
+        retries = Logger(
+            namespace="twisted.application.internet.ClientService", observer=self.publisher
+        )
+        retries.info(
+            "Scheduling retry {attempt} to connect {endpoint} in {delay} seconds.",
+            attempt=1,
+            endpoint="redis",
+            delay=0.2,
+        )
+        retries.warn("Duplicate ClientService.startService {log_source}")
+        self.log.info("i")
+        self.assertEqual(self.seen, ["warn", "info"])
+
+    def test_our_sites_are_not_noisy(self) -> None:
+        """The API's site logs no "Starting factory" line of its own."""
+        from twisted.web.resource import Resource
+
+        from socketdock.api.site import make_site
+
+        site = make_site(Resource(), None)
+        self.assertFalse(site.noisy)
 
 
 class TwistdLogTests(TestCase):
@@ -194,11 +225,11 @@ class TwistdLogTests(TestCase):
         self.assertEqual([r["text"] for r in records if r["level"] == "debug"], [])
 
     def test_json_logfile_rotates_on_sigusr1(self):
-        """JSON lines go to --logfile; SIGUSR1 renames it to .1 and later lines go to a fresh file."""
+        """JSON lines go to --logfile; SIGUSR1 renames it to .1 and later lines go to a fresh file of the same mode."""
         return self._rotation(JSON_LOGGER, json_lines=True)
 
     def test_text_logfile_rotates_on_sigusr1(self):
-        """twistd's own text --logfile: SIGUSR1 renames it to .1 and later lines go to a fresh file."""
+        """twistd's own text --logfile: SIGUSR1 renames it to .1 and later lines go to a fresh file of the same mode."""
         return self._rotation((), json_lines=False)
 
     @inlineCallbacks
@@ -206,15 +237,22 @@ class TwistdLogTests(TestCase):
         directory = Path(self.mktemp()).resolve()
         directory.mkdir(parents=True)
         log = directory / "socketdock.log"
-        instance = spawn_socketdock(
-            self,
-            reactor,
-            "--bindport",
-            "0",
-            "--ping-interval",
-            "0",
-            twistd_args=("-n", "--pidfile=", "--logfile", str(log), *logger),
-        )
+        # twistd makes the first file with the umask it was started with
+        # (022: 0644), then sets --umask 077: without care, the files a
+        # rotation makes are 0600.
+        old_umask = os.umask(0o022)
+        try:
+            instance = spawn_socketdock(
+                self,
+                reactor,
+                "--bindport",
+                "0",
+                "--ping-interval",
+                "0",
+                twistd_args=("-n", "--pidfile=", "--umask", "077", "--logfile", str(log), *logger),
+            )
+        finally:
+            os.umask(old_umask)
         content = yield wait_for_file(self, reactor, log, "listen: listening on")
         port = listening_port(content.decode("utf-8"))
         yield get(reactor, f"http://127.0.0.1:{port}/healthz")  # the reactor runs
@@ -225,6 +263,9 @@ class TwistdLogTests(TestCase):
         self.addCleanup(client.shutdown)
         yield client.shutdown()
         fresh = yield wait_for_file(self, reactor, log, " closed after ")
+        first = directory / "socketdock.log.1"
+        self.assertEqual(oct(first.stat().st_mode & 0o777), oct(0o644))
+        self.assertEqual(oct(log.stat().st_mode & 0o777), oct(0o644), "the first file's mode")
         self.assertNotIn(b" closed after ", rotated)
         self.assertNotIn(b"starting on", fresh)
         if json_lines:

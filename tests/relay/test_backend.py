@@ -59,7 +59,9 @@ class ScriptedClient:
         return succeed(outcome)
 
 
-class HTTPBackendTests(SynchronousTestCase):
+class _BackendFixture:
+    """An HTTPBackend on a Clock over a ScriptedClient."""
+
     def backend(self, script, retries=2, inline_reply=False, connecturi=None):
         self.clock = Clock()
         self.clock.advance(NOW)
@@ -83,6 +85,8 @@ class HTTPBackendTests(SynchronousTestCase):
         for _ in range(int(seconds / step)):
             self.clock.advance(step)
 
+
+class HTTPBackendTests(_BackendFixture, SynchronousTestCase):
     def test_retryable_answers_then_success(self):
         """Refused, 500, 408 and 429 are retried with the same seq and body until a 2xx."""
         backend = self.backend(
@@ -293,3 +297,43 @@ class RetryAfterTests(SynchronousTestCase):
         """A Retry-After of a day is read, and the retry loop caps the wait it imposes."""
         self.assertEqual(retry_after(headers("86400"), NOW), 86400.0)
         self.assertEqual(MAX_RETRY_AFTER, 60.0)
+
+
+class AuthFailureTests(_BackendFixture, SynchronousTestCase):
+    """A backend's 401 or 403 is counted and logged as an authentication failure, once a minute."""
+
+    def auth_refused(self, kind):
+        return self.metrics.registry.get_sample_value(
+            "socketdock_backend_auth_refused_total", {"kind": kind}
+        )
+
+    def test_logged_once_a_minute_per_kind_and_status(self):
+        """Three 401s on messages and a 403 on a notice: two warn lines, every one counted."""
+        from twisted.logger import capturedLogs
+
+        backend = self.backend([answer(401)] * 3 + [answer(403), answer(401)])
+        with capturedLogs() as events:
+            for seq in (1, 2, 3):
+                self.failureResultOf(backend.message(CID, seq, b"x", False), MessageRefused)
+            self.successResultOf(backend.disconnect(CID, 1000, "", "client"))
+            self.clock.advance(61)
+            self.failureResultOf(backend.message(CID, 4, b"x", False), MessageRefused)
+        self.assertEqual(self.auth_refused("message"), 4)
+        self.assertEqual(self.auth_refused("disconnect"), 1)
+        warned = [e for e in events if e["log_level"].name == "warn"]
+        self.assertEqual(
+            [(e["kind"], e["status"], e["held_back"]) for e in warned],
+            [("message", 401, 0), ("disconnect", 403, 0), ("message", 401, 2)],
+        )
+        self.assertIn("authentication failure", warned[0]["log_format"])
+
+    def test_connect_401_is_an_authentication_failure_too(self):
+        """A 401 on the connect notice still refuses the handshake with 401, and is logged as such."""
+        from twisted.logger import capturedLogs
+
+        backend = self.backend([answer(401)], connecturi="http://b/connect")
+        with capturedLogs() as events:
+            failure = self.failureResultOf(backend.connect(CID, {}, []), ConnectRefused)
+        self.assertEqual(failure.value.status, 401)
+        self.assertEqual(self.auth_refused("connect"), 1)
+        self.assertEqual([e["kind"] for e in events if e["log_level"].name == "warn"], ["connect"])

@@ -306,3 +306,20 @@ class CollectTests(SynchronousTestCase):
         answer, later = self.collect([], Failure(ResponseFailed([])), later=True)
         answer.deliver()
         self.failureResultOf(later, ResponseFailed)
+
+
+class SeveralSecretsTests(SynchronousTestCase):
+    def test_one_v1_per_secret_in_order(self):
+        """Several signing secrets: one v1= each, the first first, each a valid HMAC of t.body."""
+        import hashlib
+        import hmac
+
+        from socketdock.relay.httpclient import sign
+
+        header = sign([b"new", b"old"], 1700000000, b"{}")
+        t, first, second = header.split(b",")
+        self.assertEqual(t, b"t=1700000000")
+        for value, secret in ((first, b"new"), (second, b"old")):
+            mac = hmac.new(secret, b"1700000000.{}", hashlib.sha256).hexdigest().encode()
+            self.assertEqual(value, b"v1=" + mac)
+        self.assertEqual(sign(b"new", 1700000000, b"{}"), t + b"," + first)

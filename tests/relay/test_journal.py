@@ -20,6 +20,7 @@ from zope.interface import implementer
 
 from socketdock.config.settings import ConfigError, load_config
 from socketdock.ops.metrics import Metrics
+from socketdock.ops.runtime import RuntimeMetrics
 from socketdock.relay.backend import IBackend
 from socketdock.relay.journal import (
     RETRY_DELAY,
@@ -444,7 +445,7 @@ class JournalServiceTests(SynchronousTestCase):
         """With journal set, the journal's service is the first child, before the listeners."""
         config = load_config({"bindport": "0", "journal": self.mktemp()}, {}, None)
         service = make_service(config, MemoryReactorClock())
-        children = [c for c in service if not isinstance(c, TuningService)]
+        children = [c for c in service if not isinstance(c, (TuningService, RuntimeMetrics))]
         self.assertIsInstance(children[0], JournalService)
         self.assertEqual(len(children), 2)
         without = make_service(load_config({"bindport": "0"}, {}, None), MemoryReactorClock())

@@ -205,3 +205,21 @@ class RegistryTests(SynchronousTestCase):
         self.assertIsNone(registry.get("a" * 32))
         self.assertEqual(len(registry), 1)
         self.assertEqual(list(registry), [b])
+
+
+class RecoverReasonTests(SynchronousTestCase):
+    def test_reason_of_recovered_notices(self) -> None:
+        """recover() says the instance restarted by default, and takes the cluster's "instance lost"."""
+        from socketdock.relay.session import LOST_INSTANCE_REASON, RECOVERED_REASON
+
+        backend = ScriptedBackend()
+        registry = Registry()
+        relay = Relay(backend, registry, Metrics(active=lambda: 0, queued=lambda: 0), Clock(), 3)
+        relay.recover(["a" * 32])
+        relay.recover(["b" * 32], LOST_INSTANCE_REASON)
+        self.assertEqual(
+            [n[1:] for n in backend.notices],
+            [(None, RECOVERED_REASON, "server"), (None, LOST_INSTANCE_REASON, "server")],
+        )
+        self.assertIn("lost", LOST_INSTANCE_REASON)
+        self.assertNotIn("restart", LOST_INSTANCE_REASON)

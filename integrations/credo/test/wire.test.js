@@ -4,6 +4,7 @@
 
 const assert = require('node:assert')
 const crypto = require('node:crypto')
+const http = require('node:http')
 const Module = require('node:module')
 const { test } = require('node:test')
 
@@ -15,7 +16,7 @@ Module._load = function (request, ...rest) {
   }
   return realLoad.call(this, request, ...rest)
 }
-const { verifySignature, sign, SeqFilter } = require('..')
+const { verifySignature, sign, SeqFilter, SocketDockTransportSession } = require('..')
 Module._load = realLoad
 
 const BODY = Buffer.from('{"meta": {"connection_id": "ab", "seq": 1}, "message": "hi"}')
@@ -57,4 +58,34 @@ test('seq filter drops retries, keeps messages without seq', () => {
   assert.ok(g.take(undefined))
   assert.ok(g.take(null))
   assert.ok(g.take(1))
+})
+
+test('a reply SocketDock refuses is logged at warn, and the send throws', async () => {
+  const server = http.createServer((req, res) => {
+    req.resume()
+    req.on('end', () => {
+      res.writeHead(req.headers.authorization === 'Bearer right' ? 200 : 401)
+      res.end()
+    })
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  try {
+    const warned = []
+    const transport = {
+      apiToken: 'wrong',
+      sendTimeoutMs: 5000,
+      logger: { warn: (line) => warned.push(line) },
+      drop: () => {},
+    }
+    const url = `http://127.0.0.1:${server.address().port}/socket/ab/send`
+    const session = new SocketDockTransportSession(transport, 'ab', url)
+    await assert.rejects(session.send({}, { protected: 'x' }), /send failed \(401\)/)
+    assert.strictEqual(warned.length, 1)
+    assert.match(warned[0], /reply refused with HTTP 401: check apiToken/)
+    transport.apiToken = 'right'
+    await session.send({}, { protected: 'x' })
+    assert.strictEqual(warned.length, 1)
+  } finally {
+    server.close()
+  }
 })
