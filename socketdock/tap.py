@@ -38,7 +38,7 @@ from socketdock.relay.journal import Journal, JournalService, ThreadWriter, chec
 from socketdock.relay.localreach import LocalReach
 from socketdock.relay.registry import Registry
 from socketdock.relay.retry import Backoff
-from socketdock.relay.session import Relay
+from socketdock.relay.session import LOST_REASON, Relay
 from socketdock.relay.wire import AnyCallbackURLs, CallbackURLs, LearnedCallbackURLs
 from socketdock.service import (
     SocketDockService,
@@ -277,7 +277,7 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
         # Imported only here: without cluster, nothing needs Redis or its client.
         from socketdock.cluster.wiring import Cluster
 
-        cluster = Cluster(config, reactor, urls, recover=lambda ids: relay.recover(ids))
+        cluster = Cluster(config, reactor, urls, recover=lambda ids: relay.recover(ids, LOST_REASON))
     registry = Registry(cluster.events) if cluster is not None else Registry()
     # Listeners and backend connections use it; timers and the rest use the reactor.
     net = stack.network(reactor)

@@ -26,6 +26,9 @@ from socketdock.relay.retry import RetriesExhausted
 
 #: The reason of a notice sent by a restarted instance for a lost connection.
 RECOVERED_REASON = "instance restarted after a crash"
+#: The reason of a notice a surviving cluster instance sends for a connection
+#: that a lost instance held (SPEC §8): nothing was restarted.
+LOST_REASON = "instance lost: its cluster heartbeat lapsed"
 
 
 class ISocket(IConnection):
@@ -265,16 +268,18 @@ class Relay:
             self.journal.record(connection_id)
         session.ended(None, reason, initiator)
 
-    def recover(self, connection_ids: list[str]) -> None:
+    def recover(self, connection_ids: list[str], reason: str = RECOVERED_REASON) -> None:
         """
         At start-up: connections a crashed instance left in the journal get
         their notice (code null, initiator server, marked recovered), sent and
-        retried like any other and waited for by a drain.
+        retried like any other and waited for by a drain.  Cluster mode sends
+        the notices of a lost instance's connections the same way, with
+        :data:`LOST_REASON`.
         """
         for connection_id in connection_ids:
             session = Session(self, connection_id, _GoneSocket(connection_id), recovered=True)
             self._unfinished.add(session)
-            session.ended(None, RECOVERED_REASON, "server")
+            session.ended(None, reason, "server")
 
     def reply(self, socket: ISocket, reply: Reply) -> None:
         """Hand a backend reply (loopback echo, inline reply) to the client."""

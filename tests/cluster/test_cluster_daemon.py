@@ -12,7 +12,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from socketdock.relay.session import RECOVERED_REASON
+from socketdock.relay.session import LOST_REASON
 from tests.cluster.redisserver import NO_REDIS, start_redis
 from tests.daemon import get, spawn_socketdock, started
 from tests.fakebackend import FakeBackend, start_backend, stop_backend
@@ -118,7 +118,7 @@ class LostInstanceTests(TestCase):
             self.assertEqual(
                 (meta["code"], meta["initiator"], meta.get("recovered")), (None, "server", True)
             )
-            self.assertEqual(meta["reason"], RECOVERED_REASON)
+            self.assertEqual(meta["reason"], LOST_REASON)
 
         # Two more beats of each survivor after the notices: neither claims again.
         after = {i.name: len(i.process.output) for i in (b, c)}
