@@ -32,6 +32,7 @@ from socketdock.config.settings import (
 from socketdock.ops.filelimit import raise_open_file_limit
 from socketdock.ops.jsonlog import log_from_level
 from socketdock.ops.metrics import Metrics
+from socketdock.ops.sdnotify import SystemdNotify, from_environ
 from socketdock.relay.backend import HTTPBackend, LoopbackBackend
 from socketdock.relay.httpclient import BackendClient, make_tls_policy
 from socketdock.relay.journal import Journal, JournalService, ThreadWriter, check_journal
@@ -212,7 +213,8 @@ def makeService(options: Options, reactor=None, log_beginner=None) -> SocketDock
     stack = options.get("stack") or choose_stack(config.tuning)
     if stack.tune_gc:
         reactor.callWhenRunning(tune_collector)
-    return make_service(config, reactor, stack)
+    # Under systemd's Type=notify (NOTIFY_SOCKET), READY/STOPPING/WATCHDOG.
+    return make_service(config, reactor, stack, from_environ(os.environ))
 
 
 def make_backend(
@@ -254,12 +256,15 @@ def make_backend(
 _log = Logger()
 
 
-def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketDockService:
+def make_service(
+    config: Config, reactor, stack: Stack | None = None, notify: SystemdNotify | None = None
+) -> SocketDockService:
     """
     Wire the collaborators bottom-up and attach their listeners.
 
     :param stack: which faster paths run (:mod:`socketdock.tuning`); by
         default chosen from ``config.tuning`` by each piece's check.
+    :param notify: systemd's notifications (:mod:`socketdock.ops.sdnotify`).
     """
     if stack is None:
         stack = choose_stack(config.tuning)
@@ -277,7 +282,9 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
         # Imported only here: without cluster, nothing needs Redis or its client.
         from socketdock.cluster.wiring import Cluster
 
-        cluster = Cluster(config, reactor, urls, recover=lambda ids: relay.recover(ids, LOST_REASON))
+        cluster = Cluster(
+            config, reactor, urls, recover=lambda ids: relay.recover(ids, LOST_REASON)
+        )
     registry = Registry(cluster.events) if cluster is not None else Registry()
     # Listeners and backend connections use it; timers and the rest use the reactor.
     net = stack.network(reactor)
@@ -314,7 +321,7 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
         registry, metrics, reactor, config.max_message_size, reach, anywhere=cluster is not None
     )
 
-    service = SocketDockService(relay, pool, config.shutdown_timeout)
+    service = SocketDockService(relay, pool, config.shutdown_timeout, notify)
     # First in, last out: the patches outlive every connection.
     TuningService(stack).setServiceParent(service)
     max_body = config.max_message_size
@@ -350,8 +357,9 @@ def _listen(service: SocketDockService, net, name: str, description: str, site, 
     """
 
     def bound(address) -> None:
-        service.addresses[name] = address
+        service.bound(name, address)
         if isinstance(urls, LearnedCallbackURLs):
             urls.learn(base_url_for(address.host, address.port, scheme_of(description)))
 
+    service.expect(name)
     add_listener(service, serverFromString(net, description), site, name, bound)

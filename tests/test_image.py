@@ -69,9 +69,7 @@ async def built_image(testcase: TestCase) -> str:
 
 def _podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     assert PODMAN is not None
-    return subprocess.run(
-        [PODMAN, *args], capture_output=True, text=True, timeout=120, check=check
-    )
+    return subprocess.run([PODMAN, *args], capture_output=True, text=True, timeout=120, check=check)
 
 
 def inspect(tag: str) -> dict[str, Any]:
