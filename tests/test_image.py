@@ -181,7 +181,9 @@ class ImageTests(TestCase):
             port = await started(reactor, instance)
             assert instance.pid is not None
             uid, _ = user_ids(config)
-            self.assertEqual(process_uids(instance.pid), [uid] * 4)
+            uids = process_uids(instance.pid)
+            self.assertNotIn(0, uids, "the instance runs as root")
+            self.assertEqual(uids, [uid] * 4)
 
             client = await connect_client(reactor, f"ws://127.0.0.1:{port}/ws")
             client.send_text("hello from the image")
