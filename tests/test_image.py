@@ -48,14 +48,19 @@ async def built_image(testcase: TestCase) -> str:
         raise testcase.skipTest("mounting an image and chroot need root")
     building = IMAGE_DIR / "building"
     try:
-        pid = int(building.read_text().split()[0])
+        pid: int | None = int(building.read_text().split()[0])
     except (OSError, ValueError, IndexError):
-        pass
-    else:
+        pid = None
+    if pid is not None:
+        # .ci/image ends within its time limit (420 s), with a state or a crash.
         await wait_for_exit(reactor, pid)
     try:
         state = (IMAGE_DIR / "state").read_text().strip()
     except OSError:
+        if pid is not None:
+            raise AssertionError(
+                f".ci/image (pid {pid}) ended without saying how; see .image/logs/"
+            ) from None
         raise testcase.skipTest(
             "no image built: run 'bash .ci/image' (needs podman, buildah and debootstrap)"
         ) from None
@@ -128,8 +133,9 @@ def process_uids(pid: int) -> list[int]:
 
 
 class ImageTests(TestCase):
-    #: CI builds the image while the suite runs; the first test may wait for it.
-    timeout = 900
+    #: CI builds the image while the suite runs; the first test may wait for it
+    #: (.ci/image's own limit is 420 s).
+    timeout = 600
 
     async def _image(self) -> tuple[str, dict[str, Any]]:
         tag = await built_image(self)
