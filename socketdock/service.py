@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from socketdock.config.endpoints import host_and_port
+from socketdock.ops.sdnotify import SystemdNotify
 from socketdock.relay.session import Relay
 from socketdock.tuning import Stack, engage
 
@@ -35,18 +36,42 @@ class SocketDockService(MultiService):
     :param pool: the backend connection pool (anything with
         ``closeCachedConnections``), closed last so the process exits without
         waiting on idle keep-alive connections.
+    :param notify: systemd's notifications, when it asked for them: ready once
+        every listener is bound, stopping when the drain starts, and the
+        watchdog's pings from start to the very end of the stop.
     """
 
     _log = Logger()
 
-    def __init__(self, relay: Relay, pool, shutdown_timeout: float) -> None:
+    def __init__(
+        self, relay: Relay, pool, shutdown_timeout: float, notify: SystemdNotify | None = None
+    ) -> None:
         super().__init__()
         self._relay = relay
         self._pool = pool
         self._shutdown_timeout = shutdown_timeout
+        self._notify = notify
         #: The bound address of each listener by setting name (``listen``,
         #: ``api_listen``), filled in as they start; for tests and tools.
         self.addresses: dict[str, Any] = {}
+        self._unbound: set[str] = set()
+        #: Fires once every listener named by :meth:`expect` is bound.
+        self.listening: Deferred[None] = Deferred()
+        if notify is not None:
+            # First in, last out: it pings through the whole drain.
+            notify.setServiceParent(self)
+            self.listening.addCallback(notify.ready)
+
+    def expect(self, name: str) -> None:
+        """Count the listener ``name`` among those :attr:`listening` waits for."""
+        self._unbound.add(name)
+
+    def bound(self, name: str, address: Any) -> None:
+        """The listener ``name`` is bound at ``address``."""
+        self.addresses[name] = address
+        self._unbound.discard(name)
+        if not self._unbound and not self.listening.called:
+            self.listening.callback(None)
 
     @property
     def relay(self) -> Relay:
@@ -54,6 +79,8 @@ class SocketDockService(MultiService):
         return self._relay
 
     def stopService(self) -> Deferred[None]:
+        if self._notify is not None:
+            self._notify.stopping()
         self._log.info(
             "draining: closing {count} connections, up to {timeout}s for the backend",
             count=len(self._relay.registry),

@@ -45,6 +45,7 @@ from socketdock.ops.jsonlog import log_from_level
 from socketdock.ops.metrics import Metrics
 from socketdock.ops.proxyheader import server_endpoint
 from socketdock.ops.runtime import RuntimeMetrics
+from socketdock.ops.sdnotify import SystemdNotify, from_environ
 from socketdock.relay.backend import HTTPBackend, LoopbackBackend
 from socketdock.relay.httpclient import BackendClient, make_tls_policy
 from socketdock.relay.journal import Journal, JournalService, ThreadWriter, check_journal
@@ -243,8 +244,14 @@ def makeService(options: Options, reactor=None, log_beginner=None) -> SocketDock
     stack = options.get("stack") or choose_stack(config.tuning)
     if stack.tune_gc:
         reactor.callWhenRunning(tune_collector)
+    # Under systemd's Type=notify (NOTIFY_SOCKET), READY/STOPPING/WATCHDOG.
     return make_service(
-        config, reactor, stack, reload=options.get("reload"), must_not_run=must_not_run
+        config,
+        reactor,
+        stack,
+        reload=options.get("reload"),
+        must_not_run=must_not_run,
+        notify=from_environ(os.environ),
     )
 
 
@@ -302,6 +309,7 @@ def make_service(
     open_files: int | None = None,
     must_not_run: Callable[[str], None] | None = None,
     reload: Callable[[], Config] | None = None,
+    notify: SystemdNotify | None = None,
 ) -> SocketDockService:
     """
     Wire the collaborators bottom-up and attach their listeners.
@@ -315,6 +323,7 @@ def make_service(
         has its name); by default the service stops.
     :param reload: the settings read again; given, SIGHUP applies their
         secrets (:mod:`socketdock.reloading`) once the reactor runs.
+    :param notify: systemd's notifications (:mod:`socketdock.ops.sdnotify`).
     """
     if stack is None:
         stack = choose_stack(config.tuning)
@@ -389,7 +398,7 @@ def make_service(
         registry, metrics, reactor, config.max_message_size, reach, anywhere=cluster is not None
     )
 
-    service = SocketDockService(relay, pool, config.shutdown_timeout)
+    service = SocketDockService(relay, pool, config.shutdown_timeout, notify)
     # First in, last out: the patches outlive every connection.
     TuningService(stack).setServiceParent(service)
     RuntimeMetrics(metrics.registry, reactor).setServiceParent(service)
@@ -471,8 +480,9 @@ def _listen(
         net = reloadable.reactor(net)
 
     def bound(address) -> None:
-        service.addresses[name] = address
+        service.bound(name, address)
         if isinstance(urls, LearnedCallbackURLs):
             urls.learn(base_url_for(address.host, address.port, scheme_of(description)))
 
+    service.expect(name)
     add_listener(service, server_endpoint(net, description, net), site, name, bound)

@@ -1,11 +1,13 @@
 """
 The deployment files in etc/ stay valid: every sample INI loads, each instance
 has its own ports and callback URL and takes HAProxy's PROXY protocol, HAProxy
-accepts its config, and the systemd unit keeps the settings a relay needs, each
-in a section where systemd reads it.
+accepts its config, the systemd unit keeps the settings a relay needs, each
+in a section where systemd reads it, and stays sandboxed; the Containerfile
+runs the container settings file as a user other than root.
 """
 
 import configparser
+import json
 import re
 import shutil
 import subprocess
@@ -50,13 +52,46 @@ UNIT_SECTIONS = {
         "RestartSec",
         "LimitNOFILE",
         "StateDirectory",
+        "StateDirectoryMode",
+        "UMask",
+        "NotifyAccess",
+        "WatchdogSec",
+        # The sandbox (systemd.exec(5)).
         "NoNewPrivileges",
+        "CapabilityBoundingSet",
+        "AmbientCapabilities",
         "ProtectSystem",
         "ProtectHome",
         "PrivateTmp",
+        "PrivateDevices",
+        "PrivateUsers",
+        "PrivateMounts",
+        "ProtectHostname",
+        "ProtectClock",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "ProtectProc",
+        "ProcSubset",
+        "RestrictAddressFamilies",
+        "RestrictNamespaces",
+        "RestrictRealtime",
+        "RestrictSUIDSGID",
+        "LockPersonality",
+        "RemoveIPC",
+        "KeyringMode",
+        "DevicePolicy",
+        "SystemCallArchitectures",
+        "SystemCallFilter",
+        "SystemCallErrorNumber",
     },
     "Install": {"WantedBy", "RequiredBy", "Alias"},
 }
+
+
+#: The most `systemd-analyze security` may rate the unit ("OK" and below).
+MOST_EXPOSURE = 4.0
 
 
 def read_unit() -> configparser.ConfigParser:
@@ -120,6 +155,47 @@ class DeployFilesTests(SynchronousTestCase):
         )
         self.assertGreater(int(service["TimeoutStopSec"]), longest_drain)
 
+    def test_systemd_unit_notifies(self):
+        """Type=notify (socketdock/ops/sdnotify.py): started once listening, with a watchdog."""
+        service = read_unit()["Service"]
+        self.assertEqual(service["Type"], "notify")
+        self.assertEqual(service["NotifyAccess"], "main")
+        self.assertGreater(int(service["WatchdogSec"]), 0)
+
+    def test_systemd_unit_sandbox(self):
+        """
+        The sandbox lets a relay work: TCP and unix sockets, its state directory,
+        no capabilities; systemd-analyze security rates it below 4.0.
+        """
+        service = read_unit()["Service"]
+        self.assertEqual(
+            set(service["RestrictAddressFamilies"].split()), {"AF_INET", "AF_INET6", "AF_UNIX"}
+        )
+        self.assertEqual(service["ProtectSystem"], "strict")
+        self.assertEqual(service["StateDirectory"], "socketdock")
+        self.assertEqual(service["CapabilityBoundingSet"], "")
+        self.assertEqual(service["NoNewPrivileges"], "yes")
+        if SYSTEMD_ANALYZE is None:
+            raise self.skipTest("systemd-analyze is not installed (it comes with systemd)")
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        instance = directory / "socketdock@a.service"
+        instance.write_bytes((ETC / "socketdock@.service").read_bytes())
+        result = subprocess.run(
+            [SYSTEMD_ANALYZE, "security", "--offline=yes", "--no-pager", str(instance)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=directory,
+        )
+        output = result.stdout + result.stderr
+        if "--offline" in output and "unrecognized" in output:
+            raise self.skipTest("this systemd-analyze has no --offline (systemd 250 and later)")
+        found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", output)
+        self.assertIsNotNone(found, output)
+        assert found is not None
+        self.assertLess(float(found.group(1)), MOST_EXPOSURE, output)
+
     def test_systemd_unit_keys_sit_in_their_sections(self):
         """Every key of the unit is in a section where systemd reads it; the start limit is in [Unit]."""
         unit = read_unit()
@@ -152,3 +228,51 @@ class DeployFilesTests(SynchronousTestCase):
             if line.strip() and "/opt/socketdock/bin/twistd is not executable" not in line
         ]
         self.assertEqual(complaints, [])
+
+
+class ContainerfileTests(SynchronousTestCase):
+    """What a runtime relies on, read from the Containerfile (tests/test_image.py runs it)."""
+
+    def instructions(self) -> dict[str, list[str]]:
+        """Each instruction's arguments, continuation lines joined, by instruction."""
+        text = (ETC.parent / "Containerfile").read_text()
+        text = re.sub(r"\\\n", " ", text)
+        found: dict[str, list[str]] = {}
+        for line in text.splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                word, _, rest = line.strip().partition(" ")
+                found.setdefault(word.upper(), []).append(rest.strip())
+        return found
+
+    def test_runs_the_container_settings_as_a_user(self):
+        """The entrypoint runs twistd -n on the settings file copied from etc/container.ini, not as root."""
+        found = self.instructions()
+        entrypoint = json.loads(found["ENTRYPOINT"][-1])
+        self.assertEqual(entrypoint[1:4], ["-n", "--pidfile=", "socketdock"])
+        self.assertEqual(entrypoint[-2], "--config")
+        self.assertIn(f"etc/container.ini {entrypoint[-1]}", found["COPY"])
+        user = found["USER"][-1].split(":")[0]
+        self.assertTrue(user.isdigit() and int(user) != 0, user)
+        self.assertEqual(found["STOPSIGNAL"], ["SIGTERM"])
+        self.assertIn("/healthz", found["HEALTHCHECK"][-1])
+        self.assertTrue(
+            any(
+                "-c /src/constraints.txt '/src[cluster]'" in " ".join(run.split())
+                for run in found["RUN"]
+            ),
+            found["RUN"],
+        )
+
+    def test_container_settings(self):
+        """
+        etc/container.ini loads: a wildcard bind with the explicit base URL SPEC §1
+        wants, and a drain that ends inside a runtime's default 10 s grace.
+        """
+        config = load_config({}, {}, str(ETC / "container.ini"))
+        self.assertEqual(config.listen, "tcp:8765:interface=0.0.0.0")
+        self.assertIsNotNone(config.externalhostandport)
+        self.assertLessEqual(config.shutdown_timeout, 8)
+        # The operator's override by the environment wins over the placeholder.
+        env = {"SOCKETDOCK_EXTERNALHOSTANDPORT": "http://10.0.0.5:8765"}
+        config = load_config({}, env, str(ETC / "container.ini"))
+        self.assertEqual(config.externalhostandport, "http://10.0.0.5:8765")

@@ -27,7 +27,7 @@ from socketdock.relay.retry import RetriesExhausted
 #: The reason of a notice sent by a restarted instance for a lost connection.
 RECOVERED_REASON = "instance restarted after a crash"
 #: The reason of a notice a surviving cluster instance sends for a lost one (SPEC §8).
-LOST_INSTANCE_REASON = "instance lost: its heartbeat lapsed"
+LOST_INSTANCE_REASON = "instance lost: its cluster heartbeat lapsed"
 
 
 class ISocket(IConnection):
