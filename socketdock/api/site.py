@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 from io import BytesIO
 from typing import Any
+from urllib.parse import parse_qs
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -203,7 +204,9 @@ class BoundedRequest(Request):
         # received (HTTPChannel's own attributes, mirrored by FastHTTPChannel).
         channel: Any = self.channel
         self.method, self.uri, self.clientproto = channel._command, channel._path, channel._version
-        self.path = self.uri.split(b"?", 1)[0]
+        self.path, _, query = self.uri.partition(b"?")
+        # The query picks a route too (send?confirm=, SPEC §9).
+        self.args = parse_qs(query, keep_blank_values=True)
         if self.path == b"*":
             return None, 0
         # As Request.process does before it asks the site for the resource.

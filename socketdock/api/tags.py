@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from socketdock.api.confirm import ConfirmedSend, wants_confirm
 from socketdock.api.resources import (
     CLOSE_BODY_LIMIT,
     ApiResource,
@@ -185,6 +186,8 @@ class TagResource(ApiResource):
     def getChild(self, name: bytes, request: Request) -> Resource:
         if request.postpath:
             return NotFound()
+        if name == b"send" and wants_confirm(request):
+            return ConfirmedSend(partial(self._reach.confirm_to_tag, self._tag), self._max)
         if name == b"send":
             return FrameThroughReach(
                 partial(self._reach.send_to_tag, self._tag), self._max, _reached
@@ -269,4 +272,14 @@ class SocketsWithTags(SocketsResource):
             del request.postpath[:]
             request.prepath.append(b"tags")
             return ConnectionTagsResource(self._reach, name.decode("ascii"))
+        if (
+            isinstance(child, ConnectionResource)
+            and request.postpath == [b"send"]
+            and wants_confirm(request)
+        ):
+            assert request.postpath is not None and request.prepath is not None  # mid-traversal
+            del request.postpath[:]
+            request.prepath.append(b"send")
+            confirm = partial(self._reach.confirm_to_connection, name.decode("ascii"))
+            return ConfirmedSend(confirm, self._max)
         return child

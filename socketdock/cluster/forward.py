@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from socketdock.relay.confirm import Gone, Unconfirmed
 from socketdock.relay.reach import InvalidTags, Unreachable
 from socketdock.relay.registry import NotLive, OutboundFull
 
@@ -46,6 +47,17 @@ class Forwarder:
     def send(self, holder: str, connection_id: str, payload: bytes, is_binary: bool) -> Deferred:
         content_type = b"application/octet-stream" if is_binary else b"text/plain; charset=utf-8"
         d = self._request(holder, "POST", f"/socket/{connection_id}/send", payload, content_type)
+        return d.addCallback(self._outcome, holder)
+
+    def confirm(
+        self, holder: str, connection_id: str, payload: bytes, is_binary: bool, timeout: float
+    ) -> Deferred:
+        """A confirmed send (SPEC §9), waited for as long as the holder may wait."""
+        content_type = b"application/octet-stream" if is_binary else b"text/plain; charset=utf-8"
+        path = f"/socket/{connection_id}/send?confirm={timeout!r}"
+        d = self._request(
+            holder, "POST", path, payload, content_type, max(self._timeout, timeout + 5)
+        )
         return d.addCallback(self._outcome, holder)
 
     def close(self, holder: str, connection_id: str, code: int, reason: str) -> Deferred:
@@ -76,6 +88,7 @@ class Forwarder:
         path: str,
         body: bytes | None,
         content_type: bytes | None,
+        timeout: float | None = None,
     ) -> Deferred[tuple[int, bytes]]:
         headers = dict(self._headers)
         if content_type is not None:
@@ -85,7 +98,7 @@ class Forwarder:
             holder + path,
             headers=headers,
             data=body,
-            timeout=self._timeout,
+            timeout=self._timeout if timeout is None else timeout,
             reactor=self._reactor,
         )
         d.addCallback(
@@ -122,6 +135,10 @@ class Forwarder:
             return NotLive()
         if code == 400:
             return InvalidTags(line)
+        if code == 410:
+            return Gone()
+        if code == 504:
+            return Unconfirmed()
         if code == 503 and "not reading" in line:
             return OutboundFull()
         self._log.warn(

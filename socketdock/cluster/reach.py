@@ -30,7 +30,7 @@ from socketdock.cluster.roster import Roster
 from socketdock.cluster.scripts import Names
 from socketdock.cluster.subscriptions import Subscriptions
 from socketdock.relay.localreach import LocalReach
-from socketdock.relay.reach import IConnectionEvents, IReach, Reached, Unreachable
+from socketdock.relay.reach import IConnectionEvents, IReach, NotHere, Reached, Unreachable
 from socketdock.relay.registry import NotLive, Registry
 
 _DOWN = "no link to the cluster's Redis; retry later"
@@ -115,6 +115,14 @@ class ClusterReach:
         d = self._holder(connection_id)
         return d.addCallback(self._forwarder.send, connection_id, payload, is_binary)
 
+    def confirm_to_connection(
+        self, connection_id: str, payload: bytes, is_binary: bool, timeout: float
+    ):
+        if self._registry.get(connection_id) is not None:
+            return self._local.confirm_to_connection(connection_id, payload, is_binary, timeout)
+        d = self._holder(connection_id)
+        return d.addCallback(self._forwarder.confirm, connection_id, payload, is_binary, timeout)
+
     def close_connection(self, connection_id: str, code: int, reason: str):
         if self._registry.get(connection_id) is not None:
             return self._local.close_connection(connection_id, code, reason)
@@ -165,6 +173,24 @@ class ClusterReach:
             )
 
         return d.addCallback(published)
+
+    def confirm_to_tag(self, tag: str, payload: bytes, is_binary: bool, timeout: float):
+        # Confirms are counted per connection, and instances answer a tag's
+        # channel with nothing: only a tag held on this instance alone can
+        # be answered yet.
+        if not self._link.up:
+            return fail(Unreachable(_DOWN))
+        d = self._link.command("PUBSUB", "NUMSUB", self._names.tag_channel(tag))
+
+        def counted(answer: list):
+            if self._others(tag, int(answer[1])) > 0:
+                raise NotHere(
+                    "a confirmed send to a tag held on other instances is not "
+                    "supported yet; send to each connection instead"
+                )
+            return self._local.confirm_to_tag(tag, payload, is_binary, timeout)
+
+        return d.addCallback(counted)
 
     def close_tag(self, tag: str, code: int, reason: str) -> Deferred[Reached]:
         if not self._link.up:

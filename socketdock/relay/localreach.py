@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from socketdock.relay.confirm import Tally, confirm_all, deliver_confirmed
 from socketdock.relay.reach import InvalidTags, IReach, Reached
 from socketdock.relay.registry import NotLive, OutboundFull, Registry
 
@@ -35,6 +36,14 @@ class LocalReach:
         if connection is None:
             return fail(NotLive())
         return connection.deliver(payload, is_binary)
+
+    def confirm_to_connection(
+        self, connection_id: str, payload: bytes, is_binary: bool, timeout: float
+    ) -> Deferred[None]:
+        connection = self._registry.get(connection_id)
+        if connection is None:
+            return fail(NotLive())
+        return deliver_confirmed(connection, payload, is_binary, timeout)
 
     def close_connection(self, connection_id: str, code: int, reason: str):
         connection = self._registry.get(connection_id)
@@ -85,6 +94,11 @@ class LocalReach:
             "did not complete or its client is not reading",
             connection_id=connection_id,
         )
+
+    def confirm_to_tag(
+        self, tag: str, payload: bytes, is_binary: bool, timeout: float
+    ) -> Deferred[Tally]:
+        return confirm_all(self._registry.tagged(tag), payload, is_binary, timeout)
 
     def close_tag(self, tag: str, code: int, reason: str) -> Deferred[Reached]:
         closing = self._registry.tagged(tag)

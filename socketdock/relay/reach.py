@@ -59,6 +59,18 @@ class Unreachable(Exception):
         self.retry_after = retry_after
 
 
+class NotHere(Exception):
+    """
+    This kind of request is not implemented in this mode (501).
+
+    :param why: one line for the answer.
+    """
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
 class InvalidTags(ValueError):
     """A tag, or a connection's resulting set of tags, breaks the rules of SPEC §8."""
 
@@ -124,6 +136,16 @@ class IReach(Interface):
         when the instance that may hold it cannot be asked.
         """
 
+    def confirm_to_connection(
+        connection_id: str, payload: bytes, is_binary: bool, timeout: float
+    ) -> Deferred[None]:
+        """
+        :meth:`send_to_connection`, then wait up to ``timeout`` seconds for
+        its client to confirm it (SPEC §9).  Fails as that does, or with
+        :class:`socketdock.relay.confirm.Unconfirmed` or
+        :class:`socketdock.relay.confirm.Gone`.
+        """
+
     def close_connection(connection_id: str, code: int, reason: str) -> Deferred[None]:
         """
         Close one connection on behalf of the backend (the notice says
@@ -156,6 +178,15 @@ class IReach(Interface):
         fails with :class:`Unreachable` when some instance that may hold such a
         connection cannot be asked (then nothing is promised about the
         others: the backend retries the whole send).
+        """
+
+    def confirm_to_tag(tag: str, payload: bytes, is_binary: bool, timeout: float) -> Deferred:
+        """
+        Hand one frame to every live connection carrying ``tag`` and wait up
+        to ``timeout`` seconds for each client to confirm it; fires with a
+        :class:`socketdock.relay.confirm.Tally` (:attr:`~socketdock.relay.confirm.Tally.none`
+        when nobody carries the tag).  Fails with :class:`Unreachable`, or
+        :class:`NotHere` where this implementation cannot do it.
         """
 
     def close_tag(tag: str, code: int, reason: str) -> Deferred[Reached]:

@@ -45,6 +45,14 @@ class IConnection(Interface):
         goes away first, or :class:`OutboundFull` when the client reads too slowly.
         """
 
+    def confirm(timeout: float) -> Deferred[None]:
+        """
+        Fire once the client proves it read every frame handed to the socket
+        so far (SPEC §9); fail with :class:`socketdock.relay.confirm.Unconfirmed`
+        after ``timeout`` seconds, :class:`socketdock.relay.confirm.Gone` when
+        the connection closes first.
+        """
+
     def close(code: int, reason: str, initiator: str) -> None:
         """Start the closing handshake; ``initiator`` goes into the notice."""
 

@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from socketdock.ops.metrics import Metrics
 from socketdock.relay.backend import IBackend, MessageRefused, Reply
+from socketdock.relay.confirm import Gone
 from socketdock.relay.registry import IConnection, NotLive, OutboundFull, Registry
 from socketdock.relay.retry import RetriesExhausted
 
@@ -341,6 +342,9 @@ class _GoneSocket:
 
     def deliver(self, payload: bytes, is_binary: bool) -> Deferred[None]:
         return fail(NotLive())
+
+    def confirm(self, timeout: float) -> Deferred[None]:
+        return fail(Gone())
 
     def close(self, code: int, reason: str, initiator: str) -> None:
         pass

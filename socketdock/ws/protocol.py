@@ -34,6 +34,7 @@ from socketdock.relay.reach import InvalidTags
 from socketdock.relay.registry import NotLive, OutboundFull
 from socketdock.relay.session import ISocket, Relay, Session
 from socketdock.relay.wire import new_connection_id
+from socketdock.ws.confirm import Confirmer
 from socketdock.ws.keepalive import Keepalive
 from socketdock.ws.origins import OriginPolicy
 from socketdock.ws.refusal import autobahn_reason, printable
@@ -98,6 +99,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._reading_paused = False
         self._consuming = False
         self._keepalive: Keepalive | None = None
+        self._confirmer: Confirmer | None = None
 
     # -- handshake ------------------------------------------------------------
 
@@ -273,6 +275,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
         held, self._held = self._held, []
         for payload, is_binary, d in held:
             self._send_now(payload, is_binary, d)
+        if self._confirmer is not None:
+            self._confirmer.open()
 
     def onPing(self, payload: bytes) -> None:
         # A pong is outbound like a send: while the client is not reading it
@@ -294,6 +298,17 @@ class RelayServerProtocol(WebSocketServerProtocol):
     def onPong(self, payload: bytes) -> None:
         if self._keepalive is not None:
             self._keepalive.pong(payload)
+        if self._confirmer is not None:
+            self._confirmer.pong(payload)
+
+    def confirm(self, timeout: float) -> Deferred[None]:
+        if self._confirmer is None:
+            self._confirmer = Confirmer(self.factory.reactor, self.sendPing)
+            if self._state == _OPEN:
+                self._confirmer.open()
+            elif self._state == _CLOSED:
+                self._confirmer.gone()
+        return self._confirmer.confirm(timeout)
 
     def _ping_timed_out(self) -> None:
         self._log.info(
@@ -430,6 +445,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
         state, self._state = self._state, _CLOSED
         if self._keepalive is not None:
             self._keepalive.stop()
+        if self._confirmer is not None:
+            self._confirmer.gone()
         # Autobahn forgets this timer when the connection goes: a stopped
         # instance would otherwise keep the reactor busy for another second.
         if self.closeHandshakeTimeoutCall is not None:

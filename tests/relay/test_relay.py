@@ -51,6 +51,9 @@ class FakeSocket:
         self.closed: tuple[int, str, str] | None = None
         self.paused = False
 
+    def confirm(self, timeout: float) -> Deferred[None]:
+        return Deferred()  # never confirmed: these tests do not ask
+
     def deliver(self, payload, is_binary):
         self.sent.append((payload, is_binary))
         return succeed(None)

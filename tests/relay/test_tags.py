@@ -82,6 +82,9 @@ class FakeConnection:
         self.closed: list[tuple[int, str, str]] = []
         self._answer = answer
 
+    def confirm(self, timeout: float) -> Deferred[None]:
+        return Deferred()  # never confirmed: these tests do not ask
+
     def deliver(self, payload: bytes, is_binary: bool) -> Deferred[None]:
         self.delivered.append((payload, is_binary))
         return succeed(None) if self._answer is None else self._answer()
