@@ -32,7 +32,7 @@ class SubscribingBackend:
         self._subscriptions = subscriptions
         self.admits = backend.admits
 
-    def connect(self, connection_id, headers, offered) -> Deferred[Admission]:
+    def connect(self, connection_id, headers, offered, context=None) -> Deferred[Admission]:
         outer: Deferred[Admission] = Deferred()
 
         def admitted(admission: Admission) -> None:
@@ -49,7 +49,8 @@ class SubscribingBackend:
                 for tag in admission.tags:
                     self._subscriptions.release(tag)
 
-        self._backend.connect(connection_id, headers, offered).addCallbacks(admitted, outer.errback)
+        d = self._backend.connect(connection_id, headers, offered, context)
+        d.addCallbacks(admitted, outer.errback)
         return outer
 
     def message(self, connection_id, seq, payload, is_binary, tags=()):

@@ -144,6 +144,11 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds between cluster heartbeats; an instance silent for three is declared lost.",
     ),
     Setting(
+        "forward_headers",
+        "*",
+        "Comma-separated handshake header names the connect notice carries (*: all).",
+    ),
+    Setting(
         "tuning",
         "auto",
         "auto (the faster paths, on tested library versions only) or off (plain Twisted/treq/Autobahn).",
@@ -196,6 +201,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "cluster": parse_cluster_url,
     "cluster_heartbeat": lambda t: p.parse_seconds(t, allow_zero=False),
     "tuning": lambda t: _parse_tuning(t),
+    "forward_headers": p.parse_header_names,
 }
 assert set(_PARSERS) == set(_KEYS)
 
@@ -256,6 +262,7 @@ class Config:
     log_level: str
     cluster: RedisAddress | None = attrs.field(repr=False)
     cluster_heartbeat: float
+    forward_headers: tuple[str, ...] = ("*",)
     tuning: str = "auto"
     listen_key: str = "listen"
 

@@ -84,9 +84,16 @@ class IBackend(Interface):
     admits = Attribute("True when every handshake waits for the backend's connect answer.")
 
     def connect(
-        connection_id: str, headers: Mapping[str, str], offered: Sequence[str]
+        connection_id: str,
+        headers: Mapping[str, str],
+        offered: Sequence[str],
+        context: Mapping[str, str] | None = None,
     ) -> Deferred[Admission]:
-        """Fires with an :class:`Admission`; fails with ConnectRefused."""
+        """
+        Fires with an :class:`Admission`; fails with ConnectRefused.
+
+        :param context: the request's ``path``, ``query`` and ``remote`` (SPEC §9).
+        """
 
     def message(
         connection_id: str,
@@ -123,7 +130,7 @@ class LoopbackBackend:
 
     admits = False
 
-    def connect(self, connection_id, headers, offered):
+    def connect(self, connection_id, headers, offered, context=None):
         return succeed(Admission())
 
     def message(self, connection_id, seq, payload, is_binary, tags=()):
@@ -233,10 +240,10 @@ class HTTPBackend:
 
         return retrying(self._clock, backoff, attempt, judge, on_retry)
 
-    def connect(self, connection_id, headers, offered):
+    def connect(self, connection_id, headers, offered, context=None):
         if self._connecturi is None:
             return succeed(Admission())
-        body = wire.connect_body(self._urls, connection_id, headers)
+        body = wire.connect_body(self._urls, connection_id, headers, context)
 
         def refuse(result: HTTPResult):
             if 400 <= result.code < 500:

@@ -77,11 +77,17 @@ class LearnedCallbackURLs:
 AnyCallbackURLs = CallbackURLs | LearnedCallbackURLs
 
 
-def connect_body(urls: AnyCallbackURLs, connection_id: str, headers: Mapping[str, str]) -> bytes:
+def connect_body(
+    urls: AnyCallbackURLs,
+    connection_id: str,
+    headers: Mapping[str, str],
+    context: Mapping[str, str] | None = None,
+) -> bytes:
     """
     Body of the connect notice, sent before the handshake is answered.
 
     :param headers: the upgrade request's headers, repeated ones joined by ``", "``.
+    :param context: ``path``, ``query``, ``remote`` (SPEC §9), after ``headers``.
     """
     meta = {
         "connection_id": connection_id,
@@ -89,6 +95,8 @@ def connect_body(urls: AnyCallbackURLs, connection_id: str, headers: Mapping[str
         "disconnect": urls.disconnect(connection_id),
         "headers": dict(headers),
     }
+    if context:
+        meta.update(context)
     return _encode({"meta": meta}).encode("utf-8")
 
 

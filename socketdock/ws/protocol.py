@@ -35,6 +35,7 @@ from socketdock.relay.registry import NotLive, OutboundFull
 from socketdock.relay.session import ISocket, Relay, Session
 from socketdock.relay.wire import new_connection_id
 from socketdock.ws.confirm import Confirmer
+from socketdock.ws.context import HeaderAllowList, connect_context
 from socketdock.ws.keepalive import Keepalive
 from socketdock.ws.origins import OriginPolicy
 from socketdock.ws.refusal import autobahn_reason, printable
@@ -122,7 +123,12 @@ class RelayServerProtocol(WebSocketServerProtocol):
         # No line here: twistd writes every level it is given, and formatting
         # one per handshake was ~12% of a handshake's CPU.  The close line (or
         # the refusal line) names the client and its peer once.
-        d = relay.backend.connect(self.connection_id, request.headers, request.protocols)
+        d = relay.backend.connect(
+            self.connection_id,
+            factory.forward_headers(request.headers),
+            request.protocols,
+            context=connect_context(self.http_request_uri, self.peer or ""),
+        )
         d.addCallbacks(self._admit, self._refuse)
         return d
 
@@ -522,6 +528,7 @@ class RelayServerFactory(WebSocketServerFactory):
     :param specialise: given the protocol class and this factory after its
         options are set, returns the class to build connections from
         (:mod:`socketdock.tuning` passes one that shares the options), or None.
+    :param forward_headers: which handshake headers the connect notice carries.
     """
 
     protocol = RelayServerProtocol
@@ -539,8 +546,10 @@ class RelayServerFactory(WebSocketServerFactory):
             [type[RelayServerProtocol], RelayServerFactory], type[RelayServerProtocol]
         ]
         | None = None,
+        forward_headers: HeaderAllowList | None = None,
     ) -> None:
         self._specialise = specialise
+        self.forward_headers = forward_headers or HeaderAllowList(["*"])
         super().__init__(reactor=reactor)
         self.relay = relay
         self.max_connections = max_connections
@@ -572,6 +581,7 @@ def make_ws_factory(config, relay: Relay, reactor, specialise=None) -> RelayServ
         config.ping_interval,
         config.ping_timeout,
         specialise,
+        HeaderAllowList(config.forward_headers),
     )
     options = dict(
         webStatus=False,

@@ -313,7 +313,7 @@ class _Backend:
     def __init__(self) -> None:
         self.notices: list[tuple[tuple, dict, Deferred]] = []
 
-    def connect(self, connection_id, headers, offered):
+    def connect(self, connection_id, headers, offered, context=None):
         return succeed(None)
 
     def message(self, connection_id, seq, payload, is_binary, tags=()):

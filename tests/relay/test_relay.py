@@ -24,7 +24,7 @@ class ScriptedBackend:
         self.notice_tags: list = []
         self.notice_results: list[Deferred] = []
 
-    def connect(self, connection_id, headers, offered):
+    def connect(self, connection_id, headers, offered, context=None):
         return succeed(None)
 
     def message(self, connection_id, seq, payload, is_binary, tags=()):
