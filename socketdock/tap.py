@@ -267,13 +267,22 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
         if config.externalhostandport is None
         else CallbackURLs(config.externalhostandport)
     )
+    # Built below; the callbacks here reach it only once it exists.
+    relay: Relay
     cluster = None
     if config.cluster is not None:
         # Imported only here: without cluster, nothing needs Redis or its client.
         from socketdock.cluster.wiring import Cluster
 
-        cluster = Cluster(config, reactor, urls, recover=lambda ids: relay.recover(ids))
-    registry = Registry(cluster.events) if cluster is not None else Registry()
+        cluster = Cluster(
+            config, reactor, urls, recover=lambda ids, details: relay.recover(ids, details)
+        )
+
+    # The journal (or the cluster) keeps each connection's tags and state for its notice.
+    def noted(connection_id: str, details: str) -> None:
+        relay.note(connection_id, details)
+
+    registry = Registry(cluster.events, noted) if cluster is not None else Registry(noted=noted)
     # Listeners and backend connections use it; timers and the rest use the reactor.
     net = stack.network(reactor)
     # The gauge reads the relay built below, only when scraped.

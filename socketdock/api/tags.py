@@ -33,6 +33,7 @@ from socketdock.api.resources import (
     read_body,
     read_frame,
 )
+from socketdock.api.state import StateResource
 from socketdock.relay.reach import InvalidTags, IReach, Reached, Unreachable
 from socketdock.relay.registry import NotLive, OutboundFull, Registry
 from socketdock.relay.tags import check_tag_list, tag_from_path
@@ -272,6 +273,11 @@ class SocketsWithTags(SocketsResource):
             del request.postpath[:]
             request.prepath.append(b"tags")
             return ConnectionTagsResource(self._reach, name.decode("ascii"))
+        if isinstance(child, ConnectionResource) and request.postpath == [b"state"]:
+            assert request.postpath is not None and request.prepath is not None  # mid-traversal
+            del request.postpath[:]
+            request.prepath.append(b"state")
+            return StateResource(self._reach, name.decode("ascii"))
         if (
             isinstance(child, ConnectionResource)
             and request.postpath == [b"send"]

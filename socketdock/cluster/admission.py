@@ -53,10 +53,18 @@ class SubscribingBackend:
         d.addCallbacks(admitted, outer.errback)
         return outer
 
-    def message(self, connection_id, seq, payload, is_binary, tags=()):
-        return self._backend.message(connection_id, seq, payload, is_binary, tags)
+    def message(self, connection_id, seq, payload, is_binary, tags=(), state=None):
+        if state is None:
+            return self._backend.message(connection_id, seq, payload, is_binary, tags)
+        return self._backend.message(connection_id, seq, payload, is_binary, tags, state=state)
 
-    def disconnect(self, connection_id, code, reason, initiator, recovered=False, tags=()):
+    def disconnect(
+        self, connection_id, code, reason, initiator, recovered=False, tags=(), state=None
+    ):
+        if state is not None:
+            return self._backend.disconnect(
+                connection_id, code, reason, initiator, recovered=recovered, tags=tags, state=state
+            )
         return self._backend.disconnect(
             connection_id, code, reason, initiator, recovered=recovered, tags=tags
         )

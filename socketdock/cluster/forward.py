@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from socketdock.relay.confirm import Gone, Unconfirmed
 from socketdock.relay.reach import InvalidTags, Unreachable
 from socketdock.relay.registry import NotLive, OutboundFull
+from socketdock.relay.state import encode_state
 
 
 class Forwarder:
@@ -80,6 +81,15 @@ class Forwarder:
         )
         answer = d.addCallback(self._json, holder)
         return answer.addCallback(lambda answer: tuple(answer["tags"]))
+
+    def set_state(self, holder: str, connection_id: str, state: str) -> Deferred:
+        """Replace the state; fires with it as compact JSON text."""
+        body = state.encode("utf-8")
+        d = self._request(
+            holder, "POST", f"/socket/{connection_id}/state", body, b"application/json"
+        )
+        answer = d.addCallback(self._json, holder)
+        return answer.addCallback(lambda answer: encode_state(answer["state"]))
 
     def _request(
         self,

@@ -154,6 +154,12 @@ class ClusterReach:
 
         return gatherResults(holds).addCallback(apply)
 
+    def set_state(self, connection_id: str, state: str):
+        if self._registry.get(connection_id) is not None:
+            return self._local.set_state(connection_id, state)
+        d = self._holder(connection_id)
+        return d.addCallback(self._forwarder.set_state, connection_id, state)
+
     # -- a tag ------------------------------------------------------------------
 
     def _others(self, tag: str, subscribers: int) -> int:

@@ -37,7 +37,7 @@ class Cluster:
         config: Config,
         reactor,
         urls,
-        recover: Callable[[list[str]], None],
+        recover: Callable[[list[str], dict[str, str]], None],
         retry_policy: Callable[[int], float] | None = None,
     ) -> None:
         assert config.cluster is not None

@@ -95,6 +95,13 @@ class LocalReach:
             connection_id=connection_id,
         )
 
+    def set_state(self, connection_id: str, state: str) -> Deferred[str]:
+        try:
+            self._registry.set_state(connection_id, state)
+        except NotLive:
+            return fail()
+        return succeed(state)
+
     def confirm_to_tag(
         self, tag: str, payload: bytes, is_binary: bool, timeout: float
     ) -> Deferred[Tally]:

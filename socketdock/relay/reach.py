@@ -169,6 +169,12 @@ class IReach(Interface):
         tags (nothing changed), :class:`NotLive`, or :class:`Unreachable`.
         """
 
+    def set_state(connection_id: str, state: str) -> Deferred[str]:
+        """
+        Replace one connection's state (compact JSON text, already checked)
+        and fire with it.  Fails with :class:`NotLive` or :class:`Unreachable`.
+        """
+
     def send_to_tag(tag: str, payload: bytes, is_binary: bool) -> Deferred[Reached]:
         """
         Hand one frame to every live connection carrying ``tag``, on every

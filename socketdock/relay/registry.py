@@ -10,12 +10,13 @@ tested with plain fakes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 from socketdock.relay.reach import IConnectionEvents, NoEvents
+from socketdock.relay.state import details_text
 from socketdock.relay.tags import merged
 
 
@@ -34,6 +35,10 @@ class IConnection(Interface):
     tags = Attribute(
         "The tags it carries, a tuple in the order added; set only by the "
         ":class:`Registry`, and kept once it stops being live (for the notice)."
+    )
+    backend_state = Attribute(
+        "The backend's state for it as compact JSON text, or None when never set "
+        "(SPEC §9); set only by the :class:`Registry` once live, kept for the notice."
     )
 
     def deliver(payload: bytes, is_binary: bool) -> Deferred[None]:
@@ -69,12 +74,20 @@ class Registry:
     closed connection cannot linger under a tag.
 
     :param events: told of every change, for a cluster to publish.
+    :param noted: told a live connection's tags and state
+        (:func:`socketdock.relay.state.details_text`) whenever either changes,
+        for the journal to keep for its notice.
     """
 
-    def __init__(self, events: IConnectionEvents = NoEvents()) -> None:
+    def __init__(
+        self,
+        events: IConnectionEvents = NoEvents(),
+        noted: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._live: dict[str, IConnection] = {}
         self._by_tag: dict[str, set[str]] = {}
         self._events = events
+        self._noted = noted
 
     def add(self, connection: IConnection) -> None:
         """Register a connection that has just started its handshake."""
@@ -114,7 +127,26 @@ class Registry:
             self._by_tag.setdefault(tag, set()).add(connection_id)
         if added or removed:
             self._events.tags_changed(connection_id, added, removed)
+        self._note(connection)
         return after
+
+    def set_state(self, connection_id: str, state: str) -> None:
+        """
+        Replace a live connection's state (compact JSON text, checked).
+
+        :raises NotLive: no such live connection.
+        """
+        connection = self._live.get(connection_id)
+        if connection is None:
+            raise NotLive()
+        connection.backend_state = state
+        self._note(connection)
+
+    def _note(self, connection: IConnection) -> None:
+        if self._noted is not None:
+            self._noted(
+                connection.connection_id, details_text(connection.tags, connection.backend_state)
+            )
 
     def _unindex(self, connection_id: str, tags: Sequence[str]) -> None:
         for tag in tags:

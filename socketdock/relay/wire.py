@@ -107,6 +107,7 @@ def message_body(
     payload: bytes,
     is_binary: bool,
     tags: Sequence[str] = (),
+    state: str | None = None,
 ) -> bytes:
     """
     Body of one message POST (compat).
@@ -136,6 +137,8 @@ def message_body(
         message = payload.decode("utf-8")
     if tags:
         meta["tags"] = list(tags)
+    if state is not None:
+        meta["state"] = json.loads(state)
     return _encode({"meta": meta, "message": message}).encode("utf-8")
 
 
@@ -146,6 +149,7 @@ def disconnect_body(
     initiator: str,
     recovered: bool = False,
     tags: Sequence[str] = (),
+    state: str | None = None,
 ) -> bytes:
     """
     Body of the disconnect notice (compat): the id at the top level, as the
@@ -168,4 +172,7 @@ def disconnect_body(
         meta["recovered"] = True
     if tags:
         meta["tags"] = list(tags)
+    if state is not None:
+        # The backend's own JSON (SPEC §9), as compact text; absent when never set.
+        meta["state"] = json.loads(state)
     return _encode({"connection_id": connection_id, "meta": meta}).encode("utf-8")

@@ -33,6 +33,7 @@ from socketdock.relay.backend import Admission, ConnectRefused, UnusableAdmissio
 from socketdock.relay.reach import InvalidTags
 from socketdock.relay.registry import NotLive, OutboundFull
 from socketdock.relay.session import ISocket, Relay, Session
+from socketdock.relay.state import details_text
 from socketdock.relay.wire import new_connection_id
 from socketdock.ws.confirm import Confirmer
 from socketdock.ws.context import HeaderAllowList, connect_context
@@ -85,6 +86,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self.connection_id = ""
         # Set by the registry only (SPEC §8); kept after close for the notice.
         self.tags: tuple[str, ...] = ()
+        # The backend's state (SPEC §9): set by the connect answer and the registry.
+        self.backend_state: str | None = None
         self._state = _PENDING
         self._session: Session | None = None
         self._held: list[tuple[bytes, bool, Deferred[None]]] = []
@@ -154,9 +157,13 @@ class RelayServerProtocol(WebSocketServerProtocol):
                 return self._refuse(
                     Failure(UnusableAdmission("backend answered with unusable tags"))
                 )
+        if admission.state is not None:
+            self.backend_state = admission.state
         # The answer waits until the journal has the connection on disk
         # (no wait without a journal), with or without a connect notice.
-        d = self.factory.relay.record(self.connection_id)
+        d = self.factory.relay.record(
+            self.connection_id, details_text(self.tags, self.backend_state)
+        )
         d.addCallback(self._open_session, admission)
         return d
 
@@ -184,10 +191,16 @@ class RelayServerProtocol(WebSocketServerProtocol):
                     "client",
                     tags,
                     recorded=recorded,
+                    state=admission.state,
                 )
             else:
                 relay.orphan(
-                    self.connection_id, "server shutting down", "server", tags, recorded=recorded
+                    self.connection_id,
+                    "server shutting down",
+                    "server",
+                    tags,
+                    recorded=recorded,
+                    state=admission.state,
                 )
         elif recorded:
             relay.unrecord(self.connection_id)

@@ -31,7 +31,7 @@ class Node:
             lambda: me,
             reactor,
             FAR,
-            self.recovered.append,
+            lambda ids, details: self.recovered.append(ids),
             lambda channel, data: None,
             retry_policy=lambda attempt: 0.05,
         )
@@ -185,7 +185,7 @@ class ClockedHeartbeatTests(TestCase):
             lambda: "http://survivor",
             reactor,
             5.0,
-            claimed.callback,
+            lambda ids, details: claimed.callback(ids),
             lambda channel, data: None,
             retry_policy=lambda attempt: 0.05,
             clock=clock,

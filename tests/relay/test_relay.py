@@ -27,12 +27,14 @@ class ScriptedBackend:
     def connect(self, connection_id, headers, offered, context=None):
         return succeed(None)
 
-    def message(self, connection_id, seq, payload, is_binary, tags=()):
+    def message(self, connection_id, seq, payload, is_binary, tags=(), state=None):
         d: Deferred = Deferred()
         self.messages.append((connection_id, seq, payload, is_binary, d, tags))
         return d
 
-    def disconnect(self, connection_id, code, reason, initiator, recovered=False, tags=()):
+    def disconnect(
+        self, connection_id, code, reason, initiator, recovered=False, tags=(), state=None
+    ):
         self.notices.append((connection_id, code, reason, initiator))
         self.notice_tags.append(tags)
         d: Deferred = Deferred()
@@ -50,6 +52,8 @@ class FakeSocket:
         self.tags: tuple[str, ...] = ()
         self.closed: tuple[int, str, str] | None = None
         self.paused = False
+
+    backend_state = None  # the backend's state (SPEC §9), never set here
 
     def confirm(self, timeout: float) -> Deferred[None]:
         return Deferred()  # never confirmed: these tests do not ask

@@ -39,6 +39,8 @@ class _Connection:
     def __init__(self) -> None:
         self.delivered: list[tuple[bytes, bool]] = []
 
+    backend_state = None  # the backend's state (SPEC §9), never set here
+
     def confirm(self, timeout: float) -> Deferred[None]:
         return Deferred()  # never confirmed: these tests do not ask
 
