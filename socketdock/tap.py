@@ -314,7 +314,13 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
     # Within one instance; cluster mode swaps in an IReach that asks the others.
     reach = LocalReach(registry) if cluster is None else cluster.make_reach(registry)
     api_children = make_api_children(
-        registry, metrics, reactor, config.max_message_size, reach, anywhere=cluster is not None
+        registry,
+        metrics,
+        reactor,
+        config.max_message_size,
+        reach,
+        anywhere=cluster is not None,
+        instance=lambda: urls.base,
     )
 
     service = SocketDockService(relay, pool, config.shutdown_timeout)

@@ -12,6 +12,7 @@ headers, before its body is read (:class:`BoundedRequest`).
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from io import BytesIO
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,7 +26,8 @@ from twisted.web.server import Request, Site
 
 from socketdock.api import resources as api
 from socketdock.api.anywhere import SocketsAnywhere
-from socketdock.api.tags import SocketsWithTags, TagsResource
+from socketdock.api.listing import ConnectionsResource, TagsWithListing
+from socketdock.api.tags import SocketsWithTags
 from socketdock.config.endpoints import is_loopback, tcp_address
 from socketdock.ops.metrics import Metrics
 from socketdock.relay.localreach import LocalReach
@@ -109,6 +111,7 @@ def make_api_children(
     max_message_size: int,
     reach: IReach | None = None,
     anywhere: bool = False,
+    instance: Callable[[], str] = lambda: "",
 ) -> dict[bytes, Resource]:
     """
     The callback API's resources by first path segment.
@@ -117,13 +120,15 @@ def make_api_children(
         :class:`LocalReach` over ``registry`` when not given.
     :param anywhere: answer every ``/socket/<id>`` route through ``reach``
         too, for connections other instances hold (cluster mode).
+    :param instance: this instance's name, for the listings (SPEC §9).
     """
     if reach is None:
         reach = LocalReach(registry)
     sockets = (SocketsAnywhere if anywhere else SocketsWithTags)(registry, max_message_size, reach)
     return {
         b"socket": sockets,
-        b"tags": TagsResource(reach, max_message_size),
+        b"tags": TagsWithListing(reach, max_message_size, registry, instance),
+        b"connections": ConnectionsResource(registry, instance),
         b"status": api.StatusResource(metrics, clock, clock.seconds()),
         b"metrics": api.MetricsResource(metrics),
     }

@@ -10,6 +10,7 @@ tested with plain fakes.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterator, Sequence
 
 from twisted.internet.defer import Deferred
@@ -88,10 +89,20 @@ class Registry:
         self._by_tag: dict[str, set[str]] = {}
         self._events = events
         self._noted = noted
+        # For listing (SPEC §9): each connection's number, increasing in the
+        # order they were added, and those numbers in order (deleted lazily).
+        self._count = 0
+        self._number: dict[str, int] = {}
+        self._order: list[int] = []
+        self._at: dict[int, str] = {}
 
     def add(self, connection: IConnection) -> None:
         """Register a connection that has just started its handshake."""
         self._live[connection.connection_id] = connection
+        self._count += 1
+        self._number[connection.connection_id] = self._count
+        self._order.append(self._count)
+        self._at[self._count] = connection.connection_id
         self._events.connection_added(connection.connection_id)
 
     def discard(self, connection_id: str) -> None:
@@ -99,6 +110,9 @@ class Registry:
         connection = self._live.pop(connection_id, None)
         if connection is None:
             return
+        del self._at[self._number.pop(connection_id)]
+        if len(self._order) > 64 and len(self._order) > 2 * len(self._at):
+            self._order = [n for n in self._order if n in self._at]
         self._unindex(connection_id, connection.tags)
         self._events.connection_gone(connection_id, connection.tags)
 
@@ -155,6 +169,36 @@ class Registry:
                 holders.discard(connection_id)
                 if not holders:
                     del self._by_tag[tag]
+
+    def page(
+        self, after: int, limit: int, tag: str | None = None
+    ) -> tuple[list[IConnection], int | None]:
+        """
+        Up to ``limit`` live connections (those carrying ``tag``, if given)
+        in the order they were added, from the first one numbered above
+        ``after``.  A connection live for a whole walk of pages appears in
+        exactly one of them, however many come and go meanwhile: numbers only
+        increase.
+
+        :returns: the page and the number to pass as ``after`` for the next
+            one, or None when this page is the last.
+        """
+        if tag is not None:
+            numbers = sorted(self._number[i] for i in self._by_tag.get(tag, ()))
+        else:
+            numbers = self._order
+        found: list[IConnection] = []
+        last = after
+        for index in range(bisect.bisect_right(numbers, after), len(numbers)):
+            number = numbers[index]
+            connection_id = self._at.get(number)
+            if connection_id is None:
+                continue  # gone; its number is dropped lazily
+            if len(found) == limit:
+                return found, last
+            found.append(self._live[connection_id])
+            last = number
+        return found, None
 
     def tagged(self, tag: str) -> list[IConnection]:
         """The live connections carrying ``tag`` (a snapshot: callers close them)."""
