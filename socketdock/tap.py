@@ -312,7 +312,9 @@ def make_service(config: Config, reactor, stack: Stack | None = None) -> SocketD
     upgrade = WebSocketUpgrade(ws_factory)
     health = make_health(relay)
     # Within one instance; cluster mode swaps in an IReach that asks the others.
-    reach = LocalReach(registry) if cluster is None else cluster.make_reach(registry)
+    reach = (
+        LocalReach(registry, lambda: urls.base) if cluster is None else cluster.make_reach(registry)
+    )
     api_children = make_api_children(
         registry,
         metrics,

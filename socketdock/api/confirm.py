@@ -16,7 +16,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from socketdock.api.resources import ApiResource, BadBody, as_json, ok, plain, read_frame
 from socketdock.relay.confirm import Gone, Tally, Unconfirmed, confirm_timeout
-from socketdock.relay.reach import NotHere, Unreachable
+from socketdock.relay.reach import Unreachable
 from socketdock.relay.registry import NotLive, OutboundFull
 
 _log = Logger()
@@ -92,7 +92,5 @@ def _render(request: Request, result: object) -> bytes:
     if isinstance(result.value, Unreachable):
         request.setHeader(b"retry-after", str(result.value.retry_after).encode("ascii"))
         return plain(request, 503, result.value.why)
-    if isinstance(result.value, NotHere):
-        return plain(request, 501, result.value.why)
     _log.failure("confirmed send {path} failed", result, path=request.path)
     return plain(request, 500, "internal error; see the log")

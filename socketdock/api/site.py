@@ -123,11 +123,11 @@ def make_api_children(
     :param instance: this instance's name, for the listings (SPEC §9).
     """
     if reach is None:
-        reach = LocalReach(registry)
+        reach = LocalReach(registry, instance)
     sockets = (SocketsAnywhere if anywhere else SocketsWithTags)(registry, max_message_size, reach)
     return {
         b"socket": sockets,
-        b"tags": TagsWithListing(reach, max_message_size, registry, instance),
+        b"tags": TagsWithListing(reach, max_message_size),
         b"connections": ConnectionsResource(registry, instance),
         b"status": api.StatusResource(metrics, clock, clock.seconds()),
         b"metrics": api.MetricsResource(metrics),

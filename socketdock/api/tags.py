@@ -34,7 +34,7 @@ from socketdock.api.resources import (
     read_frame,
 )
 from socketdock.api.state import StateResource
-from socketdock.relay.reach import InvalidTags, IReach, Reached, Unreachable
+from socketdock.relay.reach import HERE_ONLY, InvalidTags, IReach, Reached, Unreachable
 from socketdock.relay.registry import NotLive, OutboundFull, Registry
 from socketdock.relay.tags import check_tag_list, tag_from_path
 
@@ -188,7 +188,10 @@ class TagResource(ApiResource):
         if request.postpath:
             return NotFound()
         if name == b"send" and wants_confirm(request):
-            return ConfirmedSend(partial(self._reach.confirm_to_tag, self._tag), self._max)
+            # From another instance fanning a confirmed send out: its part only.
+            everywhere = request.getHeader(HERE_ONLY) is None
+            confirm = partial(self._reach.confirm_to_tag, self._tag, everywhere=everywhere)
+            return ConfirmedSend(confirm, self._max)
         if name == b"send":
             return FrameThroughReach(
                 partial(self._reach.send_to_tag, self._tag), self._max, _reached

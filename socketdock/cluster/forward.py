@@ -15,14 +15,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import treq
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from socketdock.relay.confirm import Gone, Unconfirmed
-from socketdock.relay.reach import InvalidTags, Unreachable
+from socketdock.relay.confirm import Gone, Tally, Unconfirmed
+from socketdock.relay.reach import HERE_ONLY, InvalidTags, Unreachable
 from socketdock.relay.registry import NotLive, OutboundFull
 from socketdock.relay.state import encode_state
 
@@ -91,6 +92,32 @@ class Forwarder:
         answer = d.addCallback(self._json, holder)
         return answer.addCallback(lambda answer: encode_state(answer["state"]))
 
+    def tag_confirm(
+        self, holder: str, tag: str, payload: bytes, is_binary: bool, timeout: float
+    ) -> Deferred:
+        """The holder's own part of a confirmed tag send: a :class:`Tally`."""
+        content_type = b"application/octet-stream" if is_binary else b"text/plain; charset=utf-8"
+        path = f"/tags/{quote(tag, safe='')}/send?confirm={timeout!r}"
+        d = self._request(
+            holder, "POST", path, payload, content_type, max(self._timeout, timeout + 5), True
+        )
+
+        def tally(answer: tuple[int, bytes]) -> Tally:
+            if answer[0] == 404:
+                return Tally()
+            counted = self._json(answer, holder)
+            return Tally(counted["confirmed"], counted["unconfirmed"], counted["gone"])
+
+        return d.addCallback(tally)
+
+    def tag_page(self, holder: str, tag: str, cursor: str | None, limit: int) -> Deferred:
+        """One page of the holder's own connections carrying ``tag``."""
+        path = f"/tags/{quote(tag, safe='')}/connections?limit={limit}"
+        if cursor:
+            path += f"&cursor={quote(cursor, safe='')}"
+        d = self._request(holder, "GET", path, None, None, None, True)
+        return d.addCallback(self._json, holder)
+
     def _request(
         self,
         holder: str,
@@ -99,8 +126,11 @@ class Forwarder:
         body: bytes | None,
         content_type: bytes | None,
         timeout: float | None = None,
+        here_only: bool = False,
     ) -> Deferred[tuple[int, bytes]]:
         headers = dict(self._headers)
+        if here_only:
+            headers[HERE_ONLY] = [b"1"]
         if content_type is not None:
             headers[b"Content-Type"] = [content_type]
         d = self._http.request(

@@ -18,6 +18,7 @@ holder Redis names, through :class:`socketdock.cluster.forward.Forwarder`.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Sequence
 
@@ -29,8 +30,10 @@ from socketdock.cluster.forward import Forwarder
 from socketdock.cluster.roster import Roster
 from socketdock.cluster.scripts import Names
 from socketdock.cluster.subscriptions import Subscriptions
+from socketdock.relay.confirm import Tally
+from socketdock.relay.listing import BadCursor
 from socketdock.relay.localreach import LocalReach
-from socketdock.relay.reach import IConnectionEvents, IReach, NotHere, Reached, Unreachable
+from socketdock.relay.reach import IConnectionEvents, IReach, Reached, Unreachable
 from socketdock.relay.registry import NotLive, Registry
 
 _DOWN = "no link to the cluster's Redis; retry later"
@@ -88,7 +91,7 @@ class ClusterReach:
         forwarder: Forwarder,
     ) -> None:
         self._registry = registry
-        self._local = LocalReach(registry)
+        self._local = LocalReach(registry, lambda: roster.me)
         self._link = link
         self._names = names
         self._roster = roster
@@ -180,23 +183,69 @@ class ClusterReach:
 
         return d.addCallback(published)
 
-    def confirm_to_tag(self, tag: str, payload: bytes, is_binary: bool, timeout: float):
-        # Confirms are counted per connection, and instances answer a tag's
-        # channel with nothing: only a tag held on this instance alone can
-        # be answered yet.
+    def confirm_to_tag(
+        self, tag: str, payload: bytes, is_binary: bool, timeout: float, everywhere: bool = True
+    ):
+        # Confirms are counted per connection, which a tag's channel cannot
+        # tell: every live instance is asked for its part over its callback
+        # API, and the counts are added up.
+        if not everywhere:
+            return self._local.confirm_to_tag(tag, payload, is_binary, timeout)
         if not self._link.up:
             return fail(Unreachable(_DOWN))
-        d = self._link.command("PUBSUB", "NUMSUB", self._names.tag_channel(tag))
 
-        def counted(answer: list):
-            if self._others(tag, int(answer[1])) > 0:
-                raise NotHere(
-                    "a confirmed send to a tag held on other instances is not "
-                    "supported yet; send to each connection instead"
-                )
-            return self._local.confirm_to_tag(tag, payload, is_binary, timeout)
+        def ask(names: list[str]):
+            parts = [
+                self._local.confirm_to_tag(tag, payload, is_binary, timeout)
+                if name == self._roster.me
+                else self._forwarder.tag_confirm(name, tag, payload, is_binary, timeout)
+                for name in names
+            ]
+            return gatherResults(parts, consumeErrors=True).addCallbacks(
+                lambda tallies: sum(tallies, Tally()), _first_failure
+            )
 
-        return d.addCallback(counted)
+        return self._roster.instances().addCallback(ask)
+
+    def list_tag(self, tag: str, cursor: str | None, limit: int, everywhere: bool = True):
+        # One instance after the other, in name order; the cursor names the
+        # instance and that instance's own cursor.
+        if not everywhere:
+            return self._local.list_tag(tag, cursor, limit)
+        try:
+            start, inner = _split_cursor(cursor)
+        except BadCursor:
+            return fail()
+        if not self._link.up:
+            return fail(Unreachable(_DOWN))
+
+        def walk(names: list[str]):
+            later = [n for n in names if n >= start] if start else names
+            return self._page_from(tag, later, inner if later[:1] == [start] else None, limit)
+
+        return self._roster.instances().addCallback(walk)
+
+    def _page_from(self, tag: str, names: list[str], inner: str | None, limit: int):
+        if not names:
+            return {"connections": [], "cursor": None}
+        name, rest = names[0], names[1:]
+        if name == self._roster.me:
+            d = self._local.list_tag(tag, inner, limit)
+        else:
+            d = self._forwarder.tag_page(name, tag, inner, limit)
+
+        def paged(page: dict):
+            if page["cursor"] is not None:
+                return {
+                    "connections": page["connections"],
+                    "cursor": _join_cursor(name, page["cursor"]),
+                }
+            if page["connections"]:
+                after = _join_cursor(rest[0], None) if rest else None
+                return {"connections": page["connections"], "cursor": after}
+            return self._page_from(tag, rest, None, limit)
+
+        return d.addCallback(paged)
 
     def close_tag(self, tag: str, code: int, reason: str) -> Deferred[Reached]:
         if not self._link.up:
@@ -255,3 +304,26 @@ class ClusterReach:
             self._local.send_to_tag(tag, payload, bool(header["binary"]))
         elif header["op"] == "close":
             self._local.close_tag(tag, int(header["code"]), str(header["reason"]))
+
+
+def _first_failure(failure):
+    """gatherResults' FirstError, unwrapped: the failure of the first part that failed."""
+    return failure.value.subFailure
+
+
+def _join_cursor(instance: str, inner: str | None) -> str:
+    raw = json.dumps([instance, inner], separators=(",", ":")).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def _split_cursor(cursor: str | None) -> tuple[str | None, str | None]:
+    """The instance and its own cursor a cluster cursor names; (None, None) to start."""
+    if not cursor:
+        return None, None
+    try:
+        instance, inner = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+    except (ValueError, TypeError, UnicodeEncodeError):
+        raise BadCursor("cursor is not one this API gave") from None
+    if not isinstance(instance, str) or not (inner is None or isinstance(inner, str)):
+        raise BadCursor("cursor is not one this API gave")
+    return instance, inner

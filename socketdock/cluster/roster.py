@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from socketdock.cluster.scripts import BEAT, LEAVE, LOCATE, REJOIN, Names
+from socketdock.cluster.scripts import BEAT, INSTANCES, LEAVE, LOCATE, REJOIN, Names
 from socketdock.relay.reach import Unreachable
 
 #: Heartbeats an instance may miss before it is declared lost.
@@ -298,6 +298,15 @@ class Roster:
             return None if name == self.me else name
 
         return d.addCallback(holder)
+
+    def instances(self) -> Deferred[list[str]]:
+        """
+        The names of the instances alive now (this one included, even when
+        its own record is not in Redis yet), sorted.  Fails with
+        :class:`Unreachable` when Redis cannot be asked.
+        """
+        d = self._link.eval(INSTANCES, [], [self._names.prefix])
+        return d.addCallback(lambda names: sorted({self.me, *(_text(n) for n in names)}))
 
     def status(self) -> dict:
         """This instance's part of the ``cluster`` object of ``/status``."""

@@ -162,3 +162,14 @@ if not holder then return false end
 if redis.call('EXISTS', P..'alive:'..holder) == 0 then return false end
 return holder
 """
+
+#: The instances alive now, for requests that ask each of them (SPEC §9's
+#: confirmed tag send and tag listing).  ARGV: prefix.
+INSTANCES = b"""
+local P = ARGV[1]
+local alive = {}
+for _, name in ipairs(redis.call('SMEMBERS', P..'instances')) do
+  if redis.call('EXISTS', P..'alive:'..name) == 1 then table.insert(alive, name) end
+end
+return alive
+"""

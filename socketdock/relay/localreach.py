@@ -6,7 +6,7 @@ without ``cluster``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from socketdock.relay.confirm import Tally, confirm_all, deliver_confirmed
+from socketdock.relay.listing import BadCursor, local_cursor, local_page
 from socketdock.relay.reach import InvalidTags, IReach, Reached
 from socketdock.relay.registry import NotLive, OutboundFull, Registry
 
@@ -24,12 +25,14 @@ class LocalReach:
     Reach this instance's live connections, by id or by tag.
 
     :param registry: the live connections and their tag index.
+    :param instance: this instance's name, for listings.
     """
 
     _log = Logger()
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, instance: Callable[[], str] = lambda: "") -> None:
         self._registry = registry
+        self._instance = instance
 
     def send_to_connection(self, connection_id: str, payload: bytes, is_binary: bool):
         connection = self._registry.get(connection_id)
@@ -103,9 +106,18 @@ class LocalReach:
         return succeed(state)
 
     def confirm_to_tag(
-        self, tag: str, payload: bytes, is_binary: bool, timeout: float
+        self, tag: str, payload: bytes, is_binary: bool, timeout: float, everywhere: bool = True
     ) -> Deferred[Tally]:
         return confirm_all(self._registry.tagged(tag), payload, is_binary, timeout)
+
+    def list_tag(
+        self, tag: str, cursor: str | None, limit: int, everywhere: bool = True
+    ) -> Deferred[dict]:
+        try:
+            after = local_cursor(cursor)
+        except BadCursor:
+            return fail()
+        return succeed(local_page(self._registry, tag, after, limit, self._instance()))
 
     def close_tag(self, tag: str, code: int, reason: str) -> Deferred[Reached]:
         closing = self._registry.tagged(tag)

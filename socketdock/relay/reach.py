@@ -43,6 +43,11 @@ import attrs
 from twisted.internet.defer import Deferred
 from zope.interface import Interface, implementer
 
+#: The header on a request one instance makes to another for the part of a
+#: tag request that only the receiver's own connections answer (SPEC §9's
+#: confirmed tag send and tag listing, fanned out by the instance asked).
+HERE_ONLY = b"x-socketdock-scope"
+
 
 class Unreachable(Exception):
     """
@@ -57,18 +62,6 @@ class Unreachable(Exception):
         super().__init__(why)
         self.why = why
         self.retry_after = retry_after
-
-
-class NotHere(Exception):
-    """
-    This kind of request is not implemented in this mode (501).
-
-    :param why: one line for the answer.
-    """
-
-    def __init__(self, why: str) -> None:
-        super().__init__(why)
-        self.why = why
 
 
 class InvalidTags(ValueError):
@@ -186,13 +179,29 @@ class IReach(Interface):
         others: the backend retries the whole send).
         """
 
-    def confirm_to_tag(tag: str, payload: bytes, is_binary: bool, timeout: float) -> Deferred:
+    def confirm_to_tag(
+        tag: str, payload: bytes, is_binary: bool, timeout: float, everywhere: bool = True
+    ) -> Deferred:
         """
         Hand one frame to every live connection carrying ``tag`` and wait up
         to ``timeout`` seconds for each client to confirm it; fires with a
         :class:`socketdock.relay.confirm.Tally` (:attr:`~socketdock.relay.confirm.Tally.none`
-        when nobody carries the tag).  Fails with :class:`Unreachable`, or
-        :class:`NotHere` where this implementation cannot do it.
+        when nobody carries the tag).  Fails with :class:`Unreachable` when
+        an instance cannot be asked (the backend retries the whole send).
+
+        :param everywhere: False: this instance's carriers only.
+        """
+
+    def list_tag(
+        tag: str, cursor: str | None, limit: int, everywhere: bool = True
+    ) -> Deferred[dict]:
+        """
+        One page of the walk over every instance's live connections carrying
+        ``tag``: ``{"connections": [...], "cursor": <str> | None}``.  Fails
+        with :class:`socketdock.relay.listing.BadCursor` (a cursor it did not
+        give), or :class:`Unreachable`.
+
+        :param everywhere: False: this instance's connections only.
         """
 
     def close_tag(tag: str, code: int, reason: str) -> Deferred[Reached]:
