@@ -228,14 +228,27 @@ class ClientScenarios(_ClientScenariosBase):
 
     @inlineCallbacks
     def test_confirmed_send(self):
-        """A confirmed send answers 200 once the client's stack has read it (SPEC §9)."""
+        """A confirmed send answers 200 once the client's stack has read it, 504 while it is frozen (SIGSTOP)."""
         relay = yield self.start_http_relay()
-        self.client(relay, "wait")
+        client = self.client(relay, "wait")
         (message,) = yield self.backend.wait_for("message", 1)
         code, body = yield self.backend.post_send(message["meta"]["send"] + "?confirm=10", b"yo")
         self.assertEqual((code, body), (200, b"OK"))
         code, body = yield self.backend.post_send(message["meta"]["send"] + "?confirm=10", b"2")
         self.assertEqual((code, body), (200, b"OK"))
+        # A phone that froze the app, or a pulled cable: no pong comes.
+        process = getattr(client, "process", client)
+        assert process.transport is not None
+        frozen = pause_tree(process.transport.pid, signal.SIGSTOP)
+        try:
+            code, _ = yield self.backend.post_send(message["meta"]["send"] + "?confirm=0.5", b"3")
+        finally:
+            for pid in frozen:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        self.assertEqual(code, 504)
 
     @inlineCallbacks
     def test_confirmed_send_to_a_stalled_client_504_then_killed_410(self):
