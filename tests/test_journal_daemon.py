@@ -170,9 +170,10 @@ class JournalDaemonTests(TestCase):
         (message,) = yield self.backend.wait_for("message", 1)
         self.assertEqual((message["meta"]["tags"], message["meta"]["state"]), (["t"], {"n": 1}))
         state_url = message["meta"]["send"].rsplit("/", 1)[0] + "/state"
+        offset = len(first.output)
         code, body = yield self.backend.post_json(state_url, {"n": 2})
         self.assertEqual((code, body), (200, b'{"state":{"n":2}}'))
-        yield first.wait_for_text("journal: 1 updated")
+        yield first.wait_for_log(lambda log: "journal: 1 updated" in log[offset:])
         yield first.kill()
         yield self.start()
         (notice,) = yield self.backend.wait_for("disconnect", 1)

@@ -117,10 +117,13 @@ class Registry:
         self._events.connection_gone(connection_id, connection.tags)
 
     def retag(
-        self, connection_id: str, add: Sequence[str], remove: Sequence[str]
+        self, connection_id: str, add: Sequence[str], remove: Sequence[str], note: bool = True
     ) -> tuple[str, ...]:
         """
         Change a live connection's tags (removals first), all or nothing.
+
+        :param note: tell ``noted``; False for the connect answer's tags,
+            which the journal's record of the connection carries anyway.
 
         :returns: its tags now.
         :raises NotLive: no such live connection.
@@ -141,7 +144,8 @@ class Registry:
             self._by_tag.setdefault(tag, set()).add(connection_id)
         if added or removed:
             self._events.tags_changed(connection_id, added, removed)
-        self._note(connection)
+        if note:
+            self._note(connection)
         return after
 
     def set_state(self, connection_id: str, state: str) -> None:

@@ -145,7 +145,10 @@ class RelayServerProtocol(WebSocketServerProtocol):
             return self._refused_now()
         if admission.tags:
             try:
-                self.factory.relay.registry.retag(self.connection_id, admission.tags, ())
+                # Not noted: the record made below carries them.
+                self.factory.relay.registry.retag(
+                    self.connection_id, admission.tags, (), note=False
+                )
             except InvalidTags as e:
                 # Tags the backend set through the callback API while the
                 # handshake was pending, plus these, pass the limit.
