@@ -24,6 +24,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -88,6 +89,7 @@ def main() -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKETDOCK_")}
     env["PYTHONPATH"] = ROOT
+    log = tempfile.TemporaryFile()
     daemon = subprocess.Popen(
         [
             *TWISTD,
@@ -107,8 +109,8 @@ def main() -> None:
         ],
         env=env,
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         _wait_ready(port)
@@ -150,6 +152,9 @@ def main() -> None:
             f"{total} sends of each kind, {args.size}-byte frames, "
             f"{args.blocks} alternating blocks; tuning={os.environ.get('SOCKETDOCK_TUNING', 'auto')}"
         )
+        log.seek(0)
+        plain_stack = b"running the plain" in log.read()
+        print("daemon stack:", "plain (tuning fell back)" if plain_stack else "as configured")
         print(f"{'kind':<10} {'median ms':>10} {'p99 ms':>8} {'daemon CPU us/send':>19}")
         for kind in kinds:
             lat = sorted(latencies[kind])
