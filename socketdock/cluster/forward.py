@@ -130,7 +130,7 @@ class Forwarder:
     ) -> Deferred[tuple[int, bytes]]:
         headers = dict(self._headers)
         if here_only:
-            headers[HERE_ONLY] = [b"1"]
+            headers[HERE_ONLY] = [b"here"]
         if content_type is not None:
             headers[b"Content-Type"] = [content_type]
         d = self._http.request(
