@@ -187,6 +187,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
             return False
         if relay.backend.admits:
             tags = tuple(dict.fromkeys(self.tags + admission.tags))
+            state = admission.state if admission.state is not None else self.backend_state
             if self._state == _CLOSED:
                 relay.orphan(
                     self.connection_id,
@@ -194,7 +195,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
                     "client",
                     tags,
                     recorded=recorded,
-                    state=admission.state,
+                    state=state,
                 )
             else:
                 relay.orphan(
@@ -203,7 +204,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
                     "server",
                     tags,
                     recorded=recorded,
-                    state=admission.state,
+                    state=state,
                 )
         elif recorded:
             relay.unrecord(self.connection_id)
