@@ -5,10 +5,12 @@ Autobahn clients, the twisted.web backend of tests/fakebackend.py.
 
 import json
 
+from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 
-from tests.fakebackend import Answer
+from tests.fakebackend import STALL, Answer
 from tests.test_end_to_end import RelayTestCase
+from tests.wsclient import HandshakeRefused, connect_client
 
 JSON = {"Content-Type": "application/json"}
 TEXT = b"text/plain; charset=utf-8"
@@ -129,3 +131,33 @@ class ConfirmTests(ConfirmTestCase):
         code, body = yield pending
         self.assertEqual(code, 200, body)
         self.assertEqual(json.loads(body), {"confirmed": 0, "unconfirmed": 0, "gone": 1})
+
+
+class PendingHandshakeConfirmTests(ConfirmTestCase):
+    @inlineCallbacks
+    def test_confirm_waits_for_the_handshake(self):
+        """A confirmed send made while the handshake waits for the backend answers 200 once the client read it."""
+        yield self.start(connecturi="{backend}/connect")
+        self.backend.answer_next("connect", STALL)
+        pending = connect_client(reactor, self.relay.ws_url())
+        (connect,) = yield self.backend.wait_for("connect", 1)
+        sent = self.send(connect["meta"]["connection_id"], b"early", confirm="10")
+        self.assertNoResult(sent)
+        self.backend.release(self.backend.stalled[0], Answer(200, b"OK"))
+        client = yield pending
+        self.addCleanup(client.shutdown)
+        self.assertEqual((yield sent), (200, b"OK"))
+        self.assertEqual((yield client.next_message()), (b"early", False))
+
+    @inlineCallbacks
+    def test_refused_handshake_gives_404(self):
+        """A confirmed send held for a handshake the backend then refuses answers 404."""
+        yield self.start(connecturi="{backend}/connect")
+        self.backend.answer_next("connect", STALL)
+        pending = connect_client(reactor, self.relay.ws_url())
+        (connect,) = yield self.backend.wait_for("connect", 1)
+        sent = self.send(connect["meta"]["connection_id"], b"early", confirm="10")
+        self.backend.release(self.backend.stalled[0], Answer(403, b"no"))
+        yield self.assertFailure(pending, HandshakeRefused)
+        code, _ = yield sent
+        self.assertEqual(code, 404)
