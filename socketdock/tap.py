@@ -341,6 +341,8 @@ def make_service(
         if config.externalhostandport is None
         else CallbackURLs(config.externalhostandport)
     )
+    # Built below; the callbacks here reach it only once it exists.
+    relay: Relay
     cluster = None
     if config.cluster is not None:
         # Imported only here: without cluster, nothing needs Redis or its client.
@@ -357,11 +359,16 @@ def make_service(
             config,
             reactor,
             urls,
-            recover=lambda ids: relay.recover(ids, LOST_INSTANCE_REASON),
+            recover=lambda ids, details: relay.recover(ids, details, LOST_INSTANCE_REASON),
             taken=taken,
             secrets=secrets,
         )
-    registry = Registry(cluster.events) if cluster is not None else Registry()
+
+    # The journal (or the cluster) keeps each connection's tags and state for its notice.
+    def noted(connection_id: str, details: str) -> None:
+        relay.note(connection_id, details)
+
+    registry = Registry(cluster.events, noted) if cluster is not None else Registry(noted=noted)
     # Listeners and backend connections use it; timers and the rest use the reactor.
     net = stack.network(reactor)
     # The gauge reads the relay built below, only when scraped.
@@ -393,9 +400,17 @@ def make_service(
     upgrade = WebSocketUpgrade(ws_factory)
     health = make_health(relay)
     # Within one instance; cluster mode swaps in an IReach that asks the others.
-    reach = LocalReach(registry) if cluster is None else cluster.make_reach(registry)
+    reach = (
+        LocalReach(registry, lambda: urls.base) if cluster is None else cluster.make_reach(registry)
+    )
     api_children = make_api_children(
-        registry, metrics, reactor, config.max_message_size, reach, anywhere=cluster is not None
+        registry,
+        metrics,
+        reactor,
+        config.max_message_size,
+        reach,
+        anywhere=cluster is not None,
+        instance=lambda: urls.base,
     )
 
     service = SocketDockService(relay, pool, config.shutdown_timeout, notify)

@@ -143,10 +143,11 @@ class ChromiumClient(EventLog):
 
     def stop(self) -> Deferred:
         """Let the browser run again, release the page and wait for it to exit."""
-        if self._stopped and self.process.running:
-            assert self.process.transport is not None
-            pause_tree(self.process.transport.pid, signal.SIGCONT)
-            self._stopped = False
+        transport = self.process.transport
+        # (A killed browser may have no pid left before processEnded says so.)
+        if self._stopped and transport is not None and transport.pid is not None:
+            pause_tree(transport.pid, signal.SIGCONT)
+        self._stopped = False
         self._hold.release()
         return self.process.ended.addCallback(lambda _: self._close_server())
 

@@ -12,7 +12,7 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from socketdock.relay.session import RECOVERED_REASON
-from tests.fakebackend import FakeBackend, start_backend, stop_backend
+from tests.fakebackend import Answer, FakeBackend, start_backend, stop_backend
 from tests.journaldaemon import start_daemon
 from tests.wsclient import connect_client
 
@@ -151,3 +151,31 @@ class JournalDaemonTests(TestCase):
         admitted = {c["meta"]["connection_id"] for c in self.backend.connects}
         self.assertEqual(len(admitted), CLIENTS)
         self.assert_recovered(notices, admitted)
+
+    @inlineCallbacks
+    def test_recovered_notice_carries_tags_and_state(self):
+        """After a SIGKILL the recovered notice has the tags and the latest state (SPEC §9)."""
+        url = self.args[self.args.index("--messageuri") + 1].rsplit("/", 1)[0]
+        first = yield self.start("--connecturi", url + "/connect")
+        self.backend.answer_next(
+            "connect",
+            Answer(
+                200, b'{"tags": ["t"], "state": {"n": 1}}', {"Content-Type": "application/json"}
+            ),
+        )
+        client = yield connect_client(reactor, first.ws_url)
+        self.addCleanup(client.shutdown)
+        yield first.wait_for_journal(1, 0)
+        client.send_text("hello")
+        (message,) = yield self.backend.wait_for("message", 1)
+        self.assertEqual((message["meta"]["tags"], message["meta"]["state"]), (["t"], {"n": 1}))
+        state_url = message["meta"]["send"].rsplit("/", 1)[0] + "/state"
+        offset = len(first.output)
+        code, body = yield self.backend.post_json(state_url, {"n": 2})
+        self.assertEqual((code, body), (200, b'{"state":{"n":2}}'))
+        yield first.wait_for_log(lambda log: "journal: 1 updated" in log[offset:])
+        yield first.kill()
+        yield self.start()
+        (notice,) = yield self.backend.wait_for("disconnect", 1)
+        self.assertEqual(notice["meta"]["recovered"], True)
+        self.assertEqual((notice["meta"]["tags"], notice["meta"]["state"]), (["t"], {"n": 2}))

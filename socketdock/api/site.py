@@ -11,8 +11,10 @@ headers, before its body is read (:class:`BoundedRequest`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from io import BytesIO
 from typing import Any
+from urllib.parse import parse_qs
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -25,7 +27,8 @@ from socketdock.api import resources as api
 from socketdock.api.anywhere import SocketsAnywhere
 from socketdock.api.auth import BearerTokens
 from socketdock.api.capped import Full, counted
-from socketdock.api.tags import SocketsWithTags, TagsResource
+from socketdock.api.listing import ConnectionsResource, TagsWithListing
+from socketdock.api.tags import SocketsWithTags
 from socketdock.config.endpoints import is_loopback, tcp_address
 from socketdock.config.secrets import Secrets
 from socketdock.ops.filelimit import ListenerCap
@@ -115,6 +118,7 @@ def make_api_children(
     max_message_size: int,
     reach: IReach | None = None,
     anywhere: bool = False,
+    instance: Callable[[], str] = lambda: "",
 ) -> dict[bytes, Resource]:
     """
     The callback API's resources by first path segment.
@@ -123,13 +127,15 @@ def make_api_children(
         :class:`LocalReach` over ``registry`` when not given.
     :param anywhere: answer every ``/socket/<id>`` route through ``reach``
         too, for connections other instances hold (cluster mode).
+    :param instance: this instance's name, for the listings (SPEC §9).
     """
     if reach is None:
-        reach = LocalReach(registry)
+        reach = LocalReach(registry, instance)
     sockets = (SocketsAnywhere if anywhere else SocketsWithTags)(registry, max_message_size, reach)
     return {
         b"socket": sockets,
-        b"tags": TagsResource(reach, max_message_size),
+        b"tags": TagsWithListing(reach, max_message_size),
+        b"connections": ConnectionsResource(registry, instance),
         b"status": api.StatusResource(metrics, clock, clock.seconds()),
         b"metrics": api.MetricsResource(metrics),
     }
@@ -210,7 +216,9 @@ class BoundedRequest(Request):
         # received (HTTPChannel's own attributes, mirrored by FastHTTPChannel).
         channel: Any = self.channel
         self.method, self.uri, self.clientproto = channel._command, channel._path, channel._version
-        self.path = self.uri.split(b"?", 1)[0]
+        self.path, _, query = self.uri.partition(b"?")
+        # The query picks a route too (send?confirm=, SPEC §9).
+        self.args = parse_qs(query, keep_blank_values=True)
         if self.path == b"*":
             return None, 0
         # As Request.process does before it asks the site for the resource.

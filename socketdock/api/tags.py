@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from socketdock.api.confirm import ConfirmedSend, wants_confirm
 from socketdock.api.resources import (
     CLOSE_BODY_LIMIT,
     ApiResource,
@@ -32,7 +33,8 @@ from socketdock.api.resources import (
     read_body,
     read_frame,
 )
-from socketdock.relay.reach import InvalidTags, IReach, Reached, Unreachable
+from socketdock.api.state import StateResource
+from socketdock.relay.reach import HERE_ONLY, InvalidTags, IReach, Reached, Unreachable
 from socketdock.relay.registry import NotLive, OutboundFull, Registry
 from socketdock.relay.tags import check_tag_list, tag_from_path
 
@@ -185,6 +187,11 @@ class TagResource(ApiResource):
     def getChild(self, name: bytes, request: Request) -> Resource:
         if request.postpath:
             return NotFound()
+        if name == b"send" and wants_confirm(request):
+            # From another instance fanning a confirmed send out: its part only.
+            everywhere = request.getHeader(HERE_ONLY) is None
+            confirm = partial(self._reach.confirm_to_tag, self._tag, everywhere=everywhere)
+            return ConfirmedSend(confirm, self._max)
         if name == b"send":
             return FrameThroughReach(
                 partial(self._reach.send_to_tag, self._tag), self._max, _reached
@@ -276,4 +283,19 @@ class SocketsWithTags(SocketsResource):
             del request.postpath[:]
             request.prepath.append(b"tags")
             return ConnectionTagsResource(self._reach, name.decode("ascii"))
+        if isinstance(child, ConnectionResource) and request.postpath == [b"state"]:
+            assert request.postpath is not None and request.prepath is not None  # mid-traversal
+            del request.postpath[:]
+            request.prepath.append(b"state")
+            return StateResource(self._reach, name.decode("ascii"))
+        if (
+            isinstance(child, ConnectionResource)
+            and request.postpath == [b"send"]
+            and wants_confirm(request)
+        ):
+            assert request.postpath is not None and request.prepath is not None  # mid-traversal
+            del request.postpath[:]
+            request.prepath.append(b"send")
+            confirm = partial(self._reach.confirm_to_connection, name.decode("ascii"))
+            return ConfirmedSend(confirm, self._max)
         return child

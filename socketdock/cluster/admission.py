@@ -32,7 +32,7 @@ class SubscribingBackend:
         self._subscriptions = subscriptions
         self.admits = backend.admits
 
-    def connect(self, connection_id, headers, offered) -> Deferred[Admission]:
+    def connect(self, connection_id, headers, offered, context=None) -> Deferred[Admission]:
         outer: Deferred[Admission] = Deferred()
 
         def admitted(admission: Admission) -> None:
@@ -49,13 +49,22 @@ class SubscribingBackend:
                 for tag in admission.tags:
                     self._subscriptions.release(tag)
 
-        self._backend.connect(connection_id, headers, offered).addCallbacks(admitted, outer.errback)
+        d = self._backend.connect(connection_id, headers, offered, context)
+        d.addCallbacks(admitted, outer.errback)
         return outer
 
-    def message(self, connection_id, seq, payload, is_binary, tags=()):
-        return self._backend.message(connection_id, seq, payload, is_binary, tags)
+    def message(self, connection_id, seq, payload, is_binary, tags=(), state=None):
+        if state is None:
+            return self._backend.message(connection_id, seq, payload, is_binary, tags)
+        return self._backend.message(connection_id, seq, payload, is_binary, tags, state=state)
 
-    def disconnect(self, connection_id, code, reason, initiator, recovered=False, tags=()):
+    def disconnect(
+        self, connection_id, code, reason, initiator, recovered=False, tags=(), state=None
+    ):
+        if state is not None:
+            return self._backend.disconnect(
+                connection_id, code, reason, initiator, recovered=recovered, tags=tags, state=state
+            )
         return self._backend.disconnect(
             connection_id, code, reason, initiator, recovered=recovered, tags=tags
         )

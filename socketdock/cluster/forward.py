@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import treq
 from twisted.internet.defer import Deferred
@@ -24,8 +25,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from socketdock.config.secrets import Secrets
-from socketdock.relay.reach import HOP_HEADER, InvalidTags, Unreachable
+from socketdock.relay.confirm import Gone, Tally, Unconfirmed
+from socketdock.relay.reach import HERE_ONLY, HOP_HEADER, InvalidTags, Unreachable
 from socketdock.relay.registry import NotLive, OutboundFull
+from socketdock.relay.state import encode_state
 
 
 class Forwarder:
@@ -55,6 +58,17 @@ class Forwarder:
         d = self._request(holder, "POST", f"/socket/{connection_id}/send", payload, content_type)
         return d.addCallback(self._outcome, holder)
 
+    def confirm(
+        self, holder: str, connection_id: str, payload: bytes, is_binary: bool, timeout: float
+    ) -> Deferred:
+        """A confirmed send (SPEC §9), waited for as long as the holder may wait."""
+        content_type = b"application/octet-stream" if is_binary else b"text/plain; charset=utf-8"
+        path = f"/socket/{connection_id}/send?confirm={timeout!r}"
+        d = self._request(
+            holder, "POST", path, payload, content_type, max(self._timeout, timeout + 5)
+        )
+        return d.addCallback(self._outcome, holder)
+
     def close(self, holder: str, connection_id: str, code: int, reason: str) -> Deferred:
         body = json.dumps({"code": code, "reason": reason}).encode("utf-8")
         d = self._request(
@@ -76,6 +90,41 @@ class Forwarder:
         answer = d.addCallback(self._json, holder)
         return answer.addCallback(lambda answer: tuple(answer["tags"]))
 
+    def set_state(self, holder: str, connection_id: str, state: str) -> Deferred:
+        """Replace the state; fires with it as compact JSON text."""
+        body = state.encode("utf-8")
+        d = self._request(
+            holder, "POST", f"/socket/{connection_id}/state", body, b"application/json"
+        )
+        answer = d.addCallback(self._json, holder)
+        return answer.addCallback(lambda answer: encode_state(answer["state"]))
+
+    def tag_confirm(
+        self, holder: str, tag: str, payload: bytes, is_binary: bool, timeout: float
+    ) -> Deferred:
+        """The holder's own part of a confirmed tag send: a :class:`Tally`."""
+        content_type = b"application/octet-stream" if is_binary else b"text/plain; charset=utf-8"
+        path = f"/tags/{quote(tag, safe='')}/send?confirm={timeout!r}"
+        d = self._request(
+            holder, "POST", path, payload, content_type, max(self._timeout, timeout + 5), True
+        )
+
+        def tally(answer: tuple[int, bytes]) -> Tally:
+            if answer[0] == 404:
+                return Tally()
+            counted = self._json(answer, holder)
+            return Tally(counted["confirmed"], counted["unconfirmed"], counted["gone"])
+
+        return d.addCallback(tally)
+
+    def tag_page(self, holder: str, tag: str, cursor: str | None, limit: int) -> Deferred:
+        """One page of the holder's own connections carrying ``tag``."""
+        path = f"/tags/{quote(tag, safe='')}/connections?limit={limit}"
+        if cursor:
+            path += f"&cursor={quote(cursor, safe='')}"
+        d = self._request(holder, "GET", path, None, None, None, True)
+        return d.addCallback(self._json, holder)
+
     def _request(
         self,
         holder: str,
@@ -83,11 +132,15 @@ class Forwarder:
         path: str,
         body: bytes | None,
         content_type: bytes | None,
+        timeout: float | None = None,
+        here_only: bool = False,
     ) -> Deferred[tuple[int, bytes]]:
         tokens = self._secrets.api_tokens
         headers = {HOP_HEADER: [b"1"]}
         if tokens:
             headers[b"Authorization"] = [b"Bearer " + tokens[0]]
+        if here_only:
+            headers[HERE_ONLY] = [b"here"]
         if content_type is not None:
             headers[b"Content-Type"] = [content_type]
         d = self._http.request(
@@ -95,7 +148,7 @@ class Forwarder:
             holder + path,
             headers=headers,
             data=body,
-            timeout=self._timeout,
+            timeout=self._timeout if timeout is None else timeout,
             reactor=self._reactor,
         )
         d.addCallback(
@@ -132,6 +185,10 @@ class Forwarder:
             return NotLive()
         if code == 400:
             return InvalidTags(line)
+        if code == 410:
+            return Gone()
+        if code == 504:
+            return Unconfirmed()
         if code == 503 and "not reading" in line:
             return OutboundFull()
         self._log.warn(

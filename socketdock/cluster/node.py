@@ -60,7 +60,7 @@ class ClusterNode(MultiService):
         name: Callable[[], str],
         reactor,
         heartbeat: float,
-        recover: Callable[[list[str]], None],
+        recover: Callable[[list[str], dict[str, str]], None],
         on_message: Callable[[bytes, bytes], None],
         fenced: Callable[[list[str]], None] = lambda ids: None,
         retry_policy: Callable[[int], float] | None = None,

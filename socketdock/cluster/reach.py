@@ -18,6 +18,7 @@ holder Redis names, through :class:`socketdock.cluster.forward.Forwarder`.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Sequence
 
@@ -29,6 +30,8 @@ from socketdock.cluster.forward import Forwarder
 from socketdock.cluster.roster import Roster
 from socketdock.cluster.scripts import Names
 from socketdock.cluster.subscriptions import Subscriptions
+from socketdock.relay.confirm import Tally
+from socketdock.relay.listing import BadCursor
 from socketdock.relay.localreach import LocalReach
 from socketdock.relay.reach import IConnectionEvents, IReach, Reached, Unreachable
 from socketdock.relay.registry import NotLive, Registry
@@ -91,7 +94,7 @@ class ClusterReach:
         forwards: bool = True,
     ) -> None:
         self._registry = registry
-        self._local = LocalReach(registry)
+        self._local = LocalReach(registry, lambda: roster.me)
         self._link = link
         self._names = names
         self._roster = roster
@@ -139,6 +142,14 @@ class ClusterReach:
         d = self._holder(connection_id)
         return d.addCallback(self._forwarder.send, connection_id, payload, is_binary)
 
+    def confirm_to_connection(
+        self, connection_id: str, payload: bytes, is_binary: bool, timeout: float
+    ):
+        if self._registry.get(connection_id) is not None:
+            return self._local.confirm_to_connection(connection_id, payload, is_binary, timeout)
+        d = self._holder(connection_id)
+        return d.addCallback(self._forwarder.confirm, connection_id, payload, is_binary, timeout)
+
     def close_connection(self, connection_id: str, code: int, reason: str):
         if self._registry.get(connection_id) is not None:
             return self._local.close_connection(connection_id, code, reason)
@@ -170,6 +181,12 @@ class ClusterReach:
 
         return gatherResults(holds).addCallback(apply)
 
+    def set_state(self, connection_id: str, state: str):
+        if self._registry.get(connection_id) is not None:
+            return self._local.set_state(connection_id, state)
+        d = self._holder(connection_id)
+        return d.addCallback(self._forwarder.set_state, connection_id, state)
+
     # -- a tag ------------------------------------------------------------------
 
     def _others(self, tag: str, subscribers: int) -> int:
@@ -189,6 +206,70 @@ class ClusterReach:
             )
 
         return d.addCallback(published)
+
+    def confirm_to_tag(
+        self, tag: str, payload: bytes, is_binary: bool, timeout: float, everywhere: bool = True
+    ):
+        # Confirms are counted per connection, which a tag's channel cannot
+        # tell: every live instance is asked for its part over its callback
+        # API, and the counts are added up.
+        if not everywhere:
+            return self._local.confirm_to_tag(tag, payload, is_binary, timeout)
+        if not self._link.up:
+            return fail(Unreachable(_DOWN))
+
+        def ask(names: list[str]):
+            parts = [
+                self._local.confirm_to_tag(tag, payload, is_binary, timeout)
+                if name == self._roster.me
+                else self._forwarder.tag_confirm(name, tag, payload, is_binary, timeout)
+                for name in names
+            ]
+            return gatherResults(parts, consumeErrors=True).addCallbacks(
+                lambda tallies: sum(tallies, Tally()), _first_failure
+            )
+
+        return self._roster.instances().addCallback(ask)
+
+    def list_tag(self, tag: str, cursor: str | None, limit: int, everywhere: bool = True):
+        # One instance after the other, in name order; the cursor names the
+        # instance and that instance's own cursor.
+        if not everywhere:
+            return self._local.list_tag(tag, cursor, limit)
+        try:
+            start, inner = _split_cursor(cursor)
+        except BadCursor:
+            return fail()
+        if not self._link.up:
+            return fail(Unreachable(_DOWN))
+
+        def walk(names: list[str]):
+            later = [n for n in names if n >= start] if start else names
+            return self._page_from(tag, later, inner if later[:1] == [start] else None, limit)
+
+        return self._roster.instances().addCallback(walk)
+
+    def _page_from(self, tag: str, names: list[str], inner: str | None, limit: int):
+        if not names:
+            return {"connections": [], "cursor": None}
+        name, rest = names[0], names[1:]
+        if name == self._roster.me:
+            d = self._local.list_tag(tag, inner, limit)
+        else:
+            d = self._forwarder.tag_page(name, tag, inner, limit)
+
+        def paged(page: dict):
+            if page["cursor"] is not None:
+                return {
+                    "connections": page["connections"],
+                    "cursor": _join_cursor(name, page["cursor"]),
+                }
+            if page["connections"]:
+                after = _join_cursor(rest[0], None) if rest else None
+                return {"connections": page["connections"], "cursor": after}
+            return self._page_from(tag, rest, None, limit)
+
+        return d.addCallback(paged)
 
     def close_tag(self, tag: str, code: int, reason: str) -> Deferred[Reached]:
         if not self._link.up:
@@ -288,3 +369,26 @@ def _tag_request(data: bytes) -> tuple[dict, bytes] | None:
     else:
         return None
     return header, payload
+
+
+def _first_failure(failure):
+    """gatherResults' FirstError, unwrapped: the failure of the first part that failed."""
+    return failure.value.subFailure
+
+
+def _join_cursor(instance: str, inner: str | None) -> str:
+    raw = json.dumps([instance, inner], separators=(",", ":")).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def _split_cursor(cursor: str | None) -> tuple[str | None, str | None]:
+    """The instance and its own cursor a cluster cursor names; (None, None) to start."""
+    if not cursor:
+        return None, None
+    try:
+        instance, inner = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+    except (ValueError, TypeError, UnicodeEncodeError):
+        raise BadCursor("cursor is not one this API gave") from None
+    if not isinstance(instance, str) or not (inner is None or isinstance(inner, str)):
+        raise BadCursor("cursor is not one this API gave")
+    return instance, inner

@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from socketdock.cluster.link import RedisRefused
-from socketdock.cluster.scripts import BEAT, LEAVE, LOCATE, REJOIN, Names
+from socketdock.cluster.scripts import BEAT, INSTANCES, LEAVE, LOCATE, REJOIN, Names
 from socketdock.relay.reach import Unreachable
 
 #: Heartbeats an instance may miss before it is declared lost.
@@ -77,7 +77,7 @@ class Roster:
         names: Names,
         name: Callable[[], str],
         heartbeat: float,
-        recover: Callable[[list[str]], None],
+        recover: Callable[[list[str], dict[str, str]], None],
         fenced: Callable[[list[str]], None] = lambda ids: None,
         clock: IReactorTime | None = None,
         taken: Callable[[str], None] = lambda line: None,
@@ -102,6 +102,8 @@ class Roster:
         self._token = secrets.token_hex(8)
         self._live: set[str] = set()
         self._owed: set[str] = set()
+        # Owed id -> its tags and state, for the notice (only those with any).
+        self._details: dict[str, str] = {}
         self._joined = False
         self._first = True
         self._beating: Deferred | None = None
@@ -122,17 +124,23 @@ class Roster:
 
     # -- the relay's journal ------------------------------------------------------
 
-    def record(self, connection_id: str) -> Deferred[None]:
+    def record(self, connection_id: str, details: str = "") -> Deferred[None]:
         """
         A connection is being accepted: its notice is owed.  Fires once Redis
         has it, as the journal's record fires once the disk has it, so that a
         client never sees open a connection whose notice a crash could lose;
         at once while the link is down (the next rejoin writes it), so that a
         Redis outage never holds up a handshake.
+
+        :param details: its tags and state, for a recovered notice.
         """
         self._owed.add(connection_id)
+        if details:
+            self._details[connection_id] = details
         if not self._joined:
             return succeed(None)
+        if details:
+            self._command("HSET", self._names.details(self.me), connection_id, details)
         d = self._link.command("SADD", self._names.owed(self.me), connection_id)
         d.addCallbacks(self._taken, self._refused)
         d.addErrback(
@@ -140,10 +148,22 @@ class Roster:
         )
         return d.addCallback(lambda _: None)
 
+    def note(self, connection_id: str, details: str) -> None:
+        """An owed connection's tags or state changed (ignored for one not owed yet)."""
+        if connection_id not in self._owed:
+            return
+        if details:
+            self._details[connection_id] = details
+            self._mirror("HSET", self._names.details(self.me), connection_id, details)
+        elif self._details.pop(connection_id, None) is not None:
+            self._mirror("HDEL", self._names.details(self.me), connection_id)
+
     def forget(self, connection_id: str) -> None:
         """Its notice was delivered."""
         self._owed.discard(connection_id)
         self._mirror("SREM", self._names.owed(self.me), connection_id)
+        if self._details.pop(connection_id, None) is not None:
+            self._mirror("HDEL", self._names.details(self.me), connection_id)
 
     # -- the registry's events ------------------------------------------------------
 
@@ -241,9 +261,12 @@ class Roster:
             self._ttl_ms,
             "1" if first else "0",
             len(live),
+            len(owed),
             *live,
             *owed,
         ]
+        for connection_id, details in sorted(self._details.items()):
+            args += [connection_id, details]
         d = self._link.eval(REJOIN, [], args)
         # Changes from now on follow the script on the same connection, so
         # they apply on top of the snapshot just sent; but a run's first
@@ -302,6 +325,8 @@ class Roster:
     def _claim_leftover(self, result: list, first: bool) -> None:
         fenced = [_text(i) for i in result[0]]
         leftover = [_text(i) for i in result[1]]
+        flat = [_text(x) for x in result[2]]
+        kept = dict(zip(flat[0::2], flat[1::2], strict=True))
         self._first = False
         still_live = [i for i in fenced if i in self._live]
         if still_live and not first:
@@ -321,7 +346,7 @@ class Roster:
                 "sending their notices",
                 count=len(leftover),
             )
-            self._claimed(leftover)
+            self._claimed(leftover, {i: kept[i] for i in leftover if i in kept})
 
     def beat(self) -> Deferred[None]:
         """
@@ -353,8 +378,11 @@ class Roster:
             return self.rejoin()
         flat = [_text(x) for x in result[1]]
         by_instance: dict[str, list[str]] = {}
-        for lost, connection_id in zip(flat[0::2], flat[1::2], strict=True):
+        details: dict[str, str] = {}
+        for lost, connection_id, kept in zip(flat[0::3], flat[1::3], flat[2::3], strict=True):
             by_instance.setdefault(lost, []).append(connection_id)
+            if kept:
+                details[connection_id] = kept
         self._log.debug("cluster: heartbeat, {count} lost instances", count=len(by_instance))
         for lost, ids in sorted(by_instance.items()):
             self._log.info(
@@ -363,14 +391,15 @@ class Roster:
                 lost=lost,
                 count=len(ids),
             )
-            self._claimed(ids)
+            self._claimed(ids, {i: details[i] for i in ids if i in details})
         return None
 
-    def _claimed(self, ids: list[str]) -> None:
+    def _claimed(self, ids: list[str], details: dict[str, str]) -> None:
         """These notices are owed here now (already so in Redis): send them."""
         self._owed.update(ids)
+        self._details.update(details)
         self.recovered += len(ids)
-        self._recover(ids)
+        self._recover(ids, details)
 
     def leave(self) -> Deferred[None]:
         """A clean stop, after the drain: what is still owed stays for a survivor."""
@@ -399,6 +428,15 @@ class Roster:
             return None if name == self.me else name
 
         return d.addCallback(holder)
+
+    def instances(self) -> Deferred[list[str]]:
+        """
+        The names of the instances alive now (this one included, even when
+        its own record is not in Redis yet), sorted.  Fails with
+        :class:`Unreachable` when Redis cannot be asked.
+        """
+        d = self._link.eval(INSTANCES, [], [self._names.prefix])
+        return d.addCallback(lambda names: sorted({self.me, *(_text(n) for n in names)}))
 
     def status(self) -> dict:
         """This instance's part of the ``cluster`` object of ``/status``."""

@@ -11,6 +11,8 @@ pub/sub channels are shared by every database of a server):
 ``live:<instance>``     set: the ids live on that instance (to clean ``where``)
 ``owed:<instance>``     set: accepted ids whose disconnect notice is not yet
                         delivered (the journal's role, cluster-wide)
+``details:<instance>``  hash: owed id -> its tags and state as JSON, for the
+                        recovered notice (only ids that have any)
 ``alive:<instance>``    the heartbeat: that run's token (random, one per run),
                         with a time-to-live
 ``beats:<instance>``    the number of beats of that run, with the same
@@ -59,6 +61,9 @@ class Names:
     def owed(self, instance: str) -> bytes:
         return self.prefix + b"owed:" + instance.encode("utf-8")
 
+    def details(self, instance: str) -> bytes:
+        return self.prefix + b"details:" + instance.encode("utf-8")
+
     @property
     def where(self) -> bytes:
         return self.prefix + b"where"
@@ -66,18 +71,20 @@ class Names:
 
 #: Make this instance's records match what it holds, and beat.  ARGV: prefix,
 #: me, token, ttl (ms), first ("1" on a run's first link), the number of live
-#: ids, the live ids, the owed ids.  On a run's first link the owed ids of the
+#: ids, the number of owed ids, the live ids, the owed ids, then (id, details)
+#: pairs.  On a run's first link the owed ids of the
 #: run before (a crash, a restart before anyone claimed them) are kept and
-#: returned, for this run to send their notices.  Returns {fenced, leftover}:
-#: fenced lists the ids a survivor claimed from this instance in between (it
-#: was cut off for longer than the time-to-live, and declared lost).  On a
-#: run's first link, while another run's heartbeat is still alive under this
-#: name, nothing is changed and {'taken', beats, pttl} is returned: that run's
-#: beat count so far and the milliseconds its heartbeat has left.
+#: returned, for this run to send their notices.  Returns {fenced, leftover,
+#: details}: fenced lists the ids a survivor claimed from this instance in
+#: between (it was cut off for longer than the time-to-live, and declared
+#: lost); details is the leftover ids' {id, details, ...}.  On a run's first
+#: link, while another run's heartbeat is still alive under this name,
+#: nothing is changed and {'taken', beats, pttl} is returned: that run's beat
+#: count so far and the milliseconds its heartbeat has left.
 REJOIN = b"""
 local P, me, token, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local first = ARGV[5] == '1'
-local nlive = tonumber(ARGV[6])
+local nlive, nowed = tonumber(ARGV[6]), tonumber(ARGV[7])
 if first then
   local other = redis.call('GET', P..'alive:'..me)
   if other and other ~= token then
@@ -86,33 +93,37 @@ if first then
   end
 end
 local where, live, owed = P..'where', P..'live:'..me, P..'owed:'..me
+local details = P..'details:'..me
 local fenced = redis.call('SMEMBERS', P..'claimed:'..me)
 redis.call('DEL', P..'claimed:'..me)
-local leftover = {}
+local leftover, leftdetails = {}, {}
 if first then
   leftover = redis.call('SMEMBERS', owed)
+  leftdetails = redis.call('HGETALL', details)
 else
-  redis.call('DEL', owed)
+  redis.call('DEL', owed, details)
 end
 for _, id in ipairs(redis.call('SMEMBERS', live)) do
   if redis.call('HGET', where, id) == me then redis.call('HDEL', where, id) end
 end
 redis.call('DEL', live)
-for i = 7, 6 + nlive do
+for i = 8, 7 + nlive do
   redis.call('SADD', live, ARGV[i])
   redis.call('HSET', where, ARGV[i], me)
 end
-for i = 7 + nlive, #ARGV do redis.call('SADD', owed, ARGV[i]) end
+for i = 8 + nlive, 7 + nlive + nowed do redis.call('SADD', owed, ARGV[i]) end
+for i = 8 + nlive + nowed, #ARGV, 2 do redis.call('HSET', details, ARGV[i], ARGV[i + 1]) end
 redis.call('SET', P..'alive:'..me, token, 'PX', ttl)
 redis.call('SADD', P..'instances', me)
-return {fenced, leftover}
+return {fenced, leftover, leftdetails}
 """
 
 #: One heartbeat: renew this run's time-to-live, then claim the records of
 #: every instance whose heartbeat lapsed.  ARGV: prefix, me, token, ttl (ms).
 #: Returns {0} when this run's heartbeat is gone (Redis lost it, or it
-#: lapsed): the caller rejoins.  Otherwise {1, {instance, id, instance, id,
-#: ...}}: the owed ids now moved to this instance, whose notices it sends.
+#: lapsed): the caller rejoins.  Otherwise {1, {instance, id, details, ...}}:
+#: the owed ids now moved to this instance (with their tags and state, or
+#: ''), whose notices it sends.
 BEAT = b"""
 local P, me, token, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if redis.call('GET', P..'alive:'..me) ~= token then return {0} end
@@ -120,6 +131,7 @@ redis.call('PEXPIRE', P..'alive:'..me, ttl)
 redis.call('INCR', P..'beats:'..me)
 redis.call('PEXPIRE', P..'beats:'..me, ttl)
 local where, mine = P..'where', P..'owed:'..me
+local mydetails = P..'details:'..me
 local claimed = {}
 for _, other in ipairs(redis.call('SMEMBERS', P..'instances')) do
   if other ~= me and redis.call('EXISTS', P..'alive:'..other) == 0 then
@@ -130,11 +142,14 @@ for _, other in ipairs(redis.call('SMEMBERS', P..'instances')) do
     for _, id in ipairs(redis.call('SMEMBERS', P..'owed:'..other)) do
       redis.call('SADD', mine, id)
       redis.call('SADD', P..'claimed:'..other, id)
+      local d = redis.call('HGET', P..'details:'..other, id)
+      if d then redis.call('HSET', mydetails, id, d) else d = '' end
       table.insert(claimed, other)
       table.insert(claimed, id)
+      table.insert(claimed, d)
     end
     redis.call('EXPIRE', P..'claimed:'..other, 86400)
-    redis.call('DEL', P..'live:'..other, P..'owed:'..other, P..'beats:'..other)
+    redis.call('DEL', P..'live:'..other, P..'owed:'..other, P..'details:'..other, P..'beats:'..other)
     redis.call('SREM', P..'instances', other)
   end
 end
@@ -165,4 +180,15 @@ local holder = redis.call('HGET', P..'where', id)
 if not holder then return false end
 if redis.call('EXISTS', P..'alive:'..holder) == 0 then return false end
 return holder
+"""
+
+#: The instances alive now, for requests that ask each of them (SPEC §9's
+#: confirmed tag send and tag listing).  ARGV: prefix.
+INSTANCES = b"""
+local P = ARGV[1]
+local alive = {}
+for _, name in ipairs(redis.call('SMEMBERS', P..'instances')) do
+  if redis.call('EXISTS', P..'alive:'..name) == 1 then table.insert(alive, name) end
+end
+return alive
 """

@@ -41,7 +41,7 @@ class Cluster:
         config: Config,
         reactor,
         urls,
-        recover: Callable[[list[str]], None],
+        recover: Callable[[list[str], dict[str, str]], None],
         retry_policy: Callable[[int], float] | None = None,
         taken: Callable[[str], None] = lambda line: None,
         secrets: Secrets | None = None,

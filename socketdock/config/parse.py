@@ -246,6 +246,27 @@ def parse_origins(text: str) -> tuple[str, ...]:
     return origins
 
 
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def parse_header_names(text: str) -> tuple[str, ...]:
+    """
+    :param text: comma-separated HTTP header names, or ``*`` for all.
+    :returns: the names in lower case, or ``("*",)``.
+    """
+    names = tuple(n.strip().lower() for n in text.split(",") if n.strip())
+    if not names:
+        raise Invalid(f"{show(text)} lists no header names; use * to forward all of them")
+    if "*" in names:
+        if len(names) > 1:
+            raise Invalid(f"{show(text)} mixes * with names; use * alone, or only names")
+        return names
+    for name in names:
+        if not _HEADER_NAME.match(name):
+            raise Invalid(f"{show(name)} is not an HTTP header name; separate names with commas")
+    return names
+
+
 def parse_wspath(text: str) -> str:
     """:param text: an absolute URL path such as ``/ws``."""
     word = text.strip()

@@ -198,6 +198,11 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds between cluster heartbeats; an instance silent for three is declared lost.",
     ),
     Setting(
+        "forward_headers",
+        "*",
+        "Comma-separated handshake header names the connect notice carries (*: all).",
+    ),
+    Setting(
         "tuning",
         "auto",
         "auto (each faster path where its start-up check passes), off (plain"
@@ -259,6 +264,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "cluster_password_file": p.parse_path,
     "cluster_heartbeat": lambda t: p.parse_seconds(t, allow_zero=False),
     "tuning": lambda t: _parse_tuning(t),
+    "forward_headers": p.parse_header_names,
 }
 assert set(_PARSERS) == set(_KEYS)
 
@@ -330,6 +336,7 @@ class Config:
     cluster: RedisAddress | None = attrs.field(repr=False)
     cluster_password_file: str | None
     cluster_heartbeat: float
+    forward_headers: tuple[str, ...] = ("*",)
     tuning: str = "auto"
     listen_key: str = "listen"
     api_tokens: tuple[str, ...] = attrs.field(default=(), repr=False)

@@ -27,6 +27,7 @@ from socketdock.relay import wire
 from socketdock.relay.httpclient import BackendClient, HTTPResult, describe_failure
 from socketdock.relay.reach import InvalidTags
 from socketdock.relay.retry import Again, Backoff, Done, Final, RetriesExhausted, retrying
+from socketdock.relay.state import InvalidState, encode_state
 from socketdock.relay.tags import check_tag_list
 
 
@@ -37,10 +38,12 @@ class Admission:
 
     :param subprotocol: the one to select, or None.
     :param tags: the tags the connection starts with (SPEC §8).
+    :param state: the backend's state for it as compact JSON text, or None (SPEC §9).
     """
 
     subprotocol: str | None = None
     tags: tuple[str, ...] = ()
+    state: str | None = None
 
 
 @attrs.frozen
@@ -85,9 +88,16 @@ class IBackend(Interface):
     admits = Attribute("True when every handshake waits for the backend's connect answer.")
 
     def connect(
-        connection_id: str, headers: Mapping[str, str], offered: Sequence[str]
+        connection_id: str,
+        headers: Mapping[str, str],
+        offered: Sequence[str],
+        context: Mapping[str, str] | None = None,
     ) -> Deferred[Admission]:
-        """Fires with an :class:`Admission`; fails with ConnectRefused."""
+        """
+        Fires with an :class:`Admission`; fails with ConnectRefused.
+
+        :param context: the request's ``path``, ``query`` and ``remote`` (SPEC §9).
+        """
 
     def message(
         connection_id: str,
@@ -95,12 +105,14 @@ class IBackend(Interface):
         payload: bytes,
         is_binary: bool,
         tags: Sequence[str] = (),
+        state: str | None = None,
     ) -> Deferred[Reply | None]:
         """
         Fires once the backend took the message, with a reply for the client
         or None; fails with MessageRefused (final) or RetriesExhausted.
 
         :param tags: the connection's tags now, for ``meta``.
+        :param state: the connection's state now (JSON text), or None.
         """
 
     def disconnect(
@@ -110,6 +122,7 @@ class IBackend(Interface):
         initiator: str,
         recovered: bool = False,
         tags: Sequence[str] = (),
+        state: str | None = None,
     ) -> Deferred[None]:
         """
         Fires once the notice was delivered (retried for as long as it takes).
@@ -124,13 +137,15 @@ class LoopbackBackend:
 
     admits = False
 
-    def connect(self, connection_id, headers, offered):
+    def connect(self, connection_id, headers, offered, context=None):
         return succeed(Admission())
 
-    def message(self, connection_id, seq, payload, is_binary, tags=()):
+    def message(self, connection_id, seq, payload, is_binary, tags=(), state=None):
         return succeed(Reply(payload, is_binary))
 
-    def disconnect(self, connection_id, code, reason, initiator, recovered=False, tags=()):
+    def disconnect(
+        self, connection_id, code, reason, initiator, recovered=False, tags=(), state=None
+    ):
         return succeed(None)
 
 
@@ -262,10 +277,10 @@ class HTTPBackend:
             more=f"; {held} more such answers since the last such line" if held else "",
         )
 
-    def connect(self, connection_id, headers, offered):
+    def connect(self, connection_id, headers, offered, context=None):
         if self._connecturi is None:
             return succeed(Admission())
-        body = wire.connect_body(self._urls, connection_id, headers)
+        body = wire.connect_body(self._urls, connection_id, headers, context)
 
         def refuse(result: HTTPResult):
             if 400 <= result.code < 500:
@@ -289,6 +304,16 @@ class HTTPBackend:
 
         def admitted(result: HTTPResult) -> Admission:
             try:
+                state = connect_answer_state(result)
+            except InvalidState as e:
+                self._log.warn(
+                    "backend admitted {connection_id} with an unusable state ({why}); "
+                    "refusing the handshake with 503",
+                    connection_id=connection_id,
+                    why=str(e),
+                )
+                raise UnusableAdmission("backend answered with an unusable state") from None
+            try:
                 tags = connect_answer_tags(result)
             except InvalidTags as e:
                 # The backend meant to tag it and got it wrong: admitted
@@ -300,7 +325,7 @@ class HTTPBackend:
                     why=str(e),
                 )
                 raise UnusableAdmission("backend answered with unusable tags") from None
-            return Admission(chosen(result), tags)
+            return Admission(chosen(result), tags, state)
 
         def exhausted(failure: Failure):
             failure.trap(RetriesExhausted)
@@ -310,8 +335,8 @@ class HTTPBackend:
         d = self._post("connect", self._connecturi, body, self._backoff, refuse, connection_id)
         return d.addCallbacks(admitted, exhausted)
 
-    def message(self, connection_id, seq, payload, is_binary, tags=()):
-        body = wire.message_body(self._urls, connection_id, seq, payload, is_binary, tags)
+    def message(self, connection_id, seq, payload, is_binary, tags=(), state=None):
+        body = wire.message_body(self._urls, connection_id, seq, payload, is_binary, tags, state)
 
         def refuse(result: HTTPResult):
             return Final(MessageRefused(result.code))
@@ -329,10 +354,12 @@ class HTTPBackend:
         self._metrics.backend_failure()
         return failure
 
-    def disconnect(self, connection_id, code, reason, initiator, recovered=False, tags=()):
+    def disconnect(
+        self, connection_id, code, reason, initiator, recovered=False, tags=(), state=None
+    ):
         if self._disconnecturi is None:
             return succeed(None)
-        body = wire.disconnect_body(connection_id, code, reason, initiator, recovered, tags)
+        body = wire.disconnect_body(connection_id, code, reason, initiator, recovered, tags, state)
 
         def refuse(result: HTTPResult):
             # The backend has heard the notice and said no: retrying would
@@ -383,3 +410,28 @@ def connect_answer_tags(result: HTTPResult) -> tuple[str, ...]:
     if not isinstance(answer, dict) or "tags" not in answer:
         return ()
     return check_tag_list(answer["tags"], "tags")
+
+
+def connect_answer_state(result: HTTPResult) -> str | None:
+    """
+    The state a 2xx connect answer gives the connection (SPEC §9), as
+    compact JSON text; None when it gives none.
+
+    :raises InvalidState: the ``state`` key is there but too large, or the
+        JSON answer that seems to carry one does not parse.
+    """
+    values = result.headers.getRawHeaders(b"content-type")
+    if not values or not result.body:
+        return None
+    media = values[-1].split(b";", 1)[0].strip().lower()
+    if media != b"application/json":
+        return None
+    try:
+        answer = json.loads(result.body)
+    except ValueError:  # UnicodeDecodeError included
+        if b'"state"' in result.body:
+            raise InvalidState("the answer is not valid JSON") from None
+        return None
+    if not isinstance(answer, dict) or "state" not in answer:
+        return None
+    return encode_state(answer["state"])

@@ -35,7 +35,18 @@ from socketdock.config.settings import ConfigError
 #: Seconds between attempts while the disk refuses writes.
 RETRY_DELAY = 1.0
 
-_SCHEMA = "CREATE TABLE IF NOT EXISTS connections (id TEXT PRIMARY KEY) WITHOUT ROWID"
+#: Version 2 added ``details``: a connection's tags and state for its
+#: recovered notice (SPEC §9); a version 1 file gains the column when opened.
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS connections "
+    "(id TEXT PRIMARY KEY, details TEXT NOT NULL DEFAULT '') WITHOUT ROWID"
+)
+_VERSION = 2
+
+#: A change waiting for the disk: insert (with details), update the details
+#: of a row already there, or delete.
+_INSERT, _UPDATE, _DELETE = "insert", "update", "delete"
+Change = tuple[str, str]
 
 
 class JournalError(Exception):
@@ -66,13 +77,16 @@ def _connect(path: str) -> sqlite3.Connection:
         # on the writer thread, never on the reactor.
         db.execute("PRAGMA synchronous = FULL")
         db.execute(_SCHEMA)
+        columns = [row[1] for row in db.execute("PRAGMA table_info(connections)")]
+        if "details" not in columns:
+            db.execute("ALTER TABLE connections ADD COLUMN details TEXT NOT NULL DEFAULT ''")
         verdict = db.execute("PRAGMA quick_check").fetchone()[0]
         if verdict != "ok":
             raise JournalError(
                 f"is corrupt ({verdict}); move it aside (its connections are "
                 "lost) or point journal at a new file"
             )
-        db.execute("PRAGMA user_version = 1")
+        db.execute(f"PRAGMA user_version = {_VERSION}")
     except sqlite3.Error as e:
         db.close()
         raise JournalError(_explain(e)) from None
@@ -99,19 +113,23 @@ def _explain(e: sqlite3.Error) -> str:
     return f"cannot be used ({text}); fix the file or point journal elsewhere"
 
 
-def _apply(db: sqlite3.Connection, batch: dict[str, bool]) -> None:
+def _apply(db: sqlite3.Connection, batch: dict[str, Change]) -> None:
     """Write one batch in one transaction (on the writer thread)."""
     if not batch:
         return
     db.execute("BEGIN")
     try:
         db.executemany(
-            "INSERT OR IGNORE INTO connections (id) VALUES (?)",
-            [(cid,) for cid, insert in batch.items() if insert],
+            "INSERT OR REPLACE INTO connections (id, details) VALUES (?, ?)",
+            [(cid, details) for cid, (op, details) in batch.items() if op == _INSERT],
+        )
+        db.executemany(
+            "UPDATE connections SET details = ? WHERE id = ?",
+            [(details, cid) for cid, (op, details) in batch.items() if op == _UPDATE],
         )
         db.executemany(
             "DELETE FROM connections WHERE id = ?",
-            [(cid,) for cid, insert in batch.items() if not insert],
+            [(cid,) for cid, (op, _) in batch.items() if op == _DELETE],
         )
         db.execute("COMMIT")
     except BaseException:
@@ -167,8 +185,10 @@ class Journal:
         self._writer = writer
         self._db: sqlite3.Connection | None = None
         self._closed = False
-        # connection id -> True (insert) / False (delete), not yet written.
-        self._pending: dict[str, bool] = {}
+        # connection id -> the change not yet written.
+        self._pending: dict[str, Change] = {}
+        #: What the last run left: connection id -> its details (see :meth:`open`).
+        self.left: dict[str, str] = {}
         # Fired once the batch collecting in _pending is on disk.
         self._waiters: list[Deferred[None]] = []
         self._retry: IDelayedCall | None = None
@@ -184,18 +204,22 @@ class Journal:
         """
         self._db = _connect(self.path)
         self._writer.start()
-        return [row[0] for row in self._db.execute("SELECT id FROM connections")]
+        rows = self._db.execute("SELECT id, details FROM connections").fetchall()
+        self.left = {cid: details for cid, details in rows if details}
+        return [cid for cid, _ in rows]
 
-    def record(self, connection_id: str) -> Deferred[None]:
+    def record(self, connection_id: str, details: str = "") -> Deferred[None]:
         """
         A connection was accepted: its notice is owed.  Fires once that is
         on disk; at once when there is no usable journal, and also while the
         disk refuses writes (the error is logged; the instance runs on with
         its journal behind rather than refusing every client).
+
+        :param details: its tags and state, for a recovered notice.
         """
         if self._db is None:
             return succeed(None)
-        self._pending[connection_id] = True
+        self._pending[connection_id] = (_INSERT, details)
         if self._failing:
             return succeed(None)
         d: Deferred[None] = Deferred()
@@ -203,15 +227,29 @@ class Journal:
         self._start()
         return d
 
+    def note(self, connection_id: str, details: str) -> None:
+        """
+        A recorded connection's tags or state changed.  Not waited for: a
+        crash in between loses only the change.  Ignored for one not
+        recorded (yet): its record carries them.
+        """
+        if self._db is None:
+            return
+        op, _ = self._pending.get(connection_id, (_UPDATE, ""))
+        if op == _DELETE:
+            return
+        self._pending[connection_id] = (op, details)
+        self._start()
+
     def forget(self, connection_id: str) -> None:
         """Its notice was delivered."""
         if self._db is None:
             return
-        if self._pending.get(connection_id) is True:
+        if self._pending.get(connection_id, ("", ""))[0] == _INSERT:
             # Recorded in this same batch: neither change need reach the disk.
             del self._pending[connection_id]
         else:
-            self._pending[connection_id] = False
+            self._pending[connection_id] = (_DELETE, "")
             self._start()
 
     def pending(self) -> int:
@@ -241,14 +279,17 @@ class Journal:
         d = self._inflight = self._writer(lambda: _apply(db, batch))
         d.addCallbacks(self._written, self._failed, (batch, waiters), None, (batch, waiters))
 
-    def _written(self, _: object, batch: dict[str, bool], waiters: list) -> None:
+    def _written(self, _: object, batch: dict[str, Change], waiters: list) -> None:
         self._inflight = None
-        recorded = sum(batch.values())
+        recorded = sum(op == _INSERT for op, _ in batch.values())
         self._log.debug(
             "journal: {recorded} recorded, {forgotten} forgotten",
             recorded=recorded,
-            forgotten=len(batch) - recorded,
+            forgotten=sum(op == _DELETE for op, _ in batch.values()),
         )
+        updated = sum(op == _UPDATE for op, _ in batch.values())
+        if updated:
+            self._log.debug("journal: {updated} updated", updated=updated)
         if self._failing:
             self._failing = False
             self._log.info("journal {path}: writing again", path=self.path)
@@ -258,18 +299,21 @@ class Journal:
             self.flush()
         _release(waiters)
 
-    def _failed(self, failure: Failure, batch: dict[str, bool], waiters: list) -> None:
+    def _failed(self, failure: Failure, batch: dict[str, Change], waiters: list) -> None:
         """
         A write error is logged and the batch kept for a retry: the instance
         runs on, its journal behind until the disk takes writes again.
         """
         self._inflight = None
-        for cid, insert in batch.items():
+        for cid, change in batch.items():
             later = self._pending.get(cid)
             if later is None:
-                self._pending[cid] = insert
-            elif insert and later is False:
+                self._pending[cid] = change
+            elif change[0] == _INSERT and later[0] == _DELETE:
                 del self._pending[cid]
+            elif change[0] == _INSERT and later[0] == _UPDATE:
+                # The insert never happened: it goes again, with the newer details.
+                self._pending[cid] = (_INSERT, later[1])
         if not self._failing:
             self._failing = True
             self._log.error(
@@ -341,12 +385,15 @@ class JournalService(Service):
     Opens the journal when the instance starts, before the listeners do, and
     hands the connections it lists to ``recover``; closes it last at a stop.
 
-    :param recover: called once with the ids a crashed instance left behind.
+    :param recover: called once with the ids a crashed instance left behind
+        and, by id, the tags and state it kept for their notices.
     """
 
     _log = Logger()
 
-    def __init__(self, journal: Journal, recover: Callable[[list[str]], None]) -> None:
+    def __init__(
+        self, journal: Journal, recover: Callable[[list[str], dict[str, str]], None]
+    ) -> None:
         self._journal = journal
         self._recover = recover
 
@@ -369,7 +416,7 @@ class JournalService(Service):
             count=len(lost),
         )
         if lost:
-            self._recover(lost)
+            self._recover(lost, self._journal.left)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()

@@ -6,13 +6,15 @@ without ``cluster``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from socketdock.relay.confirm import Tally, confirm_all, deliver_confirmed
+from socketdock.relay.listing import BadCursor, local_cursor, local_page
 from socketdock.relay.reach import InvalidTags, IReach, Reached
 from socketdock.relay.registry import NotLive, OutboundFull, Registry
 
@@ -23,18 +25,28 @@ class LocalReach:
     Reach this instance's live connections, by id or by tag.
 
     :param registry: the live connections and their tag index.
+    :param instance: this instance's name, for listings.
     """
 
     _log = Logger()
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, instance: Callable[[], str] = lambda: "") -> None:
         self._registry = registry
+        self._instance = instance
 
     def send_to_connection(self, connection_id: str, payload: bytes, is_binary: bool):
         connection = self._registry.get(connection_id)
         if connection is None:
             return fail(NotLive())
         return connection.deliver(payload, is_binary)
+
+    def confirm_to_connection(
+        self, connection_id: str, payload: bytes, is_binary: bool, timeout: float
+    ) -> Deferred[None]:
+        connection = self._registry.get(connection_id)
+        if connection is None:
+            return fail(NotLive())
+        return deliver_confirmed(connection, payload, is_binary, timeout)
 
     def close_connection(self, connection_id: str, code: int, reason: str):
         connection = self._registry.get(connection_id)
@@ -85,6 +97,27 @@ class LocalReach:
             "did not complete or its client is not reading",
             connection_id=connection_id,
         )
+
+    def set_state(self, connection_id: str, state: str) -> Deferred[str]:
+        try:
+            self._registry.set_state(connection_id, state)
+        except NotLive:
+            return fail()
+        return succeed(state)
+
+    def confirm_to_tag(
+        self, tag: str, payload: bytes, is_binary: bool, timeout: float, everywhere: bool = True
+    ) -> Deferred[Tally]:
+        return confirm_all(self._registry.tagged(tag), payload, is_binary, timeout)
+
+    def list_tag(
+        self, tag: str, cursor: str | None, limit: int, everywhere: bool = True
+    ) -> Deferred[dict]:
+        try:
+            after = local_cursor(cursor)
+        except BadCursor:
+            return fail()
+        return succeed(local_page(self._registry, tag, after, limit, self._instance()))
 
     def close_tag(self, tag: str, code: int, reason: str) -> Deferred[Reached]:
         closing = self._registry.tagged(tag)

@@ -51,6 +51,11 @@ from zope.interface import Interface, implementer
 #: as for any request.
 HOP_HEADER = b"X-SocketDock-Forwarded"
 
+#: The header on a request one instance makes to another for the part of a
+#: tag request that only the receiver's own connections answer (SPEC §9's
+#: confirmed tag send and tag listing, fanned out by the instance asked).
+HERE_ONLY = b"x-socketdock-scope"
+
 
 class Unreachable(Exception):
     """
@@ -132,6 +137,16 @@ class IReach(Interface):
         when the instance that may hold it cannot be asked.
         """
 
+    def confirm_to_connection(
+        connection_id: str, payload: bytes, is_binary: bool, timeout: float
+    ) -> Deferred[None]:
+        """
+        :meth:`send_to_connection`, then wait up to ``timeout`` seconds for
+        its client to confirm it (SPEC §9).  Fails as that does, or with
+        :class:`socketdock.relay.confirm.Unconfirmed` or
+        :class:`socketdock.relay.confirm.Gone`.
+        """
+
     def close_connection(connection_id: str, code: int, reason: str) -> Deferred[None]:
         """
         Close one connection on behalf of the backend (the notice says
@@ -155,6 +170,12 @@ class IReach(Interface):
         tags (nothing changed), :class:`NotLive`, or :class:`Unreachable`.
         """
 
+    def set_state(connection_id: str, state: str) -> Deferred[str]:
+        """
+        Replace one connection's state (compact JSON text, already checked)
+        and fire with it.  Fails with :class:`NotLive` or :class:`Unreachable`.
+        """
+
     def send_to_tag(tag: str, payload: bytes, is_binary: bool) -> Deferred[Reached]:
         """
         Hand one frame to every live connection carrying ``tag``, on every
@@ -164,6 +185,31 @@ class IReach(Interface):
         fails with :class:`Unreachable` when some instance that may hold such a
         connection cannot be asked (then nothing is promised about the
         others: the backend retries the whole send).
+        """
+
+    def confirm_to_tag(
+        tag: str, payload: bytes, is_binary: bool, timeout: float, everywhere: bool = True
+    ) -> Deferred:
+        """
+        Hand one frame to every live connection carrying ``tag`` and wait up
+        to ``timeout`` seconds for each client to confirm it; fires with a
+        :class:`socketdock.relay.confirm.Tally` (:attr:`~socketdock.relay.confirm.Tally.none`
+        when nobody carries the tag).  Fails with :class:`Unreachable` when
+        an instance cannot be asked (the backend retries the whole send).
+
+        :param everywhere: False: this instance's carriers only.
+        """
+
+    def list_tag(
+        tag: str, cursor: str | None, limit: int, everywhere: bool = True
+    ) -> Deferred[dict]:
+        """
+        One page of the walk over every instance's live connections carrying
+        ``tag``: ``{"connections": [...], "cursor": <str> | None}``.  Fails
+        with :class:`socketdock.relay.listing.BadCursor` (a cursor it did not
+        give), or :class:`Unreachable`.
+
+        :param everywhere: False: this instance's connections only.
         """
 
     def close_tag(tag: str, code: int, reason: str) -> Deferred[Reached]:

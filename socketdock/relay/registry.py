@@ -10,12 +10,14 @@ tested with plain fakes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import bisect
+from collections.abc import Callable, Iterator, Sequence
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 from socketdock.relay.reach import IConnectionEvents, NoEvents
+from socketdock.relay.state import details_text
 from socketdock.relay.tags import merged
 
 
@@ -35,6 +37,10 @@ class IConnection(Interface):
         "The tags it carries, a tuple in the order added; set only by the "
         ":class:`Registry`, and kept once it stops being live (for the notice)."
     )
+    backend_state = Attribute(
+        "The backend's state for it as compact JSON text, or None when never set "
+        "(SPEC §9); set only by the :class:`Registry` once live, kept for the notice."
+    )
 
     def deliver(payload: bytes, is_binary: bool) -> Deferred[None]:
         """
@@ -43,6 +49,14 @@ class IConnection(Interface):
         Fires once the message is handed to the socket (held, in order, while
         the handshake is pending); fails with :class:`NotLive` when the connection
         goes away first, or :class:`OutboundFull` when the client reads too slowly.
+        """
+
+    def confirm(timeout: float) -> Deferred[None]:
+        """
+        Fire once the client proves it read every frame handed to the socket
+        so far (SPEC §9); fail with :class:`socketdock.relay.confirm.Unconfirmed`
+        after ``timeout`` seconds, :class:`socketdock.relay.confirm.Gone` when
+        the connection closes first.
         """
 
     def close(code: int, reason: str, initiator: str) -> None:
@@ -61,16 +75,34 @@ class Registry:
     closed connection cannot linger under a tag.
 
     :param events: told of every change, for a cluster to publish.
+    :param noted: told a live connection's tags and state
+        (:func:`socketdock.relay.state.details_text`) whenever either changes,
+        for the journal to keep for its notice.
     """
 
-    def __init__(self, events: IConnectionEvents = NoEvents()) -> None:
+    def __init__(
+        self,
+        events: IConnectionEvents = NoEvents(),
+        noted: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._live: dict[str, IConnection] = {}
         self._by_tag: dict[str, set[str]] = {}
         self._events = events
+        self._noted = noted
+        # For listing (SPEC §9): each connection's number, increasing in the
+        # order they were added, and those numbers in order (deleted lazily).
+        self._count = 0
+        self._number: dict[str, int] = {}
+        self._order: list[int] = []
+        self._at: dict[int, str] = {}
 
     def add(self, connection: IConnection) -> None:
         """Register a connection that has just started its handshake."""
         self._live[connection.connection_id] = connection
+        self._count += 1
+        self._number[connection.connection_id] = self._count
+        self._order.append(self._count)
+        self._at[self._count] = connection.connection_id
         self._events.connection_added(connection.connection_id)
 
     def discard(self, connection_id: str) -> None:
@@ -78,14 +110,20 @@ class Registry:
         connection = self._live.pop(connection_id, None)
         if connection is None:
             return
+        del self._at[self._number.pop(connection_id)]
+        if len(self._order) > 64 and len(self._order) > 2 * len(self._at):
+            self._order = [n for n in self._order if n in self._at]
         self._unindex(connection_id, connection.tags)
         self._events.connection_gone(connection_id, connection.tags)
 
     def retag(
-        self, connection_id: str, add: Sequence[str], remove: Sequence[str]
+        self, connection_id: str, add: Sequence[str], remove: Sequence[str], note: bool = True
     ) -> tuple[str, ...]:
         """
         Change a live connection's tags (removals first), all or nothing.
+
+        :param note: tell ``noted``; False for the connect answer's tags,
+            which the journal's record of the connection carries anyway.
 
         :returns: its tags now.
         :raises NotLive: no such live connection.
@@ -106,7 +144,27 @@ class Registry:
             self._by_tag.setdefault(tag, set()).add(connection_id)
         if added or removed:
             self._events.tags_changed(connection_id, added, removed)
+        if note:
+            self._note(connection)
         return after
+
+    def set_state(self, connection_id: str, state: str) -> None:
+        """
+        Replace a live connection's state (compact JSON text, checked).
+
+        :raises NotLive: no such live connection.
+        """
+        connection = self._live.get(connection_id)
+        if connection is None:
+            raise NotLive()
+        connection.backend_state = state
+        self._note(connection)
+
+    def _note(self, connection: IConnection) -> None:
+        if self._noted is not None:
+            self._noted(
+                connection.connection_id, details_text(connection.tags, connection.backend_state)
+            )
 
     def _unindex(self, connection_id: str, tags: Sequence[str]) -> None:
         for tag in tags:
@@ -115,6 +173,36 @@ class Registry:
                 holders.discard(connection_id)
                 if not holders:
                     del self._by_tag[tag]
+
+    def page(
+        self, after: int, limit: int, tag: str | None = None
+    ) -> tuple[list[IConnection], int | None]:
+        """
+        Up to ``limit`` live connections (those carrying ``tag``, if given)
+        in the order they were added, from the first one numbered above
+        ``after``.  A connection live for a whole walk of pages appears in
+        exactly one of them, however many come and go meanwhile: numbers only
+        increase.
+
+        :returns: the page and the number to pass as ``after`` for the next
+            one, or None when this page is the last.
+        """
+        if tag is not None:
+            numbers = sorted(self._number[i] for i in self._by_tag.get(tag, ()))
+        else:
+            numbers = self._order
+        found: list[IConnection] = []
+        last = after
+        for index in range(bisect.bisect_right(numbers, after), len(numbers)):
+            number = numbers[index]
+            connection_id = self._at.get(number)
+            if connection_id is None:
+                continue  # gone; its number is dropped lazily
+            if len(found) == limit:
+                return found, last
+            found.append(self._live[connection_id])
+            last = number
+        return found, None
 
     def tagged(self, tag: str) -> list[IConnection]:
         """The live connections carrying ``tag`` (a snapshot: callers close them)."""

@@ -11,6 +11,7 @@ them (SPEC §6).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -21,8 +22,10 @@ from zope.interface import implementer
 
 from socketdock.ops.metrics import Metrics
 from socketdock.relay.backend import AUTH_FAILURES, IBackend, MessageRefused, Reply
+from socketdock.relay.confirm import Gone
 from socketdock.relay.registry import IConnection, NotLive, OutboundFull, Registry
 from socketdock.relay.retry import RetriesExhausted
+from socketdock.relay.state import parse_details
 
 #: The reason of a notice sent by a restarted instance for a lost connection.
 RECOVERED_REASON = "instance restarted after a crash"
@@ -100,7 +103,12 @@ class Session:
             seq, payload, is_binary = self._queue.popleft()
             self._busy = True
             tags = self._socket.tags
-            if tags:
+            state = self._socket.backend_state
+            if state is not None:
+                d = self._relay.backend.message(
+                    self.connection_id, seq, payload, is_binary, tags=tags, state=state
+                )
+            elif tags:
                 d = self._relay.backend.message(
                     self.connection_id, seq, payload, is_binary, tags=tags
                 )
@@ -115,6 +123,8 @@ class Session:
             extra: dict = {"recovered": True} if self._recovered else {}
             if self._socket.tags:
                 extra["tags"] = self._socket.tags
+            if self._socket.backend_state is not None:
+                extra["state"] = self._socket.backend_state
             notice = self._inflight = self._relay.backend.disconnect(
                 self.connection_id, code, reason, initiator, **extra
             )
@@ -221,15 +231,25 @@ class Relay:
         self._idle_waiters: list[Deferred[None]] = []
         self.draining = False
 
-    def record(self, connection_id: str) -> Deferred[None]:
+    def record(self, connection_id: str, details: str = "") -> Deferred[None]:
         """
         A handshake is about to be answered: fires once the journal has the
         connection on disk (at once without a journal), so that a client
         never sees open a connection whose notice a crash could lose.
+
+        :param details: its tags and state (:func:`socketdock.relay.state.details_text`),
+            for a recovered notice.
         """
         if self.journal is None:
             return succeed(None)
+        if details:
+            return self.journal.record(connection_id, details)
         return self.journal.record(connection_id)
+
+    def note(self, connection_id: str, details: str) -> None:
+        """A live connection's tags or state changed: the journal keeps them for its notice."""
+        if self.journal is not None:
+            self.journal.note(connection_id, details)
 
     def unrecord(self, connection_id: str) -> None:
         """A recorded handshake was not answered after all and owes no notice."""
@@ -253,6 +273,7 @@ class Relay:
         initiator: str,
         tags: tuple[str, ...] = (),
         recorded: bool = False,
+        state: str | None = None,
     ) -> None:
         """
         The backend admitted a connection whose handshake then did not finish
@@ -261,7 +282,7 @@ class Relay:
         :param tags: those the connection was given, for the notice.
         :param recorded: :meth:`record` already put it in the journal.
         """
-        session = Session(self, connection_id, _GoneSocket(connection_id, tags))
+        session = Session(self, connection_id, _GoneSocket(connection_id, tags, state))
         self._unfinished.add(session)
         if self.journal is not None and not recorded:
             # Not when already on disk: a record and a forget in one batch
@@ -269,18 +290,27 @@ class Relay:
             self.journal.record(connection_id)
         session.ended(None, reason, initiator)
 
-    def recover(self, connection_ids: list[str], reason: str = RECOVERED_REASON) -> None:
+    def recover(
+        self,
+        connection_ids: list[str],
+        details: Mapping[str, str] | None = None,
+        reason: str = RECOVERED_REASON,
+    ) -> None:
         """
         Connections a crashed instance left (in the journal, at start-up; in
         Redis, for a lost cluster instance) get their notice (code null,
         initiator server, marked recovered), sent and retried like any other
         and waited for by a drain.
 
+        :param details: by id, the tags and state kept for the notice.
         :param reason: the notice's reason: by default, that this instance
             restarted; :data:`LOST_INSTANCE_REASON` in cluster mode.
         """
+        details = details or {}
         for connection_id in connection_ids:
-            session = Session(self, connection_id, _GoneSocket(connection_id), recovered=True)
+            tags, state = parse_details(details.get(connection_id))
+            gone = _GoneSocket(connection_id, tags, state)
+            session = Session(self, connection_id, gone, recovered=True)
             self._unfinished.add(session)
             session.ended(None, reason, "server")
 
@@ -343,12 +373,18 @@ class Relay:
 class _GoneSocket:
     """Stands in for a client that left before its handshake completed."""
 
-    def __init__(self, connection_id: str, tags: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, connection_id: str, tags: tuple[str, ...] = (), state: str | None = None
+    ) -> None:
         self.connection_id = connection_id
         self.tags = tags
+        self.backend_state = state
 
     def deliver(self, payload: bytes, is_binary: bool) -> Deferred[None]:
         return fail(NotLive())
+
+    def confirm(self, timeout: float) -> Deferred[None]:
+        return fail(Gone())
 
     def close(self, code: int, reason: str, initiator: str) -> None:
         pass

@@ -77,11 +77,17 @@ class LearnedCallbackURLs:
 AnyCallbackURLs = CallbackURLs | LearnedCallbackURLs
 
 
-def connect_body(urls: AnyCallbackURLs, connection_id: str, headers: Mapping[str, str]) -> bytes:
+def connect_body(
+    urls: AnyCallbackURLs,
+    connection_id: str,
+    headers: Mapping[str, str],
+    context: Mapping[str, str] | None = None,
+) -> bytes:
     """
     Body of the connect notice, sent before the handshake is answered.
 
     :param headers: the upgrade request's headers, repeated ones joined by ``", "``.
+    :param context: ``path``, ``query``, ``remote`` (SPEC §9), after ``headers``.
     """
     meta = {
         "connection_id": connection_id,
@@ -89,6 +95,8 @@ def connect_body(urls: AnyCallbackURLs, connection_id: str, headers: Mapping[str
         "disconnect": urls.disconnect(connection_id),
         "headers": dict(headers),
     }
+    if context:
+        meta.update(context)
     return _encode({"meta": meta}).encode("utf-8")
 
 
@@ -99,6 +107,7 @@ def message_body(
     payload: bytes,
     is_binary: bool,
     tags: Sequence[str] = (),
+    state: str | None = None,
 ) -> bytes:
     """
     Body of one message POST (compat).
@@ -128,6 +137,8 @@ def message_body(
         message = payload.decode("utf-8")
     if tags:
         meta["tags"] = list(tags)
+    if state is not None:
+        meta["state"] = json.loads(state)
     return _encode({"meta": meta, "message": message}).encode("utf-8")
 
 
@@ -138,6 +149,7 @@ def disconnect_body(
     initiator: str,
     recovered: bool = False,
     tags: Sequence[str] = (),
+    state: str | None = None,
 ) -> bytes:
     """
     Body of the disconnect notice (compat): the id at the top level, as the
@@ -160,4 +172,7 @@ def disconnect_body(
         meta["recovered"] = True
     if tags:
         meta["tags"] = list(tags)
+    if state is not None:
+        # The backend's own JSON (SPEC §9), as compact text; absent when never set.
+        meta["state"] = json.loads(state)
     return _encode({"connection_id": connection_id, "meta": meta}).encode("utf-8")

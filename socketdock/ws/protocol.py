@@ -36,7 +36,10 @@ from socketdock.relay.backend import Admission, ConnectRefused, UnusableAdmissio
 from socketdock.relay.reach import InvalidTags
 from socketdock.relay.registry import NotLive, OutboundFull
 from socketdock.relay.session import ISocket, Relay, Session
+from socketdock.relay.state import details_text
 from socketdock.relay.wire import new_connection_id
+from socketdock.ws.confirm import Confirmer
+from socketdock.ws.context import HeaderAllowList, connect_context
 from socketdock.ws.keepalive import Keepalive
 from socketdock.ws.lifetime import Lifetime
 from socketdock.ws.origins import OriginPolicy
@@ -92,6 +95,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self.connection_id = ""
         self._tags: tuple[str, ...] = ()
         self._ever_tagged = False
+        # The backend's state (SPEC §9): set by the connect answer and the registry.
+        self.backend_state: str | None = None
         self._state = _PENDING
         self._session: Session | None = None
         self._held: list[tuple[bytes, bool, Deferred[None]]] = []
@@ -109,6 +114,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._keepalive: Keepalive | None = None
         self._retry_after: int | None = None
         self._lifetime: Lifetime | None = None
+        self._confirmer: Confirmer | None = None
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -152,7 +158,12 @@ class RelayServerProtocol(WebSocketServerProtocol):
         # one per handshake was ~12% of a handshake's CPU.  The close line (or
         # the refusal line) names the client and its peer once.
         factory.pending += 1
-        d = relay.backend.connect(self.connection_id, request.headers, request.protocols)
+        d = relay.backend.connect(
+            self.connection_id,
+            factory.forward_headers(request.headers),
+            request.protocols,
+            context=connect_context(self.http_request_uri, self.peer or ""),
+        )
         d.addBoth(factory.answered)
         d.addCallbacks(self._admit, self._refuse)
         return d
@@ -167,7 +178,10 @@ class RelayServerProtocol(WebSocketServerProtocol):
             return self._refused_now()
         if admission.tags:
             try:
-                self.factory.relay.registry.retag(self.connection_id, admission.tags, ())
+                # Not noted: the record made below carries them.
+                self.factory.relay.registry.retag(
+                    self.connection_id, admission.tags, (), note=False
+                )
             except InvalidTags as e:
                 # Tags the backend set through the callback API while the
                 # handshake was pending, plus these, pass the limit.
@@ -179,9 +193,13 @@ class RelayServerProtocol(WebSocketServerProtocol):
                 return self._refuse(
                     Failure(UnusableAdmission("backend answered with unusable tags"))
                 )
+        if admission.state is not None:
+            self.backend_state = admission.state
         # The answer waits until the journal has the connection on disk
         # (no wait without a journal), with or without a connect notice.
-        d = self.factory.relay.record(self.connection_id)
+        d = self.factory.relay.record(
+            self.connection_id, details_text(self.tags, self.backend_state)
+        )
         d.addCallback(self._open_session, admission)
         return d
 
@@ -202,6 +220,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
             return False
         if relay.backend.admits:
             tags = tuple(dict.fromkeys(self.tags + admission.tags))
+            state = admission.state if admission.state is not None else self.backend_state
             if self._state == _CLOSED:
                 relay.orphan(
                     self.connection_id,
@@ -209,10 +228,16 @@ class RelayServerProtocol(WebSocketServerProtocol):
                     "client",
                     tags,
                     recorded=recorded,
+                    state=state,
                 )
             else:
                 relay.orphan(
-                    self.connection_id, "server shutting down", "server", tags, recorded=recorded
+                    self.connection_id,
+                    "server shutting down",
+                    "server",
+                    tags,
+                    recorded=recorded,
+                    state=state,
                 )
         elif recorded:
             relay.unrecord(self.connection_id)
@@ -318,6 +343,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
         held, self._held = self._held, []
         for payload, is_binary, d in held:
             self._send_now(payload, is_binary, d)
+        if self._confirmer is not None:
+            self._confirmer.open()
 
     def _end_of_life(self, code: int, reason: str) -> None:
         # Debug: the close line (info) follows, with the code; one info line
@@ -350,6 +377,17 @@ class RelayServerProtocol(WebSocketServerProtocol):
     def onPong(self, payload: bytes) -> None:
         if self._keepalive is not None:
             self._keepalive.pong(payload)
+        if self._confirmer is not None:
+            self._confirmer.pong(payload)
+
+    def confirm(self, timeout: float) -> Deferred[None]:
+        if self._confirmer is None:
+            self._confirmer = Confirmer(self.factory.reactor, self.sendPing)
+            if self._state == _OPEN:
+                self._confirmer.open()
+            elif self._state == _CLOSED:
+                self._confirmer.gone()
+        return self._confirmer.confirm(timeout)
 
     def _ping_timed_out(self) -> None:
         self._log.info(
@@ -494,6 +532,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
             self._keepalive.stop()
         if self._lifetime is not None:
             self._lifetime.stop()
+        if self._confirmer is not None:
+            self._confirmer.gone()
         # Autobahn forgets this timer when the connection goes: a stopped
         # instance would otherwise keep the reactor busy for another second.
         if self.closeHandshakeTimeoutCall is not None:
@@ -577,6 +617,7 @@ class RelayServerFactory(WebSocketServerFactory):
     :param tag_deadline: seconds after opening by which a tag must have
         reached a connection, else it is closed with 1008; 0 for never.
     :param uniform: numbers in [0, 1) for the lifetime's jitter.
+    :param forward_headers: which handshake headers the connect notice carries.
     """
 
     protocol = RelayServerProtocol
@@ -599,8 +640,10 @@ class RelayServerFactory(WebSocketServerFactory):
         max_lifetime: float = 0,
         tag_deadline: float = 0,
         uniform: Callable[[], float] = random.random,
+        forward_headers: HeaderAllowList | None = None,
     ) -> None:
         self._specialise = specialise
+        self.forward_headers = forward_headers or HeaderAllowList(["*"])
         super().__init__(reactor=reactor)
         self.relay = relay
         self.max_connections = max_connections
@@ -649,6 +692,7 @@ def make_ws_factory(config, relay: Relay, reactor, specialise=None) -> RelayServ
         else None,
         config.max_lifetime,
         config.tag_deadline,
+        forward_headers=HeaderAllowList(config.forward_headers),
     )
     options = dict(
         webStatus=False,

@@ -310,6 +310,7 @@ class SlowReach:
 
     send_to_connection = close_connection = change_tags = describe_connection = _later
     send_to_tag = close_tag = count_tag = _later
+    confirm_to_connection = confirm_to_tag = list_tag = set_state = _later
 
 
 class ClusterShapedTests(_Requests):

@@ -47,6 +47,11 @@ class FakeConnection:
         self.tags: tuple[str, ...] = ()
         self.closed: list[tuple[int, str, str]] = []
 
+    backend_state = None  # the backend's state (SPEC §9), never set here
+
+    def confirm(self, timeout: float) -> Deferred[None]:
+        return Deferred()  # never confirmed: these tests do not ask
+
     def deliver(self, payload: bytes, is_binary: bool) -> Deferred[None]:
         self.delivered.append((payload, is_binary))
         return succeed(None)

@@ -33,7 +33,7 @@ class _Backend:
     def __init__(self, answer) -> None:
         self._answer = answer
 
-    def connect(self, connection_id, headers, offered):
+    def connect(self, connection_id, headers, offered, context=None):
         return self._answer
 
 

@@ -101,6 +101,11 @@ class LostInstanceTests(TestCase):
             clients.append(client)
         messages = yield self.backend.wait_for("message", CLIENTS)
         ids = sorted(m["meta"]["connection_id"] for m in messages)
+        # One connection gets tags and a state, through another instance (SPEC §9).
+        code, _ = yield self.backend.post_json(f"{b.base}/socket/{ids[0]}/tags", {"add": ["t"]})
+        self.assertEqual(code, 200)
+        code, body = yield self.backend.post_json(f"{c.base}/socket/{ids[0]}/state", {"n": 1})
+        self.assertEqual((code, body), (200, b'{"state":{"n":1}}'))
         # A round trip through the lost instance's Redis connection: every
         # record it wrote before is in Redis by the time this is answered.
         code, _ = yield get(reactor, lost.base + "/tags/barrier")
@@ -119,6 +124,12 @@ class LostInstanceTests(TestCase):
                 (meta["code"], meta["initiator"], meta.get("recovered")), (None, "server", True)
             )
             self.assertEqual(meta["reason"], LOST_INSTANCE_REASON)
+            # The survivor's notice carries what a live one would (SPEC §8, §9).
+            if notice["connection_id"] == ids[0]:
+                self.assertEqual((meta["tags"], meta["state"]), (["t"], {"n": 1}))
+            else:
+                self.assertNotIn("tags", meta)
+                self.assertNotIn("state", meta)
 
         # Two more beats of each survivor after the notices: neither claims again.
         after = {i.name: len(i.process.output) for i in (b, c)}

@@ -27,7 +27,7 @@ class StopTests(SynchronousTestCase):
             lambda: "http://me",
             MemoryReactorClock(),
             3600.0,
-            lambda ids: None,
+            lambda ids, details: None,
             lambda channel, data: None,
         )
         # What Redis answers a script it rejects (any error but Unreachable).
@@ -52,7 +52,9 @@ class RosterFailureTests(SynchronousTestCase):
             def command(self, *args: object):
                 return fail(ScriptError("ERR refused"))
 
-        roster = Roster(RefusingLink(), Names.for_db(0), lambda: "http://me", 5.0, lambda ids: None)
+        roster = Roster(
+            RefusingLink(), Names.for_db(0), lambda: "http://me", 5.0, lambda ids, details: None
+        )
         roster._joined = True  # as after a join; joining needs a real Redis
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)  # type: ignore[arg-type]  # Twisted wants a TestCase; this one has addCleanup too
         roster.added("c1")

@@ -156,6 +156,9 @@ class ClientScenarios(_ClientScenariosBase):
         port, url = yield start_backend(reactor, self.backend)
         self.addCleanup(stop_backend, port, self.backend)
         settings.setdefault("ping_interval", 0)
+        settings = {
+            k: v.format(backend=url) if isinstance(v, str) else v for k, v in settings.items()
+        }
         relay: RunningRelay = start_relay(
             self,
             reactor,
@@ -222,6 +225,51 @@ class ClientScenarios(_ClientScenariosBase):
         (notice,) = yield self.backend.wait_for("disconnect", 1)
         self.assertEqual((notice["meta"]["code"], notice["meta"]["initiator"]), (None, "client"))
         yield client.stop()
+
+    @inlineCallbacks
+    def test_confirmed_send(self):
+        """A confirmed send answers 200 once the client's stack has read it, 504 while it is frozen (SIGSTOP)."""
+        relay = yield self.start_http_relay()
+        client = self.client(relay, "wait")
+        (message,) = yield self.backend.wait_for("message", 1)
+        code, body = yield self.backend.post_send(message["meta"]["send"] + "?confirm=10", b"yo")
+        self.assertEqual((code, body), (200, b"OK"))
+        code, body = yield self.backend.post_send(message["meta"]["send"] + "?confirm=10", b"2")
+        self.assertEqual((code, body), (200, b"OK"))
+        # A phone that froze the app, or a pulled cable: no pong comes.
+        process = getattr(client, "process", client)
+        assert process.transport is not None
+        frozen = pause_tree(process.transport.pid, signal.SIGSTOP)
+        try:
+            code, _ = yield self.backend.post_send(message["meta"]["send"] + "?confirm=0.5", b"3")
+        finally:
+            for pid in frozen:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        self.assertEqual(code, 504)
+
+    @inlineCallbacks
+    def test_confirmed_send_to_a_stalled_client_504_then_killed_410(self):
+        """A client that stops reading gets 504; one killed while its confirm waits, 410."""
+        relay = yield self.start_http_relay(connecturi="{backend}/connect")
+        client = self.client(relay, "stall")
+        stalled = yield client.event("stalled")
+        self.assertEqual(stalled["event"], "stalled", stalled)
+        send = self.backend.connects[-1]["meta"]["send"]
+        code, _ = yield self.backend.post_send(send + "?confirm=0.5", b"x")
+        self.assertEqual(code, 504)
+        pending = self.backend.post_send(send + "?confirm=30", b"y")
+        for _ in range(1000):  # the frame is handed over at once; this sees it
+            code, _, body = yield self.backend.request("GET", send[: -len("/send")])
+            if json.loads(body)["messages_out"] >= 2:
+                break
+        process = getattr(client, "process", client)
+        assert process.transport is not None
+        pause_tree(process.transport.pid, signal.SIGKILL)
+        code, _ = yield pending
+        self.assertEqual(code, 410)
 
 
 def pause_tree(pid: int, sig: int = signal.SIGSTOP) -> list[int]:

@@ -314,13 +314,15 @@ class _Backend:
     def __init__(self) -> None:
         self.notices: list[tuple[tuple, dict, Deferred]] = []
 
-    def connect(self, connection_id, headers, offered):
+    def connect(self, connection_id, headers, offered, context=None):
         return succeed(None)
 
-    def message(self, connection_id, seq, payload, is_binary, tags=()):
+    def message(self, connection_id, seq, payload, is_binary, tags=(), state=None):
         return succeed(None)
 
-    def disconnect(self, connection_id, code, reason, initiator, recovered=False, tags=()):
+    def disconnect(
+        self, connection_id, code, reason, initiator, recovered=False, tags=(), state=None
+    ):
         d: Deferred = Deferred()
         self.notices.append(((connection_id, code, reason, initiator), {"recovered": recovered}, d))
         return d
@@ -330,6 +332,11 @@ class _Backend:
 class _Socket:
     connection_id = ""
     tags: tuple = ()
+
+    backend_state = None  # the backend's state (SPEC §9), never set here
+
+    def confirm(self, timeout: float) -> Deferred[None]:
+        return Deferred()  # never confirmed: these tests do not ask
 
     def deliver(self, payload, is_binary):
         return succeed(None)
@@ -420,7 +427,9 @@ class JournalServiceTests(SynchronousTestCase):
         first.flush()
         self.successResultOf(first.close())
         recovered: list[list[str]] = []
-        service = JournalService(Journal(path, Clock(), InlineWriter()), recovered.append)
+        service = JournalService(
+            Journal(path, Clock(), InlineWriter()), lambda ids, _details: recovered.append(ids)
+        )
         service.startService()
         self.assertEqual(recovered, [["z"]])
         self.successResultOf(service.stopService())
@@ -432,7 +441,9 @@ class JournalServiceTests(SynchronousTestCase):
         with open(path, "wb") as f:
             f.write(b"y" * 4096)
         recovered: list[list[str]] = []
-        service = JournalService(Journal(path, Clock(), InlineWriter()), recovered.append)
+        service = JournalService(
+            Journal(path, Clock(), InlineWriter()), lambda ids, _details: recovered.append(ids)
+        )
         service.startService()
         self.assertTrue(service.running)
         self.assertEqual(recovered, [])

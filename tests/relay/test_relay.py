@@ -24,15 +24,17 @@ class ScriptedBackend:
         self.notice_tags: list = []
         self.notice_results: list[Deferred] = []
 
-    def connect(self, connection_id, headers, offered):
+    def connect(self, connection_id, headers, offered, context=None):
         return succeed(None)
 
-    def message(self, connection_id, seq, payload, is_binary, tags=()):
+    def message(self, connection_id, seq, payload, is_binary, tags=(), state=None):
         d: Deferred = Deferred()
         self.messages.append((connection_id, seq, payload, is_binary, d, tags))
         return d
 
-    def disconnect(self, connection_id, code, reason, initiator, recovered=False, tags=()):
+    def disconnect(
+        self, connection_id, code, reason, initiator, recovered=False, tags=(), state=None
+    ):
         self.notices.append((connection_id, code, reason, initiator))
         self.notice_tags.append(tags)
         d: Deferred = Deferred()
@@ -50,6 +52,11 @@ class FakeSocket:
         self.tags: tuple[str, ...] = ()
         self.closed: tuple[int, str, str] | None = None
         self.paused = False
+
+    backend_state = None  # the backend's state (SPEC §9), never set here
+
+    def confirm(self, timeout: float) -> Deferred[None]:
+        return Deferred()  # never confirmed: these tests do not ask
 
     def deliver(self, payload, is_binary):
         self.sent.append((payload, is_binary))
@@ -216,7 +223,7 @@ class RecoverReasonTests(SynchronousTestCase):
         registry = Registry()
         relay = Relay(backend, registry, Metrics(active=lambda: 0, queued=lambda: 0), Clock(), 3)
         relay.recover(["a" * 32])
-        relay.recover(["b" * 32], LOST_INSTANCE_REASON)
+        relay.recover(["b" * 32], reason=LOST_INSTANCE_REASON)
         self.assertEqual(
             [n[1:] for n in backend.notices],
             [(None, RECOVERED_REASON, "server"), (None, LOST_INSTANCE_REASON, "server")],

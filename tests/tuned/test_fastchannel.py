@@ -11,7 +11,7 @@ from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -38,6 +38,11 @@ class _Connection:
 
     def __init__(self) -> None:
         self.delivered: list[tuple[bytes, bool]] = []
+
+    backend_state = None  # the backend's state (SPEC §9), never set here
+
+    def confirm(self, timeout: float) -> Deferred[None]:
+        return Deferred()  # never confirmed: these tests do not ask
 
     def deliver(self, payload: bytes, is_binary: bool):
         self.delivered.append((payload, is_binary))

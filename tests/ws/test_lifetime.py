@@ -90,7 +90,9 @@ class RecordingBackend(LoopbackBackend):
     def __init__(self) -> None:
         self.notices: list[tuple] = []
 
-    def disconnect(self, connection_id, code, reason, initiator, recovered=False, tags=()):
+    def disconnect(
+        self, connection_id, code, reason, initiator, recovered=False, tags=(), state=None
+    ):
         self.notices.append((code, reason, initiator))
         return succeed(None)
 

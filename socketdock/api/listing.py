@@ -1,0 +1,142 @@
+"""
+``GET /connections`` and ``GET /tags/<tag>/connections`` (SPEC §9): live
+connections, page by page, for a backend to reconcile its own records
+against after a restart.
+
+A cursor names the last connection a page listed: connections are numbered
+in the order they arrive on an instance, so a walk sees each one that stays
+live exactly once however many come and go meanwhile.  In cluster mode a
+tag's walk goes through the instances one after the other
+(:meth:`socketdock.relay.reach.IReach.list_tag`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from socketdock.api.resources import ApiResource, as_json, plain
+from socketdock.api.tags import BadTag, TagsResource
+from socketdock.relay.listing import BadCursor, local_cursor, local_page
+from socketdock.relay.reach import HERE_ONLY, InvalidTags, IReach, Unreachable
+from socketdock.relay.registry import Registry
+from socketdock.relay.tags import tag_from_path
+
+_log = Logger()
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+def page_request(request: Request) -> tuple[str | None, int]:
+    """
+    ``(cursor, limit)`` from the query string.
+
+    :raises BadCursor: with a one-line reason.
+    """
+    args = request.args or {}
+    limit_values = args.get(b"limit", [])
+    cursor_values = args.get(b"cursor", [])
+    if len(limit_values) > 1 or len(cursor_values) > 1:
+        raise BadCursor("limit and cursor may each be given once")
+    limit = DEFAULT_LIMIT
+    if limit_values:
+        text = limit_values[0].decode("ascii", "replace")
+        if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+            raise BadCursor(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+        limit = int(text)
+    cursor = cursor_values[0].decode("ascii", "replace") if cursor_values else None
+    return cursor or None, limit
+
+
+class ConnectionsResource(ApiResource):
+    """
+    ``GET /connections``: one page of this instance's live connections.
+
+    :param instance: this instance's name (its ``externalhostandport``).
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry: Registry, instance: Callable[[], str]) -> None:
+        super().__init__()
+        self._registry = registry
+        self._instance = instance
+
+    def render_GET(self, request: Request) -> bytes:
+        try:
+            cursor, limit = page_request(request)
+            after = local_cursor(cursor)
+        except BadCursor as e:
+            return plain(request, 400, str(e))
+        return as_json(request, local_page(self._registry, None, after, limit, self._instance()))
+
+
+class TagConnectionsResource(ApiResource):
+    """``GET /tags/<tag>/connections``: one page of the walk over its carriers."""
+
+    isLeaf = True
+
+    def __init__(self, reach: IReach, tag: str) -> None:
+        super().__init__()
+        self._reach = reach
+        self._tag = tag
+
+    def render_GET(self, request: Request):
+        try:
+            cursor, limit = page_request(request)
+        except BadCursor as e:
+            return plain(request, 400, str(e))
+        everywhere = request.getHeader(HERE_ONLY) is None
+        d = self._reach.list_tag(self._tag, cursor, limit, everywhere)
+        settled: list = []
+
+        def keep(result: object) -> object:
+            settled.append(result)
+            return result
+
+        d.addBoth(keep)
+        if settled:
+            d.addErrback(lambda _: None)  # rendered below
+            return _render(request, settled[0])
+        finished: list[Failure] = []
+        request.notifyFinish().addErrback(finished.append)
+
+        def answer(result: object) -> None:
+            if not finished:
+                request.write(_render(request, result))
+                request.finish()
+
+        d.addBoth(answer)
+        return NOT_DONE_YET
+
+
+def _render(request: Request, result: object) -> bytes:
+    if not isinstance(result, Failure):
+        return as_json(request, result)
+    if isinstance(result.value, BadCursor):
+        return plain(request, 400, str(result.value))
+    if isinstance(result.value, Unreachable):
+        request.setHeader(b"retry-after", str(result.value.retry_after).encode("ascii"))
+        return plain(request, 503, result.value.why)
+    _log.failure("listing {path} failed", result, path=request.path)
+    return plain(request, 500, "internal error; see the log")
+
+
+class TagsWithListing(TagsResource):
+    """``/tags/``, with ``/tags/<tag>/connections``."""
+
+    def getChild(self, name: bytes, request: Request) -> Resource:
+        if name and request.postpath == [b"connections"]:
+            try:
+                tag = tag_from_path(name)
+            except InvalidTags as e:
+                return BadTag(str(e))
+            assert request.prepath is not None  # mid-traversal
+            del request.postpath[:]
+            request.prepath.append(b"connections")
+            return TagConnectionsResource(self._reach, tag)
+        return super().getChild(name, request)
