@@ -47,6 +47,7 @@ from socketdock.ops.proxyheader import server_endpoint
 from socketdock.ops.runtime import RuntimeMetrics
 from socketdock.ops.sdnotify import SystemdNotify, from_environ
 from socketdock.relay.backend import HTTPBackend, LoopbackBackend
+from socketdock.relay.budget import ByteBudget
 from socketdock.relay.httpclient import BackendClient, make_tls_policy
 from socketdock.relay.journal import Journal, JournalService, ThreadWriter, check_journal
 from socketdock.relay.localreach import LocalReach
@@ -372,9 +373,11 @@ def make_service(
     # Listeners and backend connections use it; timers and the rest use the reactor.
     net = stack.network(reactor)
     # The gauge reads the relay built below, only when scraped.
+    budget = ByteBudget(config.max_queued_bytes)
     metrics = Metrics(
         active=registry.__len__,
         queued=lambda: relay.queued(),
+        queued_bytes=lambda: budget.used,
         tags=registry.tag_count,
         cluster=cluster.status if cluster is not None else None,
         tuning=stack.pieces,
@@ -394,6 +397,8 @@ def make_service(
         reactor,
         config.queue_limit,
         cluster.journal if cluster is not None else journal,
+        queue_bytes=2 * config.max_message_size,
+        budget=budget,
     )
 
     ws_factory = make_ws_factory(config, relay, reactor, stack.ws_specialise)

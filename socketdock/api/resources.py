@@ -188,7 +188,7 @@ def _failed_answer(request: Request, failure: Failure) -> bytes:
         return plain(request, 404, "no such live connection")
     if failure.check(OutboundFull):
         request.setHeader(b"retry-after", b"1")
-        return plain(request, 503, "client is not reading; retry later")
+        return plain(request, 503, getattr(failure.value, "why", OutboundFull.why))
     failure.raiseException()
     raise AssertionError("unreachable")
 

@@ -78,10 +78,10 @@ def _render(request: Request, result: object, ok: Callable[[Request, object], by
         return plain(request, 400, str(result.value))
     if result.check(OutboundFull):
         request.setHeader(b"retry-after", b"1")
-        return plain(request, 503, "client is not reading; retry later")
+        return plain(request, 503, getattr(result.value, "why", OutboundFull.why))
     if isinstance(result.value, Unreachable):
         request.setHeader(b"retry-after", str(result.value.retry_after).encode("ascii"))
-        return plain(request, 503, result.value.why)
+        return plain(request, 503, getattr(result.value, "why", OutboundFull.why))
     _log.failure("callback API request {path} failed", result, path=request.path)
     return plain(request, 500, "internal error; see the log")
 

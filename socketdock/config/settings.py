@@ -171,6 +171,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Messages waiting for the backend per connection before reading pauses.",
     ),
     Setting(
+        "max_queued_bytes",
+        "268435456",
+        "Bytes queued in the whole instance (for the backend, or unread by clients) past"
+        " which reading pauses and send answers 503 (0: no limit).",
+    ),
+    Setting(
         "inline_reply", "false", "Send a non-empty 2xx body of a message POST back to the client."
     ),
     Setting("shutdown_timeout", "10", "Seconds a stop may spend draining."),
@@ -254,6 +260,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "backend_retries": p.parse_count,
     "backend_concurrency": lambda t: p.parse_count(t, minimum=1),
     "queue_limit": lambda t: p.parse_count(t, minimum=1),
+    "max_queued_bytes": p.parse_count,
     "inline_reply": p.parse_bool,
     "shutdown_timeout": p.parse_seconds,
     "journal": p.parse_path,
@@ -327,6 +334,7 @@ class Config:
     backend_retries: int
     backend_concurrency: int
     queue_limit: int
+    max_queued_bytes: int
     inline_reply: bool
     shutdown_timeout: float
     journal: str | None

@@ -66,6 +66,7 @@ class Metrics:
     :param tags: how many distinct tags live connections carry right now
         (one number: tag names never become labels, which would grow without
         bound).
+    :param queued_bytes: the bytes counted against ``max_queued_bytes`` right now.
     :param cluster: in cluster mode, the ``cluster`` object of ``/status``
         right now (its ``link`` is ``"up"`` or ``"down"``); None otherwise.
     :param tuning: each faster path's name to ``"on"`` or why it is off
@@ -79,6 +80,7 @@ class Metrics:
         tags: Callable[[], int] = lambda: 0,
         cluster: Callable[[], dict] | None = None,
         tuning: Mapping[str, str] | None = None,
+        queued_bytes: Callable[[], int] = lambda: 0,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -109,6 +111,13 @@ class Metrics:
             "socketdock_queue_depth", "Messages waiting for the backend.", registry=r
         )
         self._queued.set_function(queued)
+        self._queued_bytes = Gauge(
+            "socketdock_queued_bytes",
+            "Bytes of messages waiting for the backend or unread by slow clients"
+            " (bounded by max_queued_bytes).",
+            registry=r,
+        )
+        self._queued_bytes.set_function(queued_bytes)
         self._tags = Gauge(
             "socketdock_tags", "Distinct tags carried by live connections.", registry=r
         )

@@ -28,6 +28,15 @@ class NotLive(Exception):
 class OutboundFull(Exception):
     """The client reads too slowly: its unsent bytes passed the limit."""
 
+    #: The one-line reason of the 503 answer.
+    why = "client is not reading; retry later"
+
+
+class BudgetFull(OutboundFull):
+    """The instance's bytes of queued data are at ``max_queued_bytes``."""
+
+    why = "server has too much data queued; retry later"
+
 
 class IConnection(Interface):
     """One client connection, as the callback API and the relay see it."""

@@ -10,6 +10,7 @@ them (SPEC §6).
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +23,7 @@ from zope.interface import implementer
 
 from socketdock.ops.metrics import Metrics
 from socketdock.relay.backend import AUTH_FAILURES, IBackend, MessageRefused, Reply
+from socketdock.relay.budget import ByteBudget
 from socketdock.relay.confirm import Gone
 from socketdock.relay.registry import IConnection, NotLive, OutboundFull, Registry
 from socketdock.relay.retry import RetriesExhausted
@@ -67,8 +69,13 @@ class Session:
         self._socket = socket
         self._seq = 0
         self._queue: deque[tuple[int, bytes, bool]] = deque()
+        # Bytes of the queued messages and the one in flight, also counted
+        # in the relay's budget until delivered or given up.
+        self._bytes = 0
+        self._inflight_bytes = 0
         self._busy = False
         self._paused = False
+        self._waiting_for_room = False
         self._ended: tuple[int | None, str, str] | None = None
         self._gave_up = False
         self._inflight: Deferred[Any] | None = None
@@ -84,11 +91,45 @@ class Session:
             return
         self._seq += 1
         self._queue.append((self._seq, payload, is_binary))
+        self._bytes += len(payload)
+        self._relay.budget.take(len(payload))
         self._relay.metrics.message_in()
-        if not self._paused and len(self) >= self._relay.queue_limit:
+        if not self._paused and self._full():
             self._paused = True
             self._socket.pause_reading()
         self._pump()
+
+    def _full(self) -> bool:
+        """
+        Whether reading should pause: at ``queue_limit`` messages or
+        ``queue_bytes`` bytes, whichever comes first, or with the instance's
+        budget used up.
+        """
+        relay = self._relay
+        return (
+            len(self) >= relay.queue_limit
+            or self._bytes >= relay.queue_bytes
+            or relay.budget.over()
+        )
+
+    def _maybe_resume(self) -> None:
+        if not self._paused or self._gave_up or self._abandoned:
+            return
+        if not self._full():
+            self._paused = False
+            self._socket.resume_reading()
+        elif self._relay.budget.over() and not self._waiting_for_room:
+            # Nothing of ours may be left to deliver: wait for the others.
+            self._waiting_for_room = True
+            self._relay.budget.when_room(self._room)
+
+    def _room(self) -> None:
+        self._waiting_for_room = False
+        self._maybe_resume()
+
+    def _release(self, nbytes: int) -> None:
+        self._bytes -= nbytes
+        self._relay.budget.give(nbytes)
 
     def ended(self, code: int | None, reason: str, initiator: str) -> None:
         """The connection is gone: send the notice once the queue is done."""
@@ -102,6 +143,7 @@ class Session:
         if self._queue:
             seq, payload, is_binary = self._queue.popleft()
             self._busy = True
+            self._inflight_bytes = len(payload)
             tags = self._socket.tags
             state = self._socket.backend_state
             if state is not None:
@@ -134,6 +176,7 @@ class Session:
         """The process is stopping: give up the request in flight and its retries."""
         self._abandoned = True
         self._queue.clear()
+        self._release(self._bytes)
         if self._inflight is not None:
             self._inflight.cancel()
 
@@ -142,13 +185,13 @@ class Session:
         self._inflight = None
         if self._abandoned:
             return
+        self._release(self._inflight_bytes)
+        self._inflight_bytes = 0
         if isinstance(outcome, Reply):
             self._relay.reply(self._socket, outcome)
         elif isinstance(outcome, Failure):
             self._message_failed(outcome, seq)
-        if self._paused and len(self) < self._relay.queue_limit and not self._gave_up:
-            self._paused = False
-            self._socket.resume_reading()
+        self._maybe_resume()
         self._pump()
 
     def _message_failed(self, failure: Failure, seq: int) -> None:
@@ -166,6 +209,7 @@ class Session:
         # dropped in silence, and later ones would arrive out of order.
         dropped = len(self._queue)
         self._queue.clear()
+        self._release(self._bytes)
         self._gave_up = True
         if isinstance(failure.value, RetriesExhausted):
             self._log.error(
@@ -208,6 +252,9 @@ class Relay:
     :param queue_limit: messages waiting on one connection before reading stops.
     :param journal: records accepted connections until their notice is
         delivered (a :class:`socketdock.relay.journal.Journal`), or None.
+    :param queue_bytes: bytes waiting on one connection before reading stops
+        (0: no byte bound).
+    :param budget: the instance's bytes of queued data, inbound and outbound.
     """
 
     _log = Logger()
@@ -220,11 +267,15 @@ class Relay:
         clock: IReactorTime,
         queue_limit: int,
         journal=None,
+        queue_bytes: int = 0,
+        budget: ByteBudget | None = None,
     ) -> None:
         self.backend = backend
         self.registry = registry
         self.metrics = metrics
         self.queue_limit = queue_limit
+        self.queue_bytes = queue_bytes or sys.maxsize
+        self.budget = budget if budget is not None else ByteBudget()
         self._clock = clock
         self.journal = journal
         self._unfinished: set[Session] = set()

@@ -34,7 +34,7 @@ from socketdock.ops.filelimit import no_release
 from socketdock.ops.timestamps import rfc3339
 from socketdock.relay.backend import Admission, ConnectRefused, UnusableAdmission
 from socketdock.relay.reach import InvalidTags
-from socketdock.relay.registry import NotLive, OutboundFull
+from socketdock.relay.registry import BudgetFull, NotLive, OutboundFull
 from socketdock.relay.session import ISocket, Relay, Session
 from socketdock.relay.state import details_text
 from socketdock.relay.wire import new_connection_id
@@ -364,15 +364,20 @@ class RelayServerProtocol(WebSocketServerProtocol):
         if self.state != self.STATE_OPEN or self._closed_by is not None:
             return
         if self._client_paused:
-            self._unsent += len(payload) + 2
-            if self._unsent > 2 * self.factory.max_message_size:
+            if self._no_room(len(payload) + 2) is not None:
                 self._log.info(
                     "client {connection_id} pings but does not read; closing it",
                     connection_id=self.connection_id,
                 )
                 self.close(1008, "not reading pongs", "server")
                 return
+            self._count_unsent(len(payload) + 2)
+            self.sendPong(payload)
+            return
         self.sendPong(payload)
+        if self._client_paused:
+            # This pong filled the transport's buffer.
+            self._count_unsent(len(payload) + 2)
 
     def onPong(self, payload: bytes) -> None:
         if self._keepalive is not None:
@@ -448,14 +453,20 @@ class RelayServerProtocol(WebSocketServerProtocol):
 
     def _send_now(self, payload: bytes, is_binary: bool, d: Deferred[None] | None):
         if self._client_paused:
-            self._unsent += len(payload)
-            if self._unsent > 2 * self.factory.max_message_size:
-                self._unsent -= len(payload)
+            full = self._no_room(len(payload))
+            if full is not None:
                 if d is None:
-                    return fail(OutboundFull())
-                d.errback(OutboundFull())
+                    return fail(full)
+                d.errback(full)
                 return d
-        self.sendMessage(payload, is_binary)
+            self._count_unsent(len(payload))
+            self.sendMessage(payload, is_binary)
+        else:
+            self.sendMessage(payload, is_binary)
+            if self._client_paused:
+                # This message filled the transport's buffer (it paused us
+                # while we wrote): it is unsent too.
+                self._count_unsent(len(payload))
         self._messages_out += 1
         self._last_active_at = self.factory.reactor.seconds()
         self.factory.relay.metrics.message_out()
@@ -469,13 +480,37 @@ class RelayServerProtocol(WebSocketServerProtocol):
         for _, _, d in held:
             d.errback(NotLive())
 
+    def _no_room(self, nbytes: int) -> OutboundFull | None:
+        """
+        Why ``nbytes`` more may not wait for a client that is not reading,
+        or None: twice ``max_message_size`` per connection (SPEC §4), and
+        the instance's budget.
+        """
+        if self._unsent + nbytes > 2 * self.factory.max_message_size:
+            return OutboundFull()
+        if not self.factory.relay.budget.room_for(nbytes):
+            return BudgetFull()
+        return None
+
+    def _count_unsent(self, nbytes: int) -> None:
+        self._unsent += nbytes
+        self.factory.relay.budget.take(nbytes)
+
+    def _forget_unsent(self) -> None:
+        unsent, self._unsent = self._unsent, 0
+        if unsent:
+            self.factory.relay.budget.give(unsent)
+
     # IPushProducer: the transport tells us when the client stops reading.
+    # The bytes counted while paused are those written since the transport's
+    # buffer filled, the write that filled it included; they are all sent
+    # when it resumes us.
     def pauseProducing(self) -> None:
         self._client_paused = True
 
     def resumeProducing(self) -> None:
         self._client_paused = False
-        self._unsent = 0
+        self._forget_unsent()
 
     def stopProducing(self) -> None:
         self._client_paused = True
@@ -528,6 +563,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code, reason) -> None:
         state, self._state = self._state, _CLOSED
+        self._forget_unsent()
         if self._keepalive is not None:
             self._keepalive.stop()
         if self._lifetime is not None:

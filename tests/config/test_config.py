@@ -78,6 +78,7 @@ class DefaultsTests(SynchronousTestCase):
                 backend_retries=5,
                 backend_concurrency=128,
                 queue_limit=64,
+                max_queued_bytes=268435456,
                 inline_reply=False,
                 shutdown_timeout=10.0,
                 journal=None,
