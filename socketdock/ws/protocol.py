@@ -115,6 +115,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._retry_after: int | None = None
         self._lifetime: Lifetime | None = None
         self._confirmer: Confirmer | None = None
+        self._fragments = 0
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -405,6 +406,30 @@ class RelayServerProtocol(WebSocketServerProtocol):
 
     # -- client to backend ----------------------------------------------------
 
+    def onMessageBegin(self, isBinary: bool) -> None:
+        self._fragments = 0
+        super().onMessageBegin(isBinary)
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        # Autobahn keeps each fragment as its own bytes object: a message of
+        # one-byte continuation frames cost ~50 times its size, and seconds
+        # of CPU for a few megabytes.
+        self._fragments += 1
+        if self._fragments > self.factory.max_fragments and not self.failedByMe:
+            self._log.info(
+                "client {connection_id} sent a message in more than {limit} fragments; closing it",
+                connection_id=self.connection_id,
+                limit=self.factory.max_fragments,
+            )
+            # Autobahn's _fail_connection would log a second line.
+            self.failedByMe = True
+            self.sendCloseFrame(
+                code=1008, reasonUtf8=b"message in too many fragments", isReply=False
+            )
+            self.dropConnection(abort=False)
+            return
+        super().onMessageFrameBegin(length)
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self._messages_in += 1
         self._last_active_at = self.factory.reactor.seconds()
@@ -635,6 +660,14 @@ def _is_utf8(raw: bytes | None) -> bool:
     return True
 
 
+def max_fragments(max_message_size: int) -> int:
+    """
+    The most frames one message may arrive in: 1,024, or more when
+    ``max_message_size`` allows frames of 4 KiB on average.
+    """
+    return max(1024, max_message_size // 4096)
+
+
 class RelayServerFactory(WebSocketServerFactory):
     """
     Builds one :class:`RelayServerProtocol` per client; holds only its collaborators.
@@ -693,6 +726,7 @@ class RelayServerFactory(WebSocketServerFactory):
         self.max_lifetime = max_lifetime
         self.tag_deadline = tag_deadline
         self.uniform = uniform
+        self.max_fragments = max_fragments(max_message_size)
 
     def answered(self, result: object) -> object:
         """A connect notice was answered (or failed): one handshake less waits."""
