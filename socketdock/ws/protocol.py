@@ -116,6 +116,12 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._lifetime: Lifetime | None = None
         self._confirmer: Confirmer | None = None
         self._fragments = 0
+        # Bytes the client sent after its upgrade request, while admission
+        # (the backend, the journal) decides: kept aside, up to a bound.
+        self._admitting = False
+        self._early: list[bytes] = []
+        self._early_bytes = 0
+        self._early_paused = False
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -167,6 +173,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
         )
         d.addBoth(factory.answered)
         d.addCallbacks(self._admit, self._refuse)
+        self._admitting = True
         return d
 
     def _deny(self, status: int, why: str, reason: str):
@@ -269,7 +276,31 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._fail_held()
         return self._deny(refusal.status, refusal.why, self._refusal_reason or "backend")
 
+    def _dataReceived(self, data: bytes) -> None:
+        if not self._admitting:
+            return super()._dataReceived(data)
+        # Autobahn would append to its buffer, copying it each time, and
+        # look for the end of a request header in it again.  Kept aside
+        # instead; past one largest frame the client waits, unread.
+        self._early.append(data)
+        self._early_bytes += len(data)
+        if self._early_bytes > self.factory.max_message_size + 14 and not self._early_paused:
+            self._early_paused = True
+            self.transport.pauseProducing()  # type: ignore[union-attr]  # as in pause_reading
+
+    def _admission_over(self, opened: bool) -> None:
+        """Admission ended: hand the bytes kept aside to Autobahn, or drop them."""
+        self._admitting = False
+        early, self._early, self._early_bytes = self._early, [], 0
+        if opened and early:
+            self.data += b"".join(early)
+        if self._early_paused:
+            self._early_paused = False
+            if opened and self.transport is not None:
+                self.transport.resumeProducing()  # type: ignore[attr-defined]  # as in resume_reading
+
     def succeedHandshake(self, res) -> None:
+        self._admission_over(opened=True)
         try:
             return super().succeedHandshake(res)
         except Exception:
@@ -287,6 +318,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
         bounded log line, a counted refusal, and an HTTP error whose status
         line echoes nothing a client could use to flood or inject.
         """
+        self._admission_over(opened=False)
         label = self._refusal_reason
         if label is None:
             code, label = autobahn_reason(reason, code)
