@@ -135,6 +135,9 @@ class Session:
         """The connection is gone: send the notice once the queue is done."""
         if self._ended is None:
             self._ended = (code, reason, initiator)
+            # The notice may be retried for as long as the process runs:
+            # keep its id and tags, not the closed connection and its buffers.
+            self._socket = _GoneSocket(self.connection_id, self._socket.tags)
             self._pump()
 
     def _pump(self) -> None:
