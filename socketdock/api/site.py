@@ -255,7 +255,19 @@ class PlainHTTPChannel(HTTPChannel):
     joins to the field before it (``Transfer-Encoding`` included) where RFC
     9112 §5.2 has a server refuse or replace it, or whitespace before the
     first field line (§2.2).  Answered 400 and closed, as its other refusals.
+
+    It also stops reading from a client whose answers wait to be sent:
+    ``HTTPChannel.pauseProducing`` (the transport's buffer is full) pauses
+    reading only between requests, but answers are written while a request
+    is handled, so a client that pipelined ``GET /healthz`` and read nothing
+    was read from without end (issue 21).  Twisted's own ``requestDone`` and
+    ``resumeProducing`` resume reading once the answers are sent.
     """
+
+    def pauseProducing(self) -> None:
+        super().pauseProducing()
+        if self._handlingRequest:
+            self._networkProducer.pauseProducing()
 
     def lineReceived(self, line: bytes) -> None:
         # ``persistent`` is false only after a request that closes the

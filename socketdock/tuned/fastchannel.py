@@ -199,6 +199,15 @@ class FastHTTPChannel(HTTPChannel):
         self.resetTimeout()  # the idle time starts once the answer is sent
         self._drain()
 
+    def pauseProducing(self) -> None:
+        # The transport's buffer of answers is full.  HTTPChannel pauses
+        # reading only between requests, and answers are written while a
+        # request is handled: a client pipelining requests it never reads the
+        # answers to would be read from without end (issue 21).
+        super().pauseProducing()
+        if self._handlingRequest:
+            self._networkProducer.pauseProducing()
+
     def timeoutConnection(self) -> None:
         # HTTPChannel cancels and re-creates the idle timer around each request;
         # leaving it armed and ignoring it while a request is answered is the
