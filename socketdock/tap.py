@@ -373,11 +373,11 @@ def make_service(
     # Listeners and backend connections use it; timers and the rest use the reactor.
     net = stack.network(reactor)
     # The gauge reads the relay built below, only when scraped.
-    budget = ByteBudget(config.max_queued_bytes)
+    queued_bytes = ByteBudget(config.max_queued_bytes)
     metrics = Metrics(
         active=registry.__len__,
         queued=lambda: relay.queued(),
-        queued_bytes=lambda: budget.used,
+        queued_bytes=lambda: queued_bytes.used,
         tags=registry.tag_count,
         cluster=cluster.status if cluster is not None else None,
         tuning=stack.pieces,
@@ -398,7 +398,7 @@ def make_service(
         config.queue_limit,
         cluster.journal if cluster is not None else journal,
         queue_bytes=2 * config.max_message_size,
-        budget=budget,
+        budget=queued_bytes,
     )
 
     ws_factory = make_ws_factory(config, relay, reactor, stack.ws_specialise)
