@@ -137,7 +137,8 @@ class Session:
             self._ended = (code, reason, initiator)
             # The notice may be retried for as long as the process runs:
             # keep its id and tags, not the closed connection and its buffers.
-            self._socket = _GoneSocket(self.connection_id, self._socket.tags)
+            socket = self._socket
+            self._socket = _GoneSocket(self.connection_id, socket.tags, socket.backend_state)
             self._pump()
 
     def _pump(self) -> None:

@@ -617,6 +617,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
             super().connectionLost(reason)
         finally:
             self.release()
+            self._release_buffers()
 
     def onClose(self, wasClean: bool, code, reason) -> None:
         state, self._state = self._state, _CLOSED
@@ -669,12 +670,6 @@ class RelayServerProtocol(WebSocketServerProtocol):
         )
         if self._session is not None:
             self._session.ended(notice_code, notice_reason, initiator)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        try:
-            super().connectionLost(reason)
-        finally:
-            self._release_buffers()
 
     def _release_buffers(self) -> None:
         """
