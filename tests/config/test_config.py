@@ -632,14 +632,19 @@ class TokenPropertyTests(SynchronousTestCase):
     @_HYPOTHESIS
     @given(value=st.text(max_size=60))
     def test_accepted_token_fits_a_header(self, value: str) -> None:
-        """Any accepted api_token is unset or printable ASCII without spaces."""
+        """Each token an accepted api_token holds (comma-separated) is printable
+        ASCII without spaces."""
         try:
-            token = load_config({"api_token": value}, {}, None).api_token
+            config = load_config({"api_token": value}, {}, None)
         except ConfigError as e:
             _check_error(self, e, {"api_token"})
             return
-        if token is not None:
-            self.assertRegex(token, r"^[\x21-\x7e]+$")
+        if config.api_token is not None:
+            self.assertTrue(config.api_tokens)
+        for token in config.api_tokens:
+            self.assertRegex(
+                token.decode("ascii") if isinstance(token, bytes) else token, r"^[\x21-\x7e]+$"
+            )
 
 
 class MaxResponseBodyTests(SynchronousTestCase):
