@@ -90,23 +90,27 @@ class _Commands(txredisapi.BaseRedisProtocol):
         self._link._lost(self)
 
 
-class _Subscriber(_Commands):
+class _Subscriber(txredisapi.SubscriberProtocol):
     """
-    The pub/sub connection.  Each SUBSCRIBE or UNSUBSCRIBE names one channel,
-    so each gets exactly one confirmation, in order; messages go to the link.
-    A subscription waits for its confirmation without a reply timeout of its
-    own: the command connection's timeouts find a dead server.
+    The pub/sub connection: txredisapi's ``SubscriberProtocol`` sorts messages
+    from confirmations; messages go to the link.  Each SUBSCRIBE or UNSUBSCRIBE
+    names one channel, so each gets exactly one confirmation, in order.  Neither
+    has a reply timeout of its own: the command connection's timeouts find a
+    dead server.
     """
 
-    def replyReceived(self, reply: object) -> None:
-        if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
-            self._link._message(reply[1], reply[2])
-        else:
-            super().replyReceived(reply)
+    def __init__(self, link: RedisLink) -> None:
+        # As for the commands: replies stay bytes, the link sends AUTH.
+        super().__init__(charset=None, replyTimeout=REPLY_TIMEOUT, convertNumbers=False)
+        self.callLater = link.reactor.callLater
+        self._link = link
 
-    def subscriber_connected(self) -> bool:
-        """Whether the pub/sub connection is there (it may still be restoring)."""
-        return self._subscriber is not None and bool(self._subscriber.connected)
+    def connectionLost(self, why: Failure) -> None:
+        super().connectionLost(why)
+        self._link._lost(self)
+
+    def messageReceived(self, pattern: bytes | None, channel: bytes, message: bytes) -> None:
+        self._link._message(channel, message)
 
     def subscribe(self, channel: bytes) -> Deferred:
         return self.execute_command("SUBSCRIBE", channel, apply_timeout=False)
@@ -260,7 +264,7 @@ class RedisLink(Service):
 
         return d.addCallbacks(lambda _: protocol, refused)
 
-    def _ready(self, protocol: _Commands) -> None:
+    def _ready(self, protocol: _Commands | _Subscriber) -> None:
         if not protocol.connected or not self.running:
             return
         if isinstance(protocol, _Subscriber):
@@ -317,7 +321,7 @@ class RedisLink(Service):
             if protocol is not None and protocol.transport is not None:
                 protocol.transport.abortConnection()
 
-    def _lost(self, protocol: _Commands) -> None:
+    def _lost(self, protocol: _Commands | _Subscriber) -> None:
         if protocol is self._commands:
             self._commands, other = None, self._subscriber
         elif protocol is self._subscriber:
