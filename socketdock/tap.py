@@ -291,6 +291,7 @@ def make_backend(
         config.backend_concurrency,
         metrics.backend_request,
         response_limit,
+        stack.post,
     )
     # load_config refuses backend = http without a messageuri.
     assert config.messageuri is not None

@@ -23,7 +23,13 @@ from twisted.internet.defer import Deferred, fail, succeed
 from socketdock.cluster.scripts import BEAT, INSTANCES, LEAVE, LOCATE, REJOIN
 from socketdock.relay.reach import Unreachable
 
-_SCRIPTS = {REJOIN: "REJOIN", BEAT: "BEAT", LEAVE: "LEAVE", LOCATE: "LOCATE", INSTANCES: "INSTANCES"}
+_SCRIPTS = {
+    REJOIN: "REJOIN",
+    BEAT: "BEAT",
+    LEAVE: "LEAVE",
+    LOCATE: "LOCATE",
+    INSTANCES: "INSTANCES",
+}
 
 
 @attrs.define
@@ -126,9 +132,7 @@ class FakeLink:
     def unsubscribe(self, channel: bytes) -> Deferred[object]:
         if not self.connected:
             return succeed(None)
-        return self._call(
-            "UNSUBSCRIBE", (channel,), lambda: self.redis.unsubscribe(self, channel)
-        )
+        return self._call("UNSUBSCRIBE", (channel,), lambda: self.redis.unsubscribe(self, channel))
 
     def _call(self, name: str, args: tuple, effect: Callable[[], object] | None):
         if not self.connected:

@@ -5,11 +5,11 @@ Forwarder against a holder that answers when the test says (treq's
 
 from __future__ import annotations
 
+from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from treq.testing import StubTreq
 
 from socketdock.cluster.forward import Forwarder
 from socketdock.config.secrets import Secrets

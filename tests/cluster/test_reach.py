@@ -9,9 +9,9 @@ from __future__ import annotations
 import base64
 import json
 
+from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from treq.testing import StubTreq
 
 from socketdock.cluster.forward import Forwarder
 from socketdock.cluster.reach import ClusterEvents, ClusterReach
