@@ -56,7 +56,7 @@ def sign(
     The ``X-SocketDock-Signature`` value (SPEC §3): ``v1`` is HMAC-SHA256 of
     ``"<t>." + body``, so a backend can check the sender and refuse replays.
     With the request ``target`` (its path and query, as on the request line),
-    ``v2`` follows: HMAC-SHA256 of ``"<t>.<method> <target>\n" + body``, which
+    ``v2`` follows: HMAC-SHA256 of ``"<t>.<method> <target>\\n" + body``, which
     binds the body to its route, so a backend that checks it refuses a
     captured message replayed to ``disconnecturi``.  ``v1`` stays as it was
     for backends that know only it.
