@@ -46,7 +46,8 @@ def backend_leg(net, n: int, conns: int):
     try:
         peer.stdout.readline()
         pool = TUNED.make_pool(reactor, 128)
-        client = BackendClient(make_http_client(TUNED, net, pool, make_tls_policy(None)), reactor, 30)
+        http = make_http_client(TUNED, net, pool, make_tls_policy(None))
+        client = BackendClient(http, reactor, 30, path=TUNED.post)
         url = f"http://127.0.0.1:{port}/message"
         body = b'{"meta":{"seq":1},"message":"' + b"x" * 64 + b'"}'
         yield client.post(url, body)  # warm: connection and lazy imports

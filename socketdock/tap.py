@@ -49,7 +49,13 @@ from socketdock.ops.sdnotify import SystemdNotify, from_environ
 from socketdock.relay.backend import HTTPBackend, LoopbackBackend
 from socketdock.relay.budget import ByteBudget
 from socketdock.relay.httpclient import BackendClient, make_tls_policy
-from socketdock.relay.journal import Journal, JournalService, ThreadWriter, check_journal
+from socketdock.relay.journal import (
+    Journal,
+    JournalError,
+    JournalService,
+    ThreadWriter,
+    check_journal,
+)
 from socketdock.relay.localreach import LocalReach
 from socketdock.relay.registry import Registry
 from socketdock.relay.retry import Backoff
@@ -202,7 +208,10 @@ def preflight(config: Config, reactor) -> None:
     """Check endpoints, ports and the journal before twistd starts anything."""
     check_startable(config, reactor)
     if config.journal is not None:
-        check_journal(config.journal)
+        try:
+            check_journal(config.journal)
+        except JournalError as e:
+            raise ConfigError("journal", str(e)) from None
 
 
 def _check_with_global_reactor(config: Config) -> None:
@@ -283,6 +292,7 @@ def make_backend(
         config.backend_concurrency,
         metrics.backend_request,
         response_limit,
+        stack.post,
     )
     # load_config refuses backend = http without a messageuri.
     assert config.messageuri is not None

@@ -34,7 +34,13 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from socketdock.api.site import PlainHTTPChannel
 from socketdock.config.settings import DEFAULT_MAX_RESPONSE_BODY, ConfigError
-from socketdock.relay.httpclient import NoCookies
+from socketdock.relay.httpclient import (
+    PLAIN_POST,
+    HTTPResult,
+    NoCookies,
+    PostPath,
+    ResponseTooLong,
+)
 from socketdock.tuned import CheckFailed
 from socketdock.tuned.autobahn import (
     check_debug_formatting,
@@ -48,6 +54,7 @@ from socketdock.tuned.batchedtcp import batching, check_batching
 from socketdock.tuned.collector import check_collector
 from socketdock.tuned.fastagent import ConnectionPool, FastAgent, check_agent
 from socketdock.tuned.fastchannel import FastHTTPChannel, check_channel
+from socketdock.tuned.post import BytesProducer, Line, URLCache, check_post, reader
 from socketdock.tuned.treq import check_skip_cookie_agent, skip_cookie_agent_for
 
 #: The library versions the tuned pieces were last tested with, oldest and
@@ -127,6 +134,11 @@ class Piece:
         return "on"
 
 
+def _check_agent_and_post() -> None:
+    check_agent()
+    check_post()
+
+
 PIECES: tuple[Piece, ...] = (
     Piece(
         "channel",
@@ -140,8 +152,9 @@ PIECES: tuple[Piece, ...] = (
     ),
     Piece(
         "agent",
-        "backend POSTs over an httptools client, a large share of each POST's CPU",
-        check_agent,
+        "backend POSTs over an httptools client, built and read without treq's "
+        "per-request work, a large share of each POST's CPU",
+        _check_agent_and_post,
     ),
     Piece(
         "ws_options",
@@ -185,6 +198,10 @@ def _plain_agent(reactor, pool, tls_policy, max_response_body: int) -> Agent:
 
 def _tuned_pool(reactor, max_per_host: int) -> ConnectionPool:
     return ConnectionPool(reactor, max_per_host=max_per_host, idle_timeout=120)
+
+
+#: The agent piece's POSTs: built and read as :mod:`socketdock.tuned.post` does.
+_TUNED_POST = PostPath(URLCache, BytesProducer, reader(HTTPResult, ResponseTooLong), Line)
 
 
 def _plain_network(reactor):
@@ -244,6 +261,11 @@ class Stack:
     def make_agent(self) -> Callable:
         """``(reactor, pool, tls_policy, max_response_body)`` to an ``IAgent``."""
         return FastAgent if self.on("agent") else _plain_agent
+
+    @property
+    def post(self) -> PostPath:
+        """How ``BackendClient`` builds and reads a POST."""
+        return _TUNED_POST if self.on("agent") else PLAIN_POST
 
     @property
     def ws_specialise(self) -> Callable | None:

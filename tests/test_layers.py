@@ -141,7 +141,67 @@ def package_violations() -> list[str]:
     return found
 
 
+#: Modules whose tests live under another name than ``test_<module>.py`` beside
+#: the package's layout: mostly end-to-end through the module above them.
+TESTED_UNDER: dict[str, str] = {
+    "api/anywhere.py": "cluster/test_cluster.py",
+    "api/auth.py": "api/test_security.py",
+    "api/capped.py": "api/test_body_refusal.py",
+    "api/confirm.py": "test_confirm_end_to_end.py",
+    "api/listing.py": "test_listing_end_to_end.py",
+    "api/resources.py": "api/test_web.py",
+    "api/site.py": "api/test_web.py",
+    "api/state.py": "test_state_end_to_end.py",
+    "cluster/scripts.py": "cluster/test_roster.py",
+    "cluster/wiring.py": "cluster/test_cluster.py",
+    "config/cluster.py": "cluster/test_settings.py",
+    "config/parse.py": "config/test_config.py",
+    "config/settings.py": "config/test_config.py",
+    "ops/jsonlog.py": "ops/test_logging.py",
+    "ops/metrics.py": "api/test_operations.py",
+    "ops/timestamps.py": "relay/test_backend.py",
+    "relay/localreach.py": "relay/test_tags.py",
+    "relay/reach.py": "relay/test_tags.py",
+    "relay/registry.py": "relay/test_tags.py",
+    "relay/session.py": "relay/test_relay.py",
+    "service.py": "test_service_exit.py",
+    "tap.py": "test_tap_options.py",
+    "tuned/autobahn.py": "ws/test_websocket_options.py",
+    "tuned/h1client.py": "tuned/test_fastagent.py",
+    "tuned/h1message.py": "tuned/test_fastagent.py",
+    "tuned/treq.py": "tuned/test_treq_tuning.py",
+    "ws/protocol.py": "ws/test_hardening.py",
+    "ws/upgrade.py": "ws/test_hardening.py",
+}
+
+
+def untested_modules() -> list[str]:
+    """
+    Modules with a function or class of their own but neither a test module
+    mirroring them (``tests/<layer>/test_<module>.py``) nor an entry in
+    :data:`TESTED_UNDER` naming a test module that exists.
+    """
+    tests = PACKAGE.parent / "tests"
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        if relative.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if not any(isinstance(n, (ast.FunctionDef, ast.ClassDef)) for n in tree.body):
+            continue
+        mirror = tests / relative.parent / f"test_{relative.name}"
+        elsewhere = TESTED_UNDER.get(relative.as_posix())
+        if not mirror.is_file() and not (elsewhere and (tests / elsewhere).is_file()):
+            missing.append(relative.as_posix())
+    return missing
+
+
 class PackageLayerTests(SynchronousTestCase):
+    def test_every_module_with_logic_has_its_tests(self) -> None:
+        """Tests mirror the package; the exceptions say where a module's tests are."""
+        self.assertEqual(untested_modules(), [])
+
     def test_no_module_imports_above_its_layer(self) -> None:
         """No module of socketdock imports a higher layer, tuned/ from below the top, or a server module into relay/."""
         self.assertEqual(package_violations(), [])

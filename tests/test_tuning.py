@@ -115,6 +115,9 @@ class ChooseStackTests(SynchronousTestCase):
         self.assertEqual(len(only_masker.patches), 1)
         self.assertEqual(len(TUNED.patches), 3)
         self.assertEqual(PLAIN.patches, ())
+        only_agent = Stack({p.name: ("on" if p.name == "agent" else "off") for p in PIECES})
+        self.assertIsNot(only_agent.post, PLAIN.post)
+        self.assertIs(only_channel.post, PLAIN.post)
 
     def test_untested_is_as_precise_as_given(self) -> None:
         self.assertEqual(untested(dict(_INSIDE, twisted="26.10.7")), [])
@@ -190,6 +193,15 @@ class RealCheckTests(SynchronousTestCase):
             self.patch(_newclient.Request, "_writeHeaders", with_extra)
 
         self.assertNoticed("agent", change, "the agent's POST differs from Twisted's")
+
+    def test_agent_post_path(self) -> None:
+        """A treq that no longer takes hyperlink's URLs as they are: the prepared URL is refused."""
+        import treq.client
+
+        def change() -> None:
+            self.patch(treq.client, "EncodedURL", type("Other", (), {}))
+
+        self.assertNoticed("agent", change, "its check raised")
 
     def test_ws_options(self) -> None:
         names = list(twisted_websocket.WebSocketServerProtocol.CONFIG_ATTRS)

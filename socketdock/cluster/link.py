@@ -72,8 +72,11 @@ class ILinkUser(Interface):
         """A message arrived on a subscribed channel."""
 
 
-class _Commands(txredisapi.BaseRedisProtocol):
-    """txredisapi's command protocol, on our reactor, telling the link of its end."""
+class _Linked:
+    """
+    What both connections share: txredisapi's protocol on our reactor,
+    telling the link of its end.
+    """
 
     def __init__(self, link: RedisLink) -> None:
         # charset None: replies stay bytes (frames may be binary); no number
@@ -81,32 +84,32 @@ class _Commands(txredisapi.BaseRedisProtocol):
         # or database here: txredisapi would send AUTH and SELECT itself and
         # drop the connection when they fail, in the middle of ClientService's
         # connecting state, which then never retries; the link sends them.
-        super().__init__(charset=None, replyTimeout=REPLY_TIMEOUT, convertNumbers=False)
+        super().__init__(  # type: ignore[call-arg]  # txredisapi's protocol, next in the MRO
+            charset=None, replyTimeout=REPLY_TIMEOUT, convertNumbers=False
+        )
         self.callLater = link.reactor.callLater
         self._link = link
 
     def connectionLost(self, why: Failure) -> None:
-        super().connectionLost(why)
+        super().connectionLost(why)  # type: ignore[misc]  # txredisapi's protocol, next in the MRO
         self._link._lost(self)
 
 
-class _Subscriber(_Commands):
+class _Commands(_Linked, txredisapi.BaseRedisProtocol):
+    """The command connection."""
+
+
+class _Subscriber(_Linked, txredisapi.SubscriberProtocol):
     """
-    The pub/sub connection.  Each SUBSCRIBE or UNSUBSCRIBE names one channel,
-    so each gets exactly one confirmation, in order; messages go to the link.
-    A subscription waits for its confirmation without a reply timeout of its
-    own: the command connection's timeouts find a dead server.
+    The pub/sub connection: txredisapi's ``SubscriberProtocol`` sorts messages
+    from confirmations; messages go to the link.  Each SUBSCRIBE or UNSUBSCRIBE
+    names one channel, so each gets exactly one confirmation, in order.  Neither
+    has a reply timeout of its own: the command connection's timeouts find a
+    dead server.
     """
 
-    def replyReceived(self, reply: object) -> None:
-        if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
-            self._link._message(reply[1], reply[2])
-        else:
-            super().replyReceived(reply)
-
-    def subscriber_connected(self) -> bool:
-        """Whether the pub/sub connection is there (it may still be restoring)."""
-        return self._subscriber is not None and bool(self._subscriber.connected)
+    def messageReceived(self, pattern: bytes | None, channel: bytes, message: bytes) -> None:
+        self._link._message(channel, message)
 
     def subscribe(self, channel: bytes) -> Deferred:
         return self.execute_command("SUBSCRIBE", channel, apply_timeout=False)
@@ -236,7 +239,7 @@ class RedisLink(Service):
         d.addCallback(self._authenticate)
         d.addCallbacks(self._ready, lambda f: None)
 
-    def _authenticate(self, protocol: _Commands) -> Deferred[_Commands]:
+    def _authenticate(self, protocol: _Commands | _Subscriber) -> Deferred:
         """
         AUTH, and SELECT on the command connection (pub/sub channels are not
         per database).  Refused: the connection is closed and made again after
@@ -260,7 +263,7 @@ class RedisLink(Service):
 
         return d.addCallbacks(lambda _: protocol, refused)
 
-    def _ready(self, protocol: _Commands) -> None:
+    def _ready(self, protocol: _Commands | _Subscriber) -> None:
         if not protocol.connected or not self.running:
             return
         if isinstance(protocol, _Subscriber):
@@ -317,7 +320,7 @@ class RedisLink(Service):
             if protocol is not None and protocol.transport is not None:
                 protocol.transport.abortConnection()
 
-    def _lost(self, protocol: _Commands) -> None:
+    def _lost(self, protocol: _Linked) -> None:
         if protocol is self._commands:
             self._commands, other = None, self._subscriber
         elif protocol is self._subscriber:

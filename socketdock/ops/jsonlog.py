@@ -97,14 +97,14 @@ def log_from_level(level: str, beginner: LogBeginner, argv: Sequence[str] | None
     twistd is about to start: text, syslog or a ``--logger`` factory's.
 
     twistd has no log level of its own and writes debug events too.
-    Library chatter (:mod:`socketdock.ops.chatter`) counts as debug.
-
-    :param argv: twistd's arguments; given, twistd's own text ``--logfile``
-        keeps the mode of its first file across rotations.  It
+    Library chatter (:mod:`socketdock.ops.chatter`) counts as debug.  twistd
     starts logging after ``makeService``, through ``beginner`` (the global
     ``LogBeginner``), so each observer it hands over is wrapped in a level
     filter on the way in; events buffered before that are filtered as they
     are replayed.
+
+    :param argv: twistd's arguments; given, twistd's own text ``--logfile``
+        keeps the mode of its first file across rotations.
     """
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
     begin = beginner.beginLoggingTo

@@ -30,8 +30,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from socketdock.config.settings import ConfigError
-
 #: Seconds between attempts while the disk refuses writes.
 RETRY_DELAY = 1.0
 
@@ -143,12 +141,13 @@ def check_journal(path: str) -> None:
     At start-up, before twistd starts anything: the journal opens, is intact
     and writable, and no other process holds it.
 
-    :raises ConfigError: naming the ``journal`` key and the fix.
+    :raises JournalError: one line naming the file and the fix (``tap`` says
+        it of the ``journal`` key, as it does any configuration mistake).
     """
     try:
         _connect(path).close()
     except JournalError as e:
-        raise ConfigError("journal", f"{path!r} {e}") from None
+        raise JournalError(f"{path!r} {e}") from None
 
 
 class ThreadWriter:

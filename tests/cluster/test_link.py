@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
-from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from socketdock.config.cluster import parse_cluster_url
 from socketdock.relay.reach import Unreachable
@@ -210,3 +212,63 @@ class LinkTests(TestCase):
         warned = [e for e in self.log if "refused a command" in e.get("log_format", "")]
         self.assertEqual(len(warned), 1)
         self.assertTrue(self.link.up)
+
+
+class _LinkStub:
+    """What a connection tells the link, recorded."""
+
+    def __init__(self) -> None:
+        from twisted.internet.task import Clock
+
+        self.reactor = Clock()
+        self.messages: list[tuple[bytes, bytes]] = []
+        self.lost: list[object] = []
+
+    def _message(self, channel: bytes, data: bytes) -> None:
+        self.messages.append((channel, data))
+
+    def _lost(self, protocol: object) -> None:
+        self.lost.append(protocol)
+
+
+class SubscriberDispatchTests(SynchronousTestCase):
+    """The pub/sub connection's dispatch, on bytes as Redis sends them (no Redis needed)."""
+
+    def setUp(self) -> None:
+        from socketdock.cluster.link import _Subscriber
+
+        self.link = _LinkStub()
+        self.protocol = _Subscriber(self.link)  # type: ignore[arg-type]  # a stub link
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+
+    def feed(self, data: bytes) -> None:
+        """Bytes from Redis; txredisapi reads each bulk on a later turn of the clock."""
+        self.protocol.dataReceived(data)
+        for _ in range(100):
+            if not self.link.reactor.getDelayedCalls():
+                return
+            self.link.reactor.advance(0)
+
+    def test_messages_go_to_the_link_confirmations_to_the_caller(self) -> None:
+        d = self.protocol.subscribe(b"socketdock:0:tag:a")
+        self.assertEqual(
+            self.transport.value(), b"*2\r\n$9\r\nSUBSCRIBE\r\n$18\r\nsocketdock:0:tag:a\r\n"
+        )
+        # A message on an earlier subscription arrives before the confirmation.
+        self.feed(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$3\r\n123\r\n")
+        self.assertNoResult(d)
+        self.feed(b"*3\r\n$9\r\nsubscribe\r\n$18\r\nsocketdock:0:tag:a\r\n:1\r\n")
+        self.assertEqual(self.successResultOf(d), [b"subscribe", b"socketdock:0:tag:a", 1])
+        self.assertEqual(self.link.messages, [(b"ch", b"123")])  # bytes, not the number
+
+    def test_no_reply_timeout_on_a_subscription(self) -> None:
+        d = self.protocol.subscribe(b"ch")
+        self.link.reactor.advance(3600)
+        self.assertNoResult(d)
+
+    def test_end_told_to_the_link(self) -> None:
+        d = self.protocol.unsubscribe(b"ch")
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(d)
+        self.assertEqual(self.link.lost, [self.protocol])

@@ -1,47 +1,30 @@
 """
-The backend client's fast options (prepared URL, one-write body, no cookies,
-shared headers) against a real twisted.web server on loopback, its
-backend_concurrency line, and how an answer's body becomes a result.
+The backend client on both stacks (no cookies, shared headers, signatures)
+against a real twisted.web server on loopback, and its backend_concurrency
+line on both stacks' :class:`PostPath`.  The tuned path's own parts are
+tested in ``tests/tuned/test_post.py``.
 """
 
 import hashlib
 import hmac
 from typing import Any
 
-from hyperlink import EncodedURL
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
-from twisted.test.proto_helpers import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.client import ResponseDone, ResponseFailed
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from socketdock.relay.httpclient import (
     BackendClient,
-    BytesProducer,
-    PreparedURL,
     ResponseTooLong,
-    _collect,
     make_tls_policy,
     sign,
 )
 from socketdock.tuning import PLAIN, TUNED, make_http_client
-
-
-class PreparedURLTests(SynchronousTestCase):
-    def test_encoded_once_like_treq(self):
-        """A prepared URL is what treq's per-call encoding would produce, and stays as is."""
-        text = "http://bücher.example:8080/ä b?x=ü"
-        prepared = PreparedURL.prepare(text)
-        expected = EncodedURL.from_text(text).to_uri().to_text()
-        self.assertEqual(prepared.to_text(), expected)
-        self.assertIs(prepared.to_uri(), prepared)
-        self.assertEqual(prepared.to_uri().to_text(), expected)
 
 
 class SignTests(SynchronousTestCase):
@@ -59,17 +42,6 @@ class SignTests(SynchronousTestCase):
             sign(b"k", 1700000000, b"{}", b"/disconnect"),
             sign(b"k", 1700000000, b"{}", b"/message"),
         )
-
-
-class BytesProducerTests(SynchronousTestCase):
-    def test_writes_everything_at_once(self):
-        """The body is announced by length and written in one call; the Deferred has fired."""
-        consumer = StringTransport()
-        producer = BytesProducer(b"abc")
-        self.assertEqual(producer.length, 3)
-        d = producer.startProducing(consumer)
-        self.assertEqual(consumer.value(), b"abc")
-        self.assertIsNone(self.successResultOf(d))
 
 
 class _Recorder(Resource):
@@ -111,7 +83,12 @@ class BackendClientTests(TestCase):
         self.addCleanup(pool.closeCachedConnections)
         http = make_http_client(self.stack, reactor, pool, make_tls_policy(None), 100_000)
         self.client = BackendClient(
-            http, reactor, 10, signing_secret="s3cret", max_response_body=100_000
+            http,
+            reactor,
+            10,
+            signing_secret="s3cret",
+            max_response_body=100_000,
+            path=self.stack.post,
         )
 
     @inlineCallbacks
@@ -172,7 +149,9 @@ class PlainBackendClientTests(BackendClientTests):
 
 
 class ConcurrencyTests(SynchronousTestCase):
-    """BackendClient keeps at most ``concurrency`` requests in flight."""
+    """BackendClient keeps at most ``concurrency`` requests in flight (plain line)."""
+
+    path = PLAIN.post
 
     def make(self, concurrency):
         self.started: list[str] = []
@@ -181,7 +160,7 @@ class ConcurrencyTests(SynchronousTestCase):
         class Http:
             def post(inner, url, **kwargs):
                 d: Deferred[object] = Deferred()
-                self.started.append(url.to_text())
+                self.started.append(url if isinstance(url, str) else url.to_text())
                 self.answers.append(d)
                 return d
 
@@ -194,6 +173,7 @@ class ConcurrencyTests(SynchronousTestCase):
             10,
             concurrency=concurrency,
             observe=lambda *seen: self.observed.append(seen),
+            path=self.path,
         )
 
     def test_excess_requests_wait_in_line(self) -> None:
@@ -257,55 +237,10 @@ class ConcurrencyTests(SynchronousTestCase):
         self.assertEqual(self.observed, [("message", "error", 9.0), ("disconnect", "error", 1.0)])
 
 
-class _Answer:
-    """An IResponse stand-in that delivers its body now or when told."""
+class TunedConcurrencyTests(ConcurrencyTests):
+    """The same over the tuned path's line."""
 
-    code = 200
-
-    def __init__(self, parts, reason, later=False):
-        self.headers = Headers()
-        self._parts, self._reason, self._later = parts, reason, later
-        self.deliver = None
-
-    def deliverBody(self, protocol):
-        def go():
-            for part in self._parts:
-                protocol.dataReceived(part)
-            protocol.connectionLost(self._reason)
-
-        if self._later:
-            self.deliver = go
-        else:
-            go()
-
-
-class CollectTests(SynchronousTestCase):
-    """How a backend answer's body becomes an HTTPResult."""
-
-    def collect(self, *args, **kwargs):
-        answer = _Answer(*args, **kwargs)
-        return answer, _collect(answer)
-
-    def test_a_body_read_at_once_is_the_result_itself(self) -> None:
-        """A buffered body needs no Deferred; the parts are joined in order."""
-        _, result = self.collect([b"a", b"b"], Failure(ResponseDone()))
-        self.assertEqual((result.code, result.body), (200, b"ab"))
-
-    def test_a_body_ended_by_close_counts_as_complete(self) -> None:
-        """PotentialDataLoss (no length, the server closed) is a complete body, as in treq.content."""
-        answer, d = self.collect([b"x"], Failure(PotentialDataLoss()), later=True)
-        self.assertNoResult(d)
-        answer.deliver()
-        self.assertEqual(self.successResultOf(d).body, b"x")
-
-    def test_a_body_cut_short_is_a_failure(self) -> None:
-        """Any other end of the body fails the request, now or later."""
-        _, now = self.collect([b"x"], Failure(ResponseFailed([])))
-        self.assertIsInstance(now, Failure)
-        self.assertTrue(now.check(ResponseFailed))
-        answer, later = self.collect([], Failure(ResponseFailed([])), later=True)
-        answer.deliver()
-        self.failureResultOf(later, ResponseFailed)
+    path = TUNED.post
 
 
 class SeveralSecretsTests(SynchronousTestCase):

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from socketdock.config.settings import ConfigError, load_config
+from socketdock.config.settings import load_config
 from socketdock.ops.metrics import Metrics
 from socketdock.ops.runtime import RuntimeMetrics
 from socketdock.relay.backend import IBackend
@@ -238,9 +238,8 @@ class StartupCheckTests(SynchronousTestCase):
         path = self.mktemp()
         with open(path, "wb") as f:
             f.write(b"this is not a database" * 200)
-        e = self.assertRaises(ConfigError, check_journal, path)
-        self.assertEqual(e.key, "journal")
-        self.assertTrue(str(e).startswith(f"journal: {path!r} is not a usable SocketDock journal"))
+        e = self.assertRaises(JournalError, check_journal, path)
+        self.assertTrue(str(e).startswith(f"{path!r} is not a usable SocketDock journal"))
         self.assertIn("move it aside", str(e))
         self.assertEqual(len(str(e).splitlines()), 1)
 
@@ -249,7 +248,7 @@ class StartupCheckTests(SynchronousTestCase):
         blocker = self.mktemp()
         with open(blocker, "w"):
             pass
-        e = self.assertRaises(ConfigError, check_journal, os.path.join(blocker, "j.sqlite"))
+        e = self.assertRaises(JournalError, check_journal, os.path.join(blocker, "j.sqlite"))
         self.assertIn("cannot be opened for writing", str(e))
         self.assertIn("writable by the user SocketDock runs as", str(e))
 
@@ -263,7 +262,7 @@ class StartupCheckTests(SynchronousTestCase):
             os.makedirs(directory)
             os.chmod(directory, 0o500)
             self.addCleanup(os.chmod, directory, 0o700)
-        e = self.assertRaises(ConfigError, check_journal, os.path.join(directory, "j.sqlite"))
+        e = self.assertRaises(JournalError, check_journal, os.path.join(directory, "j.sqlite"))
         self.assertIn("cannot be opened for writing", str(e))
 
     def test_in_use_by_another_instance(self) -> None:
@@ -272,7 +271,7 @@ class StartupCheckTests(SynchronousTestCase):
         journal = Journal(path, Clock(), InlineWriter())
         journal.open()
         self.addCleanup(journal.close)
-        e = self.assertRaises(ConfigError, check_journal, path)
+        e = self.assertRaises(JournalError, check_journal, path)
         self.assertIn("in use by another process", str(e))
 
     def test_good_file_passes_and_is_created(self) -> None:
@@ -292,7 +291,7 @@ class StartupCheckTests(SynchronousTestCase):
             options.parseOptions,
             ["--bindport", "0", "--journal", path],
         )
-        self.assertTrue(str(e).startswith("journal: "))
+        self.assertTrue(str(e).startswith(f"journal: {path!r} is not a usable SocketDock journal"))
 
     def test_open_raises_journal_error(self) -> None:
         """Journal.open on a corrupt file raises JournalError (the service logs it)."""

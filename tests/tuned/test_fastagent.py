@@ -44,13 +44,14 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from socketdock.relay.httpclient import (
     BackendClient,
-    BytesProducer,
     NoCookies,
     describe_failure,
     make_tls_policy,
 )
 from socketdock.tuned.fastagent import ConnectionPool, FastAgent
 from socketdock.tuned.h1client import HTTP11Connection, ResponseTooLarge
+from socketdock.tuned.post import BytesProducer
+from socketdock.tuning import TUNED
 from tests.certs import make_ca
 from tests.interop.support import spawn
 
@@ -350,7 +351,8 @@ class HTTPTests(_Case):
     def test_backend_client_timeout(self):
         """Through treq exactly as BackendClient uses it: answers arrive, and its timeout aborts."""
         clock = Clock()
-        client = BackendClient(HTTPClient(self.agent, cookiejar=NoCookies()), clock, 5)  # type: ignore[arg-type]  # treq takes any CookieJar
+        http = HTTPClient(self.agent, cookiejar=NoCookies())  # type: ignore[arg-type]  # treq takes any CookieJar
+        client = BackendClient(http, clock, 5, path=TUNED.post)
         result = yield client.post(self.base + "/echo", b'{"n":1}')
         self.assertEqual((result.code, result.body), (200, b'{"n":1}'))
         d = client.post(self.base + "/hang", b"{}")
