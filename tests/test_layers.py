@@ -160,6 +160,7 @@ TESTED_UNDER: dict[str, str] = {
     "ops/jsonlog.py": "ops/test_logging.py",
     "ops/metrics.py": "api/test_operations.py",
     "ops/timestamps.py": "relay/test_backend.py",
+    "relay/budget.py": "test_byte_bounds.py",
     "relay/localreach.py": "relay/test_tags.py",
     "relay/reach.py": "relay/test_tags.py",
     "relay/registry.py": "relay/test_tags.py",
