@@ -29,6 +29,9 @@ if str(ACAPY_INTEGRATION) not in sys.path:
     sys.path.insert(0, str(ACAPY_INTEGRATION))
 
 # On sys.path only at run time (above), so mypy cannot follow it.
+from socketdock_acapy.test.test_config import (  # type: ignore[import-not-found]  # noqa: F401
+    ReadSettingsTests,
+)
 from socketdock_acapy.test.test_wire import (  # type: ignore[import-not-found]  # noqa: F401
     NoticeTests,
     OutcomeTests,
