@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -139,3 +140,104 @@ def port_for_an_agent() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _postgres_program(name: str) -> str | None:
+    """A PostgreSQL server program: on PATH, or in Debian's /usr/lib/postgresql/<major>/bin."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
+        return str(candidate)
+    return None
+
+
+INITDB = _postgres_program("initdb")
+POSTGRES = _postgres_program("postgres")
+
+
+def postgres_missing() -> str | None:
+    """Why a PostgreSQL server cannot be started here, or None."""
+    if INITDB is None or POSTGRES is None:
+        return "PostgreSQL is not installed (apt-get install postgresql; .ci/run installs it)"
+    if os.geteuid() == 0:
+        try:
+            import pwd
+
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root with no postgres user to run PostgreSQL as"
+    return None
+
+
+class PostgresCluster:
+    """
+    A throwaway PostgreSQL cluster: ``initdb`` in a temporary directory (under
+    /tmp, which the postgres user can reach), the server on a loopback port
+    with fsync off, run as the postgres user when the tests run as root (the
+    server refuses root), stopped and removed in cleanup.
+    """
+
+    def __init__(self, testcase: Any, reactor: Any, port: int) -> None:
+        self._testcase = testcase
+        self._reactor = reactor
+        self.port = port
+        self.directory = tempfile.mkdtemp(prefix="socketdock-pg-")
+        self._ids: dict[str, int] = {}
+        if os.geteuid() == 0:
+            import pwd
+
+            entry = pwd.getpwnam("postgres")
+            self._ids = {"uid": entry.pw_uid, "gid": entry.pw_gid}
+            os.chown(self.directory, entry.pw_uid, entry.pw_gid)
+        testcase.addCleanup(shutil.rmtree, self.directory, True)
+        self.process: WatchedProcess | None = None
+
+    def _spawn(self, name: str, argv: list[str]) -> WatchedProcess:
+        process = WatchedProcess(name)
+        env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+        self._reactor.spawnProcess(
+            process, argv[0], argv, env=env, path=self.directory, **self._ids
+        )
+        self._testcase.addCleanup(process.stop)
+        return process
+
+    async def start(self) -> "PostgresCluster":
+        assert INITDB is not None and POSTGRES is not None  # postgres_missing() said so
+        data = os.path.join(self.directory, "data")
+        initdb = self._spawn(
+            "initdb",
+            [INITDB, "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"],
+        )
+        code = await initdb.exited
+        if code != (0, None):
+            raise AssertionError(f"initdb failed {code}:\n{initdb.text()}")
+        self.process = self._spawn(
+            "postgres",
+            [
+                POSTGRES,
+                "-D",
+                data,
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-p",
+                str(self.port),
+                "-k",
+                self.directory,
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ],
+        )
+        self._testcase.addCleanup(self._quit)
+        await self.process.wait_for("ready to accept connections")
+        return self
+
+    def _quit(self) -> Deferred[Any]:
+        """Immediate shutdown (SIGQUIT): the server and its backends end at once."""
+        assert self.process is not None
+        self.process.signal("QUIT")
+        return self.process.exited

@@ -208,6 +208,14 @@ class SocketDockInboundTransport(BaseInboundTransport):
             return
         key = _key_of(outbound)
         conn = self.by_key.get(key) if key else None
+        LOGGER.info(
+            "Queued message's key %s: %s",
+            key,
+            "held nowhere here"
+            if conn is None
+            else f"held by SocketDock connection {conn.connection_id}"
+            f"{' (busy)' if conn.session.response_buffer else ''}",
+        )
         if conn is not None:
             # ACA-Py queues a message for a connected client too when that
             # session's one-message buffer is busy (a reply being POSTed) at
