@@ -61,6 +61,9 @@ _PORT = re.compile(r"(?<![0-9])(" + "|".join(map(str, EXAMPLE_PORTS)) + r")(?![0
 
 START = 90
 STEP = 45
+#: How the READMEs say to start replica ``name`` (from the example's directory).
+ACAPY_COMMAND = "aca-py start --arg-file acapy-{name}.yml --plugin-config socketdock-acapy.yml"
+ACAPY_README = ACAPY_INTEGRATION / "README.rst"
 
 
 def example_copy(workdir: Path) -> dict[int, int]:
@@ -94,15 +97,8 @@ class ACApyReplicasTests(TestCase):
     def start_replica(self, name, workdir):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKETDOCK_")}
         env.update(HOME=str(workdir), PYTHONPATH=str(ACAPY_INTEGRATION))
-        # As the example's README says to run it.
-        argv = [
-            str(ACAPY),
-            "start",
-            "--arg-file",
-            f"acapy-{name}.yml",
-            "--plugin-config",
-            "socketdock-acapy.yml",
-        ]
+        # As the READMEs say to run it.
+        argv = [str(ACAPY), *ACAPY_COMMAND.format(name=name).split()[1:]]
         return self.spawn_watched(f"aca-py {name}", argv, env, str(workdir))
 
     @inlineCallbacks
@@ -302,3 +298,33 @@ class ACApyReplicasTests(TestCase):
         reactor.spawnProcess(agents, argv[0], argv, env=node_environ(), path=str(workdir))
         self.addCleanup(agents.stop)
         return agents
+
+
+class ReadmeTests(TestCase):
+    """integrations/acapy/README.rst shows the example's files and command as the story test runs them."""
+
+    def test_blocks_are_the_example_files(self):
+        text = ACAPY_README.read_text()
+        shown = re.findall(
+            r"^\.\. example: etc/examples/acapy-replicas/(\S+)\n\n::\n\n((?:    .*\n|\n)+)",
+            text,
+            re.MULTILINE,
+        )
+        self.assertEqual(
+            sorted(name for name, _ in shown),
+            ["acapy-a.yml", "socketdock-1.ini", "socketdock-acapy.yml"],
+        )
+        for name, block in shown:
+            lines = [line[4:] for line in block.rstrip("\n").split("\n")]
+            self.assertEqual("\n".join(lines) + "\n", (EXAMPLE / name).read_text(), name)
+
+    def test_commands_are_the_ones_run(self):
+        self.assertIn(ACAPY_COMMAND.format(name="a"), ACAPY_README.read_text())
+        example = (EXAMPLE / "README.rst").read_text()
+        for name in ("a", "b"):
+            self.assertIn(ACAPY_COMMAND.format(name=name), example)
+            self.assertIn(ACAPY_COMMAND.format(name=name), (EXAMPLE / f"acapy-{name}.yml").read_text())
+        for n in (1, 2):
+            self.assertIn(f"socketdock --config socketdock-{n}.ini", example)
+        self.assertIn("haproxy -db -f haproxy.cfg", example)
+        self.assertIn("redis-server redis.conf", example)
