@@ -202,7 +202,7 @@ class PostgresCluster:
         self._testcase.addCleanup(process.stop)
         return process
 
-    async def start(self) -> "PostgresCluster":
+    async def start(self) -> PostgresCluster:
         assert INITDB is not None and POSTGRES is not None  # postgres_missing() said so
         data = os.path.join(self.directory, "data")
         initdb = self._spawn(

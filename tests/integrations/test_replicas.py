@@ -155,7 +155,11 @@ class ACApyReplicasTests(TestCase):
         sd = {}
         for n in (1, 2):
             sd[n] = spawn_socketdock(
-                self, reactor, "--config", str(workdir / f"socketdock-{n}.ini"), name=f"socketdock-{n}"
+                self,
+                reactor,
+                "--config",
+                str(workdir / f"socketdock-{n}.ini"),
+                name=f"socketdock-{n}",
             )
             logs.append(sd[n])
         yield step(
@@ -171,7 +175,9 @@ class ACApyReplicasTests(TestCase):
             START,
         )
         assert HAPROXY is not None
-        haproxy = spawn(self, reactor, "haproxy", [HAPROXY, "-db", "-f", str(workdir / "haproxy.cfg")])
+        haproxy = spawn(
+            self, reactor, "haproxy", [HAPROXY, "-db", "-f", str(workdir / "haproxy.cfg")]
+        )
         logs.append(haproxy)
 
         # Replica a provisions the shared wallet; then b opens it.
@@ -186,7 +192,9 @@ class ACApyReplicasTests(TestCase):
             _request(
                 "POST",
                 f"http://127.0.0.1:{ports[8031]}/out-of-band/create-invitation?multi_use=true",
-                json.dumps({"handshake_protocols": ["https://didcomm.org/didexchange/1.1"]}).encode(),
+                json.dumps(
+                    {"handshake_protocols": ["https://didcomm.org/didexchange/1.1"]}
+                ).encode(),
                 {
                     b"Content-Type": [b"application/json"],
                     b"X-API-Key": [b"change-me-admin-key"],
@@ -232,7 +240,7 @@ class ACApyReplicasTests(TestCase):
         for n in range(1, 9):
             before = {name: p.count(forwarding) for name, p in replicas.items()}
             by_tag = replicas[other].count("delivered by key")
-            times = {}
+            times: dict[str, float] = {}
 
             def at(result, what, times=times):
                 times.setdefault(what, reactor.seconds())
@@ -273,7 +281,9 @@ class ACApyReplicasTests(TestCase):
             )
         yield step(replicas[holder].exited, f"replica {holder} to be gone")
         agents.command("ping")
-        yield step(agents.wait_for("EVENT ping-response"), "a trust ping through the backup replica")
+        yield step(
+            agents.wait_for("EVENT ping-response"), "a trust ping through the backup replica"
+        )
         self.assertNotIn("EVENT closed", agents.text())
 
         # The instance holding the wallet dies: the other recovers its connections.
@@ -294,6 +304,7 @@ class ACApyReplicasTests(TestCase):
 
     def spawn_watched_agents(self, workdir):
         agents = Agents("credo agents")
+        assert NODE is not None  # the test skips without it
         argv = [NODE, str(HERE / "agents.js")]
         reactor.spawnProcess(agents, argv[0], argv, env=node_environ(), path=str(workdir))
         self.addCleanup(agents.stop)
@@ -323,7 +334,9 @@ class ReadmeTests(TestCase):
         example = (EXAMPLE / "README.rst").read_text()
         for name in ("a", "b"):
             self.assertIn(ACAPY_COMMAND.format(name=name), example)
-            self.assertIn(ACAPY_COMMAND.format(name=name), (EXAMPLE / f"acapy-{name}.yml").read_text())
+            self.assertIn(
+                ACAPY_COMMAND.format(name=name), (EXAMPLE / f"acapy-{name}.yml").read_text()
+            )
         for n in (1, 2):
             self.assertIn(f"socketdock --config socketdock-{n}.ini", example)
         self.assertIn("haproxy -db -f haproxy.cfg", example)
