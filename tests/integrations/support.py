@@ -27,6 +27,7 @@ ASKAR_LIB_DIR = AGENTS / "askar" / "aries_askar"
 ACAPY_INTEGRATION = TREE / "integrations" / "acapy"
 CREDO_INTEGRATION = TREE / "integrations" / "credo"
 NODE = shutil.which("node")
+NPM = shutil.which("npm")
 
 _HINT = "run .ci/agents to install it"
 
@@ -40,8 +41,8 @@ def acapy_missing() -> str | None:
 
 def credo_missing() -> str | None:
     """Why the Credo (Node) agents cannot run here, or None."""
-    if NODE is None:
-        return "node is not installed"
+    if NODE is None or NPM is None:
+        return "node or npm is not installed"
     if not (NODE_MODULES / "@credo-ts" / "core").is_dir():
         return f"Credo 0.5.19 is not installed in {NODE_MODULES}: {_HINT}"
     if not list((NODE_MODULES / "@2060.io" / "ffi-napi").glob("build/Release/*.node")):
@@ -51,13 +52,54 @@ def credo_missing() -> str | None:
     return None
 
 
-def node_environ(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for the Credo scripts: their modules and the askar library."""
+def node_environ(
+    extra: dict[str, str] | None = None, transport: str | None = None
+) -> dict[str, str]:
+    """
+    Environment for the Credo scripts: their modules and the askar library;
+    ``transport``, the node_modules where :func:`install_credo_transport`
+    installed integrations/credo, comes first.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKETDOCK_")}
-    env["NODE_PATH"] = str(NODE_MODULES)
+    env["NODE_PATH"] = os.pathsep.join(filter(None, [transport, str(NODE_MODULES)]))
     env["LIB_ARIES_ASKAR_PATH"] = str(ASKAR_LIB_DIR)
     env.update(extra or {})
     return env
+
+
+async def install_credo_transport(testcase: Any, reactor: Any) -> str:
+    """
+    ``npm install --install-links integrations/credo`` into a fresh project
+    directory, as its README says (offline, and without its peer dependency
+    @credo-ts/core, which the tests' Credo provides through NODE_PATH);
+    returns that project's node_modules.
+    """
+    assert NPM is not None  # credo_missing() said so
+    project = Path(testcase.mktemp()).resolve()
+    project.mkdir(parents=True)
+    (project / "package.json").write_text(
+        '{"name": "mediator", "version": "1.0.0", "private": true}'
+    )
+    argv = [
+        NPM,
+        "install",
+        "--install-links",
+        "--offline",
+        "--legacy-peer-deps",
+        "--no-audit",
+        "--no-fund",
+        str(CREDO_INTEGRATION),
+    ]
+    process = WatchedProcess("npm install")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKETDOCK_")}
+    env["npm_config_cache"] = str(AGENTS / "cache" / "npm")
+    reactor.spawnProcess(process, NPM, argv, env=env, path=str(project))
+    testcase.addCleanup(process.stop)
+    code = await process.exited
+    installed = project / "node_modules" / "socketdock-credo" / "index.js"
+    if code != (0, None) or not installed.exists():
+        raise AssertionError(f"npm install of integrations/credo failed {code}:\n{process.text()}")
+    return str(project / "node_modules")
 
 
 class Agents(Process):
