@@ -216,7 +216,20 @@ class SocketDockInboundTransport(BaseInboundTransport):
             else f"held by SocketDock connection {conn.connection_id}"
             f"{' (busy)' if conn.session.response_buffer else ''}",
         )
-        if conn is not None:
+        if conn is not None and not _takes(conn.session, outbound):
+            # The session holding the key would not take it: ACA-Py offers a
+            # session only what answers the return route its client's last
+            # message asked for, and that one asked for none (or for another
+            # thread). The wallet's socket is still its way in: by tag.
+            LOGGER.info(
+                "SocketDock connection %s: its session takes no such message now (reply mode %s); "
+                "sent by tag",
+                conn.connection_id,
+                getattr(conn.session, "reply_mode", None),
+            )
+            if await self._send_by_tag(profile, outbound, key):
+                self._unqueue(outbound)
+        elif conn is not None:
             # ACA-Py queues a message for a connected client too when that
             # session's one-message buffer is busy (a reply being POSTed) at
             # the moment it routes it. If the buffer came free before the
@@ -644,6 +657,12 @@ class SocketDockInboundTransport(BaseInboundTransport):
                 process(session)
             except Exception:
                 LOGGER.exception("SocketDock transport: offering queued messages failed")
+
+
+def _takes(session, outbound) -> bool:
+    """Whether ACA-Py would give ``session`` this message (its return-route rules)."""
+    select = getattr(session, "select_outbound", None)
+    return True if select is None else bool(select(outbound))
 
 
 def _key_of(outbound) -> Optional[str]:

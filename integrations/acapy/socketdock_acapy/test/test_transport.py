@@ -370,6 +370,21 @@ class TransportTests(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(offered, [idle])
         self.assertEqual(self.tag_sends, [])  # held here: not sent by key
 
+    async def test_a_message_its_holder_would_not_take_goes_by_tag(self):
+        """
+        The session holding the key takes no such message now (its client's
+        last message asked for no return route): the message goes by tag, to
+        the wallet's socket all the same, and off the queue.
+        """
+        manager, offered = self.manager()
+        session = await self.message_from("c1", "K1")
+        session.select_outbound = lambda outbound: False
+        outbound = Outbound("K1", b"grant")
+        await self.transport._outbound_status(None, self.queued_event(outbound))
+        self.assertEqual(self.tag_sends, [("K1", b"grant")])
+        self.assertEqual(manager.undelivered_queue.removed, [("K1", outbound)])
+        self.assertEqual(offered, [])
+
     async def test_connections_are_tagged_with_their_reply_keys(self):
         """Each key a session learns is added, once, to its SocketDock connection's tags."""
         self.manager()
