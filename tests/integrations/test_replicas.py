@@ -162,15 +162,14 @@ class ACApyReplicasTests(TestCase):
                 name=f"socketdock-{n}",
             )
             logs.append(sd[n])
+
+        async def sd_ready(n):
+            # Both listeners bound (the callback API comes second), then /healthz.
+            await sd[n].port("api_listen")
+            await ready(reactor, sd[n], f"http://127.0.0.1:{ports[8800 + n]}")
+
         yield step(
-            gatherResults(
-                [
-                    Deferred.fromCoroutine(
-                        ready(reactor, sd[n], f"http://127.0.0.1:{ports[8800 + n]}")
-                    )
-                    for n in (1, 2)
-                ]
-            ),
+            gatherResults([Deferred.fromCoroutine(sd_ready(n)) for n in (1, 2)]),
             "both SocketDock instances",
             START,
         )
