@@ -10,6 +10,13 @@
 // as the agent has taken the message (queued for processing, in order); the
 // answer never waits for a reply: replies, return-routed or not, go by POST
 // to `meta.send`. See README.rst for why that matters.
+//
+// Several instances: each connection is tagged (POST /socket/<id>/tags)
+// with the keys its session replies to and `connection:<DIDComm connection
+// id>` as Credo learns them, and SocketDockMessagePickupRepository wraps a
+// MessagePickupRepository so that a message Credo would queue for a
+// connection no session of its own holds is first sent with POST
+// /tags/connection:<id>/send through SocketDock (queued only on 404).
 'use strict'
 
 const crypto = require('crypto')
@@ -81,6 +88,56 @@ class SocketDockTransportSession {
     this.sendUrl = sendUrl
     this.seq = new SeqFilter()
     this.closed = false
+    this.tagged = new Set()
+    this._keys = undefined
+    this._connectionId = undefined
+    this._tagging = false
+  }
+
+  // Credo's MessageReceiver sets `keys` and then `connectionId` on a session
+  // when a message asks for return route: that is when the transport learns
+  // whom the connection belongs to, and tags it.
+  get keys() {
+    return this._keys
+  }
+  set keys(value) {
+    this._keys = value
+    this.learn()
+  }
+  get connectionId() {
+    return this._connectionId
+  }
+  set connectionId(value) {
+    this._connectionId = value
+    this.learn()
+  }
+
+  // The tags this session should carry: its reply keys (base58) and its
+  // DIDComm connection.
+  wantedTags() {
+    const tags = []
+    for (const key of (this._keys && this._keys.recipientKeys) || []) {
+      if (key && key.publicKeyBase58) tags.push(key.publicKeyBase58)
+    }
+    if (this._connectionId) tags.push(connectionTag(this._connectionId))
+    return tags
+  }
+
+  learn() {
+    if (this._tagging) return
+    this._tagging = true
+    // Both setters run in one go: one POST for what they taught.
+    queueMicrotask(() => {
+      this._tagging = false
+      const add = this.wantedTags().filter((t) => !this.tagged.has(t))
+      if (add.length === 0 || this.closed) return
+      for (const t of add) this.tagged.add(t)
+      this.transport.tag(this, add).catch(() => {})
+    })
+  }
+
+  get tagsUrl() {
+    return this.sendUrl.replace(/\/send$/, '/tags')
   }
 
   // Resolves once SocketDock has handed the message to the socket; throws
@@ -191,6 +248,35 @@ class SocketDockInboundTransport {
       this.server = undefined
       server.closeAllConnections?.()
       await new Promise((resolve) => server.close(() => resolve()))
+    }
+  }
+
+  // POST /socket/<id>/tags to the instance holding the connection (a few tries).
+  async tag(session, add) {
+    const body = JSON.stringify({ add })
+    for (let attempt = 1; attempt <= 3 && !session.closed; attempt++) {
+      let status
+      try {
+        const response = await fetch(session.tagsUrl, {
+          method: 'POST',
+          headers: jsonHeaders(this.apiToken),
+          body,
+          signal: AbortSignal.timeout(this.sendTimeoutMs),
+        })
+        status = response.status
+        await response.arrayBuffer()
+      } catch (error) {
+        status = undefined
+      }
+      if (status >= 200 && status < 300) {
+        this.logger.info(`SocketDock connection ${session.id} tagged with ${add.length} tag(s)`)
+        return
+      }
+      if (status !== undefined && status !== 429 && status < 500) {
+        this.logger.warn(`SocketDock connection ${session.id}: tagging answered HTTP ${status}`)
+        return
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200 * attempt))
     }
   }
 
@@ -306,4 +392,103 @@ class SocketDockInboundTransport {
   }
 }
 
-module.exports = { SocketDockInboundTransport, SocketDockTransportSession, SeqFilter, verifySignature, sign }
+function connectionTag(connectionId) {
+  return `connection:${connectionId}`
+}
+
+function jsonHeaders(apiToken) {
+  const headers = { 'Content-Type': 'application/json' }
+  if (apiToken) headers.Authorization = `Bearer ${apiToken}`
+  return headers
+}
+
+// POST /tags/<tag>/send through the first of `baseUrls` that answers:
+// 'delivered' (200), 'nobody' (404: no connection carries the tag) or
+// 'unreachable' (no instance answered, or 503 from every one).
+async function sendByTag({ baseUrls, apiToken, timeoutMs = 10000 }, tag, payload) {
+  const headers = { 'Content-Type': 'text/plain; charset=utf-8' }
+  if (apiToken) headers.Authorization = `Bearer ${apiToken}`
+  const body = typeof payload === 'string' ? payload : JSON.stringify(payload)
+  for (const base of baseUrls) {
+    let status
+    try {
+      const response = await fetch(`${base.replace(/\/+$/, '')}/tags/${encodeURIComponent(tag)}/send`, {
+        method: 'POST',
+        headers,
+        body,
+        signal: AbortSignal.timeout(timeoutMs),
+      })
+      status = response.status
+      await response.arrayBuffer()
+    } catch (error) {
+      continue
+    }
+    if (status >= 200 && status < 300) return 'delivered'
+    if (status === 404 || status === 410) return 'nobody'
+  }
+  return 'unreachable'
+}
+
+// A MessagePickupRepository (Credo 0.5) around another one: a message Credo
+// queues for a connection (it found no session of its own for it) is first
+// sent through SocketDock to whichever connection is tagged with that
+// DIDComm connection, on any instance; only when none is (404), or no
+// instance answers, does it go to the wrapped repository for pickup.
+//
+//   new MessagePickupModule({
+//     messagePickupRepository: new SocketDockMessagePickupRepository({
+//       repository: new InMemoryMessagePickupRepository(logger),
+//       socketDockUrls: ['http://10.0.0.5:8765', 'http://10.0.0.6:8765'],
+//     }),
+//   })
+class SocketDockMessagePickupRepository {
+  // options: repository (required), socketDockUrls (the instances'
+  // externalhostandport; default env SOCKETDOCK_TRUSTED_URLS, comma-
+  // separated), apiToken (default env SOCKETDOCK_API_TOKEN), sendTimeoutMs
+  // (10000), logger.
+  constructor(options = {}) {
+    if (!options.repository) throw new Error('SocketDockMessagePickupRepository needs a repository to wrap')
+    this.repository = options.repository
+    const urls = options.socketDockUrls ?? (process.env.SOCKETDOCK_TRUSTED_URLS || '').split(',')
+    this.baseUrls = urls.map((u) => u.trim()).filter(Boolean)
+    this.apiToken = options.apiToken ?? (process.env.SOCKETDOCK_API_TOKEN || undefined)
+    this.sendTimeoutMs = options.sendTimeoutMs || 10000
+    this.logger = options.logger
+  }
+
+  async addMessage(options) {
+    if (options.connectionId && this.baseUrls.length) {
+      const outcome = await sendByTag(
+        { baseUrls: this.baseUrls, apiToken: this.apiToken, timeoutMs: this.sendTimeoutMs },
+        connectionTag(options.connectionId),
+        options.payload
+      )
+      if (this.logger) this.logger.info(`SocketDock send by tag for connection ${options.connectionId}: ${outcome}`)
+      if (outcome === 'delivered') return undefined
+    }
+    return this.repository.addMessage(options)
+  }
+
+  getAvailableMessageCount(options) {
+    return this.repository.getAvailableMessageCount(options)
+  }
+
+  takeFromQueue(options) {
+    return this.repository.takeFromQueue(options)
+  }
+
+  removeMessages(options) {
+    return this.repository.removeMessages(options)
+  }
+}
+
+module.exports = {
+  SocketDockInboundTransport,
+  SocketDockMessagePickupRepository,
+  SocketDockTransportSession,
+  SeqFilter,
+  connectionTag,
+  sendByTag,
+  verifySignature,
+  sign,
+}

@@ -58,7 +58,16 @@ const {
 } = require('@credo-ts/core')
 const { agentDependencies, HttpInboundTransport } = require('@credo-ts/node')
 const { AskarModule } = require('@credo-ts/askar')
-const path = require('path')
+// 'socketdock-credo' is integrations/credo, installed by the test with npm
+// (on NODE_PATH); SOCKETDOCK_CREDO_TRANSPORT names another module to load
+// in its place (test_return_route_pitfall's holding transport).
+if (process.env.SOCKETDOCK_CREDO_TRANSPORT) {
+  const Module = require('module')
+  const resolve = Module._resolveFilename
+  Module._resolveFilename = function (request, ...rest) {
+    return resolve.call(this, request === 'socketdock-credo' ? process.env.SOCKETDOCK_CREDO_TRANSPORT : request, ...rest)
+  }
+}
 const { ariesAskar } = require('@hyperledger/aries-askar-nodejs')
 
 const logLevel = LogLevel[process.env.CREDO_LOG_LEVEL || 'warn']
@@ -72,12 +81,7 @@ function makeAgent(label, modules, endpoints) {
   return new Agent({
     config: {
       label,
-      walletConfig: {
-        id: `${label}-${run}`,
-        key: `${label}-key-${run}`,
-        keyDerivationMethod: KeyDerivationMethod.Argon2IInt,
-        storage: { type: 'sqlite', config: { inMemory: true } },
-      },
+      walletConfig: makeAgent.walletConfig(label),
       endpoints,
       logger: new ConsoleLogger(logLevel),
     },
@@ -86,9 +90,16 @@ function makeAgent(label, modules, endpoints) {
   })
 }
 
+makeAgent.walletConfig = (label) => ({
+  id: `${label}-${run}`,
+  key: `${label}-key-${run}`,
+  keyDerivationMethod: KeyDerivationMethod.Argon2IInt,
+  storage: { type: 'sqlite', config: { inMemory: true } },
+})
+
 let wallet, walletWs, sender, senderConnectionId
 
-let mediator
+let mediatorAgent
 
 async function startMediator(backendPort, wsUrl) {
   const {
@@ -96,9 +107,7 @@ async function startMediator(backendPort, wsUrl) {
     MessagePickupModule,
     InMemoryMessagePickupRepository,
   } = require('@credo-ts/core')
-  const { SocketDockInboundTransport } = require(
-    process.env.SOCKETDOCK_CREDO_TRANSPORT || path.join(__dirname, '..', '..', 'integrations', 'credo')
-  )
+  // The test counts what is queued for pickup.
   class ObservedQueue extends InMemoryMessagePickupRepository {
     addMessage(options) {
       const id = super.addMessage(options)
@@ -107,19 +116,39 @@ async function startMediator(backendPort, wsUrl) {
     }
   }
   const logger = new ConsoleLogger(logLevel)
-  mediator = makeAgent(
-    'mediator',
-    {
+  const queue = new ObservedQueue(logger)
+  const endpoint = wsUrl
+  // SocketDock's callback API (its externalhostandport): this one instance.
+  const socketDockUrls = [wsUrl.replace(/^ws/, 'http').replace(/\/ws$/, '')]
+  const walletConfig = makeAgent.walletConfig('mediator')
+  // README: begin (integrations/credo/README.rst shows this block as it is)
+  const {
+    SocketDockInboundTransport,
+    SocketDockMessagePickupRepository,
+  } = require('socketdock-credo')
+
+  const mediator = new Agent({
+    config: { label: 'mediator', endpoints: [endpoint], walletConfig, logger },
+    dependencies: agentDependencies,
+    modules: {
+      askar: new AskarModule({ ariesAskar }),
       connections: new ConnectionsModule({ autoAcceptConnections: true }),
       mediator: new MediatorModule({ autoAcceptMediationRequests: true }),
-      messagePickup: new MessagePickupModule({ messagePickupRepository: new ObservedQueue(logger) }),
+      messagePickup: new MessagePickupModule({
+        messagePickupRepository: new SocketDockMessagePickupRepository({
+          repository: queue,
+          socketDockUrls,
+          logger,
+        }),
+      }),
     },
-    [wsUrl]
-  )
+  })
   mediator.registerInboundTransport(new SocketDockInboundTransport({ port: Number(backendPort) }))
   mediator.registerOutboundTransport(new HttpOutboundTransport())
   mediator.registerOutboundTransport(new WsOutboundTransport())
   await mediator.initialize()
+  // README: end
+  mediatorAgent = mediator
   const oob = await mediator.oob.createInvitation({ multiUseInvitation: true, label: 'mediator' })
   emit('mediator-invitation', oob.outOfBandInvitation.toUrl({ domain: wsUrl }))
 }
@@ -239,7 +268,7 @@ async function command(line) {
     case 'reconnect':
       return reconnect()
     case 'exit':
-      for (const a of [wallet, sender, mediator]) if (a) await a.shutdown().catch(() => {})
+      for (const a of [wallet, sender, mediatorAgent]) if (a) await a.shutdown().catch(() => {})
       process.exit(0)
       break
     case '':

@@ -44,4 +44,4 @@ class HoldingTransport extends base.SocketDockInboundTransport {
   }
 }
 
-module.exports = { SocketDockInboundTransport: HoldingTransport }
+module.exports = { ...base, SocketDockInboundTransport: HoldingTransport }

@@ -51,6 +51,7 @@ from tests.integrations.support import (
     WatchedProcess,
     acapy_missing,
     credo_missing,
+    install_credo_transport,
     node_environ,
     port_for_an_agent,
     within,
@@ -413,11 +414,20 @@ class CredoMediator(WalletStory):
     pickup = "PickUpV2LiveMode"
     queued_text = "EVENT queued-for-pickup"
     requeued_text = "EVENT queued-for-pickup"
+    #: where integrations/credo was installed (setUp)
+    transport_modules: str | None = None
+
+    def setUp(self):
+        # integrations/credo, installed with npm as its README says.
+        d = Deferred.fromCoroutine(install_credo_transport(self, reactor))
+        return d.addCallback(lambda modules: setattr(self, "transport_modules", modules))
 
     def start_mediator(self, workdir, backend_port, sd_port):
         self.ws_url = f"ws://127.0.0.1:{sd_port}/ws"
         self.mediator_backend_port = backend_port
-        env = node_environ({"CREDO_LOG_LEVEL": "info", **self.secret_env()})
+        env = node_environ(
+            {"CREDO_LOG_LEVEL": "info", **self.secret_env()}, transport=self.transport_modules
+        )
         return self.spawn(Agents("credo mediator"), [NODE, str(HERE / "agents.js")], env, workdir)
 
     @inlineCallbacks

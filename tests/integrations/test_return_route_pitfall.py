@@ -31,6 +31,7 @@ from tests.integrations.support import (
     NODE,
     Agents,
     credo_missing,
+    install_credo_transport,
     node_environ,
     port_for_an_agent,
     within,
@@ -70,6 +71,7 @@ class ReturnRoutePitfallTests(TestCase):
             "--backend-retries",
             "1",
         )
+        modules = yield Deferred.fromCoroutine(install_credo_transport(self, reactor))
         env = {"CREDO_LOG_LEVEL": "info"}
         if transport:
             env["SOCKETDOCK_CREDO_TRANSPORT"] = transport
@@ -81,7 +83,7 @@ class ReturnRoutePitfallTests(TestCase):
                 process,
                 NODE,
                 [NODE, str(HERE / "agents.js")],
-                env=node_environ(extra),
+                env=node_environ(extra, transport=modules),
                 path=workdir,
             )
             self.addCleanup(process.stop)

@@ -10,6 +10,7 @@ The two transports' own unit tests, run with the rest of the suite:
   (``node --test integrations/credo/test/``), as a child process.
 """
 
+import re
 import sys
 
 from twisted.internet import reactor
@@ -19,6 +20,7 @@ from tests.integrations.support import (
     ACAPY,
     ACAPY_INTEGRATION,
     CREDO_INTEGRATION,
+    HERE,
     NODE,
     WatchedProcess,
     acapy_missing,
@@ -29,6 +31,9 @@ if str(ACAPY_INTEGRATION) not in sys.path:
     sys.path.insert(0, str(ACAPY_INTEGRATION))
 
 # On sys.path only at run time (above), so mypy cannot follow it.
+from socketdock_acapy.test.test_config import (  # type: ignore[import-not-found]  # noqa: F401
+    ReadSettingsTests,
+)
 from socketdock_acapy.test.test_wire import (  # type: ignore[import-not-found]  # noqa: F401
     NoticeTests,
     OutcomeTests,
@@ -57,6 +62,24 @@ class CredoTransportUnitTests(TestCase):
             self.assertIn("# fail 0", process.text())
 
         return within(reactor, 60, process.exited, "node --test", process).addCallback(check)
+
+
+class CredoReadmeTests(TestCase):
+    """integrations/credo/README.rst shows the block tests/integrations/agents.js runs."""
+
+    def test_readme_block_is_what_the_tests_run(self):
+        script = (HERE / "agents.js").read_text()
+        found = re.search(r"  // README: begin[^\n]*\n(.*?)  // README: end\n", script, re.DOTALL)
+        assert found is not None
+        run = [line[2:] for line in found.group(1).rstrip("\n").split("\n")]
+        readme = (CREDO_INTEGRATION / "README.rst").read_text()
+        shown = readme.split("which a test holds to this block)::\n\n", 1)[1]
+        lines = []
+        for line in shown.split("\n"):
+            if line and not line.startswith("    "):
+                break
+            lines.append(line[4:])
+        self.assertEqual("\n".join(lines).strip("\n"), "\n".join(run).strip("\n"))
 
 
 class ACApyTransportUnitTests(TestCase):

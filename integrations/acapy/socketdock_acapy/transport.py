@@ -16,34 +16,47 @@ still waiting for it goes back to ACA-Py (and, with
 Every POST is answered as soon as the message is parsed and queued for
 ACA-Py's dispatcher: replies never ride on the answer.
 
-Environment:
+Settings, from ACA-Py's plugin configuration (``--plugin-config`` YAML with
+a ``socketdock:`` section, or ``-o socketdock.<key>=<value>``), else from
+the environment variable ``SOCKETDOCK_<KEY>``:
 
-``SOCKETDOCK_TRUSTED_URLS``
+``trusted_urls``
     required: the base URLs of the SocketDock instances replies may go to
-    (their ``externalhostandport``), comma-separated.  A POST whose
-    ``meta.send`` is not ``<one of them>/socket/<id>/send`` gets 400, so
-    nobody who can reach this transport can have replies, and the API token
-    with them, sent elsewhere.
-``SOCKETDOCK_SIGNING_SECRET``
+    (their ``externalhostandport``), comma-separated (or a YAML list).  A
+    POST whose ``meta.send`` is not ``<one of them>/socket/<id>/send`` gets
+    400, so nobody who can reach this transport can have replies, and the
+    API token with them, sent elsewhere.  They are also where a message for
+    a wallet this ACA-Py holds no session of goes: ``POST /tags/<key>/send``
+    through the first that answers.
+``signing_secret``
     when set, every POST must carry a valid ``X-SocketDock-Signature``
     (SocketDock's ``signing_secret``); others get 401.  Its ``v2``, when
     present, must sign this route.  A signed POST already taken (a replay,
     or SocketDock's retry of one whose answer it lost) is answered 200 and
     does nothing.
-``SOCKETDOCK_API_TOKEN``
+``api_token``
     when set, sent as ``Authorization: Bearer <token>`` with every callback
     (SocketDock's ``api_token``).
-``SOCKETDOCK_SEND_TIMEOUT``
-    seconds for one POST to a ``send`` URL (default 10).
+``send_timeout``
+    seconds for one POST to SocketDock (default 10).
+
+Several replicas: each SocketDock connection is tagged (``POST
+/socket/<id>/tags``) with the keys its session replies to, as ACA-Py learns
+them; a message ACA-Py queues for pickup whose key no session here holds is
+sent with ``POST /tags/<key>/send`` (any instance reaches the one holding
+it, in cluster mode) and taken off the queue when one answers 200; on 404
+(nobody holds it) it stays queued for pickup.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
 from typing import Optional
+from urllib.parse import quote
 
 from aiohttp import ClientConnectorError, ClientError, ClientSession, ClientTimeout, web
 
@@ -55,6 +68,7 @@ from acapy_agent.transport.inbound.base import (
 )
 from acapy_agent.transport.inbound.session import InboundSession
 
+from .config import SECTION, Settings, read_settings
 from .wire import (
     DELIVERED,
     GONE,
@@ -65,7 +79,6 @@ from .wire import (
     Notice,
     SeenSignatures,
     SeqFilter,
-    parse_trusted_urls,
     retry_after,
     send_outcome,
     trusted_send_url,
@@ -95,6 +108,13 @@ class _Connection:
         self.closing = False
         self.posting = False
         self.sender: Optional[asyncio.Task] = None
+        #: The keys this connection is tagged with (its session's reply keys).
+        self.keys: set[str] = set()
+
+    @property
+    def tags_url(self) -> str:
+        """``POST /socket/<id>/tags`` on the instance holding it (from its trusted send URL)."""
+        return self.send_url[: -len("/send")] + "/tags"
 
 
 class SocketDockInboundTransport(BaseInboundTransport):
@@ -109,21 +129,20 @@ class SocketDockInboundTransport(BaseInboundTransport):
         self.runner: Optional[web.AppRunner] = None
         self.client: Optional[ClientSession] = None
         self.connections: dict[str, _Connection] = {}
-        self.signing_secret = os.environ.get("SOCKETDOCK_SIGNING_SECRET") or None
-        self.api_token = os.environ.get("SOCKETDOCK_API_TOKEN") or None
-        self.send_timeout = float(os.environ.get("SOCKETDOCK_SEND_TIMEOUT") or 10)
+        #: Which local connection holds each key: one lookup per queued message.
+        self.by_key: dict[str, _Connection] = {}
         self.seen = SeenSignatures()
-        self.trusted_urls: tuple[str, ...] = ()
-        self._trust_problem: Optional[str] = None
-        try:
-            self.trusted_urls = parse_trusted_urls(os.environ.get("SOCKETDOCK_TRUSTED_URLS"))
-        except ValueError as e:
-            self._trust_problem = f"SOCKETDOCK_TRUSTED_URLS: {e}"
-        if not self.trusted_urls and self._trust_problem is None:
-            self._trust_problem = (
-                "SOCKETDOCK_TRUSTED_URLS is not set: name the SocketDock instances replies "
-                "may go to, e.g. SOCKETDOCK_TRUSTED_URLS=http://10.0.0.5:8765"
-            )
+        self._tasks: set[asyncio.Task] = set()
+        # The environment now; ACA-Py's plugin configuration, when it has a
+        # socketdock section, at start (the root profile is set by then).
+        self._apply(read_settings(None, os.environ))
+
+    def _apply(self, settings: Settings) -> None:
+        self.trusted_urls = settings.trusted_urls
+        self.signing_secret = settings.signing_secret
+        self.api_token = settings.api_token
+        self.send_timeout = settings.send_timeout
+        self._trust_problem = settings.problem
 
     async def make_application(self) -> web.Application:
         """The aiohttp application with the three backend routes."""
@@ -139,6 +158,9 @@ class SocketDockInboundTransport(BaseInboundTransport):
 
     async def start(self) -> None:
         """Listen on host:port."""
+        plugin_config = self.root_profile.settings.get("plugin_config") if self.root_profile else None
+        if isinstance(plugin_config, dict) and SECTION in plugin_config:
+            self._apply(read_settings(plugin_config, os.environ))
         if self._trust_problem is not None:
             raise InboundTransportSetupError(self._trust_problem)
         self.client = ClientSession(timeout=ClientTimeout(total=self.send_timeout))
@@ -182,21 +204,52 @@ class SocketDockInboundTransport(BaseInboundTransport):
             "queued for pickup" if status == "waiting_for_pickup" else "undeliverable",
             getattr(outbound, "connection_id", None),
         )
-        if status == "waiting_for_pickup":
+        if status != "waiting_for_pickup" or outbound is None:
+            return
+        key = _key_of(outbound)
+        conn = self.by_key.get(key) if key else None
+        LOGGER.info(
+            "Queued message's key %s: %s",
+            key,
+            "held nowhere here"
+            if conn is None
+            else f"held by SocketDock connection {conn.connection_id}"
+            f"{' (busy)' if conn.session.response_buffer else ''}",
+        )
+        if conn is not None and not _takes(conn.session, outbound):
+            # The session holding the key would not take it: ACA-Py offers a
+            # session only what answers the return route its client's last
+            # message asked for, and that one asked for none (or for another
+            # thread). The wallet's socket is still its way in: by tag.
+            LOGGER.info(
+                "SocketDock connection %s: its session takes no such message now (reply mode %s); "
+                "sent by tag",
+                conn.connection_id,
+                getattr(conn.session, "reply_mode", None),
+            )
+            if await self._send_by_tag(profile, outbound, key):
+                self._unqueue(outbound)
+        elif conn is not None:
             # ACA-Py queues a message for a connected client too when that
             # session's one-message buffer is busy (a reply being POSTed) at
             # the moment it routes it. If the buffer came free before the
             # message reached the queue, nothing would offer it until the
-            # client's next message: offer it now to every idle session (only
-            # the one with the recipient's key takes it).
-            for conn in list(self.connections.values()):
-                if not conn.closing and not conn.session.response_buffer:
-                    self._more_undelivered(conn.session)
+            # client's next message: offer it now to the session holding the
+            # key (if still busy, its sender offers the queue after the POST).
+            if not conn.closing and not conn.session.response_buffer:
+                self._more_undelivered(conn.session)
+        elif key:
+            # No session here holds the key: maybe another replica's does,
+            # through some SocketDock instance.
+            if await self._send_by_tag(profile, outbound, key):
+                self._unqueue(outbound)
 
     async def stop(self) -> None:
         """Stop listening; close every session (their waiting replies go back to ACA-Py)."""
         for conn in list(self.connections.values()):
             self._close(conn)
+        for task in list(self._tasks):
+            task.cancel()
         if self.site:
             await self.site.stop()
             self.site = None
@@ -330,6 +383,7 @@ class SocketDockInboundTransport(BaseInboundTransport):
             conn.seq.give_back(notice.seq)  # let SocketDock's retry in
             LOGGER.exception("SocketDock connection %s: message not taken", conn.connection_id)
             raise web.HTTPServiceUnavailable(text="message not taken; retry\n")
+        self._learn_keys(conn)
         # An empty body: with SocketDock's inline_reply on, a non-empty 2xx
         # body would be sent to the client as a message.
         return web.Response(status=200)
@@ -355,6 +409,9 @@ class SocketDockInboundTransport(BaseInboundTransport):
     def _close(self, conn: _Connection) -> None:
         if self.connections.get(conn.connection_id) is conn:
             del self.connections[conn.connection_id]
+        for key in conn.keys:
+            if self.by_key.get(key) is conn:
+                del self.by_key[key]
         conn.closing = True
         if not conn.session.closed:
             # InboundSession.close hands a buffered reply back to ACA-Py
@@ -387,6 +444,11 @@ class SocketDockInboundTransport(BaseInboundTransport):
                     if not conn.closing:
                         self._more_undelivered(session)
                 elif outcome == GONE:
+                    # Gone from that instance: the wallet may be connected
+                    # through another one already (tagged by another replica).
+                    key = _key_of(outbound)
+                    if key and await self._send_by_tag(session.profile, outbound, key, payload):
+                        break
                     LOGGER.info(
                         "SocketDock connection %s: reply not delivered; it goes back to ACA-Py",
                         conn.connection_id,
@@ -411,9 +473,7 @@ class SocketDockInboundTransport(BaseInboundTransport):
             data, ctype = payload.encode("utf-8"), "text/plain; charset=utf-8"
         else:
             data, ctype = bytes(payload), ENVELOPE_TYPE
-        headers = {"Content-Type": ctype}
-        if self.api_token:
-            headers["Authorization"] = f"Bearer {self.api_token}"
+        headers = self._headers(ctype)
         delay = 0.1
         for attempt in range(1, SEND_ATTEMPTS + 1):
             wait = delay
@@ -449,6 +509,124 @@ class SocketDockInboundTransport(BaseInboundTransport):
         # rather than drop it; the client's next message opens a new session.
         return GONE
 
+    def _headers(self, content_type: str) -> dict:
+        headers = {"Content-Type": content_type}
+        if self.api_token:
+            headers["Authorization"] = f"Bearer {self.api_token}"
+        return headers
+
+    # Tags
+
+    def _learn_keys(self, conn: _Connection) -> None:
+        """Tag the connection with the reply keys its session learned from this message."""
+        new = set(getattr(conn.session, "reply_verkeys", None) or ()) - conn.keys
+        if not new or conn.closing:
+            return
+        conn.keys |= new
+        for key in new:
+            self.by_key[key] = conn
+        task = asyncio.get_running_loop().create_task(self._tag(conn, sorted(new)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tag(self, conn: _Connection, keys: list) -> None:
+        """``POST /socket/<id>/tags`` (a few tries): other replicas can then reach it by key."""
+        body = json.dumps({"add": keys}).encode("utf-8")
+        for attempt in range(3):
+            if conn.closing or self.client is None:
+                return
+            try:
+                async with self.client.post(
+                    conn.tags_url, data=body, headers=self._headers("application/json")
+                ) as r:
+                    await r.read()
+                    if 200 <= r.status < 300:
+                        LOGGER.info(
+                            "SocketDock connection %s tagged with %d key(s)",
+                            conn.connection_id,
+                            len(keys),
+                        )
+                        return
+                    if send_outcome(r.status) != RETRY:
+                        LOGGER.warning(
+                            "SocketDock connection %s: tagging answered %s",
+                            conn.connection_id,
+                            r.status,
+                        )
+                        return
+            except (ClientError, asyncio.TimeoutError, OSError) as e:
+                LOGGER.info("SocketDock connection %s: tagging failed: %r", conn.connection_id, e)
+            await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def _send_by_tag(self, profile, outbound, key: str, payload=None) -> bool:
+        """
+        ``POST /tags/<key>/send`` through the first trusted instance that
+        answers: True when a connection carrying the key took it (200), False
+        when nobody holds it (404) or no instance could be reached.
+        """
+        if self.client is None:
+            return False
+        if payload is None:
+            try:
+                payload = await self._encode(profile, outbound)
+            except Exception:
+                LOGGER.exception("SocketDock transport: a queued message could not be packed")
+                return False
+        if isinstance(payload, str):
+            data, ctype = payload.encode("utf-8"), "text/plain; charset=utf-8"
+        else:
+            data, ctype = bytes(payload), ENVELOPE_TYPE
+        path = f"/tags/{quote(key, safe='')}/send"
+        for base in self.trusted_urls:
+            url = base.rstrip("/") + path
+            try:
+                async with self.client.post(url, data=data, headers=self._headers(ctype)) as r:
+                    await r.read()
+                    outcome = send_outcome(r.status)
+            except (ClientError, asyncio.TimeoutError, OSError) as e:
+                LOGGER.info("SocketDock send by key through %s failed: %r", base, e)
+                continue
+            if outcome == DELIVERED:
+                LOGGER.info("Outbound message delivered by key through SocketDock %s", base)
+                return True
+            if outcome == GONE:
+                LOGGER.info("Outbound message: no SocketDock connection holds its key; it stays queued")
+                return False
+            LOGGER.info("SocketDock send by key through %s answered %s", base, r.status)
+        return False
+
+    @staticmethod
+    async def _encode(profile, outbound):
+        """The message as its recipient gets it (a forward's is already packed)."""
+        if outbound.enc_payload:
+            return outbound.enc_payload
+        from acapy_agent.transport.wire_format import BaseWireFormat
+
+        wire_format = profile.inject(BaseWireFormat)
+        target = outbound.target
+        async with profile.session() as session:
+            if target is not None:
+                return await wire_format.encode_message(
+                    session, outbound.payload, target.recipient_keys, target.routing_keys,
+                    target.sender_key,
+                )
+            return await wire_format.encode_message(
+                session, outbound.payload, [outbound.reply_to_verkey], None,
+                outbound.reply_from_verkey,
+            )
+
+    def _unqueue(self, outbound) -> None:
+        """Take a message delivered by key off ACA-Py's undelivered queue."""
+        manager = getattr(self._create_session, "__self__", None)
+        queue = getattr(manager, "undelivered_queue", None)
+        if queue is None:
+            return
+        keys = set(outbound.target.recipient_keys) if outbound.target else set()
+        if outbound.reply_to_verkey:
+            keys.add(outbound.reply_to_verkey)
+        for key in keys:
+            queue.remove_message_for_key(key, outbound)
+
     def _give_back(self, session: InboundSession, outbound) -> None:
         """
         A reply that could not be delivered goes back to ACA-Py, as a closing
@@ -479,3 +657,19 @@ class SocketDockInboundTransport(BaseInboundTransport):
                 process(session)
             except Exception:
                 LOGGER.exception("SocketDock transport: offering queued messages failed")
+
+
+def _takes(session, outbound) -> bool:
+    """Whether ACA-Py would give ``session`` this message (its return-route rules)."""
+    select = getattr(session, "select_outbound", None)
+    return True if select is None else bool(select(outbound))
+
+
+def _key_of(outbound) -> Optional[str]:
+    """The recipient key ACA-Py queues a message under (a forward's: its ``reply_to_verkey``)."""
+    if getattr(outbound, "reply_to_verkey", None):
+        return outbound.reply_to_verkey
+    target = getattr(outbound, "target", None)
+    if target is not None and target.recipient_keys:
+        return target.recipient_keys[0]
+    return None

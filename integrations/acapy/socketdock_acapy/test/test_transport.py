@@ -28,6 +28,15 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 __all__ = ["TransportTests"]
 
 
+class Outbound:
+    """What the transport reads of ACA-Py's OutboundMessage."""
+
+    def __init__(self, key, enc_payload=b"packed"):
+        self.reply_to_verkey = key
+        self.target = None
+        self.enc_payload = enc_payload
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -40,6 +49,7 @@ class StubSession:
     def __init__(self) -> None:
         self.received: list = []
         self.response_buffer = None
+        self.reply_verkeys: set = set()
         self.closed = False
         self.closed_with = None
         self.cleared = 0
@@ -57,8 +67,8 @@ class StubSession:
         while True:
             if self.closed:
                 return None
-            if self.response_buffer is not None:
-                return self.response_buffer
+            if self.response_buffer is not None:  # packed, as ACA-Py's does
+                return getattr(self.response_buffer, "enc_payload", self.response_buffer)
             self._event.clear()
             await self._event.wait()
 
@@ -103,8 +113,33 @@ class TransportTests(unittest.IsolatedAsyncioTestCase):
                 await self.hold_sends.wait()
             return web.Response(status=self.send_status, text="x")
 
+        #: (connection id, headers, JSON body) of each POST /socket/<id>/tags
+        self.tagged: list = []
+        self.tag_event = asyncio.Event()
+        #: (tag, body) of each POST /tags/<tag>/send, and the status answered
+        self.tag_sends: list = []
+        self.tag_send_status = 200
+
+        async def tags(request):
+            self.tagged.append(
+                (request.match_info["id"], dict(request.headers), json.loads(await request.read()))
+            )
+            self.tag_event.set()
+            return web.json_response({"tags": []})
+
+        async def tag_send(request):
+            self.tag_sends.append((request.match_info["tag"], await request.read()))
+            status = self.tag_send_status
+            return web.json_response({"connections": 1} if status == 200 else {}, status=status)
+
         app = web.Application()
-        app.add_routes([web.post("/socket/{id}/send", send)])
+        app.add_routes(
+            [
+                web.post("/socket/{id}/send", send),
+                web.post("/socket/{id}/tags", tags),
+                web.post("/tags/{tag}/send", tag_send),
+            ]
+        )
         self.sd_runner = web.AppRunner(app)
         await self.sd_runner.setup()
         sd_port = _free_port()
@@ -128,7 +163,9 @@ class TransportTests(unittest.IsolatedAsyncioTestCase):
         env = {
             "SOCKETDOCK_SIGNING_SECRET": self.secret,
             "SOCKETDOCK_API_TOKEN": self.token,
-            "SOCKETDOCK_TRUSTED_URLS": f"http://10.9.9.9:1, {self.sd}/",
+            # The first instance is down (a closed loopback port): sends by
+            # key go on to the next.
+            "SOCKETDOCK_TRUSTED_URLS": f"http://127.0.0.1:{_free_port()}, {self.sd}/",
         }
         with mock.patch.dict(os.environ, env):
             self.port = _free_port()
@@ -274,32 +311,151 @@ class TransportTests(unittest.IsolatedAsyncioTestCase):
             "connection_id": "zz", "code": None, "initiator": "client", "recovered": True}})
         self.assertEqual(status, 200)
 
-    async def test_queued_for_pickup_is_offered_to_idle_sessions(self):
-        """
-        When ACA-Py queues a message for pickup (the session's buffer was busy
-        when it was routed), idle sessions are offered the queue at once.
-        """
-        offered = []
+    def manager(self, queued=None):
+        """A stub of ACA-Py's InboundTransportManager as the transport uses it."""
+        sessions, offered = self.sessions, []
+
+        class Queue:
+            def __init__(self):
+                self.removed = []
+
+            def remove_message_for_key(self, key, msg):
+                self.removed.append((key, msg))
 
         class Manager:
+            undelivered_queue = Queue()
+
             async def create_session(self, **kwargs):
-                return StubSession()
+                session = StubSession()
+                sessions.append(session)
+                return session
 
             def process_undelivered(self, session):
                 offered.append(session)
 
-        self.transport._create_session = Manager().create_session
-        await self.post("/connect", {"meta": self.meta("idle")})
-        await self.post("/connect", {"meta": self.meta("busy")})
-        idle = self.transport.connections["idle"].session
-        self.transport.connections["busy"].session.response_buffer = "being posted"
+        manager = Manager()
+        self.transport._create_session = manager.create_session
+        return manager, offered
 
+    async def message_from(self, cid, key, seq=1):
+        """A message on connection ``cid`` whose session then replies to ``key``."""
+        await self.post("/connect", {"meta": self.meta(cid)})
+        session = self.transport.connections[cid].session
+        session.reply_verkeys = {key}
+        await self.post("/message", {"meta": self.meta(cid, seq=seq), "message": "m"})
+        return session
+
+    @staticmethod
+    def queued_event(outbound):
         class Event:
             topic = "acapy::outbound-message::waiting_for_pickup"
-            payload = None
+            payload = outbound
 
-        await self.transport._outbound_status(None, Event())
+        return Event()
+
+    async def test_queued_for_pickup_is_offered_to_the_session_holding_its_key(self):
+        """
+        When ACA-Py queues a message for pickup (the session's buffer was busy
+        when it was routed), the session holding its key, found by one lookup,
+        is offered the queue at once if idle; no other session is.
+        """
+        _, offered = self.manager()
+        idle = await self.message_from("idle", "K-idle")
+        busy = await self.message_from("busy", "K-busy")
+        for n in range(20):  # others, never offered
+            await self.message_from(f"other{n}", f"K-other{n}")
+        busy.response_buffer = "being posted"
+        await self.transport._outbound_status(None, self.queued_event(Outbound("K-idle")))
+        await self.transport._outbound_status(None, self.queued_event(Outbound("K-busy")))
         self.assertEqual(offered, [idle])
+        self.assertEqual(self.tag_sends, [])  # held here: not sent by key
+
+    async def test_a_message_its_holder_would_not_take_goes_by_tag(self):
+        """
+        The session holding the key takes no such message now (its client's
+        last message asked for no return route): the message goes by tag, to
+        the wallet's socket all the same, and off the queue.
+        """
+        manager, offered = self.manager()
+        session = await self.message_from("c1", "K1")
+        session.select_outbound = lambda outbound: False
+        outbound = Outbound("K1", b"grant")
+        await self.transport._outbound_status(None, self.queued_event(outbound))
+        self.assertEqual(self.tag_sends, [("K1", b"grant")])
+        self.assertEqual(manager.undelivered_queue.removed, [("K1", outbound)])
+        self.assertEqual(offered, [])
+
+    async def test_connections_are_tagged_with_their_reply_keys(self):
+        """Each key a session learns is added, once, to its SocketDock connection's tags."""
+        self.manager()
+        session = await self.message_from("c1", "K1")
+        await asyncio.wait_for(self.tag_event.wait(), 10)
+        self.tag_event.clear()
+        session.reply_verkeys = {"K1", "K2"}
+        await self.post("/message", {"meta": self.meta("c1", seq=2), "message": "m2"})
+        await asyncio.wait_for(self.tag_event.wait(), 10)
+        await self.post("/message", {"meta": self.meta("c1", seq=3), "message": "m3"})
+        self.assertEqual([(cid, body) for cid, _, body in self.tagged],
+                         [("c1", {"add": ["K1"]}), ("c1", {"add": ["K2"]})])
+        self.assertEqual(self.tagged[0][1]["Authorization"], f"Bearer {self.token}")
+        self.assertIs(self.transport.by_key["K2"], self.transport.connections["c1"])
+        await self.post("/disconnect", {"connection_id": "c1", "meta": {
+            "connection_id": "c1", "code": 1000, "reason": "", "initiator": "client"}})
+        self.assertEqual(self.transport.by_key, {})
+
+    async def test_a_key_held_nowhere_here_is_sent_by_tag(self):
+        """
+        A message queued for a key no session here holds goes to ``POST
+        /tags/<key>/send`` (past an instance that is down), and off the queue on 200.
+        """
+        manager, offered = self.manager()
+        outbound = Outbound("K/9", enc_payload=b'{"protected": "fwd"}')
+        await self.transport._outbound_status(None, self.queued_event(outbound))
+        self.assertEqual(self.tag_sends, [("K/9", b'{"protected": "fwd"}')])
+        self.assertEqual(manager.undelivered_queue.removed, [("K/9", outbound)])
+        self.assertEqual(offered, [])
+
+    async def test_a_key_nobody_holds_stays_queued(self):
+        """404 from SocketDock: nobody holds the key; the message stays queued for pickup."""
+        manager, _ = self.manager()
+        self.tag_send_status = 404
+        await self.transport._outbound_status(None, self.queued_event(Outbound("K9", b"x")))
+        self.assertEqual(len(self.tag_sends), 1)
+        self.assertEqual(manager.undelivered_queue.removed, [])
+
+    async def test_gone_connection_tries_the_key_before_the_queue(self):
+        """A reply whose connection is gone (404) goes by key when another connection holds it."""
+        returned = []
+        manager, _ = self.manager()
+        manager.return_inbound = lambda profile, outbound: returned.append(outbound)
+        self.send_status = 404
+        session = await self.message_from("c1", "K1")
+        session.set_response(Outbound("K1", b"reply"))
+        for _ in range(200):
+            if session.closed:
+                break
+            await asyncio.sleep(0.01)
+        self.assertTrue(session.closed)
+        self.assertEqual(self.tag_sends, [("K1", b"reply")])
+        self.assertEqual(returned, [])
+
+    async def test_plugin_config_wins_over_the_environment(self):
+        """``-o socketdock.key=value`` (ACA-Py's plugin_config setting) wins over SOCKETDOCK_*."""
+
+        class Profile:
+            settings = {"plugin_config": {"socketdock": {
+                "trusted_urls": [self.sd], "api_token": "from-plugin-config", "send_timeout": 3}}}
+
+        with mock.patch.dict(os.environ, {"SOCKETDOCK_TRUSTED_URLS": "", "SOCKETDOCK_API_TOKEN": "env"}):
+            transport = SocketDockInboundTransport("127.0.0.1", _free_port(), None,
+                                                   root_profile=Profile())
+            await transport.start()
+        try:
+            self.assertEqual(transport.trusted_urls, (self.sd,))
+            self.assertEqual(transport.api_token, "from-plugin-config")
+            self.assertEqual(transport.send_timeout, 3.0)
+        finally:
+            await transport.stop()
 
     async def test_replies_go_only_to_trusted_instances(self):
         """A send URL outside SOCKETDOCK_TRUSTED_URLS is refused, and cannot replace a trusted one."""
