@@ -1,6 +1,7 @@
 """
-A message may arrive in at most ``max_fragments`` frames (issue 21): past it
-the client is closed with 1008, before Autobahn has kept thousands of tiny
+A message may arrive in 1,024 frames of any size, and in more only while
+its frames bring 64 bytes each on average past those (issue 21): else the
+client is closed with 1008, before Autobahn has kept thousands of tiny
 fragments, and its notice says so once.
 """
 
@@ -10,7 +11,7 @@ import struct
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import formatEvent
 
-from socketdock.ws.protocol import max_fragments
+from socketdock.ws.protocol import too_fragmented
 from tests.test_end_to_end import RelayTestCase
 from tests.ws.test_hardening import LogCaptureMixin, raw_exchange, upgrade_request
 
@@ -35,10 +36,11 @@ class FragmentTests(RelayTestCase, LogCaptureMixin):
     timeout = 30
 
     def test_limit(self):
-        """1,024 frames, or more where max_message_size allows 4 KiB ones."""
-        self.assertEqual(max_fragments(4 * 1024 * 1024), 1024)
-        self.assertEqual(max_fragments(1000), 1024)
-        self.assertEqual(max_fragments(64 * 1024 * 1024), 16384)
+        """1,024 frames of any size; past them, 64 bytes a frame on average."""
+        self.assertFalse(too_fragmented(1024, 1024))
+        self.assertTrue(too_fragmented(1041, 1041))
+        self.assertFalse(too_fragmented(65536, 65536 * 64))
+        self.assertTrue(too_fragmented(65536, 65536 * 62))
 
     @inlineCallbacks
     def test_at_the_limit_is_delivered(self):
@@ -53,8 +55,23 @@ class FragmentTests(RelayTestCase, LogCaptureMixin):
         self.assertEqual(msg["message"], payload.decode("ascii"))
 
     @inlineCallbacks
+    def test_many_64_byte_fragments_are_delivered(self):
+        """4,096 frames of 64 bytes (Autobahn|Testsuite's 9.3.1, smaller) reach the backend whole."""
+        yield self.start()
+        client = raw_exchange(self.relay.port, upgrade_request())
+        head = yield client.head
+        self.assertTrue(head.startswith(b"HTTP/1.1 101"), head)
+        payload = b"0123456789abcdef" * 4 * 4096
+        frames = [fragment(0x1, payload[:64], False)]
+        for i in range(1, 4096):
+            frames.append(fragment(0x0, payload[64 * i : 64 * (i + 1)], i == 4095))
+        client.transport.write(b"".join(frames))
+        (msg,) = yield self.backend.wait_for("message", 1)
+        self.assertEqual(msg["message"], payload.decode("ascii"))
+
+    @inlineCallbacks
     def test_one_byte_fragments_close_with_1008(self):
-        """A message of one-byte frames is refused at frame 1,025: close 1008, one log line."""
+        """A message of one-byte frames is refused at frame 1,041: close 1008, one log line."""
         events = self.capture_log()
         yield self.start()
         client = raw_exchange(self.relay.port, upgrade_request())
