@@ -34,7 +34,7 @@ from socketdock.ops.filelimit import no_release
 from socketdock.ops.timestamps import rfc3339
 from socketdock.relay.backend import Admission, ConnectRefused, UnusableAdmission
 from socketdock.relay.reach import InvalidTags
-from socketdock.relay.registry import NotLive, OutboundFull
+from socketdock.relay.registry import FULL, NOT_OPEN, SENT, NotLive, OutboundFull, SharedFrame
 from socketdock.relay.session import ISocket, Relay, Session
 from socketdock.relay.state import details_text
 from socketdock.relay.wire import new_connection_id
@@ -463,6 +463,33 @@ class RelayServerProtocol(WebSocketServerProtocol):
             return succeed(None)
         d.callback(None)
         return d
+
+    def deliver_frame(self, frame: SharedFrame) -> int:
+        """
+        A tag send's message, encoded once for all its carriers (Autobahn's
+        prepared message): no Deferred, no log line per carrier.  Bounded
+        like :meth:`_send_now`.
+        """
+        if self._state != _OPEN or self._closed_by is not None:
+            return NOT_OPEN
+        if self._client_paused:
+            self._unsent += len(frame.payload)
+            if self._unsent > 2 * self.factory.max_message_size:
+                self._unsent -= len(frame.payload)
+                return FULL
+        prepared = frame.encoded
+        if prepared is None:
+            prepared = frame.encoded = self.factory.prepareMessage(frame.payload, frame.is_binary)
+        if self._perMessageCompress is None and not self.send_queue:
+            # What sendPreparedMessage does, less sendData's per-call debug line.
+            self.transport.write(prepared.payloadHybi)  # type: ignore[attr-defined]
+            self.trafficStats.outgoingOctetsWireLevel += len(prepared.payloadHybi)  # type: ignore[attr-defined]
+        else:
+            self.sendPreparedMessage(prepared)  # type: ignore[arg-type]
+        self._messages_out += 1
+        self._last_active_at = self.factory.reactor.seconds()
+        self.factory.relay.metrics.message_out()
+        return SENT
 
     def _fail_held(self) -> None:
         held, self._held = self._held, []
