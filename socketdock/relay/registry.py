@@ -37,7 +37,7 @@ class SharedFrame:
     not once per carrier.
     """
 
-    __slots__ = ("payload", "is_binary", "encoded")
+    __slots__ = ("encoded", "is_binary", "payload")
 
     def __init__(self, payload: bytes, is_binary: bool) -> None:
         self.payload = payload

@@ -482,7 +482,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
             prepared = frame.encoded = self.factory.prepareMessage(frame.payload, frame.is_binary)
         if self._perMessageCompress is None and not self.send_queue:
             # What sendPreparedMessage does, less sendData's per-call debug line.
-            self.transport.write(prepared.payloadHybi)  # type: ignore[attr-defined]
+            self.transport.write(prepared.payloadHybi)  # type: ignore[union-attr,attr-defined]
             self.trafficStats.outgoingOctetsWireLevel += len(prepared.payloadHybi)  # type: ignore[attr-defined]
         else:
             self.sendPreparedMessage(prepared)  # type: ignore[arg-type]

@@ -37,7 +37,12 @@ class GroupCommitTests(SynchronousTestCase):
         self.link = HeldLink()
         self.clock = Clock()
         self.roster = Roster(
-            self.link, Names.for_db(0), lambda: "http://me", 5.0, lambda ids, d: None, clock=self.clock
+            self.link,
+            Names.for_db(0),
+            lambda: "http://me",
+            5.0,
+            lambda ids, d: None,
+            clock=self.clock,
         )
         self.roster._joined = True  # as after a join; joining is test_roster's
         self.roster._first = False
