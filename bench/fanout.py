@@ -14,7 +14,8 @@ CPU is both instances' (Redis, unpinned, is not counted).  With
 ``--pushpin``, Pushpin (Debian's ``pushpin`` package: condure, proxy and
 handler, all pinned to core 0, ``message_rate`` raised to 1,000,000 so its
 limit is not what is measured) does the same through its HTTP publish API,
-its clients subscribed by GRIP control messages over WebSocket-over-HTTP.
+its clients subscribed by GRIP control messages over WebSocket-over-HTTP
+(its runner starts its own zurl for the requests to the backend).
 Prints per measurement: deliveries/s, relay CPU per delivered frame and
 deliveries per relay CPU-second, POST-to-last-receipt p50/p99, and the
 harness's CPU use (near 1.0: the harness was the limit, not the relay).
@@ -80,10 +81,18 @@ def pushpin(args, node_path: str) -> list[dict]:
                 "http_port": str(port), "client_maxconn": str(args.n + 1000),
                 "message_rate": "1000000", "message_hwm": "1000000",
                 "routesfile": os.path.join(directory, "routes")}
+    # Debian's internal.conf expects a system-wide zurl (/var/run/zurl); the
+    # runner starts our own instead, and the proxy is pointed at it.
+    settings["services"] = "condure,zurl,pushpin-proxy,pushpin-handler"
+    zurl = ("zurl_out_specs=ipc://{rundir}/{ipc_prefix}zurl-in\n"
+            "zurl_out_stream_specs=ipc://{rundir}/{ipc_prefix}zurl-in-stream\n"
+            "zurl_in_specs=ipc://{rundir}/{ipc_prefix}zurl-out")
     conf = []
     for line in lines:
         key = line.split("=", 1)[0].strip()
         conf.append(f"{key}={settings[key]}" if key in settings and "=" in line else line)
+        if line.strip() == "[proxy]":
+            conf.append(zurl)
     with open(os.path.join(directory, "pushpin.conf"), "w") as f:
         f.write("\n".join(conf) + "\n")
     with open(os.path.join(directory, "routes"), "w") as f:
