@@ -57,7 +57,7 @@ def socketdock(args, node_path: str, label: str, tree: str) -> list[dict]:
     backend, a, b = free_port(), free_port(), free_port()
     commands = []
     for port in (a, b):
-        command = relay_command(f"--cluster {redis.url}", tree=tree)
+        command = relay_command(f"--cluster {redis.url} {args.relay_args}", tree=tree)
         commands.append(command.replace("{port}", str(port))
                         .replace("{relay}", f"http://127.0.0.1:{port}")
                         .replace("{backend}", f"http://127.0.0.1:{backend}"))
@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--trees", default=f"this={os.path.dirname(HERE)}")
     parser.add_argument("--pushpin", action="store_true")
+    parser.add_argument("--relay-args", default="", help="more relay options")
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--duration", type=float, default=8)
     parser.add_argument("--relay-cpu", default="0")

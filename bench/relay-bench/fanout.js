@@ -164,12 +164,21 @@ async function main() {
   if (o.target === 'pushpin') await waitPort(o.sendPorts[0], procs[0]);
   await sleep(500);
   const socks = []; let next = 0;
-  async function worker() { while (next < o.n) { next++; const ws = await open(o.wsUrl); if (ws) socks.push(ws); } }
+  // A refused open is tried again (up to 5 times): Pushpin refuses some
+  // while many are opening at once.
+  async function worker() {
+    while (next < o.n) {
+      next++;
+      for (let attempt = 0; attempt < 5; attempt++) { const ws = await open(o.wsUrl); if (ws) { socks.push(ws); break; } await sleep(100); }
+    }
+  }
   await Promise.all(Array.from({ length: 100 }, worker));
   if (socks.length !== o.n) throw new Error(`only ${socks.length} of ${o.n} opened`);
   await sleep(o.target === 'pushpin' ? 3000 : 1000); // subscriptions settle
   const pids = [].concat(...procs.map((p) => tree(p.pid)));
   for (const port of o.sendPorts) for (const mode of ['all', 'groups']) await measure(o.label, mode, port, pids);
+  for (const p of procs) { try { process.kill(-p.pid, 'SIGTERM'); } catch { } }
+  for (let i = 0; i < 200 && procs.some((p) => !p.exited); i++) await sleep(50);
   for (const p of procs) { try { process.kill(-p.pid, 'SIGKILL'); } catch { } }
   process.exit(0);
 }
