@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -122,6 +123,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--trees", default=f"this={os.path.dirname(HERE)}")
     parser.add_argument("--pushpin", action="store_true")
+    parser.add_argument("--reps", type=int, default=1, help="runs of each, alternating")
     parser.add_argument("--relay-args", default="", help="more relay options")
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--duration", type=float, default=8)
@@ -135,12 +137,31 @@ def main() -> None:
     os.makedirs(args.logs, exist_ok=True)
     raise_file_limit([args.n])
     node_path = install_deps(args.deps)
-    for label, tree in (t.split("=", 1) for t in args.trees.split(",")):
-        for row in socketdock(args, node_path, label, os.path.abspath(tree)):
-            show(row)
-    if args.pushpin:
-        for row in pushpin(args, node_path):
-            show(row)
+    trees = [tuple(t.split("=", 1)) for t in args.trees.split(",")]
+    rows: list[dict] = []
+    for rep in range(args.reps):
+        for label, tree in trees if rep % 2 == 0 else trees[::-1]:
+            for row in socketdock(args, node_path, label, os.path.abspath(tree)):
+                show(row)
+                rows.append(row)
+        if args.pushpin:
+            for row in pushpin(args, node_path):
+                show(row)
+                rows.append(row)
+    print(f"== medians of {args.reps} runs each")
+    medians: dict[tuple[str, str, str], dict] = {}
+    for key in dict.fromkeys((r["label"], r["tagMode"], r["via"]) for r in rows):
+        runs = [r for r in rows if (r["label"], r["tagMode"], r["via"]) == key]
+        medians[key] = {k: statistics.median(r[k] for r in runs) for k in (
+            "deliveriesPerSec", "relayCpuUsPerDelivery", "deliveriesPerCpuSec", "p50ms", "p99ms",
+            "relayCpuUtil", "harnessCpuUtil")}
+        show({**runs[0], **medians[key], "sends": sum(r["sends"] for r in runs),
+              "failedSends": sum(r["failedSends"] for r in runs)})
+    for (label, mode, via), m in medians.items():
+        theirs = medians.get(("pushpin", mode, "publish API"))
+        if theirs and label != "pushpin":
+            print(f"{label:8s} {mode:6s} via {via:11s} deliveries per relay CPU-second: "
+                  f"{m['deliveriesPerCpuSec'] / theirs['deliveriesPerCpuSec']:.1f}x Pushpin's")
 
 
 if __name__ == "__main__":
