@@ -110,6 +110,7 @@ def pushpin(args, node_path: str) -> list[dict]:
 
 
 def show(row: dict) -> None:
+    row = {k: float("nan") if v is None else v for k, v in row.items()}  # JSON's NaN is null
     print(f"{row['label']:8s} {row['tagMode']:6s} via {row['via']:11s} "
           f"{row['deliveriesPerSec']:9.0f} deliveries/s  {row['relayCpuUsPerDelivery']:6.2f} µs relay "
           f"CPU each ({row['deliveriesPerCpuSec']:8.0f}/CPU-s, relay core {row['relayCpuUtil']:.2f} busy)  "
