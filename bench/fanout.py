@@ -138,7 +138,7 @@ def main() -> None:
     os.makedirs(args.logs, exist_ok=True)
     raise_file_limit([args.n])
     node_path = install_deps(args.deps)
-    trees = [tuple(t.split("=", 1)) for t in args.trees.split(",")]
+    trees = [tuple(t.split("=", 1)) for t in args.trees.split(",") if t]
     rows: list[dict] = []
     for rep in range(args.reps):
         for label, tree in trees if rep % 2 == 0 else trees[::-1]:
@@ -149,6 +149,7 @@ def main() -> None:
             for row in pushpin(args, node_path):
                 show(row)
                 rows.append(row)
+                print("   ", json.dumps(row), flush=True)
     print(f"== medians of {args.reps} runs each")
     medians: dict[tuple[str, str, str], dict] = {}
     for key in dict.fromkeys((r["label"], r["tagMode"], r["via"]) for r in rows):
