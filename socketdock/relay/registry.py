@@ -37,13 +37,15 @@ class SharedFrame:
     not once per carrier.
     """
 
-    __slots__ = ("encoded", "is_binary", "payload")
+    __slots__ = ("at", "encoded", "is_binary", "payload")
 
     def __init__(self, payload: bytes, is_binary: bool) -> None:
         self.payload = payload
         self.is_binary = is_binary
         #: The WebSocket layer's encoding, set by the first carrier that sends it.
         self.encoded: object = None
+        #: When it was handed to the sockets (the reactor's clock, read once).
+        self.at: float | None = None
 
 
 #: What :meth:`IConnection.deliver_frame` answers.

@@ -472,23 +472,27 @@ class RelayServerProtocol(WebSocketServerProtocol):
         """
         if self._state != _OPEN or self._closed_by is not None:
             return NOT_OPEN
+        factory = self.factory
         if self._client_paused:
             self._unsent += len(frame.payload)
-            if self._unsent > 2 * self.factory.max_message_size:
+            if self._unsent > 2 * factory.max_message_size:
                 self._unsent -= len(frame.payload)
                 return FULL
         prepared = frame.encoded
         if prepared is None:
-            prepared = frame.encoded = self.factory.prepareMessage(frame.payload, frame.is_binary)
+            prepared = frame.encoded = factory.prepareMessage(frame.payload, frame.is_binary)
         if self._perMessageCompress is None and not self.send_queue:
-            # What sendPreparedMessage does, less sendData's per-call debug line.
+            # What sendPreparedMessage does, less sendData's debug line and
+            # traffic counter (the relay keeps its own).
             self.transport.write(prepared.payloadHybi)  # type: ignore[union-attr,attr-defined]
-            self.trafficStats.outgoingOctetsWireLevel += len(prepared.payloadHybi)  # type: ignore[attr-defined]
         else:
             self.sendPreparedMessage(prepared)  # type: ignore[arg-type]
         self._messages_out += 1
-        self._last_active_at = self.factory.reactor.seconds()
-        self.factory.relay.metrics.message_out()
+        at = frame.at
+        if at is None:
+            at = frame.at = factory.reactor.seconds()
+        self._last_active_at = at
+        factory.relay.metrics.message_out()
         return SENT
 
     def _fail_held(self) -> None:
