@@ -58,13 +58,22 @@ def storm(args, node_path: str, tree: str, mode: str, log: str) -> dict:
              os.path.join(HARNESS, "storm.js"), json.dumps(config)],
             env={**os.environ, "NODE_PATH": node_path}, capture_output=True, text=True,
             timeout=args.timeout * 3 + 120)
+        # Commands Redis ran, over every handshake of the run (N to A, N to
+        # B): what a handshake costs Redis, however busy the machine is.
+        stats = redis.info("commandstats") if redis else {}
     finally:
         if redis:
             redis.stop()
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if not lines:
         raise SystemExit(f"storm.js failed: {out.stderr[-2000:]}")
-    return json.loads(lines[-1])
+    result = json.loads(lines[-1])
+    calls = {k[len("cmdstat_"):]: int(v.split(",")[0].split("=")[1])
+             for k, v in stats.items() if k.startswith("cmdstat_")}
+    calls.pop("info", None)
+    result["redisCommandsPerHandshake"] = sum(calls.values()) / (2 * args.n) if redis else None
+    result["redisCommands"] = calls
+    return result
 
 
 def main() -> None:
@@ -103,7 +112,10 @@ def main() -> None:
                       f"disconnect {r['disconnects']} recovered {r['recovered']}  "
                       f"{'correct' if r['correct'] else 'WRONG'}  relay CPU until admitted "
                       f"{1000 * r['relayCpuUntilAdmittedSec'] / r['n']:.2f} ms/handshake, "
-                      f"in all {r['relayCpuSec']:.1f}s", flush=True)
+                      f"in all {r['relayCpuSec']:.1f}s" + (
+                          "" if r["redisCommandsPerHandshake"] is None else
+                          f"  Redis commands per handshake {r['redisCommandsPerHandshake']:.2f} "
+                          f"{r['redisCommands']}"), flush=True)
                 print("   ", json.dumps(r),
                       flush=True)
     modes = args.modes.split(",")
