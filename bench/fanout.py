@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -106,7 +107,25 @@ def pushpin(args, node_path: str) -> list[dict]:
             "wsUrl": f"ws://127.0.0.1:{port}/ws", "sendPorts": [publish],
             "viaNames": {str(publish): "publish API"}, "log": os.path.join(args.logs, "pushpin")})
     finally:
+        _stop_leftovers(directory)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _stop_leftovers(directory: str) -> None:
+    """
+    Pushpin's runner does not always take condure, zurl and the rest with it
+    when it is stopped: end every process whose command line names this run's
+    directory (and only those).
+    """
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if directory.encode() in f.read():
+                    os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def show(row: dict) -> None:
