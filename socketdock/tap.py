@@ -343,8 +343,6 @@ def make_service(
     )
     # Built below; the callbacks here reach it only once it exists.
     relay: Relay
-    # Listeners, backend and Redis connections use it; timers and the rest use the reactor.
-    net = stack.network(reactor)
     cluster = None
     if config.cluster is not None:
         # Imported only here: without cluster, nothing needs Redis or its client.
@@ -359,7 +357,7 @@ def make_service(
 
         cluster = Cluster(
             config,
-            net,  # a tag send from Redis writes to many clients: batched like a read's writes
+            reactor,
             urls,
             recover=lambda ids, details: relay.recover(ids, details, LOST_INSTANCE_REASON),
             taken=taken,
@@ -371,6 +369,8 @@ def make_service(
         relay.note(connection_id, details)
 
     registry = Registry(cluster.events, noted) if cluster is not None else Registry(noted=noted)
+    # Listeners and backend connections use it; timers and the rest use the reactor.
+    net = stack.network(reactor)
     # The gauge reads the relay built below, only when scraped.
     metrics = Metrics(
         active=registry.__len__,

@@ -26,7 +26,7 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
@@ -72,23 +72,6 @@ class ILinkUser(Interface):
         """A message arrived on a subscribed channel."""
 
 
-def _batched_later(reactor) -> Callable[..., IDelayedCall]:
-    """
-    txredisapi parses the replies that follow a bulk string in the same read
-    from a ``callLater(0)``: a tag send arriving there writes to each of its
-    carriers, so that call runs as a read does on a batching reactor (one
-    ``send`` per carrier, no watch armed; :mod:`socketdock.tuned.batchedtcp`).
-    """
-    batched = getattr(reactor, "call_batched", None)
-    if batched is None:
-        return reactor.callLater
-
-    def later(delay: float, f: Callable[..., object], *args: object, **kwargs: object):
-        return reactor.callLater(delay, batched, f, *args, **kwargs)
-
-    return later
-
-
 class _Commands(txredisapi.BaseRedisProtocol):
     """txredisapi's command protocol, on our reactor, telling the link of its end."""
 
@@ -99,7 +82,7 @@ class _Commands(txredisapi.BaseRedisProtocol):
         # drop the connection when they fail, in the middle of ClientService's
         # connecting state, which then never retries; the link sends them.
         super().__init__(charset=None, replyTimeout=REPLY_TIMEOUT, convertNumbers=False)
-        self.callLater = _batched_later(link.reactor)
+        self.callLater = link.reactor.callLater
         self._link = link
 
     def connectionLost(self, why: Failure) -> None:

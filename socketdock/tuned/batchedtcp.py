@@ -230,22 +230,6 @@ class BatchingReactor:
     def __getattr__(self, name: str):
         return getattr(self._reactor, name)
 
-    def call_batched(self, f, *args, **kwargs):
-        """
-        Call ``f`` as a read runs: the writes it makes are gathered and sent
-        when it returns.  For a protocol that finishes a read later, from a
-        timer (txredisapi parses the replies after a bulk string that way).
-        """
-        batch = self._batch
-        if batch.reading:
-            return f(*args, **kwargs)
-        batch.reading = True
-        try:
-            return f(*args, **kwargs)
-        finally:
-            batch.reading = False
-            batch.flush()
-
     def listenTCP(self, port, factory, backlog=50, interface=""):
         listener = _BatchedPort(port, factory, backlog, interface, self._reactor, self._batch)
         listener.startListening()

@@ -174,27 +174,6 @@ class BatchedTCPTests(TestCase):
         self.assertEqual((received, armed), (b"late", [True]))
 
     @inlineCallbacks
-    def test_a_timer_run_batched_is_sent_when_it_returns(
-        self,
-    ) -> Generator[Deferred[Any], Any, None]:
-        """call_batched (a read txredisapi finishes from a timer) gathers the writes: no watch armed."""
-        armed = []
-
-        def on_read(server):
-            def later():
-                server.transport.write(b"la")
-                server.transport.write(b"te")
-                armed.append(server.transport in reactor.getWriters())
-
-            reactor.callLater(0, self.net.call_batched, later)
-            next_turn().addCallback(lambda _: next_turn()).addCallback(
-                lambda _: server.transport.loseConnection()
-            )
-
-        received, _ = yield self.exchange(on_read)
-        self.assertEqual((received, armed), (b"late", [False]))
-
-    @inlineCallbacks
     def test_a_read_on_one_connection_sends_what_it_wrote_to_another(
         self,
     ) -> Generator[Deferred[Any], Any, None]:
