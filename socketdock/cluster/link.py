@@ -435,7 +435,9 @@ class RedisLink(Service):
         if failure.check(txredisapi.ConnectionError):  # TimeoutError is one too
             raise Unreachable("lost the link to Redis; retry later")
         if failure.check(txredisapi.ResponseError):
-            why = failure.getErrorMessage()
+            # A script's refusal names the script and the line ("... script:
+            # <sha>, on @user_script:8."): the reason is what comes before.
+            why = failure.getErrorMessage().split(". script: ")[0]
             if why != self._command_refusal:
                 self._command_refusal = why
                 self._log.warn("cluster: Redis refused a command: {why}", why=why)

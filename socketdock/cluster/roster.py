@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from socketdock.cluster.link import RedisRefused
-from socketdock.cluster.scripts import BEAT, INSTANCES, LEAVE, LOCATE, REJOIN, Names
+from socketdock.cluster.scripts import APPLY, BEAT, INSTANCES, LEAVE, LOCATE, REJOIN, Names
 from socketdock.relay.reach import Unreachable
 
 #: Heartbeats an instance may miss before it is declared lost.
@@ -107,6 +107,11 @@ class Roster:
         self._joined = False
         self._first = True
         self._beating: Deferred | None = None
+        # The group commit: (op, id, details) triples waiting to go, the
+        # records waiting for them, and whether a batch is on its way.
+        self._batch: list[str] = []
+        self._waiters: list[Deferred[None]] = []
+        self._sending = False
         #: Connections of lost instances this one claimed (for /status).
         self.recovered = 0
 
@@ -139,14 +144,10 @@ class Roster:
             self._details[connection_id] = details
         if not self._joined:
             return succeed(None)
-        if details:
-            self._command("HSET", self._names.details(self.me), connection_id, details)
-        d = self._link.command("SADD", self._names.owed(self.me), connection_id)
-        d.addCallbacks(self._taken, self._refused)
-        d.addErrback(
-            self._logged("cluster: recording {connection_id} failed", connection_id=connection_id)
-        )
-        return d.addCallback(lambda _: None)
+        d: Deferred[None] = Deferred()
+        self._waiters.append(d)
+        self._change("r", connection_id, details)
+        return d
 
     def note(self, connection_id: str, details: str) -> None:
         """An owed connection's tags or state changed (ignored for one not owed yet)."""
@@ -154,41 +155,74 @@ class Roster:
             return
         if details:
             self._details[connection_id] = details
-            self._mirror("HSET", self._names.details(self.me), connection_id, details)
-        elif self._details.pop(connection_id, None) is not None:
-            self._mirror("HDEL", self._names.details(self.me), connection_id)
+        elif self._details.pop(connection_id, None) is None:
+            return
+        self._change("n", connection_id, details)
 
     def forget(self, connection_id: str) -> None:
         """Its notice was delivered."""
         self._owed.discard(connection_id)
-        self._mirror("SREM", self._names.owed(self.me), connection_id)
-        if self._details.pop(connection_id, None) is not None:
-            self._mirror("HDEL", self._names.details(self.me), connection_id)
+        self._details.pop(connection_id, None)
+        self._change("f", connection_id)
 
     # -- the registry's events ------------------------------------------------------
 
     def added(self, connection_id: str) -> None:
         """Live here from the start of its handshake: reachable through any instance."""
         self._live.add(connection_id)
-        if self._joined:
-            self._command("HSET", self._names.where, connection_id, self.me)
-            self._command("SADD", self._names.live(self.me), connection_id)
+        self._change("a", connection_id)
 
     def gone(self, connection_id: str) -> None:
         """No longer live here."""
         self._live.discard(connection_id)
-        if self._joined:
-            self._command("HDEL", self._names.where, connection_id)
-            self._command("SREM", self._names.live(self.me), connection_id)
+        self._change("g", connection_id)
 
-    def _mirror(self, *args: object) -> None:
-        if self._joined:
-            self._command(*args)
+    # -- the group commit ---------------------------------------------------------
 
-    def _command(self, *args: object) -> None:
-        d = self._link.command(*args)
+    def _change(self, op: str, connection_id: str, details: str = "") -> None:
+        """
+        Mirror one change to Redis (while joined; a rejoin writes the rest).
+        With no batch on its way it goes at once; changes made while one is
+        on its way collect and go together, in one script, when it is
+        answered: a storm of handshakes costs a few round trips, not three
+        commands each, and no timer delays a quiet instance.
+        """
+        if not self._joined:
+            return
+        self._batch += (op, connection_id, details)
+        if not self._sending:
+            self._send()
+
+    def _send(self) -> None:
+        batch, self._batch = self._batch, []
+        waiters, self._waiters = self._waiters, []
+        if not batch:
+            _release(waiters)
+            return
+        self._sending = True
+        d = self._link.eval(APPLY, [], [self._names.prefix, self.me, *batch])
         d.addCallbacks(self._taken, self._refused)
         d.addErrback(self._logged("cluster: a Redis update failed"))
+
+        def sent(_: object) -> None:
+            # Every record in the batch is answered, taken or not: a refusal
+            # is made good by the rewrite, a lost link by the next rejoin.
+            self._sending = False
+            _release(waiters)
+            if self._batch or self._waiters:
+                self._send()
+
+        d.addCallback(sent)
+
+    def settled(self) -> Deferred[None]:
+        """Fires once every change made so far was answered by Redis (or failed)."""
+        if not self._sending and not self._batch:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiters.append(d)
+        if not self._sending:
+            self._send()
+        return d
 
     # -- changes Redis refuses ------------------------------------------------------
 
@@ -441,6 +475,11 @@ class Roster:
     def status(self) -> dict:
         """This instance's part of the ``cluster`` object of ``/status``."""
         return {"instance": self.me, "owed": len(self._owed), "recovered": self.recovered}
+
+
+def _release(waiters: list[Deferred[None]]) -> None:
+    for d in waiters:
+        d.callback(None)
 
 
 def _text(value: object) -> str:

@@ -173,6 +173,38 @@ if redis.call('SCARD', P..'owed:'..me) == 0 then redis.call('SREM', P..'instance
 return 1
 """
 
+#: A batch of this instance's changes, in the order they were made, in one
+#: round trip (the roster's group commit).  ARGV: prefix, me, then triples
+#: (op, id, details): ``a`` live here (``where`` and ``live``), ``g`` no
+#: longer live here, ``r`` owed (with its details, if any), ``f`` no longer
+#: owed, ``n`` its details changed ('' drops them).  Returns 1.
+APPLY = b"""
+local P, me = ARGV[1], ARGV[2]
+local where, live, owed = P..'where', P..'live:'..me, P..'owed:'..me
+local details = P..'details:'..me
+for i = 3, #ARGV, 3 do
+  local op, id, d = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if op == 'a' then
+    redis.call('HSET', where, id, me)
+    redis.call('SADD', live, id)
+  elseif op == 'g' then
+    redis.call('HDEL', where, id)
+    redis.call('SREM', live, id)
+  elseif op == 'r' then
+    redis.call('SADD', owed, id)
+    if d ~= '' then redis.call('HSET', details, id, d) end
+  elseif op == 'f' then
+    redis.call('SREM', owed, id)
+    redis.call('HDEL', details, id)
+  elseif d ~= '' then
+    redis.call('HSET', details, id, d)
+  else
+    redis.call('HDEL', details, id)
+  end
+end
+return 1
+"""
+
 #: The live instance holding a connection, or false.  ARGV: prefix, id.
 LOCATE = b"""
 local P, id = ARGV[1], ARGV[2]

@@ -16,7 +16,16 @@ from zope.interface import implementer
 from socketdock.relay.confirm import Tally, confirm_all, deliver_confirmed
 from socketdock.relay.listing import BadCursor, local_cursor, local_page
 from socketdock.relay.reach import InvalidTags, IReach, Reached
-from socketdock.relay.registry import NotLive, OutboundFull, Registry
+from socketdock.relay.registry import (
+    FULL,
+    NOT_OPEN,
+    SENT,
+    IConnection,
+    NotLive,
+    OutboundFull,
+    Registry,
+    SharedFrame,
+)
 
 
 @implementer(IReach)
@@ -68,27 +77,36 @@ class LocalReach:
             return fail()
 
     def send_to_tag(self, tag: str, payload: bytes, is_binary: bool) -> Deferred[Reached]:
-        handed = full = 0
+        counts = [0, 0, 0]  # by outcome: SENT, FULL, NOT_OPEN (skipped)
+        frame = SharedFrame(payload, is_binary)
         for connection in self._registry.tagged(tag):
-            d = connection.deliver(payload, is_binary)
-            outcome: list = []
-            d.addBoth(outcome.append)
-            if not outcome:
-                # Held until its handshake completes; if that is refused the
-                # frame goes with it, as for a single send nobody waits on.
-                handed += 1
-                d.addErrback(self._held_lost, connection.connection_id)
-            elif not isinstance(outcome[0], Failure):
-                handed += 1
-            elif outcome[0].check(OutboundFull):
-                full += 1
-            elif not outcome[0].check(NotLive):
-                self._log.failure(
-                    "tag send to {connection_id} failed",
-                    outcome[0],
-                    connection_id=connection.connection_id,
-                )
-        return succeed(Reached(connections=handed, full=full))
+            outcome = connection.deliver_frame(frame)
+            if outcome == NOT_OPEN:
+                outcome = self._deliver_otherwise(connection, payload, is_binary)
+            counts[outcome] += 1
+        return succeed(Reached(connections=counts[SENT], full=counts[FULL]))
+
+    def _deliver_otherwise(self, connection: IConnection, payload: bytes, is_binary: bool) -> int:
+        """A carrier not open: held while its handshake is pending (SENT), else skipped."""
+        d = connection.deliver(payload, is_binary)
+        outcome: list = []
+        d.addBoth(outcome.append)
+        if not outcome:
+            # Held until its handshake completes; if that is refused the
+            # frame goes with it, as for a single send nobody waits on.
+            d.addErrback(self._held_lost, connection.connection_id)
+            return SENT
+        if not isinstance(outcome[0], Failure):
+            return SENT
+        if outcome[0].check(OutboundFull):
+            return FULL
+        if not outcome[0].check(NotLive):
+            self._log.failure(
+                "tag send to {connection_id} failed",
+                outcome[0],
+                connection_id=connection.connection_id,
+            )
+        return NOT_OPEN
 
     def _held_lost(self, failure: Failure, connection_id: str) -> None:
         failure.trap(NotLive, OutboundFull)

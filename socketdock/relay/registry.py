@@ -38,6 +38,29 @@ class BudgetFull(OutboundFull):
     why = "server has too much data queued; retry later"
 
 
+class SharedFrame:
+    """
+    One message sent to many carriers (a tag send): each connection's
+    :meth:`IConnection.deliver_frame` encodes it on first use and keeps the
+    encoding here, so the frame header and payload are built once per send,
+    not once per carrier.
+    """
+
+    __slots__ = ("at", "encoded", "is_binary", "payload")
+
+    def __init__(self, payload: bytes, is_binary: bool) -> None:
+        self.payload = payload
+        self.is_binary = is_binary
+        #: The WebSocket layer's encoding, set by the first carrier that sends it.
+        self.encoded: object = None
+        #: When it was handed to the sockets (the reactor's clock, read once).
+        self.at: float | None = None
+
+
+#: What :meth:`IConnection.deliver_frame` answers.
+SENT, FULL, NOT_OPEN = 0, 1, 2
+
+
 class IConnection(Interface):
     """One client connection, as the callback API and the relay see it."""
 
@@ -58,6 +81,14 @@ class IConnection(Interface):
         Fires once the message is handed to the socket (held, in order, while
         the handshake is pending); fails with :class:`NotLive` when the connection
         goes away first, or :class:`OutboundFull` when the client reads too slowly.
+        """
+
+    def deliver_frame(frame: SharedFrame) -> int:
+        """
+        Hand one shared message to the socket of an open connection, with no
+        Deferred: :data:`SENT`, :data:`FULL` (the client reads too slowly,
+        as :class:`OutboundFull`), or :data:`NOT_OPEN` (pending or gone: the
+        caller uses :meth:`deliver`).
         """
 
     def confirm(timeout: float) -> Deferred[None]:

@@ -25,7 +25,14 @@ from socketdock.ops.metrics import Metrics
 from socketdock.relay.backend import AUTH_FAILURES, IBackend, MessageRefused, Reply
 from socketdock.relay.budget import ByteBudget
 from socketdock.relay.confirm import Gone
-from socketdock.relay.registry import IConnection, NotLive, OutboundFull, Registry
+from socketdock.relay.registry import (
+    NOT_OPEN,
+    IConnection,
+    NotLive,
+    OutboundFull,
+    Registry,
+    SharedFrame,
+)
 from socketdock.relay.retry import RetriesExhausted
 from socketdock.relay.state import parse_details
 
@@ -437,6 +444,9 @@ class _GoneSocket:
 
     def deliver(self, payload: bytes, is_binary: bool) -> Deferred[None]:
         return fail(NotLive())
+
+    def deliver_frame(self, frame: SharedFrame) -> int:
+        return NOT_OPEN
 
     def confirm(self, timeout: float) -> Deferred[None]:
         return fail(Gone())

@@ -20,11 +20,12 @@ from collections.abc import Callable
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 
-from socketdock.cluster.scripts import BEAT, INSTANCES, LEAVE, LOCATE, REJOIN
+from socketdock.cluster.scripts import APPLY, BEAT, INSTANCES, LEAVE, LOCATE, REJOIN
 from socketdock.relay.reach import Unreachable
 
 _SCRIPTS = {
     REJOIN: "REJOIN",
+    APPLY: "APPLY",
     BEAT: "BEAT",
     LEAVE: "LEAVE",
     LOCATE: "LOCATE",

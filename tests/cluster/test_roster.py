@@ -104,6 +104,7 @@ class RosterTests(TestCase):
         self.assertEqual(len(y.recovered + z.recovered), 1)
         for cid in ids:
             winner.roster.forget(cid)
+        yield winner.roster.settled()
         self.assertEqual((yield self.owed(y, winner.roster.me)), [])
 
     @inlineCallbacks

@@ -74,6 +74,8 @@ class RosterClaimTests(SynchronousTestCase):
         """Back after a survivor claimed this instance: its still-open ones are closed."""
         self.joined()
         self.roster.added("live1")
+        self.assertEqual(self.link.names(), ["APPLY"])
+        self.link.answer(0, 1)
         self.roster.lost_link()
         self.joined(fenced=[b"live1", b"gone1"])
         self.assertEqual(self.fenced, [["live1"]])

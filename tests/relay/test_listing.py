@@ -19,6 +19,11 @@ class _Connection:
         self.connection_id = connection_id
         self.tags: tuple[str, ...] = ()
 
+    def deliver_frame(self, frame: object) -> int:
+        from socketdock.relay.registry import NOT_OPEN
+
+        return NOT_OPEN  # a tag send falls back to deliver()
+
     def deliver(self, payload: bytes, is_binary: bool) -> Deferred[None]:
         return succeed(None)
 

@@ -14,7 +14,15 @@ from zope.interface.verify import verifyObject
 
 from socketdock.relay.localreach import LocalReach
 from socketdock.relay.reach import IConnectionEvents, InvalidTags, IReach, NoEvents, Reached
-from socketdock.relay.registry import IConnection, NotLive, OutboundFull, Registry
+from socketdock.relay.registry import (
+    NOT_OPEN,
+    SENT,
+    IConnection,
+    NotLive,
+    OutboundFull,
+    Registry,
+    SharedFrame,
+)
 from socketdock.relay.tags import (
     MAX_TAGS,
     check_tag,
@@ -90,6 +98,12 @@ class FakeConnection:
     def deliver(self, payload: bytes, is_binary: bool) -> Deferred[None]:
         self.delivered.append((payload, is_binary))
         return succeed(None) if self._answer is None else self._answer()
+
+    def deliver_frame(self, frame: SharedFrame) -> int:
+        if self._answer is not None:
+            return NOT_OPEN  # pending or slow: the tag send falls back to deliver()
+        self.delivered.append((frame.payload, frame.is_binary))
+        return SENT
 
     def close(self, code: int, reason: str, initiator: str) -> None:
         self.closed.append((code, reason, initiator))
