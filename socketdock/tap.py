@@ -71,7 +71,7 @@ from socketdock.service import (
 )
 from socketdock.tuned.collector import tune_collector
 from socketdock.tuning import Stack, choose_stack, make_http_client
-from socketdock.ws.protocol import make_ws_factory
+from socketdock.ws.factory import make_ws_factory
 from socketdock.ws.upgrade import WebSocketUpgrade
 
 __all__ = ["Options", "makeService"]

@@ -1,7 +1,7 @@
 """
 The client side: an Autobahn server protocol that adapts WebSocket frames to
-a relay :class:`Session`, and its factory (the upgrade itself is in
-:mod:`socketdock.ws.upgrade`).
+a relay :class:`Session` (its factory is in :mod:`socketdock.ws.factory`, the
+upgrade in :mod:`socketdock.ws.upgrade`).
 
 It only translates between frames and the connection's relay-side
 :class:`~socketdock.relay.admission.Entry`, which owns its life from the
@@ -12,13 +12,10 @@ is answered) stays here and beside it in :mod:`socketdock.ws`.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
-from typing import Any
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.util import encode_truncate
-from autobahn.websocket.compress import PERMESSAGE_COMPRESSION_EXTENSION
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -29,41 +26,17 @@ from zope.interface import implementer
 
 from socketdock.ops.filelimit import no_release
 from socketdock.ops.timestamps import rfc3339
-from socketdock.relay.admission import CLOSED, OPEN, Admissions, Entry, Refused
+from socketdock.relay.admission import CLOSED, OPEN, Entry, Refused
 from socketdock.relay.registry import BudgetFull, OutboundFull
-from socketdock.relay.session import ISocket, Relay
+from socketdock.relay.session import ISocket
+from socketdock.ws.buffers import release_buffers
+from socketdock.ws.close_codes import is_utf8, valid_close_code
 from socketdock.ws.confirm import Confirmer
-from socketdock.ws.context import HeaderAllowList, connect_context
+from socketdock.ws.context import connect_context
 from socketdock.ws.keepalive import Keepalive
 from socketdock.ws.lifetime import Lifetime
-from socketdock.ws.origins import OriginPolicy
-from socketdock.ws.ratelimit import HandshakeRate
 from socketdock.ws.refusal import autobahn_reason, printable
-
-#: Close codes a peer may put in a close frame (RFC 6455 §7.4): the
-#: registered ones Autobahn accepts, and 3000-4999.
-_VALID_CLOSE_CODES = frozenset(WebSocketServerProtocol.CLOSE_STATUS_CODES_ALLOWED)
-
-
-def _valid_close_code(code: int | None) -> bool:
-    return code is None or code in _VALID_CLOSE_CODES or 3000 <= code <= 4999
-
-
-def _bad_extension_offer(extensions) -> str | None:
-    """
-    Why a permessage-compress offer cannot be parsed, or None.  Autobahn
-    parses them only after ``onConnect``, once the backend has admitted the
-    client; checked first, a bad offer is refused without involving it.
-    """
-    for name, params in extensions:
-        pmce = PERMESSAGE_COMPRESSION_EXTENSION.get(name)
-        if pmce is None:
-            continue
-        try:
-            pmce["Offer"].parse(params)  # type: ignore[attr-defined]  # autobahn types the table as dict[str, type]
-        except Exception as e:
-            return str(e)
-    return None
+from socketdock.ws.refusal import bad_extension_offer as _bad_extension_offer
 
 
 @implementer(ISocket, IPushProducer)
@@ -472,9 +445,9 @@ class RelayServerProtocol(WebSocketServerProtocol):
             # A code no peer may send (999, 1005, 5000) or a reason that is
             # not UTF-8 fails the connection; onClose reports our code, so
             # the notice and the metric labels never carry the client's.
-            if not _valid_close_code(code):
+            if not valid_close_code(code):
                 return self._fail_close(1002, f"invalid close code {code}")
-            if not _is_utf8(reasonRaw):
+            if not is_utf8(reasonRaw):
                 return self._fail_close(1007, "invalid close reason (not UTF-8)")
         if self.state == self.STATE_OPEN and self._entry is not None:
             # The client started the closing handshake.
@@ -493,7 +466,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
             super().connectionLost(reason)
         finally:
             self.release()
-            self._release_buffers()
+            release_buffers(self)
 
     def onClose(self, wasClean: bool, code, reason) -> None:
         self._forget_unsent()
@@ -530,34 +503,6 @@ class RelayServerProtocol(WebSocketServerProtocol):
                 seconds=self.factory.reactor.seconds() - self._connected_at,
             )
 
-    def _release_buffers(self) -> None:
-        """
-        Drop what this connection buffered, both ways, now that it is gone.
-        The protocol itself outlives the connection in reference cycles
-        (its transport, timers, Deferreds) until the collector runs, which
-        with the tuned collector can be long after: its buffers must not
-        (issue 21: 2.5 GB of unsent frames stayed after every client left).
-        """
-        self.data = b""
-        self.send_queue.clear()
-        # Autobahn sets these to None between messages and frames too.
-        self.message_data = None  # type: ignore[assignment]
-        self.frame_data = None  # type: ignore[assignment]
-        self._early, self._early_bytes = [], 0
-        # Reached by attribute: the wrappers (TLS, PROXY) type it only as ITransport.
-        transport: Any = self.transport
-        while transport is not None:
-            # A TCP transport's write buffer (twisted.internet.abstract) and
-            # a TLS transport's buffer of what it could not encrypt yet.
-            if hasattr(transport, "dataBuffer"):
-                transport.dataBuffer = b""
-                transport.offset = 0
-                transport._tempDataBuffer = []
-                transport._tempDataLen = 0
-            if hasattr(transport, "_appSendBuffer"):
-                transport._appSendBuffer = []
-            transport = getattr(transport, "transport", None)
-
     # -- introspection --------------------------------------------------------
 
     def describe(self) -> dict:
@@ -570,156 +515,3 @@ class RelayServerProtocol(WebSocketServerProtocol):
             "messages_out": self._messages_out,
             "tags": list(self.tags),
         }
-
-
-def _is_utf8(raw: bytes | None) -> bool:
-    try:
-        (raw or b"").decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def max_fragments(max_message_size: int) -> int:
-    """
-    The most frames one message may arrive in: 1,024, or more when
-    ``max_message_size`` allows frames of 4 KiB on average.
-    """
-    return max(1024, max_message_size // 4096)
-
-
-class RelayServerFactory(WebSocketServerFactory):
-    """
-    Builds one :class:`RelayServerProtocol` per client; holds only its collaborators.
-
-    :param relay: the sessions and the backend.
-    :param max_connections: live connections allowed (0: no limit).
-    :param max_message_size: also bounds a slow reader's unsent bytes (twice this).
-    :param max_pending: handshakes waiting for the backend's answer at once
-        (0: no limit); ``pending`` counts them.
-    :param rate: the per-address handshake rate, or None for none.
-    :param specialise: given the protocol class and this factory after its
-        options are set, returns the class to build connections from
-        (:mod:`socketdock.tuning` passes one that shares the options), or None.
-    :param max_lifetime: seconds (±10%) after which an open connection is
-        closed with 1001; 0 for never.
-    :param tag_deadline: seconds after opening by which a tag must have
-        reached a connection, else it is closed with 1008; 0 for never.
-    :param uniform: numbers in [0, 1) for the lifetime's jitter.
-    :param forward_headers: which handshake headers the connect notice carries.
-    """
-
-    protocol = RelayServerProtocol
-
-    def __init__(
-        self,
-        relay: Relay,
-        max_connections: int,
-        max_message_size: int,
-        reactor,
-        origins: OriginPolicy = OriginPolicy(["*"]),
-        ping_interval: float = 0,
-        ping_timeout: float = 0,
-        specialise: Callable[
-            [type[RelayServerProtocol], RelayServerFactory], type[RelayServerProtocol]
-        ]
-        | None = None,
-        max_pending: int = 0,
-        rate: HandshakeRate | None = None,
-        max_lifetime: float = 0,
-        tag_deadline: float = 0,
-        uniform: Callable[[], float] = random.random,
-        forward_headers: HeaderAllowList | None = None,
-    ) -> None:
-        self._specialise = specialise
-        self.forward_headers = forward_headers or HeaderAllowList(["*"])
-        super().__init__(reactor=reactor)
-        self.admissions = Admissions(relay, max_connections)
-        self.metrics = relay.metrics
-        self.budget = relay.budget
-        self.max_message_size = max_message_size
-        self.origins = origins
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.max_pending = max_pending
-        self.rate = rate
-        self.pending = 0
-        self.max_lifetime = max_lifetime
-        self.tag_deadline = tag_deadline
-        self.uniform = uniform
-        self.max_fragments = max_fragments(max_message_size)
-
-    def answered(self, result: object) -> object:
-        """A connect notice was answered (or failed): one handshake less waits."""
-        self.pending -= 1
-        return result
-
-    # Autobahn spells out every option; this forwards them all by keyword.
-    def setProtocolOptions(self, **options: Any) -> None:  # type: ignore[override]
-        """Set Autobahn's options, and let ``specialise`` see them."""
-        super().setProtocolOptions(**options)
-        if self._specialise is not None:
-            self.protocol = self._specialise(RelayServerProtocol, self)
-
-
-def make_ws_factory(config, relay: Relay, reactor, specialise=None) -> RelayServerFactory:
-    """
-    The client-side factory, with Autobahn's options taken from the config.
-
-    :param specialise: see :class:`RelayServerFactory`.
-    """
-    factory = RelayServerFactory(
-        relay,
-        config.max_connections,
-        config.max_message_size,
-        reactor,
-        OriginPolicy(config.allowed_origins),
-        config.ping_interval,
-        config.ping_timeout,
-        specialise,
-        config.pending_handshakes,
-        HandshakeRate(reactor, config.handshake_rate, config.handshake_burst)
-        if config.handshake_rate
-        else None,
-        config.max_lifetime,
-        config.tag_deadline,
-        forward_headers=HeaderAllowList(config.forward_headers),
-    )
-    options = dict(
-        webStatus=False,
-        # Origins are checked in onConnect (socketdock.ws.origins): 403, and
-        # patterns without a port mean the default port.
-        allowedOrigins=["*"],
-        allowNullOrigin=True,
-        maxMessagePayloadSize=config.max_message_size,
-        maxFramePayloadSize=config.max_message_size,
-        # twisted.web already bounded the request headers; the backend's
-        # admission has its own bound (timeout x retries).
-        openHandshakeTimeout=0,
-        closeHandshakeTimeout=1,
-        # Pings are ours (socketdock.ws.keepalive): Autobahn's timers truncate
-        # deadlines to whole seconds.
-        autoPingInterval=0,
-        # Messages are handed on whole; there is no use for partial frames.
-        autoFragmentSize=0,
-        failByDrop=False,
-        # Answer a client's close with its own code and reason, as RFC 6455
-        # §5.5.1 suggests and ws, websockets and browsers do: their close
-        # events report the code of our reply, not the one they sent.
-        echoCloseCodeReason=True,
-    )
-    if config.permessage_deflate:
-        from autobahn.websocket.compress import (
-            PerMessageDeflateOffer,
-            PerMessageDeflateOfferAccept,
-        )
-
-        def accept(offers):
-            for offer in offers:
-                if isinstance(offer, PerMessageDeflateOffer):
-                    return PerMessageDeflateOfferAccept(offer)
-            return None
-
-        options["perMessageCompressionAccept"] = accept
-    factory.setProtocolOptions(**options)
-    return factory

@@ -13,7 +13,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from socketdock.ops.filelimit import hand_over
-from socketdock.ws.protocol import RelayServerFactory
+from socketdock.ws.factory import RelayServerFactory
 from socketdock.ws.refusal import printable
 
 #: What no header value may hold (RFC 9110 §5.5): controls other than HTAB, and DEL.

@@ -10,7 +10,7 @@ import struct
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import formatEvent
 
-from socketdock.ws.protocol import max_fragments
+from socketdock.ws.factory import max_fragments
 from tests.test_end_to_end import RelayTestCase
 from tests.ws.test_hardening import LogCaptureMixin, raw_exchange, upgrade_request
 

@@ -21,7 +21,8 @@ from socketdock.tuned.autobahn import (
     use_small_frame_masker,
     with_options,
 )
-from socketdock.ws.protocol import RelayServerFactory, RelayServerProtocol
+from socketdock.ws.factory import RelayServerFactory
+from socketdock.ws.protocol import RelayServerProtocol
 
 #: These factories never relay: only their options are exercised.
 NO_RELAY: Any = SimpleNamespace(metrics=None, budget=None)
