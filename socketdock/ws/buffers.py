@@ -21,7 +21,7 @@ def release_buffers(protocol: Any) -> None:
     # Autobahn sets these to None between messages and frames too.
     protocol.message_data = None
     protocol.frame_data = None
-    protocol._early, protocol._early_bytes = [], 0
+    protocol._early = None
     # Reached by attribute: the wrappers (TLS, PROXY) type it only as ITransport.
     transport: Any = protocol.transport
     while transport is not None:

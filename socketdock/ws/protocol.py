@@ -33,6 +33,7 @@ from socketdock.ws.buffers import release_buffers
 from socketdock.ws.close_codes import is_utf8, valid_close_code
 from socketdock.ws.confirm import Confirmer
 from socketdock.ws.context import connect_context
+from socketdock.ws.early_bytes import EarlyBytes
 from socketdock.ws.keepalive import Keepalive
 from socketdock.ws.lifetime import Lifetime
 from socketdock.ws.refusal import autobahn_reason, printable
@@ -79,10 +80,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._fragments = 0
         # Bytes the client sent after its upgrade request, while admission
         # (the backend, the journal) decides: kept aside, up to a bound.
-        self._admitting = False
-        self._early: list[bytes] = []
-        self._early_bytes = 0
-        self._early_paused = False
+        self._early: EarlyBytes | None = None
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -130,7 +128,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
             factory.answered,
         )
         d.addErrback(self._refused)
-        self._admitting = True
+        self._early = EarlyBytes(self.transport, factory.max_message_size + 14)
         return d
 
     def _deny(self, status: int, why: str, reason: str):
@@ -144,27 +142,15 @@ class RelayServerProtocol(WebSocketServerProtocol):
         return self._deny(refused.status, refused.why, refused.label)
 
     def _dataReceived(self, data: bytes) -> None:
-        if not self._admitting:
+        if self._early is None:
             return super()._dataReceived(data)
-        # Autobahn would append to its buffer, copying it each time, and
-        # look for the end of a request header in it again.  Kept aside
-        # instead; past one largest frame the client waits, unread.
-        self._early.append(data)
-        self._early_bytes += len(data)
-        if self._early_bytes > self.factory.max_message_size + 14 and not self._early_paused:
-            self._early_paused = True
-            self.transport.pauseProducing()  # type: ignore[union-attr]  # as in pause_reading
+        self._early.keep(data)
 
     def _admission_over(self, opened: bool) -> None:
         """Admission ended: hand the bytes kept aside to Autobahn, or drop them."""
-        self._admitting = False
-        early, self._early, self._early_bytes = self._early, [], 0
-        if opened and early:
-            self.data += b"".join(early)
-        if self._early_paused:
-            self._early_paused = False
-            if opened and self.transport is not None:
-                self.transport.resumeProducing()  # type: ignore[attr-defined]  # as in resume_reading
+        early, self._early = self._early, None
+        if early is not None:
+            self.data += early.end(opened and self.transport is not None)
 
     def succeedHandshake(self, res) -> None:
         self._admission_over(opened=True)
