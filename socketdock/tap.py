@@ -71,7 +71,7 @@ from socketdock.service import (
 )
 from socketdock.tuned.collector import tune_collector
 from socketdock.tuning import Stack, choose_stack, make_http_client
-from socketdock.ws.protocol import make_ws_factory
+from socketdock.ws.factory import make_ws_factory
 from socketdock.ws.upgrade import WebSocketUpgrade
 
 __all__ = ["Options", "makeService"]
@@ -375,10 +375,13 @@ def make_service(
             secrets=secrets,
         )
 
-    # The journal (or the cluster) keeps each connection's tags and state for its notice.
-    def noted(connection_id: str, details: str) -> None:
-        relay.note(connection_id, details)
-
+    journal = None
+    if config.journal is not None:
+        journal = Journal(config.journal, reactor, ThreadWriter(reactor))
+    # The notices owed, with each connection's tags and state: on disk, or
+    # in Redis in cluster mode.
+    owed = cluster.journal if cluster is not None else journal
+    noted = owed.note if owed is not None else None
     registry = Registry(cluster.events, noted) if cluster is not None else Registry(noted=noted)
     # Listeners and backend connections use it; timers and the rest use the reactor.
     net = stack.network(reactor)
@@ -394,19 +397,15 @@ def make_service(
     )
     cap = ListenerCap(budget, "listen", metrics.listener_refused)
     backend, pool = make_backend(config, reactor, net, urls, metrics, stack, secrets)
-    journal = None
-    if config.journal is not None:
-        journal = Journal(config.journal, reactor, ThreadWriter(reactor))
     if cluster is not None:
         backend = cluster.backend(backend)
-    # In cluster mode the notices owed are kept in Redis instead.
     relay = Relay(
         backend,
         registry,
         metrics,
         reactor,
         config.queue_limit,
-        cluster.journal if cluster is not None else journal,
+        owed,
         queue_bytes=2 * config.max_message_size,
         budget=queued_bytes,
     )

@@ -269,7 +269,7 @@ class Stack:
 
     @property
     def ws_specialise(self) -> Callable | None:
-        """The WebSocket factory's ``specialise`` (see ``ws.protocol``)."""
+        """The WebSocket factory's ``specialise`` (see ``ws.factory``)."""
         return with_options if self.on("ws_options") else None
 
     @property

@@ -171,6 +171,8 @@ TESTED_UNDER: dict[str, str] = {
     "tuned/h1client.py": "tuned/test_fastagent.py",
     "tuned/h1message.py": "tuned/test_fastagent.py",
     "tuned/treq.py": "tuned/test_treq_tuning.py",
+    "ws/buffers.py": "test_release_on_close.py",
+    "ws/factory.py": "ws/test_websocket_options.py",
     "ws/protocol.py": "ws/test_hardening.py",
     "ws/upgrade.py": "ws/test_hardening.py",
 }

@@ -9,7 +9,7 @@ import json
 
 from twisted.internet.defer import inlineCallbacks
 
-from socketdock.ws.protocol import RelayServerFactory
+from socketdock.ws.factory import RelayServerFactory
 from tests.test_confirm_end_to_end import stop_reading
 from tests.test_tags_end_to_end import TagTestCase
 

@@ -1,27 +1,21 @@
 """
 The client side: an Autobahn server protocol that adapts WebSocket frames to
-a relay :class:`Session`, and its factory (the upgrade itself is in
-:mod:`socketdock.ws.upgrade`).
+a relay :class:`Session` (its factory is in :mod:`socketdock.ws.factory`, the
+upgrade in :mod:`socketdock.ws.upgrade`).
 
-The protocol is one connection's state machine::
-
-    pending --(backend admits)--> open --(either side closes)--> closed
-       \\--(refused, client gone)------------------------------/
-
-It is registered (live) from the moment its handshake starts until it starts
-closing; sends that arrive while it is pending are held and delivered, in
-order, as soon as it opens.
+It only translates between frames and the connection's relay-side
+:class:`~socketdock.relay.admission.Entry`, which owns its life from the
+handshake to the disconnect notice; what is WebSocket mechanics (pings,
+lifetimes, bytes a slow reader leaves unsent, bytes sent before the upgrade
+is answered) stays here and beside it in :mod:`socketdock.ws`.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
-from typing import Any
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.util import encode_truncate
-from autobahn.websocket.compress import PERMESSAGE_COMPRESSION_EXTENSION
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -32,54 +26,25 @@ from zope.interface import implementer
 
 from socketdock.ops.filelimit import no_release
 from socketdock.ops.timestamps import rfc3339
-from socketdock.relay.backend import Admission, ConnectRefused, UnusableAdmission
-from socketdock.relay.reach import InvalidTags
+from socketdock.relay.admission import CLOSED, OPEN, Entry, Refused
 from socketdock.relay.registry import (
     FULL,
     NOT_OPEN,
     SENT,
     BudgetFull,
-    NotLive,
     OutboundFull,
     SharedFrame,
 )
-from socketdock.relay.session import ISocket, Relay, Session
-from socketdock.relay.state import details_text
-from socketdock.relay.wire import new_connection_id
+from socketdock.relay.session import ISocket
+from socketdock.ws.buffers import release_buffers
+from socketdock.ws.close_codes import is_utf8, valid_close_code
 from socketdock.ws.confirm import Confirmer
-from socketdock.ws.context import HeaderAllowList, connect_context
+from socketdock.ws.context import connect_context
+from socketdock.ws.early_bytes import EarlyBytes
 from socketdock.ws.keepalive import Keepalive
 from socketdock.ws.lifetime import Lifetime
-from socketdock.ws.origins import OriginPolicy
-from socketdock.ws.ratelimit import HandshakeRate
 from socketdock.ws.refusal import autobahn_reason, printable
-
-_PENDING, _OPEN, _CLOSED = "pending", "open", "closed"
-
-#: Close codes a peer may put in a close frame (RFC 6455 §7.4): the
-#: registered ones Autobahn accepts, and 3000-4999.
-_VALID_CLOSE_CODES = frozenset(WebSocketServerProtocol.CLOSE_STATUS_CODES_ALLOWED)
-
-
-def _valid_close_code(code: int | None) -> bool:
-    return code is None or code in _VALID_CLOSE_CODES or 3000 <= code <= 4999
-
-
-def _bad_extension_offer(extensions) -> str | None:
-    """
-    Why a permessage-compress offer cannot be parsed, or None.  Autobahn
-    parses them only after ``onConnect``, once the backend has admitted the
-    client; checked first, a bad offer is refused without involving it.
-    """
-    for name, params in extensions:
-        pmce = PERMESSAGE_COMPRESSION_EXTENSION.get(name)
-        if pmce is None:
-            continue
-        try:
-            pmce["Offer"].parse(params)  # type: ignore[attr-defined]  # autobahn types the table as dict[str, type]
-        except Exception as e:
-            return str(e)
-    return None
+from socketdock.ws.refusal import bad_extension_offer as _bad_extension_offer
 
 
 @implementer(ISocket, IPushProducer)
@@ -105,12 +70,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._ever_tagged = False
         # The backend's state (SPEC §9): set by the connect answer and the registry.
         self.backend_state: str | None = None
-        self._state = _PENDING
-        self._session: Session | None = None
-        self._held: list[tuple[bytes, bool, Deferred[None]]] = []
-        self._refusal: ConnectRefused | None = None
+        self._entry: Entry | None = None
         self._refusal_reason: str | None = None
-        self._closed_by: tuple[int | None, str, str] | None = None
         self._connected_at = 0.0
         self._last_active_at = 0.0
         self._messages_in = 0
@@ -126,10 +87,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._fragments = 0
         # Bytes the client sent after its upgrade request, while admission
         # (the backend, the journal) decides: kept aside, up to a bound.
-        self._admitting = False
-        self._early: list[bytes] = []
-        self._early_bytes = 0
-        self._early_paused = False
+        self._early: EarlyBytes | None = None
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -146,7 +104,6 @@ class RelayServerProtocol(WebSocketServerProtocol):
 
     def onConnect(self, request):
         factory = self.factory
-        relay: Relay = factory.relay
         # Every handshake an address attempts counts, whatever becomes of it.
         rate = factory.rate
         if rate is not None:
@@ -157,31 +114,28 @@ class RelayServerProtocol(WebSocketServerProtocol):
         origin = request.origin
         if origin and not factory.origins.allows(origin):
             return self._deny(403, "origin not allowed", "origin")
-        if relay.draining:
-            return self._deny(503, "server shutting down", "draining")
-        if factory.max_connections and len(relay.registry) >= factory.max_connections:
-            return self._deny(503, "too many connections", "capacity")
+        closed = factory.admissions.closed()
+        if closed is not None:
+            return self._deny(closed.status, closed.why, closed.label)
         if factory.max_pending and factory.pending >= factory.max_pending:
             return self._deny(503, "too many handshakes waiting", "pending")
         bad_offer = _bad_extension_offer(request.extensions)
         if bad_offer is not None:
             return self._deny(400, bad_offer, "bad_request")
-        self.connection_id = new_connection_id()
+        self._entry = entry = factory.admissions.enter(self)
         self._connected_at = self._last_active_at = factory.reactor.seconds()
-        relay.registry.add(self)
         # No line here: twistd writes every level it is given, and formatting
         # one per handshake was ~12% of a handshake's CPU.  The close line (or
         # the refusal line) names the client and its peer once.
         factory.pending += 1
-        d = relay.backend.connect(
-            self.connection_id,
+        d = entry.connect(
             factory.forward_headers(request.headers),
             request.protocols,
-            context=connect_context(self.http_request_uri, self.peer or ""),
+            connect_context(self.http_request_uri, self.peer or ""),
+            factory.answered,
         )
-        d.addBoth(factory.answered)
-        d.addCallbacks(self._admit, self._refuse)
-        self._admitting = True
+        d.addErrback(self._refused)
+        self._early = EarlyBytes(self.transport, factory.max_message_size + 14)
         return d
 
     def _deny(self, status: int, why: str, reason: str):
@@ -189,123 +143,21 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self._refusal_reason = reason
         raise ConnectionDeny(status, why)
 
-    def _admit(self, admission: Admission):
-        if self._given_up(admission, recorded=False):
-            return self._refused_now()
-        if admission.tags:
-            try:
-                # Not noted: the record made below carries them.
-                self.factory.relay.registry.retag(
-                    self.connection_id, admission.tags, (), note=False
-                )
-            except InvalidTags as e:
-                # Tags the backend set through the callback API while the
-                # handshake was pending, plus these, pass the limit.
-                self._log.warn(
-                    "backend admitted {connection_id} with unusable tags ({why})",
-                    connection_id=self.connection_id,
-                    why=str(e),
-                )
-                return self._refuse(
-                    Failure(UnusableAdmission("backend answered with unusable tags"))
-                )
-        if admission.state is not None:
-            self.backend_state = admission.state
-        # The answer waits until the journal has the connection on disk
-        # (no wait without a journal), with or without a connect notice.
-        d = self.factory.relay.record(
-            self.connection_id, details_text(self.tags, self.backend_state)
-        )
-        d.addCallback(self._open_session, admission)
-        return d
-
-    def _open_session(self, _: None, admission: Admission) -> str | None:
-        if self._given_up(admission, recorded=True):
-            return self._refused_now()
-        self._session = self.factory.relay.open_session(self.connection_id, self)
-        return admission.subprotocol
-
-    def _given_up(self, admission: Admission, recorded: bool) -> bool:
-        """
-        Whether the client left, or we were stopped, while the backend was
-        deciding or the journal writing: a backend that admitted it still
-        hears it is gone.
-        """
-        relay: Relay = self.factory.relay
-        if not (self._state == _CLOSED or self._refusal is not None or relay.draining):
-            return False
-        if relay.backend.admits:
-            tags = tuple(dict.fromkeys(self.tags + admission.tags))
-            state = admission.state if admission.state is not None else self.backend_state
-            if self._state == _CLOSED:
-                relay.orphan(
-                    self.connection_id,
-                    "client left during the handshake",
-                    "client",
-                    tags,
-                    recorded=recorded,
-                    state=state,
-                )
-            else:
-                relay.orphan(
-                    self.connection_id,
-                    "server shutting down",
-                    "server",
-                    tags,
-                    recorded=recorded,
-                    state=state,
-                )
-        elif recorded:
-            relay.unrecord(self.connection_id)
-        if self._refusal is None:
-            self._refusal = ConnectRefused(503, "server shutting down")
-            self._refusal_reason = "draining"
-        return True
-
-    def _refuse(self, failure: Failure):
-        if not isinstance(failure.value, ConnectRefused):
-            self._log.failure(
-                "admission of {connection_id} failed", failure, connection_id=self.connection_id
-            )
-            self._refusal = ConnectRefused(503, "backend unavailable")
-        else:
-            self._refusal = failure.value
-            if isinstance(failure.value, UnusableAdmission):
-                # The backend said yes: it hears the connection is gone.
-                self.factory.relay.orphan(
-                    self.connection_id, failure.value.why, "server", self.tags
-                )
-        return self._refused_now()
-
-    def _refused_now(self):
-        refusal = self._refusal
-        assert refusal is not None
-        self.factory.relay.registry.discard(self.connection_id)
-        self._fail_held()
-        return self._deny(refusal.status, refusal.why, self._refusal_reason or "backend")
+    def _refused(self, failure: Failure):
+        refused = failure.trap(Refused) and failure.value
+        assert isinstance(refused, Refused)
+        return self._deny(refused.status, refused.why, refused.label)
 
     def _dataReceived(self, data: bytes) -> None:
-        if not self._admitting:
+        if self._early is None:
             return super()._dataReceived(data)
-        # Autobahn would append to its buffer, copying it each time, and
-        # look for the end of a request header in it again.  Kept aside
-        # instead; past one largest frame the client waits, unread.
-        self._early.append(data)
-        self._early_bytes += len(data)
-        if self._early_bytes > self.factory.max_message_size + 14 and not self._early_paused:
-            self._early_paused = True
-            self.transport.pauseProducing()  # type: ignore[union-attr]  # as in pause_reading
+        self._early.keep(data)
 
     def _admission_over(self, opened: bool) -> None:
         """Admission ended: hand the bytes kept aside to Autobahn, or drop them."""
-        self._admitting = False
-        early, self._early, self._early_bytes = self._early, [], 0
-        if opened and early:
-            self.data += b"".join(early)
-        if self._early_paused:
-            self._early_paused = False
-            if opened and self.transport is not None:
-                self.transport.resumeProducing()  # type: ignore[attr-defined]  # as in resume_reading
+        early, self._early = self._early, None
+        if early is not None:
+            self.data += early.end(opened and self.transport is not None)
 
     def succeedHandshake(self, res) -> None:
         self._admission_over(opened=True)
@@ -331,7 +183,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
         if label is None:
             code, label = autobahn_reason(reason, code)
         why = printable(reason)
-        self.factory.relay.metrics.handshake_refused(code, label)
+        self.factory.metrics.handshake_refused(code, label)
         if self.connection_id:
             self._log.info(
                 "handshake of {connection_id} from {peer} refused: {status} {why}",
@@ -347,11 +199,10 @@ class RelayServerProtocol(WebSocketServerProtocol):
                 status=code,
                 why=why,
             )
-        if self._session is not None and self._closed_by is None:
+        if self._entry is not None:
             # Admitted, then failed (the backend heard of it): onClose
             # sends the disconnect notice.
-            self._closed_by = (None, "handshake failed: " + why, "server")
-            self.factory.relay.registry.discard(self.connection_id)
+            self._entry.handshake_failed(why)
         # A refusal is an orderly end, not Autobahn's warning-level "unclean".
         self.wasClean = True
         self.wasNotCleanReason = why
@@ -361,7 +212,6 @@ class RelayServerProtocol(WebSocketServerProtocol):
         self.dropConnection(abort=False)
 
     def onOpen(self) -> None:
-        self._state = _OPEN
         factory = self.factory
         self._keepalive = Keepalive(
             factory.reactor,
@@ -381,9 +231,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
                 factory.uniform,
             )
             self._lifetime.start()
-        held, self._held = self._held, []
-        for payload, is_binary, d in held:
-            self._send_now(payload, is_binary, d)
+        assert self._entry is not None  # admitted
+        self._entry.opened(self._send_now)
         if self._confirmer is not None:
             self._confirmer.open()
 
@@ -402,7 +251,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
         # A pong is outbound like a send: while the client is not reading it
         # counts against the same bound, and past it the client is closed
         # rather than its pongs buffered without end.
-        if self.state != self.STATE_OPEN or self._closed_by is not None:
+        if self.state != self.STATE_OPEN or self._entry.closed_by is not None:  # type: ignore[union-attr]  # open
             return
         if self._client_paused:
             if self._no_room(len(payload) + 2) is not None:
@@ -429,9 +278,10 @@ class RelayServerProtocol(WebSocketServerProtocol):
     def confirm(self, timeout: float) -> Deferred[None]:
         if self._confirmer is None:
             self._confirmer = Confirmer(self.factory.reactor, self.sendPing)
-            if self._state == _OPEN:
+            state = self._entry.state if self._entry is not None else CLOSED
+            if state == OPEN:
                 self._confirmer.open()
-            elif self._state == _CLOSED:
+            elif state == CLOSED:
                 self._confirmer.gone()
         return self._confirmer.confirm(timeout)
 
@@ -477,8 +327,9 @@ class RelayServerProtocol(WebSocketServerProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self._messages_in += 1
         self._last_active_at = self.factory.reactor.seconds()
-        if self._session is not None:
-            self._session.received(payload, isBinary)
+        session = self._entry.session  # type: ignore[union-attr]  # open
+        if session is not None:
+            session.received(payload, isBinary)
 
     def pause_reading(self) -> None:
         self._reading_paused = True
@@ -512,13 +363,10 @@ class RelayServerProtocol(WebSocketServerProtocol):
     # -- backend to client ----------------------------------------------------
 
     def deliver(self, payload: bytes, is_binary: bool) -> Deferred[None]:
-        if self._state == _OPEN and self._closed_by is None:
+        entry: Entry = self._entry  # type: ignore[assignment]  # live: its handshake started
+        if entry.state == OPEN and entry.closed_by is None:
             return self._send_now(payload, is_binary, None)
-        if self._state == _PENDING and self._refusal is None and self._closed_by is None:
-            d: Deferred[None] = Deferred()
-            self._held.append((payload, is_binary, d))
-            return d
-        return fail(NotLive())
+        return entry.hold(payload, is_binary)
 
     def _send_now(self, payload: bytes, is_binary: bool, d: Deferred[None] | None):
         if self._client_paused:
@@ -538,7 +386,7 @@ class RelayServerProtocol(WebSocketServerProtocol):
                 self._count_unsent(len(payload))
         self._messages_out += 1
         self._last_active_at = self.factory.reactor.seconds()
-        self.factory.relay.metrics.message_out()
+        self.factory.metrics.message_out()
         if d is None:
             return succeed(None)
         d.callback(None)
@@ -550,7 +398,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
         prepared message): no Deferred, no log line per carrier.  Bounded
         like :meth:`_send_now`.
         """
-        if self._state != _OPEN or self._closed_by is not None:
+        entry = self._entry
+        if entry is None or entry.state != OPEN or entry.closed_by is not None:
             return NOT_OPEN
         factory = self.factory
         size = len(frame.payload)
@@ -577,13 +426,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
         if at is None:
             at = frame.at = factory.reactor.seconds()
         self._last_active_at = at
-        factory.relay.metrics.message_out()
+        factory.metrics.message_out()
         return SENT
-
-    def _fail_held(self) -> None:
-        held, self._held = self._held, []
-        for _, _, d in held:
-            d.errback(NotLive())
 
     def _no_room(self, nbytes: int) -> OutboundFull | None:
         """
@@ -593,18 +437,18 @@ class RelayServerProtocol(WebSocketServerProtocol):
         """
         if self._unsent + nbytes > 2 * self.factory.max_message_size:
             return OutboundFull()
-        if not self.factory.relay.budget.room_for(nbytes):
+        if not self.factory.budget.room_for(nbytes):
             return BudgetFull()
         return None
 
     def _count_unsent(self, nbytes: int) -> None:
         self._unsent += nbytes
-        self.factory.relay.budget.take(nbytes)
+        self.factory.budget.take(nbytes)
 
     def _forget_unsent(self) -> None:
         unsent, self._unsent = self._unsent, 0
         if unsent:
-            self.factory.relay.budget.give(unsent)
+            self.factory.budget.give(unsent)
 
     # IPushProducer: the transport tells us when the client stops reading.
     # The bytes counted while paused are those written since the transport's
@@ -623,14 +467,8 @@ class RelayServerProtocol(WebSocketServerProtocol):
     # -- closing --------------------------------------------------------------
 
     def close(self, code: int, reason: str, initiator: str) -> None:
-        if self._closed_by is not None or self._state == _CLOSED:
-            return
-        self._closed_by = (code, reason, initiator)
-        self.factory.relay.registry.discard(self.connection_id)
-        if self._state == _PENDING:
-            # Not open yet: the handshake is refused once admission ends.
-            self._refusal = ConnectRefused(503, reason)
-            self._fail_held()
+        if self._entry is None or not self._entry.close(code, reason, initiator):
+            # Gone, closing, or not open yet (refused once admission ends).
             return
         # Autobahn's sendClose admits only 1000 and 3000-4999 (the codes an
         # application may choose); a server also sends 1001 and 1011.
@@ -641,16 +479,13 @@ class RelayServerProtocol(WebSocketServerProtocol):
             # A code no peer may send (999, 1005, 5000) or a reason that is
             # not UTF-8 fails the connection; onClose reports our code, so
             # the notice and the metric labels never carry the client's.
-            if not _valid_close_code(code):
+            if not valid_close_code(code):
                 return self._fail_close(1002, f"invalid close code {code}")
-            if not _is_utf8(reasonRaw):
+            if not is_utf8(reasonRaw):
                 return self._fail_close(1007, "invalid close reason (not UTF-8)")
-        if self._closed_by is None and self.state == self.STATE_OPEN:
-            # The client started the closing handshake; 1005 means its close
-            # frame carried no code.
-            reason = (reasonRaw or b"").decode("utf-8", "replace")
-            self._closed_by = (1005 if code is None else code, reason, "client")
-            self.factory.relay.registry.discard(self.connection_id)
+        if self.state == self.STATE_OPEN and self._entry is not None:
+            # The client started the closing handshake.
+            self._entry.client_closing(code, (reasonRaw or b"").decode("utf-8", "replace"))
         return super().onCloseFrame(code, reasonRaw)
 
     def _fail_close(self, code: int, reason: str) -> bool:
@@ -665,10 +500,9 @@ class RelayServerProtocol(WebSocketServerProtocol):
             super().connectionLost(reason)
         finally:
             self.release()
-            self._release_buffers()
+            release_buffers(self)
 
     def onClose(self, wasClean: bool, code, reason) -> None:
-        state, self._state = self._state, _CLOSED
         self._forget_unsent()
         if self._keepalive is not None:
             self._keepalive.stop()
@@ -681,72 +515,27 @@ class RelayServerProtocol(WebSocketServerProtocol):
         if self.closeHandshakeTimeoutCall is not None:
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
-        relay: Relay = self.factory.relay
-        if self.connection_id:
-            relay.registry.discard(self.connection_id)
-        self._fail_held()
-        if state == _PENDING:
-            if self._session is not None:
-                # Admitted but never opened (the handshake failed, or the
-                # client left once it was admitted): the backend still hears.
-                code, reason, initiator = self._closed_by or (
-                    None,
-                    "client left during the handshake",
-                    "client",
-                )
-                self._session.ended(code, reason, initiator)
+        entry = self._entry
+        if entry is None:
             return
-        if self._closed_by is None:
-            if self.localCloseCode is not None:
-                # Autobahn failed the connection itself (protocol error, 1009).
-                reason = self.localCloseReason or ""
-                if isinstance(reason, bytes):
-                    reason = reason.decode("utf-8", "replace")
-                self._closed_by = (self.localCloseCode, reason, "server")
-            else:
-                self._closed_by = (None, "", "client")
-        notice_code, notice_reason, initiator = self._closed_by
-        relay.metrics.connection_closed(notice_code)
-        self._log.info(
-            "client {connection_id} from {peer} closed after {seconds:.1f}s: "
-            "code {code}, initiator {initiator}",
-            connection_id=self.connection_id,
-            peer=self.peer,
-            code=notice_code,
-            initiator=initiator,
-            seconds=self.factory.reactor.seconds() - self._connected_at,
-        )
-        if self._session is not None:
-            self._session.ended(notice_code, notice_reason, initiator)
-
-    def _release_buffers(self) -> None:
-        """
-        Drop what this connection buffered, both ways, now that it is gone.
-        The protocol itself outlives the connection in reference cycles
-        (its transport, timers, Deferreds) until the collector runs, which
-        with the tuned collector can be long after: its buffers must not
-        (issue 21: 2.5 GB of unsent frames stayed after every client left).
-        """
-        self.data = b""
-        self.send_queue.clear()
-        # Autobahn sets these to None between messages and frames too.
-        self.message_data = None  # type: ignore[assignment]
-        self.frame_data = None  # type: ignore[assignment]
-        self._early, self._early_bytes = [], 0
-        self._held = []
-        # Reached by attribute: the wrappers (TLS, PROXY) type it only as ITransport.
-        transport: Any = self.transport
-        while transport is not None:
-            # A TCP transport's write buffer (twisted.internet.abstract) and
-            # a TLS transport's buffer of what it could not encrypt yet.
-            if hasattr(transport, "dataBuffer"):
-                transport.dataBuffer = b""
-                transport.offset = 0
-                transport._tempDataBuffer = []
-                transport._tempDataLen = 0
-            if hasattr(transport, "_appSendBuffer"):
-                transport._appSendBuffer = []
-            transport = getattr(transport, "transport", None)
+        failed_with = None
+        if self.localCloseCode is not None:
+            # Autobahn failed the connection itself (protocol error, 1009).
+            reason = self.localCloseReason or ""
+            if isinstance(reason, bytes):
+                reason = reason.decode("utf-8", "replace")
+            failed_with = (self.localCloseCode, reason)
+        ended = entry.ended(failed_with)
+        if ended is not None:
+            self._log.info(
+                "client {connection_id} from {peer} closed after {seconds:.1f}s: "
+                "code {code}, initiator {initiator}",
+                connection_id=self.connection_id,
+                peer=self.peer,
+                code=ended[0],
+                initiator=ended[1],
+                seconds=self.factory.reactor.seconds() - self._connected_at,
+            )
 
     # -- introspection --------------------------------------------------------
 
@@ -762,14 +551,6 @@ class RelayServerProtocol(WebSocketServerProtocol):
         }
 
 
-def _is_utf8(raw: bytes | None) -> bool:
-    try:
-        (raw or b"").decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 #: Frames a message may arrive in whatever their size.
 FREE_FRAGMENTS = 1024
 #: Past those, the average payload a frame must bring: the per-frame cost
@@ -782,138 +563,3 @@ MIN_AVERAGE_FRAGMENT = 64
 def too_fragmented(frames: int, size: int) -> bool:
     """Whether ``frames`` frames bringing ``size`` bytes so far are too many for one message."""
     return frames > FREE_FRAGMENTS and size < MIN_AVERAGE_FRAGMENT * (frames - FREE_FRAGMENTS)
-
-
-class RelayServerFactory(WebSocketServerFactory):
-    """
-    Builds one :class:`RelayServerProtocol` per client; holds only its collaborators.
-
-    :param relay: the sessions and the backend.
-    :param max_connections: live connections allowed (0: no limit).
-    :param max_message_size: also bounds a slow reader's unsent bytes (twice this).
-    :param max_pending: handshakes waiting for the backend's answer at once
-        (0: no limit); ``pending`` counts them.
-    :param rate: the per-address handshake rate, or None for none.
-    :param specialise: given the protocol class and this factory after its
-        options are set, returns the class to build connections from
-        (:mod:`socketdock.tuning` passes one that shares the options), or None.
-    :param max_lifetime: seconds (±10%) after which an open connection is
-        closed with 1001; 0 for never.
-    :param tag_deadline: seconds after opening by which a tag must have
-        reached a connection, else it is closed with 1008; 0 for never.
-    :param uniform: numbers in [0, 1) for the lifetime's jitter.
-    :param forward_headers: which handshake headers the connect notice carries.
-    """
-
-    protocol = RelayServerProtocol
-
-    def __init__(
-        self,
-        relay: Relay,
-        max_connections: int,
-        max_message_size: int,
-        reactor,
-        origins: OriginPolicy = OriginPolicy(["*"]),
-        ping_interval: float = 0,
-        ping_timeout: float = 0,
-        specialise: Callable[
-            [type[RelayServerProtocol], RelayServerFactory], type[RelayServerProtocol]
-        ]
-        | None = None,
-        max_pending: int = 0,
-        rate: HandshakeRate | None = None,
-        max_lifetime: float = 0,
-        tag_deadline: float = 0,
-        uniform: Callable[[], float] = random.random,
-        forward_headers: HeaderAllowList | None = None,
-    ) -> None:
-        self._specialise = specialise
-        self.forward_headers = forward_headers or HeaderAllowList(["*"])
-        super().__init__(reactor=reactor)
-        self.relay = relay
-        self.max_connections = max_connections
-        self.max_message_size = max_message_size
-        self.origins = origins
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.max_pending = max_pending
-        self.rate = rate
-        self.pending = 0
-        self.max_lifetime = max_lifetime
-        self.tag_deadline = tag_deadline
-        self.uniform = uniform
-
-    def answered(self, result: object) -> object:
-        """A connect notice was answered (or failed): one handshake less waits."""
-        self.pending -= 1
-        return result
-
-    # Autobahn spells out every option; this forwards them all by keyword.
-    def setProtocolOptions(self, **options: Any) -> None:  # type: ignore[override]
-        """Set Autobahn's options, and let ``specialise`` see them."""
-        super().setProtocolOptions(**options)
-        if self._specialise is not None:
-            self.protocol = self._specialise(RelayServerProtocol, self)
-
-
-def make_ws_factory(config, relay: Relay, reactor, specialise=None) -> RelayServerFactory:
-    """
-    The client-side factory, with Autobahn's options taken from the config.
-
-    :param specialise: see :class:`RelayServerFactory`.
-    """
-    factory = RelayServerFactory(
-        relay,
-        config.max_connections,
-        config.max_message_size,
-        reactor,
-        OriginPolicy(config.allowed_origins),
-        config.ping_interval,
-        config.ping_timeout,
-        specialise,
-        config.pending_handshakes,
-        HandshakeRate(reactor, config.handshake_rate, config.handshake_burst)
-        if config.handshake_rate
-        else None,
-        config.max_lifetime,
-        config.tag_deadline,
-        forward_headers=HeaderAllowList(config.forward_headers),
-    )
-    options = dict(
-        webStatus=False,
-        # Origins are checked in onConnect (socketdock.ws.origins): 403, and
-        # patterns without a port mean the default port.
-        allowedOrigins=["*"],
-        allowNullOrigin=True,
-        maxMessagePayloadSize=config.max_message_size,
-        maxFramePayloadSize=config.max_message_size,
-        # twisted.web already bounded the request headers; the backend's
-        # admission has its own bound (timeout x retries).
-        openHandshakeTimeout=0,
-        closeHandshakeTimeout=1,
-        # Pings are ours (socketdock.ws.keepalive): Autobahn's timers truncate
-        # deadlines to whole seconds.
-        autoPingInterval=0,
-        # Messages are handed on whole; there is no use for partial frames.
-        autoFragmentSize=0,
-        failByDrop=False,
-        # Answer a client's close with its own code and reason, as RFC 6455
-        # §5.5.1 suggests and ws, websockets and browsers do: their close
-        # events report the code of our reply, not the one they sent.
-        echoCloseCodeReason=True,
-    )
-    if config.permessage_deflate:
-        from autobahn.websocket.compress import (
-            PerMessageDeflateOffer,
-            PerMessageDeflateOfferAccept,
-        )
-
-        def accept(offers):
-            for offer in offers:
-                if isinstance(offer, PerMessageDeflateOffer):
-                    return PerMessageDeflateOfferAccept(offer)
-            return None
-
-        options["perMessageCompressionAccept"] = accept
-    factory.setProtocolOptions(**options)
-    return factory

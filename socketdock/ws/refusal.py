@@ -11,6 +11,8 @@ sends.
 
 from __future__ import annotations
 
+from autobahn.websocket.compress import PERMESSAGE_COMPRESSION_EXTENSION
+
 #: Characters of a refusal reason kept in the log line and the status line.
 REASON_LIMIT = 160
 
@@ -50,3 +52,20 @@ def autobahn_reason(why: str, status: int) -> tuple[int, str]:
     if status >= 500:
         return status, "error"
     return status, "bad_request"
+
+
+def bad_extension_offer(extensions) -> str | None:
+    """
+    Why a permessage-compress offer cannot be parsed, or None.  Autobahn
+    parses them only after ``onConnect``, once the backend has admitted the
+    client; checked first, a bad offer is refused without involving it.
+    """
+    for name, params in extensions:
+        pmce = PERMESSAGE_COMPRESSION_EXTENSION.get(name)
+        if pmce is None:
+            continue
+        try:
+            pmce["Offer"].parse(params)  # type: ignore[attr-defined]  # autobahn types the table as dict[str, type]
+        except Exception as e:
+            return str(e)
+    return None

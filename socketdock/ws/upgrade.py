@@ -13,7 +13,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from socketdock.ops.filelimit import hand_over
-from socketdock.ws.protocol import RelayServerFactory
+from socketdock.ws.factory import RelayServerFactory
 from socketdock.ws.refusal import printable
 
 #: What no header value may hold (RFC 9110 §5.5): controls other than HTAB, and DEL.
@@ -63,7 +63,7 @@ class WebSocketUpgrade(Resource):
             # refuse what 26.10 let through) and on both HTTP channels; counted
             # and logged as the protocol's own refusals are.
             why = f"control character in the {bad.decode('ascii')} header"
-            self._factory.relay.metrics.handshake_refused(400, "bad_request")
+            self._factory.metrics.handshake_refused(400, "bad_request")
             self._log.info(
                 "handshake from {peer} refused: {status} {why}",
                 peer=_peer(request.getClientAddress()),

@@ -70,7 +70,7 @@ class EarlyBytesTests(RelayTestCase):
             "the relay kept reading while admission was pending",
         )
         # At most one read (64 KiB) past the bound.
-        self.assertLessEqual(server._early_bytes, size + 14 + 65536)
+        self.assertLessEqual(server._early.size, size + 14 + 65536)
         self.backend.release(self.backend.stalled[0], Answer(200, b""))
         head = yield client.head
         self.assertTrue(head.startswith(b"HTTP/1.1 101"), head)

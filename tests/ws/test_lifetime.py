@@ -20,8 +20,8 @@ from socketdock.ops.metrics import Metrics
 from socketdock.relay.backend import LoopbackBackend
 from socketdock.relay.registry import Registry
 from socketdock.relay.session import Relay
+from socketdock.ws.factory import RelayServerFactory
 from socketdock.ws.lifetime import Lifetime
-from socketdock.ws.protocol import RelayServerFactory
 
 HANDSHAKE = (
     b"GET /ws HTTP/1.1\r\nHost: relay.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -5,6 +5,7 @@ Autobahn, as connections see them; each change is engaged per test and undone.
 
 import os
 import random
+from types import SimpleNamespace
 from typing import Any
 
 import autobahn.twisted.websocket as twisted_module
@@ -20,10 +21,11 @@ from socketdock.tuned.autobahn import (
     use_small_frame_masker,
     with_options,
 )
-from socketdock.ws.protocol import RelayServerFactory, RelayServerProtocol
+from socketdock.ws.factory import RelayServerFactory
+from socketdock.ws.protocol import RelayServerProtocol
 
 #: These factories never relay: only their options are exercised.
-NO_RELAY: Any = None
+NO_RELAY: Any = SimpleNamespace(metrics=None, budget=None)
 
 
 class OptionsAsClassAttributesTests(SynchronousTestCase):
