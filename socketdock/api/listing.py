@@ -17,9 +17,9 @@ from collections.abc import Callable
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
-from socketdock.api.resources import ApiResource, as_json, plain
+from socketdock.api.resources import ApiResource, answer_when_fired, as_json, plain
 from socketdock.api.tags import BadTag, TagsResource
 from socketdock.relay.listing import BadCursor, local_cursor, local_page
 from socketdock.relay.reach import HERE_ONLY, InvalidTags, IReach, Unreachable
@@ -92,26 +92,7 @@ class TagConnectionsResource(ApiResource):
             return plain(request, 400, str(e))
         everywhere = request.getHeader(HERE_ONLY) is None
         d = self._reach.list_tag(self._tag, cursor, limit, everywhere)
-        settled: list = []
-
-        def keep(result: object) -> object:
-            settled.append(result)
-            return result
-
-        d.addBoth(keep)
-        if settled:
-            d.addErrback(lambda _: None)  # rendered below
-            return _render(request, settled[0])
-        finished: list[Failure] = []
-        request.notifyFinish().addErrback(finished.append)
-
-        def answer(result: object) -> None:
-            if not finished:
-                request.write(_render(request, result))
-                request.finish()
-
-        d.addBoth(answer)
-        return NOT_DONE_YET
+        return answer_when_fired(request, d, _render)
 
 
 def _render(request: Request, result: object) -> bytes:

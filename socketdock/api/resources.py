@@ -95,6 +95,31 @@ class ApiResource(Resource):
         return getattr(self, "render_" + method.decode("ascii", "replace"), None)
 
 
+def answer_when_fired(request: Request, d, render: Callable[[Request, object], bytes]):
+    """
+    Answer with ``render(request, result)`` once ``d`` fires (a failure
+    included), at once when it has already fired (the local case: no extra
+    turn of the reactor); a client gone meanwhile gets nothing written.
+    """
+    settled: list = []
+    waiting: list[bool] = []
+    gone: list[Failure] = []
+
+    def settle(result: object) -> None:
+        if not waiting:
+            settled.append(result)
+        elif not gone:
+            request.write(render(request, result))
+            request.finish()
+
+    d.addBoth(settle)
+    if settled:
+        return render(request, settled[0])
+    waiting.append(True)
+    request.notifyFinish().addErrback(gone.append)
+    return NOT_DONE_YET
+
+
 def body_plan(resource: Resource, request: Request) -> tuple[bytes | None, int]:
     """
     What ``resource`` will do with the body of ``request``, from the request

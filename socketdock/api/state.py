@@ -8,9 +8,16 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
-from socketdock.api.resources import ApiResource, BadBody, parse_json, plain, read_body
+from socketdock.api.resources import (
+    ApiResource,
+    BadBody,
+    answer_when_fired,
+    parse_json,
+    plain,
+    read_body,
+)
 from socketdock.relay.reach import IReach, Unreachable
 from socketdock.relay.registry import NotLive
 from socketdock.relay.state import MAX_STATE, InvalidState, encode_state
@@ -46,26 +53,7 @@ class StateResource(ApiResource):
         except InvalidState as e:
             return plain(request, e.status, str(e))
         d: Deferred = self._reach.set_state(self._id, text)
-        settled: list = []
-
-        def keep(result: object) -> object:
-            settled.append(result)
-            return result
-
-        d.addBoth(keep)
-        if settled:
-            d.addErrback(lambda _: None)  # rendered below
-            return _render(request, settled[0])
-        finished: list[Failure] = []
-        request.notifyFinish().addErrback(finished.append)
-
-        def answer(result: object) -> None:
-            if not finished:
-                request.write(_render(request, result))
-                request.finish()
-
-        d.addBoth(answer)
-        return NOT_DONE_YET
+        return answer_when_fired(request, d, _render)
 
 
 def _render(request: Request, result: object) -> bytes:

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
 from socketdock.api.confirm import ConfirmedSend, wants_confirm
 from socketdock.api.resources import (
@@ -26,6 +26,7 @@ from socketdock.api.resources import (
     ConnectionResource,
     NotFound,
     SocketsResource,
+    answer_when_fired,
     as_json,
     close_request,
     parse_json,
@@ -46,27 +47,8 @@ _log = Logger()
 
 
 def _answer(request: Request, d: Deferred, ok: Callable[[Request, object], bytes]):
-    """
-    Answer with ``ok(request, result)`` once ``d`` fires, or with the status
-    its failure maps to; at once when it has already fired (the local case).
-    """
-    settled: list = []
-    waiting: list[bool] = []
-    gone: list[Failure] = []
-
-    def settle(result: object) -> None:
-        if not waiting:
-            settled.append(result)
-        elif not gone:
-            request.write(_render(request, result, ok))
-            request.finish()
-
-    d.addBoth(settle)
-    if settled:
-        return _render(request, settled[0], ok)
-    waiting.append(True)
-    request.notifyFinish().addErrback(gone.append)
-    return NOT_DONE_YET
+    """Answer with ``ok(request, result)``, or the status ``d``'s failure maps to."""
+    return answer_when_fired(request, d, lambda r, result: _render(r, result, ok))
 
 
 def _render(request: Request, result: object, ok: Callable[[Request, object], bytes]) -> bytes:

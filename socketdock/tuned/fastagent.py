@@ -11,7 +11,7 @@ Retries: a request that went out on a *reused* connection which then closed
 before a single response byte came back (the server dropped an idle
 keep-alive connection as we wrote) is sent once more, on a new connection,
 when its body can be replayed (no body, or a producer with ``replayable``
-set, like :class:`socketdock.relay.httpclient.BytesProducer`).  That is also what
+set, like :class:`socketdock.tuned.post.BytesProducer`).  That is also what
 happens if the server read the request and died without answering: the
 backend de-duplicates by ``seq``, and SocketDock's own retry loop would have
 sent it again anyway.  Every other failure goes to the caller at once.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -40,6 +40,7 @@ from zope.interface import implementer
 from socketdock.config.settings import DEFAULT_MAX_RESPONSE_BODY
 from socketdock.tuned import require
 from socketdock.tuned.h1client import HTTP11Connection
+from socketdock.tuned.post import BytesProducer
 
 _TOKEN = re.compile(rb"\A[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _TARGET = re.compile(rb"\A[\x21-\x7e]+\Z")
@@ -247,27 +248,6 @@ _PROBE_RESPONSES = (
 )
 
 
-class _Body:
-    """A replayable body of known length, written at once."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer) -> Deferred[None]:
-        consumer.write(self.data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
 class _Collect(Protocol):
     def __init__(self) -> None:
         self.data = b""
@@ -338,7 +318,7 @@ def check_agent() -> None:
         ours_wire = StringTransport()
         ours.makeConnection(ours_wire)
         ours_d = ours.request(
-            b"POST", origin.target, origin.host, _PROBE_URL, headers, _Body(b"{}")
+            b"POST", origin.target, origin.host, _PROBE_URL, headers, BytesProducer(b"{}")
         )
 
         theirs_headers = headers.copy()
@@ -348,7 +328,7 @@ def check_agent() -> None:
         theirs.makeConnection(theirs_wire)
         parsed = URI.fromBytes(_PROBE_URL)  # as Agent builds its request
         request = TwistedRequest._construct(
-            b"POST", parsed.originForm, theirs_headers, _Body(b"{}"), True, parsed
+            b"POST", parsed.originForm, theirs_headers, BytesProducer(b"{}"), True, parsed
         )
         theirs_d = theirs.request(request)
         sent = _requests_seen(ours_wire.value())
