@@ -12,9 +12,17 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
-from socketdock.api.resources import ApiResource, BadBody, as_json, ok, plain, read_frame
+from socketdock.api.resources import (
+    ApiResource,
+    BadBody,
+    answer_when_fired,
+    as_json,
+    ok,
+    plain,
+    read_frame,
+)
 from socketdock.relay.confirm import Gone, Tally, Unconfirmed, confirm_timeout
 from socketdock.relay.reach import Unreachable
 from socketdock.relay.registry import NotLive, OutboundFull
@@ -61,16 +69,7 @@ class ConfirmedSend(ApiResource):
             payload, is_binary = read_frame(request, self._max)
         except BadBody as bad:
             return plain(request, bad.status, bad.reason)
-        finished: list[Failure] = []
-        request.notifyFinish().addErrback(finished.append)
-
-        def answer(result: object) -> None:
-            if not finished:
-                request.write(_render(request, result))
-                request.finish()
-
-        self._confirm(payload, is_binary, seconds).addBoth(answer)
-        return NOT_DONE_YET
+        return answer_when_fired(request, self._confirm(payload, is_binary, seconds), _render)
 
 
 def _render(request: Request, result: object) -> bytes:

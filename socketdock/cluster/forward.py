@@ -31,6 +31,11 @@ from socketdock.relay.registry import NotLive, OutboundFull
 from socketdock.relay.state import encode_state
 
 
+def _frame_type(is_binary: bool) -> bytes:
+    """The Content-Type under which ``send`` makes the same kind of frame (SPEC §4)."""
+    return b"application/octet-stream" if is_binary else b"text/plain; charset=utf-8"
+
+
 class Forwarder:
     """
     Asks the instance holding a connection.
@@ -54,7 +59,7 @@ class Forwarder:
         self._timeout = timeout
 
     def send(self, holder: str, connection_id: str, payload: bytes, is_binary: bool) -> Deferred:
-        content_type = b"application/octet-stream" if is_binary else b"text/plain; charset=utf-8"
+        content_type = _frame_type(is_binary)
         d = self._request(holder, "POST", f"/socket/{connection_id}/send", payload, content_type)
         return d.addCallback(self._outcome, holder)
 
@@ -62,7 +67,7 @@ class Forwarder:
         self, holder: str, connection_id: str, payload: bytes, is_binary: bool, timeout: float
     ) -> Deferred:
         """A confirmed send (SPEC §9), waited for as long as the holder may wait."""
-        content_type = b"application/octet-stream" if is_binary else b"text/plain; charset=utf-8"
+        content_type = _frame_type(is_binary)
         path = f"/socket/{connection_id}/send?confirm={timeout!r}"
         d = self._request(
             holder, "POST", path, payload, content_type, max(self._timeout, timeout + 5)
@@ -103,7 +108,7 @@ class Forwarder:
         self, holder: str, tag: str, payload: bytes, is_binary: bool, timeout: float
     ) -> Deferred:
         """The holder's own part of a confirmed tag send: a :class:`Tally`."""
-        content_type = b"application/octet-stream" if is_binary else b"text/plain; charset=utf-8"
+        content_type = _frame_type(is_binary)
         path = f"/tags/{quote(tag, safe='')}/send?confirm={timeout!r}"
         d = self._request(
             holder, "POST", path, payload, content_type, max(self._timeout, timeout + 5), True
