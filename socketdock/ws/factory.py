@@ -1,7 +1,7 @@
 """
 The client side's Autobahn factory: one :class:`RelayServerProtocol` per
-client, the collaborators it is handed, and Autobahn's options from the
-settings.
+client, built with the listener's :class:`~socketdock.ws.hub.Hub`, and
+Autobahn's options from the settings.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from autobahn.twisted.websocket import WebSocketServerFactory
 from socketdock.relay.admission import Admissions
 from socketdock.relay.session import Relay
 from socketdock.ws.context import HeaderAllowList
+from socketdock.ws.gate import Gate
+from socketdock.ws.hub import Hub
 from socketdock.ws.origins import OriginPolicy
 from socketdock.ws.protocol import RelayServerProtocol
 from socketdock.ws.ratelimit import HandshakeRate
@@ -22,26 +24,24 @@ from socketdock.ws.ratelimit import HandshakeRate
 
 class RelayServerFactory(WebSocketServerFactory):
     """
-    Builds one :class:`RelayServerProtocol` per client; holds only its collaborators.
+    Builds one :class:`RelayServerProtocol` per client; holds only its
+    collaborators, in :attr:`hub`, and Autobahn's options.
 
     :param relay: the sessions and the backend.
     :param max_connections: live connections allowed (0: no limit).
     :param max_message_size: also bounds a slow reader's unsent bytes (twice this).
     :param max_pending: handshakes waiting for the backend's answer at once
-        (0: no limit); ``pending`` counts them.
+        (0: no limit).
     :param rate: the per-address handshake rate, or None for none.
     :param specialise: given the protocol class and this factory after its
         options are set, returns the class to build connections from
         (:mod:`socketdock.tuning` passes one that shares the options), or None.
-    :param max_lifetime: seconds (±10%) after which an open connection is
-        closed with 1001; 0 for never.
-    :param tag_deadline: seconds after opening by which a tag must have
-        reached a connection, else it is closed with 1008; 0 for never.
-    :param uniform: numbers in [0, 1) for the lifetime's jitter.
     :param forward_headers: which handshake headers the connect notice carries.
+
+    The other parameters are the :class:`~socketdock.ws.hub.Hub`'s.
     """
 
-    protocol = RelayServerProtocol
+    protocol = RelayServerProtocol  # type: ignore[assignment]  # built with a hub (buildProtocol)
 
     def __init__(
         self,
@@ -64,26 +64,26 @@ class RelayServerFactory(WebSocketServerFactory):
         forward_headers: HeaderAllowList | None = None,
     ) -> None:
         self._specialise = specialise
-        self.forward_headers = forward_headers or HeaderAllowList(["*"])
         super().__init__(reactor=reactor)
-        self.admissions = Admissions(relay, max_connections)
-        self.metrics = relay.metrics
-        self.budget = relay.budget
-        self.max_message_size = max_message_size
-        self.origins = origins
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.max_pending = max_pending
-        self.rate = rate
-        self.pending = 0
-        self.max_lifetime = max_lifetime
-        self.tag_deadline = tag_deadline
-        self.uniform = uniform
+        self.hub = Hub(
+            reactor=reactor,
+            metrics=relay.metrics,
+            gate=Gate(Admissions(relay, max_connections), origins, rate, max_pending),
+            budget=relay.budget,
+            forward_headers=forward_headers or HeaderAllowList(["*"]),
+            max_message_size=max_message_size,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            max_lifetime=max_lifetime,
+            tag_deadline=tag_deadline,
+            uniform=uniform,
+        )
 
-    def answered(self, result: object) -> object:
-        """A connect notice was answered (or failed): one handshake less waits."""
-        self.pending -= 1
-        return result
+    def buildProtocol(self, addr: object) -> RelayServerProtocol:
+        """As Twisted's, but the protocol is handed its :class:`~socketdock.ws.hub.Hub`."""
+        protocol = self.protocol(self.hub)
+        protocol.factory = self
+        return protocol
 
     # Autobahn spells out every option; this forwards them all by keyword.
     def setProtocolOptions(self, **options: Any) -> None:  # type: ignore[override]

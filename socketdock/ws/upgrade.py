@@ -15,6 +15,7 @@ from twisted.web.server import NOT_DONE_YET
 from socketdock.ops.filelimit import hand_over
 from socketdock.ws.factory import RelayServerFactory
 from socketdock.ws.refusal import printable
+from socketdock.ws.report import handshake_refused
 
 #: What no header value may hold (RFC 9110 §5.5): controls other than HTAB, and DEL.
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -63,12 +64,13 @@ class WebSocketUpgrade(Resource):
             # refuse what 26.10 let through) and on both HTTP channels; counted
             # and logged as the protocol's own refusals are.
             why = f"control character in the {bad.decode('ascii')} header"
-            self._factory.metrics.handshake_refused(400, "bad_request")
-            self._log.info(
-                "handshake from {peer} refused: {status} {why}",
-                peer=_peer(request.getClientAddress()),
-                status=400,
-                why=why,
+            handshake_refused(
+                self._log,
+                self._factory.hub.metrics,
+                _peer(request.getClientAddress()),
+                400,
+                "bad_request",
+                why,
             )
             request.setResponseCode(400)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
@@ -89,7 +91,7 @@ class WebSocketUpgrade(Resource):
         else:
             transport.protocol = protocol
         # The connection's place under the listener's cap goes with it.
-        protocol.release = hand_over(channel)  # type: ignore[attr-defined]  # a RelayServerProtocol
+        protocol.release = hand_over(channel)
         protocol.makeConnection(transport)
         transport.registerProducer(protocol, True)
         # twisted.web paused reading while it handled the request; nothing else

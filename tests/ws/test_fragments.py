@@ -11,7 +11,7 @@ import struct
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import formatEvent
 
-from socketdock.ws.protocol import too_fragmented
+from socketdock.ws.fragments import too_fragmented
 from tests.test_end_to_end import RelayTestCase
 from tests.ws.test_hardening import LogCaptureMixin, raw_exchange, upgrade_request
 

@@ -282,9 +282,9 @@ class AdmittedThenFailedTests(RelayTestCase):
         backend gets exactly one notice.
         """
         yield self.start(connecturi="{backend}/connect")
-        import socketdock.ws.protocol as protocol_module
+        import socketdock.ws.gate as gate_module
 
-        self.patch(protocol_module, "_bad_extension_offer", lambda extensions: None)
+        self.patch(gate_module, "bad_extension_offer", lambda extensions: None)
         yield self.assertFailure(
             connect_client(
                 reactor,

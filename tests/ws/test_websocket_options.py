@@ -33,7 +33,7 @@ class OptionsAsClassAttributesTests(SynchronousTestCase):
         """A connection reads the factory's options without a copy of its own."""
         factory = RelayServerFactory(NO_RELAY, 0, 10, Clock(), specialise=with_options)
         factory.setProtocolOptions(maxMessagePayloadSize=10, echoCloseCodeReason=True)
-        protocol = factory.protocol()
+        protocol = factory.buildProtocol(None)
         self.assertEqual((protocol.maxMessagePayloadSize, protocol.echoCloseCodeReason), (10, True))  # type: ignore[attr-defined]  # Autobahn's options are set as attributes at run time
         self.assertNotIn("maxMessagePayloadSize", vars(protocol))
         self.assertTrue(issubclass(factory.protocol, RelayServerProtocol))
@@ -43,7 +43,7 @@ class OptionsAsClassAttributesTests(SynchronousTestCase):
         seen = []
         factory = RelayServerFactory(NO_RELAY, 0, 10, Clock(), specialise=with_options)
         factory.setProtocolOptions(perMessageCompressionAccept=lambda offers: seen.append(offers))
-        factory.protocol().perMessageCompressionAccept(["offer"])  # type: ignore[attr-defined]  # Autobahn's options are set as attributes at run time
+        factory.buildProtocol(None).perMessageCompressionAccept(["offer"])  # type: ignore[attr-defined]  # Autobahn's options are set as attributes at run time
         self.assertEqual(seen, [["offer"]])
 
     def test_factories_do_not_share_options(self) -> None:
