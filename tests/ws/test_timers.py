@@ -106,3 +106,12 @@ class TimersTests(SynchronousTestCase):
         timers.stop()
         timers.open()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_first_confirm_after_stop_fails(self) -> None:
+        """A confirm first asked once the connection is gone fails Gone at once, and sends no ping."""
+        timers = self.timers()
+        timers.open()
+        timers.stop()
+        self.failureResultOf(timers.confirm(10), Gone)
+        self.clock.advance(0)
+        self.assertEqual((self.pings, self.clock.getDelayedCalls()), ([], []))
