@@ -1,4 +1,7 @@
 """
-The client edge: the Autobahn protocol and factory that adapt WebSocket
-frames to the relay, the upgrade resource, origin checks and keepalive.
+The client edge: the Autobahn protocol that adapts WebSocket frames to the
+relay's :class:`~socketdock.relay.admission.Entry`, its factory and the
+:class:`~socketdock.ws.hub.Hub` each connection is built with, and beside
+them one module a job (the handshake and its gate, flow control, timers,
+the upgrade resource, origin checks, ...).
 """
