@@ -40,9 +40,9 @@ from socketdock.ws.report import connection_closed
 from socketdock.ws.timers import Timers
 
 
-@implementer(ISocket)
 # Every base is an Autobahn server protocol: mypy then compares Autobahn's
 # own classes with each other, and they disagree on the type of ``peer``.
+@implementer(ISocket)
 class RelayServerProtocol(OpeningHandshake, FlowControl, FragmentLimit):  # type: ignore[misc]
     """
     One client connection.
