@@ -28,7 +28,14 @@ from socketdock.ws.timers import Timers
 
 @implementer(IPushProducer)
 class FlowControl(WebSocketServerProtocol):
-    """Pausing the client's reads, and following its own."""
+    """
+    Pausing the client's reads, and following its own.
+
+    Its hooks call Autobahn's by name rather than through ``super()``: on
+    Python 3.11 ``super()`` walks the class's whole MRO on every call, and
+    they run for every read or frame.  No two of the protocol's classes
+    define the same hook (``tests/ws/test_interfaces.py``), so none is skipped.
+    """
 
     # Set by the protocol.
     _log: Logger
@@ -64,7 +71,7 @@ class FlowControl(WebSocketServerProtocol):
     def consumeData(self) -> None:
         self._consuming = True
         try:
-            super().consumeData()
+            WebSocketServerProtocol.consumeData(self)
         finally:
             self._consuming = False
 
@@ -73,7 +80,7 @@ class FlowControl(WebSocketServerProtocol):
         # many frames: leave them buffered so the queue stays at queue_limit.
         if self._reading_paused and self.state == self.STATE_OPEN:
             return False
-        return super().processData()
+        return WebSocketServerProtocol.processData(self)
 
     # -- outbound: the client is not reading ----------------------------------
 

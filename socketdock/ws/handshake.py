@@ -29,7 +29,14 @@ from socketdock.ws.report import handshake_refused
 
 
 class OpeningHandshake(WebSocketServerProtocol):
-    """From the upgrade request to the open connection, or to its refusal."""
+    """
+    From the upgrade request to the open connection, or to its refusal.
+
+    Its hooks call Autobahn's by name rather than through ``super()``: on
+    Python 3.11 ``super()`` walks the class's whole MRO on every call, and
+    they run for every read or frame.  No two of the protocol's classes
+    define the same hook (``tests/ws/test_interfaces.py``), so none is skipped.
+    """
 
     # Set by the protocol.
     _log: Logger
@@ -79,7 +86,7 @@ class OpeningHandshake(WebSocketServerProtocol):
 
     def _dataReceived(self, data: bytes) -> None:
         if self._early is None:
-            return super()._dataReceived(data)
+            return WebSocketServerProtocol._dataReceived(self, data)
         self._early.keep(data)
 
     def _admission_over(self, opened: bool) -> None:
@@ -91,7 +98,7 @@ class OpeningHandshake(WebSocketServerProtocol):
     def succeedHandshake(self, res) -> None:
         self._admission_over(opened=True)
         try:
-            return super().succeedHandshake(res)
+            return WebSocketServerProtocol.succeedHandshake(self, res)
         except Exception:
             # Nothing waits on this Deferred: the client would hang, pending.
             self._log.failure(
