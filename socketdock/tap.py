@@ -57,9 +57,10 @@ from socketdock.relay.journal import (
     check_journal,
 )
 from socketdock.relay.localreach import LocalReach
+from socketdock.relay.reach import IReach, NoEvents
 from socketdock.relay.registry import Registry
 from socketdock.relay.retry import Backoff
-from socketdock.relay.session import LOST_INSTANCE_REASON, Relay
+from socketdock.relay.session import Relay
 from socketdock.relay.wire import AnyCallbackURLs, CallbackURLs, LearnedCallbackURLs
 from socketdock.reloading import ReloadableTLS, Reloader, reload_on_sighup
 from socketdock.service import (
@@ -352,53 +353,32 @@ def make_service(
         if config.externalhostandport is None
         else CallbackURLs(config.externalhostandport)
     )
-    # Built below; the callbacks here reach it only once it exists.
-    relay: Relay
+    # Listeners and backend connections use it; timers and the rest use the reactor.
+    net = stack.network(reactor)
+
+    # Where the notices owed are kept, and who hears of each connection:
+    # a file (journal), or Redis through the cluster's node.
     cluster = None
+    journal = None
     if config.cluster is not None:
         # Imported only here: without cluster, nothing needs Redis or its client.
         from socketdock.cluster.wiring import Cluster
 
-        def taken(line: str) -> None:
-            _log.critical("{line}", line=line)
-            if must_not_run is not None:
-                must_not_run(line)
-            elif service.running:
-                service.stopService()
-
-        cluster = Cluster(
-            config,
-            reactor,
-            urls,
-            recover=lambda ids, details: relay.recover(ids, details, LOST_INSTANCE_REASON),
-            taken=taken,
-            secrets=secrets,
-        )
-
-    journal = None
-    if config.journal is not None:
+        cluster = Cluster(config, reactor, urls, secrets)
+    elif config.journal is not None:
         journal = Journal(config.journal, reactor, ThreadWriter(reactor))
-    # The notices owed, with each connection's tags and state: on disk, or
-    # in Redis in cluster mode.
     owed = cluster.journal if cluster is not None else journal
-    noted = owed.note if owed is not None else None
-    registry = Registry(cluster.events, noted) if cluster is not None else Registry(noted=noted)
-    # Listeners and backend connections use it; timers and the rest use the reactor.
-    net = stack.network(reactor)
-    # The gauge reads the relay built below, only when scraped.
-    queued_bytes = ByteBudget(config.max_queued_bytes)
-    metrics = Metrics(
-        active=registry.__len__,
-        queued=lambda: relay.queued(),
-        queued_bytes=lambda: queued_bytes.used,
-        tags=registry.tag_count,
-        cluster=cluster.status if cluster is not None else None,
-        tuning=stack.pieces,
+
+    # The registry, and the relay over it and the backend.
+    registry = Registry(
+        cluster.events if cluster is not None else NoEvents(),
+        owed.note if owed is not None else None,
     )
-    cap = ListenerCap(budget, "listen", metrics.listener_refused)
+    metrics = Metrics(tuning=stack.pieces, cluster=cluster.status if cluster is not None else None)
     backend, pool = make_backend(config, reactor, net, urls, metrics, stack, secrets)
     if cluster is not None:
         backend = cluster.backend(backend)
+    queued_bytes = ByteBudget(config.max_queued_bytes)
     relay = Relay(
         backend,
         registry,
@@ -409,14 +389,41 @@ def make_service(
         queue_bytes=2 * config.max_message_size,
         budget=queued_bytes,
     )
-
-    ws_factory = make_ws_factory(config, relay, reactor, stack.ws_specialise)
-    upgrade = WebSocketUpgrade(ws_factory)
-    health = make_health(relay)
-    # Within one instance; cluster mode swaps in an IReach that asks the others.
-    reach = (
-        LocalReach(registry, lambda: urls.base) if cluster is None else cluster.make_reach(registry)
+    metrics.read_from(
+        active=registry.__len__,
+        queued=relay.queued,
+        queued_bytes=lambda: queued_bytes.used,
+        tags=registry.tag_count,
     )
+    service = SocketDockService(relay, pool, config.shutdown_timeout, notify)
+    # First in, last out: the patches outlive every connection.
+    TuningService(stack).setServiceParent(service)
+    RuntimeMetrics(metrics.registry, reactor).setServiceParent(service)
+
+    # How the callback API reaches a connection: here only, or through the
+    # cluster.  Either service starts before the listeners: the notices it
+    # recovers are queued first.  It stops after the drain, keeping (on
+    # disk or in Redis) what the drain could not deliver.
+    reach: IReach
+    if cluster is None:
+        reach = LocalReach(registry, lambda: urls.base)
+        if journal is not None:
+            JournalService(journal, relay.recover).setServiceParent(service)
+    else:
+
+        def taken(line: str) -> None:
+            _log.critical("{line}", line=line)
+            if must_not_run is not None:
+                must_not_run(line)
+            elif service.running:
+                service.stopService()
+
+        reach = cluster.serve(registry, relay.recover, taken)
+        cluster.node.setServiceParent(service)
+
+    # The listeners: the WebSocket upgrade and the callback API.
+    upgrade = WebSocketUpgrade(make_ws_factory(config, relay, reactor, stack.ws_specialise))
+    health = make_health(relay)
     api_children = make_api_children(
         registry,
         metrics,
@@ -426,25 +433,13 @@ def make_service(
         anywhere=cluster is not None,
         instance=lambda: urls.base,
     )
-
-    service = SocketDockService(relay, pool, config.shutdown_timeout, notify)
-    # First in, last out: the patches outlive every connection.
-    TuningService(stack).setServiceParent(service)
-    RuntimeMetrics(metrics.registry, reactor).setServiceParent(service)
+    tokens = BearerTokens(secrets, metrics, reactor)
+    cap = ListenerCap(budget, "listen", metrics.listener_refused)
     max_body = config.max_message_size
 
     def make_site_for(root: Root, cap: ListenerCap | None = None):
         return make_site(root, reactor, max_body, stack.channel, cap)
 
-    if cluster is not None:
-        # Started before the listeners; stopped after the drain, so the
-        # notices it delivered are forgotten in Redis before this instance leaves.
-        cluster.node.setServiceParent(service)
-    elif journal is not None:
-        # Started before the listeners, so the recovered notices are queued
-        # first; stopped after them, so it keeps what the drain left.
-        JournalService(journal, relay.recover).setServiceParent(service)
-    tokens = BearerTokens(secrets, metrics, reactor)
     tls: list[ReloadableTLS] = []
     if config.api_listen is None:
         front = Root((config.wspath, upgrade), api_children, health, tokens)
