@@ -119,3 +119,23 @@ class ServeTests(SynchronousTestCase):
         """Starting before serve() is a wiring mistake, caught at once."""
         self.assertRaises(AssertionError, self.node.startService)
         self.assertFalse(self.node.link.running)
+
+
+class AssemblyTests(SynchronousTestCase):
+    """Cluster mode as make_service assembles it, with no Redis: nothing connects until a start."""
+
+    def test_served_cluster_routes_tag_channel_junk_to_its_reach(self) -> None:
+        """link -> node -> reach: junk on a tag channel is counted in /status, once served."""
+        from socketdock.cluster.wiring import Cluster
+        from socketdock.config.settings import load_config, secrets_of
+        from socketdock.relay.registry import Registry
+        from socketdock.relay.wire import CallbackURLs
+
+        config = load_config({"cluster": "redis://127.0.0.1:1/3"}, {}, None)
+        reactor = MemoryReactorClock()
+        cluster = Cluster(config, reactor, CallbackURLs("127.0.0.1:8765"), secrets_of(config))
+        reach = cluster.serve(Registry(cluster.events), lambda ids, d, why: None, lambda line: None)
+        cluster.node.message(b"socketdock:3:tag:dGFn", b"not a tag request")
+        self.assertEqual(reach.dropped, 1)
+        self.assertEqual(cluster.status()["messages_dropped"], 1)
+        self.assertEqual(reactor.tcpClients, [])
