@@ -423,7 +423,6 @@ def make_service(
         reactor,
         config.max_message_size,
         reach,
-        anywhere=cluster is not None,
         instance=lambda: urls.base,
     )
 
