@@ -13,18 +13,14 @@ tag's walk goes through the instances one after the other
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
-from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from socketdock.api.resources import ApiResource, as_json, plain
 from socketdock.api.routes import Leaf, answer
-from socketdock.api.tags import BadTag, TagsResource
 from socketdock.relay.listing import BadCursor, local_cursor, local_page
-from socketdock.relay.reach import HERE_ONLY, InvalidTags
+from socketdock.relay.reach import HERE_ONLY
 from socketdock.relay.registry import Registry
-from socketdock.relay.tags import tag_from_path
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -87,19 +83,3 @@ class TagConnectionsResource(Leaf):
             return plain(request, 400, str(e))
         everywhere = request.getHeader(HERE_ONLY) is None
         return answer(request, self._ask(cursor, limit, everywhere), as_json)
-
-
-class TagsWithListing(TagsResource):
-    """``/tags/``, with ``/tags/<tag>/connections``."""
-
-    def getChild(self, name: bytes, request: Request) -> Resource:
-        if name and request.postpath == [b"connections"]:
-            try:
-                tag = tag_from_path(name)
-            except InvalidTags as e:
-                return BadTag(str(e))
-            assert request.prepath is not None  # mid-traversal
-            del request.postpath[:]
-            request.prepath.append(b"connections")
-            return TagConnectionsResource(partial(self._reach.list_tag, tag))
-        return super().getChild(name, request)

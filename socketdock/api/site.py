@@ -26,8 +26,9 @@ from twisted.web.server import Request, Site
 from socketdock.api import resources as api
 from socketdock.api.auth import BearerTokens
 from socketdock.api.capped import Full, counted
-from socketdock.api.listing import ConnectionsResource, TagsWithListing
+from socketdock.api.listing import ConnectionsResource
 from socketdock.api.sockets import SocketsResource
+from socketdock.api.tags import TagsResource
 from socketdock.config.endpoints import is_loopback, tcp_address
 from socketdock.config.secrets import Secrets
 from socketdock.ops.filelimit import ListenerCap
@@ -131,7 +132,7 @@ def make_api_children(
         reach = LocalReach(registry, instance)
     return {
         b"socket": SocketsResource(reach, max_message_size),
-        b"tags": TagsWithListing(reach, max_message_size),
+        b"tags": TagsResource(reach, max_message_size),
         b"connections": ConnectionsResource(registry, instance),
         b"status": api.StatusResource(metrics, clock, clock.seconds()),
         b"metrics": api.MetricsResource(metrics),

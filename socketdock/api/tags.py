@@ -1,6 +1,6 @@
 """
-The callback API's tag routes (SPEC §8): ``/tags/<tag>`` and its ``send`` and
-``disconnect``, and ``POST /socket/<id>/tags``.
+The callback API's tag routes (SPEC §8, §9): ``/tags/<tag>`` and its ``send``,
+``disconnect`` and ``connections``, and ``POST /socket/<id>/tags``.
 
 They ask an :class:`IReach` only, so the same resources serve one instance and a
 cluster; a failure is answered by :func:`socketdock.api.routes.failed`.
@@ -14,6 +14,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from socketdock.api.confirm import ConfirmedSend, wants_confirm
+from socketdock.api.listing import TagConnectionsResource
 from socketdock.api.resources import (
     ApiResource,
     BadBody,
@@ -62,7 +63,7 @@ def tag_change(body: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 class TagResource(ApiResource):
-    """``GET /tags/<tag>``: how many live connections carry it."""
+    """``GET /tags/<tag>``: how many live connections carry it; its routes below."""
 
     def __init__(self, reach: IReach, tag: str, max_message_size: int) -> None:
         super().__init__()
@@ -84,6 +85,8 @@ class TagResource(ApiResource):
             )
         if name == b"disconnect":
             return CloseThroughReach(partial(self._reach.close_tag, self._tag), _reached)
+        if name == b"connections":
+            return TagConnectionsResource(partial(self._reach.list_tag, self._tag))
         return NotFound()
 
     def render_GET(self, request: Request):
