@@ -26,7 +26,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def measure(n: int, stock: bool) -> float:
-    """µs of CPU per send, in this process, over the socketdock first on sys.path."""
+    """
+    µs of CPU per send, in this process, over the socketdock first on
+    sys.path: the quickest of ten runs of ``n / 10`` sends.
+    """
     from twisted.internet.defer import succeed
     from twisted.internet.task import Clock
     from twisted.internet.testing import StringTransport
@@ -62,11 +65,14 @@ def measure(n: int, stock: bool) -> float:
     channel.dataReceived(request)
     assert transport.value().startswith(b"HTTP/1.1 200 "), transport.value()[:200]
     transport.clear()
-    c0 = time.process_time()
-    for _ in range(n):
-        channel.dataReceived(request)
-        transport.clear()
-    return (time.process_time() - c0) / n * 1e6
+    best = float("inf")
+    for _ in range(10):  # the quickest tenth: a neighbour's burst only slows some
+        c0 = time.process_time()
+        for _ in range(n // 10):
+            channel.dataReceived(request)
+            transport.clear()
+        best = min(best, time.process_time() - c0)
+    return best / (n // 10) * 1e6
 
 
 def run_in(tree: str, n: int, stock: bool) -> float:

@@ -34,9 +34,10 @@ def plain(request: Request, status: int, text: str) -> bytes:
     return text.encode("utf-8") + b"\n"
 
 
-def ok(request: Request) -> bytes:
+def ok(request: Request, _: object = None) -> bytes:
     """Answer 200 with exactly ``OK``, no newline: the original's answer to
-    ``send`` and ``disconnect``, which backends compare (SPEC §4)."""
+    ``send`` and ``disconnect``, which backends compare (SPEC §4).  Whatever
+    the reach fired with is ignored."""
     request.setHeader(b"content-type", _PLAIN)
     return b"OK"
 

@@ -81,7 +81,10 @@ def answer(request: Request, d: Deferred, ok: Answer):
     settled: list = []
     d.addBoth(settled.append)
     if settled:
-        return _rendered(request, settled[0], ok)
+        # The hot path (a local send): rendered here, in one call.
+        if isinstance(settled[0], Failure):
+            return failed(request, settled[0])
+        return ok(request, settled[0])
     gone: list[Failure] = []
     request.notifyFinish().addErrback(gone.append)
 

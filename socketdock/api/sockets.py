@@ -25,10 +25,6 @@ from socketdock.api.tags import ConnectionTagsResource
 from socketdock.relay.reach import HOP_HEADER, IReach
 
 
-def _ok(request: Request, _: object) -> bytes:
-    return ok(request)
-
-
 class ConnectionResource(ApiResource):
     """``/socket/<id>``: read (GET) or close (DELETE) one connection; its routes below."""
 
@@ -47,9 +43,9 @@ class ConnectionResource(ApiResource):
                 confirm = partial(reach.confirm_to_connection, connection_id)
                 return ConfirmedSend(confirm, self._max)
             send = partial(reach.send_to_connection, connection_id)
-            return FrameThroughReach(send, self._max, _ok)
+            return FrameThroughReach(send, self._max, ok)
         if name == b"disconnect":
-            return CloseThroughReach(partial(reach.close_connection, connection_id), _ok)
+            return CloseThroughReach(partial(reach.close_connection, connection_id), ok)
         if name == b"tags":
             return ConnectionTagsResource(partial(reach.change_tags, connection_id))
         if name == b"state":
@@ -63,7 +59,7 @@ class ConnectionResource(ApiResource):
         return answer(request, self._reach.describe_connection(self._id), as_json)
 
     def render_DELETE(self, request: Request):
-        return close_through(request, partial(self._reach.close_connection, self._id), _ok)
+        return close_through(request, partial(self._reach.close_connection, self._id), ok)
 
 
 class SocketsResource(Resource):
