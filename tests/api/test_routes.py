@@ -6,6 +6,8 @@ to a client that left).
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -20,8 +22,9 @@ from socketdock.relay.registry import BudgetFull, NotLive, OutboundFull
 from socketdock.relay.state import InvalidState
 
 
-def _request() -> DummyRequest:
-    request = DummyRequest([b"x"])
+def _request() -> Any:
+    """A stand-in Request that records what is written and set."""
+    request: Any = DummyRequest([b"x"])
     request.path = b"/socket/x"
     return request
 

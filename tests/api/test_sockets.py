@@ -207,7 +207,7 @@ class OneTreeTests(SynchronousTestCase):
         self.assertEqual(instance.holder.requests, [])
         self.assertIsNone(instance.call("POST", f"/socket/{THERE}/send", b"hi"))
         self.assertEqual(instance.holder.requests[0].uri, f"/socket/{THERE}/send".encode())
-        self.assertEqual(Instance(cluster=False).call("GET", f"/socket/{THERE}")[0], 404)  # type: ignore[index]
+        self.assertEqual(Instance(cluster=False).call("GET", f"/socket/{THERE}")[0], 404)
 
     def test_link_down(self) -> None:
         """Cluster only: an id not held here, with Redis unreachable, is 503 + Retry-After;
@@ -218,5 +218,5 @@ class OneTreeTests(SynchronousTestCase):
         assert answer is not None
         self.assertEqual((answer[0], answer[1]), (503, [b"1"]))
         self.assertEqual(answer[3], b"no link to the cluster's Redis; retry later\n")
-        self.assertEqual(instance.call("POST", f"/socket/{LIVE}/send", b"hi")[0], 200)  # type: ignore[index]
-        self.assertEqual(json.loads(instance.call("GET", f"/socket/{LIVE}")[3]), {})  # type: ignore[index]
+        self.assertEqual(instance.call("POST", f"/socket/{LIVE}/send", b"hi")[0], 200)
+        self.assertEqual(json.loads(instance.call("GET", f"/socket/{LIVE}")[3]), {})
