@@ -430,7 +430,6 @@ def make_service(
         reactor,
         config.max_message_size,
         reach,
-        anywhere=cluster is not None,
         instance=lambda: urls.base,
     )
     tokens = BearerTokens(secrets, metrics, reactor)
