@@ -47,7 +47,7 @@ from twisted.internet import defer, reactor, task
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from socketdock.config.settings import load_config
-from socketdock.tap import make_service
+from socketdock.assembly import make_service
 from tests.cluster.redisserver import free_port
 from tests.wsclient import connect_client
 

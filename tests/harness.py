@@ -15,10 +15,10 @@ import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SkipTest
 
+from socketdock.assembly import make_service
 from socketdock.config.endpoints import base_url_for, scheme_of
 from socketdock.config.settings import Config, load_config
 from socketdock.service import SocketDockService
-from socketdock.tap import make_service
 from socketdock.tuning import PIECES, Stack
 
 

@@ -144,7 +144,6 @@ def package_violations() -> list[str]:
 #: Modules whose tests live under another name than ``test_<module>.py`` beside
 #: the package's layout: mostly end-to-end through the module above them.
 TESTED_UNDER: dict[str, str] = {
-    "api/anywhere.py": "cluster/test_cluster.py",
     "api/auth.py": "api/test_security.py",
     "api/capped.py": "api/test_body_refusal.py",
     "api/confirm.py": "test_confirm_end_to_end.py",

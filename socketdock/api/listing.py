@@ -14,19 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from socketdock.api.resources import ApiResource, answer_when_fired, as_json, plain
-from socketdock.api.tags import BadTag, TagsResource
+from socketdock.api.resources import ApiResource, as_json, plain
+from socketdock.api.routes import Leaf, answer
 from socketdock.relay.listing import BadCursor, local_cursor, local_page
-from socketdock.relay.reach import HERE_ONLY, InvalidTags, IReach, Unreachable
+from socketdock.relay.reach import HERE_ONLY
 from socketdock.relay.registry import Registry
-from socketdock.relay.tags import tag_from_path
 
-_log = Logger()
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
@@ -75,15 +70,11 @@ class ConnectionsResource(ApiResource):
         return as_json(request, local_page(self._registry, None, after, limit, self._instance()))
 
 
-class TagConnectionsResource(ApiResource):
-    """``GET /tags/<tag>/connections``: one page of the walk over its carriers."""
-
-    isLeaf = True
-
-    def __init__(self, reach: IReach, tag: str) -> None:
-        super().__init__()
-        self._reach = reach
-        self._tag = tag
+class TagConnectionsResource(Leaf):
+    """
+    ``GET /tags/<tag>/connections``: one page of the walk over its carriers;
+    ``ask(cursor, limit, everywhere)`` is the reach's ``list_tag`` for that tag.
+    """
 
     def render_GET(self, request: Request):
         try:
@@ -91,33 +82,4 @@ class TagConnectionsResource(ApiResource):
         except BadCursor as e:
             return plain(request, 400, str(e))
         everywhere = request.getHeader(HERE_ONLY) is None
-        d = self._reach.list_tag(self._tag, cursor, limit, everywhere)
-        return answer_when_fired(request, d, _render)
-
-
-def _render(request: Request, result: object) -> bytes:
-    if not isinstance(result, Failure):
-        return as_json(request, result)
-    if isinstance(result.value, BadCursor):
-        return plain(request, 400, str(result.value))
-    if isinstance(result.value, Unreachable):
-        request.setHeader(b"retry-after", str(result.value.retry_after).encode("ascii"))
-        return plain(request, 503, result.value.why)
-    _log.failure("listing {path} failed", result, path=request.path)
-    return plain(request, 500, "internal error; see the log")
-
-
-class TagsWithListing(TagsResource):
-    """``/tags/``, with ``/tags/<tag>/connections``."""
-
-    def getChild(self, name: bytes, request: Request) -> Resource:
-        if name and request.postpath == [b"connections"]:
-            try:
-                tag = tag_from_path(name)
-            except InvalidTags as e:
-                return BadTag(str(e))
-            assert request.prepath is not None  # mid-traversal
-            del request.postpath[:]
-            request.prepath.append(b"connections")
-            return TagConnectionsResource(self._reach, tag)
-        return super().getChild(name, request)
+        return answer(request, self._ask(cursor, limit, everywhere), as_json)

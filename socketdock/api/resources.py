@@ -1,6 +1,8 @@
 """
-The callback API (SPEC §4): how the backend reaches its clients, and how an
-operator reads the instance's state.
+The callback API's common ground (SPEC §4): plain-text, ``OK`` and JSON
+answers, the resource every route is (:class:`ApiResource`), reading a body
+(a frame, a close request, JSON), and the instance's own routes (status,
+metrics, health).  The ``/socket/<id>`` tree is :mod:`socketdock.api.sockets`.
 
 Every error is a status with a one-line plain-text reason, never an HTML page
 or a traceback.
@@ -13,14 +15,12 @@ import re
 from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
 from socketdock import __version__
 from socketdock.ops.metrics import Metrics
 from socketdock.relay.backend import is_text
-from socketdock.relay.registry import IConnection, NotLive, OutboundFull, Registry
 
 _PLAIN = b"text/plain; charset=utf-8"
 _JSON = b"application/json"
@@ -34,9 +34,10 @@ def plain(request: Request, status: int, text: str) -> bytes:
     return text.encode("utf-8") + b"\n"
 
 
-def ok(request: Request) -> bytes:
+def ok(request: Request, _: object = None) -> bytes:
     """Answer 200 with exactly ``OK``, no newline: the original's answer to
-    ``send`` and ``disconnect``, which backends compare (SPEC §4)."""
+    ``send`` and ``disconnect``, which backends compare (SPEC §4).  Whatever
+    the reach fired with is ignored."""
     request.setHeader(b"content-type", _PLAIN)
     return b"OK"
 
@@ -95,31 +96,6 @@ class ApiResource(Resource):
         return getattr(self, "render_" + method.decode("ascii", "replace"), None)
 
 
-def answer_when_fired(request: Request, d, render: Callable[[Request, object], bytes]):
-    """
-    Answer with ``render(request, result)`` once ``d`` fires (a failure
-    included), at once when it has already fired (the local case: no extra
-    turn of the reactor); a client gone meanwhile gets nothing written.
-    """
-    settled: list = []
-    waiting: list[bool] = []
-    gone: list[Failure] = []
-
-    def settle(result: object) -> None:
-        if not waiting:
-            settled.append(result)
-        elif not gone:
-            request.write(render(request, result))
-            request.finish()
-
-    d.addBoth(settle)
-    if settled:
-        return render(request, settled[0])
-    waiting.append(True)
-    request.notifyFinish().addErrback(gone.append)
-    return NOT_DONE_YET
-
-
 def body_plan(resource: Resource, request: Request) -> tuple[bytes | None, int]:
     """
     What ``resource`` will do with the body of ``request``, from the request
@@ -155,67 +131,6 @@ class Unauthorized(ApiResource):
     def refusal(self, request: Request) -> bytes:
         request.setHeader(b"www-authenticate", b'Bearer realm="socketdock"')
         return plain(request, 401, "missing or wrong bearer token")
-
-
-class SendResource(ApiResource):
-    """``POST /socket/<id>/send``: the body becomes one frame to the client."""
-
-    isLeaf = True
-
-    def __init__(self, registry: Registry, connection_id: str, max_message_size: int) -> None:
-        super().__init__()
-        self._registry = registry
-        self._id = connection_id
-        self._max = max_message_size
-
-    def body_limit(self, request: Request) -> int:
-        return self._max if request.method == b"POST" else 0
-
-    def render_POST(self, request: Request):
-        connection = self._registry.get(self._id)
-        if connection is None:
-            return plain(request, 404, "no such live connection")
-        try:
-            body, is_binary = read_frame(request, self._max)
-        except BadBody as bad:
-            return plain(request, bad.status, bad.reason)
-        d = connection.deliver(body, is_binary)
-        if d.called:
-            # The common case: the connection is open and took it at once.
-            return _delivered_now(request, d)
-        # Held until the handshake completes; the backend may give up first.
-        gone: list[Failure] = []
-        request.notifyFinish().addErrback(gone.append)
-
-        def answer(outcome: object) -> None:
-            if gone:
-                return
-            if isinstance(outcome, Failure):
-                request.write(_failed_answer(request, outcome))
-            else:
-                request.write(ok(request))
-            request.finish()
-
-        d.addBoth(answer)
-        return NOT_DONE_YET
-
-
-def _delivered_now(request: Request, d) -> bytes:
-    outcome: list = []
-    d.addBoth(outcome.append)
-    if isinstance(outcome[0], Failure):
-        return _failed_answer(request, outcome[0])
-    return ok(request)
-
-
-def _failed_answer(request: Request, failure: Failure) -> bytes:
-    if failure.check(NotLive):
-        return plain(request, 404, "no such live connection")
-    if failure.check(OutboundFull):
-        request.setHeader(b"retry-after", b"1")
-        return plain(request, 503, getattr(failure.value, "why", OutboundFull.why))
-    failure.raiseException()
-    raise AssertionError("unreachable")
 
 
 #: The most bytes a close body (``{"code": ..., "reason": ...}``) may have.
@@ -341,89 +256,6 @@ def close_request(body: bytes) -> tuple[int, str]:
     if len(reason.encode("utf-8")) > _MAX_REASON_BYTES:
         raise BadBody(400, f"reason longer than {_MAX_REASON_BYTES} bytes")
     return code, reason
-
-
-def _close(request: Request, connection: IConnection | None) -> bytes:
-    if connection is None:
-        return plain(request, 404, "no such live connection")
-    try:
-        code, reason = close_request(read_body(request, CLOSE_BODY_LIMIT))
-    except BadBody as bad:
-        return plain(request, bad.status, bad.reason)
-    connection.close(code, reason, "backend")
-    return ok(request)
-
-
-class DisconnectResource(ApiResource):
-    """``POST /socket/<id>/disconnect``: the backend closes a connection."""
-
-    isLeaf = True
-
-    def __init__(self, registry: Registry, connection_id: str) -> None:
-        super().__init__()
-        self._registry = registry
-        self._id = connection_id
-
-    def body_limit(self, request: Request) -> int:
-        return CLOSE_BODY_LIMIT if request.method == b"POST" else 0
-
-    def render_POST(self, request: Request) -> bytes:
-        return _close(request, self._registry.get(self._id))
-
-
-class ConnectionResource(ApiResource):
-    """``/socket/<id>``: read (GET) or close (DELETE) one connection."""
-
-    def __init__(self, registry: Registry, connection_id: str, max_message_size: int) -> None:
-        super().__init__()
-        self._registry = registry
-        self._id = connection_id
-        self._max = max_message_size
-
-    def getChild(self, name: bytes, request: Request) -> Resource:
-        if request.postpath:
-            return NotFound()
-        if name == b"send":
-            return SendResource(self._registry, self._id, self._max)
-        if name == b"disconnect":
-            return DisconnectResource(self._registry, self._id)
-        return NotFound()
-
-    def body_limit(self, request: Request) -> int:
-        return CLOSE_BODY_LIMIT if request.method == b"DELETE" else 0
-
-    def render_GET(self, request: Request) -> bytes:
-        connection = self._registry.get(self._id)
-        if connection is None:
-            return plain(request, 404, "no such live connection")
-        return as_json(request, connection.describe())
-
-    def render_DELETE(self, request: Request) -> bytes:
-        return _close(request, self._registry.get(self._id))
-
-
-class SocketsResource(Resource):
-    """``/socket/``: one child per connection id."""
-
-    def __init__(self, registry: Registry, max_message_size: int) -> None:
-        super().__init__()
-        self._registry = registry
-        self._max = max_message_size
-
-    def getChild(self, name: bytes, request: Request) -> Resource:
-        try:
-            connection_id = name.decode("ascii")
-        except UnicodeDecodeError:
-            return NotFound()
-        if not connection_id or (name == b"" and not request.postpath):
-            return NotFound()
-        return ConnectionResource(self._registry, connection_id, self._max)
-
-    def refusal(self, request: Request) -> bytes:
-        return plain(request, 404, "no such path")
-
-    def render(self, request: Request) -> bytes:
-        return self.refusal(request)
 
 
 class StatusResource(ApiResource):

@@ -24,11 +24,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from socketdock.api import resources as api
-from socketdock.api.anywhere import SocketsAnywhere
 from socketdock.api.auth import BearerTokens
 from socketdock.api.capped import Full, counted
-from socketdock.api.listing import ConnectionsResource, TagsWithListing
-from socketdock.api.tags import SocketsWithTags
+from socketdock.api.listing import ConnectionsResource
+from socketdock.api.sockets import SocketsResource
+from socketdock.api.tags import TagsResource
 from socketdock.config.endpoints import is_loopback, tcp_address
 from socketdock.config.secrets import Secrets
 from socketdock.ops.filelimit import ListenerCap
@@ -117,24 +117,22 @@ def make_api_children(
     clock: IReactorTime,
     max_message_size: int,
     reach: IReach | None = None,
-    anywhere: bool = False,
     instance: Callable[[], str] = lambda: "",
 ) -> dict[bytes, Resource]:
     """
     The callback API's resources by first path segment.
 
-    :param reach: answers the tag routes (and ``/socket/<id>/tags``);
-        :class:`LocalReach` over ``registry`` when not given.
-    :param anywhere: answer every ``/socket/<id>`` route through ``reach``
-        too, for connections other instances hold (cluster mode).
+    :param registry: this instance's connections, for ``/connections``.
+    :param reach: answers ``/socket/<id>`` and the tag routes:
+        :class:`LocalReach` over ``registry`` when not given, a cluster's
+        reach in cluster mode (connections other instances hold).
     :param instance: this instance's name, for the listings (SPEC §9).
     """
     if reach is None:
         reach = LocalReach(registry, instance)
-    sockets = (SocketsAnywhere if anywhere else SocketsWithTags)(registry, max_message_size, reach)
     return {
-        b"socket": sockets,
-        b"tags": TagsWithListing(reach, max_message_size),
+        b"socket": SocketsResource(reach, max_message_size),
+        b"tags": TagsResource(reach, max_message_size),
         b"connections": ConnectionsResource(registry, instance),
         b"status": api.StatusResource(metrics, clock, clock.seconds()),
         b"metrics": api.MetricsResource(metrics),

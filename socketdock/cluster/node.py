@@ -12,7 +12,7 @@ for a survivor to claim.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import cast
+from typing import Protocol, cast
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, FirstError, gatherResults
@@ -23,10 +23,25 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from socketdock.cluster.link import ILinkUser, RedisLink
+from socketdock.cluster.reach import ClusterEvents
 from socketdock.cluster.roster import Roster
 from socketdock.cluster.scripts import Names
 from socketdock.cluster.subscriptions import Subscriptions
 from socketdock.config.cluster import RedisAddress
+from socketdock.relay.session import LOST_INSTANCE_REASON
+
+#: ``Relay.recover``: connection ids, their kept tags and state, the reason.
+Recover = Callable[[list[str], dict[str, str], str], None]
+
+
+class IClusterReach(Protocol):
+    """What the node asks of :class:`socketdock.cluster.reach.ClusterReach`."""
+
+    dropped: int
+
+    def message(self, channel: bytes, data: bytes) -> None: ...
+
+    def close_here(self, connection_ids: list[str], code: int, reason: str) -> None: ...
 
 
 @implementer(ILinkUser)
@@ -35,6 +50,10 @@ class ClusterNode(MultiService):
     The link, this instance's roster and tag subscriptions, the heartbeat,
     and the restore at each new link.
 
+    Built before the registry and the relay, which are built on its roster
+    (the owed notices) and its events; put to work by :meth:`serve` once
+    they and the reach exist, before it starts.
+
     :param address: the Redis server.
     :param names: the cluster's key and channel names.
     :param name: this instance's name (its ``externalhostandport``), asked
@@ -42,13 +61,6 @@ class ClusterNode(MultiService):
     :param reactor: connects to Redis and times the heartbeat.
     :param heartbeat: seconds between beats.
     :param clock: times the heartbeat; the reactor unless a test gives a Clock.
-    :param recover: sends the notices of connections claimed from a lost
-        instance (``Relay.recover``).
-    :param on_message: handles a tag request from another instance.
-    :param fenced: closes connections a survivor declared lost while this
-        instance was cut off (see :class:`Roster`).
-    :param taken: stops this instance, given one line, when another live
-        instance runs under its name (see :class:`Roster`).
     """
 
     _log = Logger()
@@ -60,24 +72,48 @@ class ClusterNode(MultiService):
         name: Callable[[], str],
         reactor,
         heartbeat: float,
-        recover: Callable[[list[str], dict[str, str]], None],
-        on_message: Callable[[bytes, bytes], None],
-        fenced: Callable[[list[str]], None] = lambda ids: None,
         retry_policy: Callable[[int], float] | None = None,
         clock: IReactorTime | None = None,
-        taken: Callable[[str], None] = lambda line: None,
     ) -> None:
         super().__init__()
         self._clock = reactor if clock is None else clock
         self._heartbeat = heartbeat
-        self._on_message = on_message
         self._beat: LoopingCall | None = None
+        self._recover: Recover | None = None
+        self._reach: IClusterReach | None = None
+        self._taken: Callable[[str], None] = lambda line: None
         self.link = RedisLink(address, reactor, self, retry_policy=retry_policy)
         self.link.setServiceParent(self)
-        self.roster = Roster(self.link, names, name, heartbeat, recover, fenced, self._clock, taken)
+        self.roster = Roster(
+            self.link,
+            names,
+            name,
+            heartbeat,
+            self._claimed,
+            self._fenced,
+            self._clock,
+            self._name_taken,
+        )
         self.subscriptions = Subscriptions(self.link, names)
+        #: The registry's :class:`IConnectionEvents`.
+        self.events = ClusterEvents(self.roster, self.subscriptions)
+
+    def serve(self, recover: Recover, reach: IClusterReach, taken: Callable[[str], None]) -> None:
+        """
+        What the node's work needs from the instance, given once it exists.
+
+        :param recover: sends the notices of connections claimed from a lost
+            instance (``Relay.recover``).
+        :param reach: handles tag requests from other instances, and closes
+            connections a survivor declared lost while this instance was cut
+            off (see :class:`Roster`).
+        :param taken: stops this instance, given one line, when another live
+            instance runs under its name (see :class:`Roster`).
+        """
+        self._recover, self._reach, self._taken = recover, reach, taken
 
     def startService(self) -> None:
+        assert self._reach is not None, "serve() the node before it starts"
         super().startService()
         self._beat = LoopingCall(self.roster.beat)
         self._beat.clock = self._clock
@@ -109,13 +145,28 @@ class ClusterNode(MultiService):
         self.subscriptions.lost_link()
 
     def message(self, channel: bytes, data: bytes) -> None:
-        self._on_message(channel, data)
+        assert self._reach is not None
+        self._reach.message(channel, data)
+
+    # The roster's calls
+
+    def _claimed(self, connection_ids: list[str], details: dict[str, str]) -> None:
+        assert self._recover is not None
+        self._recover(connection_ids, details, LOST_INSTANCE_REASON)
+
+    def _fenced(self, connection_ids: list[str]) -> None:
+        assert self._reach is not None
+        self._reach.close_here(connection_ids, 1001, "declared lost by the cluster; reconnect")
+
+    def _name_taken(self, line: str) -> None:
+        self._taken(line)
 
     def status(self) -> dict:
         """The ``cluster`` object of ``/status``."""
         status = {
             "link": "up" if self.link.up else "down",
             "tags_subscribed": self.subscriptions.held(),
+            "messages_dropped": self._reach.dropped if self._reach is not None else 0,
         }
         status.update(self.roster.status())
         return status

@@ -1,7 +1,8 @@
 """
-Cluster mode's pieces, built from the settings for :mod:`socketdock.tap`: the
-registry's events, the backend wrapper, the relay's journal, the reach, and
-the service that keeps the link.
+Cluster mode's pieces, built from the settings for :mod:`socketdock.tap` in
+two steps, because the relay and the cluster are built on each other: the
+node first (the registry and the relay are built on its roster, its events
+and its subscriptions), then the reach, which puts the node to work.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from socketdock.cluster.admission import SubscribingBackend
 from socketdock.cluster.forward import Forwarder
-from socketdock.cluster.node import ClusterNode
-from socketdock.cluster.reach import ClusterEvents, ClusterReach
+from socketdock.cluster.node import ClusterNode, Recover
+from socketdock.cluster.reach import ClusterReach
 from socketdock.cluster.scripts import Names
 from socketdock.config.secrets import Secrets
-from socketdock.config.settings import Config, secrets_of
+from socketdock.config.settings import Config
 from socketdock.relay.backend import IBackend
 from socketdock.relay.registry import Registry
 
@@ -29,11 +30,7 @@ class Cluster:
 
     :param urls: this instance's callback URLs; their base names it in the
         cluster (learned when the listener binds, with port 0).
-    :param recover: sends the notices of connections claimed from a lost
-        instance (``Relay.recover``; the relay is built after this).
-    :param taken: stops the instance, given one line, when another live
-        instance runs under the same ``externalhostandport``.
-    :param secrets: those in force (the forwarder's token); by default ``config``'s.
+    :param secrets: those in force (the forwarder's token).
     """
 
     def __init__(
@@ -41,78 +38,63 @@ class Cluster:
         config: Config,
         reactor,
         urls,
-        recover: Callable[[list[str], dict[str, str]], None],
+        secrets: Secrets,
         retry_policy: Callable[[int], float] | None = None,
-        taken: Callable[[str], None] = lambda line: None,
-        secrets: Secrets | None = None,
     ) -> None:
         assert config.cluster is not None
         self._config = config
-        self._secrets = secrets if secrets is not None else secrets_of(config)
+        self._secrets = secrets
         self._reactor = reactor
         self._names = Names.for_db(config.cluster.db)
-        self._reach: ClusterReach | None = None
+        #: The membership service: link, heartbeat, roster and subscriptions.
         self.node = ClusterNode(
             config.cluster,
             self._names,
             lambda: urls.base,
             reactor,
             config.cluster_heartbeat,
-            recover,
-            self._message,
-            self._fenced,
             retry_policy,
-            taken=taken,
         )
         #: The registry's :class:`IConnectionEvents`.
-        self.events = ClusterEvents(self.node.roster, self.node.subscriptions)
+        self.events = self.node.events
         #: The relay's journal: which notices are owed, kept in Redis.
         self.journal = self.node.roster
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        _PoolCloser(self._pool).setServiceParent(self.node)
-
-    def status(self) -> dict:
-        """The ``cluster`` object of ``/status``."""
-        status = self.node.status()
-        status["messages_dropped"] = self._reach.dropped if self._reach is not None else 0
-        return status
-
-    def use_password(self, password: str | None) -> None:
-        """Authenticate to Redis with ``password`` from the next (re)connection on."""
-        self.node.link.use_password(password)
+        #: The ``cluster`` object of ``/status``.
+        self.status = self.node.status
+        #: Gives Redis's new password to the link (SIGHUP).
+        self.use_password = self.node.link.use_password
 
     def backend(self, backend: IBackend) -> IBackend:
         """The relay's backend, with admissions that wait for their tags' subscriptions."""
         return SubscribingBackend(backend, self.node.subscriptions)
 
-    def make_reach(self, registry: Registry) -> ClusterReach:
-        """The callback API's :class:`IReach`; built once, after the registry."""
-        assert self._reach is None
+    def serve(
+        self, registry: Registry, recover: Recover, taken: Callable[[str], None]
+    ) -> ClusterReach:
+        """
+        The callback API's :class:`IReach`, with the node put to work on it.
+
+        :param recover: ``Relay.recover``, for the notices of connections
+            claimed from a lost instance.
+        :param taken: stops the instance, given one line, when another live
+            instance runs under the same ``externalhostandport``.
+        """
         config = self._config
+        pool = HTTPConnectionPool(self._reactor, persistent=True)
+        _PoolCloser(pool).setServiceParent(self.node)
         forwarder = Forwarder(
-            HTTPClient(Agent(self._reactor, pool=self._pool)),
+            HTTPClient(Agent(self._reactor, pool=pool)),
             self._reactor,
             self._secrets,
             # A send held for a pending handshake waits for the admission.
             timeout=config.backend_timeout * (config.backend_retries + 1) + 5,
         )
-        self._reach = ClusterReach(
-            registry,
-            self.node.link,
-            self._names,
-            self.node.roster,
-            self.node.subscriptions,
-            forwarder,
+        node = self.node
+        reach = ClusterReach(
+            registry, node.link, self._names, node.roster, node.subscriptions, forwarder
         )
-        return self._reach
-
-    def _message(self, channel: bytes, data: bytes) -> None:
-        if self._reach is not None:
-            self._reach.message(channel, data)
-
-    def _fenced(self, connection_ids: list[str]) -> None:
-        if self._reach is not None:
-            self._reach.close_here(connection_ids, 1001, "declared lost by the cluster; reconnect")
+        node.serve(recover, reach, taken)
+        return reach
 
 
 class _PoolCloser(Service):

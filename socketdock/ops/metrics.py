@@ -61,6 +61,10 @@ class Metrics:
     """
     Every figure SocketDock reports.
 
+    The gauges read their figures at a scrape, from the objects that hold
+    them; the relay is built on these counters, so those sources are given
+    by :meth:`read_from` once they exist (or here, where they already do).
+
     :param active: how many connections are live right now.
     :param queued: how many messages wait for the backend right now.
     :param tags: how many distinct tags live connections carry right now
@@ -75,8 +79,8 @@ class Metrics:
 
     def __init__(
         self,
-        active: Callable[[], int],
-        queued: Callable[[], int],
+        active: Callable[[], int] = lambda: 0,
+        queued: Callable[[], int] = lambda: 0,
         tags: Callable[[], int] = lambda: 0,
         cluster: Callable[[], dict] | None = None,
         tuning: Mapping[str, str] | None = None,
@@ -106,22 +110,18 @@ class Metrics:
         self._active = Gauge(
             "socketdock_connections_active", "Live WebSocket connections.", registry=r
         )
-        self._active.set_function(active)
         self._queued = Gauge(
             "socketdock_queue_depth", "Messages waiting for the backend.", registry=r
         )
-        self._queued.set_function(queued)
         self._queued_bytes = Gauge(
             "socketdock_queued_bytes",
             "Bytes of messages waiting for the backend or unread by slow clients"
             " (bounded by max_queued_bytes).",
             registry=r,
         )
-        self._queued_bytes.set_function(queued_bytes)
         self._tags = Gauge(
             "socketdock_tags", "Distinct tags carried by live connections.", registry=r
         )
-        self._tags.set_function(tags)
         self._opened = Counter("socketdock_connections_opened", "Handshakes completed.", registry=r)
         self._closed = Counter(
             "socketdock_connections_closed",
@@ -171,6 +171,26 @@ class Metrics:
         self._hot = _HotFigures()
         r.register(self._hot)
         self._active_fn = active
+        self.read_from(active=active, queued=queued, queued_bytes=queued_bytes, tags=tags)
+
+    def read_from(
+        self,
+        *,
+        active: Callable[[], int] | None = None,
+        queued: Callable[[], int] | None = None,
+        queued_bytes: Callable[[], int] | None = None,
+        tags: Callable[[], int] | None = None,
+    ) -> None:
+        """Where the gauges given here read their figures from now on."""
+        if active is not None:
+            self._active_fn = active
+            self._active.set_function(active)
+        if queued is not None:
+            self._queued.set_function(queued)
+        if queued_bytes is not None:
+            self._queued_bytes.set_function(queued_bytes)
+        if tags is not None:
+            self._tags.set_function(tags)
 
     def connection_opened(self) -> None:
         self._opened.inc()

@@ -43,7 +43,12 @@ class LocalReach:
         self._registry = registry
         self._instance = instance
 
+    def here_only(self) -> LocalReach:
+        return self
+
     def send_to_connection(self, connection_id: str, payload: bytes, is_binary: bool):
+        # The hot path: the connection's own Deferred (fired at once when it
+        # is open), which the API answers in the same call.
         connection = self._registry.get(connection_id)
         if connection is None:
             return fail(NotLive())

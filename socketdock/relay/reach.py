@@ -8,10 +8,10 @@ cluster mode an implementation backed by a shared store (Redis) answers for
 every instance, and :class:`IConnectionEvents` is how it learns what this
 instance's connections are doing so it can publish it.
 
-Today the tag routes and ``POST /socket/<id>/tags`` go through it; the older
-``/socket/<id>`` routes (send, disconnect, GET) still read the registry
-directly, and cluster mode moves them onto the ``*_connection`` methods
-below, which :class:`LocalReach` already implements.
+Every callback route that names a connection or a tag goes through it
+(``socketdock/api/sockets.py``, ``tags.py``, ``listing.py``), with one tree
+with or without ``cluster``; only ``GET /connections`` reads this instance's
+registry directly.
 
 Wiring (socketdock/tap.py): the registry is built with the
 :class:`IConnectionEvents` (``Registry(events)``) and the API with the :class:`IReach`
@@ -21,17 +21,26 @@ others for the rest.
 
 Every method returns a Deferred, even where the local answer is immediate, so
 that an implementation that must ask another instance fits the same callers.
-Failures a caller must expect are the exceptions defined here and
-:class:`socketdock.relay.registry.NotLive` / :class:`OutboundFull`; the API maps them to
-statuses:
+Where the answer is known at once the Deferred has already fired, and the
+API answers in the same call (``socketdock.api.routes.answer``): the local
+``send_to_connection`` hands back the connection's own Deferred, no other.
+Failures a caller must expect are the exceptions defined here,
+:class:`socketdock.relay.registry.NotLive` / :class:`OutboundFull` and those
+of the confirm, state and listing methods; the API maps them to statuses in
+one place (``socketdock.api.routes.failed``):
 
 ==============================  ====================================
 failure                         answer
 ==============================  ====================================
 :class:`NotLive`                404 no such live connection
-:class:`OutboundFull`           503 + ``Retry-After``
+:class:`OutboundFull`           503 + ``Retry-After: 1``, its ``why``
 :class:`InvalidTags`            400 with the exception's one-line text
+``BadCursor``                   400 with the exception's one-line text
+``InvalidState``                its ``status`` (400, 413) and text
 :class:`Unreachable`            503 + ``Retry-After: <retry_after>``
+``Unconfirmed``                 504 (the client did not confirm)
+``Gone``                        410 (closed before it confirmed)
+anything else                   500, logged
 ==============================  ====================================
 """
 
@@ -126,6 +135,14 @@ class IReach(Interface):
     what needs the connection's state (the 64-tag limit).  "Live" is
     SPEC §4's: open or in a pending handshake, not closing.
     """
+
+    def here_only() -> IReach:
+        """
+        This reach answering from this instance's connections only: for a
+        request another instance forwarded (:data:`HOP_HEADER`), a connection
+        not held here is :class:`NotLive`, never asked of a third instance.
+        Without a cluster, the reach itself.
+        """
 
     def send_to_connection(connection_id: str, payload: bytes, is_binary: bool) -> Deferred[None]:
         """

@@ -25,8 +25,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from txaio.testutil import replace_loop
 
+from socketdock.assembly import make_service
 from socketdock.config.settings import load_config
-from socketdock.tap import make_service
 from tests.certs import make_ca
 from tests.fakebackend import FakeBackend, start_backend, stop_backend
 from tests.harness import start_relay

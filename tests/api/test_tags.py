@@ -308,6 +308,9 @@ class SlowReach:
         self.pending.append(d)
         return d
 
+    def here_only(self) -> SlowReach:
+        return self
+
     send_to_connection = close_connection = change_tags = describe_connection = _later
     send_to_tag = close_tag = count_tag = _later
     confirm_to_connection = confirm_to_tag = list_tag = set_state = _later

@@ -174,3 +174,18 @@ class FakeLink:
     def reconnect(self) -> None:
         """Connections made again, not up yet (restoring: RedisLink's link_up)."""
         self.connected = True
+
+
+class NoTagRequests:
+    """A reach for a node whose test sends no tag requests: it only counts fenced closes."""
+
+    dropped = 0
+
+    def __init__(self) -> None:
+        self.closed: list[str] = []
+
+    def message(self, channel: bytes, data: bytes) -> None:
+        raise AssertionError(f"no tag request expected, got one on {channel!r}")
+
+    def close_here(self, connection_ids: list[str], code: int, reason: str) -> None:
+        self.closed.extend(connection_ids)

@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from socketdock.config.cluster import parse_cluster_url
+from tests.cluster.fakes import NoTagRequests
 from tests.cluster.redisserver import NO_REDIS, start_redis
 
 #: Far longer than any test: heartbeats only happen when a test calls beat().
@@ -31,11 +32,13 @@ class Node:
             lambda: me,
             reactor,
             FAR,
-            lambda ids, details: self.recovered.append(ids),
-            lambda channel, data: None,
             retry_policy=lambda attempt: 0.05,
             clock=clock,
-            taken=taken or (lambda line: None),
+        )
+        self.node.serve(
+            lambda ids, details, reason: self.recovered.append(ids),
+            NoTagRequests(),
+            taken or (lambda line: None),
         )
         self.roster = self.node.roster
         # The link only: the node's heartbeat timer stays off, beats are the test's.
@@ -190,10 +193,11 @@ class ClockedHeartbeatTests(TestCase):
             lambda: "http://survivor",
             reactor,
             5.0,
-            lambda ids, details: claimed.callback(ids),
-            lambda channel, data: None,
             retry_policy=lambda attempt: 0.05,
             clock=clock,
+        )
+        node.serve(
+            lambda ids, details, reason: claimed.callback(ids), NoTagRequests(), lambda line: None
         )
         node.startService()
         self.addCleanup(node.stopService)

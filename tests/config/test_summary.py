@@ -60,7 +60,7 @@ class SummaryTests(SynchronousTestCase):
 
     def test_make_service_logs_it_once(self) -> None:
         """Building an instance logs exactly one "starting:" line at info, with the fields."""
-        from socketdock.tap import make_service
+        from socketdock.assembly import make_service
 
         config = load_config({"bindport": "0"}, {}, None)
         with capturedLogs() as events:

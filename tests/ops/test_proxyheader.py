@@ -1,6 +1,6 @@
 """
 The PROXY header in front of a ``haproxy:`` listener (socketdock/ops/proxyheader.py):
-through the listener ``tap.make_service`` builds, on a MemoryReactorClock, and
+through the listener ``assembly.make_service`` builds, on a MemoryReactorClock, and
 the parser on its own.
 """
 
@@ -14,6 +14,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
+from socketdock.assembly import make_service
 from socketdock.config.settings import load_config
 from socketdock.ops.proxyheader import (
     HEADER_DEADLINE,
@@ -21,7 +22,6 @@ from socketdock.ops.proxyheader import (
     BadHeader,
     parse_header,
 )
-from socketdock.tap import make_service
 from socketdock.tuning import PLAIN, TUNED
 
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"

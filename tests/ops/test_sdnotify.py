@@ -18,9 +18,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from socketdock.assembly import make_service
 from socketdock.config.settings import load_config
 from socketdock.ops.sdnotify import Notifier, SystemdNotify, from_environ, socket_address
-from socketdock.tap import make_service
 from tests.daemon import spawn_socketdock, started
 
 
