@@ -11,8 +11,8 @@ without bound.  The count starts when the transport pauses and ends when it
 resumes, having written them all.
 
 Only a paused connection needs one (see
-:meth:`~socketdock.ws.protocol.RelayServerProtocol.pauseProducing`): the
-protocol keeps the "paused" flag itself, since every send reads it.
+:meth:`~socketdock.ws.flow.FlowControl.pauseProducing`): the protocol
+keeps the "paused" flag itself, since every send reads it.
 """
 
 from __future__ import annotations
