@@ -1,7 +1,7 @@
 """
 Compare this checkout with another revision on a noisy machine: ABBA blocks.
 
-    python bench/ab.py BASE [--blocks 4] [--inline] [--duration 10]
+    python bench/ab.py BASE [--blocks 4] [--inline] [--handshakes 2000] [--duration 10]
     python bench/ab.py 8cf848c --this 1784dfd     # two revisions, neither checked out
 
 
@@ -41,6 +41,8 @@ FIGURES = (
     ("rt/s", "msgsPerSec", 1, "", False),
     ("p99", "latP99ms", 1, "ms", True),
 )
+#: With --handshakes: the idle test's handshakes per second (higher is better).
+HANDSHAKES = ("hs/s", None, 1, "", False)
 
 #: Share of a core that other processes kept busy during a run (the harness
 #: measures it) above which the run is left out of the clean medians.
@@ -52,11 +54,14 @@ def run_once(tree: str, args, out: str) -> "tuple[dict, float]":
     One bench/run.py run of ``tree``'s relay: {(send or inline, figure):
     value}, and the most any core was busy with other processes meanwhile.
     """
-    cmd = [sys.executable, os.path.join(HERE, "run.py"), "--tests", "rt", "--reps", "1",
+    tests = "rt,idle" if args.handshakes else "rt"
+    cmd = [sys.executable, os.path.join(HERE, "run.py"), "--tests", tests, "--reps", "1",
            "--duration", str(args.duration), "--tree", tree, "--out", out,
            "--quiet-wait", str(args.quiet_wait)]
     if args.inline:
         cmd.append("--inline")
+    if args.handshakes:
+        cmd += ["--idle-n", str(args.handshakes)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=30 * 60)
     figures = {}
     other = 0.0
@@ -66,6 +71,10 @@ def run_once(tree: str, args, out: str) -> "tuple[dict, float]":
         rt = document["summary"]["rt"]
         for label, key, scale, _, _ in FIGURES:
             figures[(mode, label)] = rt[key]["median"] * scale
+        if args.handshakes and mode == "send":
+            idle = document["summary"][f"idle_{args.handshakes}"]
+            rates = sorted(args.handshakes / t for t in idle["openSec"] if t)
+            figures[("idle", HANDSHAKES[0])] = rates[len(rates) // 2]
         for result in document["results"]:
             other = max(other, *(result.get("otherBusyPerCore") or [0.0]))
     return figures, other
@@ -76,6 +85,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("base", help="git revision to compare this checkout with")
     p.add_argument("--blocks", type=int, default=4, help="ABBA blocks (four runs each)")
     p.add_argument("--inline", action="store_true", help="also compare inline_reply")
+    p.add_argument("--handshakes", type=int, default=0, metavar="N",
+                   help="also compare handshakes/s: the idle test opening N connections")
     p.add_argument("--duration", type=int, default=10, help="seconds measured per run")
     p.add_argument("--this", default=None, metavar="REV",
                    help="a revision to run in place of this checkout")
@@ -113,8 +124,8 @@ def main(argv: list[str]) -> int:
     print(f"\nmedians, base ({args.base}) -> {this_name}; blocks {this_name} won:")
     for key in runs["this"][0]:
         mode, label = key
-        lower_better = next(f[4] for f in FIGURES if f[0] == label)
-        unit = next(f[3] for f in FIGURES if f[0] == label)
+        lower_better = next(f[4] for f in (*FIGURES, HANDSHAKES) if f[0] == label)
+        unit = next(f[3] for f in (*FIGURES, HANDSHAKES) if f[0] == label)
         base = [r[key] for r in runs["base"]]
         this = [r[key] for r in runs["this"]]
         won = sum(
@@ -129,7 +140,7 @@ def main(argv: list[str]) -> int:
               f"processes ({len(clean['base'])} base, {len(clean['this'])} this checkout):")
         for key in clean["this"][0]:
             mode, label = key
-            unit = next(f[3] for f in FIGURES if f[0] == label)
+            unit = next(f[3] for f in (*FIGURES, HANDSHAKES) if f[0] == label)
             base = statistics.median(r[key] for r in clean["base"])
             this = statistics.median(r[key] for r in clean["this"])
             print(f"  {mode:6s} {label:6s} {base:8.1f} -> {this:8.1f} {unit:2s}")
