@@ -131,6 +131,9 @@ def make_service(
     # Listeners and backend connections use it; timers and the rest use the reactor.
     net = stack.network(reactor)
 
+    metrics = Metrics(tuning=stack.pieces)
+    backend, pool = make_backend(config, reactor, net, urls, metrics, stack, secrets)
+
     # Where the notices owed are kept, and who hears of each connection:
     # a file (journal), or Redis through the cluster's node.
     cluster = None
@@ -140,6 +143,7 @@ def make_service(
         from socketdock.cluster.wiring import Cluster
 
         cluster = Cluster(config, reactor, urls, secrets)
+        backend = cluster.backend(backend)
     elif config.journal is not None:
         journal = Journal(config.journal, reactor, ThreadWriter(reactor))
     owed = cluster.journal if cluster is not None else journal
@@ -149,10 +153,6 @@ def make_service(
         cluster.events if cluster is not None else NoEvents(),
         owed.note if owed is not None else None,
     )
-    metrics = Metrics(tuning=stack.pieces, cluster=cluster.status if cluster is not None else None)
-    backend, pool = make_backend(config, reactor, net, urls, metrics, stack, secrets)
-    if cluster is not None:
-        backend = cluster.backend(backend)
     queued_bytes = ByteBudget(config.max_queued_bytes)
     relay = Relay(
         backend,
@@ -169,6 +169,7 @@ def make_service(
         queued=relay.queued,
         queued_bytes=lambda: queued_bytes.used,
         tags=registry.tag_count,
+        cluster=cluster.status if cluster is not None else None,
     )
     service = SocketDockService(relay, pool, config.shutdown_timeout, notify)
     # First in, last out: the patches outlive every connection.

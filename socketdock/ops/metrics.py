@@ -88,7 +88,7 @@ class Metrics:
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self._cluster = cluster
+        self._cluster: Callable[[], dict] | None = None
         self._tuning = dict(tuning or {})
         if tuning:
             tuned = Gauge(
@@ -99,14 +99,6 @@ class Metrics:
             )
             for piece, why in self._tuning.items():
                 tuned.labels(piece=piece).set(1 if why == "on" else 0)
-        if cluster is not None:
-            up = Gauge(
-                "socketdock_cluster_up",
-                "1 while the link to the cluster's Redis is up.",
-                registry=r,
-            )
-            up.set_function(lambda: 1 if cluster()["link"] == "up" else 0)
-            r.register(_ClusterDropped(cluster))
         self._active = Gauge(
             "socketdock_connections_active", "Live WebSocket connections.", registry=r
         )
@@ -171,7 +163,9 @@ class Metrics:
         self._hot = _HotFigures()
         r.register(self._hot)
         self._active_fn = active
-        self.read_from(active=active, queued=queued, queued_bytes=queued_bytes, tags=tags)
+        self.read_from(
+            active=active, queued=queued, queued_bytes=queued_bytes, tags=tags, cluster=cluster
+        )
 
     def read_from(
         self,
@@ -180,8 +174,12 @@ class Metrics:
         queued: Callable[[], int] | None = None,
         queued_bytes: Callable[[], int] | None = None,
         tags: Callable[[], int] | None = None,
+        cluster: Callable[[], dict] | None = None,
     ) -> None:
-        """Where the gauges given here read their figures from now on."""
+        """
+        Where the gauges given here read their figures from now on; a
+        ``cluster`` (given once) adds the cluster's figures.
+        """
         if active is not None:
             self._active_fn = active
             self._active.set_function(active)
@@ -191,6 +189,16 @@ class Metrics:
             self._queued_bytes.set_function(queued_bytes)
         if tags is not None:
             self._tags.set_function(tags)
+        if cluster is not None:
+            assert self._cluster is None, "the cluster's figures are read from one place"
+            self._cluster = cluster
+            up = Gauge(
+                "socketdock_cluster_up",
+                "1 while the link to the cluster's Redis is up.",
+                registry=self.registry,
+            )
+            up.set_function(lambda: 1 if cluster()["link"] == "up" else 0)
+            self.registry.register(_ClusterDropped(cluster))
 
     def connection_opened(self) -> None:
         self._opened.inc()

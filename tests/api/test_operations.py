@@ -196,6 +196,24 @@ class FreshMetricsTests(SynchronousTestCase):
         requests = families["socketdock_backend_requests"]
         self.assertEqual(_value(requests, "_total", kind="message", outcome="200"), 3)
 
+    def test_gauges_read_their_sources_once_given(self):
+        """
+        Metrics made before the relay read zero until read_from names the
+        sources; then scrapes and /status read them, cluster figures included.
+        """
+        metrics = Metrics()
+        families = _families(metrics.exposition())
+        self.assertEqual(_value(families["socketdock_queue_depth"]), 0)
+        self.assertNotIn("socketdock_cluster_up", families)
+        status = {"link": "up", "messages_dropped": 2}
+        metrics.read_from(active=lambda: 5, queued=lambda: 7, cluster=lambda: status)
+        families = _families(metrics.exposition())
+        self.assertEqual(_value(families["socketdock_queue_depth"]), 7)
+        self.assertEqual(_value(families["socketdock_connections_active"]), 5)
+        self.assertEqual(_value(families["socketdock_cluster_up"]), 1)
+        self.assertEqual(metrics.status()["connections"]["active"], 5)
+        self.assertEqual(metrics.status()["cluster"], status)
+
 
 class HealthTests(OperationsTestCase):
     @inlineCallbacks
