@@ -33,10 +33,8 @@ class FragmentLimit(WebSocketServerProtocol):
     The limit, as Autobahn hooks of a server protocol (mixed into
     :class:`~socketdock.ws.protocol.RelayServerProtocol`).
 
-    Its hooks call Autobahn's by name rather than through ``super()``: on
-    Python 3.11 ``super()`` walks the class's whole MRO on every call, and
-    they run for every read or frame.  No two of the protocol's classes
-    define the same hook (``tests/ws/test_interfaces.py``), so none is skipped.
+    Its hooks call Autobahn's by name, as the protocol's mixins all do
+    (:class:`~socketdock.ws.protocol.RelayServerProtocol` says why).
     """
 
     _log: Logger

@@ -32,10 +32,8 @@ class OpeningHandshake(WebSocketServerProtocol):
     """
     From the upgrade request to the open connection, or to its refusal.
 
-    Its hooks call Autobahn's by name rather than through ``super()``: on
-    Python 3.11 ``super()`` walks the class's whole MRO on every call, and
-    they run for every read or frame.  No two of the protocol's classes
-    define the same hook (``tests/ws/test_interfaces.py``), so none is skipped.
+    Its hooks call Autobahn's by name, as the protocol's mixins all do
+    (:class:`~socketdock.ws.protocol.RelayServerProtocol` says why).
     """
 
     # Set by the protocol.

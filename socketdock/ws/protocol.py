@@ -51,6 +51,13 @@ class RelayServerProtocol(OpeningHandshake, FlowControl, FragmentLimit):  # type
     so that it learns when the client stops reading and can refuse further
     sends before the unsent bytes grow without bound.
 
+    Autobahn calls its hooks on the protocol itself, so the WebSocket
+    mechanics beside it are mixins.  Their hooks call Autobahn's by name
+    rather than through ``super()``: on Python 3.11 ``super()`` walks the
+    class's whole MRO on every call, and they run for every read or frame.
+    No two of the protocol's classes define the same hook
+    (``tests/ws/test_interfaces.py``), so none is skipped.
+
     :param hub: what every connection of its listener shares.
     """
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import attrs
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
@@ -23,28 +22,16 @@ from socketdock.relay.session import Relay
 from socketdock.ws.factory import RelayServerFactory
 from socketdock.ws.protocol import RelayServerProtocol
 from socketdock.ws.ratelimit import HandshakeRate
+from tests.relay.test_admission import AdmittingBackend
 from tests.ws.test_flow import frames, masked
-from tests.ws.test_lifetime import HANDSHAKE, RecordingBackend, _Transport
+from tests.ws.test_lifetime import HANDSHAKE, _Transport
 from tests.ws.test_report import RecordingMetrics
-
-
-class StalledBackend(RecordingBackend):
-    """Answers each connect when the test says so."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.connects: list[Deferred] = []
-
-    def connect(self, connection_id, headers, offered, context=None):
-        d: Deferred = Deferred()
-        self.connects.append(d)
-        return d
 
 
 class HandshakeTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.backend = StalledBackend()
+        self.backend = AdmittingBackend()
         self.registry = Registry()
         metrics = Metrics(active=self.registry.__len__, queued=lambda: 0)
         self.relay = Relay(self.backend, self.registry, metrics, self.clock, 8)
