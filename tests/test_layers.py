@@ -3,8 +3,8 @@ The package's layers, held by parsing every module's imports (function-local
 ones included) with ``ast``.
 
 Lowest first: ``config`` < ``ops`` < ``relay`` < ``cluster`` < {``ws``,
-``api``} < the top-level modules (``tap``, ``service``, ``tuning``), which alone wire layers
-together.  A module may import its own layer and the layers below it; ``ws``
+``api``} < the top-level modules (``tap``, ``assembly``, ``service``,
+``tuning``), which alone wire layers together.  A module may import its own layer and the layers below it; ``ws``
 and ``api`` are peers and do not import each other.  ``socketdock`` itself
 (the package's ``__init__``: the version string) is importable from anywhere.
 

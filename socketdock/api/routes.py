@@ -81,10 +81,8 @@ def answer(request: Request, d: Deferred, ok: Answer):
     settled: list = []
     d.addBoth(settled.append)
     if settled:
-        # The hot path (a local send): rendered here, in one call.
-        if isinstance(settled[0], Failure):
-            return failed(request, settled[0])
-        return ok(request, settled[0])
+        # The hot path (a local send): rendered now, with no turn of the reactor.
+        return _rendered(request, settled[0], ok)
     gone: list[Failure] = []
     request.notifyFinish().addErrback(gone.append)
 

@@ -1,5 +1,5 @@
 """
-Cluster mode's pieces, built from the settings for :mod:`socketdock.tap` in
+Cluster mode's pieces, built from the settings for :mod:`socketdock.assembly` in
 two steps, because the relay and the cluster are built on each other: the
 node first (the registry and the relay are built on its roster, its events
 and its subscriptions), then the reach, which puts the node to work.

@@ -162,7 +162,6 @@ class Metrics:
             self._backend_auth.labels(kind)
         self._hot = _HotFigures()
         r.register(self._hot)
-        self._active_fn = active
         self.read_from(
             active=active, queued=queued, queued_bytes=queued_bytes, tags=tags, cluster=cluster
         )

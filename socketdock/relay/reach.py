@@ -13,9 +13,10 @@ Every callback route that names a connection or a tag goes through it
 with or without ``cluster``; only ``GET /connections`` reads this instance's
 registry directly.
 
-Wiring (socketdock/tap.py): the registry is built with the
+Wiring (socketdock/assembly.py): the registry is built with the
 :class:`IConnectionEvents` (``Registry(events)``) and the API with the :class:`IReach`
-(``make_api_children(..., reach)``).  A cluster implementation is both: it
+(``make_api_children(..., reach)``).  In cluster mode the events are the
+cluster node's (``ClusterEvents``) and the reach is ``ClusterReach``, which
 keeps the local :class:`LocalReach` for what this instance holds and asks the
 others for the rest.
 
